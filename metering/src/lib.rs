@@ -1,0 +1,2 @@
+//! Tally's usage domain.
+pub mod settings;

@@ -1,0 +1,1 @@
+//! Test support for Tally integration tests.
