@@ -1,2 +1,24 @@
-//! Tally's usage domain.
+//! Tally's usage domain: the meters, the usage record, the ClickHouse usage
+//! store (schema, migrations, writer, roll-ups) and the billing API.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use metering::{clickhouse::ClickHouse, meter::Catalog, record::*, store::{migrate, writer::UsageWriter}};
+//! let ch = ClickHouse::new("http://127.0.0.1:8123", std::time::Duration::from_secs(10))?;
+//! migrate::migrate(&ch, "tally").await?;
+//! let mut writer = UsageWriter::new(ch, "tally", Catalog::builtin())?;
+//! let now = time::OffsetDateTime::now_utc();
+//! writer.push(&UsageBatch { source_id: "demo".into(), seq: 1, records: vec![
+//!     UsageRecord::new("acme", "spans", now, 512.into()).with_service("checkout"),
+//! ]})?;
+//! writer.flush().await?;
+//! # Ok(()) }
+//! ```
+
+pub mod api;
+pub mod clickhouse;
+pub mod meter;
+pub mod record;
 pub mod settings;
+pub mod store;
+pub mod telemetry;

@@ -1,1 +1,21 @@
 //! Test support for Tally integration tests.
+//!
+//! Two engines, because production runs ClickHouse ≥ 23.8 but the only server
+//! packaged for these machines is Debian's 18.16:
+//!
+//! * [`ClickHouseServer`] runs a private, real `clickhouse-server` (18.16) on
+//!   free loopback ports with a throw-away data directory, so tests exercise the
+//!   wire protocols and the old dialect, and can kill/restart it for fault tests.
+//! * [`Chdb`] runs SQL through chDB (a ClickHouse 26.x engine inside a Python
+//!   process), so the same DDL and queries are proven against the modern dialect.
+//!
+//! Both fail loudly with install instructions when their engine is missing:
+//! a test that silently skips proves nothing.
+
+pub mod chdb;
+pub mod clickhouse;
+mod http;
+mod spawn;
+
+pub use chdb::Chdb;
+pub use clickhouse::ClickHouseServer;

@@ -1,0 +1,63 @@
+//! The billing API served by `tally serve`.
+
+pub mod auth;
+pub mod error;
+pub mod openapi;
+pub mod usage;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::routing::get;
+use axum::{Json, Router};
+
+use crate::clickhouse::sql::{check_identifier, BadIdentifier};
+use crate::clickhouse::ClickHouse;
+use crate::meter::Catalog;
+use auth::KeyRing;
+use error::ApiError;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The usage store.
+    pub ch: ClickHouse,
+    /// Its database.
+    pub database: Arc<str>,
+    /// Known meters.
+    pub catalog: Arc<Catalog>,
+    /// Accepted keys.
+    pub keys: Arc<KeyRing>,
+}
+
+impl AppState {
+    /// State for a store at `ch`/`database` with the given keys.
+    pub fn new(ch: ClickHouse, database: &str, keys: KeyRing) -> Result<Self, BadIdentifier> {
+        check_identifier(database)?;
+        Ok(Self { ch, database: database.into(), catalog: Arc::new(Catalog::builtin()), keys: Arc::new(keys) })
+    }
+}
+
+/// The API's routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/usage", get(usage::get_usage))
+        .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route("/openapi.json", get(|| async { Json(openapi::document()) }))
+        .fallback(|| async { ApiError::not_found("no such route; see /openapi.json") })
+        .method_not_allowed_fallback(|| async {
+            ApiError { status: axum::http::StatusCode::METHOD_NOT_ALLOWED, code: "method_not_allowed", message: "see /openapi.json for the methods each route takes".into() }
+        })
+        .with_state(state)
+}
+
+/// Serves the API on `listen` until `shutdown` resolves.
+pub async fn serve(
+    listen: SocketAddr,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    tracing::info!(addr = %listener.local_addr()?, "billing API listening");
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+}

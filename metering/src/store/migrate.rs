@@ -1,0 +1,93 @@
+//! Versioned migrations, recorded in `tally_migrations`. Running them twice is
+//! a no-op: applied versions are skipped and every statement is idempotent.
+
+use tracing::info;
+
+use super::{schema, Dialect, StoreError};
+use crate::clickhouse::sql::{BadIdentifier, Sql};
+use crate::clickhouse::ClickHouse;
+
+/// One schema change.
+pub struct Migration {
+    /// Increasing, never reused.
+    pub version: u32,
+    /// What it does.
+    pub name: &'static str,
+    /// Its statements for a database and dialect.
+    pub statements: fn(&str, Dialect) -> Result<Vec<Sql>, BadIdentifier>,
+}
+
+/// Every migration, in order.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "usage table",
+    statements: |db, dialect| Ok(vec![schema::create_usage(db, dialect)?]),
+}];
+
+/// What [`migrate`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationReport {
+    /// The server's dialect.
+    pub dialect: Dialect,
+    /// Versions applied by this run.
+    pub applied: Vec<u32>,
+    /// Versions that were already there.
+    pub skipped: Vec<u32>,
+}
+
+/// The statements that create the database and the migrations table.
+pub fn bootstrap(db: &str) -> Result<Vec<Sql>, BadIdentifier> {
+    Ok(vec![
+        Sql::new("CREATE DATABASE IF NOT EXISTS ").ident(db)?,
+        Sql::new("CREATE TABLE IF NOT EXISTS ").ident(db)?.push(
+            ".tally_migrations (version UInt32, name String, dialect String, \
+             applied_at DateTime('UTC') DEFAULT now()) ENGINE = MergeTree ORDER BY version",
+        ),
+    ])
+}
+
+/// The query listing applied versions (one per row).
+pub fn applied_versions(db: &str) -> Result<Sql, BadIdentifier> {
+    Ok(Sql::new("SELECT DISTINCT version FROM ").ident(db)?.push(".tally_migrations ORDER BY version"))
+}
+
+/// The statement recording that `m` was applied.
+pub fn record_applied(db: &str, m: &Migration, dialect: Dialect) -> Result<Sql, BadIdentifier> {
+    Ok(Sql::new("INSERT INTO ")
+        .ident(db)?
+        .push(".tally_migrations (version, name, dialect) VALUES (")
+        .bind(u64::from(m.version))
+        .push(", ")
+        .bind(m.name)
+        .push(", ")
+        .bind(dialect.as_str())
+        .push(")"))
+}
+
+/// Brings database `db` up to the latest version.
+pub async fn migrate(ch: &ClickHouse, db: &str) -> Result<MigrationReport, StoreError> {
+    let dialect = Dialect::detect(ch).await?;
+    for statement in bootstrap(db)? {
+        ch.execute(&statement).await?;
+    }
+    let done: Vec<u32> = ch
+        .query_tsv(&applied_versions(db)?)
+        .await?
+        .into_iter()
+        .filter_map(|row| row.first().and_then(|v| v.parse().ok()))
+        .collect();
+    let mut report = MigrationReport { dialect, applied: vec![], skipped: vec![] };
+    for m in MIGRATIONS {
+        if done.contains(&m.version) {
+            report.skipped.push(m.version);
+            continue;
+        }
+        for statement in (m.statements)(db, dialect)? {
+            ch.execute(&statement).await?;
+        }
+        ch.execute(&record_applied(db, m, dialect)?).await?;
+        info!(database = db, version = m.version, name = m.name, dialect = dialect.as_str(), "migration applied");
+        report.applied.push(m.version);
+    }
+    Ok(report)
+}

@@ -1,0 +1,70 @@
+//! The usage store in ClickHouse: schema, migrations, the batched writer and
+//! the roll-up queries the billing API serves.
+
+pub mod migrate;
+pub mod rollup;
+pub mod schema;
+pub mod writer;
+
+use crate::clickhouse::sql::BadIdentifier;
+use crate::clickhouse::{ClickHouse, ClickHouseError};
+
+/// Which DDL a server gets. 18.16 (Debian's package, our test server) lacks
+/// codecs and needs a setting for LowCardinality; servers from 20.1 on have both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// ClickHouse before 20.1.
+    Legacy,
+    /// ClickHouse 20.1 and later.
+    Modern,
+}
+
+impl Dialect {
+    /// The dialect of a server reporting `version` (`18.16.1`, `26.9.2.1`).
+    ///
+    /// ```
+    /// use metering::store::Dialect;
+    /// assert_eq!(Dialect::from_version("18.16.1"), Dialect::Legacy);
+    /// assert_eq!(Dialect::from_version("23.8.2.7"), Dialect::Modern);
+    /// ```
+    pub fn from_version(version: &str) -> Self {
+        let major: u32 = version.split('.').next().and_then(|m| m.parse().ok()).unwrap_or(0);
+        if major >= 20 {
+            Dialect::Modern
+        } else {
+            Dialect::Legacy
+        }
+    }
+
+    /// Asks the server.
+    pub async fn detect(ch: &ClickHouse) -> Result<Self, ClickHouseError> {
+        Ok(Self::from_version(&ch.version().await?))
+    }
+
+    /// `legacy` or `modern`, as recorded in `tally_migrations`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Dialect::Legacy => "legacy",
+            Dialect::Modern => "modern",
+        }
+    }
+}
+
+/// A failure of the usage store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// ClickHouse failed.
+    #[error(transparent)]
+    ClickHouse(#[from] ClickHouseError),
+    /// The database name is not a valid identifier.
+    #[error("database: {0}")]
+    Database(#[from] BadIdentifier),
+    /// The server returned a row this code cannot read.
+    #[error("unreadable usage row {row:?}: {reason}")]
+    BadRow {
+        /// The row's fields.
+        row: Vec<String>,
+        /// Why.
+        reason: String,
+    },
+}

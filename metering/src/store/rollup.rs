@@ -1,0 +1,311 @@
+//! Roll-ups of stored usage to minute, hour, day or month buckets (UTC),
+//! optionally per service, with keyset pagination.
+//!
+//! Reads collapse retried batches exactly: the inner query groups by the full
+//! row key including the batch identity and keeps one value per key; the outer
+//! query sums. This costs one extra aggregation over pre-aggregated minute rows,
+//! not over raw events.
+
+use rust_decimal::Decimal;
+use time::{Date, Month, OffsetDateTime};
+
+use super::StoreError;
+use crate::clickhouse::sql::{BadIdentifier, Param, Sql};
+use crate::clickhouse::ClickHouse;
+use crate::meter::Catalog;
+use crate::record::{validate_tenant, TenantError};
+
+/// The largest page a query may ask for.
+pub const MAX_LIMIT: u32 = 10_000;
+
+/// The size of a roll-up bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Granularity {
+    /// One UTC minute (the stored resolution).
+    Minute,
+    /// One UTC hour.
+    Hour,
+    /// One UTC day.
+    Day,
+    /// One UTC calendar month.
+    Month,
+}
+
+impl Granularity {
+    /// Parses `minute`, `hour`, `day` or `month`.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "minute" => Self::Minute,
+            "hour" => Self::Hour,
+            "day" => Self::Day,
+            "month" => Self::Month,
+            _ => return None,
+        })
+    }
+
+    /// The name `parse` accepts.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Minute => "minute",
+            Self::Hour => "hour",
+            Self::Day => "day",
+            Self::Month => "month",
+        }
+    }
+
+    fn bucket_expr(self) -> &'static str {
+        match self {
+            Self::Minute => "toUInt32(window_start)",
+            Self::Hour => "toUInt32(toStartOfHour(window_start))",
+            Self::Day => "toUInt32(toStartOfDay(window_start))",
+            Self::Month => "toUInt32(toDateTime(toStartOfMonth(window_start), 'UTC'))",
+        }
+    }
+
+    /// The end (exclusive) of the bucket starting at `start`, in Unix seconds.
+    ///
+    /// ```
+    /// use metering::store::rollup::Granularity;
+    /// use time::macros::datetime;
+    /// let feb = datetime!(2028-02-01 00:00 UTC).unix_timestamp();
+    /// assert_eq!(Granularity::Month.bucket_end(feb), datetime!(2028-03-01 00:00 UTC).unix_timestamp());
+    /// ```
+    pub fn bucket_end(self, start: i64) -> i64 {
+        match self {
+            Self::Minute => start + 60,
+            Self::Hour => start + 3600,
+            Self::Day => start + 86_400,
+            Self::Month => {
+                let date = OffsetDateTime::from_unix_timestamp(start).map(|t| t.date()).unwrap_or(Date::MIN);
+                let (year, month) = match date.month() {
+                    Month::December => (date.year() + 1, Month::January),
+                    m => (date.year(), m.next()),
+                };
+                Date::from_calendar_date(year, month, 1)
+                    .map(|d| d.midnight().assume_utc().unix_timestamp())
+                    .unwrap_or(i64::MAX)
+            }
+        }
+    }
+}
+
+/// Where a page starts: the key of the last point of the previous page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageKey {
+    /// Tenant of the last point.
+    pub tenant: String,
+    /// Meter of the last point.
+    pub meter: String,
+    /// Bucket start (Unix seconds) of the last point.
+    pub bucket: u32,
+    /// Service of the last point (empty unless grouped by service).
+    pub service: String,
+}
+
+/// A roll-up request. Times are UTC instants on whole minutes; `to` is exclusive.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageQuery {
+    /// One tenant, or all.
+    pub tenant: Option<String>,
+    /// One meter, or all.
+    pub meter: Option<String>,
+    /// Start, inclusive.
+    pub from: OffsetDateTime,
+    /// End, exclusive.
+    pub to: OffsetDateTime,
+    /// Bucket size.
+    pub granularity: Granularity,
+    /// One series per service instead of one per tenant and meter.
+    pub group_by_service: bool,
+    /// Continue after this key.
+    pub after: Option<UsageKey>,
+    /// At most this many points.
+    pub limit: u32,
+}
+
+/// One bucket of usage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsagePoint {
+    /// The tenant.
+    pub tenant: String,
+    /// The meter.
+    pub meter: String,
+    /// The service, when grouped by service.
+    pub service: Option<String>,
+    /// Bucket start, clipped to the query's `from`.
+    pub start: OffsetDateTime,
+    /// Bucket end (exclusive), clipped to the query's `to`.
+    pub end: OffsetDateTime,
+    /// The sum in the bucket.
+    pub value: Decimal,
+    /// The meter's unit.
+    pub unit: String,
+    /// The point's pagination key.
+    pub key: UsageKey,
+}
+
+/// Why a roll-up request was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum QueryError {
+    /// The tenant id is malformed.
+    #[error("tenant: {0}")]
+    Tenant(#[from] TenantError),
+    /// The meter is not known.
+    #[error("unknown meter {meter:?}; known meters: {known}")]
+    UnknownMeter {
+        /// As given.
+        meter: String,
+        /// The catalog.
+        known: String,
+    },
+    /// `from` is not before `to`.
+    #[error("`from` ({from}) must be before `to` ({to})")]
+    EmptyRange {
+        /// As given, RFC 3339.
+        from: String,
+        /// As given, RFC 3339.
+        to: String,
+    },
+    /// A bound is not on a whole minute.
+    #[error("`{field}` ({value}) must be on a whole minute: usage is stored in 1-minute buckets")]
+    NotMinuteAligned {
+        /// `from` or `to`.
+        field: &'static str,
+        /// As given.
+        value: String,
+    },
+    /// A bound is outside what the store holds.
+    #[error("`{field}` ({value}) is outside 1970-01-01T00:00:00Z..2106-02-07T06:28:00Z")]
+    OutOfRange {
+        /// `from` or `to`.
+        field: &'static str,
+        /// As given.
+        value: String,
+    },
+    /// The page size is out of bounds.
+    #[error("`limit` must be between 1 and {MAX_LIMIT}, got {0}")]
+    Limit(u32),
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| t.to_string())
+}
+
+fn unix_seconds(field: &'static str, t: OffsetDateTime) -> Result<u32, QueryError> {
+    let secs = t.unix_timestamp();
+    if t.nanosecond() != 0 || secs % 60 != 0 {
+        return Err(QueryError::NotMinuteAligned { field, value: rfc3339(t) });
+    }
+    u32::try_from(secs).map_err(|_| QueryError::OutOfRange { field, value: rfc3339(t) })
+}
+
+impl UsageQuery {
+    /// A query for all tenants and meters by day, first page of 1,000.
+    pub fn new(from: OffsetDateTime, to: OffsetDateTime) -> Self {
+        Self {
+            tenant: None,
+            meter: None,
+            from,
+            to,
+            granularity: Granularity::Day,
+            group_by_service: false,
+            after: None,
+            limit: 1000,
+        }
+    }
+
+    /// Checks the request against the catalog and the store's bounds.
+    pub fn validate(&self, catalog: &Catalog) -> Result<(), QueryError> {
+        if let Some(tenant) = &self.tenant {
+            validate_tenant(tenant)?;
+        }
+        if let Some(meter) = &self.meter {
+            if catalog.get(meter).is_none() {
+                return Err(QueryError::UnknownMeter { meter: meter.clone(), known: catalog.names() });
+            }
+        }
+        let from = unix_seconds("from", self.from)?;
+        let to = unix_seconds("to", self.to)?;
+        if from >= to {
+            return Err(QueryError::EmptyRange { from: rfc3339(self.from), to: rfc3339(self.to) });
+        }
+        if self.limit == 0 || self.limit > MAX_LIMIT {
+            return Err(QueryError::Limit(self.limit));
+        }
+        Ok(())
+    }
+
+    /// The query's SQL against `db.usage`. Call [`validate`](Self::validate) first.
+    pub fn to_sql(&self, db: &str) -> Result<Sql, BadIdentifier> {
+        let service = if self.group_by_service { "service" } else { "''" };
+        let mut sql = Sql::new("SELECT tenant, meter, ")
+            .push(self.granularity.bucket_expr())
+            .push(" AS bucket, ")
+            .push(service)
+            .push(
+                " AS svc, sum(v) AS total, any(u) AS unit FROM (\
+                 SELECT tenant, meter, window_start, service, max(value) AS v, any(unit) AS u FROM ",
+            )
+            .ident(db)?
+            .push(".usage WHERE window_start >= ")
+            .bind(Param::DateTime(self.from.unix_timestamp() as u32))
+            .push(" AND window_start < ")
+            .bind(Param::DateTime(self.to.unix_timestamp() as u32));
+        if let Some(tenant) = &self.tenant {
+            sql = sql.push(" AND tenant = ").bind(tenant);
+        }
+        if let Some(meter) = &self.meter {
+            sql = sql.push(" AND meter = ").bind(meter);
+        }
+        sql = sql.push(
+            " GROUP BY tenant, meter, window_start, service, route, dimensions, source_id, batch_seq) \
+             GROUP BY tenant, meter, bucket, svc",
+        );
+        if let Some(after) = &self.after {
+            sql = sql
+                .push(" HAVING (tenant, meter, bucket, svc) > (")
+                .bind(&after.tenant)
+                .push(", ")
+                .bind(&after.meter)
+                .push(", ")
+                .bind(u64::from(after.bucket))
+                .push(", ")
+                .bind(&after.service)
+                .push(")");
+        }
+        Ok(sql.push(" ORDER BY tenant, meter, bucket, svc LIMIT ").bind(u64::from(self.limit)))
+    }
+
+    /// Reads the rows [`to_sql`](Self::to_sql) returns (as TabSeparated fields).
+    pub fn parse_rows(&self, rows: Vec<Vec<String>>) -> Result<Vec<UsagePoint>, StoreError> {
+        rows.into_iter().map(|row| self.parse_row(row)).collect()
+    }
+
+    fn parse_row(&self, row: Vec<String>) -> Result<UsagePoint, StoreError> {
+        let bad = |row: &[String], reason: &str| StoreError::BadRow { row: row.to_vec(), reason: reason.to_owned() };
+        let [tenant, meter, bucket, service, total, unit] = <[String; 6]>::try_from(row)
+            .map_err(|row| bad(&row, "expected 6 fields"))?;
+        let fields = || vec![tenant.clone(), meter.clone(), bucket.clone(), service.clone(), total.clone()];
+        let bucket: u32 = bucket.parse().map_err(|_| bad(&fields(), "bucket is not a UInt32"))?;
+        let value: Decimal = total.parse().map_err(|_| bad(&fields(), "total is not a decimal"))?;
+        let start = i64::from(bucket).max(self.from.unix_timestamp());
+        let end = self.granularity.bucket_end(i64::from(bucket)).min(self.to.unix_timestamp());
+        let at = |secs| OffsetDateTime::from_unix_timestamp(secs).map_err(|_| bad(&fields(), "time out of range"));
+        Ok(UsagePoint {
+            start: at(start)?,
+            end: at(end)?,
+            value: value.normalize(),
+            unit,
+            service: self.group_by_service.then(|| service.clone()),
+            key: UsageKey { tenant: tenant.clone(), meter: meter.clone(), bucket, service },
+            tenant,
+            meter,
+        })
+    }
+}
+
+/// Runs a roll-up against `db.usage`.
+pub async fn query_usage(ch: &ClickHouse, db: &str, query: &UsageQuery) -> Result<Vec<UsagePoint>, StoreError> {
+    let rows = ch.query_tsv(&query.to_sql(db)?).await?;
+    query.parse_rows(rows)
+}

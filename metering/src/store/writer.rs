@@ -1,0 +1,127 @@
+//! The batched usage writer: validates batches, sums records that share a key,
+//! encodes rows as RowBinary and inserts many batches in one INSERT.
+
+use std::collections::BTreeMap;
+
+use rust_decimal::Decimal;
+
+use super::{schema, StoreError};
+use crate::clickhouse::rowbinary::{put_datetime, put_decimal128, put_str, put_u64};
+use crate::clickhouse::sql::{check_identifier, BadIdentifier, Sql};
+use crate::clickhouse::ClickHouse;
+use crate::meter::Catalog;
+use crate::record::{check_record, minute_of, RecordError, RecordProblem, UsageBatch, VALUE_SCALE};
+
+/// The key a row is stored under within its batch.
+type RowKey<'a> = (&'a str, &'a str, u32, &'a str, &'a str, String);
+
+/// Encodes a batch as RowBinary rows of `usage` ([`schema::INSERT_COLUMNS`]) into
+/// `out` and returns the number of rows. Records sharing tenant, meter, minute
+/// and dimensions are summed first, so each key appears once per batch (the
+/// store collapses equal keys; two rows with one key would lose one). A bad
+/// record rejects the whole batch and leaves `out` untouched.
+///
+/// ```
+/// use metering::{meter::Catalog, record::{UsageBatch, UsageRecord}, store::writer::encode_batch};
+/// use time::macros::datetime;
+/// let t = datetime!(2026-05-01 10:00:05 UTC);
+/// let batch = UsageBatch { source_id: "agent-1".into(), seq: 1, records: vec![
+///     UsageRecord::new("acme", "spans", t, 2.into()),
+///     UsageRecord::new("acme", "spans", t + time::Duration::seconds(30), 3.into()),
+/// ]};
+/// let mut out = Vec::new();
+/// assert_eq!(encode_batch(&batch, &Catalog::builtin(), &mut out), Ok(1));
+/// ```
+pub fn encode_batch(batch: &UsageBatch, catalog: &Catalog, out: &mut Vec<u8>) -> Result<usize, RecordError> {
+    let reject = |index, reason| RecordError { source_id: batch.source_id.clone(), seq: batch.seq, index, reason };
+    if batch.source_id.is_empty() {
+        return Err(reject(0, RecordProblem::EmptySource));
+    }
+    let mut rows: BTreeMap<RowKey<'_>, Decimal> = BTreeMap::new();
+    for (index, record) in batch.records.iter().enumerate() {
+        check_record(record, catalog).map_err(|reason| reject(index, reason))?;
+        let dims = if record.dimensions.is_empty() {
+            String::new()
+        } else {
+            // BTreeMap order makes the JSON canonical, so equal dimensions give equal keys.
+            serde_json::to_string(&record.dimensions).expect("string map serializes")
+        };
+        let key = (
+            record.tenant.as_str(),
+            record.meter.as_str(),
+            minute_of(record.time),
+            record.service.as_str(),
+            record.route.as_str(),
+            dims,
+        );
+        let sum = rows.entry(key).or_default();
+        *sum = sum.checked_add(record.value).ok_or_else(|| reject(index, RecordProblem::Overflow))?;
+    }
+    for ((tenant, meter, minute, service, route, dims), value) in &rows {
+        let unit = catalog.get(meter).expect("checked above").unit;
+        put_str(out, tenant);
+        put_str(out, meter);
+        put_datetime(out, *minute);
+        put_str(out, service);
+        put_str(out, route);
+        put_str(out, dims);
+        put_decimal128(out, *value, VALUE_SCALE);
+        put_str(out, unit.as_str());
+        put_str(out, &batch.source_id);
+        put_u64(out, batch.seq);
+    }
+    Ok(rows.len())
+}
+
+/// Buffers encoded batches and inserts them together.
+///
+/// A failed flush keeps the buffer, so the caller can retry it: the rows carry
+/// their batch identities, and a retry of rows that did land counts nothing twice.
+#[derive(Debug)]
+pub struct UsageWriter {
+    ch: ClickHouse,
+    insert: Sql,
+    catalog: Catalog,
+    buffer: Vec<u8>,
+    rows: usize,
+}
+
+impl UsageWriter {
+    /// A writer into `database.usage`.
+    pub fn new(ch: ClickHouse, database: &str, catalog: Catalog) -> Result<Self, BadIdentifier> {
+        check_identifier(database)?;
+        Ok(Self { ch, insert: schema::insert_usage(database)?, catalog, buffer: Vec::new(), rows: 0 })
+    }
+
+    /// Validates and buffers a batch; returns the rows it added. A refused batch adds nothing.
+    pub fn push(&mut self, batch: &UsageBatch) -> Result<usize, RecordError> {
+        let rows = encode_batch(batch, &self.catalog, &mut self.buffer)?;
+        self.rows += rows;
+        Ok(rows)
+    }
+
+    /// Rows buffered and not yet inserted.
+    pub fn pending_rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Bytes buffered and not yet inserted.
+    pub fn pending_bytes(&self) -> usize {
+        self.buffer.len()
+    }
+
+    /// Inserts everything buffered in one INSERT; returns the rows inserted.
+    /// On error the buffer is kept for a retry.
+    pub async fn flush(&mut self) -> Result<usize, StoreError> {
+        if self.rows == 0 {
+            return Ok(0);
+        }
+        let body = bytes::Bytes::from(std::mem::take(&mut self.buffer));
+        if let Err(e) = self.ch.insert_rowbinary(&self.insert, body.clone()).await {
+            // Ours is the only other handle once the request is dropped, so this does not copy.
+            self.buffer = Vec::from(body);
+            return Err(e.into());
+        }
+        Ok(std::mem::take(&mut self.rows))
+    }
+}

@@ -1,0 +1,233 @@
+//! `tally migrate` and `tally serve` as processes, against a real ClickHouse.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{dataset, expected, FROM, TO};
+use metering::clickhouse::ClickHouse;
+use metering::meter::Catalog;
+use metering::store::rollup::Granularity;
+use metering::store::writer::UsageWriter;
+use rust_decimal::Decimal;
+use serde_json::Value;
+use testkit::ClickHouseServer;
+
+const KEY: &str = "billing-secret-1";
+
+struct Serve {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn tally(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tally")).args(args).env_remove("TALLY_CONFIG").output().unwrap()
+}
+
+async fn serve(server: &ClickHouseServer, db: &str) -> Serve {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let child = Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(["serve", "--listen", &listen, "--clickhouse-url", &server.http_url(), "--clickhouse-database", db])
+        .args(["--billing-key", "other-key", "--billing-key", KEY])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let serve = Serve { child, base: format!("http://{listen}") };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reqwest::get(format!("{}/healthz", serve.base)).await.is_err() {
+        assert!(Instant::now() < deadline, "tally serve did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    serve
+}
+
+async fn get(serve: &Serve, query: &str, key: Option<&str>) -> (u16, Value) {
+    let mut req = reqwest::Client::new().get(format!("{}/v1/usage?{query}", serve.base));
+    if let Some(key) = key {
+        req = req.bearer_auth(key);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap())
+}
+
+async fn setup() -> (ClickHouseServer, String, Serve) {
+    let server = ClickHouseServer::start().unwrap();
+    let db = server.database("api").unwrap();
+    let out = tally(&["migrate", "--clickhouse-url", &server.http_url(), "--clickhouse-database", &db]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ch = ClickHouse::new(&server.http_url(), Duration::from_secs(30)).unwrap();
+    let mut writer = UsageWriter::new(ch, &db, Catalog::builtin()).unwrap();
+    for b in dataset() {
+        writer.push(&b).unwrap();
+    }
+    writer.flush().await.unwrap();
+    let serve = serve(&server, &db).await;
+    (server, db, serve)
+}
+
+#[test]
+fn migrate_twice_reports_what_it_did() {
+    let server = ClickHouseServer::start().unwrap();
+    let db = server.database("cli").unwrap();
+    let args = ["migrate", "--clickhouse-url", &server.http_url(), "--clickhouse-database", &db];
+    let first = tally(&args);
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    assert!(first.status.success());
+    assert!(stdout.contains("is at version 1 (legacy dialect): applied [1], already applied []"), "{stdout}");
+    let second = String::from_utf8_lossy(&tally(&args).stdout).to_string();
+    assert!(second.contains("applied [], already applied [1]"), "{second}");
+    // A server that is not there: a clear error and a failing exit status.
+    let down = tally(&["migrate", "--clickhouse-url", "http://127.0.0.1:9", "--clickhouse-timeout-secs", "2"]);
+    assert!(!down.status.success());
+    let stderr = String::from_utf8_lossy(&down.stderr);
+    assert!(stderr.contains("migrating database tally on http://127.0.0.1:9") && stderr.contains("unreachable"), "{stderr}");
+}
+
+#[tokio::test]
+async fn usage_is_exact_and_pages_with_cursors() {
+    let (_server, _db, serve) = setup().await;
+    let data = dataset();
+    let (status, body) = get(&serve, "from=2026-01-01T00:00:00Z&to=2026-04-01T00:00:00Z&granularity=month", Some(KEY)).await;
+    assert_eq!(status, 200, "{body}");
+    let want = expected(&data, Granularity::Month, false, None, FROM, TO);
+    let items = body["data"].as_array().unwrap();
+    assert_eq!(items.len(), want.len());
+    assert_eq!(body["next_cursor"], Value::Null);
+    for item in items {
+        let start = time::OffsetDateTime::parse(item["start"].as_str().unwrap(), &time::format_description::well_known::Rfc3339).unwrap();
+        let key = (item["tenant"].as_str().unwrap().to_owned(), item["meter"].as_str().unwrap().to_owned(), String::new(), start.unix_timestamp());
+        // The value is an exact JSON number: compare its text with the expected decimal.
+        assert_eq!(item["value"].to_string(), want[&key].normalize().to_string(), "{item}");
+        let unit = if key.1 == "cpu_seconds" { "seconds" } else if key.1 == "span_bytes" { "bytes" } else { "count" };
+        assert_eq!(item["unit"], unit);
+    }
+    // One tenant, one meter, by service and by day, three points a page.
+    let q = "tenant=acme&meter=spans&from=2026-01-31T00:00:00Z&to=2026-03-01T00:00:00Z&granularity=day&group_by=service&limit=3";
+    let want = expected(&data, Granularity::Day, true, Some("acme"), time::macros::datetime!(2026-01-31 00:00 UTC), time::macros::datetime!(2026-03-01 00:00 UTC));
+    let want: Vec<_> = want.into_iter().filter(|(k, _)| k.1 == "spans").collect();
+    let mut got = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let query = match &cursor {
+            Some(c) => format!("{q}&cursor={c}"),
+            None => q.to_owned(),
+        };
+        let (status, body) = get(&serve, &query, Some(KEY)).await;
+        assert_eq!(status, 200, "{body}");
+        let page = body["data"].as_array().unwrap();
+        assert!(page.len() <= 3);
+        for item in page {
+            let start = time::OffsetDateTime::parse(item["start"].as_str().unwrap(), &time::format_description::well_known::Rfc3339).unwrap();
+            let service = item["service"].as_str().unwrap().to_owned();
+            got.push(((start.unix_timestamp(), service), item["value"].to_string().parse::<Decimal>().unwrap()));
+        }
+        match body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    // Pages come in (tenant, meter, bucket, service) order.
+    let mut want: Vec<_> = want.into_iter().map(|(k, v)| ((k.3, k.2), v)).collect();
+    want.sort();
+    assert_eq!(got, want);
+    // A cursor used with other parameters is refused.
+    let (_, body) = get(&serve, &format!("{q}&cursor={}", first_cursor(&serve, q).await), Some(KEY)).await;
+    assert_eq!(body["data"].as_array().unwrap().len(), 3);
+    let other = q.replace("tenant=acme", "tenant=globex");
+    let (status, body) = get(&serve, &format!("{other}&cursor={}", first_cursor(&serve, q).await), Some(KEY)).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_cursor")));
+}
+
+async fn first_cursor(serve: &Serve, q: &str) -> String {
+    get(serve, q, Some(KEY)).await.1["next_cursor"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn bad_requests_get_precise_errors() {
+    let (_server, _db, serve) = setup().await;
+    let ok = "from=2026-02-01T00:00:00Z&to=2026-03-01T00:00:00Z";
+    let cases: Vec<(String, u16, &str, &str)> = vec![
+        (format!("{ok}&meter=spanz"), 400, "unknown_meter", "unknown meter \"spanz\"; known meters: spans, span_bytes,"),
+        ("from=2026-03-01T00:00:00Z&to=2026-02-01T00:00:00Z".into(), 400, "invalid_range", "`from` (2026-03-01T00:00:00Z) must be before `to` (2026-02-01T00:00:00Z)"),
+        ("from=2026-02-01T00:00:00Z&to=2026-02-01T00:00:00Z".into(), 400, "invalid_range", "must be before"),
+        ("from=2026-02-30&to=2026-03-01T00:00:00Z".into(), 400, "invalid_parameter", "`from`: \"2026-02-30\" is not an RFC 3339 time"),
+        ("from=yesterday&to=2026-03-01T00:00:00Z".into(), 400, "invalid_parameter", "`from`: \"yesterday\" is not an RFC 3339 time"),
+        ("to=2026-03-01T00:00:00Z".into(), 400, "missing_parameter", "`from` is required"),
+        ("from=2026-02-01T00:00:30Z&to=2026-03-01T00:00:00Z".into(), 400, "invalid_parameter", "must be on a whole minute"),
+        (format!("{ok}&tenant=acme%27%20OR%201%3D1%20--"), 400, "invalid_parameter", "tenant: tenant id \"acme' OR 1=1 --\" contains '\\''"),
+        (format!("{ok}&tenant=%27%3B%20DROP%20TABLE%20usage"), 400, "invalid_parameter", "contains '\\''"),
+        (format!("{ok}&granularity=week"), 400, "invalid_parameter", "`granularity`: \"week\" is not one of minute, hour, day, month"),
+        (format!("{ok}&group_by=route"), 400, "invalid_parameter", "`group_by`: \"route\" is not supported"),
+        (format!("{ok}&limit=0"), 400, "invalid_parameter", "`limit` must be between 1 and 10000, got 0"),
+        (format!("{ok}&limit=ten"), 400, "invalid_parameter", "`limit`: \"ten\" is not a whole number"),
+        (format!("{ok}&tennant=acme"), 400, "invalid_parameter", "unknown parameter `tennant`"),
+        (format!("{ok}&cursor=not-a-cursor"), 400, "invalid_cursor", "not a cursor this API returned"),
+    ];
+    for (query, status, code, message) in cases {
+        let (got_status, body) = get(&serve, &query, Some(KEY)).await;
+        assert_eq!(got_status, status, "{query}: {body}");
+        assert_eq!(body["error"]["code"], code, "{query}: {body}");
+        let text = body["error"]["message"].as_str().unwrap();
+        assert!(text.contains(message), "{query}: {text}");
+    }
+    // Authentication comes first: no key, a wrong key and a wrong scheme are 401.
+    for key in [None, Some("wrong")] {
+        let (status, body) = get(&serve, ok, key).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthenticated")));
+    }
+    let resp = reqwest::Client::new()
+        .get(format!("{}/v1/usage?{ok}", serve.base))
+        .header("Authorization", format!("Basic {KEY}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(resp.headers()["www-authenticate"], "Bearer");
+    // The data survived all of that, and the other key works too.
+    let (status, body) = get(&serve, &format!("{ok}&granularity=month"), Some("other-key")).await;
+    assert_eq!(status, 200);
+    assert!(!body["data"].as_array().unwrap().is_empty());
+    // Unknown routes and methods answer in the same error shape.
+    let resp = reqwest::get(format!("{}/v1/nope", serve.base)).await.unwrap();
+    assert_eq!(resp.status(), 404);
+    assert_eq!(resp.json::<Value>().await.unwrap()["error"]["code"], "not_found");
+    let resp = reqwest::Client::new().post(format!("{}/v1/usage", serve.base)).send().await.unwrap();
+    assert_eq!(resp.status(), 405);
+}
+
+#[tokio::test]
+async fn openapi_describes_the_routes_and_a_down_store_is_503() {
+    let server = ClickHouseServer::start().unwrap();
+    let db = server.database("down").unwrap();
+    let serve = serve(&server, &db).await;
+    let doc: Value = reqwest::get(format!("{}/openapi.json", serve.base)).await.unwrap().json().await.unwrap();
+    assert_eq!(doc["openapi"], "3.0.3");
+    let paths: Vec<_> = doc["paths"].as_object().unwrap().keys().cloned().collect();
+    assert_eq!(paths, vec!["/healthz", "/openapi.json", "/v1/usage"]);
+    let params: Vec<_> = doc["paths"]["/v1/usage"]["get"]["parameters"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(params, metering::api::usage::PARAMS);
+    drop(server);
+    let (status, body) = get(&serve, "from=2026-02-01T00:00:00Z&to=2026-03-01T00:00:00Z", Some(KEY)).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("storage_unavailable")), "{body}");
+}
+
+#[test]
+fn serve_without_a_billing_key_refuses_to_start() {
+    let out = tally(&["serve", "--listen", "127.0.0.1:0"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tally serve needs at least one --billing-key"));
+}
