@@ -319,26 +319,20 @@ fn unique_name(prefix: &str) -> String {
     format!("{clean}_{}_{n}", std::process::id())
 }
 
+/// The same config files the quickstart uses (`deploy/clickhouse/local/`).
+const CONFIG_TEMPLATE: &str = include_str!("../../deploy/clickhouse/local/config.xml");
+const USERS_TEMPLATE: &str = include_str!("../../deploy/clickhouse/local/users.xml");
+
 fn write_config(dir: &Path, http_port: u16, tcp_port: u16) -> Result<()> {
     let d = dir.to_str().context("temp dir path is not UTF-8")?;
-    let config = format!(
-        "<yandex>\n\
-         <logger><level>warning</level><log>{d}/server.log</log><errorlog>{d}/err.log</errorlog></logger>\n\
-         <listen_host>127.0.0.1</listen_host><http_port>{http_port}</http_port><tcp_port>{tcp_port}</tcp_port>\n\
-         <path>{d}/data/</path><tmp_path>{d}/data/tmp/</tmp_path>\
-         <user_files_path>{d}/data/user_files/</user_files_path>\
-         <format_schema_path>{d}/data/format_schemas/</format_schema_path>\n\
-         <mark_cache_size>67108864</mark_cache_size><timezone>UTC</timezone>\n\
-         <users_config>{d}/users.xml</users_config>\
-         <default_profile>default</default_profile><default_database>default</default_database>\n\
-         </yandex>\n"
-    );
-    let users = "<yandex><profiles><default></default></profiles>\
-        <users><default><password></password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks>\
-        <profile>default</profile><quota>default</quota></default></users>\
-        <quotas><default></default></quotas></yandex>\n";
-    fs::write(dir.join("config.xml"), config).context("write config.xml")?;
-    fs::write(dir.join("users.xml"), users).context("write users.xml")?;
+    let fill = |template: &str| {
+        template
+            .replace("@DIR@", d)
+            .replace("@HTTP_PORT@", &http_port.to_string())
+            .replace("@TCP_PORT@", &tcp_port.to_string())
+    };
+    fs::write(dir.join("config.xml"), fill(CONFIG_TEMPLATE)).context("write config.xml")?;
+    fs::write(dir.join("users.xml"), fill(USERS_TEMPLATE)).context("write users.xml")?;
     Ok(())
 }
 
