@@ -16,6 +16,7 @@
 //! ```
 
 pub mod api;
+pub mod cli;
 pub mod clickhouse;
 pub mod meter;
 pub mod record;

@@ -88,8 +88,20 @@ fn migrate_twice_reports_what_it_did() {
     let stdout = String::from_utf8_lossy(&first.stdout);
     assert!(first.status.success());
     assert!(stdout.contains("is at version 1 (legacy dialect): applied [1], already applied []"), "{stdout}");
-    let second = String::from_utf8_lossy(&tally(&args).stdout).to_string();
-    assert!(second.contains("applied [], already applied [1]"), "{second}");
+    // The same settings from a config file: the second run finds nothing to do.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tally.yaml");
+    std::fs::write(&config, format!("clickhouse-url: {}\nclickhouse-database: {db}\n", server.http_url())).unwrap();
+    let second = tally(&["migrate", "--config", config.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&second.stdout);
+    assert!(stdout.contains(&format!("database {db} on {} is at version 1", server.http_url())), "{stdout}");
+    assert!(stdout.contains("applied [], already applied [1]"), "{stdout}");
+    // A typo in the file is refused with its line.
+    std::fs::write(&config, "clickhouse-url: http://127.0.0.1:1\nclickhouse-databse: x\n").unwrap();
+    let typo = tally(&["migrate", "--config", config.to_str().unwrap()]);
+    assert_eq!(typo.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&typo.stderr);
+    assert!(stderr.contains("line 2: unknown setting `clickhouse-databse`"), "{stderr}");
     // A server that is not there: a clear error and a failing exit status.
     let down = tally(&["migrate", "--clickhouse-url", "http://127.0.0.1:9", "--clickhouse-timeout-secs", "2"]);
     assert!(!down.status.success());

@@ -15,6 +15,7 @@
 pub mod chdb;
 pub mod clickhouse;
 mod http;
+pub mod readme;
 mod spawn;
 
 pub use chdb::Chdb;

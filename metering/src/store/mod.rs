@@ -6,8 +6,31 @@ pub mod rollup;
 pub mod schema;
 pub mod writer;
 
+use std::time::Duration;
+
 use crate::clickhouse::sql::BadIdentifier;
 use crate::clickhouse::{ClickHouse, ClickHouseError};
+
+/// Where usage is stored: the settings every binary that reads or writes it shares.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StoreSettings {
+    /// ClickHouse HTTP URL; credentials may go in it (http://user:password@host:8123).
+    #[arg(long, default_value = "http://127.0.0.1:8123")]
+    pub clickhouse_url: String,
+    /// ClickHouse database holding Tally's tables.
+    #[arg(long, default_value = "tally")]
+    pub clickhouse_database: String,
+    /// Timeout of one ClickHouse request, in seconds.
+    #[arg(long, default_value_t = 30)]
+    pub clickhouse_timeout_secs: u64,
+}
+
+impl StoreSettings {
+    /// A client for the configured server.
+    pub fn client(&self) -> Result<ClickHouse, ClickHouseError> {
+        ClickHouse::new(&self.clickhouse_url, Duration::from_secs(self.clickhouse_timeout_secs))
+    }
+}
 
 /// Which DDL a server gets. 18.16 (Debian's package, our test server) lacks
 /// codecs and needs a setting for LowCardinality; servers from 20.1 on have both.

@@ -1,0 +1,3 @@
+//! tally-agent: OTLP from the host's apps, forwarded through a disk WAL.
+
+pub mod settings;

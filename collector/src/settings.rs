@@ -1,0 +1,38 @@
+//! `tally-collector`'s settings (flags, `TALLY_*` variables and config-file keys share names).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use metering::store::StoreSettings;
+use metering::telemetry::LogFormat;
+
+/// tally-collector: receives OTLP from agents and SDKs, meters usage per tenant into ClickHouse.
+#[derive(Debug, Parser)]
+#[command(name = "tally-collector", version)]
+pub struct Settings {
+    /// OTLP/gRPC listen address.
+    #[arg(long, default_value = "0.0.0.0:4417")]
+    pub grpc_listen: SocketAddr,
+    /// OTLP/HTTP listen address.
+    #[arg(long, default_value = "0.0.0.0:4418")]
+    pub http_listen: SocketAddr,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "127.0.0.1:9465")]
+    pub admin_listen: SocketAddr,
+    /// The usage store.
+    #[command(flatten)]
+    pub store: StoreSettings,
+    /// Directory of the disk buffer kept while ClickHouse is unreachable.
+    #[arg(long, default_value = "/var/lib/tally-collector")]
+    pub data_dir: PathBuf,
+    /// YAML file of sender keys (stored hashed) and the tenants they pin.
+    #[arg(long)]
+    pub keys: Option<PathBuf>,
+    /// Accept senders without a key (local use only).
+    #[arg(long)]
+    pub allow_anonymous: bool,
+    /// How logs are written (level from RUST_LOG).
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
