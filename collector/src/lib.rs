@@ -1,3 +1,4 @@
 //! tally-collector: OTLP in, per-tenant usage out to ClickHouse.
 
+pub mod otlp;
 pub mod settings;

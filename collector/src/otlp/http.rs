@@ -1,0 +1,175 @@
+//! OTLP/HTTP: `POST /v1/traces|metrics|logs` with protobuf or JSON bodies,
+//! optionally gzip-compressed, answered with the statuses the OTLP spec names.
+//! Error bodies are `google.rpc.Status` in the request's encoding.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsPartialSuccess, ExportLogsServiceResponse};
+use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsPartialSuccess, ExportMetricsServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
+use prost::Message;
+
+use super::gzip::{gunzip, GzipError};
+use super::status::{code, RpcStatus};
+use super::{decode, Consumer, Delivery, Encoding, Outcome, Signal};
+
+struct Receiver {
+    consumer: Arc<dyn Consumer>,
+    max_request_bytes: usize,
+}
+
+/// The OTLP/HTTP routes, handing requests to `consumer`. Bodies over
+/// `max_request_bytes`, before or after decompression, get 413.
+pub fn router(consumer: Arc<dyn Consumer>, max_request_bytes: usize) -> Router {
+    let state = Arc::new(Receiver { consumer, max_request_bytes });
+    let route = |signal: Signal| {
+        post(move |State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body| async move {
+            r.handle(signal, &headers, body).await
+        })
+    };
+    Router::new()
+        .route("/v1/traces", route(Signal::Traces))
+        .route("/v1/metrics", route(Signal::Metrics))
+        .route("/v1/logs", route(Signal::Logs))
+        .method_not_allowed_fallback(|| async {
+            error(StatusCode::METHOD_NOT_ALLOWED, Encoding::Json, code::UNIMPLEMENTED, "OTLP/HTTP paths take POST only".into())
+        })
+        .fallback(|| async {
+            error(StatusCode::NOT_FOUND, Encoding::Json, code::UNIMPLEMENTED, "no such path; OTLP/HTTP serves /v1/traces, /v1/metrics and /v1/logs".into())
+        })
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+impl Receiver {
+    async fn handle(&self, signal: Signal, headers: &HeaderMap, body: Body) -> Response {
+        let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let Some(encoding) = Encoding::from_content_type(content_type) else {
+            let message = format!("unsupported Content-Type {content_type:?}; use application/x-protobuf or application/json");
+            return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, Encoding::Json, code::INVALID_ARGUMENT, message);
+        };
+        let fail = |status, code, message| error(status, encoding, code, message);
+        let too_large = |what: &str| {
+            let message = format!("request body {what} more than {} bytes, the limit; split the batch", self.max_request_bytes);
+            fail(StatusCode::PAYLOAD_TOO_LARGE, code::RESOURCE_EXHAUSTED, message)
+        };
+        let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > self.max_request_bytes) {
+            return too_large("is");
+        }
+        let bytes = match axum::body::to_bytes(body, self.max_request_bytes).await {
+            Ok(bytes) => bytes,
+            Err(e) if is_length_limit(&e) => return too_large("is"),
+            Err(e) => return fail(StatusCode::BAD_REQUEST, code::INVALID_ARGUMENT, format!("reading the request body: {e}")),
+        };
+        let content_encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).map(|v| v.trim().to_ascii_lowercase());
+        let raw = match content_encoding.as_deref() {
+            None | Some("" | "identity") => bytes.to_vec(),
+            Some("gzip") => match gunzip(&bytes, self.max_request_bytes) {
+                Ok(raw) => raw,
+                Err(GzipError::TooLarge { .. }) => return too_large("inflates to"),
+                Err(e @ GzipError::Corrupt(_)) => return fail(StatusCode::BAD_REQUEST, code::INVALID_ARGUMENT, e.to_string()),
+            },
+            Some(other) => {
+                let message = format!("unsupported Content-Encoding {other:?}; use gzip or none");
+                return fail(StatusCode::UNSUPPORTED_MEDIA_TYPE, code::INVALID_ARGUMENT, message);
+            }
+        };
+        let payload = match decode(signal, encoding, &raw) {
+            Ok(payload) => payload,
+            Err(e) => return fail(StatusCode::BAD_REQUEST, code::INVALID_ARGUMENT, e.to_string()),
+        };
+        let delivery = Delivery { payload, encoded_len: raw.len(), key: bearer(headers) };
+        match self.consumer.consume(delivery).await {
+            Outcome::Accepted { rejected, message } => success(signal, encoding, rejected, message),
+            Outcome::Unauthenticated(message) => fail(StatusCode::UNAUTHORIZED, code::UNAUTHENTICATED, message),
+            Outcome::Throttled { retry_after, message } => {
+                with_retry_after(fail(StatusCode::TOO_MANY_REQUESTS, code::RESOURCE_EXHAUSTED, message), retry_after)
+            }
+            Outcome::Unavailable { retry_after, message } => {
+                with_retry_after(fail(StatusCode::SERVICE_UNAVAILABLE, code::UNAVAILABLE, message), retry_after)
+            }
+        }
+    }
+}
+
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// The key of `Authorization: Bearer <key>`, if any.
+pub fn bearer(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, key) = value.split_once(' ')?;
+    (scheme.eq_ignore_ascii_case("bearer") && !key.trim().is_empty()).then(|| key.trim().to_owned())
+}
+
+fn with_retry_after(mut response: Response, after: Duration) -> Response {
+    // Whole seconds, rounded up, at least one: a client told 0 would retry at once.
+    let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    response
+}
+
+fn respond(status: StatusCode, encoding: Encoding, body: Vec<u8>) -> Response {
+    (status, [(header::CONTENT_TYPE, encoding.content_type())], body).into_response()
+}
+
+fn error(status: StatusCode, encoding: Encoding, code: i32, message: String) -> Response {
+    let body = match encoding {
+        Encoding::Protobuf => RpcStatus { code, message }.encode_to_vec(),
+        Encoding::Json => serde_json::to_vec(&serde_json::json!({"code": code, "message": message})).expect("json"),
+    };
+    respond(status, encoding, body)
+}
+
+fn success(signal: Signal, encoding: Encoding, rejected: u64, message: String) -> Response {
+    let partial = rejected > 0;
+    let body = match encoding {
+        Encoding::Protobuf => match signal {
+            Signal::Traces => ExportTraceServiceResponse {
+                partial_success: partial.then(|| ExportTracePartialSuccess { rejected_spans: rejected as i64, error_message: message }),
+            }
+            .encode_to_vec(),
+            Signal::Metrics => ExportMetricsServiceResponse {
+                partial_success: partial
+                    .then(|| ExportMetricsPartialSuccess { rejected_data_points: rejected as i64, error_message: message }),
+            }
+            .encode_to_vec(),
+            Signal::Logs => ExportLogsServiceResponse {
+                partial_success: partial
+                    .then(|| ExportLogsPartialSuccess { rejected_log_records: rejected as i64, error_message: message }),
+            }
+            .encode_to_vec(),
+        },
+        Encoding::Json => {
+            let field = match signal {
+                Signal::Traces => "rejectedSpans",
+                Signal::Metrics => "rejectedDataPoints",
+                Signal::Logs => "rejectedLogRecords",
+            };
+            // proto3 JSON writes int64 as a string.
+            let value = if partial {
+                serde_json::json!({"partialSuccess": {field: rejected.to_string(), "errorMessage": message}})
+            } else {
+                serde_json::json!({})
+            };
+            serde_json::to_vec(&value).expect("json")
+        }
+    };
+    respond(StatusCode::OK, encoding, body)
+}

@@ -1,0 +1,208 @@
+//! The OTLP/HTTP receiver, driven by the official OpenTelemetry Python SDK and
+//! by hand-made bad requests. The consumer here records what reached it and
+//! answers with a scripted outcome, so every status path is exercised.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prost::Message;
+use tally_collector::otlp::status::RpcStatus;
+use tally_collector::otlp::{http, Consumer, Delivery, Outcome, Payload};
+
+#[derive(Default)]
+struct Recorder {
+    seen: Mutex<Vec<(&'static str, u64, Option<String>)>>,
+    outcome: Mutex<Option<Outcome>>,
+}
+
+impl Consumer for Recorder {
+    fn consume(&self, d: Delivery) -> std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send + '_>> {
+        let kind = match &d.payload {
+            Payload::Traces(_) => "spans",
+            Payload::Metrics(_) => "metric_points",
+            Payload::Logs(_) => "logs",
+        };
+        self.seen.lock().unwrap().push((kind, d.payload.items(), d.key));
+        let outcome = self.outcome.lock().unwrap().clone().unwrap_or(Outcome::Accepted { rejected: 0, message: String::new() });
+        Box::pin(async move { outcome })
+    }
+}
+
+impl Recorder {
+    fn total(&self, kind: &str) -> u64 {
+        self.seen.lock().unwrap().iter().filter(|s| s.0 == kind).map(|s| s.1).sum()
+    }
+}
+
+async fn start(limit: usize) -> (Arc<Recorder>, String) {
+    let recorder = Arc::new(Recorder::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = http::router(recorder.clone(), limit);
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (recorder, base)
+}
+
+fn python() -> PathBuf {
+    std::env::var_os("TALLY_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/python")))
+}
+
+async fn sdk(base: &str, args: &[&str]) -> serde_json::Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../python/send_otlp.py");
+    let out = tokio::process::Command::new(python())
+        .arg(script)
+        .args(["--endpoint", base, "--protocol", "http"])
+        .args(args)
+        .output()
+        .await
+        .expect("python with the OTel SDK (scripts/test installs it into .venv)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(out.stdout.trim_ascii()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_sdk_is_received_exactly() {
+    let (rec, base) = start(64 << 20).await;
+    let report = sdk(&base, &["--spans", "1234", "--spans-per-export", "100", "--metric-points", "37", "--logs", "55", "--key", "k1"]).await;
+    assert_eq!(report, serde_json::json!({"spans": 1234, "spans_ok": true, "metric_points": 37, "metric_points_ok": true, "logs": 55, "logs_ok": true}));
+    assert_eq!((rec.total("spans"), rec.total("metric_points"), rec.total("logs")), (1234, 37, 55));
+    assert!(rec.seen.lock().unwrap().iter().all(|s| s.2.as_deref() == Some("k1")));
+    // gzip, as the SDK compresses it.
+    let report = sdk(&base, &["--spans", "500", "--gzip", "--logs", "3"]).await;
+    assert_eq!(report["spans_ok"], true);
+    assert_eq!((rec.total("spans"), rec.total("logs")), (1734, 58));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sdk_treats_a_401_as_final() {
+    let (rec, base) = start(64 << 20).await;
+    *rec.outcome.lock().unwrap() = Some(Outcome::Unauthenticated("unknown key".into()));
+    let report = sdk(&base, &["--spans", "5", "--key", "bad"]).await;
+    assert_eq!(report["spans_ok"], false);
+    // A 401 is final: the SDK sent the batch once.
+    assert_eq!(rec.seen.lock().unwrap().len(), 1);
+}
+
+fn gz(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+struct Reply {
+    status: u16,
+    content_type: String,
+    retry_after: Option<String>,
+    body: Vec<u8>,
+}
+
+async fn post(base: &str, path: &str, content_type: &str, encoding: Option<&str>, body: Vec<u8>) -> Reply {
+    let mut req = reqwest::Client::new().post(format!("{base}{path}")).header("content-type", content_type).body(body);
+    if let Some(e) = encoding {
+        req = req.header("content-encoding", e);
+    }
+    let resp = req.send().await.unwrap();
+    let header = |name: &str| resp.headers().get(name).map(|v| v.to_str().unwrap().to_owned());
+    let (content_type, retry_after) = (header("content-type").unwrap_or_default(), header("retry-after"));
+    Reply { status: resp.status().as_u16(), content_type, retry_after, body: resp.bytes().await.unwrap().to_vec() }
+}
+
+fn proto_status(reply: &Reply) -> RpcStatus {
+    assert_eq!(reply.content_type, "application/x-protobuf");
+    RpcStatus::decode(&reply.body[..]).unwrap()
+}
+
+fn json(reply: &Reply) -> serde_json::Value {
+    assert_eq!(reply.content_type, "application/json");
+    serde_json::from_slice(&reply.body).unwrap()
+}
+
+const SPANS_JSON: &str = r#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"api"}}]},
+  "scopeSpans":[{"spans":[
+    {"traceId":"5B8EFFF798038103D269B633813FC60C","spanId":"EEE19B7EC3C1B174","name":"a","kind":2,
+     "startTimeUnixNano":"1544712660000000000","endTimeUnixNano":1544712661000000000},
+    {"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b175","name":"b","kind":2,
+     "startTimeUnixNano":"1544712660000000000","endTimeUnixNano":"1544712661000000000"}]}]}]}"#;
+
+#[tokio::test]
+async fn every_bad_request_gets_its_status_and_a_precise_message() {
+    let (rec, base) = start(4096).await;
+    // OTLP/JSON: hex ids in any case, 64-bit integers as strings or numbers.
+    let ok = post(&base, "/v1/traces", "application/json; charset=utf-8", None, SPANS_JSON.into()).await;
+    assert_eq!((ok.status, json(&ok)), (200, serde_json::json!({})));
+    assert_eq!(rec.total("spans"), 2);
+
+    let r = post(&base, "/v1/traces", "application/x-protobuf", None, vec![0x0a, 0xff, 0xff]).await;
+    let s = proto_status(&r);
+    assert_eq!((r.status, s.code), (400, 3));
+    assert!(s.message.starts_with("malformed OTLP protobuf traces request: "), "{}", s.message);
+
+    let r = post(&base, "/v1/metrics", "application/json", None, b"{\"resourceMetrics\": [".to_vec()).await;
+    let j = json(&r);
+    assert_eq!((r.status, j["code"].as_i64()), (400, Some(3)));
+    assert!(j["message"].as_str().unwrap().starts_with("malformed OTLP JSON metrics request: EOF"), "{j}");
+
+    let r = post(&base, "/v1/logs", "application/x-protobuf", None, vec![0; 5000]).await;
+    assert_eq!((r.status, proto_status(&r).code), (413, 8));
+    assert_eq!(proto_status(&r).message, "request body is more than 4096 bytes, the limit; split the batch");
+
+    // Small on the wire, too large once inflated: refused without inflating it all.
+    let r = post(&base, "/v1/logs", "application/x-protobuf", Some("gzip"), gz(&vec![0; 1 << 20])).await;
+    assert_eq!((r.status, proto_status(&r).message.as_str()), (413, "request body inflates to more than 4096 bytes, the limit; split the batch"));
+
+    let r = post(&base, "/v1/traces", "application/x-protobuf", Some("gzip"), b"\x1f\x8bnot really".to_vec()).await;
+    assert_eq!(r.status, 400);
+    assert!(proto_status(&r).message.starts_with("the request body is not a valid gzip stream"));
+
+    let r = post(&base, "/v1/traces", "application/x-protobuf", Some("br"), vec![]).await;
+    assert_eq!((r.status, proto_status(&r).message.as_str()), (415, "unsupported Content-Encoding \"br\"; use gzip or none"));
+
+    let r = post(&base, "/v1/traces", "text/plain", None, b"hi".to_vec()).await;
+    assert_eq!(r.status, 415);
+    assert_eq!(json(&r)["message"], "unsupported Content-Type \"text/plain\"; use application/x-protobuf or application/json");
+
+    let r = reqwest::get(format!("{base}/v1/traces")).await.unwrap();
+    assert_eq!(r.status(), 405);
+
+    // An empty request is a success.
+    let r = post(&base, "/v1/metrics", "application/x-protobuf", None, vec![]).await;
+    assert_eq!((r.status, r.body.len()), (200, 0));
+
+    // Nothing bad reached the consumer: one JSON request and one empty one.
+    assert_eq!(rec.seen.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn consumer_outcomes_map_to_the_spec_statuses() {
+    let (rec, base) = start(1 << 20).await;
+    let cases = [
+        (Outcome::Accepted { rejected: 1, message: "span 2 has no trace id".into() }, 200, None),
+        (Outcome::Throttled { retry_after: Duration::from_millis(1500), message: "tenant acme over 100 spans/s".into() }, 429, Some("2")),
+        (Outcome::Unavailable { retry_after: Duration::ZERO, message: "buffer full".into() }, 503, Some("1")),
+        (Outcome::Unauthenticated("unknown key".into()), 401, None),
+    ];
+    for (outcome, status, retry_after) in cases {
+        *rec.outcome.lock().unwrap() = Some(outcome.clone());
+        let r = post(&base, "/v1/traces", "application/json", None, SPANS_JSON.into()).await;
+        assert_eq!((r.status, r.retry_after.as_deref()), (status, retry_after), "{outcome:?}");
+        let body = json(&r);
+        match outcome {
+            Outcome::Accepted { .. } => {
+                assert_eq!(body, serde_json::json!({"partialSuccess": {"rejectedSpans": "1", "errorMessage": "span 2 has no trace id"}}))
+            }
+            Outcome::Throttled { .. } => assert_eq!(body, serde_json::json!({"code": 8, "message": "tenant acme over 100 spans/s"})),
+            Outcome::Unavailable { .. } => assert_eq!(body, serde_json::json!({"code": 14, "message": "buffer full"})),
+            Outcome::Unauthenticated(_) => assert_eq!(body, serde_json::json!({"code": 16, "message": "unknown key"})),
+        }
+    }
+    // Partial success in protobuf.
+    *rec.outcome.lock().unwrap() = Some(Outcome::Accepted { rejected: 3, message: "bad".into() });
+    let r = post(&base, "/v1/logs", "application/x-protobuf", None, vec![]).await;
+    let resp = opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse::decode(&r.body[..]).unwrap();
+    let partial = resp.partial_success.unwrap();
+    assert_eq!((partial.rejected_log_records, partial.error_message.as_str()), (3, "bad"));
+}
