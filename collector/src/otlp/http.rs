@@ -142,17 +142,17 @@ fn success(signal: Signal, encoding: Encoding, rejected: u64, message: String) -
     let body = match encoding {
         Encoding::Protobuf => match signal {
             Signal::Traces => ExportTraceServiceResponse {
-                partial_success: partial.then(|| ExportTracePartialSuccess { rejected_spans: rejected as i64, error_message: message }),
+                partial_success: partial.then_some(ExportTracePartialSuccess { rejected_spans: rejected as i64, error_message: message }),
             }
             .encode_to_vec(),
             Signal::Metrics => ExportMetricsServiceResponse {
                 partial_success: partial
-                    .then(|| ExportMetricsPartialSuccess { rejected_data_points: rejected as i64, error_message: message }),
+                    .then_some(ExportMetricsPartialSuccess { rejected_data_points: rejected as i64, error_message: message }),
             }
             .encode_to_vec(),
             Signal::Logs => ExportLogsServiceResponse {
                 partial_success: partial
-                    .then(|| ExportLogsPartialSuccess { rejected_log_records: rejected as i64, error_message: message }),
+                    .then_some(ExportLogsPartialSuccess { rejected_log_records: rejected as i64, error_message: message }),
             }
             .encode_to_vec(),
         },
