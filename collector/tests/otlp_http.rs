@@ -146,6 +146,19 @@ async fn every_bad_request_gets_its_status_and_a_precise_message() {
     assert_eq!((r.status, j["code"].as_i64()), (400, Some(3)));
     assert!(j["message"].as_str().unwrap().starts_with("malformed OTLP JSON metrics request: EOF"), "{j}");
 
+    // JSON that opentelemetry-proto would decode while dropping data is refused, naming the metric.
+    let enum_name = r#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"name":"reqs","sum":{"aggregationTemporality":"AGGREGATION_TEMPORALITY_DELTA","dataPoints":[{"asInt":"1"}]}}]}]}]}"#;
+    let r = post(&base, "/v1/metrics", "application/json", None, enum_name.into()).await;
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+    let big_int = r#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"name":"reqs","gauge":{"dataPoints":[{"asInt":"1"},{"asInt":"99999999999999999999999"}]}}]}]}]}"#;
+    let r = post(&base, "/v1/metrics", "application/json", None, big_int.into()).await;
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+    assert!(json(&r)["message"].as_str().unwrap().contains("metric \"reqs\""), "{}", String::from_utf8_lossy(&r.body));
+    let good = r#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"name":"reqs","sum":{"aggregationTemporality":1,"dataPoints":[{"asInt":"1"},{"asDouble":2.5}]}}]}]}]}"#;
+    let r = post(&base, "/v1/metrics", "application/json", None, good.into()).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(rec.total("metric_points"), 2);
+
     let r = post(&base, "/v1/logs", "application/x-protobuf", None, vec![0; 5000]).await;
     assert_eq!((r.status, proto_status(&r).code), (413, 8));
     assert_eq!(proto_status(&r).message, "request body is more than 4096 bytes, the limit; split the batch");
@@ -172,8 +185,8 @@ async fn every_bad_request_gets_its_status_and_a_precise_message() {
     let r = post(&base, "/v1/metrics", "application/x-protobuf", None, vec![]).await;
     assert_eq!((r.status, r.body.len()), (200, 0));
 
-    // Nothing bad reached the consumer: one JSON request and one empty one.
-    assert_eq!(rec.seen.lock().unwrap().len(), 2);
+    // Nothing bad reached the consumer: two good JSON requests and one empty one.
+    assert_eq!(rec.seen.lock().unwrap().len(), 3);
 }
 
 #[tokio::test]

@@ -125,11 +125,39 @@ pub fn decode(signal: Signal, encoding: Encoding, body: &[u8]) -> Result<Payload
             Signal::Logs => ExportLogsServiceRequest::decode(body).map(Payload::Logs),
         }
         .map_err(|e| fail(e.to_string())),
-        Encoding::Json => match signal {
-            Signal::Traces => serde_json::from_slice(body).map(Payload::Traces),
-            Signal::Metrics => serde_json::from_slice(body).map(Payload::Metrics),
-            Signal::Logs => serde_json::from_slice(body).map(Payload::Logs),
+        Encoding::Json => {
+            let payload = match signal {
+                Signal::Traces => serde_json::from_slice(body).map(Payload::Traces),
+                Signal::Metrics => serde_json::from_slice(body).map(Payload::Metrics),
+                Signal::Logs => serde_json::from_slice(body).map(Payload::Logs),
+            }
+            .map_err(|e| fail(e.to_string()))?;
+            if let Payload::Metrics(request) = &payload {
+                check_json_metrics(request).map_err(fail)?;
+            }
+            Ok(payload)
         }
-        .map_err(|e| fail(e.to_string())),
     }
+}
+
+/// opentelemetry-proto's JSON decoding of metrics succeeds while dropping what
+/// it does not understand (an enum name for the data kind leaves `data` empty;
+/// an out-of-range `asInt` leaves a point without value). A meter must not lose
+/// data silently, so such a request is refused, naming the metric.
+fn check_json_metrics(request: &ExportMetricsServiceRequest) -> Result<(), String> {
+    use opentelemetry_proto::tonic::metrics::v1::NumberDataPoint;
+    let valueless = |points: &[NumberDataPoint]| points.iter().position(|p| p.value.is_none());
+    for metric in request.resource_metrics.iter().flat_map(|r| &r.scope_metrics).flat_map(|s| &s.metrics) {
+        let name = &metric.name;
+        let point = match &metric.data {
+            None => return Err(format!("metric {name:?} has no gauge, sum, histogram, exponentialHistogram or summary that could be read")),
+            Some(Data::Gauge(g)) => valueless(&g.data_points),
+            Some(Data::Sum(s)) => valueless(&s.data_points),
+            Some(_) => None,
+        };
+        if let Some(i) = point {
+            return Err(format!("metric {name:?} data point {i} has no readable asInt or asDouble value"));
+        }
+    }
+    Ok(())
 }

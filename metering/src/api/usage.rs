@@ -33,9 +33,17 @@ pub struct UsageItem {
     #[serde(with = "time::serde::rfc3339")]
     end: OffsetDateTime,
     /// An exact decimal, written as a JSON number with no float rounding.
-    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    #[serde(serialize_with = "exact_number")]
     value: Decimal,
     unit: String,
+}
+
+/// Writes a decimal as a JSON number, digit for digit. (serde_json's
+/// `arbitrary_precision` would do it too, but it breaks `#[serde(flatten)]` on
+/// numbers workspace-wide, which silently empties OTLP/JSON metric values.)
+fn exact_number<S: serde::Serializer>(value: &Decimal, s: S) -> Result<S::Ok, S::Error> {
+    let raw = serde_json::value::RawValue::from_string(value.normalize().to_string()).map_err(serde::ser::Error::custom)?;
+    raw.serialize(s)
 }
 
 /// The response body.
