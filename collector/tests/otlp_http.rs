@@ -2,66 +2,25 @@
 //! by hand-made bad requests. The consumer here records what reached it and
 //! answers with a scripted outcome, so every status path is exercised.
 
+mod common;
+
 use std::io::Write;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use common::{recorder, serve, Recorder};
 use prost::Message;
 use tally_collector::otlp::status::RpcStatus;
-use tally_collector::otlp::{http, Consumer, Delivery, Outcome, Payload};
-
-#[derive(Default)]
-struct Recorder {
-    seen: Mutex<Vec<(&'static str, u64, Option<String>)>>,
-    outcome: Mutex<Option<Outcome>>,
-}
-
-impl Consumer for Recorder {
-    fn consume(&self, d: Delivery) -> std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send + '_>> {
-        let kind = match &d.payload {
-            Payload::Traces(_) => "spans",
-            Payload::Metrics(_) => "metric_points",
-            Payload::Logs(_) => "logs",
-        };
-        self.seen.lock().unwrap().push((kind, d.payload.items(), d.key));
-        let outcome = self.outcome.lock().unwrap().clone().unwrap_or(Outcome::Accepted { rejected: 0, message: String::new() });
-        Box::pin(async move { outcome })
-    }
-}
-
-impl Recorder {
-    fn total(&self, kind: &str) -> u64 {
-        self.seen.lock().unwrap().iter().filter(|s| s.0 == kind).map(|s| s.1).sum()
-    }
-}
+use tally_collector::otlp::{http, Outcome};
 
 async fn start(limit: usize) -> (Arc<Recorder>, String) {
-    let recorder = Arc::new(Recorder::default());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let app = http::router(recorder.clone(), limit);
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (recorder, base)
-}
-
-fn python() -> PathBuf {
-    std::env::var_os("TALLY_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/python")))
+    let rec = recorder();
+    let base = serve(http::router(rec.clone(), limit)).await;
+    (rec, base)
 }
 
 async fn sdk(base: &str, args: &[&str]) -> serde_json::Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../python/send_otlp.py");
-    let out = tokio::process::Command::new(python())
-        .arg(script)
-        .args(["--endpoint", base, "--protocol", "http"])
-        .args(args)
-        .output()
-        .await
-        .expect("python with the OTel SDK (scripts/test installs it into .venv)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(out.stdout.trim_ascii()).unwrap()
+    common::sdk(base, "http", args).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,7 +39,7 @@ async fn the_python_sdk_is_received_exactly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sdk_treats_a_401_as_final() {
     let (rec, base) = start(64 << 20).await;
-    *rec.outcome.lock().unwrap() = Some(Outcome::Unauthenticated("unknown key".into()));
+    rec.set(Outcome::Unauthenticated("unknown key".into()));
     let report = sdk(&base, &["--spans", "5", "--key", "bad"]).await;
     assert_eq!(report["spans_ok"], false);
     // A 401 is final: the SDK sent the batch once.
@@ -199,7 +158,7 @@ async fn consumer_outcomes_map_to_the_spec_statuses() {
         (Outcome::Unauthenticated("unknown key".into()), 401, None),
     ];
     for (outcome, status, retry_after) in cases {
-        *rec.outcome.lock().unwrap() = Some(outcome.clone());
+        rec.set(outcome.clone());
         let r = post(&base, "/v1/traces", "application/json", None, SPANS_JSON.into()).await;
         assert_eq!((r.status, r.retry_after.as_deref()), (status, retry_after), "{outcome:?}");
         let body = json(&r);
@@ -213,7 +172,7 @@ async fn consumer_outcomes_map_to_the_spec_statuses() {
         }
     }
     // Partial success in protobuf.
-    *rec.outcome.lock().unwrap() = Some(Outcome::Accepted { rejected: 3, message: "bad".into() });
+    rec.set(Outcome::Accepted { rejected: 3, message: "bad".into() });
     let r = post(&base, "/v1/logs", "application/x-protobuf", None, vec![]).await;
     let resp = opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse::decode(&r.body[..]).unwrap();
     let partial = resp.partial_success.unwrap();

@@ -1,9 +1,11 @@
 //! The OTLP receiver, written once for the collector and the agent: HTTP
-//! (`/v1/traces|metrics|logs`, protobuf and JSON, gzip) with the statuses the
-//! OTLP specification names, handing decoded requests to a [`Consumer`].
+//! (`/v1/traces|metrics|logs`, protobuf and JSON, gzip) and gRPC (unary Export
+//! over h2c, gzip), with the statuses the OTLP specification names, handing
+//! decoded requests to a [`Consumer`].
 
 pub mod consumer;
 pub mod decode;
+pub mod grpc;
 pub mod gzip;
 pub mod http;
 pub mod status;

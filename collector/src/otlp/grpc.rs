@@ -1,0 +1,202 @@
+//! OTLP/gRPC, unary `Export` calls served directly over HTTP/2 (h2c) beside
+//! OTLP/HTTP. Written by hand rather than with tonic's generated servers so
+//! that each failure gets the status the OTLP spec names: tonic answers an
+//! oversized message with OUT_OF_RANGE (retryable: the sender would resend it
+//! for ever) and a decode error with INTERNAL, and inflates gzip unbounded.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::Response;
+use axum::routing::post;
+use axum::Router;
+use base64::engine::general_purpose::STANDARD_NO_PAD;
+use base64::Engine;
+use bytes::{BufMut, Bytes, BytesMut};
+use http_body::Frame;
+use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsPartialSuccess, ExportLogsServiceResponse};
+use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsPartialSuccess, ExportMetricsServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
+use prost::Message;
+
+use super::gzip::{gunzip, GzipError};
+use super::status::{code, RetryInfo, RpcStatus};
+use super::{decode, Consumer, Delivery, Encoding, Outcome, Signal};
+
+/// The gRPC method paths of the three OTLP services.
+pub const TRACES_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+/// See [`TRACES_PATH`].
+pub const METRICS_PATH: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
+/// See [`TRACES_PATH`].
+pub const LOGS_PATH: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
+
+struct Receiver {
+    consumer: Arc<dyn Consumer>,
+    max_request_bytes: usize,
+}
+
+/// The OTLP/gRPC routes, handing requests to `consumer`. Messages over
+/// `max_request_bytes`, before or after decompression, get RESOURCE_EXHAUSTED.
+pub fn router(consumer: Arc<dyn Consumer>, max_request_bytes: usize) -> Router {
+    let state = Arc::new(Receiver { consumer, max_request_bytes });
+    let route = |signal: Signal| {
+        post(move |State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body| async move {
+            r.handle(signal, &headers, body).await
+        })
+    };
+    Router::new()
+        .route(TRACES_PATH, route(Signal::Traces))
+        .route(METRICS_PATH, route(Signal::Metrics))
+        .route(LOGS_PATH, route(Signal::Logs))
+        .fallback(|| async { status(code::UNIMPLEMENTED, "unknown method; this server implements the OTLP Export methods", None) })
+        .with_state(state)
+}
+
+impl Receiver {
+    async fn handle(&self, signal: Signal, headers: &HeaderMap, body: Body) -> Response {
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
+        if !header("content-type").starts_with("application/grpc") {
+            return status(code::INVALID_ARGUMENT, "content-type must be application/grpc", None);
+        }
+        let too_large = || {
+            let message = format!("message is more than {} bytes, the limit; split the batch", self.max_request_bytes);
+            status(code::RESOURCE_EXHAUSTED, &message, None)
+        };
+        // The 5-byte frame header plus the message: anything longer is over the limit.
+        let bytes = match axum::body::to_bytes(body, self.max_request_bytes + 5).await {
+            Ok(b) => b,
+            Err(_) => return too_large(),
+        };
+        if bytes.len() < 5 {
+            return status(code::INVALID_ARGUMENT, "request has no gRPC message frame", None);
+        }
+        let compressed = bytes[0] == 1;
+        let len = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
+        if bytes.len() != 5 + len {
+            return status(code::INVALID_ARGUMENT, "the gRPC frame length does not match the body (one message per unary call)", None);
+        }
+        let message = bytes.slice(5..);
+        let raw = if compressed {
+            match header("grpc-encoding") {
+                "gzip" => match gunzip(&message, self.max_request_bytes) {
+                    Ok(raw) => Bytes::from(raw),
+                    Err(GzipError::TooLarge { .. }) => return too_large(),
+                    Err(e) => return status(code::INVALID_ARGUMENT, &e.to_string(), None),
+                },
+                "" | "identity" => return status(code::INTERNAL, "compressed frame without grpc-encoding", None),
+                other => {
+                    let message = format!("grpc-encoding {other:?} is not supported; use gzip or identity");
+                    return status(code::UNIMPLEMENTED, &message, None);
+                }
+            }
+        } else {
+            message
+        };
+        let payload = match decode(signal, Encoding::Protobuf, &raw) {
+            Ok(p) => p,
+            Err(e) => return status(code::INVALID_ARGUMENT, &e.to_string(), None),
+        };
+        let delivery = Delivery { payload, encoded_len: raw.len(), key: super::http::bearer(headers) };
+        match self.consumer.consume(delivery).await {
+            Outcome::Accepted { rejected, message } => success(signal, rejected, message),
+            Outcome::Unauthenticated(message) => status(code::UNAUTHENTICATED, &message, None),
+            Outcome::Throttled { retry_after, message } => status(code::RESOURCE_EXHAUSTED, &message, Some(retry_after)),
+            Outcome::Unavailable { retry_after, message } => status(code::UNAVAILABLE, &message, Some(retry_after)),
+        }
+    }
+}
+
+fn grpc_headers(response: &mut Response) {
+    let h = response.headers_mut();
+    h.insert("content-type", HeaderValue::from_static("application/grpc"));
+    h.insert("grpc-accept-encoding", HeaderValue::from_static("gzip,identity"));
+}
+
+/// A trailers-only response: the status travels in the headers, no body.
+fn status(code: i32, message: &str, retry_after: Option<Duration>) -> Response {
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::OK;
+    grpc_headers(&mut response);
+    let h = response.headers_mut();
+    for (name, value) in status_metadata(code, message, retry_after) {
+        h.insert(name, value);
+    }
+    response
+}
+
+fn status_metadata(code: i32, message: &str, retry_after: Option<Duration>) -> Vec<(HeaderName, HeaderValue)> {
+    let encoded = percent_encoding::utf8_percent_encode(message, &GRPC_MESSAGE).to_string();
+    let mut out = vec![
+        (HeaderName::from_static("grpc-status"), HeaderValue::from(code)),
+        (HeaderName::from_static("grpc-message"), HeaderValue::from_str(&encoded).expect("percent-encoded is ASCII")),
+    ];
+    if let Some(after) = retry_after {
+        let info = RetryInfo::after(after);
+        let details = RpcStatus::with_retry_info(code, message, &info);
+        let b64 = |bytes: Vec<u8>| HeaderValue::from_str(&STANDARD_NO_PAD.encode(bytes)).expect("base64 is ASCII");
+        out.push((HeaderName::from_static("grpc-status-details-bin"), b64(details.encode_to_vec())));
+        // The Python exporter reads RetryInfo only from this key.
+        out.push((HeaderName::from_static("google.rpc.retryinfo-bin"), b64(info.encode_to_vec())));
+    }
+    out
+}
+
+/// grpc-message is percent-encoded: everything outside printable ASCII, and `%`.
+const GRPC_MESSAGE: percent_encoding::AsciiSet = percent_encoding::CONTROLS.add(b'%');
+
+fn success(signal: Signal, rejected: u64, message: String) -> Response {
+    let partial = rejected > 0;
+    let bytes = match signal {
+        Signal::Traces => ExportTraceServiceResponse {
+            partial_success: partial.then_some(ExportTracePartialSuccess { rejected_spans: rejected as i64, error_message: message }),
+        }
+        .encode_to_vec(),
+        Signal::Metrics => ExportMetricsServiceResponse {
+            partial_success: partial
+                .then_some(ExportMetricsPartialSuccess { rejected_data_points: rejected as i64, error_message: message }),
+        }
+        .encode_to_vec(),
+        Signal::Logs => ExportLogsServiceResponse {
+            partial_success: partial
+                .then_some(ExportLogsPartialSuccess { rejected_log_records: rejected as i64, error_message: message }),
+        }
+        .encode_to_vec(),
+    };
+    let mut frame = BytesMut::with_capacity(5 + bytes.len());
+    frame.put_u8(0);
+    frame.put_u32(bytes.len() as u32);
+    frame.put_slice(&bytes);
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", HeaderValue::from(0));
+    let mut response = Response::new(Body::new(Unary { data: Some(frame.freeze()), trailers: Some(trailers) }));
+    grpc_headers(&mut response);
+    response
+}
+
+/// One data frame, then trailers: the shape of a successful unary gRPC response.
+struct Unary {
+    data: Option<Bytes>,
+    trailers: Option<HeaderMap>,
+}
+
+impl http_body::Body for Unary {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        if let Some(data) = this.data.take() {
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none() && self.trailers.is_none()
+    }
+}

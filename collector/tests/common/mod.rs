@@ -1,0 +1,74 @@
+//! Shared by the receiver tests: a consumer that records what reached it and
+//! answers with scripted outcomes, and the OTel Python SDK as the client.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use tally_collector::otlp::{Consumer, Delivery, Outcome, Payload};
+
+#[derive(Default)]
+pub struct Recorder {
+    pub seen: Mutex<Vec<(&'static str, u64, Option<String>)>>,
+    /// Outcomes to answer, in order; `Accepted` once they run out (unless `always` is set).
+    pub script: Mutex<VecDeque<Outcome>>,
+    pub always: Mutex<Option<Outcome>>,
+}
+
+impl Consumer for Recorder {
+    fn consume(&self, d: Delivery) -> std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send + '_>> {
+        let kind = match &d.payload {
+            Payload::Traces(_) => "spans",
+            Payload::Metrics(_) => "metric_points",
+            Payload::Logs(_) => "logs",
+        };
+        self.seen.lock().unwrap().push((kind, d.payload.items(), d.key));
+        let scripted = self.script.lock().unwrap().pop_front();
+        let outcome = scripted
+            .or_else(|| self.always.lock().unwrap().clone())
+            .unwrap_or(Outcome::Accepted { rejected: 0, message: String::new() });
+        Box::pin(async move { outcome })
+    }
+}
+
+impl Recorder {
+    pub fn total(&self, kind: &str) -> u64 {
+        self.seen.lock().unwrap().iter().filter(|s| s.0 == kind).map(|s| s.1).sum()
+    }
+    pub fn set(&self, outcome: Outcome) {
+        *self.always.lock().unwrap() = Some(outcome);
+    }
+}
+
+/// Serves `router` on a free loopback port; returns its base URL.
+pub async fn serve(router: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    base
+}
+
+pub fn recorder() -> Arc<Recorder> {
+    Arc::new(Recorder::default())
+}
+
+fn python() -> PathBuf {
+    std::env::var_os("TALLY_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/python")))
+}
+
+/// Runs python/send_otlp.py (the official SDK and exporters) against `base`.
+pub async fn sdk(base: &str, protocol: &str, args: &[&str]) -> serde_json::Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../python/send_otlp.py");
+    let out = tokio::process::Command::new(python())
+        .arg(script)
+        .args(["--endpoint", base, "--protocol", protocol])
+        .args(args)
+        .output()
+        .await
+        .expect("python with the OTel SDK (scripts/test installs it into .venv)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(out.stdout.trim_ascii()).unwrap()
+}
