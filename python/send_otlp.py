@@ -19,6 +19,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricExportR
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import SpanKind
 
 
 class Recording:
@@ -88,7 +89,9 @@ def main():
                                                        max_queue_size=max(2048, a.spans)))
         tracer = provider.get_tracer("tally-test")
         for i in range(a.spans):
-            with tracer.start_as_current_span(f"op-{i % 7}") as span:
+            # Every fourth span is a SERVER span: a metered request.
+            kind = SpanKind.SERVER if i % 4 == 0 else SpanKind.INTERNAL
+            with tracer.start_as_current_span(f"op-{i % 7}", kind=kind) as span:
                 span.set_attribute("http.route", f"/r/{i % 3}")
         provider.shutdown()
         report["spans"] = a.spans

@@ -1,4 +1,7 @@
 //! tally-collector: OTLP in, per-tenant usage out to ClickHouse.
 
+pub mod keys;
+pub mod measure;
 pub mod otlp;
+pub mod pipeline;
 pub mod settings;

@@ -1,13 +1,65 @@
-//! `tally-collector`.
+//! `tally-collector`: OTLP/gRPC and OTLP/HTTP in, per-tenant usage into ClickHouse.
 
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use axum::routing::get;
+use axum::Router;
+use metering::meter::Catalog;
+use metering::store::writer::UsageWriter;
+use metering::telemetry;
+use tally_collector::keys::Keys;
+use tally_collector::otlp::{grpc, http};
+use tally_collector::pipeline::Pipeline;
 use tally_collector::settings::Settings;
+use tokio::net::TcpListener;
 
-fn main() {
-    let settings: Settings = metering::settings::parse();
-    metering::telemetry::init_logging(settings.log_format);
-    // Refusing to start is the honest answer until the pipeline exists: a collector that
-    // listened and stored nothing would lose a customer's data without a word.
-    let _ = settings;
-    tracing::error!("settings are valid, but this build has no OTLP pipeline yet (collector issue)");
-    std::process::exit(2);
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let s: Settings = metering::settings::parse();
+    telemetry::init_logging(s.log_format);
+    let keys = match &s.keys {
+        Some(path) => Keys::load(path)?,
+        None if s.allow_anonymous => Keys::default(),
+        None => bail!("no --keys file and no --allow-anonymous: every sender would be refused"),
+    };
+    let ch = s.store.client()?;
+    let writer = UsageWriter::new(ch.clone(), &s.store.clickhouse_database, Catalog::builtin())?;
+    let started = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
+    let source_id = format!("collector:{}:{started}", std::process::id());
+    let pipeline = Arc::new(Pipeline::new(keys, s.allow_anonymous, writer, source_id));
+
+    let admin = Router::new().route("/healthz", get(|| async { "ok" })).route(
+        "/readyz",
+        get(move || {
+            let ch = ch.clone();
+            async move {
+                match ch.version().await {
+                    Ok(_) => (axum::http::StatusCode::OK, "ready".to_owned()),
+                    Err(e) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, format!("usage store unreachable: {e}")),
+                }
+            }
+        }),
+    );
+    let servers = [
+        ("OTLP/gRPC", s.grpc_listen, grpc::router(pipeline.clone(), s.max_request_bytes)),
+        ("OTLP/HTTP", s.http_listen, http::router(pipeline.clone(), s.max_request_bytes)),
+        ("admin", s.admin_listen, admin),
+    ];
+    let (stop, stopped) = tokio::sync::watch::channel(());
+    let mut tasks = Vec::new();
+    for (name, addr, router) in servers {
+        let listener = TcpListener::bind(addr).await.with_context(|| format!("binding the {name} listener to {addr}"))?;
+        tracing::info!(%addr, "{name} listening");
+        let mut stopped = stopped.clone();
+        tasks.push(tokio::spawn(async move {
+            axum::serve(listener, router).with_graceful_shutdown(async move { let _ = stopped.changed().await; }).await
+        }));
+    }
+    telemetry::shutdown_signal().await;
+    let _ = stop.send(());
+    for task in tasks {
+        task.await?.context("serving")?;
+    }
+    Ok(())
 }

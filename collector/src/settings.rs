@@ -23,9 +23,9 @@ pub struct Settings {
     /// The usage store.
     #[command(flatten)]
     pub store: StoreSettings,
-    /// Directory of the disk buffer kept while ClickHouse is unreachable.
-    #[arg(long, default_value = "/var/lib/tally-collector")]
-    pub data_dir: PathBuf,
+    /// Largest request accepted, in bytes, before and after decompression.
+    #[arg(long, default_value_t = crate::otlp::DEFAULT_MAX_REQUEST_BYTES)]
+    pub max_request_bytes: usize,
     /// YAML file of sender keys (stored hashed) and the tenants they pin.
     #[arg(long)]
     pub keys: Option<PathBuf>,

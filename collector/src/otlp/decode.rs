@@ -4,6 +4,7 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+use opentelemetry_proto::tonic::metrics::v1::ResourceMetrics;
 use prost::Message;
 
 /// The three OTLP signals.
@@ -80,16 +81,15 @@ impl Payload {
     pub fn items(&self) -> u64 {
         match self {
             Payload::Traces(r) => r.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len() as u64).sum(),
-            Payload::Metrics(r) => r
-                .resource_metrics
-                .iter()
-                .flat_map(|r| &r.scope_metrics)
-                .flat_map(|s| &s.metrics)
-                .map(|m| data_points(m.data.as_ref()))
-                .sum(),
+            Payload::Metrics(r) => r.resource_metrics.iter().map(metric_points).sum(),
             Payload::Logs(r) => r.resource_logs.iter().flat_map(|r| &r.scope_logs).map(|s| s.log_records.len() as u64).sum(),
         }
     }
+}
+
+/// The data points of one resource's metrics (a histogram point counts 1).
+pub fn metric_points(rm: &ResourceMetrics) -> u64 {
+    rm.scope_metrics.iter().flat_map(|s| &s.metrics).map(|m| data_points(m.data.as_ref())).sum()
 }
 
 fn data_points(data: Option<&Data>) -> u64 {

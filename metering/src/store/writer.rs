@@ -110,6 +110,13 @@ impl UsageWriter {
         self.buffer.len()
     }
 
+    /// Drops everything buffered. For callers that tell their sender to resend
+    /// instead of retrying themselves: keeping the rows too would count them twice.
+    pub fn discard(&mut self) {
+        self.buffer.clear();
+        self.rows = 0;
+    }
+
     /// Inserts everything buffered in one INSERT; returns the rows inserted.
     /// On error the buffer is kept for a retry.
     pub async fn flush(&mut self) -> Result<usize, StoreError> {

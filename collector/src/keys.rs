@@ -1,0 +1,125 @@
+//! Sender keys, loaded from a YAML file that holds only their SHA-256 digests.
+//!
+//! ```yaml
+//! keys:
+//!   - sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+//!     tenant: acme        # a tenant key: pins everything it sends to acme
+//!   - sha256: d4f0bc5a29de06b510f9aa428f1eedba926012b591fef7a518e776a7c9bd1824
+//!                         # no tenant: an agent key, trusted to name tenants
+//! ```
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use metering::record::validate_tenant;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::measure::Tenancy;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    keys: Vec<Entry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entry {
+    sha256: String,
+    tenant: Option<String>,
+}
+
+/// The keys the collector accepts and what each may do.
+#[derive(Debug, Default, Clone)]
+pub struct Keys {
+    by_digest: HashMap<[u8; 32], Tenancy>,
+}
+
+/// Why a keys file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum KeysError {
+    /// Unreadable.
+    #[error("keys file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not the expected YAML.
+    #[error("keys file {path}: {reason}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// Why, with the line where serde knows it.
+        reason: String,
+    },
+}
+
+impl Keys {
+    /// Loads a keys file.
+    pub fn load(path: &Path) -> Result<Self, KeysError> {
+        let text = std::fs::read_to_string(path).map_err(|source| KeysError::Read { path: path.display().to_string(), source })?;
+        Self::parse(&text).map_err(|reason| KeysError::Invalid { path: path.display().to_string(), reason })
+    }
+
+    /// Parses a keys file's text.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let file: File = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+        let mut by_digest = HashMap::new();
+        for (i, entry) in file.keys.into_iter().enumerate() {
+            let digest = decode_hex(&entry.sha256).ok_or_else(|| format!("keys[{i}].sha256 is not 64 hex digits"))?;
+            let tenancy = match entry.tenant {
+                Some(t) => {
+                    validate_tenant(&t).map_err(|e| format!("keys[{i}].tenant: {e}"))?;
+                    Tenancy::Pinned(t)
+                }
+                None => Tenancy::FromResource,
+            };
+            if by_digest.insert(digest, tenancy).is_some() {
+                return Err(format!("keys[{i}] repeats an earlier key"));
+            }
+        }
+        Ok(Self { by_digest })
+    }
+
+    /// What `key` may do, if it is known.
+    pub fn lookup(&self, key: &str) -> Option<&Tenancy> {
+        let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+        self.by_digest.get(&digest)
+    }
+}
+
+fn decode_hex(s: &str) -> Option<[u8; 32]> {
+    let s = s.trim();
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_file() {
+        // sha256("test") and sha256("agent").
+        let keys = Keys::parse(
+            "keys:\n  - sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\n    tenant: acme\n  - sha256: d4f0bc5a29de06b510f9aa428f1eedba926012b591fef7a518e776a7c9bd1824\n",
+        )
+        .unwrap();
+        assert_eq!(keys.lookup("test"), Some(&Tenancy::Pinned("acme".into())));
+        assert_eq!(keys.lookup("agent"), Some(&Tenancy::FromResource));
+        assert_eq!(keys.lookup("nope"), None);
+        assert_eq!(Keys::parse("keys:\n  - sha256: abc\n").unwrap_err(), "keys[0].sha256 is not 64 hex digits");
+        assert!(Keys::parse("keys:\n  - sha25: x\n").unwrap_err().contains("unknown field `sha25`"));
+        let bad_tenant = "keys:\n  - sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\n    tenant: \"a b\"\n";
+        assert!(Keys::parse(bad_tenant).unwrap_err().starts_with("keys[0].tenant: tenant id \"a b\" contains ' '"));
+    }
+}

@@ -1,0 +1,145 @@
+//! Turns a decoded OTLP request into usage records: the built-in meters per
+//! tenant × service, in the UTC minute the collector received it.
+//!
+//! Usage is metered at receive time, not at the timestamps inside the data: a
+//! sender's clock (or a sender backdating data into a sealed month) must not
+//! decide which month is billed.
+
+use std::collections::BTreeMap;
+
+use metering::record::{validate_tenant, UsageRecord, MAX_DIMENSION_LEN};
+use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use prost::Message;
+use rust_decimal::Decimal;
+use time::OffsetDateTime;
+
+use crate::otlp::decode::metric_points;
+use crate::otlp::Payload;
+
+/// The tenant of data whose sender and resource name none.
+pub const UNKNOWN_TENANT: &str = "unknown";
+/// The resource attribute naming the tenant.
+pub const TENANT_ATTRIBUTE: &str = "tenant.id";
+
+/// Who may name the tenant of the data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tenancy {
+    /// A tenant key: everything is this tenant's, whatever the data claims.
+    Pinned(String),
+    /// A trusted agent or anonymous mode: the resource's `tenant.id` decides.
+    FromResource,
+}
+
+/// What [`measure`] found.
+#[derive(Debug, Default, PartialEq)]
+pub struct Measured {
+    /// Usage records, one per tenant × service × meter.
+    pub records: Vec<UsageRecord>,
+    /// Items refused (a malformed tenant id), for partial success.
+    pub rejected: u64,
+    /// Why, when `rejected` > 0.
+    pub reason: String,
+    /// Items whose resource claimed another tenant than the key's.
+    pub mismatched: u64,
+}
+
+/// The string value of `key` among `attrs`; the last one wins when a key repeats.
+pub fn attribute<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
+    attrs.iter().rev().find(|kv| kv.key == key).and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+        any_value::Value::StringValue(s) => Some(s.as_str()),
+        _ => None,
+    })
+}
+
+#[derive(Default)]
+struct Totals(BTreeMap<(String, String, &'static str), u64>);
+
+impl Totals {
+    fn add(&mut self, tenant: &str, service: &str, meter: &'static str, n: u64) {
+        if n > 0 {
+            *self.0.entry((tenant.to_owned(), service.to_owned(), meter)).or_default() += n;
+        }
+    }
+}
+
+/// `s` cut to at most `max` bytes on a character boundary: an overlong service
+/// name must not cost the tenant's usage, only the name's tail.
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Measures `payload` for `tenancy`, at `now`.
+pub fn measure(payload: &Payload, tenancy: &Tenancy, now: OffsetDateTime) -> Measured {
+    let mut totals = Totals::default();
+    let mut out = Measured::default();
+    let resolve = |resource: Option<&Resource>, items: u64, out: &mut Measured| -> Option<(String, String)> {
+        let attrs = resource.map(|r| r.attributes.as_slice()).unwrap_or_default();
+        let service = truncate(attribute(attrs, "service.name").unwrap_or(""), MAX_DIMENSION_LEN).to_owned();
+        let claimed = attribute(attrs, TENANT_ATTRIBUTE);
+        let tenant = match tenancy {
+            Tenancy::Pinned(t) => {
+                if claimed.is_some_and(|c| c != t) {
+                    out.mismatched += items;
+                }
+                t.clone()
+            }
+            Tenancy::FromResource => match claimed {
+                None => UNKNOWN_TENANT.to_owned(),
+                Some(c) => match validate_tenant(c) {
+                    Ok(()) => c.to_owned(),
+                    Err(e) => {
+                        out.rejected += items;
+                        out.reason = format!("{TENANT_ATTRIBUTE}: {e}");
+                        return None;
+                    }
+                },
+            },
+        };
+        Some((tenant, service))
+    };
+    match payload {
+        Payload::Traces(req) => {
+            for rs in &req.resource_spans {
+                let spans: Vec<_> = rs.scope_spans.iter().flat_map(|s| &s.spans).collect();
+                let Some((tenant, service)) = resolve(rs.resource.as_ref(), spans.len() as u64, &mut out) else { continue };
+                let requests = spans
+                    .iter()
+                    .filter(|s| s.kind == SpanKind::Server as i32 || s.kind == SpanKind::Consumer as i32)
+                    .count();
+                totals.add(&tenant, &service, "spans", spans.len() as u64);
+                totals.add(&tenant, &service, "span_bytes", spans.iter().map(|s| s.encoded_len() as u64).sum());
+                totals.add(&tenant, &service, "requests", requests as u64);
+            }
+        }
+        Payload::Metrics(req) => {
+            for rm in &req.resource_metrics {
+                let points = metric_points(rm);
+                let Some((tenant, service)) = resolve(rm.resource.as_ref(), points, &mut out) else { continue };
+                totals.add(&tenant, &service, "metric_points", points);
+            }
+        }
+        Payload::Logs(req) => {
+            for rl in &req.resource_logs {
+                let logs: Vec<_> = rl.scope_logs.iter().flat_map(|s| &s.log_records).collect();
+                let Some((tenant, service)) = resolve(rl.resource.as_ref(), logs.len() as u64, &mut out) else { continue };
+                totals.add(&tenant, &service, "log_records", logs.len() as u64);
+                totals.add(&tenant, &service, "log_bytes", logs.iter().map(|l| l.encoded_len() as u64).sum());
+            }
+        }
+    }
+    out.records = totals
+        .0
+        .into_iter()
+        .map(|((tenant, service, meter), n)| UsageRecord::new(&tenant, meter, now, Decimal::from(n)).with_service(&service))
+        .collect();
+    out
+}
