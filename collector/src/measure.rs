@@ -143,3 +143,68 @@ pub fn measure(payload: &Payload, tenancy: &Tenancy, now: OffsetDateTime) -> Mea
         .collect();
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::AnyValue;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    fn kv(key: &str, value: &str) -> KeyValue {
+        KeyValue { key: key.into(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.into())) }), ..Default::default() }
+    }
+
+    fn spans(attrs: Vec<KeyValue>, kinds: &[SpanKind]) -> ResourceSpans {
+        ResourceSpans {
+            resource: Some(Resource { attributes: attrs, ..Default::default() }),
+            scope_spans: vec![ScopeSpans {
+                spans: kinds.iter().map(|k| Span { kind: *k as i32, name: "x".into(), ..Default::default() }).collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn value(m: &Measured, tenant: &str, meter: &str) -> Decimal {
+        m.records.iter().filter(|r| r.tenant == tenant && r.meter == meter).map(|r| r.value).sum()
+    }
+
+    #[test]
+    fn tenants_services_requests_and_rejections() {
+        let now = OffsetDateTime::now_utc();
+        let req = Payload::Traces(ExportTraceServiceRequest {
+            resource_spans: vec![
+                // Duplicate keys: the last one wins, here as everywhere.
+                spans(vec![kv(TENANT_ATTRIBUTE, "first"), kv("service.name", "api"), kv(TENANT_ATTRIBUTE, "acme")], &[SpanKind::Server, SpanKind::Internal, SpanKind::Consumer]),
+                spans(vec![kv("service.name", "web")], &[SpanKind::Client]),
+                spans(vec![kv(TENANT_ATTRIBUTE, "bad tenant")], &[SpanKind::Server, SpanKind::Server]),
+            ],
+        });
+        let m = measure(&req, &Tenancy::FromResource, now);
+        assert_eq!((value(&m, "acme", "spans"), value(&m, "acme", "requests")), (Decimal::from(3), Decimal::from(2)));
+        assert_eq!(value(&m, "first", "spans"), Decimal::ZERO);
+        assert_eq!((value(&m, UNKNOWN_TENANT, "spans"), value(&m, UNKNOWN_TENANT, "requests")), (Decimal::from(1), Decimal::ZERO));
+        assert_eq!(m.rejected, 2);
+        assert_eq!(m.reason, "tenant.id: tenant id \"bad tenant\" contains ' '; allowed are letters, digits and . _ : @ -");
+        assert!(m.records.iter().all(|r| r.time == now));
+        assert_eq!(m.records.iter().find(|r| r.tenant == "acme").unwrap().service, "api");
+        let span_bytes = value(&m, "acme", "span_bytes");
+        let one = Span { kind: SpanKind::Server as i32, name: "x".into(), ..Default::default() }.encoded_len();
+        // Every span here encodes to the same length (name and kind only).
+        assert_eq!(span_bytes, Decimal::from(3 * one as u64));
+
+        // A tenant key pins everything and counts what claimed otherwise.
+        let m = measure(&req, &Tenancy::Pinned("initech".into()), now);
+        assert_eq!(value(&m, "initech", "spans"), Decimal::from(6));
+        assert_eq!((m.rejected, m.mismatched), (0, 5));
+    }
+
+    #[test]
+    fn overlong_service_names_are_cut_not_refused() {
+        let long = "é".repeat(600);
+        let req = Payload::Traces(ExportTraceServiceRequest { resource_spans: vec![spans(vec![kv("service.name", &long)], &[SpanKind::Server])] });
+        let m = measure(&req, &Tenancy::FromResource, OffsetDateTime::now_utc());
+        assert_eq!(m.records[0].service.len(), MAX_DIMENSION_LEN);
+    }
+}
