@@ -29,12 +29,14 @@ fn sha256_hex(key: &str) -> String {
     sha2::Sha256::digest(key.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sdk_traffic_lands_exactly_per_tenant_and_meter() {
-    let server = ClickHouseServer::start().unwrap();
-    let db = server.database("e2e").unwrap();
-    let ch = ClickHouse::new(&server.http_url(), Duration::from_secs(30)).unwrap();
-    migrate(&ch, &db).await.unwrap();
+struct Running {
+    _collector: Collector,
+    _dir: tempfile::TempDir,
+    http_url: String,
+    grpc_url: String,
+}
+
+async fn start_collector(server: &ClickHouseServer, db: &str) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let keys = dir.path().join("keys.yaml");
     std::fs::write(
@@ -46,18 +48,40 @@ async fn sdk_traffic_lands_exactly_per_tenant_and_meter() {
     let child = Command::new(env!("CARGO_BIN_EXE_tally-collector"))
         .args(["--grpc-listen", &format!("127.0.0.1:{grpc}"), "--http-listen", &format!("127.0.0.1:{http}")])
         .args(["--admin-listen", &format!("127.0.0.1:{admin}"), "--clickhouse-url", &server.http_url()])
-        .args(["--clickhouse-database", &db, "--keys", keys.to_str().unwrap(), "--allow-anonymous"])
+        .args(["--clickhouse-database", db, "--keys", keys.to_str().unwrap(), "--allow-anonymous"])
+        .args(["--clickhouse-timeout-secs", "5"])
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let _collector = Collector(child);
+    let collector = Collector(child);
     let deadline = Instant::now() + Duration::from_secs(30);
     while reqwest::get(format!("http://127.0.0.1:{admin}/readyz")).await.map(|r| r.status() != 200).unwrap_or(true) {
         assert!(Instant::now() < deadline, "collector not ready");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let http_url = format!("http://127.0.0.1:{http}");
-    let grpc_url = format!("http://127.0.0.1:{grpc}");
+    Running { _collector: collector, _dir: dir, http_url: format!("http://127.0.0.1:{http}"), grpc_url: format!("http://127.0.0.1:{grpc}") }
+}
+
+async fn totals(ch: &ClickHouse, db: &str) -> std::collections::BTreeMap<(String, String), Decimal> {
+    let now = time::OffsetDateTime::now_utc();
+    let from = now.replace_time(time::Time::MIDNIGHT) - time::Duration::days(1);
+    let mut q = UsageQuery::new(from, from + time::Duration::days(3));
+    q.granularity = Granularity::Month;
+    let mut got = std::collections::BTreeMap::new();
+    for p in query_usage(ch, db, &q).await.unwrap() {
+        *got.entry((p.tenant, p.meter)).or_insert(Decimal::ZERO) += p.value;
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_traffic_lands_exactly_per_tenant_and_meter() {
+    let server = ClickHouseServer::start().unwrap();
+    let db = server.database("e2e").unwrap();
+    let ch = ClickHouse::new(&server.http_url(), Duration::from_secs(30)).unwrap();
+    migrate(&ch, &db).await.unwrap();
+    let running = start_collector(&server, &db).await;
+    let (http_url, grpc_url) = (running.http_url.clone(), running.grpc_url.clone());
     let run = |url: String, protocol: &'static str, args: Vec<&'static str>| async move { common::sdk(&url, protocol, &args).await };
     // Anonymous over HTTP, naming its tenant.
     let r = run(http_url.clone(), "http", vec!["--tenant", "acme", "--spans", "300", "--metric-points", "20", "--logs", "10"]).await;
@@ -74,16 +98,8 @@ async fn sdk_traffic_lands_exactly_per_tenant_and_meter() {
         assert_eq!(r["spans_ok"], false);
     }
 
-    let now = time::OffsetDateTime::now_utc();
-    let from = now.replace_time(time::Time::MIDNIGHT) - time::Duration::days(1);
-    let mut q = UsageQuery::new(from, from + time::Duration::days(3));
-    q.granularity = Granularity::Month;
-    let points = query_usage(&ch, &db, &q).await.unwrap();
-    let mut got = std::collections::BTreeMap::new();
-    for p in &points {
-        *got.entry((p.tenant.as_str(), p.meter.as_str())).or_insert(Decimal::ZERO) += p.value;
-    }
-    let exact = |tenant, meter| got.get(&(tenant, meter)).copied().unwrap_or_default();
+    let got = totals(&ch, &db).await;
+    let exact = |tenant: &str, meter: &str| got.get(&(tenant.to_owned(), meter.to_owned())).copied().unwrap_or_default();
     let want = [
         ("acme", "spans", 300),
         ("acme", "requests", 75),
@@ -102,6 +118,30 @@ async fn sdk_traffic_lands_exactly_per_tenant_and_meter() {
     // Bytes are metered per encoded span and log record.
     assert!(exact("acme", "span_bytes") > Decimal::from(300 * 40), "{got:?}");
     assert!(exact("globex", "log_bytes") > Decimal::from(5 * 10), "{got:?}");
-    let tenants: std::collections::BTreeSet<_> = got.keys().map(|k| k.0).collect();
+    let tenants: std::collections::BTreeSet<_> = got.keys().map(|k| k.0.as_str()).collect();
     assert_eq!(tenants.into_iter().collect::<Vec<_>>(), vec!["acme", "globex", "initech"], "nothing else was stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clickhouse_down_means_retry_and_everything_lands_once() {
+    let mut server = ClickHouseServer::start().unwrap();
+    let db = server.database("down").unwrap();
+    let ch = ClickHouse::new(&server.http_url(), Duration::from_secs(30)).unwrap();
+    migrate(&ch, &db).await.unwrap();
+    let running = start_collector(&server, &db).await;
+    let r = common::sdk(&running.http_url, "http", &["--tenant", "acme", "--spans", "40", "--spans-per-export", "40"]).await;
+    assert_eq!(r["spans_ok"], true);
+    // ClickHouse dies; the SDK is told 503 + Retry-After and resends once it is back.
+    server.kill9();
+    let sender = {
+        let url = running.grpc_url.clone();
+        tokio::spawn(async move { common::sdk(&url, "grpc", &["--tenant", "acme", "--spans", "60", "--spans-per-export", "60"]).await })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    server.restart().unwrap();
+    let r = sender.await.unwrap();
+    assert_eq!(r["spans_ok"], true, "the SDK's retry succeeded once ClickHouse was back");
+    let got = totals(&ch, &db).await;
+    assert_eq!(got[&("acme".to_owned(), "spans".to_owned())], Decimal::from(100));
+    assert_eq!(got[&("acme".to_owned(), "requests".to_owned())], Decimal::from(10 + 15));
 }
