@@ -2,6 +2,7 @@
 
 pub mod keys;
 pub mod measure;
+pub mod metrics;
 pub mod otlp;
 pub mod pipeline;
 pub mod settings;

@@ -9,6 +9,7 @@ use metering::meter::Catalog;
 use metering::store::writer::UsageWriter;
 use metering::telemetry;
 use tally_collector::keys::Keys;
+use tally_collector::metrics::{count_responses, Metrics};
 use tally_collector::otlp::{grpc, http};
 use tally_collector::pipeline::Pipeline;
 use tally_collector::settings::Settings;
@@ -27,9 +28,24 @@ async fn main() -> anyhow::Result<()> {
     let writer = UsageWriter::new(ch.clone(), &s.store.clickhouse_database, Catalog::builtin())?;
     let started = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
     let source_id = format!("collector:{}:{started}", std::process::id());
-    let pipeline = Arc::new(Pipeline::new(keys, s.allow_anonymous, writer, source_id));
+    let metrics = Arc::new(Metrics::default());
+    let pipeline = Arc::new(Pipeline::new(keys, s.allow_anonymous, writer, source_id, metrics.clone()));
+    let counted = |transport: &'static str, router: Router| {
+        let metrics = metrics.clone();
+        router.layer(axum::middleware::from_fn(move |req, next| count_responses(metrics.clone(), transport, req, next)))
+    };
 
-    let admin = Router::new().route("/healthz", get(|| async { "ok" })).route(
+    let exposition = metrics.clone();
+    let admin = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get(move || {
+                let m = exposition.clone();
+                async move { ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], m.render()) }
+            }),
+        )
+        .route(
         "/readyz",
         get(move || {
             let ch = ch.clone();
@@ -42,8 +58,8 @@ async fn main() -> anyhow::Result<()> {
         }),
     );
     let servers = [
-        ("OTLP/gRPC", s.grpc_listen, grpc::router(pipeline.clone(), s.max_request_bytes)),
-        ("OTLP/HTTP", s.http_listen, http::router(pipeline.clone(), s.max_request_bytes)),
+        ("OTLP/gRPC", s.grpc_listen, counted("grpc", grpc::router(pipeline.clone(), s.max_request_bytes))),
+        ("OTLP/HTTP", s.http_listen, counted("http", http::router(pipeline.clone(), s.max_request_bytes))),
         ("admin", s.admin_listen, admin),
     ];
     let (stop, stopped) = tokio::sync::watch::channel(());

@@ -6,7 +6,8 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use metering::record::UsageBatch;
 use metering::store::writer::UsageWriter;
@@ -15,6 +16,8 @@ use tokio::sync::Mutex;
 
 use crate::keys::Keys;
 use crate::measure::{measure, Tenancy};
+use crate::metrics::Metrics;
+use crate::otlp::Payload;
 use crate::otlp::{Consumer, Delivery, Outcome};
 
 /// How long senders are told to wait while the store is unreachable.
@@ -27,13 +30,22 @@ pub struct Pipeline {
     writer: Mutex<UsageWriter>,
     source_id: String,
     seq: AtomicU64,
+    metrics: Arc<Metrics>,
+}
+
+fn signal_name(payload: &Payload) -> &'static str {
+    match payload {
+        Payload::Traces(_) => "traces",
+        Payload::Metrics(_) => "metrics",
+        Payload::Logs(_) => "logs",
+    }
 }
 
 impl Pipeline {
     /// A pipeline writing through `writer`. `source_id` names this collector
     /// process in the batch identity of what it writes.
-    pub fn new(keys: Keys, allow_anonymous: bool, writer: UsageWriter, source_id: String) -> Self {
-        Self { keys, allow_anonymous, writer: Mutex::new(writer), source_id, seq: AtomicU64::new(0) }
+    pub fn new(keys: Keys, allow_anonymous: bool, writer: UsageWriter, source_id: String, metrics: Arc<Metrics>) -> Self {
+        Self { keys, allow_anonymous, writer: Mutex::new(writer), source_id, seq: AtomicU64::new(0), metrics }
     }
 
     fn tenancy(&self, key: Option<&str>) -> Result<Tenancy, String> {
@@ -45,11 +57,28 @@ impl Pipeline {
     }
 
     async fn handle(&self, delivery: Delivery) -> Outcome {
+        let (signal, items) = (signal_name(&delivery.payload), delivery.payload.items());
+        let outcome = self.store(delivery).await;
+        let m = &self.metrics;
+        match &outcome {
+            Outcome::Accepted { rejected, .. } => {
+                m.count_items(signal, "accepted", items - rejected);
+                m.count_items(signal, "rejected", *rejected);
+            }
+            Outcome::Unauthenticated(_) => m.count_items(signal, "unauthenticated", items),
+            Outcome::Throttled { .. } => m.count_items(signal, "throttled", items),
+            Outcome::Unavailable { .. } => m.count_items(signal, "unavailable", items),
+        }
+        outcome
+    }
+
+    async fn store(&self, delivery: Delivery) -> Outcome {
         let tenancy = match self.tenancy(delivery.key.as_deref()) {
             Ok(t) => t,
             Err(message) => return Outcome::Unauthenticated(message),
         };
         let measured = measure(&delivery.payload, &tenancy, OffsetDateTime::now_utc());
+        self.metrics.tenant_mismatch_items.inc_by(measured.mismatched);
         let accepted = Outcome::Accepted { rejected: measured.rejected, message: measured.reason.clone() };
         if measured.records.is_empty() {
             return accepted;
@@ -65,9 +94,13 @@ impl Pipeline {
             tracing::error!(error = %e, "measured usage refused by the writer");
             return Outcome::Unavailable { retry_after: STORE_RETRY_AFTER, message: format!("internal error: {e}") };
         }
-        match writer.flush().await {
+        let started = Instant::now();
+        let result = writer.flush().await;
+        self.metrics.clickhouse_write_seconds.observe(started.elapsed().as_secs_f64());
+        match result {
             Ok(_) => accepted,
             Err(e) => {
+                self.metrics.clickhouse_write_errors.inc();
                 // The sender resends; keeping these rows as well would count them twice.
                 writer.discard();
                 tracing::warn!(error = %e, "usage store unavailable; sender told to retry");

@@ -34,6 +34,7 @@ struct Running {
     _dir: tempfile::TempDir,
     http_url: String,
     grpc_url: String,
+    admin_url: String,
 }
 
 async fn start_collector(server: &ClickHouseServer, db: &str) -> Running {
@@ -59,7 +60,13 @@ async fn start_collector(server: &ClickHouseServer, db: &str) -> Running {
         assert!(Instant::now() < deadline, "collector not ready");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Running { _collector: collector, _dir: dir, http_url: format!("http://127.0.0.1:{http}"), grpc_url: format!("http://127.0.0.1:{grpc}") }
+    Running {
+        _collector: collector,
+        _dir: dir,
+        http_url: format!("http://127.0.0.1:{http}"),
+        grpc_url: format!("http://127.0.0.1:{grpc}"),
+        admin_url: format!("http://127.0.0.1:{admin}"),
+    }
 }
 
 async fn totals(ch: &ClickHouse, db: &str) -> std::collections::BTreeMap<(String, String), Decimal> {
@@ -120,6 +127,21 @@ async fn sdk_traffic_lands_exactly_per_tenant_and_meter() {
     assert!(exact("globex", "log_bytes") > Decimal::from(5 * 10), "{got:?}");
     let tenants: std::collections::BTreeSet<_> = got.keys().map(|k| k.0.as_str()).collect();
     assert_eq!(tenants.into_iter().collect::<Vec<_>>(), vec!["acme", "globex", "initech"], "nothing else was stored");
+
+    // The same story on /metrics.
+    let text = reqwest::get(format!("{}/metrics", running.admin_url)).await.unwrap().text().await.unwrap();
+    for line in [
+        "tally_collector_items_total{signal=\"traces\",outcome=\"accepted\"} 650",
+        "tally_collector_items_total{signal=\"metrics\",outcome=\"accepted\"} 35",
+        "tally_collector_items_total{signal=\"logs\",outcome=\"accepted\"} 15",
+        "tally_collector_items_total{signal=\"traces\",outcome=\"unauthenticated\"} 14",
+        "tally_collector_tenant_mismatch_items_total 100",
+        "tally_collector_responses_total{transport=\"http\",code=\"401\"} 1",
+        "tally_collector_responses_total{transport=\"grpc\",code=\"16\"} 1",
+        "tally_collector_clickhouse_write_errors_total 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing `{line}` in\n{text}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,4 +166,14 @@ async fn clickhouse_down_means_retry_and_everything_lands_once() {
     let got = totals(&ch, &db).await;
     assert_eq!(got[&("acme".to_owned(), "spans".to_owned())], Decimal::from(100));
     assert_eq!(got[&("acme".to_owned(), "requests".to_owned())], Decimal::from(10 + 15));
+    // Each refused attempt was counted: the failed INSERTs, and the 60 spans each time.
+    let text = reqwest::get(format!("{}/metrics", running.admin_url)).await.unwrap().text().await.unwrap();
+    let value = |name: &str| -> u64 {
+        let line = text.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name} in\n{text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let failures = value("tally_collector_clickhouse_write_errors_total");
+    assert!(failures >= 1, "{text}");
+    assert_eq!(value("tally_collector_items_total{signal=\"traces\",outcome=\"unavailable\"}"), 60 * failures);
+    assert_eq!(value("tally_collector_items_total{signal=\"traces\",outcome=\"accepted\"}"), 100);
 }
