@@ -1,6 +1,7 @@
 //! tally-collector: OTLP in, per-tenant usage out to ClickHouse.
 
 pub mod keys;
+pub mod limits;
 pub mod measure;
 pub mod metrics;
 pub mod otlp;

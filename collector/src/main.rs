@@ -9,6 +9,7 @@ use metering::meter::Catalog;
 use metering::store::writer::UsageWriter;
 use metering::telemetry;
 use tally_collector::keys::Keys;
+use tally_collector::limits::Limits;
 use tally_collector::metrics::{count_responses, Metrics};
 use tally_collector::otlp::{grpc, http};
 use tally_collector::pipeline::Pipeline;
@@ -29,7 +30,8 @@ async fn main() -> anyhow::Result<()> {
     let started = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
     let source_id = format!("collector:{}:{started}", std::process::id());
     let metrics = Arc::new(Metrics::default());
-    let pipeline = Arc::new(Pipeline::new(keys, s.allow_anonymous, writer, source_id, metrics.clone()));
+    let limits = Limits::new(&s.tenant_limit, s.default_tenant_limit);
+    let pipeline = Arc::new(Pipeline::new(keys, s.allow_anonymous, writer, source_id, metrics.clone(), limits));
     let counted = |transport: &'static str, router: Router| {
         let metrics = metrics.clone();
         router.layer(axum::middleware::from_fn(move |req, next| count_responses(metrics.clone(), transport, req, next)))

@@ -9,12 +9,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use metering::record::UsageBatch;
+use metering::record::{UsageBatch, UsageRecord};
 use metering::store::writer::UsageWriter;
 use time::OffsetDateTime;
 use tokio::sync::Mutex;
 
 use crate::keys::Keys;
+use crate::limits::{Limits, Throttle};
 use crate::measure::{measure, Tenancy};
 use crate::metrics::Metrics;
 use crate::otlp::Payload;
@@ -31,6 +32,7 @@ pub struct Pipeline {
     source_id: String,
     seq: AtomicU64,
     metrics: Arc<Metrics>,
+    limits: Limits,
 }
 
 fn signal_name(payload: &Payload) -> &'static str {
@@ -44,8 +46,53 @@ fn signal_name(payload: &Payload) -> &'static str {
 impl Pipeline {
     /// A pipeline writing through `writer`. `source_id` names this collector
     /// process in the batch identity of what it writes.
-    pub fn new(keys: Keys, allow_anonymous: bool, writer: UsageWriter, source_id: String, metrics: Arc<Metrics>) -> Self {
-        Self { keys, allow_anonymous, writer: Mutex::new(writer), source_id, seq: AtomicU64::new(0), metrics }
+    pub fn new(
+        keys: Keys,
+        allow_anonymous: bool,
+        writer: UsageWriter,
+        source_id: String,
+        metrics: Arc<Metrics>,
+        limits: Limits,
+    ) -> Self {
+        Self { keys, allow_anonymous, writer: Mutex::new(writer), source_id, seq: AtomicU64::new(0), metrics, limits }
+    }
+
+    /// Checks every tenant of the request against its limit. Over the limit, the
+    /// request is refused whole (the sender resends it whole) and what each
+    /// throttled tenant sent is metered as `throttled_<items>`.
+    fn throttle(&self, records: &[UsageRecord]) -> Option<(Throttle, Vec<UsageRecord>)> {
+        let mut worst: Option<Throttle> = None;
+        let mut throttled = Vec::new();
+        for r in records.iter().filter(|r| ITEM_METERS.contains(&r.meter.as_str())) {
+            let items = u64::try_from(r.value.trunc().mantissa()).unwrap_or(u64::MAX);
+            if let Err(t) = self.limits.check(&r.tenant, items) {
+                throttled.push(UsageRecord { meter: format!("throttled_{}", r.meter), ..r.clone() });
+                if worst.as_ref().is_none_or(|w| t.retry_after > w.retry_after) {
+                    worst = Some(t);
+                }
+            }
+        }
+        worst.map(|t| (t, throttled))
+    }
+
+    async fn write(&self, records: Vec<UsageRecord>) -> Result<(), String> {
+        let batch = UsageBatch { source_id: self.source_id.clone(), seq: self.seq.fetch_add(1, Ordering::Relaxed), records };
+        let mut writer = self.writer.lock().await;
+        if let Err(e) = writer.push(&batch) {
+            // Records are built here from validated parts; a refusal is our bug, told as such.
+            tracing::error!(error = %e, "measured usage refused by the writer");
+            return Err(format!("internal error: {e}"));
+        }
+        let started = Instant::now();
+        let result = writer.flush().await;
+        self.metrics.clickhouse_write_seconds.observe(started.elapsed().as_secs_f64());
+        result.map(drop).map_err(|e| {
+            // The sender resends; keeping these rows as well would count them twice.
+            writer.discard();
+            self.metrics.clickhouse_write_errors.inc();
+            tracing::warn!(error = %e, "usage store unavailable; sender told to retry");
+            format!("usage store unavailable: {e}")
+        })
     }
 
     fn tenancy(&self, key: Option<&str>) -> Result<Tenancy, String> {
@@ -83,32 +130,20 @@ impl Pipeline {
         if measured.records.is_empty() {
             return accepted;
         }
-        let batch = UsageBatch {
-            source_id: self.source_id.clone(),
-            seq: self.seq.fetch_add(1, Ordering::Relaxed),
-            records: measured.records,
-        };
-        let mut writer = self.writer.lock().await;
-        if let Err(e) = writer.push(&batch) {
-            // Records are built here from validated parts; a refusal is our bug, told as such.
-            tracing::error!(error = %e, "measured usage refused by the writer");
-            return Outcome::Unavailable { retry_after: STORE_RETRY_AFTER, message: format!("internal error: {e}") };
+        if let Some((throttle, throttled)) = self.throttle(&measured.records) {
+            // The refusal stands even if its metering fails: the data is the sender's to resend.
+            let _ = self.write(throttled).await;
+            return Outcome::Throttled { retry_after: throttle.retry_after, message: throttle.message };
         }
-        let started = Instant::now();
-        let result = writer.flush().await;
-        self.metrics.clickhouse_write_seconds.observe(started.elapsed().as_secs_f64());
-        match result {
-            Ok(_) => accepted,
-            Err(e) => {
-                self.metrics.clickhouse_write_errors.inc();
-                // The sender resends; keeping these rows as well would count them twice.
-                writer.discard();
-                tracing::warn!(error = %e, "usage store unavailable; sender told to retry");
-                Outcome::Unavailable { retry_after: STORE_RETRY_AFTER, message: format!("usage store unavailable: {e}") }
-            }
+        match self.write(measured.records).await {
+            Ok(()) => accepted,
+            Err(message) => Outcome::Unavailable { retry_after: STORE_RETRY_AFTER, message },
         }
     }
 }
+
+/// The meters that count OTLP items, which rate limits apply to.
+const ITEM_METERS: [&str; 3] = ["spans", "metric_points", "log_records"];
 
 impl Consumer for Pipeline {
     fn consume(&self, delivery: Delivery) -> Pin<Box<dyn Future<Output = Outcome> + Send + '_>> {

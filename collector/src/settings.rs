@@ -29,6 +29,13 @@ pub struct Settings {
     /// YAML file of sender keys (stored hashed) and the tenants they pin.
     #[arg(long)]
     pub keys: Option<PathBuf>,
+    /// A tenant's rate limit in OTLP items (spans, data points, log records) per second, with an
+    /// optional burst: TENANT=RATE[/BURST] (repeatable).
+    #[arg(long)]
+    pub tenant_limit: Vec<crate::limits::TenantLimit>,
+    /// The rate limit of every tenant without its own, RATE[/BURST] (default: unlimited).
+    #[arg(long)]
+    pub default_tenant_limit: Option<crate::limits::Limit>,
     /// Accept senders without a key (local use only).
     #[arg(long)]
     pub allow_anonymous: bool,

@@ -37,7 +37,7 @@ struct Running {
     admin_url: String,
 }
 
-async fn start_collector(server: &ClickHouseServer, db: &str) -> Running {
+async fn start_collector(server: &ClickHouseServer, db: &str, extra: &[&str]) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let keys = dir.path().join("keys.yaml");
     std::fs::write(
@@ -51,6 +51,7 @@ async fn start_collector(server: &ClickHouseServer, db: &str) -> Running {
         .args(["--admin-listen", &format!("127.0.0.1:{admin}"), "--clickhouse-url", &server.http_url()])
         .args(["--clickhouse-database", db, "--keys", keys.to_str().unwrap(), "--allow-anonymous"])
         .args(["--clickhouse-timeout-secs", "5"])
+        .args(extra)
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -87,7 +88,7 @@ async fn sdk_traffic_lands_exactly_per_tenant_and_meter() {
     let db = server.database("e2e").unwrap();
     let ch = ClickHouse::new(&server.http_url(), Duration::from_secs(30)).unwrap();
     migrate(&ch, &db).await.unwrap();
-    let running = start_collector(&server, &db).await;
+    let running = start_collector(&server, &db, &[]).await;
     let (http_url, grpc_url) = (running.http_url.clone(), running.grpc_url.clone());
     let run = |url: String, protocol: &'static str, args: Vec<&'static str>| async move { common::sdk(&url, protocol, &args).await };
     // Anonymous over HTTP, naming its tenant.
@@ -150,7 +151,7 @@ async fn clickhouse_down_means_retry_and_everything_lands_once() {
     let db = server.database("down").unwrap();
     let ch = ClickHouse::new(&server.http_url(), Duration::from_secs(30)).unwrap();
     migrate(&ch, &db).await.unwrap();
-    let running = start_collector(&server, &db).await;
+    let running = start_collector(&server, &db, &[]).await;
     let r = common::sdk(&running.http_url, "http", &["--tenant", "acme", "--spans", "40", "--spans-per-export", "40"]).await;
     assert_eq!(r["spans_ok"], true);
     // ClickHouse dies; the SDK is told 503 + Retry-After and resends once it is back.
@@ -176,4 +177,52 @@ async fn clickhouse_down_means_retry_and_everything_lands_once() {
     assert!(failures >= 1, "{text}");
     assert_eq!(value("tally_collector_items_total{signal=\"traces\",outcome=\"unavailable\"}"), 60 * failures);
     assert_eq!(value("tally_collector_items_total{signal=\"traces\",outcome=\"accepted\"}"), 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_limit_senders_are_told_when_to_retry_and_the_refused_volume_is_metered() {
+    let server = ClickHouseServer::start().unwrap();
+    let db = server.database("limits").unwrap();
+    let ch = ClickHouse::new(&server.http_url(), Duration::from_secs(30)).unwrap();
+    migrate(&ch, &db).await.unwrap();
+    let running = start_collector(&server, &db, &["--tenant-limit", "acme=100/100"]).await;
+    // 80 spans fit the burst; the next 70 do not until the bucket refills, so the SDK is refused
+    // (429 + Retry-After) and resends them.
+    let r = common::sdk(&running.http_url, "http", &["--tenant", "acme", "--spans", "150", "--spans-per-export", "80"]).await;
+    assert_eq!(r["spans_ok"], true);
+    // globex has no limit.
+    let r = common::sdk(&running.http_url, "http", &["--tenant", "globex", "--spans", "500", "--spans-per-export", "500"]).await;
+    assert_eq!(r["spans_ok"], true);
+    let got = totals(&ch, &db).await;
+    let value = |t: &str, m: &str| got.get(&(t.to_owned(), m.to_owned())).copied().unwrap_or_default();
+    assert_eq!(value("acme", "spans"), Decimal::from(150), "{got:?}");
+    assert_eq!(value("globex", "spans"), Decimal::from(500));
+    assert_eq!(value("globex", "throttled_spans"), Decimal::ZERO);
+    let throttled = value("acme", "throttled_spans");
+    assert!(throttled >= Decimal::from(70) && (throttled % Decimal::from(70)).is_zero(), "{got:?}");
+    let text = reqwest::get(format!("{}/metrics", running.admin_url)).await.unwrap().text().await.unwrap();
+    let line = format!("tally_collector_items_total{{signal=\"traces\",outcome=\"throttled\"}} {throttled}");
+    assert!(text.lines().any(|l| l == line), "missing `{line}` in\n{text}");
+
+    // What a sender sees, exactly: drain the bucket, then one more span.
+    let json = |n: usize| {
+        let spans: Vec<String> = (0..n).map(|i| format!(r#"{{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"{i:016x}","name":"x"}}"#)).collect();
+        format!(r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"tenant.id","value":{{"stringValue":"acme"}}}}]}},"scopeSpans":[{{"spans":[{}]}}]}}]}}"#, spans.join(","))
+    };
+    let client = reqwest::Client::new();
+    let post = |n: usize| client.post(format!("{}/v1/traces", running.http_url)).header("content-type", "application/json").body(json(n)).send();
+    let mut refused = None;
+    for _ in 0..3 {
+        let resp = post(100).await.unwrap();
+        if resp.status() == 429 {
+            refused = Some(resp);
+            break;
+        }
+    }
+    let resp = refused.expect("a drained bucket refuses");
+    let retry_after: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert_eq!(retry_after, 1);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], 8);
+    assert!(body["message"].as_str().unwrap().starts_with("tenant acme is over its limit of 100 items/s (burst 100)"), "{body}");
 }
