@@ -19,9 +19,6 @@ use base64::engine::general_purpose::STANDARD_NO_PAD;
 use base64::Engine;
 use bytes::{BufMut, Bytes, BytesMut};
 use http_body::Frame;
-use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsPartialSuccess, ExportLogsServiceResponse};
-use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsPartialSuccess, ExportMetricsServiceResponse};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
 use prost::Message;
 
 use super::gzip::{gunzip, GzipError};
@@ -150,23 +147,7 @@ fn status_metadata(code: i32, message: &str, retry_after: Option<Duration>) -> V
 const GRPC_MESSAGE: percent_encoding::AsciiSet = percent_encoding::CONTROLS.add(b'%');
 
 fn success(signal: Signal, rejected: u64, message: String) -> Response {
-    let partial = rejected > 0;
-    let bytes = match signal {
-        Signal::Traces => ExportTraceServiceResponse {
-            partial_success: partial.then_some(ExportTracePartialSuccess { rejected_spans: rejected as i64, error_message: message }),
-        }
-        .encode_to_vec(),
-        Signal::Metrics => ExportMetricsServiceResponse {
-            partial_success: partial
-                .then_some(ExportMetricsPartialSuccess { rejected_data_points: rejected as i64, error_message: message }),
-        }
-        .encode_to_vec(),
-        Signal::Logs => ExportLogsServiceResponse {
-            partial_success: partial
-                .then_some(ExportLogsPartialSuccess { rejected_log_records: rejected as i64, error_message: message }),
-        }
-        .encode_to_vec(),
-    };
+    let bytes = super::export_response(signal, rejected, message);
     let mut frame = BytesMut::with_capacity(5 + bytes.len());
     frame.put_u8(0);
     frame.put_u32(bytes.len() as u32);

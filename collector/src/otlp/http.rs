@@ -11,9 +11,6 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsPartialSuccess, ExportLogsServiceResponse};
-use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsPartialSuccess, ExportMetricsServiceResponse};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
 use prost::Message;
 
 use super::gzip::{gunzip, GzipError};
@@ -140,22 +137,7 @@ fn error(status: StatusCode, encoding: Encoding, code: i32, message: String) -> 
 fn success(signal: Signal, encoding: Encoding, rejected: u64, message: String) -> Response {
     let partial = rejected > 0;
     let body = match encoding {
-        Encoding::Protobuf => match signal {
-            Signal::Traces => ExportTraceServiceResponse {
-                partial_success: partial.then_some(ExportTracePartialSuccess { rejected_spans: rejected as i64, error_message: message }),
-            }
-            .encode_to_vec(),
-            Signal::Metrics => ExportMetricsServiceResponse {
-                partial_success: partial
-                    .then_some(ExportMetricsPartialSuccess { rejected_data_points: rejected as i64, error_message: message }),
-            }
-            .encode_to_vec(),
-            Signal::Logs => ExportLogsServiceResponse {
-                partial_success: partial
-                    .then_some(ExportLogsPartialSuccess { rejected_log_records: rejected as i64, error_message: message }),
-            }
-            .encode_to_vec(),
-        },
+        Encoding::Protobuf => super::export_response(signal, rejected, message),
         Encoding::Json => {
             let field = match signal {
                 Signal::Traces => "rejectedSpans",

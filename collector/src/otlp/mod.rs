@@ -15,3 +15,27 @@ pub use decode::{decode, DecodeError, Encoding, Payload, Signal};
 
 /// Default limit of a request body, before and after decompression (the spec recommends 64 MiB).
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 << 20;
+
+/// The encoded `Export*ServiceResponse` of `signal`: empty on full success,
+/// with `partial_success` when items were rejected.
+pub(crate) fn export_response(signal: Signal, rejected: u64, message: String) -> Vec<u8> {
+    use opentelemetry_proto::tonic::collector::{logs::v1 as logs, metrics::v1 as metrics, trace::v1 as trace};
+    use prost::Message;
+    let partial = rejected > 0;
+    let rejected = rejected as i64;
+    match signal {
+        Signal::Traces => trace::ExportTraceServiceResponse {
+            partial_success: partial.then_some(trace::ExportTracePartialSuccess { rejected_spans: rejected, error_message: message }),
+        }
+        .encode_to_vec(),
+        Signal::Metrics => metrics::ExportMetricsServiceResponse {
+            partial_success: partial
+                .then_some(metrics::ExportMetricsPartialSuccess { rejected_data_points: rejected, error_message: message }),
+        }
+        .encode_to_vec(),
+        Signal::Logs => logs::ExportLogsServiceResponse {
+            partial_success: partial.then_some(logs::ExportLogsPartialSuccess { rejected_log_records: rejected, error_message: message }),
+        }
+        .encode_to_vec(),
+    }
+}
