@@ -75,8 +75,12 @@ impl Pipeline {
         worst.map(|t| (t, throttled))
     }
 
-    async fn write(&self, records: Vec<UsageRecord>) -> Result<(), String> {
-        let batch = UsageBatch { source_id: self.source_id.clone(), seq: self.seq.fetch_add(1, Ordering::Relaxed), records };
+    fn own_identity(&self) -> (String, u64) {
+        (self.source_id.clone(), self.seq.fetch_add(1, Ordering::Relaxed))
+    }
+
+    async fn write(&self, (source_id, seq): (String, u64), records: Vec<UsageRecord>) -> Result<(), String> {
+        let batch = UsageBatch { source_id, seq, records };
         let mut writer = self.writer.lock().await;
         if let Err(e) = writer.push(&batch) {
             // Records are built here from validated parts; a refusal is our bug, told as such.
@@ -124,21 +128,38 @@ impl Pipeline {
             Ok(t) => t,
             Err(message) => return Outcome::Unauthenticated(message),
         };
-        let measured = measure(&delivery.payload, &tenancy, OffsetDateTime::now_utc());
+        // A sender's batch identity (and its time) makes a resend reproduce the same rows.
+        let when = delivery.batch.as_ref().map_or_else(OffsetDateTime::now_utc, |b| b.time);
+        let measured = measure(&delivery.payload, &tenancy, when);
         self.metrics.tenant_mismatch_items.inc_by(measured.mismatched);
         let accepted = Outcome::Accepted { rejected: measured.rejected, message: measured.reason.clone() };
         if measured.records.is_empty() {
             return accepted;
         }
         if let Some((throttle, throttled)) = self.throttle(&measured.records) {
+            // Each refusal is its own event: it gets the collector's identity, not the sender's.
             // The refusal stands even if its metering fails: the data is the sender's to resend.
-            let _ = self.write(throttled).await;
+            let _ = self.write(self.own_identity(), throttled).await;
             return Outcome::Throttled { retry_after: throttle.retry_after, message: throttle.message };
         }
-        match self.write(measured.records).await {
+        let identity = match &delivery.batch {
+            // Namespaced by the sender's key, so one sender's identities never collide with another's.
+            Some(b) => (format!("{}/{}", key_namespace(delivery.key.as_deref()), b.source), b.seq),
+            None => self.own_identity(),
+        };
+        match self.write(identity, measured.records).await {
             Ok(()) => accepted,
             Err(message) => Outcome::Unavailable { retry_after: STORE_RETRY_AFTER, message },
         }
+    }
+}
+
+/// A short, stable, non-secret name for the key a sender used.
+fn key_namespace(key: Option<&str>) -> String {
+    use sha2::{Digest, Sha256};
+    match key {
+        Some(k) => Sha256::digest(k.as_bytes())[..6].iter().map(|b| format!("{b:02x}")).collect(),
+        None => "anonymous".to_owned(),
     }
 }
 

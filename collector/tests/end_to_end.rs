@@ -226,3 +226,83 @@ async fn over_the_limit_senders_are_told_when_to_retry_and_the_refused_volume_is
     assert_eq!(body["code"], 8);
     assert!(body["message"].as_str().unwrap().starts_with("tenant acme is over its limit of 100 items/s (burst 100)"), "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resent_batch_counts_once_on_either_transport() {
+    use prost::Message;
+    let server = ClickHouseServer::start().unwrap();
+    let db = server.database("resend").unwrap();
+    let ch = ClickHouse::new(&server.http_url(), Duration::from_secs(30)).unwrap();
+    migrate(&ch, &db).await.unwrap();
+    let running = start_collector(&server, &db, &[]).await;
+    let body = r#"{"resourceSpans":[{"resource":{"attributes":[{"key":"tenant.id","value":{"stringValue":"acme"}},{"key":"service.name","value":{"stringValue":"api"}}]},
+      "scopeSpans":[{"spans":[{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","name":"a","kind":2},
+                              {"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b175","name":"b","kind":3},
+                              {"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b176","name":"c","kind":2}]}]}]}"#;
+    let accepted_at = time::OffsetDateTime::now_utc() - time::Duration::minutes(3);
+    let millis = accepted_at.unix_timestamp() * 1000;
+    let client = reqwest::Client::new();
+    let http = |batch: String| {
+        client
+            .post(format!("{}/v1/traces", running.http_url))
+            .header("content-type", "application/json")
+            .header("authorization", "Bearer agent-key")
+            .header("tally-batch", batch)
+            .body(body)
+            .send()
+    };
+    for batch in [format!("agent:a1:boot1 1 {millis}"), format!("agent:a1:boot1 1 {millis}"), format!("agent:a1:boot1 2 {millis}")] {
+        assert_eq!(http(batch).await.unwrap().status(), 200);
+    }
+    // The same batch 1 again over gRPC, a minute later in wall time: the same rows, stored once.
+    let request: opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest = serde_json::from_str(body).unwrap();
+    let message = request.encode_to_vec();
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&message);
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let resp = h2
+        .post(format!("{}{}", running.grpc_url, tally_collector::otlp::grpc::TRACES_PATH))
+        .header("content-type", "application/grpc")
+        .header("authorization", "Bearer agent-key")
+        .header("tally-batch", format!("agent:a1:boot1 1 {millis}"))
+        .body(frame)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.headers().get("grpc-status").is_none(), "accepted: {:?}", resp.headers());
+    let got = totals(&ch, &db).await;
+    assert_eq!(got[&("acme".to_owned(), "spans".to_owned())], Decimal::from(6), "batches 1 and 2, once each: {got:?}");
+    assert_eq!(got[&("acme".to_owned(), "requests".to_owned())], Decimal::from(4));
+    // Billed in the minute the sender accepted the data.
+    let mut q = UsageQuery::new(accepted_at.replace_second(0).unwrap().replace_nanosecond(0).unwrap(), accepted_at + time::Duration::minutes(1));
+    q.granularity = Granularity::Minute;
+    q.meter = Some("spans".into());
+    let points = query_usage(&ch, &db, &q).await.unwrap();
+    assert_eq!(points.iter().map(|p| p.value).collect::<Vec<_>>(), vec![Decimal::from(6)]);
+    // A different key's identical identity is another sender: counted.
+    let resp = client
+        .post(format!("{}/v1/traces", running.http_url))
+        .header("content-type", "application/json")
+        .header("tally-batch", format!("agent:a1:boot1 1 {millis}"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(totals(&ch, &db).await[&("acme".to_owned(), "spans".to_owned())], Decimal::from(9));
+    // Malformed identities are refused, precisely.
+    let future = (time::OffsetDateTime::now_utc() + time::Duration::hours(1)).unix_timestamp() * 1000;
+    for (batch, why) in [
+        ("agent 1".to_owned(), "wrong number of fields"),
+        (format!("agent x {millis}"), "the sequence is not a whole number"),
+        (format!("agent 1 {future}"), "the time is more than 5 minutes in the future"),
+        (format!("a/b 1 {millis}"), "the source id must be"),
+    ] {
+        let resp = http(batch.clone()).await.unwrap();
+        assert_eq!(resp.status(), 400, "{batch}");
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert!(body["message"].as_str().unwrap().contains(why), "{batch}: {body}");
+    }
+    assert_eq!(totals(&ch, &db).await[&("acme".to_owned(), "spans".to_owned())], Decimal::from(9));
+}

@@ -15,6 +15,8 @@ pub struct Delivery {
     pub encoded_len: usize,
     /// The bearer key the sender presented, if any.
     pub key: Option<String>,
+    /// The sender's batch identity, if it gave one.
+    pub batch: Option<super::batch::BatchId>,
 }
 
 /// The consumer's verdict, which the receiver turns into the status the spec names.

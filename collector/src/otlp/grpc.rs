@@ -98,7 +98,11 @@ impl Receiver {
             Ok(p) => p,
             Err(e) => return status(code::INVALID_ARGUMENT, &e.to_string(), None),
         };
-        let delivery = Delivery { payload, encoded_len: raw.len(), key: super::http::bearer(headers) };
+        let batch = match super::batch::from_headers(headers, time::OffsetDateTime::now_utc()) {
+            Ok(b) => b,
+            Err(message) => return status(code::INVALID_ARGUMENT, &message, None),
+        };
+        let delivery = Delivery { payload, encoded_len: raw.len(), key: super::http::bearer(headers), batch };
         match self.consumer.consume(delivery).await {
             Outcome::Accepted { rejected, message } => success(signal, rejected, message),
             Outcome::Unauthenticated(message) => status(code::UNAUTHENTICATED, &message, None),

@@ -83,7 +83,11 @@ impl Receiver {
             Ok(payload) => payload,
             Err(e) => return fail(StatusCode::BAD_REQUEST, code::INVALID_ARGUMENT, e.to_string()),
         };
-        let delivery = Delivery { payload, encoded_len: raw.len(), key: bearer(headers) };
+        let batch = match super::batch::from_headers(headers, time::OffsetDateTime::now_utc()) {
+            Ok(b) => b,
+            Err(message) => return fail(StatusCode::BAD_REQUEST, code::INVALID_ARGUMENT, message),
+        };
+        let delivery = Delivery { payload, encoded_len: raw.len(), key: bearer(headers), batch };
         match self.consumer.consume(delivery).await {
             Outcome::Accepted { rejected, message } => success(signal, encoding, rejected, message),
             Outcome::Unauthenticated(message) => fail(StatusCode::UNAUTHORIZED, code::UNAUTHENTICATED, message),

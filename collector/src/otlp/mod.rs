@@ -3,6 +3,7 @@
 //! over h2c, gzip), with the statuses the OTLP specification names, handing
 //! decoded requests to a [`Consumer`].
 
+pub mod batch;
 pub mod consumer;
 pub mod decode;
 pub mod grpc;
