@@ -23,7 +23,7 @@ use prost::Message;
 
 use super::gzip::{gunzip, GzipError};
 use super::status::{code, RetryInfo, RpcStatus};
-use super::{decode, Consumer, Delivery, Encoding, Outcome, Signal};
+use super::{Consumer, Encoding, Outcome, Receiver, Signal};
 
 /// The gRPC method paths of the three OTLP services.
 pub const TRACES_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
@@ -32,18 +32,13 @@ pub const METRICS_PATH: &str = "/opentelemetry.proto.collector.metrics.v1.Metric
 /// See [`TRACES_PATH`].
 pub const LOGS_PATH: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
 
-struct Receiver {
-    consumer: Arc<dyn Consumer>,
-    max_request_bytes: usize,
-}
-
 /// The OTLP/gRPC routes, handing requests to `consumer`. Messages over
 /// `max_request_bytes`, before or after decompression, get RESOURCE_EXHAUSTED.
 pub fn router(consumer: Arc<dyn Consumer>, max_request_bytes: usize) -> Router {
     let state = Arc::new(Receiver { consumer, max_request_bytes });
     let route = |signal: Signal| {
         post(move |State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body| async move {
-            r.handle(signal, &headers, body).await
+            r.handle_grpc(signal, &headers, body).await
         })
     };
     Router::new()
@@ -55,7 +50,7 @@ pub fn router(consumer: Arc<dyn Consumer>, max_request_bytes: usize) -> Router {
 }
 
 impl Receiver {
-    async fn handle(&self, signal: Signal, headers: &HeaderMap, body: Body) -> Response {
+    async fn handle_grpc(&self, signal: Signal, headers: &HeaderMap, body: Body) -> Response {
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
         if !header("content-type").starts_with("application/grpc") {
             return status(code::INVALID_ARGUMENT, "content-type must be application/grpc", None);
@@ -94,16 +89,11 @@ impl Receiver {
         } else {
             message
         };
-        let payload = match decode(signal, Encoding::Protobuf, &raw) {
-            Ok(p) => p,
-            Err(e) => return status(code::INVALID_ARGUMENT, &e.to_string(), None),
-        };
-        let batch = match super::batch::from_headers(headers, time::OffsetDateTime::now_utc()) {
-            Ok(b) => b,
+        let outcome = match self.deliver(signal, Encoding::Protobuf, headers, &raw).await {
+            Ok(outcome) => outcome,
             Err(message) => return status(code::INVALID_ARGUMENT, &message, None),
         };
-        let delivery = Delivery { payload, encoded_len: raw.len(), key: super::http::bearer(headers), batch };
-        match self.consumer.consume(delivery).await {
+        match outcome {
             Outcome::Accepted { rejected, message } => success(signal, rejected, message),
             Outcome::Unauthenticated(message) => status(code::UNAUTHENTICATED, &message, None),
             Outcome::Throttled { retry_after, message } => status(code::RESOURCE_EXHAUSTED, &message, Some(retry_after)),

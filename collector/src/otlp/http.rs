@@ -15,12 +15,7 @@ use prost::Message;
 
 use super::gzip::{gunzip, GzipError};
 use super::status::{code, RpcStatus};
-use super::{decode, Consumer, Delivery, Encoding, Outcome, Signal};
-
-struct Receiver {
-    consumer: Arc<dyn Consumer>,
-    max_request_bytes: usize,
-}
+use super::{Consumer, Encoding, Outcome, Receiver, Signal};
 
 /// The OTLP/HTTP routes, handing requests to `consumer`. Bodies over
 /// `max_request_bytes`, before or after decompression, get 413.
@@ -28,7 +23,7 @@ pub fn router(consumer: Arc<dyn Consumer>, max_request_bytes: usize) -> Router {
     let state = Arc::new(Receiver { consumer, max_request_bytes });
     let route = |signal: Signal| {
         post(move |State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body| async move {
-            r.handle(signal, &headers, body).await
+            r.handle_http(signal, &headers, body).await
         })
     };
     Router::new()
@@ -46,7 +41,7 @@ pub fn router(consumer: Arc<dyn Consumer>, max_request_bytes: usize) -> Router {
 }
 
 impl Receiver {
-    async fn handle(&self, signal: Signal, headers: &HeaderMap, body: Body) -> Response {
+    async fn handle_http(&self, signal: Signal, headers: &HeaderMap, body: Body) -> Response {
         let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
         let Some(encoding) = Encoding::from_content_type(content_type) else {
             let message = format!("unsupported Content-Type {content_type:?}; use application/x-protobuf or application/json");
@@ -79,16 +74,11 @@ impl Receiver {
                 return fail(StatusCode::UNSUPPORTED_MEDIA_TYPE, code::INVALID_ARGUMENT, message);
             }
         };
-        let payload = match decode(signal, encoding, &raw) {
-            Ok(payload) => payload,
-            Err(e) => return fail(StatusCode::BAD_REQUEST, code::INVALID_ARGUMENT, e.to_string()),
-        };
-        let batch = match super::batch::from_headers(headers, time::OffsetDateTime::now_utc()) {
-            Ok(b) => b,
+        let outcome = match self.deliver(signal, encoding, headers, &raw).await {
+            Ok(outcome) => outcome,
             Err(message) => return fail(StatusCode::BAD_REQUEST, code::INVALID_ARGUMENT, message),
         };
-        let delivery = Delivery { payload, encoded_len: raw.len(), key: bearer(headers), batch };
-        match self.consumer.consume(delivery).await {
+        match outcome {
             Outcome::Accepted { rejected, message } => success(signal, encoding, rejected, message),
             Outcome::Unauthenticated(message) => fail(StatusCode::UNAUTHORIZED, code::UNAUTHENTICATED, message),
             Outcome::Throttled { retry_after, message } => {

@@ -11,11 +11,34 @@ pub mod gzip;
 pub mod http;
 pub mod status;
 
+use std::sync::Arc;
+
+use axum::http::HeaderMap;
+
 pub use consumer::{Consumer, Delivery, Outcome};
 pub use decode::{decode, DecodeError, Encoding, Payload, Signal};
 
 /// Default limit of a request body, before and after decompression (the spec recommends 64 MiB).
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 << 20;
+
+/// What both transports share: the consumer, the size limit, and the steps
+/// from an inflated body to the consumer's verdict.
+pub(crate) struct Receiver {
+    pub(crate) consumer: Arc<dyn Consumer>,
+    pub(crate) max_request_bytes: usize,
+}
+
+impl Receiver {
+    /// Decodes `raw`, reads the sender's key and batch identity from `headers`
+    /// and hands the request to the consumer. `Err` is a message for an
+    /// INVALID_ARGUMENT / 400 answer: nothing reached the consumer.
+    pub(crate) async fn deliver(&self, signal: Signal, encoding: Encoding, headers: &HeaderMap, raw: &[u8]) -> Result<Outcome, String> {
+        let payload = decode(signal, encoding, raw).map_err(|e| e.to_string())?;
+        let batch = batch::from_headers(headers, time::OffsetDateTime::now_utc())?;
+        let delivery = Delivery { payload, encoded_len: raw.len(), key: http::bearer(headers), batch };
+        Ok(self.consumer.consume(delivery).await)
+    }
+}
 
 /// The encoded `Export*ServiceResponse` of `signal`: empty on full success,
 /// with `partial_success` when items were rejected.
