@@ -13,7 +13,6 @@ use std::path::Path;
 
 use metering::record::validate_tenant;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 use crate::measure::Tenancy;
 
@@ -86,8 +85,7 @@ impl Keys {
 
     /// What `key` may do, if it is known.
     pub fn lookup(&self, key: &str) -> Option<&Tenancy> {
-        let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
-        self.by_digest.get(&digest)
+        self.by_digest.get(&metering::api::auth::digest(key))
     }
 }
 

@@ -18,7 +18,6 @@ use crate::keys::Keys;
 use crate::limits::{Limits, Throttle};
 use crate::measure::{measure, Tenancy};
 use crate::metrics::Metrics;
-use crate::otlp::Payload;
 use crate::otlp::{Consumer, Delivery, Outcome};
 
 /// How long senders are told to wait while the store is unreachable.
@@ -33,14 +32,6 @@ pub struct Pipeline {
     seq: AtomicU64,
     metrics: Arc<Metrics>,
     limits: Limits,
-}
-
-fn signal_name(payload: &Payload) -> &'static str {
-    match payload {
-        Payload::Traces(_) => "traces",
-        Payload::Metrics(_) => "metrics",
-        Payload::Logs(_) => "logs",
-    }
 }
 
 impl Pipeline {
@@ -108,7 +99,7 @@ impl Pipeline {
     }
 
     async fn handle(&self, delivery: Delivery) -> Outcome {
-        let (signal, items) = (signal_name(&delivery.payload), delivery.payload.items());
+        let (signal, items) = (delivery.payload.signal().name(), delivery.payload.items());
         let outcome = self.store(delivery).await;
         let m = &self.metrics;
         match &outcome {
@@ -156,9 +147,8 @@ impl Pipeline {
 
 /// A short, stable, non-secret name for the key a sender used.
 fn key_namespace(key: Option<&str>) -> String {
-    use sha2::{Digest, Sha256};
     match key {
-        Some(k) => Sha256::digest(k.as_bytes())[..6].iter().map(|b| format!("{b:02x}")).collect(),
+        Some(k) => metering::api::auth::digest(k)[..6].iter().map(|b| format!("{b:02x}")).collect(),
         None => "anonymous".to_owned(),
     }
 }

@@ -19,6 +19,15 @@ pub enum Signal {
 }
 
 impl Signal {
+    /// `traces`, `metrics` or `logs`, as in the HTTP path.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Signal::Traces => "traces",
+            Signal::Metrics => "metrics",
+            Signal::Logs => "logs",
+        }
+    }
+
     /// What the signal's items are called in messages.
     pub const fn items(self) -> &'static str {
         match self {
@@ -77,6 +86,15 @@ pub enum Payload {
 }
 
 impl Payload {
+    /// The payload's signal.
+    pub const fn signal(&self) -> Signal {
+        match self {
+            Payload::Traces(_) => Signal::Traces,
+            Payload::Metrics(_) => Signal::Metrics,
+            Payload::Logs(_) => Signal::Logs,
+        }
+    }
+
     /// The number of items: spans, data points (a histogram point counts 1) or log records.
     pub fn items(&self) -> u64 {
         match self {
@@ -105,7 +123,7 @@ fn data_points(data: Option<&Data>) -> u64 {
 
 /// A body that is not a valid request of its signal.
 #[derive(Debug, thiserror::Error)]
-#[error("malformed OTLP {encoding} {signal} request: {reason}", encoding = match .encoding { Encoding::Protobuf => "protobuf", Encoding::Json => "JSON" }, signal = match .signal { Signal::Traces => "traces", Signal::Metrics => "metrics", Signal::Logs => "logs" })]
+#[error("malformed OTLP {encoding} {signal} request: {reason}", encoding = match .encoding { Encoding::Protobuf => "protobuf", Encoding::Json => "JSON" }, signal = .signal.name())]
 pub struct DecodeError {
     /// The signal.
     pub signal: Signal,

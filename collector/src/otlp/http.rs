@@ -102,13 +102,6 @@ fn is_length_limit(e: &axum::Error) -> bool {
     false
 }
 
-/// The key of `Authorization: Bearer <key>`, if any.
-pub fn bearer(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, key) = value.split_once(' ')?;
-    (scheme.eq_ignore_ascii_case("bearer") && !key.trim().is_empty()).then(|| key.trim().to_owned())
-}
-
 fn with_retry_after(mut response: Response, after: Duration) -> Response {
     // Whole seconds, rounded up, at least one: a client told 0 would retry at once.
     let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);

@@ -35,7 +35,7 @@ impl Receiver {
     pub(crate) async fn deliver(&self, signal: Signal, encoding: Encoding, headers: &HeaderMap, raw: &[u8]) -> Result<Outcome, String> {
         let payload = decode(signal, encoding, raw).map_err(|e| e.to_string())?;
         let batch = batch::from_headers(headers, time::OffsetDateTime::now_utc())?;
-        let delivery = Delivery { payload, encoded_len: raw.len(), key: http::bearer(headers), batch };
+        let delivery = Delivery { payload, encoded_len: raw.len(), key: metering::api::auth::bearer(headers).map(str::to_owned), batch };
         Ok(self.consumer.consume(delivery).await)
     }
 }

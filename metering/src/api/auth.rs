@@ -21,6 +21,15 @@ pub struct KeyRing {
     billing: Vec<[u8; 32]>,
 }
 
+/// The key of an `Authorization: Bearer <key>` header, if the request has one.
+/// The scheme is matched without regard to case (RFC 9110).
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, key) = value.split_once(' ')?;
+    let key = key.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !key.is_empty()).then_some(key)
+}
+
 /// The SHA-256 digest of a key.
 pub fn digest(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
@@ -39,16 +48,10 @@ impl KeyRing {
 
     /// The principal of a request's `Authorization: Bearer <key>` header.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {
-        let value = headers
-            .get(header::AUTHORIZATION)
-            .ok_or_else(|| ApiError::unauthenticated("missing Authorization header; send `Authorization: Bearer <key>`"))?;
-        let value = value.to_str().unwrap_or_default();
-        let key = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-            .ok_or_else(|| ApiError::unauthenticated("Authorization must be `Bearer <key>`"))?;
+        if !headers.contains_key(header::AUTHORIZATION) {
+            return Err(ApiError::unauthenticated("missing Authorization header; send `Authorization: Bearer <key>`"));
+        }
+        let key = bearer(headers).ok_or_else(|| ApiError::unauthenticated("Authorization must be `Bearer <key>`"))?;
         let presented = digest(key);
         // Fold over every digest so the time taken does not depend on which one matched.
         let matched = self.billing.iter().fold(subtle::Choice::from(0), |acc, d| acc | d.ct_eq(&presented));
@@ -75,6 +78,9 @@ mod tests {
     fn keys() {
         let ring = KeyRing::with_billing_keys(["k1", "k2"]);
         assert_eq!(ring.authenticate(&headers("Bearer k2")), Ok(Principal::Billing));
+        assert_eq!(ring.authenticate(&headers("bearer  k1 ")), Ok(Principal::Billing));
+        assert_eq!(bearer(&headers("BEARER k1")), Some("k1"));
+        assert_eq!(bearer(&headers("Bearer ")), None);
         assert_eq!(ring.authenticate(&headers("Bearer k3")).unwrap_err().message, "unknown key");
         assert_eq!(ring.authenticate(&headers("Basic azE=")).unwrap_err().code, "unauthenticated");
         assert_eq!(ring.authenticate(&HeaderMap::new()).unwrap_err().status, 401);
