@@ -7,3 +7,5 @@ pub mod metrics;
 pub mod otlp;
 pub mod pipeline;
 pub mod settings;
+pub mod sink;
+pub mod wal;

@@ -1,12 +1,12 @@
 //! `tally-collector`: OTLP/gRPC and OTLP/HTTP in, per-tenant usage into ClickHouse.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use axum::routing::get;
 use axum::Router;
 use metering::meter::Catalog;
-use metering::store::writer::UsageWriter;
 use metering::telemetry;
 use tally_collector::keys::Keys;
 use tally_collector::limits::Limits;
@@ -14,6 +14,8 @@ use tally_collector::metrics::{count_responses, Metrics};
 use tally_collector::otlp::{grpc, http};
 use tally_collector::pipeline::Pipeline;
 use tally_collector::settings::Settings;
+use tally_collector::sink::{Sink, SinkOptions};
+use tally_collector::wal::{Fsync, Wal, WalOptions};
 use tokio::net::TcpListener;
 
 #[tokio::main]
@@ -26,12 +28,27 @@ async fn main() -> anyhow::Result<()> {
         None => bail!("no --keys file and no --allow-anonymous: every sender would be refused"),
     };
     let ch = s.store.client()?;
-    let writer = UsageWriter::new(ch.clone(), &s.store.clickhouse_database, Catalog::builtin())?;
+    let spool_dir = s.data_dir.join("spool");
+    // Every acknowledged request is synced before its answer (group commit keeps that cheap).
+    let wal_options = WalOptions { max_bytes: s.spool_max_bytes, segment_bytes: 16 << 20, fsync: Fsync::Always };
+    let (spool, sealed) = Wal::open(&spool_dir, wal_options).context("opening the spool (--data-dir)")?;
+    if spool.pending_bytes() > 0 {
+        tracing::info!(bytes = spool.pending_bytes(), dir = %spool_dir.display(), "an earlier run left spooled usage; writing it to ClickHouse");
+    }
+    let metrics = Arc::new(Metrics::default());
+    metrics.watch_spool(spool.clone());
+    let sink_options = SinkOptions {
+        flush_interval: Duration::from_millis(s.flush_interval_ms.max(1)),
+        max_insert_bytes: 64 << 20,
+        shutdown_timeout: Duration::from_secs(s.shutdown_timeout_secs),
+    };
+    let sink = Sink::new(ch.clone(), &s.store.clickhouse_database, spool.clone(), metrics.clone(), sink_options)?;
+    let (stop_sink, sink_stopped) = tokio::sync::watch::channel(());
+    let sink = tokio::spawn(sink.run(sealed, sink_stopped));
     let started = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
     let source_id = format!("collector:{}:{started}", std::process::id());
-    let metrics = Arc::new(Metrics::default());
     let limits = Limits::new(&s.tenant_limit, s.default_tenant_limit);
-    let pipeline = Arc::new(Pipeline::new(keys, s.allow_anonymous, writer, source_id, metrics.clone(), limits));
+    let pipeline = Arc::new(Pipeline::new(keys, s.allow_anonymous, Catalog::builtin(), spool.clone(), source_id, metrics.clone(), limits));
     let counted = |transport: &'static str, router: Router| {
         let metrics = metrics.clone();
         router.layer(axum::middleware::from_fn(move |req, next| count_responses(metrics.clone(), transport, req, next)))
@@ -48,17 +65,21 @@ async fn main() -> anyhow::Result<()> {
             }),
         )
         .route(
-        "/readyz",
-        get(move || {
-            let ch = ch.clone();
-            async move {
-                match ch.version().await {
-                    Ok(_) => (axum::http::StatusCode::OK, "ready".to_owned()),
-                    Err(e) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, format!("usage store unreachable: {e}")),
+            "/readyz",
+            get(move || {
+                let (ch, spool) = (ch.clone(), spool.clone());
+                // Ready while the spool takes data: a ClickHouse outage is what the spool is for.
+                async move {
+                    let (pending, max) = (spool.pending_bytes(), s.spool_max_bytes);
+                    let store = match ch.version().await {
+                        Ok(v) => format!("ClickHouse {v} reachable"),
+                        Err(e) => format!("ClickHouse unreachable ({e}); spooling"),
+                    };
+                    let status = if pending < max { axum::http::StatusCode::OK } else { axum::http::StatusCode::SERVICE_UNAVAILABLE };
+                    (status, format!("spool {pending} of {max} bytes; {store}\n"))
                 }
-            }
-        }),
-    );
+            }),
+        );
     let servers = [
         ("OTLP/gRPC", s.grpc_listen, counted("grpc", grpc::router(pipeline.clone(), s.max_request_bytes))),
         ("OTLP/HTTP", s.http_listen, counted("http", http::router(pipeline.clone(), s.max_request_bytes))),
@@ -79,5 +100,8 @@ async fn main() -> anyhow::Result<()> {
     for task in tasks {
         task.await?.context("serving")?;
     }
+    // Nothing is appended any more: write what is spooled before leaving.
+    let _ = stop_sink.send(());
+    sink.await.context("flushing the spool")?;
     Ok(())
 }

@@ -66,7 +66,7 @@ impl Totals {
 
 /// `s` cut to at most `max` bytes on a character boundary: an overlong service
 /// name must not cost the tenant's usage, only the name's tail.
-fn truncate(s: &str, max: usize) -> &str {
+pub fn truncate(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
     }

@@ -9,6 +9,7 @@ use axum::response::Response;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -17,7 +18,8 @@ use prometheus_client::registry::Registry;
 pub struct ItemLabels {
     /// `traces`, `metrics` or `logs`.
     pub signal: &'static str,
-    /// `accepted`, `rejected` (partial success), `unauthenticated` or `unavailable`.
+    /// `accepted`, `rejected` (partial success), `unauthenticated`, `throttled`, `unavailable`
+    /// (spool full or unwritable: the sender retries) or `dropped` (could not be metered).
     pub outcome: &'static str,
 }
 
@@ -43,6 +45,15 @@ pub struct Metrics {
     pub clickhouse_write_errors: Counter,
     /// `tally_collector_tenant_mismatch_items_total`: items a tenant key sent claiming another tenant.
     pub tenant_mismatch_items: Counter,
+    /// `tally_collector_clickhouse_rows_total`: rows written to ClickHouse.
+    pub clickhouse_rows: Counter,
+    /// `tally_collector_spool_bytes`: acknowledged rows waiting on disk for ClickHouse.
+    pub spool_bytes: Gauge,
+    /// `tally_collector_spool_segments`: spool segment files on disk.
+    pub spool_segments: Gauge,
+    /// `tally_collector_spool_damaged_bytes_total`: spool bytes found damaged and skipped.
+    pub spool_damaged_bytes: Counter,
+    spool: std::sync::OnceLock<crate::wal::Wal>,
 }
 
 impl Default for Metrics {
@@ -62,16 +73,45 @@ impl Default for Metrics {
             "Items sent with a tenant key whose resource claimed another tenant (re-attributed)",
             tenant_mismatch_items.clone(),
         );
-        Self { registry, items, responses, clickhouse_write_seconds, clickhouse_write_errors, tenant_mismatch_items }
+        let clickhouse_rows = Counter::default();
+        registry.register("clickhouse_rows", "Rows written to ClickHouse", clickhouse_rows.clone());
+        let spool_bytes = Gauge::default();
+        registry.register("spool_bytes", "Acknowledged usage rows waiting on disk for ClickHouse, in bytes", spool_bytes.clone());
+        let spool_segments = Gauge::default();
+        registry.register("spool_segments", "Spool segment files on disk", spool_segments.clone());
+        let spool_damaged_bytes = Counter::default();
+        registry.register("spool_damaged_bytes", "Spool bytes found damaged (checksum, framing) and skipped", spool_damaged_bytes.clone());
+        Self {
+            registry,
+            items,
+            responses,
+            clickhouse_write_seconds,
+            clickhouse_write_errors,
+            tenant_mismatch_items,
+            clickhouse_rows,
+            spool_bytes,
+            spool_segments,
+            spool_damaged_bytes,
+            spool: std::sync::OnceLock::new(),
+        }
     }
 }
 
 impl Metrics {
     /// The OpenMetrics text exposition.
     pub fn render(&self) -> String {
+        if let Some(wal) = self.spool.get() {
+            self.spool_bytes.set(i64::try_from(wal.pending_bytes()).unwrap_or(i64::MAX));
+            self.spool_segments.set(i64::try_from(wal.segments()).unwrap_or(i64::MAX));
+        }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
         out
+    }
+
+    /// Reports the depth of `wal` as the spool gauges.
+    pub fn watch_spool(&self, wal: crate::wal::Wal) {
+        let _ = self.spool.set(wal);
     }
 
     /// Adds `n` items of `signal` with `outcome`.

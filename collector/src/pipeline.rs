@@ -1,33 +1,37 @@
-//! The collector's consumer: authenticate, measure, store. A request is
-//! acknowledged only after its usage is in ClickHouse, so nothing acknowledged
-//! can be lost by a crash; while ClickHouse is down senders are told to retry
-//! (UNAVAILABLE / 503) and keep the data themselves.
+//! The collector's consumer: authenticate, measure, spool. A request is
+//! acknowledged only after its usage rows are synced in the spool (see
+//! [`crate::sink`]), so nothing acknowledged can be lost by a crash; when the
+//! spool is full or unwritable senders are told to retry (UNAVAILABLE / 503)
+//! and keep the data themselves.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use metering::meter::Catalog;
 use metering::record::{UsageBatch, UsageRecord};
-use metering::store::writer::UsageWriter;
+use metering::store::writer::encode_batch;
 use time::OffsetDateTime;
-use tokio::sync::Mutex;
 
 use crate::keys::Keys;
 use crate::limits::{Limits, Throttle};
 use crate::measure::{measure, Tenancy};
 use crate::metrics::Metrics;
 use crate::otlp::{Consumer, Delivery, Outcome};
+use crate::sink::entry::{self, Section, Table};
+use crate::wal::Wal;
 
-/// How long senders are told to wait while the store is unreachable.
+/// How long senders are told to wait while the spool cannot take more.
 pub const STORE_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// Authenticates, measures and stores usage.
 pub struct Pipeline {
     keys: Keys,
     allow_anonymous: bool,
-    writer: Mutex<UsageWriter>,
+    catalog: Catalog,
+    spool: Wal,
     source_id: String,
     seq: AtomicU64,
     metrics: Arc<Metrics>,
@@ -35,17 +39,18 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// A pipeline writing through `writer`. `source_id` names this collector
-    /// process in the batch identity of what it writes.
+    /// A pipeline spooling rows of `catalog`'s meters to `spool`. `source_id`
+    /// names this collector process in the batch identity of what it writes.
     pub fn new(
         keys: Keys,
         allow_anonymous: bool,
-        writer: UsageWriter,
+        catalog: Catalog,
+        spool: Wal,
         source_id: String,
         metrics: Arc<Metrics>,
         limits: Limits,
     ) -> Self {
-        Self { keys, allow_anonymous, writer: Mutex::new(writer), source_id, seq: AtomicU64::new(0), metrics, limits }
+        Self { keys, allow_anonymous, catalog, spool, source_id, seq: AtomicU64::new(0), metrics, limits }
     }
 
     /// Checks every tenant of the request against its limit. Over the limit, the
@@ -70,23 +75,26 @@ impl Pipeline {
         (self.source_id.clone(), self.seq.fetch_add(1, Ordering::Relaxed))
     }
 
-    async fn write(&self, (source_id, seq): (String, u64), records: Vec<UsageRecord>) -> Result<(), String> {
-        let batch = UsageBatch { source_id, seq, records };
-        let mut writer = self.writer.lock().await;
-        if let Err(e) = writer.push(&batch) {
-            // Records are built here from validated parts; a refusal is our bug, told as such.
-            tracing::error!(error = %e, "measured usage refused by the writer");
-            return Err(format!("internal error: {e}"));
-        }
-        let started = Instant::now();
-        let result = writer.flush().await;
-        self.metrics.clickhouse_write_seconds.observe(started.elapsed().as_secs_f64());
-        result.map(drop).map_err(|e| {
-            // The sender resends; keeping these rows as well would count them twice.
-            writer.discard();
-            self.metrics.clickhouse_write_errors.inc();
-            tracing::warn!(error = %e, "usage store unavailable; sender told to retry");
-            format!("usage store unavailable: {e}")
+    /// Encodes the batch's rows and spools them. Records the store would refuse
+    /// (a bug of ours: they are built from validated parts) cannot be billed; they
+    /// are replaced by `dropped_*` usage with the reason, never lost silently.
+    /// `Ok(dropped)` is the number of items that were dropped.
+    async fn write(&self, (source_id, seq): (String, u64), records: Vec<UsageRecord>) -> Result<u64, String> {
+        let mut batch = UsageBatch { source_id, seq, records };
+        let mut rows = Vec::new();
+        let mut dropped = 0;
+        let count = match encode_batch(&batch, &self.catalog, &mut rows) {
+            Ok(count) => count,
+            Err(e) => {
+                tracing::error!(error = %e, "measured usage refused by the store's checks; metered as dropped");
+                (batch.records, dropped) = dropped_records(&batch.records, &e.to_string());
+                encode_batch(&batch, &self.catalog, &mut rows).map_err(|e| format!("internal error: {e}"))?
+            }
+        };
+        let record = entry::encode(&[Section { table: Table::Usage, rows: count as u32, data: &rows }]);
+        self.spool.append(record).await.map(|()| dropped).map_err(|e| {
+            tracing::warn!(error = %e, "spooling usage failed; sender told to retry");
+            format!("usage spool unavailable: {e}")
         })
     }
 
@@ -107,6 +115,7 @@ impl Pipeline {
                 m.count_items(signal, "accepted", items - rejected);
                 m.count_items(signal, "rejected", *rejected);
             }
+
             Outcome::Unauthenticated(_) => m.count_items(signal, "unauthenticated", items),
             Outcome::Throttled { .. } => m.count_items(signal, "throttled", items),
             Outcome::Unavailable { .. } => m.count_items(signal, "unavailable", items),
@@ -139,10 +148,33 @@ impl Pipeline {
             None => self.own_identity(),
         };
         match self.write(identity, measured.records).await {
-            Ok(()) => accepted,
+            Ok(0) => accepted,
+            Ok(dropped) => Outcome::Accepted {
+                rejected: measured.rejected + dropped,
+                message: "internal error: the usage of these items could not be metered (counted as dropped)".to_owned(),
+            },
             Err(message) => Outcome::Unavailable { retry_after: STORE_RETRY_AFTER, message },
         }
     }
+}
+
+/// The `dropped_*` records standing for `records` that could not be stored,
+/// with the reason as a dimension, and the number of items they count.
+fn dropped_records(records: &[UsageRecord], reason: &str) -> (Vec<UsageRecord>, u64) {
+    let reason = crate::measure::truncate(reason, metering::record::MAX_DIMENSION_LEN);
+    let mut items = 0;
+    let dropped = records
+        .iter()
+        .filter(|r| ITEM_METERS.contains(&r.meter.as_str()))
+        .map(|r| {
+            items += u64::try_from(r.value.trunc().mantissa()).unwrap_or(0);
+            let tenant = if metering::record::validate_tenant(&r.tenant).is_ok() { r.tenant.as_str() } else { crate::measure::UNKNOWN_TENANT };
+            let mut d = UsageRecord::new(tenant, &format!("dropped_{}", r.meter), r.time, r.value.trunc());
+            d.dimensions.insert("reason".to_owned(), reason.to_owned());
+            d
+        })
+        .collect();
+    (dropped, items)
 }
 
 /// A short, stable, non-secret name for the key a sender used.

@@ -26,6 +26,18 @@ pub struct Settings {
     /// Largest request accepted, in bytes, before and after decompression.
     #[arg(long, default_value_t = crate::otlp::DEFAULT_MAX_REQUEST_BYTES)]
     pub max_request_bytes: usize,
+    /// Directory of the spool: acknowledged usage waiting for ClickHouse.
+    #[arg(long, default_value = "/var/lib/tally-collector")]
+    pub data_dir: PathBuf,
+    /// Upper bound of the spool on disk, in bytes; when it is full senders are told to retry.
+    #[arg(long, default_value_t = 1 << 30)]
+    pub spool_max_bytes: u64,
+    /// How often spooled usage is written to ClickHouse, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub flush_interval_ms: u64,
+    /// How long a shutdown (SIGTERM) waits for ClickHouse to take the spool, in seconds.
+    #[arg(long, default_value_t = 30)]
+    pub shutdown_timeout_secs: u64,
     /// YAML file of sender keys (stored hashed) and the tenants they pin.
     #[arg(long)]
     pub keys: Option<PathBuf>,

@@ -1,86 +1,17 @@
 //! The OTel Python SDK → tally-collector (the binary) → a real ClickHouse:
-//! exact usage per tenant and meter, keys enforced, tenants pinned.
+//! exact usage per tenant and meter, keys enforced, tenants pinned, limits,
+//! resends counted once.
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::collector::{start_collector, totals, value};
 use metering::clickhouse::ClickHouse;
 use metering::store::migrate::migrate;
 use metering::store::rollup::{query_usage, Granularity, UsageQuery};
 use rust_decimal::Decimal;
 use testkit::ClickHouseServer;
-
-struct Collector(Child);
-impl Drop for Collector {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn sha256_hex(key: &str) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(key.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
-}
-
-struct Running {
-    _collector: Collector,
-    _dir: tempfile::TempDir,
-    http_url: String,
-    grpc_url: String,
-    admin_url: String,
-}
-
-async fn start_collector(server: &ClickHouseServer, db: &str, extra: &[&str]) -> Running {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = dir.path().join("keys.yaml");
-    std::fs::write(
-        &keys,
-        format!("keys:\n  - sha256: {}\n    tenant: initech\n  - sha256: {}\n", sha256_hex("initech-key"), sha256_hex("agent-key")),
-    )
-    .unwrap();
-    let (grpc, http, admin) = (port(), port(), port());
-    let child = Command::new(env!("CARGO_BIN_EXE_tally-collector"))
-        .args(["--grpc-listen", &format!("127.0.0.1:{grpc}"), "--http-listen", &format!("127.0.0.1:{http}")])
-        .args(["--admin-listen", &format!("127.0.0.1:{admin}"), "--clickhouse-url", &server.http_url()])
-        .args(["--clickhouse-database", db, "--keys", keys.to_str().unwrap(), "--allow-anonymous"])
-        .args(["--clickhouse-timeout-secs", "5"])
-        .args(extra)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let collector = Collector(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while reqwest::get(format!("http://127.0.0.1:{admin}/readyz")).await.map(|r| r.status() != 200).unwrap_or(true) {
-        assert!(Instant::now() < deadline, "collector not ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Running {
-        _collector: collector,
-        _dir: dir,
-        http_url: format!("http://127.0.0.1:{http}"),
-        grpc_url: format!("http://127.0.0.1:{grpc}"),
-        admin_url: format!("http://127.0.0.1:{admin}"),
-    }
-}
-
-async fn totals(ch: &ClickHouse, db: &str) -> std::collections::BTreeMap<(String, String), Decimal> {
-    let now = time::OffsetDateTime::now_utc();
-    let from = now.replace_time(time::Time::MIDNIGHT) - time::Duration::days(1);
-    let mut q = UsageQuery::new(from, from + time::Duration::days(3));
-    q.granularity = Granularity::Month;
-    let mut got = std::collections::BTreeMap::new();
-    for p in query_usage(ch, db, &q).await.unwrap() {
-        *got.entry((p.tenant, p.meter)).or_insert(Decimal::ZERO) += p.value;
-    }
-    got
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sdk_traffic_lands_exactly_per_tenant_and_meter() {
@@ -88,7 +19,8 @@ async fn sdk_traffic_lands_exactly_per_tenant_and_meter() {
     let db = server.database("e2e").unwrap();
     let ch = ClickHouse::new(&server.http_url(), Duration::from_secs(30)).unwrap();
     migrate(&ch, &db).await.unwrap();
-    let running = start_collector(&server, &db, &[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let running = start_collector(&server, &db, dir.path(), &[]).await;
     let (http_url, grpc_url) = (running.http_url.clone(), running.grpc_url.clone());
     let run = |url: String, protocol: &'static str, args: Vec<&'static str>| async move { common::sdk(&url, protocol, &args).await };
     // Anonymous over HTTP, naming its tenant.
@@ -106,8 +38,9 @@ async fn sdk_traffic_lands_exactly_per_tenant_and_meter() {
         assert_eq!(r["spans_ok"], false);
     }
 
+    running.settle().await;
     let got = totals(&ch, &db).await;
-    let exact = |tenant: &str, meter: &str| got.get(&(tenant.to_owned(), meter.to_owned())).copied().unwrap_or_default();
+    let exact = |tenant: &str, meter: &str| value(&got, tenant, meter);
     let want = [
         ("acme", "spans", 300),
         ("acme", "requests", 75),
@@ -130,7 +63,7 @@ async fn sdk_traffic_lands_exactly_per_tenant_and_meter() {
     assert_eq!(tenants.into_iter().collect::<Vec<_>>(), vec!["acme", "globex", "initech"], "nothing else was stored");
 
     // The same story on /metrics.
-    let text = reqwest::get(format!("{}/metrics", running.admin_url)).await.unwrap().text().await.unwrap();
+    let text = running.metrics().await;
     for line in [
         "tally_collector_items_total{signal=\"traces\",outcome=\"accepted\"} 650",
         "tally_collector_items_total{signal=\"metrics\",outcome=\"accepted\"} 35",
@@ -146,46 +79,13 @@ async fn sdk_traffic_lands_exactly_per_tenant_and_meter() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn clickhouse_down_means_retry_and_everything_lands_once() {
-    let mut server = ClickHouseServer::start().unwrap();
-    let db = server.database("down").unwrap();
-    let ch = ClickHouse::new(&server.http_url(), Duration::from_secs(30)).unwrap();
-    migrate(&ch, &db).await.unwrap();
-    let running = start_collector(&server, &db, &[]).await;
-    let r = common::sdk(&running.http_url, "http", &["--tenant", "acme", "--spans", "40", "--spans-per-export", "40"]).await;
-    assert_eq!(r["spans_ok"], true);
-    // ClickHouse dies; the SDK is told 503 + Retry-After and resends once it is back.
-    server.kill9();
-    let sender = {
-        let url = running.grpc_url.clone();
-        tokio::spawn(async move { common::sdk(&url, "grpc", &["--tenant", "acme", "--spans", "60", "--spans-per-export", "60"]).await })
-    };
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    server.restart().unwrap();
-    let r = sender.await.unwrap();
-    assert_eq!(r["spans_ok"], true, "the SDK's retry succeeded once ClickHouse was back");
-    let got = totals(&ch, &db).await;
-    assert_eq!(got[&("acme".to_owned(), "spans".to_owned())], Decimal::from(100));
-    assert_eq!(got[&("acme".to_owned(), "requests".to_owned())], Decimal::from(10 + 15));
-    // Each refused attempt was counted: the failed INSERTs, and the 60 spans each time.
-    let text = reqwest::get(format!("{}/metrics", running.admin_url)).await.unwrap().text().await.unwrap();
-    let value = |name: &str| -> u64 {
-        let line = text.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name} in\n{text}"));
-        line.rsplit(' ').next().unwrap().parse().unwrap()
-    };
-    let failures = value("tally_collector_clickhouse_write_errors_total");
-    assert!(failures >= 1, "{text}");
-    assert_eq!(value("tally_collector_items_total{signal=\"traces\",outcome=\"unavailable\"}"), 60 * failures);
-    assert_eq!(value("tally_collector_items_total{signal=\"traces\",outcome=\"accepted\"}"), 100);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_the_limit_senders_are_told_when_to_retry_and_the_refused_volume_is_metered() {
     let server = ClickHouseServer::start().unwrap();
     let db = server.database("limits").unwrap();
     let ch = ClickHouse::new(&server.http_url(), Duration::from_secs(30)).unwrap();
     migrate(&ch, &db).await.unwrap();
-    let running = start_collector(&server, &db, &["--tenant-limit", "acme=100/100"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let running = start_collector(&server, &db, dir.path(), &["--tenant-limit", "acme=100/100"]).await;
     // 80 spans fit the burst; the next 70 do not until the bucket refills, so the SDK is refused
     // (429 + Retry-After) and resends them.
     let r = common::sdk(&running.http_url, "http", &["--tenant", "acme", "--spans", "150", "--spans-per-export", "80"]).await;
@@ -193,14 +93,14 @@ async fn over_the_limit_senders_are_told_when_to_retry_and_the_refused_volume_is
     // globex has no limit.
     let r = common::sdk(&running.http_url, "http", &["--tenant", "globex", "--spans", "500", "--spans-per-export", "500"]).await;
     assert_eq!(r["spans_ok"], true);
+    running.settle().await;
     let got = totals(&ch, &db).await;
-    let value = |t: &str, m: &str| got.get(&(t.to_owned(), m.to_owned())).copied().unwrap_or_default();
-    assert_eq!(value("acme", "spans"), Decimal::from(150), "{got:?}");
-    assert_eq!(value("globex", "spans"), Decimal::from(500));
-    assert_eq!(value("globex", "throttled_spans"), Decimal::ZERO);
-    let throttled = value("acme", "throttled_spans");
+    assert_eq!(value(&got, "acme", "spans"), Decimal::from(150), "{got:?}");
+    assert_eq!(value(&got, "globex", "spans"), Decimal::from(500));
+    assert_eq!(value(&got, "globex", "throttled_spans"), Decimal::ZERO);
+    let throttled = value(&got, "acme", "throttled_spans");
     assert!(throttled >= Decimal::from(70) && (throttled % Decimal::from(70)).is_zero(), "{got:?}");
-    let text = reqwest::get(format!("{}/metrics", running.admin_url)).await.unwrap().text().await.unwrap();
+    let text = running.metrics().await;
     let line = format!("tally_collector_items_total{{signal=\"traces\",outcome=\"throttled\"}} {throttled}");
     assert!(text.lines().any(|l| l == line), "missing `{line}` in\n{text}");
 
@@ -234,7 +134,8 @@ async fn a_resent_batch_counts_once_on_either_transport() {
     let db = server.database("resend").unwrap();
     let ch = ClickHouse::new(&server.http_url(), Duration::from_secs(30)).unwrap();
     migrate(&ch, &db).await.unwrap();
-    let running = start_collector(&server, &db, &[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let running = start_collector(&server, &db, dir.path(), &[]).await;
     let body = r#"{"resourceSpans":[{"resource":{"attributes":[{"key":"tenant.id","value":{"stringValue":"acme"}},{"key":"service.name","value":{"stringValue":"api"}}]},
       "scopeSpans":[{"spans":[{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","name":"a","kind":2},
                               {"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b175","name":"b","kind":3},
@@ -271,6 +172,7 @@ async fn a_resent_batch_counts_once_on_either_transport() {
         .await
         .unwrap();
     assert!(resp.headers().get("grpc-status").is_none(), "accepted: {:?}", resp.headers());
+    running.settle().await;
     let got = totals(&ch, &db).await;
     assert_eq!(got[&("acme".to_owned(), "spans".to_owned())], Decimal::from(6), "batches 1 and 2, once each: {got:?}");
     assert_eq!(got[&("acme".to_owned(), "requests".to_owned())], Decimal::from(4));
@@ -278,6 +180,7 @@ async fn a_resent_batch_counts_once_on_either_transport() {
     let mut q = UsageQuery::new(accepted_at.replace_second(0).unwrap().replace_nanosecond(0).unwrap(), accepted_at + time::Duration::minutes(1));
     q.granularity = Granularity::Minute;
     q.meter = Some("spans".into());
+    running.settle().await;
     let points = query_usage(&ch, &db, &q).await.unwrap();
     assert_eq!(points.iter().map(|p| p.value).collect::<Vec<_>>(), vec![Decimal::from(6)]);
     // A different key's identical identity is another sender: counted.
@@ -290,6 +193,7 @@ async fn a_resent_batch_counts_once_on_either_transport() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+    running.settle().await;
     assert_eq!(totals(&ch, &db).await[&("acme".to_owned(), "spans".to_owned())], Decimal::from(9));
     // Malformed identities are refused, precisely.
     let future = (time::OffsetDateTime::now_utc() + time::Duration::hours(1)).unix_timestamp() * 1000;
@@ -304,5 +208,6 @@ async fn a_resent_batch_counts_once_on_either_transport() {
         let body: serde_json::Value = resp.json().await.unwrap();
         assert!(body["message"].as_str().unwrap().contains(why), "{batch}: {body}");
     }
+    running.settle().await;
     assert_eq!(totals(&ch, &db).await[&("acme".to_owned(), "spans".to_owned())], Decimal::from(9));
 }

@@ -2,6 +2,8 @@
 //! answers with scripted outcomes, and the OTel Python SDK as the client.
 #![allow(dead_code)]
 
+pub mod collector;
+
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

@@ -1,0 +1,191 @@
+//! The ClickHouse sink: measured rows are spooled to disk (a [`Wal`]) before the
+//! sender is answered, and written to ClickHouse in batches from there.
+//!
+//! - Acknowledged means on disk: a request is answered OK once its rows are
+//!   synced in the spool, so `kill -9` of the collector loses nothing it acknowledged.
+//! - Batched: the open spool segment is sealed every flush interval (or when it
+//!   is large), and sealed segments become one INSERT per table, so ClickHouse
+//!   sees a few INSERTs per second whatever the request rate.
+//! - ClickHouse down: segments wait on disk and the sink retries with backoff;
+//!   senders are told to retry only once the spool is full.
+//! - Exactly once: rows carry their batch identity, so an INSERT retried after
+//!   it landed (a timeout, a crash before the segment was removed) adds rows the
+//!   store collapses.
+//! - Shutdown (SIGTERM): the open segment is sealed and everything is flushed,
+//!   within a deadline; what ClickHouse did not take stays on disk for the next start.
+
+pub mod entry;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use metering::clickhouse::sql::Sql;
+use metering::clickhouse::ClickHouse;
+use tokio::sync::{mpsc, watch};
+
+use crate::metrics::Metrics;
+use crate::wal::{segment, Segment, Wal};
+use entry::Table;
+
+/// How the sink batches and retries.
+#[derive(Debug, Clone)]
+pub struct SinkOptions {
+    /// How often the open segment is sealed and written.
+    pub flush_interval: Duration,
+    /// Sealed segments are combined into INSERTs of up to this many bytes.
+    pub max_insert_bytes: u64,
+    /// How long shutdown waits for ClickHouse to take what is spooled.
+    pub shutdown_timeout: Duration,
+}
+
+/// Writes spooled rows to ClickHouse.
+pub struct Sink {
+    ch: ClickHouse,
+    usage_insert: Sql,
+    wal: Wal,
+    metrics: Arc<Metrics>,
+    options: SinkOptions,
+}
+
+/// The first and the longest wait between attempts while ClickHouse refuses.
+const RETRY: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
+
+impl Sink {
+    /// A sink writing `wal`'s sealed segments into `database` on `ch`.
+    pub fn new(ch: ClickHouse, database: &str, wal: Wal, metrics: Arc<Metrics>, options: SinkOptions) -> Result<Self, metering::clickhouse::sql::BadIdentifier> {
+        Ok(Self { ch, usage_insert: metering::store::schema::insert_usage(database)?, wal, metrics, options })
+    }
+
+    /// Runs until `stop` changes, then flushes what it can within the shutdown timeout.
+    pub async fn run(self, mut sealed: mpsc::UnboundedReceiver<Segment>, mut stop: watch::Receiver<()>) {
+        let mut queue = VecDeque::new();
+        let mut ticker = tokio::time::interval(self.options.flush_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut wait = RETRY.0;
+        let mut stopping = false;
+        while !stopping {
+            tokio::select! {
+                _ = stop.changed() => break,
+                Some(s) = sealed.recv() => queue.push_back(s),
+                _ = ticker.tick() => self.wal.seal().await,
+            }
+            while let Ok(s) = sealed.try_recv() {
+                queue.push_back(s);
+            }
+            while !queue.is_empty() && !stopping {
+                if self.flush(&mut queue).await {
+                    wait = RETRY.0;
+                    continue;
+                }
+                tokio::select! {
+                    _ = stop.changed() => stopping = true,
+                    _ = tokio::time::sleep(wait) => wait = (wait * 2).min(RETRY.1),
+                }
+            }
+        }
+        self.drain(&mut queue, &mut sealed).await;
+    }
+
+    /// Seals the open segment and writes everything, until done or the deadline.
+    async fn drain(&self, queue: &mut VecDeque<Segment>, sealed: &mut mpsc::UnboundedReceiver<Segment>) {
+        let deadline = Instant::now() + self.options.shutdown_timeout;
+        self.wal.seal().await;
+        while let Ok(s) = sealed.try_recv() {
+            queue.push_back(s);
+        }
+        while !queue.is_empty() && Instant::now() < deadline {
+            if !self.flush(queue).await {
+                tokio::time::sleep(RETRY.0).await;
+            }
+        }
+        if queue.is_empty() {
+            tracing::info!("spool flushed to ClickHouse");
+        } else {
+            tracing::warn!(
+                segments = queue.len(),
+                bytes = self.wal.pending_bytes(),
+                dir = %self.wal.dir().display(),
+                "ClickHouse did not take everything before the shutdown deadline; the rest stays spooled for the next start"
+            );
+        }
+    }
+
+    /// Writes the oldest segments (up to `max_insert_bytes`) and removes them.
+    /// `false` when ClickHouse or the disk refused: they stay queued.
+    async fn flush(&self, queue: &mut VecDeque<Segment>) -> bool {
+        let mut take = 0;
+        let mut bytes = 0;
+        for s in queue.iter() {
+            if take > 0 && bytes + s.bytes > self.options.max_insert_bytes {
+                break;
+            }
+            take += 1;
+            bytes += s.bytes;
+        }
+        let batch: Vec<Segment> = queue.iter().take(take).cloned().collect();
+        let read = tokio::task::spawn_blocking(move || batch.iter().map(|s| segment::read(&s.path)).collect::<Result<Vec<_>, _>>()).await;
+        let contents = match read {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "reading the spool failed; retrying");
+                return false;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reading the spool panicked; retrying");
+                return false;
+            }
+        };
+        let mut usage = (0u64, Vec::with_capacity(bytes as usize));
+        let mut unreadable = 0u64;
+        for record in contents.iter().flat_map(|c| &c.records) {
+            match entry::decode(record) {
+                Ok(sections) => {
+                    for s in sections {
+                        match s.table {
+                            Table::Usage => {
+                                usage.0 += u64::from(s.rows);
+                                usage.1.extend_from_slice(s.data);
+                            }
+                        }
+                    }
+                }
+                Err(reason) => {
+                    unreadable += record.len() as u64;
+                    tracing::error!(reason, "a spooled record does not parse; skipped");
+                }
+            }
+        }
+        if usage.0 > 0 && !self.insert(&self.usage_insert, usage).await {
+            return false;
+        }
+        for (s, c) in queue.drain(..take).zip(&contents) {
+            if let Some(d) = &c.damage {
+                self.metrics.spool_damaged_bytes.inc_by(d.bytes_lost);
+                tracing::error!(segment = %s.path.display(), offset = d.offset, bytes_lost = d.bytes_lost, reason = d.reason, "damaged spool segment: its intact records were written, the rest skipped");
+            }
+            if let Err(e) = self.wal.remove(&s) {
+                tracing::error!(segment = %s.path.display(), error = %e, "removing a written spool segment failed");
+            }
+        }
+        self.metrics.spool_damaged_bytes.inc_by(unreadable);
+        true
+    }
+
+    async fn insert(&self, statement: &Sql, (rows, data): (u64, Vec<u8>)) -> bool {
+        let started = Instant::now();
+        let result = self.ch.insert_rowbinary(statement, data.into()).await;
+        self.metrics.clickhouse_write_seconds.observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(()) => {
+                self.metrics.clickhouse_rows.inc_by(rows);
+                true
+            }
+            Err(e) => {
+                self.metrics.clickhouse_write_errors.inc();
+                tracing::warn!(error = %e, rows, retryable = e.is_retryable(), "INSERT into ClickHouse failed; the rows stay spooled and are retried");
+                false
+            }
+        }
+    }
+}

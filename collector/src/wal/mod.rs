@@ -1,0 +1,340 @@
+//! A write-ahead log of opaque records in a directory of segment files, written
+//! once for the collector's spool and the agent's WAL.
+//!
+//! - Appends go through one writer thread that commits them in groups: every
+//!   append waiting when a write starts shares its fsync, so a busy log syncs
+//!   once per group, not once per request. [`Wal::append`] returns only after
+//!   its record is written (and synced, with [`Fsync::Always`]).
+//! - The log is bounded: past `max_bytes` of unconsumed records, appends are
+//!   refused with [`AppendError::Full`] and the caller pushes back on its sender.
+//! - The open segment is sealed when it reaches `segment_bytes` or when asked
+//!   ([`Wal::seal`]); sealed segments are handed to the consumer in order, which
+//!   removes each one ([`Wal::remove`]) once what it holds is safe elsewhere.
+//! - On open, every segment left by an earlier run (a crash included) is handed
+//!   to the consumer first, so nothing appended and acknowledged is lost.
+//! - One process at a time: the directory is locked.
+
+pub mod segment;
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc as std_mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+
+pub use segment::{Contents, Damage, Segment};
+
+/// When appended records are synced to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fsync {
+    /// Before an append returns: an acknowledged record survives power loss.
+    Always,
+    /// At most this long after an append returns: a crash of the machine (not
+    /// of the process) can lose the records of the last interval.
+    Every(Duration),
+}
+
+/// How a log behaves.
+#[derive(Debug, Clone)]
+pub struct WalOptions {
+    /// Bound on unconsumed record bytes (payloads and their framing).
+    pub max_bytes: u64,
+    /// The open segment is sealed once it is this large.
+    pub segment_bytes: u64,
+    /// The sync policy.
+    pub fsync: Fsync,
+}
+
+/// Why a log could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum WalError {
+    /// A file operation failed.
+    #[error("WAL directory {dir}: {action}: {source}")]
+    Io {
+        /// The directory.
+        dir: PathBuf,
+        /// What was being done.
+        action: &'static str,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Another process holds the directory.
+    #[error("WAL directory {0} is in use by another process (its lock file is held)")]
+    Locked(PathBuf),
+}
+
+/// Why an append was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AppendError {
+    /// The log holds `max_bytes` already; retry once the consumer caught up.
+    #[error("the WAL is full ({pending} of {max} bytes waiting to be delivered)")]
+    Full {
+        /// Bytes waiting.
+        pending: u64,
+        /// The bound.
+        max: u64,
+    },
+    /// Writing failed (disk full, I/O error): the record was not kept.
+    #[error("writing the WAL failed: {0}")]
+    Io(String),
+    /// The payload is larger than a record may be.
+    #[error("a record of {0} bytes is over the WAL's limit of {max} bytes", max = segment::MAX_RECORD)]
+    TooLarge(usize),
+    /// The writer has stopped (the process is shutting down).
+    #[error("the WAL is closed")]
+    Closed,
+}
+
+enum Command {
+    Append(Vec<u8>, oneshot::Sender<Result<(), AppendError>>),
+    Seal(oneshot::Sender<()>),
+}
+
+#[derive(Debug)]
+struct Shared {
+    dir: PathBuf,
+    max_bytes: u64,
+    /// Unconsumed bytes: sealed segments not yet removed, plus the open one.
+    pending: AtomicU64,
+    /// Segments on disk, the open one included.
+    segments: AtomicU64,
+}
+
+/// A handle on a log; clones share it.
+#[derive(Debug, Clone)]
+pub struct Wal {
+    commands: std_mpsc::Sender<Command>,
+    shared: Arc<Shared>,
+}
+
+impl Wal {
+    /// Opens (creating if needed) the log in `dir`. Returns the handle and the
+    /// stream of sealed segments, starting with those an earlier run left.
+    pub fn open(dir: &Path, options: WalOptions) -> Result<(Self, mpsc::UnboundedReceiver<Segment>), WalError> {
+        let io = |action: &'static str| move |source| WalError::Io { dir: dir.to_owned(), action, source };
+        std::fs::create_dir_all(dir).map_err(io("creating it"))?;
+        let lock = OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("lock")).map_err(io("opening its lock file"))?;
+        if lock.try_lock().is_err() {
+            return Err(WalError::Locked(dir.to_owned()));
+        }
+        let mut found: Vec<Segment> = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(io("listing it"))? {
+            let entry = entry.map_err(io("listing it"))?;
+            let Some(id) = entry.file_name().to_str().and_then(segment::parse_name) else { continue };
+            let bytes = entry.metadata().map_err(io("reading a segment's size"))?.len();
+            found.push(Segment { id, path: entry.path(), bytes });
+        }
+        found.sort_by_key(|s| s.id);
+        let next_id = found.last().map_or(1, |s| s.id + 1);
+        let shared = Arc::new(Shared {
+            dir: dir.to_owned(),
+            max_bytes: options.max_bytes,
+            pending: AtomicU64::new(found.iter().map(|s| s.bytes).sum()),
+            segments: AtomicU64::new(found.len() as u64),
+        });
+        let (sealed_tx, sealed_rx) = mpsc::unbounded_channel();
+        for s in found {
+            let _ = sealed_tx.send(s);
+        }
+        let (commands, rx) = std_mpsc::channel();
+        let writer = Writer { shared: shared.clone(), options, next_id, open: None, sealed: sealed_tx, _lock: lock, unsynced: None };
+        std::thread::Builder::new()
+            .name("tally-wal-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(io("starting its writer thread"))?;
+        Ok((Self { commands, shared }, sealed_rx))
+    }
+
+    /// Appends a record; returns once it is written per the sync policy.
+    pub async fn append(&self, payload: Vec<u8>) -> Result<(), AppendError> {
+        if payload.len() > segment::MAX_RECORD as usize {
+            return Err(AppendError::TooLarge(payload.len()));
+        }
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(Command::Append(payload, tx)).map_err(|_| AppendError::Closed)?;
+        rx.await.unwrap_or(Err(AppendError::Closed))
+    }
+
+    /// Seals the open segment, if it holds anything, handing it to the consumer.
+    pub async fn seal(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Seal(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Deletes a consumed segment.
+    pub fn remove(&self, segment: &Segment) -> std::io::Result<()> {
+        std::fs::remove_file(&segment.path)?;
+        self.shared.pending.fetch_sub(segment.bytes, Ordering::Relaxed);
+        self.shared.segments.fetch_sub(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Bytes appended and not yet consumed.
+    pub fn pending_bytes(&self) -> u64 {
+        self.shared.pending.load(Ordering::Relaxed)
+    }
+
+    /// Segments on disk, the open one included.
+    pub fn segments(&self) -> u64 {
+        self.shared.segments.load(Ordering::Relaxed)
+    }
+
+    /// The log's directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+}
+
+struct Open {
+    file: File,
+    id: u64,
+    bytes: u64,
+}
+
+struct Writer {
+    shared: Arc<Shared>,
+    options: WalOptions,
+    next_id: u64,
+    open: Option<Open>,
+    sealed: mpsc::UnboundedSender<Segment>,
+    _lock: File,
+    /// Since when written records wait for a sync (with `Fsync::Every`).
+    unsynced: Option<Instant>,
+}
+
+/// Most appends committed by one write and sync.
+const GROUP: usize = 1024;
+
+impl Writer {
+    fn run(mut self, commands: std_mpsc::Receiver<Command>) {
+        loop {
+            let first = match self.sync_deadline() {
+                None => commands.recv().map_err(|_| std_mpsc::RecvTimeoutError::Disconnected),
+                Some(deadline) => commands.recv_timeout(deadline.saturating_duration_since(Instant::now())),
+            };
+            let first = match first {
+                Ok(c) => c,
+                Err(std_mpsc::RecvTimeoutError::Timeout) => {
+                    self.sync_now();
+                    continue;
+                }
+                Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            let mut group = vec![first];
+            while group.len() < GROUP {
+                match commands.try_recv() {
+                    Ok(c) => group.push(c),
+                    Err(_) => break,
+                }
+            }
+            self.commit(group);
+        }
+        self.sync_now();
+    }
+
+    fn sync_deadline(&self) -> Option<Instant> {
+        match (self.options.fsync, self.unsynced) {
+            (Fsync::Every(every), Some(since)) => Some(since + every),
+            _ => None,
+        }
+    }
+
+    /// Writes a group of appends with one write and one sync, then answers them.
+    fn commit(&mut self, group: Vec<Command>) {
+        let mut buf = Vec::new();
+        let mut waiting = Vec::new();
+        let mut seals = Vec::new();
+        for command in group {
+            match command {
+                Command::Append(payload, reply) => {
+                    let size = segment::RECORD_HEADER + payload.len() as u64;
+                    let pending = self.shared.pending.load(Ordering::Relaxed) + buf.len() as u64;
+                    if pending + size > self.shared.max_bytes {
+                        let _ = reply.send(Err(AppendError::Full { pending, max: self.shared.max_bytes }));
+                        continue;
+                    }
+                    segment::frame(&payload, &mut buf);
+                    waiting.push(reply);
+                }
+                Command::Seal(reply) => seals.push(reply),
+            }
+        }
+        let result = if buf.is_empty() { Ok(()) } else { self.write(&buf) };
+        let full = self.open.as_ref().is_some_and(|o| o.bytes >= self.options.segment_bytes);
+        if full || !seals.is_empty() {
+            self.seal();
+        }
+        for reply in waiting {
+            let _ = reply.send(result.clone());
+        }
+        for reply in seals {
+            let _ = reply.send(());
+        }
+    }
+
+    fn write(&mut self, buf: &[u8]) -> Result<(), AppendError> {
+        let fail = |e: std::io::Error| AppendError::Io(e.to_string());
+        if self.open.is_none() {
+            self.open = Some(self.create().map_err(fail)?);
+        }
+        let open = self.open.as_mut().expect("just opened");
+        if let Err(e) = open.file.write_all(buf) {
+            // Part of the group may be on disk; the segment is sealed as it is and
+            // the reader drops the cut-short record, which nobody was told was kept.
+            self.seal();
+            return Err(fail(e));
+        }
+        open.bytes += buf.len() as u64;
+        self.shared.pending.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        match self.options.fsync {
+            Fsync::Always => {
+                if let Err(e) = open.file.sync_data() {
+                    self.seal();
+                    return Err(fail(e));
+                }
+            }
+            Fsync::Every(_) => {
+                self.unsynced.get_or_insert_with(Instant::now);
+            }
+        }
+        Ok(())
+    }
+
+    fn create(&mut self) -> std::io::Result<Open> {
+        let id = self.next_id;
+        let path = self.shared.dir.join(segment::file_name(id));
+        let mut file = OpenOptions::new().create_new(true).write(true).open(&path)?;
+        file.write_all(segment::MAGIC)?;
+        file.sync_data()?;
+        // The new name must survive a power loss too.
+        File::open(&self.shared.dir)?.sync_all()?;
+        self.next_id += 1;
+        self.shared.pending.fetch_add(segment::MAGIC.len() as u64, Ordering::Relaxed);
+        self.shared.segments.fetch_add(1, Ordering::Relaxed);
+        Ok(Open { file, id, bytes: segment::MAGIC.len() as u64 })
+    }
+
+    fn sync_now(&mut self) {
+        if let (Some(open), Some(_)) = (&self.open, self.unsynced.take()) {
+            if let Err(e) = open.file.sync_data() {
+                tracing::error!(error = %e, dir = %self.shared.dir.display(), "syncing the WAL failed");
+            }
+        }
+    }
+
+    fn seal(&mut self) {
+        self.sync_now();
+        if let Some(open) = self.open.take() {
+            let path = self.shared.dir.join(segment::file_name(open.id));
+            let _ = self.sealed.send(Segment { id: open.id, path, bytes: open.bytes });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

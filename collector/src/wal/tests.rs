@@ -1,0 +1,118 @@
+use super::*;
+
+fn options(max_bytes: u64) -> WalOptions {
+    WalOptions { max_bytes, segment_bytes: 1 << 20, fsync: Fsync::Always }
+}
+
+async fn drain(rx: &mut mpsc::UnboundedReceiver<Segment>) -> Vec<Segment> {
+    let mut out = Vec::new();
+    while let Ok(s) = rx.try_recv() {
+        out.push(s);
+    }
+    out
+}
+
+fn records(segments: &[Segment]) -> Vec<Vec<u8>> {
+    segments.iter().flat_map(|s| segment::read(&s.path).unwrap().records).collect()
+}
+
+#[tokio::test]
+async fn concurrent_appends_are_all_kept_in_sealed_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, mut sealed) = Wal::open(dir.path(), options(1 << 30)).unwrap();
+    let tasks: Vec<_> = (0..200u32)
+        .map(|i| {
+            let wal = wal.clone();
+            tokio::spawn(async move { wal.append(i.to_le_bytes().to_vec()).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert!(drain(&mut sealed).await.is_empty(), "nothing sealed until asked");
+    wal.seal().await;
+    let segments = drain(&mut sealed).await;
+    assert_eq!(segments.len(), 1);
+    let mut got: Vec<u32> = records(&segments).iter().map(|r| u32::from_le_bytes(r[..].try_into().unwrap())).collect();
+    got.sort();
+    assert_eq!(got, (0..200).collect::<Vec<_>>());
+    assert_eq!(wal.pending_bytes(), 8 + 200 * 12);
+    assert_eq!(segments[0].bytes, wal.pending_bytes());
+    wal.remove(&segments[0]).unwrap();
+    assert_eq!((wal.pending_bytes(), wal.segments()), (0, 0));
+    // Sealing an empty log hands over nothing.
+    wal.seal().await;
+    assert!(drain(&mut sealed).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_full_log_refuses_until_the_consumer_removes_a_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    // Header (8) + two records of 8 + 42 bytes fit in 108; a third does not.
+    let (wal, mut sealed) = Wal::open(dir.path(), options(108)).unwrap();
+    wal.append(vec![1; 42]).await.unwrap();
+    wal.append(vec![2; 42]).await.unwrap();
+    assert_eq!(wal.append(vec![3; 42]).await, Err(AppendError::Full { pending: 108, max: 108 }));
+    wal.seal().await;
+    let segments = drain(&mut sealed).await;
+    wal.remove(&segments[0]).unwrap();
+    wal.append(vec![3; 42]).await.unwrap();
+    wal.seal().await;
+    assert_eq!(records(&drain(&mut sealed).await), vec![vec![3; 42]]);
+}
+
+#[tokio::test]
+async fn segments_rotate_by_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, mut sealed) = Wal::open(dir.path(), WalOptions { segment_bytes: 100, ..options(1 << 20) }).unwrap();
+    for i in 0..10u8 {
+        wal.append(vec![i; 40]).await.unwrap();
+    }
+    // Each segment is sealed once a group takes it to 100 bytes or more.
+    let segments = drain(&mut sealed).await;
+    assert_eq!(segments.len(), 5, "{segments:?}");
+    assert!(segments.windows(2).all(|w| w[0].id < w[1].id));
+    assert_eq!(records(&segments), (0..10u8).map(|i| vec![i; 40]).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_reopened_log_hands_over_what_an_earlier_run_left_and_continues_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (wal, mut sealed) = Wal::open(dir.path(), options(1 << 20)).unwrap();
+        wal.append(b"sealed".to_vec()).await.unwrap();
+        wal.seal().await;
+        drain(&mut sealed).await;
+        wal.append(b"open at the crash".to_vec()).await.unwrap();
+        // A second process may not share the directory.
+        assert!(matches!(Wal::open(dir.path(), options(1 << 20)), Err(WalError::Locked(_))));
+    }
+    // The writer thread ends when the last handle is dropped; wait for its lock to go.
+    let (wal, mut sealed) = loop {
+        match Wal::open(dir.path(), options(1 << 20)) {
+            Err(WalError::Locked(_)) => tokio::time::sleep(Duration::from_millis(10)).await,
+            other => break other.unwrap(),
+        }
+    };
+    let left = drain(&mut sealed).await;
+    assert_eq!(records(&left), vec![b"sealed".to_vec(), b"open at the crash".to_vec()]);
+    assert_eq!(wal.pending_bytes(), left.iter().map(|s| s.bytes).sum::<u64>());
+    wal.append(b"new".to_vec()).await.unwrap();
+    wal.seal().await;
+    let new = drain(&mut sealed).await;
+    assert!(new[0].id > left[1].id);
+    assert_eq!(records(&new), vec![b"new".to_vec()]);
+}
+
+#[tokio::test]
+async fn periodic_sync_keeps_every_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, mut sealed) =
+        Wal::open(dir.path(), WalOptions { fsync: Fsync::Every(Duration::from_millis(20)), ..options(1 << 20) }).unwrap();
+    for i in 0..5u8 {
+        wal.append(vec![i]).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    wal.seal().await;
+    assert_eq!(records(&drain(&mut sealed).await), (0..5u8).map(|i| vec![i]).collect::<Vec<_>>());
+}
