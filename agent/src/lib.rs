@@ -1,3 +1,15 @@
-//! tally-agent: OTLP from the host's apps, forwarded through a disk WAL.
+//! tally-agent: OTLP from the host's apps, forwarded through a disk WAL to collectors.
+//!
+//! Apps' requests are received by the collector's OTLP receiver (the same code
+//! and statuses), written to a WAL ([`intake`]), cut into batches with a stable
+//! identity ([`batches`]) and shipped to collectors ([`ship`], [`forward`]); a
+//! segment leaves the WAL only once a collector acknowledged all of it.
 
+pub mod batches;
+pub mod forward;
+pub mod identity;
+pub mod intake;
+pub mod metrics;
+pub mod record;
 pub mod settings;
+pub mod ship;

@@ -1,13 +1,97 @@
-//! `tally-agent`.
+//! `tally-agent`: OTLP/gRPC and OTLP/HTTP from apps, through a disk WAL, to collectors.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use axum::routing::get;
+use axum::Router;
+use collector::otlp::{grpc, http};
+use collector::wal::{Fsync, Wal, WalOptions};
+use tally_agent::forward::Collector;
+use tally_agent::identity;
+use tally_agent::intake::Intake;
+use tally_agent::metrics::Metrics;
 use tally_agent::settings::Settings;
+use tally_agent::ship::{ShipOptions, Shipper};
+use tokio::net::TcpListener;
 
-fn main() {
-    let settings: Settings = metering::settings::parse();
-    metering::telemetry::init_logging(settings.log_format);
-    // Refusing to start is the honest answer until the forwarder exists: an agent that
-    // accepted spans and sent them nowhere would lose a customer's data without a word.
-    let _ = settings;
-    tracing::error!("settings are valid, but this build has no forwarder yet (agent issue)");
-    std::process::exit(2);
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let s: Settings = metering::settings::parse();
+    metering::telemetry::init_logging(s.log_format);
+    if s.collector.is_empty() {
+        bail!("no --collector: the agent would accept data it can send nowhere");
+    }
+    if let Some(t) = &s.tenant {
+        metering::record::validate_tenant(t).context("--tenant")?;
+    }
+    let timeout = Duration::from_secs(s.collector_timeout_secs);
+    let collectors = s.collector.iter().map(|url| Collector::new(url, timeout)).collect::<Result<Vec<_>, _>>().map_err(anyhow::Error::msg)?;
+    std::fs::create_dir_all(&s.data_dir).with_context(|| format!("creating --data-dir {}", s.data_dir.display()))?;
+    let agent_id = identity::agent_id(&s.data_dir)?;
+    let boot = identity::random_u64()?;
+    let fsync = if s.wal_fsync_ms == 0 { Fsync::Always } else { Fsync::Every(Duration::from_millis(s.wal_fsync_ms)) };
+    let segment_bytes = (s.wal_max_bytes / 8).clamp(1 << 20, 64 << 20);
+    let (wal, sealed) = Wal::open(&s.data_dir.join("wal"), WalOptions { max_bytes: s.wal_max_bytes, segment_bytes, fsync }).context("opening the WAL (--data-dir)")?;
+    tracing::info!(agent_id, boot = format!("{boot:016x}"), pending_bytes = wal.pending_bytes(), "tally-agent starting");
+
+    let metrics = Arc::new(Metrics::default());
+    metrics.watch_wal(wal.clone());
+    let ship_options = ShipOptions {
+        flush_interval: Duration::from_millis(s.flush_interval_ms.max(1)),
+        batch_max_bytes: s.batch_max_bytes.max(1),
+        backoff_min: Duration::from_millis(100),
+        backoff_max: Duration::from_secs(s.max_backoff_secs.max(1)),
+        shutdown_timeout: Duration::from_secs(s.shutdown_timeout_secs),
+    };
+    let shipper = Shipper::new(collectors, s.key.clone(), agent_id, wal.clone(), metrics.clone(), ship_options);
+    let (stop_shipper, shipper_stopped) = tokio::sync::watch::channel(());
+    let shipper = tokio::spawn(shipper.run(sealed, shipper_stopped));
+
+    let intake = Arc::new(Intake::new(wal.clone(), boot, s.tenant.clone(), metrics.clone()));
+    let exposition = metrics.clone();
+    let wal_max = s.wal_max_bytes;
+    let admin = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get(move || {
+                let m = exposition.clone();
+                async move { ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], m.render()) }
+            }),
+        )
+        .route(
+            "/readyz",
+            get(move || {
+                let pending = wal.pending_bytes();
+                async move {
+                    let status = if pending < wal_max { axum::http::StatusCode::OK } else { axum::http::StatusCode::SERVICE_UNAVAILABLE };
+                    (status, format!("WAL {pending} of {wal_max} bytes\n"))
+                }
+            }),
+        );
+    let servers = [
+        ("OTLP/gRPC", s.otlp_grpc_listen, grpc::router(intake.clone(), s.max_request_bytes)),
+        ("OTLP/HTTP", s.otlp_http_listen, http::router(intake.clone(), s.max_request_bytes)),
+        ("admin", s.admin_listen, admin),
+    ];
+    let (stop, stopped) = tokio::sync::watch::channel(());
+    let mut tasks = Vec::new();
+    for (name, addr, router) in servers {
+        let listener = TcpListener::bind(addr).await.with_context(|| format!("binding the {name} listener to {addr}"))?;
+        tracing::info!(%addr, "{name} listening");
+        let mut stopped = stopped.clone();
+        tasks.push(tokio::spawn(async move {
+            axum::serve(listener, router).with_graceful_shutdown(async move { let _ = stopped.changed().await; }).await
+        }));
+    }
+    metering::telemetry::shutdown_signal().await;
+    let _ = stop.send(());
+    for task in tasks {
+        task.await?.context("serving")?;
+    }
+    let _ = stop_shipper.send(());
+    shipper.await.context("forwarding the WAL")?;
+    Ok(())
 }

@@ -31,6 +31,28 @@ pub struct Settings {
     /// Upper bound of the WAL on disk, in bytes.
     #[arg(long, default_value_t = 1 << 30)]
     pub wal_max_bytes: u64,
+    /// When the WAL is synced: 0 before an app is acknowledged (nothing acknowledged is lost,
+    /// even to a power cut); N > 0 at most N milliseconds after (a machine crash can lose N ms).
+    #[arg(long, default_value_t = 0)]
+    pub wal_fsync_ms: u64,
+    /// How often accepted data is cut into batches and forwarded, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub flush_interval_ms: u64,
+    /// Largest batch sent to a collector, in bytes before compression.
+    #[arg(long, default_value_t = 4 << 20)]
+    pub batch_max_bytes: usize,
+    /// Timeout of one export to a collector, in seconds.
+    #[arg(long, default_value_t = 10)]
+    pub collector_timeout_secs: u64,
+    /// Longest wait between retries of a batch, in seconds (RetryInfo included).
+    #[arg(long, default_value_t = 30)]
+    pub max_backoff_secs: u64,
+    /// How long a shutdown (SIGTERM) keeps forwarding, in seconds; the rest stays in the WAL.
+    #[arg(long, default_value_t = 10)]
+    pub shutdown_timeout_secs: u64,
+    /// Largest request accepted from apps, in bytes, before and after decompression.
+    #[arg(long, default_value_t = collector::otlp::DEFAULT_MAX_REQUEST_BYTES)]
+    pub max_request_bytes: usize,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, default_value = "127.0.0.1:9464")]
     pub admin_listen: SocketAddr,
