@@ -94,19 +94,22 @@ impl SlaQuery {
             SlaGrouping::Service => "''",
             SlaGrouping::Route => "route",
         };
-        let mut sql = Sql::new("SELECT tenant, service, ")
-            .push(route)
+        // Outermost: only the fields parse_row reads, as plain comma lists.
+        let mut sql = Sql::new(
+            "SELECT tenant, service, rt, bucket, req, err, \
+             arrayStringConcat(arrayMap(x -> toString(x), lat.1), ','), \
+             arrayStringConcat(arrayMap(x -> toString(x), lat.2), ','), \
+             arrayStringConcat(arrayMap(x -> x.2, kept), ','), \
+             arrayStringConcat(arrayMap(x -> toString(x.1), kept), ','), \
+             arrayStringConcat(arrayMap(x -> toString(x.3), kept), ',') FROM (SELECT tenant, service, ",
+        )
+        .push(route)
             .push(" AS rt, ")
             .push(self.granularity.bucket_expr())
             .push(
                 " AS bucket, sum(r.1) AS req, sum(r.2) AS err, sumMap(r.3, r.4) AS lat, \
-                 arrayStringConcat(arrayMap(x -> toString(x), lat.1), ','), \
-                 arrayStringConcat(arrayMap(x -> toString(x), lat.2), ','), \
                  arrayReverseSort(groupArrayArray(arrayMap((l, t, e) -> (l, t, e), r.6, r.5, r.7))) AS ex, \
-                 arrayConcat(arraySlice(ex, 1, 3), arraySlice(arrayFilter(x -> x.3 = 1, ex), 1, 3)) AS kept, \
-                 arrayStringConcat(arrayMap(x -> x.2, kept), ','), \
-                 arrayStringConcat(arrayMap(x -> toString(x.1), kept), ','), \
-                 arrayStringConcat(arrayMap(x -> toString(x.3), kept), ',') \
+                 arrayConcat(arraySlice(ex, 1, 3), arraySlice(arrayFilter(x -> x.3 = 1, ex), 1, 3)) AS kept \
                  FROM (SELECT tenant, service, route, window_start, \
                  any((requests, errors, latency_buckets, latency_counts, exemplar_trace_ids, \
                  exemplar_latencies_ns, exemplar_errors)) AS r FROM ",
@@ -124,7 +127,7 @@ impl SlaQuery {
         }
         Ok(sql.push(
             " GROUP BY tenant, service, route, window_start, source_id, batch_seq) \
-             GROUP BY tenant, service, rt, bucket ORDER BY tenant, service, rt, bucket",
+             GROUP BY tenant, service, rt, bucket) ORDER BY tenant, service, rt, bucket",
         ))
     }
 
