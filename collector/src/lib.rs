@@ -7,3 +7,4 @@ pub mod metrics;
 pub mod otlp;
 pub mod pipeline;
 pub mod settings;
+pub mod sla;
