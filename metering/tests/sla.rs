@@ -22,6 +22,9 @@ const TO: OffsetDateTime = datetime!(2026-06-01 00:00 UTC);
 /// One request: tenant, service, route, time, latency, failed, trace id.
 type Request = (&'static str, &'static str, &'static str, OffsetDateTime, u64, bool, String);
 
+/// Latency, failed, trace id of each request of one tenant, service and route.
+type ByKey = BTreeMap<(String, String, String), Vec<(u64, bool, String)>>;
+
 /// `/pay`: 1,000 requests of 1..=1000 ms, every 100th failed; `/cart`: 300
 /// requests of 3 µs..=900 µs, every 7th failed; globex: a few. Spread over
 /// five minutes of one hour.
@@ -69,7 +72,7 @@ fn encoded() -> Vec<u8> {
 /// Checks merged points against the raw requests: exact counts and exemplars,
 /// every percentile within 1/256 of the exact rank.
 fn check(points: &[SlaPoint], grouping: SlaGrouping) {
-    let mut want: BTreeMap<(String, String, String), Vec<(u64, bool, String)>> = BTreeMap::new();
+    let mut want = ByKey::new();
     for (tenant, service, route, _, ns, err, trace) in requests() {
         let route = if grouping == SlaGrouping::Route { route } else { "" };
         want.entry((tenant.into(), service.into(), route.into())).or_default().push((ns, err, trace));
