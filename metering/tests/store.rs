@@ -216,7 +216,7 @@ async fn migrations_run_twice_are_a_no_op() {
     assert_eq!((first.dialect, first.applied, first.skipped), (Dialect::Legacy, vec![1, 2], vec![]));
     let second = migrate(&ch, &db).await.unwrap();
     assert_eq!((second.applied, second.skipped), (vec![], vec![1, 2]));
-    let recorded = server.query(&format!("SELECT version, name, dialect FROM {db}.tally_migrations FORMAT TSV")).unwrap();
+    let recorded = server.query(&format!("SELECT version, name, dialect FROM {db}.tally_migrations ORDER BY version FORMAT TSV")).unwrap();
     assert_eq!(recorded, "1\tusage table\tlegacy\n2\tsla table\tlegacy\n");
     // A database that does not exist yet is created.
     let fresh = format!("{db}_new");
