@@ -8,4 +8,5 @@ pub mod otlp;
 pub mod pipeline;
 pub mod settings;
 pub mod sink;
+pub mod sla;
 pub mod wal;

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use metering::record::{validate_tenant, UsageRecord, MAX_DIMENSION_LEN};
+use metering::sla::SlaRecord;
 use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
@@ -43,6 +44,8 @@ pub struct Measured {
     pub reason: String,
     /// Items whose resource claimed another tenant than the key's.
     pub mismatched: u64,
+    /// SLA records (see [`crate::sla`]), per resource and route; the encoder merges equal keys.
+    pub sla: Vec<SlaRecord>,
 }
 
 /// The string value of `key` among `attrs`; the last one wins when a key repeats.
@@ -118,6 +121,7 @@ pub fn measure(payload: &Payload, tenancy: &Tenancy, now: OffsetDateTime) -> Mea
                 totals.add(&tenant, &service, "spans", spans.len() as u64);
                 totals.add(&tenant, &service, "span_bytes", spans.iter().map(|s| s.encoded_len() as u64).sum());
                 totals.add(&tenant, &service, "requests", requests as u64);
+                out.sla.extend(crate::sla::observe(spans.iter().copied(), &tenant, &service, now));
             }
         }
         Payload::Metrics(req) => {

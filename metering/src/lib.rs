@@ -21,5 +21,6 @@ pub mod clickhouse;
 pub mod meter;
 pub mod record;
 pub mod settings;
+pub mod sla;
 pub mod store;
 pub mod telemetry;

@@ -14,6 +14,24 @@ pub fn put_u64(buf: &mut Vec<u8>, n: u64) {
     buf.extend_from_slice(&n.to_le_bytes());
 }
 
+/// Appends a `UInt16`.
+pub fn put_u16(buf: &mut Vec<u8>, n: u16) {
+    buf.extend_from_slice(&n.to_le_bytes());
+}
+
+/// Appends a `UInt8`.
+pub fn put_u8(buf: &mut Vec<u8>, n: u8) {
+    buf.push(n);
+}
+
+/// Appends an `Array(T)`: LEB128 length, then each element as `put` writes it.
+pub fn put_array<T>(buf: &mut Vec<u8>, items: impl ExactSizeIterator<Item = T>, mut put: impl FnMut(&mut Vec<u8>, T)) {
+    put_leb128(buf, items.len() as u64);
+    for item in items {
+        put(buf, item);
+    }
+}
+
 /// Appends a `DateTime` (Unix seconds, `UInt32`).
 pub fn put_datetime(buf: &mut Vec<u8>, secs: u32) {
     buf.extend_from_slice(&secs.to_le_bytes());
@@ -57,5 +75,11 @@ mod tests {
         b.clear();
         put_datetime(&mut b, 0x01020304);
         assert_eq!(b, [4, 3, 2, 1]);
+        b.clear();
+        put_array(&mut b, [1u16, 0x0203].into_iter(), put_u16);
+        assert_eq!(b, [2, 1, 0, 3, 2]);
+        b.clear();
+        put_array(&mut b, ["a"].into_iter(), put_str);
+        assert_eq!(b, [1, 1, b'a']);
     }
 }

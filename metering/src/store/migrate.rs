@@ -18,11 +18,18 @@ pub struct Migration {
 }
 
 /// Every migration, in order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "usage table",
-    statements: |db, dialect| Ok(vec![schema::create_usage(db, dialect)?]),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "usage table",
+        statements: |db, dialect| Ok(vec![schema::create_usage(db, dialect)?]),
+    },
+    Migration {
+        version: 2,
+        name: "sla table",
+        statements: |db, dialect| Ok(vec![crate::sla::schema::create_sla(db, dialect)?]),
+    },
+];
 
 /// What [`migrate`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]

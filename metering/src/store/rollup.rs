@@ -53,7 +53,7 @@ impl Granularity {
         }
     }
 
-    fn bucket_expr(self) -> &'static str {
+    pub(crate) fn bucket_expr(self) -> &'static str {
         match self {
             Self::Minute => "toUInt32(window_start)",
             Self::Hour => "toUInt32(toStartOfHour(window_start))",
@@ -187,11 +187,11 @@ pub enum QueryError {
     Limit(u32),
 }
 
-fn rfc3339(t: OffsetDateTime) -> String {
+pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| t.to_string())
 }
 
-fn unix_seconds(field: &'static str, t: OffsetDateTime) -> Result<u32, QueryError> {
+pub(crate) fn unix_seconds(field: &'static str, t: OffsetDateTime) -> Result<u32, QueryError> {
     let secs = t.unix_timestamp();
     if t.nanosecond() != 0 || secs % 60 != 0 {
         return Err(QueryError::NotMinuteAligned { field, value: rfc3339(t) });

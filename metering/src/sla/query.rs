@@ -1,0 +1,181 @@
+//! Reads of merged SLA data: requests, errors, the merged latency sketch and
+//! the surviving exemplars per tenant × service (× route) × hour, day or month.
+//!
+//! Reads collapse retried batches exactly, as `store::rollup` does for usage:
+//! the inner query keeps one row per full key including the batch identity
+//! (`any` of the whole row as one tuple, so fields never mix across rows); the
+//! outer query sums counts, merges sketches with `sumMap` and keeps exemplars
+//! in [`Exemplar`] order. The same SQL runs on 18.16 and on current servers.
+
+use time::OffsetDateTime;
+
+use super::record::{bound_exemplars, Exemplar, MAX_FAILED, MAX_SLOWEST};
+use super::sketch::LatencySketch;
+use crate::clickhouse::sql::{BadIdentifier, Param, Sql};
+use crate::clickhouse::ClickHouse;
+use crate::record::validate_tenant;
+use crate::store::rollup::{rfc3339, unix_seconds, Granularity, QueryError};
+use crate::store::StoreError;
+
+// The SQL below keeps 3 of each literally.
+const _: () = assert!(MAX_SLOWEST == 3 && MAX_FAILED == 3);
+
+/// How finely a read splits a tenant's traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlaGrouping {
+    /// One series per service (all routes merged).
+    Service,
+    /// One series per service and route.
+    Route,
+}
+
+/// An SLA read. Times are UTC instants on whole minutes; `to` is exclusive.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlaQuery {
+    /// One tenant, or all.
+    pub tenant: Option<String>,
+    /// One service, or all.
+    pub service: Option<String>,
+    /// Start, inclusive.
+    pub from: OffsetDateTime,
+    /// End, exclusive.
+    pub to: OffsetDateTime,
+    /// Bucket size.
+    pub granularity: Granularity,
+    /// Per service, or per service and route.
+    pub grouping: SlaGrouping,
+}
+
+/// One bucket of merged SLA data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlaPoint {
+    /// The tenant.
+    pub tenant: String,
+    /// The service.
+    pub service: String,
+    /// The route, when grouped by route.
+    pub route: Option<String>,
+    /// Bucket start, clipped to the query's `from`.
+    pub start: OffsetDateTime,
+    /// Bucket end (exclusive), clipped to the query's `to`.
+    pub end: OffsetDateTime,
+    /// Requests served.
+    pub requests: u64,
+    /// Requests that failed.
+    pub errors: u64,
+    /// All the bucket's latencies: ask it any quantile.
+    pub latency: LatencySketch,
+    /// The slowest and the slowest failed requests of the bucket.
+    pub exemplars: Vec<Exemplar>,
+}
+
+impl SlaQuery {
+    /// All tenants and services, per route, by day.
+    pub fn new(from: OffsetDateTime, to: OffsetDateTime) -> Self {
+        Self { tenant: None, service: None, from, to, granularity: Granularity::Day, grouping: SlaGrouping::Route }
+    }
+
+    /// Checks the request against the store's bounds.
+    pub fn validate(&self) -> Result<(), QueryError> {
+        if let Some(tenant) = &self.tenant {
+            validate_tenant(tenant)?;
+        }
+        let from = unix_seconds("from", self.from)?;
+        let to = unix_seconds("to", self.to)?;
+        if from >= to {
+            return Err(QueryError::EmptyRange { from: rfc3339(self.from), to: rfc3339(self.to) });
+        }
+        Ok(())
+    }
+
+    /// The query's SQL against `db.sla`. Call [`validate`](Self::validate) first.
+    pub fn to_sql(&self, db: &str) -> Result<Sql, BadIdentifier> {
+        let route = match self.grouping {
+            SlaGrouping::Service => "''",
+            SlaGrouping::Route => "route",
+        };
+        // Outermost: only the fields parse_row reads, as plain comma lists.
+        let mut sql = Sql::new(
+            "SELECT tenant, service, rt, bucket, req, err, \
+             arrayStringConcat(arrayMap(x -> toString(x), lat.1), ','), \
+             arrayStringConcat(arrayMap(x -> toString(x), lat.2), ','), \
+             arrayStringConcat(arrayMap(x -> x.2, kept), ','), \
+             arrayStringConcat(arrayMap(x -> toString(x.1), kept), ','), \
+             arrayStringConcat(arrayMap(x -> toString(x.3), kept), ',') FROM (SELECT tenant, service, ",
+        )
+        .push(route)
+            .push(" AS rt, ")
+            .push(self.granularity.bucket_expr())
+            .push(
+                " AS bucket, sum(r.1) AS req, sum(r.2) AS err, sumMap(r.3, r.4) AS lat, \
+                 arrayReverseSort(groupArrayArray(arrayMap((l, t, e) -> (l, t, e), r.6, r.5, r.7))) AS ex, \
+                 arrayConcat(arraySlice(ex, 1, 3), arraySlice(arrayFilter(x -> x.3 = 1, ex), 1, 3)) AS kept \
+                 FROM (SELECT tenant, service, route, window_start, \
+                 any((requests, errors, latency_buckets, latency_counts, exemplar_trace_ids, \
+                 exemplar_latencies_ns, exemplar_errors)) AS r FROM ",
+            )
+            .ident(db)?
+            .push(".sla WHERE window_start >= ")
+            .bind(Param::DateTime(self.from.unix_timestamp() as u32))
+            .push(" AND window_start < ")
+            .bind(Param::DateTime(self.to.unix_timestamp() as u32));
+        if let Some(tenant) = &self.tenant {
+            sql = sql.push(" AND tenant = ").bind(tenant);
+        }
+        if let Some(service) = &self.service {
+            sql = sql.push(" AND service = ").bind(service);
+        }
+        Ok(sql.push(
+            " GROUP BY tenant, service, route, window_start, source_id, batch_seq) \
+             GROUP BY tenant, service, rt, bucket) ORDER BY tenant, service, rt, bucket",
+        ))
+    }
+
+    /// Reads the rows [`to_sql`](Self::to_sql) returns (as TabSeparated fields).
+    pub fn parse_rows(&self, rows: Vec<Vec<String>>) -> Result<Vec<SlaPoint>, StoreError> {
+        rows.into_iter().map(|row| self.parse_row(row)).collect()
+    }
+
+    fn parse_row(&self, row: Vec<String>) -> Result<SlaPoint, StoreError> {
+        let bad = |row: &[String], reason: String| StoreError::BadRow { row: row.to_vec(), reason };
+        let fields: [String; 11] = <[String; 11]>::try_from(row).map_err(|row| bad(&row, "expected 11 fields".into()))?;
+        let num = |i: usize| fields[i].parse::<u64>().map_err(|_| bad(&fields, format!("field {i} is not a UInt64")));
+        let nums = |i: usize| -> Result<Vec<u64>, StoreError> {
+            split(&fields[i]).map(|s| s.parse::<u64>()).collect::<Result<_, _>>().map_err(|_| bad(&fields, format!("field {i} is not a list of UInt64")))
+        };
+        let bucket = num(3)?;
+        let latency = LatencySketch::from_buckets(nums(6)?, nums(7)?).map_err(|e| bad(&fields, format!("latency: {e}")))?;
+        let (ids, latencies, errors) = (split(&fields[8]).collect::<Vec<_>>(), nums(9)?, nums(10)?);
+        if ids.len() != latencies.len() || ids.len() != errors.len() {
+            return Err(bad(&fields, "exemplar arrays differ in length".into()));
+        }
+        let mut exemplars: Vec<Exemplar> = (ids.into_iter().zip(latencies).zip(errors))
+            .map(|((id, latency_ns), e)| Exemplar { trace_id: id.to_owned(), latency_ns, error: e != 0 })
+            .collect();
+        bound_exemplars(&mut exemplars);
+        let start = (bucket as i64).max(self.from.unix_timestamp());
+        let end = self.granularity.bucket_end(bucket as i64).min(self.to.unix_timestamp());
+        let at = |secs| OffsetDateTime::from_unix_timestamp(secs).map_err(|_| bad(&fields, "time out of range".into()));
+        Ok(SlaPoint {
+            start: at(start)?,
+            end: at(end)?,
+            requests: num(4)?,
+            errors: num(5)?,
+            latency,
+            exemplars,
+            route: (self.grouping == SlaGrouping::Route).then(|| fields[2].clone()),
+            service: fields[1].clone(),
+            tenant: fields[0].clone(),
+        })
+    }
+}
+
+fn split(s: &str) -> impl Iterator<Item = &str> {
+    s.split(',').filter(|p| !p.is_empty())
+}
+
+/// Runs an SLA read against `db.sla`.
+pub async fn query_sla(ch: &ClickHouse, db: &str, query: &SlaQuery) -> Result<Vec<SlaPoint>, StoreError> {
+    let rows = ch.query_tsv(&query.to_sql(db)?).await?;
+    query.parse_rows(rows)
+}

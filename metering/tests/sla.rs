@@ -1,0 +1,189 @@
+//! The `sla` table on a real ClickHouse 18.16 and on chDB (the modern dialect):
+//! migrate, insert encoded batches (one of them twice, as a retry would), read
+//! merged, and compare with exact answers computed here from the raw requests.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use metering::clickhouse::client::parse_tsv;
+use metering::clickhouse::ClickHouse;
+use metering::sla::schema::SLA_INSERT_STRUCTURE;
+use metering::sla::{encode_sla_batch, insert_sla, query_sla, Exemplar, SlaGrouping, SlaPoint, SlaQuery, SlaRecord};
+use metering::store::migrate::{bootstrap, migrate, record_applied, MIGRATIONS};
+use metering::store::rollup::Granularity;
+use metering::store::Dialect;
+use testkit::{Chdb, ClickHouseServer};
+use time::macros::datetime;
+use time::OffsetDateTime;
+
+const FROM: OffsetDateTime = datetime!(2026-05-01 00:00 UTC);
+const TO: OffsetDateTime = datetime!(2026-06-01 00:00 UTC);
+
+/// One request: tenant, service, route, time, latency, failed, trace id.
+type Request = (&'static str, &'static str, &'static str, OffsetDateTime, u64, bool, String);
+
+/// Latency, failed, trace id of each request of one tenant, service and route.
+type ByKey = BTreeMap<(String, String, String), Vec<(u64, bool, String)>>;
+
+/// `/pay`: 1,000 requests of 1..=1000 ms, every 100th failed; `/cart`: 300
+/// requests of 3 µs..=900 µs, every 7th failed; globex: a few. Spread over
+/// five minutes of one hour.
+fn requests() -> Vec<Request> {
+    let base = datetime!(2026-05-04 10:00 UTC);
+    let at = |i: u64| base + time::Duration::seconds((i % 5 * 60 + i % 60) as i64);
+    let mut out = Vec::new();
+    for i in 1..=1000u64 {
+        out.push(("acme", "checkout", "/pay", at(i), i * 1_000_000, i % 100 == 0, format!("{i:032x}")));
+    }
+    for i in 1..=300u64 {
+        out.push(("acme", "checkout", "/cart", at(i), i * 3_000, i % 7 == 0, format!("{:032x}", 5000 + i)));
+    }
+    for i in 1..=20u64 {
+        out.push(("globex", "api", "", at(i), 123_456 * i, false, format!("{:032x}", 9000 + i)));
+    }
+    out
+}
+
+/// Four batches from two collectors; each request becomes its own record, so
+/// the encoder must merge per minute.
+fn batches() -> Vec<(&'static str, u64, Vec<SlaRecord>)> {
+    let mut out: Vec<_> = [("collector-a", 1), ("collector-a", 2), ("collector-b", 1), ("collector-b", 2)]
+        .into_iter()
+        .map(|(s, q)| (s, q, Vec::new()))
+        .collect();
+    for (n, (tenant, service, route, time, ns, err, trace)) in requests().into_iter().enumerate() {
+        let mut r = SlaRecord::new(tenant, service, route, time);
+        r.observe(ns, err, &trace);
+        out[n % 4].2.push(r);
+    }
+    out
+}
+
+/// Everything encoded, with the second batch twice (a retry).
+fn encoded() -> Vec<u8> {
+    let all = batches();
+    let mut bytes = Vec::new();
+    for (source, seq, records) in all.iter().chain(std::iter::once(&all[1])) {
+        encode_sla_batch(source, *seq, records, &mut bytes).unwrap();
+    }
+    bytes
+}
+
+/// Checks merged points against the raw requests: exact counts and exemplars,
+/// every percentile within 1/256 of the exact rank.
+fn check(points: &[SlaPoint], grouping: SlaGrouping) {
+    let mut want = ByKey::new();
+    for (tenant, service, route, _, ns, err, trace) in requests() {
+        let route = if grouping == SlaGrouping::Route { route } else { "" };
+        want.entry((tenant.into(), service.into(), route.into())).or_default().push((ns, err, trace));
+    }
+    assert_eq!(points.len(), want.len(), "{points:#?}");
+    for p in points {
+        let key = (p.tenant.clone(), p.service.clone(), p.route.clone().unwrap_or_default());
+        let mut reqs = want[&key].clone();
+        assert_eq!((p.requests, p.errors), (reqs.len() as u64, reqs.iter().filter(|r| r.1).count() as u64), "{key:?}");
+        assert_eq!(p.latency.count(), p.requests);
+        reqs.sort();
+        for ppm in [0u32, 10_000, 250_000, 500_000, 900_000, 950_000, 990_000, 999_000, 1_000_000] {
+            let rank = (u64::from(ppm) * reqs.len() as u64).div_ceil(1_000_000).max(1) as usize;
+            let exact = reqs[rank - 1].0;
+            let got = p.latency.quantile_ppm(ppm).unwrap();
+            assert!(got.abs_diff(exact) * 256 <= exact, "{key:?} ppm {ppm}: {got} vs {exact}");
+        }
+        let ex = |r: &(u64, bool, String)| Exemplar { trace_id: r.2.clone(), latency_ns: r.0, error: r.1 };
+        let mut all: Vec<Exemplar> = reqs.iter().map(ex).collect();
+        all.sort();
+        let slowest: Vec<_> = all.iter().take(3).cloned().collect();
+        let failed: Vec<_> = all.iter().filter(|e| e.error).take(3).cloned().collect();
+        let mut expected: Vec<_> = slowest.into_iter().chain(failed).collect();
+        metering::sla::record::bound_exemplars(&mut expected);
+        assert_eq!(p.exemplars, expected, "{key:?}");
+    }
+    // The hand-known answers: /pay's p50 is 500 ms, p99 990 ms; its slowest and failed.
+    if grouping == SlaGrouping::Route {
+        let pay = points.iter().find(|p| p.route.as_deref() == Some("/pay")).unwrap();
+        assert_eq!((pay.requests, pay.errors), (1000, 10));
+        assert!(pay.latency.quantile(0.5).unwrap().abs_diff(500_000_000) * 256 <= 500_000_000);
+        assert!(pay.latency.quantile(0.99).unwrap().abs_diff(990_000_000) * 256 <= 990_000_000);
+        let ids: Vec<(u64, bool)> = pay.exemplars.iter().map(|e| (e.latency_ns / 1_000_000, e.error)).collect();
+        assert_eq!(ids, [(1000, true), (999, false), (998, false), (900, true), (800, true)]);
+        assert_eq!(pay.exemplars[0].trace_id, format!("{:032x}", 1000));
+    }
+}
+
+fn queries() -> Vec<SlaQuery> {
+    let mut out = Vec::new();
+    for g in [Granularity::Hour, Granularity::Day, Granularity::Month] {
+        for grouping in [SlaGrouping::Route, SlaGrouping::Service] {
+            let mut q = SlaQuery::new(FROM, TO);
+            q.granularity = g;
+            q.grouping = grouping;
+            q.validate().unwrap();
+            out.push(q);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn sla_rows_merge_exactly_on_18_16() {
+    let server = ClickHouseServer::start().unwrap();
+    let db = server.database("sla").unwrap();
+    let ch = ClickHouse::new(&server.http_url(), Duration::from_secs(30)).unwrap();
+    assert_eq!(migrate(&ch, &db).await.unwrap().dialect, Dialect::Legacy);
+    let insert = insert_sla(&db).unwrap();
+    ch.insert_rowbinary(&insert, encoded().into()).await.unwrap();
+    // The retried batch is stored twice until parts merge; reads must not care.
+    let stored = server.query(&format!("SELECT count() FROM {db}.sla FORMAT TSV")).unwrap();
+    assert!(stored.trim().parse::<u64>().unwrap() > 15, "{stored}");
+    for q in queries() {
+        let points = query_sla(&ch, &db, &q).await.unwrap();
+        assert!(points.iter().all(|p| p.start >= FROM && p.end <= TO));
+        check(&points, q.grouping);
+    }
+    // Filters: one tenant, one service; minute buckets add up to the hour.
+    let mut q = SlaQuery::new(FROM, TO);
+    q.tenant = Some("globex".into());
+    let points = query_sla(&ch, &db, &q).await.unwrap();
+    assert_eq!((points.len(), points[0].requests), (1, 20));
+    q.tenant = Some("acme".into());
+    q.service = Some("checkout".into());
+    q.granularity = Granularity::Minute;
+    let points = query_sla(&ch, &db, &q).await.unwrap();
+    assert_eq!(points.len(), 10, "two routes × five minutes");
+    assert_eq!(points.iter().map(|p| p.requests).sum::<u64>(), 1300);
+    // After a merge of parts the answers are the same.
+    server.query(&format!("OPTIMIZE TABLE {db}.sla FINAL")).unwrap();
+    for q in queries() {
+        check(&query_sla(&ch, &db, &q).await.unwrap(), q.grouping);
+    }
+}
+
+#[test]
+fn sla_ddl_bytes_and_reads_run_on_the_modern_dialect() {
+    let mut chdb = Chdb::start().unwrap();
+    for (db, dialect) in [("modern", Dialect::Modern), ("legacy", Dialect::Legacy)] {
+        for statement in bootstrap(db).unwrap() {
+            chdb.query(statement.as_str()).unwrap();
+        }
+        for m in MIGRATIONS {
+            for statement in (m.statements)(db, dialect).unwrap() {
+                chdb.query(statement.as_str()).unwrap();
+            }
+            chdb.query(record_applied(db, m, dialect).unwrap().as_str()).unwrap();
+        }
+        let path = chdb.dir().join(format!("{db}.sla.rowbinary"));
+        std::fs::write(&path, encoded()).unwrap();
+        let insert = format!(
+            "INSERT INTO {} SELECT * FROM file('{}', 'RowBinary', '{}')",
+            insert_sla(db).unwrap().as_str(),
+            path.display(),
+            SLA_INSERT_STRUCTURE.replace('\'', "\\'")
+        );
+        chdb.query(&insert).unwrap();
+        for q in queries() {
+            let out = chdb.query(q.to_sql(db).unwrap().as_str()).unwrap();
+            check(&q.parse_rows(parse_tsv(&out)).unwrap(), q.grouping);
+        }
+    }
+}
