@@ -36,6 +36,12 @@ impl AppState {
         check_identifier(database)?;
         Ok(Self { ch, database: database.into(), catalog: Arc::new(Catalog::builtin()), keys: Arc::new(keys) })
     }
+
+    /// The same state knowing `catalog`'s meters (the built-ins plus custom meters).
+    pub fn with_catalog(mut self, catalog: Catalog) -> Self {
+        self.catalog = Arc::new(catalog);
+        self
+    }
 }
 
 /// The API's routes.

@@ -7,7 +7,7 @@ use crate::store::rollup::MAX_LIMIT;
 
 /// The document.
 pub fn document() -> Value {
-    let meters: Vec<&str> = BUILTIN.iter().map(|m| m.name).collect();
+    let meters: Vec<&str> = BUILTIN.iter().map(|m| m.name.as_ref()).collect();
     let error = json!({"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
     let time_param = |name: &str, what: &str| {
         json!({"name": name, "in": "query", "required": true, "description": what,
