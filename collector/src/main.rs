@@ -5,7 +5,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use axum::routing::get;
 use axum::Router;
-use metering::meter::Catalog;
+use metering::meter::{definition, Catalog};
 use metering::store::writer::UsageWriter;
 use metering::telemetry;
 use tally_collector::keys::Keys;
@@ -25,13 +25,17 @@ async fn main() -> anyhow::Result<()> {
         None if s.allow_anonymous => Keys::default(),
         None => bail!("no --keys file and no --allow-anonymous: every sender would be refused"),
     };
+    let meters = match &s.meters {
+        Some(path) => definition::load(path)?,
+        None => Vec::new(),
+    };
     let ch = s.store.client()?;
-    let writer = UsageWriter::new(ch.clone(), &s.store.clickhouse_database, Catalog::builtin())?;
+    let writer = UsageWriter::new(ch.clone(), &s.store.clickhouse_database, Catalog::with_custom(&meters))?;
     let started = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
     let source_id = format!("collector:{}:{started}", std::process::id());
     let metrics = Arc::new(Metrics::default());
     let limits = Limits::new(&s.tenant_limit, s.default_tenant_limit);
-    let pipeline = Arc::new(Pipeline::new(keys, s.allow_anonymous, writer, source_id, metrics.clone(), limits));
+    let pipeline = Arc::new(Pipeline::new(keys, s.allow_anonymous, writer, source_id, metrics.clone(), limits, meters.into()));
     let counted = |transport: &'static str, router: Router| {
         let metrics = metrics.clone();
         router.layer(axum::middleware::from_fn(move |req, next| count_responses(metrics.clone(), transport, req, next)))
