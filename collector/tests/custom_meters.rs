@@ -85,7 +85,7 @@ fn tokens(i: u32) -> Option<Decimal> {
     match i {
         _ if i % 8 == 7 => None,
         _ if i % 6 == 3 => Some(Decimal::from(i) + Decimal::new(5, 1)),
-        _ if i % 2 == 0 => Some(Decimal::from(10 * i + 1)),
+        _ if i.is_multiple_of(2) => Some(Decimal::from(10 * i + 1)),
         _ => Some(Decimal::from(i) + Decimal::new(25, 2)),
     }
 }

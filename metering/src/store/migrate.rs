@@ -7,6 +7,9 @@ use super::{schema, Dialect, StoreError};
 use crate::clickhouse::sql::{BadIdentifier, Sql};
 use crate::clickhouse::ClickHouse;
 
+/// Builds one statement for a database.
+pub type StatementFor = fn(&str) -> Result<Sql, BadIdentifier>;
+
 /// One schema change.
 pub struct Migration {
     /// Increasing, never reused.
@@ -17,7 +20,7 @@ pub struct Migration {
     pub statements: fn(&str, Dialect) -> Result<Vec<Sql>, BadIdentifier>,
     /// For a statement that cannot be made idempotent: a query answering a non-zero
     /// number when the change is already in place (a run interrupted before recording it).
-    pub already_done: Option<fn(&str) -> Result<Sql, BadIdentifier>>,
+    pub already_done: Option<StatementFor>,
 }
 
 /// Every migration, in order.
