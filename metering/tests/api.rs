@@ -297,6 +297,9 @@ async fn custom_meters_are_known_with_the_meters_file_only() {
         assert_eq!(body["data"][0]["value"], value, "{body}");
         assert_eq!(body["data"][0]["unit"], unit, "{body}");
     }
+    let doc: Value = reqwest::get(format!("{}/openapi.json", with.base)).await.unwrap().json().await.unwrap();
+    let meter_param = doc["paths"]["/v1/usage"]["get"]["parameters"].as_array().unwrap().iter().find(|p| p["name"] == "meter").unwrap().clone();
+    assert!(meter_param["schema"]["enum"].as_array().unwrap().iter().any(|m| m == "llm_tokens"), "{meter_param}");
     drop(with);
 
     let without = serve(&server, &db).await;
