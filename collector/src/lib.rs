@@ -2,6 +2,7 @@
 
 pub mod keys;
 pub mod limits;
+pub mod custom;
 pub mod measure;
 pub mod metrics;
 pub mod otlp;

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+use metering::meter::MeterDefinition;
 use metering::record::{validate_tenant, UsageRecord, MAX_DIMENSION_LEN};
 use metering::sla::SlaRecord;
 use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
@@ -80,8 +81,13 @@ pub fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-/// Measures `payload` for `tenancy`, at `now`.
+/// Measures `payload` for `tenancy`, at `now`, with the built-in meters.
 pub fn measure(payload: &Payload, tenancy: &Tenancy, now: OffsetDateTime) -> Measured {
+    measure_with(payload, tenancy, now, &[])
+}
+
+/// Measures `payload` for `tenancy`, at `now`, with the built-in meters and the custom `meters`.
+pub fn measure_with(payload: &Payload, tenancy: &Tenancy, now: OffsetDateTime, meters: &[MeterDefinition]) -> Measured {
     let mut totals = Totals::default();
     let mut out = Measured::default();
     let resolve = |resource: Option<&Resource>, items: u64, out: &mut Measured| -> Option<(String, String)> {
@@ -145,6 +151,8 @@ pub fn measure(payload: &Payload, tenancy: &Tenancy, now: OffsetDateTime) -> Mea
         .into_iter()
         .map(|((tenant, service, meter), n)| UsageRecord::new(&tenant, meter, now, Decimal::from(n)).with_service(&service))
         .collect();
+    // The same tenants and services as the built-ins (refusals are already counted above).
+    crate::custom::evaluate(payload, meters, now, |r| resolve(r, 0, &mut Measured::default())).add_to(&mut out);
     out
 }
 

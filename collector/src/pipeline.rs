@@ -10,14 +10,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use metering::meter::Catalog;
+use metering::meter::{Catalog, MeterDefinition};
 use metering::record::{UsageBatch, UsageRecord};
 use metering::store::writer::encode_batch;
 use time::OffsetDateTime;
 
 use crate::keys::Keys;
 use crate::limits::{Limits, Throttle};
-use crate::measure::{measure, Tenancy};
+use crate::measure::{measure_with, Tenancy};
 use crate::metrics::Metrics;
 use crate::otlp::{Consumer, Delivery, Outcome};
 use crate::sink::entry::{self, Section, Table};
@@ -36,11 +36,13 @@ pub struct Pipeline {
     seq: AtomicU64,
     metrics: Arc<Metrics>,
     limits: Limits,
+    meters: Arc<[MeterDefinition]>,
 }
 
 impl Pipeline {
     /// A pipeline spooling rows of `catalog`'s meters to `spool`. `source_id`
     /// names this collector process in the batch identity of what it writes.
+    /// `meters` are the custom meters; `catalog` must know them.
     pub fn new(
         keys: Keys,
         allow_anonymous: bool,
@@ -49,8 +51,9 @@ impl Pipeline {
         source_id: String,
         metrics: Arc<Metrics>,
         limits: Limits,
+        meters: Arc<[MeterDefinition]>,
     ) -> Self {
-        Self { keys, allow_anonymous, catalog, spool, source_id, seq: AtomicU64::new(0), metrics, limits }
+        Self { keys, allow_anonymous, catalog, spool, source_id, seq: AtomicU64::new(0), metrics, limits, meters }
     }
 
     /// Checks every tenant of the request against its limit. Over the limit, the
@@ -130,7 +133,7 @@ impl Pipeline {
         };
         // A sender's batch identity (and its time) makes a resend reproduce the same rows.
         let when = delivery.batch.as_ref().map_or_else(OffsetDateTime::now_utc, |b| b.time);
-        let measured = measure(&delivery.payload, &tenancy, when);
+        let measured = measure_with(&delivery.payload, &tenancy, when, &self.meters);
         self.metrics.tenant_mismatch_items.inc_by(measured.mismatched);
         let accepted = Outcome::Accepted { rejected: measured.rejected, message: measured.reason.clone() };
         if measured.records.is_empty() {

@@ -48,6 +48,9 @@ pub struct Settings {
     /// The rate limit of every tenant without its own, RATE[/BURST] (default: unlimited).
     #[arg(long)]
     pub default_tenant_limit: Option<crate::limits::Limit>,
+    /// YAML file of custom meter definitions (see "Custom meters" in the README).
+    #[arg(long)]
+    pub meters: Option<PathBuf>,
     /// Accept senders without a key (local use only).
     #[arg(long)]
     pub allow_anonymous: bool,

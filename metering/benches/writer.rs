@@ -203,7 +203,7 @@ fn record(rng: &mut SplitMix64, tenant: &str, meter: usize, minute: OffsetDateTi
         // Up to 120 s, 9 decimals: the most precise value the store keeps.
         Unit::Seconds => Decimal::new(rng.below(120_000_000_000) as i64, 9),
     };
-    let mut r = UsageRecord::new(tenant, meter.name, time, value)
+    let mut r = UsageRecord::new(tenant, &meter.name, time, value)
         .with_service(SERVICES[rng.below(SERVICES.len() as u64) as usize])
         .with_route(ROUTES[rng.below(ROUTES.len() as u64) as usize]);
     // Dropped volumes carry a reason, so the dimensions column is exercised too.

@@ -2,6 +2,7 @@
 //! README's configuration reference see the same definition.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -41,4 +42,8 @@ pub struct ServeSettings {
     /// A key that may read every tenant's usage (repeatable; comma-separated in the env var).
     #[arg(long, value_delimiter = ',')]
     pub billing_key: Vec<String>,
+    /// YAML file of custom meter definitions (the collector's `meters` file), so the API knows
+    /// their names and units.
+    #[arg(long)]
+    pub meters: Option<PathBuf>,
 }

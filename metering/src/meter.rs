@@ -1,9 +1,17 @@
-//! The meters Tally knows: what each counts and in which unit.
+//! The meters Tally knows: what each counts, in which unit, and how its
+//! stored minutes roll up. Built-in meters are listed in [`BUILTIN`]; operators
+//! add their own in a meters file ([`definition`]).
 
+pub mod definition;
+
+use std::borrow::Cow;
 use std::fmt;
 
+pub use definition::{Aggregation, DefinitionError, MeterDefinition, Signal};
+
 /// The unit a meter's values are expressed in, as reported by the billing API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Unit {
     /// A number of things (spans, requests, points, connections).
     Count,
@@ -30,19 +38,21 @@ impl fmt::Display for Unit {
     }
 }
 
-/// A built-in meter: its name (as stored and queried) and its unit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A meter: its name (as stored and queried), its unit and how it rolls up.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Meter {
     /// The name used in storage and in the API, e.g. `spans`.
-    pub name: &'static str,
+    pub name: Cow<'static, str>,
     /// What the meter's values count.
     pub unit: Unit,
+    /// How stored values combine within a batch and in a roll-up bucket.
+    pub aggregation: Aggregation,
     /// One line for humans (OpenAPI, reports).
-    pub description: &'static str,
+    pub description: Cow<'static, str>,
 }
 
 const fn meter(name: &'static str, unit: Unit, description: &'static str) -> Meter {
-    Meter { name, unit, description }
+    Meter { name: Cow::Borrowed(name), unit, aggregation: Aggregation::Sum, description: Cow::Borrowed(description) }
 }
 
 /// Every built-in meter. Throttled and dropped volumes are meters too, so that
@@ -66,16 +76,31 @@ pub const BUILTIN: &[Meter] = &[
     meter("dropped_log_records", Unit::Count, "log records that could not be stored, by reason"),
 ];
 
-/// The set of meters a deployment knows: the built-ins (custom meters join later).
+/// The set of meters a deployment knows: the built-ins plus the operator's custom meters.
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
-    _private: (),
+    custom: Vec<Meter>,
 }
 
 impl Catalog {
     /// The catalog of built-in meters.
     pub fn builtin() -> Self {
         Self::default()
+    }
+
+    /// The built-ins plus the given custom meters, which [`definition::load`] has checked
+    /// (names unique and no built-in's).
+    ///
+    /// ```
+    /// use metering::meter::{definition::parse, Aggregation, Catalog};
+    /// let defs = parse("meters:\n  - {name: llm_tokens, signal: traces, aggregation: sum, attribute: llm.tokens}\n", "meters.yaml".as_ref())?;
+    /// let catalog = Catalog::with_custom(&defs);
+    /// assert_eq!(catalog.get("llm_tokens").unwrap().aggregation, Aggregation::Sum);
+    /// assert!(catalog.get("spans").is_some());
+    /// # Ok::<(), metering::meter::DefinitionError>(())
+    /// ```
+    pub fn with_custom(definitions: &[MeterDefinition]) -> Self {
+        Self { custom: definitions.iter().map(MeterDefinition::meter).collect() }
     }
 
     /// Looks a meter up by name.
@@ -85,18 +110,23 @@ impl Catalog {
     /// assert_eq!(catalog.get("span_bytes").unwrap().unit.as_str(), "bytes");
     /// assert!(catalog.get("nope").is_none());
     /// ```
-    pub fn get(&self, name: &str) -> Option<&'static Meter> {
-        BUILTIN.iter().find(|m| m.name == name)
+    pub fn get(&self, name: &str) -> Option<&Meter> {
+        self.iter().find(|m| m.name == name)
     }
 
-    /// All meters, in catalog order.
-    pub fn iter(&self) -> impl Iterator<Item = &'static Meter> {
-        BUILTIN.iter()
+    /// All meters, in catalog order: built-ins first.
+    pub fn iter(&self) -> impl Iterator<Item = &Meter> {
+        BUILTIN.iter().chain(&self.custom)
+    }
+
+    /// The custom meters alone.
+    pub fn custom(&self) -> &[Meter] {
+        &self.custom
     }
 
     /// The names of all meters, comma-separated, for error messages.
     pub fn names(&self) -> String {
-        self.iter().map(|m| m.name).collect::<Vec<_>>().join(", ")
+        self.iter().map(|m| m.name.as_ref()).collect::<Vec<_>>().join(", ")
     }
 }
 
@@ -108,7 +138,7 @@ mod tests {
     fn names_are_unique_and_prometheus_style() {
         let mut seen = std::collections::HashSet::new();
         for m in BUILTIN {
-            assert!(seen.insert(m.name), "duplicate meter {}", m.name);
+            assert!(seen.insert(m.name.as_ref()), "duplicate meter {}", m.name);
             assert!(m.name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{}", m.name);
         }
         assert_eq!(BUILTIN.len(), 16);

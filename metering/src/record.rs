@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use rust_decimal::Decimal;
 use time::OffsetDateTime;
 
-use crate::meter::Catalog;
+use crate::meter::{Aggregation, Catalog};
 
 /// Longest tenant id accepted.
 pub const MAX_TENANT_LEN: usize = 128;
@@ -77,7 +77,10 @@ pub struct UsageRecord {
     /// Further dimensions (custom meters' group-by attributes).
     pub dimensions: BTreeMap<String, String>,
     /// The quantity, in the meter's unit; never negative, at most 9 decimals.
+    /// For a `unique_count` meter, 1.
     pub value: Decimal,
+    /// The distinct value a `unique_count` meter counts (non-empty); empty for every other meter.
+    pub unique: String,
 }
 
 impl UsageRecord {
@@ -91,7 +94,21 @@ impl UsageRecord {
             route: String::new(),
             dimensions: BTreeMap::new(),
             value,
+            unique: String::new(),
         }
+    }
+
+    /// Sets the distinct value a `unique_count` meter counts (and the value to 1).
+    ///
+    /// ```
+    /// use metering::record::UsageRecord;
+    /// let r = UsageRecord::new("acme", "active_users", time::OffsetDateTime::UNIX_EPOCH, 0.into()).with_unique("u-17");
+    /// assert_eq!((r.unique.as_str(), r.value), ("u-17", 1.into()));
+    /// ```
+    pub fn with_unique(mut self, value: &str) -> Self {
+        self.unique = value.to_owned();
+        self.value = Decimal::ONE;
+        self
     }
 
     /// Sets the service.
@@ -168,6 +185,14 @@ pub enum RecordProblem {
     /// The sum of the batch's records for one key overflows.
     #[error("the batch's values for one key sum past the largest storable value")]
     Overflow,
+    /// A `unique_count` record without its distinct value, or another meter's record with one.
+    #[error("meter {meter:?}: {reason}")]
+    Unique {
+        /// The record's meter.
+        meter: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
     /// The batch has no source id.
     #[error("batch source id is empty")]
     EmptySource,
@@ -176,8 +201,14 @@ pub enum RecordProblem {
 /// Checks one record against the catalog and the store's limits.
 pub(crate) fn check_record(record: &UsageRecord, catalog: &Catalog) -> Result<(), RecordProblem> {
     validate_tenant(&record.tenant)?;
-    if catalog.get(&record.meter).is_none() {
+    let Some(meter) = catalog.get(&record.meter) else {
         return Err(RecordProblem::UnknownMeter { meter: record.meter.clone(), known: catalog.names() });
+    };
+    let unique = |reason| Err(RecordProblem::Unique { meter: record.meter.clone(), reason });
+    match (meter.aggregation == Aggregation::UniqueCount, record.unique.is_empty()) {
+        (true, true) => return unique("a unique_count record needs the value it counts"),
+        (false, false) => return unique("only unique_count records carry a distinct value"),
+        _ => {}
     }
     if record.value.is_sign_negative() && !record.value.is_zero() {
         return Err(RecordProblem::NegativeValue(record.value));
@@ -189,7 +220,7 @@ pub(crate) fn check_record(record: &UsageRecord, catalog: &Catalog) -> Result<()
     if !(0..=i64::from(u32::MAX)).contains(&secs) {
         return Err(RecordProblem::TimeOutOfRange(record.time));
     }
-    let strings = [("service", &record.service), ("route", &record.route)];
+    let strings = [("service", &record.service), ("route", &record.route), ("unique value", &record.unique)];
     let dims = record.dimensions.iter().flat_map(|(k, v)| [("dimension key", k), ("dimension value", v)]);
     for (field, s) in strings.into_iter().chain(dims) {
         if s.len() > MAX_DIMENSION_LEN {

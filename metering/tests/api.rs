@@ -37,11 +37,16 @@ fn tally(args: &[&str]) -> std::process::Output {
 }
 
 async fn serve(server: &ClickHouseServer, db: &str) -> Serve {
+    serve_with(server, db, &[]).await
+}
+
+async fn serve_with(server: &ClickHouseServer, db: &str, extra: &[&str]) -> Serve {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let child = Command::new(env!("CARGO_BIN_EXE_tally"))
         .args(["serve", "--listen", &listen, "--clickhouse-url", &server.http_url(), "--clickhouse-database", db])
         .args(["--billing-key", "other-key", "--billing-key", KEY])
+        .args(extra)
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -105,15 +110,15 @@ fn migrate_twice_reports_what_it_did() {
     let first = tally(&args);
     let stdout = String::from_utf8_lossy(&first.stdout);
     assert!(first.status.success());
-    assert!(stdout.contains("is at version 2 (legacy dialect): applied [1, 2], already applied []"), "{stdout}");
+    assert!(stdout.contains("is at version 3 (legacy dialect): applied [1, 2, 3], already applied []"), "{stdout}");
     // The same settings from a config file: the second run finds nothing to do.
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("tally.yaml");
     std::fs::write(&config, format!("clickhouse-url: {}\nclickhouse-database: {db}\n", server.http_url())).unwrap();
     let second = tally(&["migrate", "--config", config.to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&second.stdout);
-    assert!(stdout.contains(&format!("database {db} on {} is at version 2", server.http_url())), "{stdout}");
-    assert!(stdout.contains("applied [], already applied [1, 2]"), "{stdout}");
+    assert!(stdout.contains(&format!("database {db} on {} is at version 3", server.http_url())), "{stdout}");
+    assert!(stdout.contains("applied [], already applied [1, 2, 3]"), "{stdout}");
     // A typo in the file is refused with its line.
     std::fs::write(&config, "clickhouse-url: http://127.0.0.1:1\nclickhouse-databse: x\n").unwrap();
     let typo = tally(&["migrate", "--config", config.to_str().unwrap()]);
@@ -260,4 +265,52 @@ fn serve_without_a_billing_key_refuses_to_start() {
     let out = tally(&["serve", "--listen", "127.0.0.1:0"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("tally serve needs at least one --billing-key"));
+}
+
+#[tokio::test]
+async fn custom_meters_are_known_with_the_meters_file_only() {
+    let server = ClickHouseServer::start().unwrap();
+    let db = server.database("api_custom").unwrap();
+    let out = tally(&["migrate", "--clickhouse-url", &server.http_url(), "--clickhouse-database", &db]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let dir = tempfile::tempdir().unwrap();
+    let meters = dir.path().join("meters.yaml");
+    let yaml = "meters:\n  - {name: llm_tokens, signal: traces, aggregation: sum, attribute: llm.tokens}\n  \
+                - {name: gpu_seconds, signal: metrics, aggregation: sum, unit: seconds}\n";
+    std::fs::write(&meters, yaml).unwrap();
+    let catalog = Catalog::with_custom(&metering::meter::definition::load(&meters).unwrap());
+    let ch = ClickHouse::new(&server.http_url(), Duration::from_secs(30)).unwrap();
+    let mut writer = UsageWriter::new(ch, &db, catalog).unwrap();
+    let t = time::macros::datetime!(2026-02-10 12:00 UTC);
+    let records = vec![
+        metering::record::UsageRecord::new("acme", "llm_tokens", t, "1234.5".parse().unwrap()),
+        metering::record::UsageRecord::new("acme", "gpu_seconds", t, "0.25".parse().unwrap()),
+    ];
+    writer.push(&metering::record::UsageBatch { source_id: "t".into(), seq: 1, records }).unwrap();
+    writer.flush().await.unwrap();
+    let q = |meter: &str| format!("from=2026-02-01T00:00:00Z&to=2026-03-01T00:00:00Z&granularity=month&meter={meter}");
+
+    let with = serve_with(&server, &db, &["--meters", meters.to_str().unwrap()]).await;
+    for (meter, value, unit) in [("llm_tokens", "1234.5", "count"), ("gpu_seconds", "0.25", "seconds")] {
+        let (status, body) = get(&with, &q(meter), Some(KEY)).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["data"][0]["value"], value, "{body}");
+        assert_eq!(body["data"][0]["unit"], unit, "{body}");
+    }
+    let doc: Value = reqwest::get(format!("{}/openapi.json", with.base)).await.unwrap().json().await.unwrap();
+    let meter_param = doc["paths"]["/v1/usage"]["get"]["parameters"].as_array().unwrap().iter().find(|p| p["name"] == "meter").unwrap().clone();
+    assert!(meter_param["schema"]["enum"].as_array().unwrap().iter().any(|m| m == "llm_tokens"), "{meter_param}");
+    drop(with);
+
+    let without = serve(&server, &db).await;
+    let (status, body) = get(&without, &q("llm_tokens"), Some(KEY)).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "unknown_meter", "{body}");
+
+    // A bad meters file stops `tally serve` before it listens, naming the file, meter and reason.
+    std::fs::write(&meters, "meters:\n  - {name: spans, signal: traces, aggregation: count}\n").unwrap();
+    let out = tally(&["serve", "--billing-key", KEY, "--meters", meters.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("meters file {}: meter #0 (\"spans\"): name \"spans\" is a built-in meter's", meters.display())), "{stderr}");
 }

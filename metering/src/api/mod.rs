@@ -36,14 +36,21 @@ impl AppState {
         check_identifier(database)?;
         Ok(Self { ch, database: database.into(), catalog: Arc::new(Catalog::builtin()), keys: Arc::new(keys) })
     }
+
+    /// The same state knowing `catalog`'s meters (the built-ins plus custom meters).
+    pub fn with_catalog(mut self, catalog: Catalog) -> Self {
+        self.catalog = Arc::new(catalog);
+        self
+    }
 }
 
 /// The API's routes.
 pub fn router(state: AppState) -> Router {
+    let openapi = Json(openapi::document(&state.catalog));
     Router::new()
         .route("/v1/usage", get(usage::get_usage))
         .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
-        .route("/openapi.json", get(|| async { Json(openapi::document()) }))
+        .route("/openapi.json", get(move || async move { openapi }))
         .fallback(|| async { ApiError::not_found("no such route; see /openapi.json") })
         .method_not_allowed_fallback(|| async {
             ApiError { status: axum::http::StatusCode::METHOD_NOT_ALLOWED, code: "method_not_allowed", message: "see /openapi.json for the methods each route takes".into() }

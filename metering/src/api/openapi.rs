@@ -2,12 +2,12 @@
 
 use serde_json::{json, Value};
 
-use crate::meter::BUILTIN;
+use crate::meter::Catalog;
 use crate::store::rollup::MAX_LIMIT;
 
-/// The document.
-pub fn document() -> Value {
-    let meters: Vec<&str> = BUILTIN.iter().map(|m| m.name).collect();
+/// The document, listing `catalog`'s meters (built-in and custom).
+pub fn document(catalog: &Catalog) -> Value {
+    let meters: Vec<&str> = catalog.iter().map(|m| m.name.as_ref()).collect();
     let error = json!({"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
     let time_param = |name: &str, what: &str| {
         json!({"name": name, "in": "query", "required": true, "description": what,

@@ -126,7 +126,7 @@ pub fn parse_query(params: &HashMap<String, String>, state: &AppState) -> Result
                 "`cursor` belongs to a different query; repeat the original parameters with it",
             ));
         }
-        query.after = Some(UsageKey { tenant: cursor.t, meter: cursor.m, bucket: cursor.b, service: cursor.s });
+        query.after = Some(UsageKey { tenant: cursor.t, meter: cursor.m, bucket: cursor.b, service: cursor.s, dimensions: String::new() });
     }
     Ok((query, fingerprint))
 }

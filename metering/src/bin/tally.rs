@@ -3,6 +3,7 @@
 use anyhow::{bail, Context};
 use metering::api::{self, auth::KeyRing, AppState};
 use metering::cli::{Cli, Command};
+use metering::meter::{definition, Catalog};
 use metering::store::migrate::migrate;
 use metering::telemetry;
 
@@ -29,11 +30,15 @@ async fn main() -> anyhow::Result<()> {
             if keys.is_empty() {
                 bail!("tally serve needs at least one --billing-key (or TALLY_BILLING_KEY, or billing-key in the config file)");
             }
+            let catalog = match &args.meters {
+                Some(path) => Catalog::with_custom(&definition::load(path)?),
+                None => Catalog::builtin(),
+            };
             let ch = args.store.client()?;
             if let Err(e) = ch.version().await {
                 tracing::warn!(error = %e, "ClickHouse is not answering yet; /v1/usage answers 503 until it does");
             }
-            let state = AppState::new(ch, &args.store.clickhouse_database, KeyRing::with_billing_keys(keys))?;
+            let state = AppState::new(ch, &args.store.clickhouse_database, KeyRing::with_billing_keys(keys))?.with_catalog(catalog);
             api::serve(args.listen, state, telemetry::shutdown_signal())
                 .await
                 .with_context(|| format!("serving the billing API on {}", args.listen))?;

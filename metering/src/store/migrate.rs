@@ -7,6 +7,9 @@ use super::{schema, Dialect, StoreError};
 use crate::clickhouse::sql::{BadIdentifier, Sql};
 use crate::clickhouse::ClickHouse;
 
+/// Builds one statement for a database.
+pub type StatementFor = fn(&str) -> Result<Sql, BadIdentifier>;
+
 /// One schema change.
 pub struct Migration {
     /// Increasing, never reused.
@@ -15,6 +18,9 @@ pub struct Migration {
     pub name: &'static str,
     /// Its statements for a database and dialect.
     pub statements: fn(&str, Dialect) -> Result<Vec<Sql>, BadIdentifier>,
+    /// For a statement that cannot be made idempotent: a query answering a non-zero
+    /// number when the change is already in place (a run interrupted before recording it).
+    pub already_done: Option<StatementFor>,
 }
 
 /// Every migration, in order.
@@ -23,11 +29,19 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 1,
         name: "usage table",
         statements: |db, dialect| Ok(vec![schema::create_usage(db, dialect)?]),
+        already_done: None,
     },
     Migration {
         version: 2,
         name: "sla table",
         statements: |db, dialect| Ok(vec![crate::sla::schema::create_sla(db, dialect)?]),
+        already_done: None,
+    },
+    Migration {
+        version: 3,
+        name: "usage.unique_value and usage.aggregation for custom meters",
+        statements: |db, _| Ok(vec![schema::add_custom_meter_columns(db)?]),
+        already_done: Some(|db| Ok(schema::has_custom_meter_columns(db))),
     },
 ];
 
@@ -89,8 +103,17 @@ pub async fn migrate(ch: &ClickHouse, db: &str) -> Result<MigrationReport, Store
             report.skipped.push(m.version);
             continue;
         }
-        for statement in (m.statements)(db, dialect)? {
-            ch.execute(&statement).await?;
+        let in_place = match m.already_done {
+            Some(check) => {
+                let rows = ch.query_tsv(&check(db)?).await?;
+                rows.first().and_then(|r| r.first()).is_some_and(|n| n != "0")
+            }
+            None => false,
+        };
+        if !in_place {
+            for statement in (m.statements)(db, dialect)? {
+                ch.execute(&statement).await?;
+            }
         }
         ch.execute(&record_applied(db, m, dialect)?).await?;
         info!(database = db, version = m.version, name = m.name, dialect = dialect.as_str(), "migration applied");

@@ -3,8 +3,13 @@
 //!
 //! Reads collapse retried batches exactly: the inner query groups by the full
 //! row key including the batch identity and keeps one value per key; the outer
-//! query sums. This costs one extra aggregation over pre-aggregated minute rows,
-//! not over raw events.
+//! query combines the keys of a bucket by the rows' stored aggregation: the sum
+//! (built-ins, `count`, `sum`), the largest (`max`), or the number of distinct
+//! `unique_value`s (`unique_count`: a month's unique users are counted over the
+//! month, not summed from its minutes). This costs one extra aggregation over
+//! pre-aggregated minute rows, not over raw events.
+
+use std::collections::BTreeMap;
 
 use rust_decimal::Decimal;
 use time::{Date, Month, OffsetDateTime};
@@ -100,6 +105,8 @@ pub struct UsageKey {
     pub bucket: u32,
     /// Service of the last point (empty unless grouped by service).
     pub service: String,
+    /// Dimensions of the last point as stored (empty unless grouped by dimensions).
+    pub dimensions: String,
 }
 
 /// A roll-up request. Times are UTC instants on whole minutes; `to` is exclusive.
@@ -117,6 +124,8 @@ pub struct UsageQuery {
     pub granularity: Granularity,
     /// One series per service instead of one per tenant and meter.
     pub group_by_service: bool,
+    /// One series per set of dimensions (custom meters' `group_by` values) too.
+    pub group_by_dimensions: bool,
     /// Continue after this key.
     pub after: Option<UsageKey>,
     /// At most this many points.
@@ -132,11 +141,14 @@ pub struct UsagePoint {
     pub meter: String,
     /// The service, when grouped by service.
     pub service: Option<String>,
+    /// The dimensions, when grouped by dimensions.
+    pub dimensions: Option<BTreeMap<String, String>>,
     /// Bucket start, clipped to the query's `from`.
     pub start: OffsetDateTime,
     /// Bucket end (exclusive), clipped to the query's `to`.
     pub end: OffsetDateTime,
-    /// The sum in the bucket.
+    /// The bucket's value: the sum, or for `max` meters the largest, or for
+    /// `unique_count` meters the number of distinct values.
     pub value: Decimal,
     /// The meter's unit.
     pub unit: String,
@@ -209,6 +221,7 @@ impl UsageQuery {
             to,
             granularity: Granularity::Day,
             group_by_service: false,
+            group_by_dimensions: false,
             after: None,
             limit: 1000,
         }
@@ -238,13 +251,18 @@ impl UsageQuery {
     /// The query's SQL against `db.usage`. Call [`validate`](Self::validate) first.
     pub fn to_sql(&self, db: &str) -> Result<Sql, BadIdentifier> {
         let service = if self.group_by_service { "service" } else { "''" };
+        let dims = if self.group_by_dimensions { "dimensions" } else { "''" };
         let mut sql = Sql::new("SELECT tenant, meter, ")
             .push(self.granularity.bucket_expr())
             .push(" AS bucket, ")
             .push(service)
+            .push(" AS svc, ")
+            .push(dims)
             .push(
-                " AS svc, sum(v) AS total, any(u) AS unit FROM (\
-                 SELECT tenant, meter, window_start, service, max(value) AS v, any(unit) AS u FROM ",
+                " AS dims, multiIf(any(a) = 'max', max(v), \
+                 any(a) = 'unique_count', toDecimal128(uniqExact(unique_value), 9), sum(v)) AS total, \
+                 any(u) AS unit FROM (SELECT tenant, meter, window_start, service, dimensions, unique_value, \
+                 max(value) AS v, any(unit) AS u, any(aggregation) AS a FROM ",
             )
             .ident(db)?
             .push(".usage WHERE window_start >= ")
@@ -258,12 +276,12 @@ impl UsageQuery {
             sql = sql.push(" AND meter = ").bind(meter);
         }
         sql = sql.push(
-            " GROUP BY tenant, meter, window_start, service, route, dimensions, source_id, batch_seq) \
-             GROUP BY tenant, meter, bucket, svc",
+            " GROUP BY tenant, meter, window_start, service, route, dimensions, source_id, batch_seq, unique_value) \
+             GROUP BY tenant, meter, bucket, svc, dims",
         );
         if let Some(after) = &self.after {
             sql = sql
-                .push(" HAVING (tenant, meter, bucket, svc) > (")
+                .push(" HAVING (tenant, meter, bucket, svc, dims) > (")
                 .bind(&after.tenant)
                 .push(", ")
                 .bind(&after.meter)
@@ -271,9 +289,11 @@ impl UsageQuery {
                 .bind(u64::from(after.bucket))
                 .push(", ")
                 .bind(&after.service)
+                .push(", ")
+                .bind(&after.dimensions)
                 .push(")");
         }
-        Ok(sql.push(" ORDER BY tenant, meter, bucket, svc LIMIT ").bind(u64::from(self.limit)))
+        Ok(sql.push(" ORDER BY tenant, meter, bucket, svc, dims LIMIT ").bind(u64::from(self.limit)))
     }
 
     /// Reads the rows [`to_sql`](Self::to_sql) returns (as TabSeparated fields).
@@ -283,21 +303,27 @@ impl UsageQuery {
 
     fn parse_row(&self, row: Vec<String>) -> Result<UsagePoint, StoreError> {
         let bad = |row: &[String], reason: &str| StoreError::BadRow { row: row.to_vec(), reason: reason.to_owned() };
-        let [tenant, meter, bucket, service, total, unit] = <[String; 6]>::try_from(row)
-            .map_err(|row| bad(&row, "expected 6 fields"))?;
-        let fields = || vec![tenant.clone(), meter.clone(), bucket.clone(), service.clone(), total.clone()];
+        let [tenant, meter, bucket, service, dims, total, unit] = <[String; 7]>::try_from(row)
+            .map_err(|row| bad(&row, "expected 7 fields"))?;
+        let fields = || vec![tenant.clone(), meter.clone(), bucket.clone(), service.clone(), dims.clone(), total.clone()];
         let bucket: u32 = bucket.parse().map_err(|_| bad(&fields(), "bucket is not a UInt32"))?;
         let value: Decimal = total.parse().map_err(|_| bad(&fields(), "total is not a decimal"))?;
         let start = i64::from(bucket).max(self.from.unix_timestamp());
         let end = self.granularity.bucket_end(i64::from(bucket)).min(self.to.unix_timestamp());
         let at = |secs| OffsetDateTime::from_unix_timestamp(secs).map_err(|_| bad(&fields(), "time out of range"));
+        let dimensions = match (self.group_by_dimensions, dims.as_str()) {
+            (false, _) => None,
+            (true, "") => Some(BTreeMap::new()),
+            (true, json) => Some(serde_json::from_str(json).map_err(|_| bad(&fields(), "dimensions are not a JSON object of strings"))?),
+        };
         Ok(UsagePoint {
             start: at(start)?,
             end: at(end)?,
             value: value.normalize(),
             unit,
             service: self.group_by_service.then(|| service.clone()),
-            key: UsageKey { tenant: tenant.clone(), meter: meter.clone(), bucket, service },
+            dimensions,
+            key: UsageKey { tenant: tenant.clone(), meter: meter.clone(), bucket, service, dimensions: dims },
             tenant,
             meter,
         })

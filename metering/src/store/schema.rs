@@ -14,7 +14,7 @@ use crate::clickhouse::sql::{BadIdentifier, Sql};
 /// Columns the writer sends, in RowBinary order. `inserted_at` is filled by the
 /// server (`DEFAULT now()`), so late data for a sealed month stays visible.
 pub const INSERT_COLUMNS: &str =
-    "(tenant, meter, window_start, service, route, dimensions, value, unit, source_id, batch_seq)";
+    "(tenant, meter, window_start, service, route, dimensions, unique_value, value, unit, aggregation, source_id, batch_seq)";
 
 /// `CREATE TABLE IF NOT EXISTS db.usage ...` for the given dialect.
 pub fn create_usage(db: &str, dialect: Dialect) -> Result<Sql, BadIdentifier> {
@@ -36,6 +36,30 @@ pub fn create_usage(db: &str, dialect: Dialect) -> Result<Sql, BadIdentifier> {
     ))
 }
 
+/// Migration 2, for custom meters: the `unique_value` column, the distinct value
+/// a `unique_count` meter's row counts (empty for every other meter), and the
+/// `aggregation` column, how the row's meter rolls up (`count`, `sum`, `max`,
+/// `unique_count`; empty in older rows, which are sums). `unique_value` joins the
+/// end of the sorting key: rows of distinct values must stay distinct rows when
+/// `ReplacingMergeTree` collapses equal keys. A column added in the same ALTER
+/// may extend the key only without a default expression, on 18.16 and 26.x alike.
+/// Rows carry their aggregation so that every reader of the table rolls them up
+/// alike, with or without the meters file.
+pub fn add_custom_meter_columns(db: &str) -> Result<Sql, BadIdentifier> {
+    Ok(Sql::new("ALTER TABLE ").ident(db)?.push(
+        ".usage ADD COLUMN unique_value String AFTER dimensions, ADD COLUMN aggregation String AFTER unit, \
+         MODIFY ORDER BY (tenant, meter, window_start, service, route, dimensions, source_id, batch_seq, unique_value)",
+    ))
+}
+
+/// Whether migration 2 is in place: one row with a non-zero count when it is. 18.16
+/// has no `ADD COLUMN IF NOT EXISTS`, so a migration interrupted after the ALTER asks this.
+pub fn has_custom_meter_columns(db: &str) -> Sql {
+    Sql::new("SELECT count() FROM system.columns WHERE database = ")
+        .bind(db)
+        .push(" AND table = 'usage' AND name = 'unique_value'")
+}
+
 /// The target of the writer's INSERT: `db.usage (columns)`.
 pub fn insert_usage(db: &str) -> Result<Sql, BadIdentifier> {
     Ok(Sql::new("").ident(db)?.push(".usage ").push(INSERT_COLUMNS))
@@ -43,4 +67,4 @@ pub fn insert_usage(db: &str) -> Result<Sql, BadIdentifier> {
 
 /// The RowBinary structure of [`INSERT_COLUMNS`], for `file()` or `input()` readers.
 pub const INSERT_STRUCTURE: &str = "tenant String, meter String, window_start DateTime('UTC'), service String, \
-     route String, dimensions String, value Decimal(38, 9), unit String, source_id String, batch_seq UInt64";
+     route String, dimensions String, unique_value String, value Decimal(38, 9), unit String, aggregation String, source_id String, batch_seq UInt64";

@@ -12,14 +12,16 @@ use crate::clickhouse::ClickHouse;
 use crate::meter::Catalog;
 use crate::record::{check_record, minute_of, RecordError, RecordProblem, UsageBatch, VALUE_SCALE};
 
-/// The key a row is stored under within its batch.
-type RowKey<'a> = (&'a str, &'a str, u32, &'a str, &'a str, String);
+/// The key a row is stored under within its batch: tenant, meter, minute, service,
+/// route, dimensions (canonical JSON) and unique value.
+type RowKey<'a> = (&'a str, &'a str, u32, &'a str, &'a str, String, &'a str);
 
 /// Encodes a batch as RowBinary rows of `usage` ([`schema::INSERT_COLUMNS`]) into
-/// `out` and returns the number of rows. Records sharing tenant, meter, minute
-/// and dimensions are summed first, so each key appears once per batch (the
-/// store collapses equal keys; two rows with one key would lose one). A bad
-/// record rejects the whole batch and leaves `out` untouched.
+/// `out` and returns the number of rows. Records sharing tenant, meter, minute,
+/// dimensions and unique value are combined first by the meter's aggregation
+/// (summed, or the largest kept for `max` and `unique_count`), so each key
+/// appears once per batch (the store collapses equal keys; two rows with one key
+/// would lose one). A bad record rejects the whole batch and leaves `out` untouched.
 ///
 /// ```
 /// use metering::{meter::Catalog, record::{UsageBatch, UsageRecord}, store::writer::encode_batch};
@@ -40,6 +42,7 @@ pub fn encode_batch(batch: &UsageBatch, catalog: &Catalog, out: &mut Vec<u8>) ->
     let mut rows: BTreeMap<RowKey<'_>, Decimal> = BTreeMap::new();
     for (index, record) in batch.records.iter().enumerate() {
         check_record(record, catalog).map_err(|reason| reject(index, reason))?;
+        let aggregation = catalog.get(&record.meter).expect("checked above").aggregation;
         let dims = if record.dimensions.is_empty() {
             String::new()
         } else {
@@ -53,20 +56,30 @@ pub fn encode_batch(batch: &UsageBatch, catalog: &Catalog, out: &mut Vec<u8>) ->
             record.service.as_str(),
             record.route.as_str(),
             dims,
+            record.unique.as_str(),
         );
-        let sum = rows.entry(key).or_default();
-        *sum = sum.checked_add(record.value).ok_or_else(|| reject(index, RecordProblem::Overflow))?;
+        match rows.entry(key) {
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(record.value);
+            }
+            std::collections::btree_map::Entry::Occupied(mut e) => {
+                let combined = aggregation.combine(*e.get(), record.value);
+                *e.get_mut() = combined.ok_or_else(|| reject(index, RecordProblem::Overflow))?;
+            }
+        }
     }
-    for ((tenant, meter, minute, service, route, dims), value) in &rows {
-        let unit = catalog.get(meter).expect("checked above").unit;
+    for ((tenant, meter, minute, service, route, dims, unique), value) in &rows {
+        let m = catalog.get(meter).expect("checked above");
         put_str(out, tenant);
         put_str(out, meter);
         put_datetime(out, *minute);
         put_str(out, service);
         put_str(out, route);
         put_str(out, dims);
+        put_str(out, unique);
         put_decimal128(out, *value, VALUE_SCALE);
-        put_str(out, unit.as_str());
+        put_str(out, m.unit.as_str());
+        put_str(out, m.aggregation.as_str());
         put_str(out, &batch.source_id);
         put_u64(out, batch.seq);
     }

@@ -1,0 +1,304 @@
+//! Custom meters: the operator's [`MeterDefinition`]s evaluated over a decoded
+//! OTLP request, as pure functions.
+//!
+//! For each item (span, log record, metric data point) of a meter's signal:
+//! every `filter` attribute must equal its value; then `count` counts 1, `sum`
+//! and `max` read the attribute as a number, and `unique_count` reads it as
+//! text. Attributes are looked up on the item first, then on its resource; the
+//! last of repeated keys wins (as in [`crate::measure::attribute`]). On metric
+//! points, `metric.name` is also the metric's name unless the point has such an
+//! attribute, and a `sum`/`max` meter without `attribute` reads the value of
+//! gauge and sum points (histogram and summary points have none and do not count).
+//!
+//! Values are exact decimals. An integer or a decimal string is taken as is (a
+//! string with more than 9 decimals is refused rather than rounded); a double
+//! is taken at its shortest decimal representation and rounded to the store's 9
+//! decimals. A missing attribute means the item does not count for that meter;
+//! a value that is not a number, is negative, NaN or infinite (or a unique
+//! value over 1 KiB, which cutting would merge with others) refuses the item
+//! for that meter, counted in the partial-success `rejected` with its reason.
+//! An empty unique value does not count.
+
+use std::collections::BTreeMap;
+
+use metering::meter::{Aggregation, MeterDefinition, Signal};
+use metering::record::{UsageRecord, MAX_DIMENSION_LEN, VALUE_SCALE};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+use opentelemetry_proto::tonic::metrics::v1::{number_data_point, Metric};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use rust_decimal::{Decimal, RoundingStrategy};
+use time::OffsetDateTime;
+
+use crate::otlp::Payload;
+
+/// The pseudo-attribute naming a metric point's metric.
+pub const METRIC_NAME: &str = "metric.name";
+
+/// What [`evaluate`] found.
+#[derive(Debug, Default, PartialEq)]
+pub struct Evaluated {
+    /// One record per tenant × service × meter × dimensions (× unique value).
+    pub records: Vec<UsageRecord>,
+    /// Items refused by at least one meter (a bad value).
+    pub rejected: u64,
+    /// Why, when `rejected` > 0 (the last reason).
+    pub reason: String,
+}
+
+impl Evaluated {
+    /// Appends these records and refusals to what the built-in meters measured.
+    pub fn add_to(self, measured: &mut crate::measure::Measured) {
+        measured.records.extend(self.records);
+        measured.rejected += self.rejected;
+        if self.rejected > 0 {
+            measured.reason = self.reason;
+        }
+    }
+}
+
+/// One item: its attributes, its resource's, and for metric points the metric.
+struct Item<'a> {
+    attrs: &'a [KeyValue],
+    resource: &'a [KeyValue],
+    metric: Option<&'a Metric>,
+    point: Option<number_data_point::Value>,
+}
+
+/// An attribute's value, or the metric name.
+enum Found<'a> {
+    Any(&'a Value),
+    Name(&'a str),
+}
+
+impl<'a> Item<'a> {
+    fn find(&self, key: &str) -> Option<Found<'a>> {
+        let last = |attrs: &'a [KeyValue]| attrs.iter().rev().find(|kv| kv.key == key).and_then(|kv| kv.value.as_ref()?.value.as_ref());
+        if let Some(v) = last(self.attrs) {
+            return Some(Found::Any(v));
+        }
+        if let Some(m) = self.metric.filter(|_| key == METRIC_NAME) {
+            return Some(Found::Name(&m.name));
+        }
+        last(self.resource).map(Found::Any)
+    }
+
+    /// The attribute as text, when it is a scalar.
+    fn text(&self, key: &str) -> Option<String> {
+        match self.find(key)? {
+            Found::Name(n) => Some(n.to_owned()),
+            Found::Any(Value::StringValue(s)) => Some(s.clone()),
+            Found::Any(Value::IntValue(i)) => Some(i.to_string()),
+            Found::Any(Value::DoubleValue(d)) => Some(d.to_string()),
+            Found::Any(Value::BoolValue(b)) => Some(b.to_string()),
+            Found::Any(_) => None,
+        }
+    }
+}
+
+/// An item's number for a sum or max meter: `Ok(None)` when it has none.
+fn number(item: &Item<'_>, def: &MeterDefinition) -> Result<Option<Decimal>, String> {
+    let value = match (&def.attribute, item.point) {
+        (None, Some(number_data_point::Value::AsInt(i))) => Decimal::from(i),
+        (None, Some(number_data_point::Value::AsDouble(d))) => double(d)?,
+        (None, None) => return Ok(None),
+        (Some(key), _) => match item.find(key) {
+            None => return Ok(None),
+            Some(Found::Any(Value::IntValue(i))) => Decimal::from(*i),
+            Some(Found::Any(Value::DoubleValue(d))) => double(*d)?,
+            Some(Found::Any(Value::StringValue(s))) => {
+                let d = Decimal::from_str_exact(s.trim()).map_err(|_| format!("{s:?} is not a decimal number"))?;
+                if d.normalize().scale() > VALUE_SCALE {
+                    return Err(format!("{s:?} has more than {VALUE_SCALE} decimal places"));
+                }
+                d
+            }
+            Some(_) => return Err("is not a number".into()),
+        },
+    };
+    if value.is_sign_negative() && !value.is_zero() {
+        return Err(format!("{value} is negative"));
+    }
+    Ok(Some(value))
+}
+
+/// A double at its shortest decimal representation, rounded to the store's scale.
+fn double(d: f64) -> Result<Decimal, String> {
+    if !d.is_finite() {
+        return Err(format!("{d} is not a finite number"));
+    }
+    if d.abs() < 1e-10 {
+        // Rounds to zero at 9 decimals; its full expansion has too many digits to parse.
+        return Ok(Decimal::ZERO);
+    }
+    let exact = Decimal::from_str_exact(&d.to_string()).map_err(|_| format!("{d} is out of range"))?;
+    Ok(exact.round_dp_with_strategy(VALUE_SCALE, RoundingStrategy::MidpointNearestEven))
+}
+
+/// What one item gives one meter.
+enum Outcome {
+    Skip,
+    Value(Decimal, String),
+    Bad(String),
+}
+
+fn outcome(item: &Item<'_>, def: &MeterDefinition) -> Outcome {
+    if !def.filter.iter().all(|(k, v)| item.text(k).as_deref() == Some(v.as_str())) {
+        return Outcome::Skip;
+    }
+    let attribute = def.attribute.as_deref().unwrap_or("value");
+    match def.aggregation {
+        Aggregation::Count => Outcome::Value(Decimal::ONE, String::new()),
+        Aggregation::Sum | Aggregation::Max => match number(item, def) {
+            Ok(Some(v)) => Outcome::Value(v, String::new()),
+            Ok(None) => Outcome::Skip,
+            Err(why) => Outcome::Bad(format!("custom meter {}: {attribute} {why}", def.name)),
+        },
+        Aggregation::UniqueCount => match item.find(attribute) {
+            None => Outcome::Skip,
+            Some(_) => match item.text(attribute) {
+                None => Outcome::Bad(format!("custom meter {}: {attribute} is not a string, number or boolean", def.name)),
+                Some(s) if s.is_empty() => Outcome::Skip,
+                Some(s) if s.len() > MAX_DIMENSION_LEN => {
+                    Outcome::Bad(format!("custom meter {}: {attribute} is {} bytes long; the limit is {MAX_DIMENSION_LEN}", def.name, s.len()))
+                }
+                Some(s) => Outcome::Value(Decimal::ONE, s),
+            },
+        },
+    }
+}
+
+/// `s` cut to at most `max` bytes on a character boundary.
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
+fn attrs(resource: Option<&Resource>) -> &[KeyValue] {
+    resource.map(|r| r.attributes.as_slice()).unwrap_or_default()
+}
+
+/// tenant, service, meter index, group_by values, unique value.
+type Key = (String, String, usize, Vec<String>, String);
+
+#[derive(Default)]
+struct Acc {
+    totals: BTreeMap<Key, Decimal>,
+    out: Evaluated,
+}
+
+impl Acc {
+    fn item(&mut self, item: &Item<'_>, who: &(String, String), meters: &[(usize, &MeterDefinition)]) {
+        let mut bad = None;
+        for &(index, def) in meters {
+            let (value, unique) = match outcome(item, def) {
+                Outcome::Skip => continue,
+                Outcome::Bad(why) => {
+                    bad = Some(why);
+                    continue;
+                }
+                Outcome::Value(v, u) => (v, u),
+            };
+            let dims = def.group_by.iter().map(|k| truncate(item.text(k).unwrap_or_default(), MAX_DIMENSION_LEN)).collect();
+            let key = (who.0.clone(), who.1.clone(), index, dims, unique);
+            match self.totals.get_mut(&key) {
+                None => {
+                    self.totals.insert(key, value);
+                }
+                Some(total) => match def.aggregation.combine(*total, value) {
+                    Some(v) => *total = v,
+                    None => bad = Some(format!("custom meter {}: the request's values sum past the largest storable value", def.name)),
+                },
+            }
+        }
+        if let Some(why) = bad {
+            self.out.rejected += 1;
+            self.out.reason = why;
+        }
+    }
+}
+
+/// Evaluates `meters` over `payload`, at `now`. `resolve` gives the tenant and
+/// service of a resource's items, or `None` when they are refused (and
+/// reported) elsewhere.
+pub fn evaluate(
+    payload: &Payload,
+    meters: &[MeterDefinition],
+    now: OffsetDateTime,
+    mut resolve: impl FnMut(Option<&Resource>) -> Option<(String, String)>,
+) -> Evaluated {
+    let signal = match payload {
+        Payload::Traces(_) => Signal::Traces,
+        Payload::Metrics(_) => Signal::Metrics,
+        Payload::Logs(_) => Signal::Logs,
+    };
+    let mine: Vec<(usize, &MeterDefinition)> = meters.iter().enumerate().filter(|(_, m)| m.signal == signal).collect();
+    if mine.is_empty() {
+        return Evaluated::default();
+    }
+    let mut acc = Acc::default();
+    match payload {
+        Payload::Traces(req) => {
+            for rs in &req.resource_spans {
+                let Some(who) = resolve(rs.resource.as_ref()) else { continue };
+                let resource = attrs(rs.resource.as_ref());
+                for span in rs.scope_spans.iter().flat_map(|s| &s.spans) {
+                    acc.item(&Item { attrs: &span.attributes, resource, metric: None, point: None }, &who, &mine);
+                }
+            }
+        }
+        Payload::Logs(req) => {
+            for rl in &req.resource_logs {
+                let Some(who) = resolve(rl.resource.as_ref()) else { continue };
+                let resource = attrs(rl.resource.as_ref());
+                for log in rl.scope_logs.iter().flat_map(|s| &s.log_records) {
+                    acc.item(&Item { attrs: &log.attributes, resource, metric: None, point: None }, &who, &mine);
+                }
+            }
+        }
+        Payload::Metrics(req) => {
+            for rm in &req.resource_metrics {
+                let Some(who) = resolve(rm.resource.as_ref()) else { continue };
+                let resource = attrs(rm.resource.as_ref());
+                for metric in rm.scope_metrics.iter().flat_map(|s| &s.metrics) {
+                    let mut point = |attrs: &[KeyValue], point| {
+                        acc.item(&Item { attrs, resource, metric: Some(metric), point }, &who, &mine);
+                    };
+                    match &metric.data {
+                        None => {}
+                        Some(Data::Gauge(g)) => g.data_points.iter().for_each(|p| point(&p.attributes, p.value)),
+                        Some(Data::Sum(s)) => s.data_points.iter().for_each(|p| point(&p.attributes, p.value)),
+                        Some(Data::Histogram(h)) => h.data_points.iter().for_each(|p| point(&p.attributes, None)),
+                        Some(Data::ExponentialHistogram(h)) => h.data_points.iter().for_each(|p| point(&p.attributes, None)),
+                        Some(Data::Summary(s)) => s.data_points.iter().for_each(|p| point(&p.attributes, None)),
+                    }
+                }
+            }
+        }
+    }
+    let Acc { totals, mut out } = acc;
+    out.records = totals
+        .into_iter()
+        .map(|((tenant, service, index, dims, unique), value)| {
+            let def = &meters[index];
+            let mut r = UsageRecord::new(&tenant, &def.name, now, value).with_service(&service);
+            r.dimensions = def.group_by.iter().cloned().zip(dims).collect();
+            if def.aggregation == Aggregation::UniqueCount {
+                r = r.with_unique(&unique);
+            }
+            r
+        })
+        .collect();
+    out
+}
+
+#[cfg(test)]
+#[path = "custom_tests.rs"]
+mod tests;
