@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use axum::routing::get;
 use axum::Router;
-use metering::meter::{definition, Catalog};
+use metering::meter::definition;
 use metering::telemetry;
 use tally_collector::keys::Keys;
 use tally_collector::limits::Limits;
@@ -52,8 +52,7 @@ async fn main() -> anyhow::Result<()> {
     let started = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
     let source_id = format!("collector:{}:{started}", std::process::id());
     let limits = Limits::new(&s.tenant_limit, s.default_tenant_limit);
-    let catalog = Catalog::with_custom(&meters);
-    let pipeline = Arc::new(Pipeline::new(keys, s.allow_anonymous, catalog, spool.clone(), source_id, metrics.clone(), limits, meters.into()));
+    let pipeline = Arc::new(Pipeline::new(keys, s.allow_anonymous, spool.clone(), source_id, metrics.clone(), limits, meters.into()));
     let counted = |transport: &'static str, router: Router| {
         let metrics = metrics.clone();
         router.layer(axum::middleware::from_fn(move |req, next| count_responses(metrics.clone(), transport, req, next)))

@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use metering::meter::{Catalog, MeterDefinition};
 use metering::record::{UsageBatch, UsageRecord};
+use metering::sla::encode::encode_sla_batch;
+use metering::sla::SlaRecord;
 use metering::store::writer::encode_batch;
 use time::OffsetDateTime;
 
@@ -40,19 +42,19 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// A pipeline spooling rows of `catalog`'s meters to `spool`. `source_id`
-    /// names this collector process in the batch identity of what it writes.
-    /// `meters` are the custom meters; `catalog` must know them.
+    /// A pipeline spooling rows of the built-in and the custom `meters` to
+    /// `spool`. `source_id` names this collector process in the batch identity
+    /// of what it writes.
     pub fn new(
         keys: Keys,
         allow_anonymous: bool,
-        catalog: Catalog,
         spool: Wal,
         source_id: String,
         metrics: Arc<Metrics>,
         limits: Limits,
         meters: Arc<[MeterDefinition]>,
     ) -> Self {
+        let catalog = Catalog::with_custom(&meters);
         Self { keys, allow_anonymous, catalog, spool, source_id, seq: AtomicU64::new(0), metrics, limits, meters }
     }
 
@@ -82,7 +84,7 @@ impl Pipeline {
     /// (a bug of ours: they are built from validated parts) cannot be billed; they
     /// are replaced by `dropped_*` usage with the reason, never lost silently.
     /// `Ok(dropped)` is the number of items that were dropped.
-    async fn write(&self, (source_id, seq): (String, u64), records: Vec<UsageRecord>) -> Result<u64, String> {
+    async fn write(&self, (source_id, seq): (String, u64), records: Vec<UsageRecord>, sla: &[SlaRecord]) -> Result<u64, String> {
         let mut batch = UsageBatch { source_id, seq, records };
         let mut rows = Vec::new();
         let mut dropped = 0;
@@ -94,7 +96,17 @@ impl Pipeline {
                 encode_batch(&batch, &self.catalog, &mut rows).map_err(|e| format!("internal error: {e}"))?
             }
         };
-        let record = entry::encode(&[Section { table: Table::Usage, rows: count as u32, data: &rows }]);
+        let mut sla_rows = Vec::new();
+        let sla_count = encode_sla_batch(&batch.source_id, batch.seq, sla, &mut sla_rows).unwrap_or_else(|e| {
+            // Built from validated spans: a refusal is our bug. The usage still counts.
+            tracing::error!(error = %e, "SLA aggregates refused by the store's checks; not stored");
+            sla_rows.clear();
+            0
+        });
+        let record = entry::encode(&[
+            Section { table: Table::Usage, rows: count as u32, data: &rows },
+            Section { table: Table::Sla, rows: sla_count as u32, data: &sla_rows },
+        ]);
         self.spool.append(record).await.map(|()| dropped).map_err(|e| {
             tracing::warn!(error = %e, "spooling usage failed; sender told to retry");
             format!("usage spool unavailable: {e}")
@@ -142,7 +154,7 @@ impl Pipeline {
         if let Some((throttle, throttled)) = self.throttle(&measured.records) {
             // Each refusal is its own event: it gets the collector's identity, not the sender's.
             // The refusal stands even if its metering fails: the data is the sender's to resend.
-            let _ = self.write(self.own_identity(), throttled).await;
+            let _ = self.write(self.own_identity(), throttled, &[]).await;
             return Outcome::Throttled { retry_after: throttle.retry_after, message: throttle.message };
         }
         let identity = match &delivery.batch {
@@ -150,7 +162,7 @@ impl Pipeline {
             Some(b) => (format!("{}/{}", key_namespace(delivery.key.as_deref()), b.source), b.seq),
             None => self.own_identity(),
         };
-        match self.write(identity, measured.records).await {
+        match self.write(identity, measured.records, &measured.sla).await {
             Ok(0) => accepted,
             Ok(dropped) => Outcome::Accepted {
                 rejected: measured.rejected + dropped,

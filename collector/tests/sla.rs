@@ -1,57 +1,27 @@
-//! The OTel Python SDK → Tally's OTLP receivers (HTTP and gRPC) → `measure()` →
-//! the SLA encoder → a real ClickHouse 18.16 → the SLA read: exact requests,
-//! errors and error rates per route, percentiles within 1/256, the right exemplars.
+//! The OTel Python SDK → tally-collector (the binary: receivers, measure, spool,
+//! sink) → a real ClickHouse 18.16 → the SLA read: exact requests, errors and
+//! error rates per route, percentiles within 1/256, the right exemplars.
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::serve;
 use metering::clickhouse::ClickHouse;
 use metering::sla::record::bound_exemplars;
-use metering::sla::{encode_sla_batch, insert_sla, query_sla, Exemplar, SlaGrouping, SlaQuery};
+use metering::sla::{query_sla, Exemplar, SlaGrouping, SlaQuery};
 use metering::store::migrate::migrate;
 use metering::store::rollup::Granularity;
-use tally_collector::measure::{measure, Tenancy};
-use tally_collector::otlp::{grpc, http, Consumer, Delivery, Outcome, DEFAULT_MAX_REQUEST_BYTES};
 use testkit::ClickHouseServer;
-use time::macros::datetime;
 use time::OffsetDateTime;
 
-/// Every request is measured at this instant, so the test never straddles a bucket.
-const NOW: OffsetDateTime = datetime!(2026-05-04 10:00:30 UTC);
-
-/// Measures each request and writes its SLA rows as one batch, as the pipeline will.
-struct SlaSink {
-    ch: ClickHouse,
-    db: String,
-    seq: AtomicU64,
-    failures: Mutex<Vec<String>>,
-}
-
-impl Consumer for SlaSink {
-    fn consume(&self, d: Delivery) -> std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send + '_>> {
-        Box::pin(async move {
-            let measured = measure(&d.payload, &Tenancy::FromResource, NOW);
-            let seq = self.seq.fetch_add(1, Ordering::SeqCst);
-            let mut rows = Vec::new();
-            let result = match encode_sla_batch("sla-test", seq, &measured.sla, &mut rows) {
-                Ok(_) => self.ch.insert_rowbinary(&insert_sla(&self.db).unwrap(), rows.into()).await.map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            match result {
-                Ok(()) => Outcome::Accepted { rejected: 0, message: String::new() },
-                Err(e) => {
-                    self.failures.lock().unwrap().push(e.clone());
-                    Outcome::Unavailable { retry_after: Duration::from_secs(1), message: e }
-                }
-            }
-        })
-    }
+/// This UTC month: [its first instant, the next month's).
+fn this_month() -> (OffsetDateTime, OffsetDateTime) {
+    let now = OffsetDateTime::now_utc();
+    let start = now.replace_day(1).unwrap().replace_time(time::Time::MIDNIGHT);
+    let end = Granularity::Month.bucket_end(start.unix_timestamp());
+    (start, OffsetDateTime::from_unix_timestamp(end).unwrap())
 }
 
 fn python() -> PathBuf {
@@ -89,18 +59,19 @@ async fn sdk_spans_become_exact_sla_per_route_over_http_and_grpc() {
     let db = server.database("sla_e2e").unwrap();
     let ch = ClickHouse::new(&server.http_url(), Duration::from_secs(30)).unwrap();
     migrate(&ch, &db).await.unwrap();
-    let sink = Arc::new(SlaSink { ch: ch.clone(), db: db.clone(), seq: AtomicU64::new(1), failures: Mutex::default() });
-    let http_base = serve(http::router(sink.clone(), DEFAULT_MAX_REQUEST_BYTES)).await;
-    let grpc_base = serve(grpc::router(sink.clone(), DEFAULT_MAX_REQUEST_BYTES)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let running = common::collector::start_collector(&server, &db, dir.path(), &[]).await;
+    let (http_base, grpc_base) = (running.http_url.clone(), running.grpc_url.clone());
+    let (month, next_month) = this_month();
 
     for (tenant, base, protocol) in [("acme", &http_base, "http"), ("globex", &grpc_base, "grpc")] {
         let sent = send_sla(base, protocol, tenant).await;
-        assert!(sink.failures.lock().unwrap().is_empty(), "{:?}", sink.failures.lock().unwrap());
+        running.settle().await;
         let mut by_route: BTreeMap<String, Vec<(u64, bool, String)>> = BTreeMap::new();
         for (route, ns, err, trace) in sent {
             by_route.entry(route).or_default().push((ns, err, trace));
         }
-        let mut q = SlaQuery::new(datetime!(2026-05-01 00:00 UTC), datetime!(2026-06-01 00:00 UTC));
+        let mut q = SlaQuery::new(month, next_month);
         q.tenant = Some(tenant.into());
         q.granularity = Granularity::Month;
         q.grouping = SlaGrouping::Route;
@@ -139,7 +110,8 @@ async fn sdk_spans_become_exact_sla_per_route_over_http_and_grpc() {
         assert_eq!(pay.exemplars[0].latency_ns, 1_000_000_000);
     }
     // The whole service for both tenants: one series each.
-    let mut q = SlaQuery::new(datetime!(2026-05-04 00:00 UTC), datetime!(2026-05-05 00:00 UTC));
+    let mut q = SlaQuery::new(month, next_month);
+    q.granularity = Granularity::Month;
     q.grouping = SlaGrouping::Service;
     let points = query_sla(&ch, &db, &q).await.unwrap();
     let totals: Vec<_> = points.iter().map(|p| (p.tenant.as_str(), p.service.as_str(), p.requests, p.errors)).collect();

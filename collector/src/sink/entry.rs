@@ -9,18 +9,22 @@
 pub enum Table {
     /// `usage`
     Usage,
+    /// `sla`
+    Sla,
 }
 
 impl Table {
     const fn tag(self) -> u8 {
         match self {
             Table::Usage => 1,
+            Table::Sla => 2,
         }
     }
 
     fn from_tag(tag: u8) -> Option<Self> {
         match tag {
             1 => Some(Table::Usage),
+            2 => Some(Table::Sla),
             _ => None,
         }
     }
@@ -73,7 +77,7 @@ mod tests {
 
     #[test]
     fn round_trip_and_refusals() {
-        let sections = [Section { table: Table::Usage, rows: 2, data: b"abc" }, Section { table: Table::Usage, rows: 0, data: b"" }];
+        let sections = [Section { table: Table::Usage, rows: 2, data: b"abc" }, Section { table: Table::Sla, rows: 0, data: b"" }];
         let bytes = encode(&sections);
         assert_eq!(decode(&bytes).unwrap(), sections);
         assert_eq!(decode(&bytes[..bytes.len() - 10]).unwrap_err(), "a section of 3 bytes runs past the record");

@@ -43,6 +43,7 @@ pub struct SinkOptions {
 pub struct Sink {
     ch: ClickHouse,
     usage_insert: Sql,
+    sla_insert: Sql,
     wal: Wal,
     metrics: Arc<Metrics>,
     options: SinkOptions,
@@ -54,7 +55,8 @@ const RETRY: (Duration, Duration) = (Duration::from_millis(100), Duration::from_
 impl Sink {
     /// A sink writing `wal`'s sealed segments into `database` on `ch`.
     pub fn new(ch: ClickHouse, database: &str, wal: Wal, metrics: Arc<Metrics>, options: SinkOptions) -> Result<Self, metering::clickhouse::sql::BadIdentifier> {
-        Ok(Self { ch, usage_insert: metering::store::schema::insert_usage(database)?, wal, metrics, options })
+        let (usage_insert, sla_insert) = (metering::store::schema::insert_usage(database)?, metering::sla::schema::insert_sla(database)?);
+        Ok(Self { ch, usage_insert, sla_insert, wal, metrics, options })
     }
 
     /// Runs until `stop` changes, then flushes what it can within the shutdown timeout.
@@ -137,17 +139,18 @@ impl Sink {
             }
         };
         let mut usage = (0u64, Vec::with_capacity(bytes as usize));
+        let mut sla = (0u64, Vec::new());
         let mut unreadable = 0u64;
         for record in contents.iter().flat_map(|c| &c.records) {
             match entry::decode(record) {
                 Ok(sections) => {
                     for s in sections {
-                        match s.table {
-                            Table::Usage => {
-                                usage.0 += u64::from(s.rows);
-                                usage.1.extend_from_slice(s.data);
-                            }
-                        }
+                        let rows = match s.table {
+                            Table::Usage => &mut usage,
+                            Table::Sla => &mut sla,
+                        };
+                        rows.0 += u64::from(s.rows);
+                        rows.1.extend_from_slice(s.data);
                     }
                 }
                 Err(reason) => {
@@ -156,7 +159,12 @@ impl Sink {
                 }
             }
         }
+        // Usage first: if the SLA INSERT then fails, both are retried and the usage
+        // rows that landed are collapsed by their batch identity.
         if usage.0 > 0 && !self.insert(&self.usage_insert, usage).await {
+            return false;
+        }
+        if sla.0 > 0 && !self.insert(&self.sla_insert, sla).await {
             return false;
         }
         for (s, c) in queue.drain(..take).zip(&contents) {
