@@ -9,12 +9,16 @@
 //! * [`Chdb`] runs SQL through chDB (a ClickHouse 26.x engine inside a Python
 //!   process), so the same DDL and queries are proven against the modern dialect.
 //!
-//! Both fail loudly with install instructions when their engine is missing:
+//! [`loadgen`] drives an OTLP/gRPC endpoint (the collector) with realistic
+//! trace exports and counts every answer, for tests and benches.
+//!
+//! Both ClickHouse engines fail loudly with install instructions when missing:
 //! a test that silently skips proves nothing.
 
 pub mod chdb;
 pub mod clickhouse;
 mod http;
+pub mod loadgen;
 pub mod readme;
 mod spawn;
 

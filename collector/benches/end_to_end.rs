@@ -1,0 +1,526 @@
+//! Bench (not a test): the real `tally-collector` binary between the load
+//! generator and a private ClickHouse 18.16, at saturation.
+//!
+//! ```text
+//! cargo bench -p tally-collector --bench end_to_end -- \
+//!     [--runs 5] [--seconds 10] [--spans-per-request 1000] [--tenants 5] [--concurrency 8] [--gzip] [--no-batch]
+//! ```
+//!
+//! Each run gets a fresh database and a fresh collector process (so its peak
+//! RSS is its own), a short warm-up, then `--seconds` of load from
+//! `testkit::loadgen` in this process, as fast as the collector answers. Per
+//! run and as medians it prints: spans/s accepted, collector CPU-seconds per
+//! million spans (utime + stime from `/proc/<pid>/stat`), the collector's peak
+//! RSS (`VmHWM`), ClickHouse server CPU per million spans, `usage` rows and
+//! INSERTs (ClickHouse's `InsertQuery` event) per million spans, INSERTs/s,
+//! and request latency.
+//!
+//! Correctness is checked after every run, and the bench fails loudly when it
+//! does not hold: the `spans` meter stored in ClickHouse, summed over tenants
+//! (and per tenant), equals exactly the spans the collector acknowledged, and
+//! the `requests` meter equals the acknowledged SERVER spans. The check waits
+//! (up to 60 s) for stored usage to reach the acknowledged count, so a collector
+//! that acknowledges before it writes (a disk spool) is measured including the
+//! drain; CPU is read after the drain. It checks again after the collector has
+//! exited on SIGTERM, so a flush at shutdown cannot double count.
+//!
+//! Senders put a `tally-batch` identity on every request by default, as the
+//! agent does (`--no-batch` sends none; the collector then uses its own).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use metering::clickhouse::ClickHouse;
+use metering::store::migrate::migrate;
+use metering::store::rollup::{query_usage, Granularity, UsageQuery};
+use rust_decimal::Decimal;
+use testkit::loadgen::{self, Config, Pool, Report};
+use testkit::ClickHouseServer;
+
+/// Extra arguments of every collector started here, besides the listen
+/// addresses and the ClickHouse URL and database, which the bench picks.
+/// `{run_dir}` is replaced by a fresh, empty directory per run (e.g. for
+/// `--data-dir {run_dir}/spool`).
+const COLLECTOR_ARGS: &[&str] = &["--allow-anonymous", "--clickhouse-timeout-secs", "30", "--data-dir", "{run_dir}"];
+
+const USAGE: &str = "usage: cargo bench -p tally-collector --bench end_to_end -- [--runs N] [--seconds S] \
+    [--spans-per-request N] [--tenants N] [--concurrency N] [--gzip] [--no-batch]";
+
+/// How long stored usage may take to reach what was acknowledged.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn main() -> Result<()> {
+    let args = Args::parse(std::env::args().skip(1))?;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let server = ClickHouseServer::start()?;
+    let server_pid = server.pid().context("ClickHouse is not running")?;
+    let version = server.query("SELECT version()")?.trim().to_owned();
+    let load_before = load_average();
+    let load = Config {
+        tenants: args.tenants,
+        spans_per_request: args.spans_per_request,
+        concurrency: args.concurrency,
+        gzip: args.gzip,
+        seconds: args.seconds,
+        ..Config::default()
+    };
+    let pool = Pool::build(&load);
+    let message_bytes: usize = pool.requests.iter().map(|r| r.message_len).sum();
+    eprintln!(
+        "ClickHouse {version} (pid {server_pid}, data on {}); {} distinct requests of {} spans ({} bytes/span, {} attributes), \
+         {} tenants × {} services, {} in flight{}{}",
+        filesystem_of(server.dir()),
+        pool.requests.len(),
+        load.spans_per_request,
+        message_bytes as u64 / (pool.requests.len() as u64 * load.spans_per_request.max(1)),
+        load.attributes_per_span,
+        load.tenants,
+        load.services_per_tenant,
+        load.concurrency,
+        if load.gzip { ", gzip" } else { "" },
+        if args.batch { ", tally-batch on every request" } else { "" },
+    );
+    let mut samples = Vec::new();
+    for run in 1..=args.runs {
+        let sample = rt.block_on(measure(&server, server_pid, &load, &pool, &args, run))?;
+        eprintln!("run {run}/{}  {}", args.runs, sample.describe());
+        samples.push(sample);
+    }
+    println!();
+    print_table(&args, &load, &version, &filesystem_of(server.dir()), &load_before, &samples);
+    Ok(())
+}
+
+/// Command-line options, parsed by hand (`cargo bench` also passes `--bench`).
+struct Args {
+    runs: usize,
+    seconds: f64,
+    spans_per_request: u64,
+    tenants: usize,
+    concurrency: usize,
+    gzip: bool,
+    batch: bool,
+}
+
+impl Args {
+    fn parse(mut args: impl Iterator<Item = String>) -> Result<Self> {
+        let mut p = Self { runs: 5, seconds: 10.0, spans_per_request: 1000, tenants: 5, concurrency: 8, gzip: false, batch: true };
+        while let Some(arg) = args.next() {
+            let mut value = || args.next().with_context(|| format!("{arg} needs a value\n{USAGE}")).map(|v| v.replace(['_', ','], ""));
+            match arg.as_str() {
+                "--bench" => {}
+                "--gzip" => p.gzip = true,
+                "--no-batch" => p.batch = false,
+                "--runs" => p.runs = value()?.parse()?,
+                "--seconds" => p.seconds = value()?.parse()?,
+                "--spans-per-request" => p.spans_per_request = value()?.parse()?,
+                "--tenants" => p.tenants = value()?.parse()?,
+                "--concurrency" => p.concurrency = value()?.parse()?,
+                "-h" | "--help" => {
+                    println!("{USAGE}");
+                    std::process::exit(0);
+                }
+                other => bail!("unknown argument {other:?}\n{USAGE}"),
+            }
+        }
+        ensure!(p.runs > 0 && p.seconds > 0.0 && p.spans_per_request > 0 && p.tenants > 0 && p.concurrency > 0, "every option must be positive\n{USAGE}");
+        Ok(p)
+    }
+}
+
+/// One run's measurements.
+struct Sample {
+    report: Report,
+    collector_cpu: f64,
+    collector_peak_rss_kib: u64,
+    server_cpu: f64,
+    /// CPU of this process (the load generator) during the load.
+    loadgen_cpu: f64,
+    rows: u64,
+    inserts: u64,
+    /// From the end of the load until the store held everything acknowledged.
+    drain: Duration,
+}
+
+impl Sample {
+    fn millions(&self) -> f64 {
+        self.report.accepted_spans as f64 / 1e6
+    }
+    fn collector_cpu_per_m(&self) -> f64 {
+        self.collector_cpu / self.millions()
+    }
+    fn server_cpu_per_m(&self) -> f64 {
+        self.server_cpu / self.millions()
+    }
+    fn loadgen_cpu_per_m(&self) -> f64 {
+        self.loadgen_cpu / self.millions()
+    }
+    fn rows_per_m(&self) -> f64 {
+        self.rows as f64 / self.millions()
+    }
+    fn inserts_per_s(&self) -> f64 {
+        self.inserts as f64 / (self.report.seconds + self.drain.as_secs_f64())
+    }
+    fn refused(&self) -> u64 {
+        self.report.refused.values().map(|r| r.spans).sum::<u64>() + self.report.rejected_spans
+    }
+    fn describe(&self) -> String {
+        let r = &self.report;
+        format!(
+            "{:>9} spans/s accepted ({} spans, {} refused)  collector {:.2} CPU-s/M, peak RSS {:.1} MiB  \
+             ClickHouse {:.2} CPU-s/M  loadgen {:.2} CPU-s/M  {:.0} rows/M  {:.1} INSERTs/s  p50 {:.1} ms p99 {:.1} ms  drain {:.2} s",
+            thousands(r.accepted_spans_per_second),
+            thousands(r.accepted_spans as f64),
+            thousands(self.refused() as f64),
+            self.collector_cpu_per_m(),
+            self.collector_peak_rss_kib as f64 / 1024.0,
+            self.server_cpu_per_m(),
+            self.loadgen_cpu_per_m(),
+            self.rows_per_m(),
+            self.inserts_per_s(),
+            r.latency_ms.p50,
+            r.latency_ms.p99,
+            self.drain.as_secs_f64(),
+        )
+    }
+}
+
+/// One run: fresh database and collector, warm-up, timed load, drain, checks.
+async fn measure(server: &ClickHouseServer, server_pid: u32, load: &Config, pool: &Pool, args: &Args, run: usize) -> Result<Sample> {
+    let ch = ClickHouse::new(&server.http_url(), Duration::from_secs(120))?;
+    let db = server.database("bench_e2e")?;
+    migrate(&ch, &db).await?;
+    wait_until_quiet(server_pid)?;
+    let mut collector = Collector::start(server, &db).await?;
+    let batch = |phase: &str| args.batch.then(|| format!("bench-{}-run{run}-{phase}", std::process::id()));
+
+    // One round of requests, so connections, allocator and ClickHouse caches are warm.
+    let warm = Config { seconds: 0.0, total_spans: load.spans_per_request * load.concurrency as u64, batch_source: batch("warm"), url: collector.grpc_url.clone(), ..load.clone() };
+    let warm = loadgen::run(&warm, pool).await?;
+    ensure!(warm.all_accepted(), "warm-up refused: {:?}", warm.refused);
+
+    let (rows0, inserts0) = (count_rows(server, &db)?, insert_queries(server)?);
+    let (collector0, server0, me0) = (cpu_seconds(collector.pid())?, cpu_seconds(server_pid)?, cpu_seconds(std::process::id())?);
+    let main = Config { batch_source: batch("load"), url: collector.grpc_url.clone(), ..load.clone() };
+    let report = loadgen::run(&main, pool).await?;
+    let loadgen_cpu = cpu_seconds(std::process::id())? - me0;
+    if !report.refused.is_empty() || report.rejected_spans > 0 {
+        eprintln!("run {run}: NOT ACCEPTED: {} spans partially rejected; refused {:?}", report.rejected_spans, report.refused);
+    }
+
+    let want = Expected::of(&[&warm, &report]);
+    let drained = Instant::now();
+    let mut stored = stored_usage(&ch, &db).await?;
+    while stored.spans() != want.spans && drained.elapsed() < DRAIN_TIMEOUT {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stored = stored_usage(&ch, &db).await?;
+    }
+    let drain = drained.elapsed();
+    let sample = Sample {
+        collector_cpu: cpu_seconds(collector.pid())? - collector0,
+        collector_peak_rss_kib: peak_rss_kib(collector.pid())?,
+        server_cpu: cpu_seconds(server_pid)? - server0,
+        loadgen_cpu,
+        rows: count_rows(server, &db)? - rows0,
+        inserts: insert_queries(server)? - inserts0,
+        drain,
+        report,
+    };
+    want.check(&stored, run, "while the collector runs", &collector)?;
+    collector.stop()?;
+    want.check(&stored_usage(&ch, &db).await?, run, "after the collector exited on SIGTERM", &collector)?;
+    Ok(sample)
+}
+
+/// What the acknowledgements say ClickHouse must hold.
+struct Expected {
+    spans: u64,
+    requests: u64,
+    by_tenant: BTreeMap<String, u64>,
+}
+
+impl Expected {
+    fn of(reports: &[&Report]) -> Self {
+        let mut e = Self { spans: 0, requests: 0, by_tenant: BTreeMap::new() };
+        for r in reports {
+            e.spans += r.accepted_spans;
+            e.requests += r.accepted_server_spans;
+            for (tenant, n) in &r.accepted_by_tenant {
+                *e.by_tenant.entry(tenant.clone()).or_default() += n;
+            }
+        }
+        e.by_tenant.retain(|_, n| *n > 0);
+        e
+    }
+
+    fn check(&self, stored: &Stored, run: usize, when: &str, collector: &Collector) -> Result<()> {
+        // Per tenant holds only when no request was partially rejected (the generator cannot attribute those).
+        let whole = self.by_tenant.values().sum::<u64>() == self.spans;
+        let ok = stored.spans() == self.spans && (!whole || (stored.spans == self.by_tenant && stored.requests == self.requests));
+        if !ok {
+            bail!(
+                "run {run}, {when}: ClickHouse does not hold what the collector acknowledged!\n\
+                 acknowledged: {} spans, {} requests, per tenant {:?}\n\
+                 stored:       {} spans, {} requests, per tenant {:?}\n{}",
+                self.spans,
+                self.requests,
+                self.by_tenant,
+                stored.spans(),
+                stored.requests,
+                stored.spans,
+                collector.log_tail()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The `spans` meter per tenant and the `requests` meter summed, as billing reads them.
+struct Stored {
+    spans: BTreeMap<String, u64>,
+    requests: u64,
+}
+
+impl Stored {
+    fn spans(&self) -> u64 {
+        self.spans.values().sum()
+    }
+}
+
+async fn stored_usage(ch: &ClickHouse, db: &str) -> Result<Stored> {
+    let today = time::OffsetDateTime::now_utc().replace_time(time::Time::MIDNIGHT);
+    let mut q = UsageQuery::new(today - time::Duration::days(1), today + time::Duration::days(2));
+    q.granularity = Granularity::Month;
+    let mut stored = Stored { spans: BTreeMap::new(), requests: 0 };
+    let whole = |v: Decimal| u64::try_from(v.trunc().mantissa()).unwrap_or(u64::MAX);
+    for p in query_usage(ch, db, &q).await? {
+        match p.meter.as_str() {
+            "spans" => *stored.spans.entry(p.tenant).or_default() += whole(p.value),
+            "requests" => stored.requests += whole(p.value),
+            _ => {}
+        }
+    }
+    Ok(stored)
+}
+
+/// The `tally-collector` binary on free loopback ports; killed on drop.
+struct Collector {
+    child: Option<Child>,
+    pid: u32,
+    grpc_url: String,
+    dir: tempfile::TempDir,
+}
+
+impl Collector {
+    async fn start(server: &ClickHouseServer, db: &str) -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("tally-bench-e2e-").tempdir()?;
+        let run_dir = dir.path().join("run");
+        fs::create_dir(&run_dir)?;
+        let (grpc, http, admin) = (free_port()?, free_port()?, free_port()?);
+        let extra = COLLECTOR_ARGS.iter().map(|a| a.replace("{run_dir}", &run_dir.to_string_lossy()));
+        let child = Command::new(env!("CARGO_BIN_EXE_tally-collector"))
+            .args(["--grpc-listen", &format!("127.0.0.1:{grpc}"), "--http-listen", &format!("127.0.0.1:{http}")])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin}"), "--clickhouse-url", &server.http_url()])
+            .args(["--clickhouse-database", db])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(dir.path().join("collector.log"))?)
+            .spawn()
+            .context("starting tally-collector")?;
+        let pid = child.id();
+        let mut collector = Self { child: Some(child), pid, grpc_url: format!("http://127.0.0.1:{grpc}"), dir };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = collector.child.as_mut().and_then(|c| c.try_wait().transpose()).transpose()? {
+                bail!("tally-collector exited with {status} at start\n{}", collector.log_tail());
+            }
+            let ready = reqwest::get(format!("http://127.0.0.1:{admin}/readyz")).await.is_ok_and(|r| r.status() == 200);
+            if ready {
+                return Ok(collector);
+            }
+            ensure!(Instant::now() < deadline, "tally-collector not ready within 30 s\n{}", collector.log_tail());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// SIGTERM, then waits (at most 30 s) for a clean exit.
+    fn stop(&mut self) -> Result<()> {
+        let status = Command::new("kill").args(["-TERM", &self.pid.to_string()]).status()?;
+        ensure!(status.success(), "kill -TERM {} failed", self.pid);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let child = self.child.as_mut().context("tally-collector already stopped")?;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                ensure!(status.success(), "tally-collector exited with {status} on SIGTERM\n{}", self.log_tail());
+                self.child = None;
+                return Ok(());
+            }
+            ensure!(Instant::now() < deadline, "tally-collector did not exit within 30 s of SIGTERM\n{}", self.log_tail());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let text = fs::read_to_string(self.dir.path().join("collector.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        format!("--- tail of the collector's log ---\n{}", lines[lines.len().saturating_sub(20)..].join("\n"))
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// `SELECT count() FROM db.usage`.
+fn count_rows(server: &ClickHouseServer, db: &str) -> Result<u64> {
+    Ok(server.query(&format!("SELECT count() FROM {db}.usage"))?.trim().parse()?)
+}
+
+/// INSERT statements the server has run since it started (all databases).
+fn insert_queries(server: &ClickHouseServer) -> Result<u64> {
+    let text = server.query("SELECT sum(value) FROM system.events WHERE event = 'InsertQuery'")?;
+    Ok(text.trim().parse().unwrap_or(0))
+}
+
+/// User + system CPU seconds of a process, all threads (`/proc/<pid>/stat` fields 14 and 15).
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // The command name may hold spaces and parentheses; the fields after its last ')' are fixed.
+    let rest = stat.rsplit_once(')').context("malformed /proc stat")?.1;
+    let ticks: Vec<u64> = rest.split_whitespace().skip(11).take(2).map(str::parse).collect::<Result<_, _>>()?;
+    ensure!(ticks.len() == 2, "short /proc/{pid}/stat");
+    // USER_HZ, which /proc reports in, is 100 on every Linux architecture we run on.
+    Ok((ticks[0] + ticks[1]) as f64 / 100.0)
+}
+
+/// `VmHWM` (peak resident set) of a process, in KiB.
+fn peak_rss_kib(pid: u32) -> Result<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).context("no VmHWM in /proc/<pid>/status")?;
+    Ok(line.split_whitespace().nth(1).context("malformed VmHWM")?.parse()?)
+}
+
+/// Waits (at most 30 s) until the server is idle, so merges left from the
+/// previous run are not billed to the next one.
+fn wait_until_quiet(server_pid: u32) -> Result<()> {
+    for _ in 0..150 {
+        let before = cpu_seconds(server_pid)?;
+        std::thread::sleep(Duration::from_millis(200));
+        if cpu_seconds(server_pid)? - before < 0.015 {
+            return Ok(());
+        }
+    }
+    eprintln!("warning: ClickHouse is still busy after 30 s; the next run shares it");
+    Ok(())
+}
+
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
+    }
+}
+
+/// The Markdown table for the README: one row per run, then the medians.
+fn print_table(args: &Args, load: &Config, version: &str, data_fs: &str, load_before: &str, samples: &[Sample]) {
+    println!(
+        "{} (UTC), nproc {}, load {} → {}, ClickHouse {version} (data on {data_fs}); {} spans/request, {} attributes/span, \
+         {} tenants, {} in flight{}{}, {} runs of {} s:",
+        time::OffsetDateTime::now_utc().date(),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load_before,
+        load_average(),
+        thousands(load.spans_per_request as f64),
+        load.attributes_per_span,
+        load.tenants,
+        load.concurrency,
+        if args.gzip { ", gzip" } else { "" },
+        if args.batch { ", tally-batch" } else { "" },
+        args.runs,
+        args.seconds,
+    );
+    println!();
+    println!("| run | spans/s accepted | collector CPU-s / M spans | collector peak RSS MiB | ClickHouse CPU-s / M spans | loadgen CPU-s / M spans | usage rows / M spans | INSERTs/s | p50 / p99 ms | refused spans |");
+    println!("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+    let line = |label: &str, s: &[&Sample]| {
+        let m = |f: &dyn Fn(&Sample) -> f64| median(s.iter().map(|x| f(x)));
+        println!(
+            "| {label} | {} | {:.2} | {:.1} | {:.2} | {:.2} | {:.0} | {:.1} | {:.1} / {:.1} | {} |",
+            thousands(m(&|x| x.report.accepted_spans_per_second)),
+            m(&|x| x.collector_cpu_per_m()),
+            m(&|x| x.collector_peak_rss_kib as f64 / 1024.0),
+            m(&|x| x.server_cpu_per_m()),
+            m(&|x| x.loadgen_cpu_per_m()),
+            m(&|x| x.rows_per_m()),
+            m(&|x| x.inserts_per_s()),
+            m(&|x| x.report.latency_ms.p50),
+            m(&|x| x.report.latency_ms.p99),
+            thousands(s.iter().map(|x| x.refused() as f64).sum()),
+        );
+    };
+    for (i, s) in samples.iter().enumerate() {
+        line(&(i + 1).to_string(), &[s]);
+    }
+    let all: Vec<&Sample> = samples.iter().collect();
+    line("**median**", &all);
+    println!();
+    println!(
+        "Every run checked: the `spans` meter in ClickHouse (per tenant and in total) equals the spans the collector \
+         acknowledged, and `requests` the acknowledged SERVER spans. CPU from /proc/<pid>/stat over the load and the drain; \
+         the refused column is a sum, not a median."
+    );
+}
+
+/// The type of the filesystem holding `path`: the longest mount point above it in `/proc/self/mounts`.
+fn filesystem_of(path: &Path) -> String {
+    let path = path.canonicalize().unwrap_or_else(|_| path.to_owned());
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split(' ');
+            let (mount_point, fs_type) = (fields.nth(1)?, fields.next()?);
+            path.starts_with(mount_point).then(|| (mount_point.len(), fs_type.to_owned()))
+        })
+        .max()
+        .map_or_else(|| "?".to_owned(), |(_, fs_type)| fs_type)
+}
+
+/// The 1-minute load average, from `/proc/loadavg`.
+fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().next().unwrap_or("?").to_owned()
+}
+
+/// `1234567.8` as `1,234,568`.
+fn thousands(n: f64) -> String {
+    let digits = format!("{:.0}", n.max(0.0));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
