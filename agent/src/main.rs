@@ -33,13 +33,14 @@ async fn main() -> anyhow::Result<()> {
     let boot = identity::random_u64()?;
     let fsync = if s.wal_fsync_ms == 0 { Fsync::Always } else { Fsync::Every(Duration::from_millis(s.wal_fsync_ms)) };
     let segment_bytes = (s.wal_max_bytes / 8).clamp(1 << 20, 64 << 20);
-    let (wal, sealed) = Wal::open(&s.data_dir.join("wal"), WalOptions { max_bytes: s.wal_max_bytes, segment_bytes, fsync }).context("opening the WAL (--data-dir)")?;
+    let seal_after = Some(Duration::from_millis(s.flush_interval_ms.max(1)));
+    let wal_options = WalOptions { max_bytes: s.wal_max_bytes, segment_bytes, fsync, seal_after };
+    let (wal, sealed) = Wal::open(&s.data_dir.join("wal"), wal_options).context("opening the WAL (--data-dir)")?;
     tracing::info!(agent_id, boot = format!("{boot:016x}"), pending_bytes = wal.pending_bytes(), "tally-agent starting");
 
     let metrics = Arc::new(Metrics::default());
     metrics.watch_wal(wal.clone());
     let ship_options = ShipOptions {
-        flush_interval: Duration::from_millis(s.flush_interval_ms.max(1)),
         batch_max_bytes: s.batch_max_bytes.max(1),
         backoff_min: Duration::from_millis(100),
         backoff_max: Duration::from_secs(s.max_backoff_secs.max(1)),

@@ -19,11 +19,10 @@ use crate::batches::{cut, Batch};
 use crate::forward::{Collector, Verdict};
 use crate::metrics::Metrics;
 
-/// How the shipper batches, retries and stops.
+/// How the shipper batches, retries and stops. (How often new data is shipped
+/// is the WAL's `seal_after`.)
 #[derive(Debug, Clone)]
 pub struct ShipOptions {
-    /// How often the open WAL segment is sealed and shipped.
-    pub flush_interval: Duration,
     /// Largest batch, in bytes before compression (a larger single request goes alone).
     pub batch_max_bytes: usize,
     /// First wait after a failed send.
@@ -62,13 +61,10 @@ impl Shipper {
     /// Runs until `stop` changes, then ships what it can within the shutdown timeout.
     pub async fn run(self, mut sealed: mpsc::UnboundedReceiver<Segment>, mut stop: watch::Receiver<()>) {
         let mut queue = VecDeque::new();
-        let mut ticker = tokio::time::interval(self.options.flush_interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         'run: loop {
             tokio::select! {
                 _ = stop.changed() => break,
                 Some(s) = sealed.recv() => queue.push_back(s),
-                _ = ticker.tick() => self.wal.seal().await,
             }
             while let Ok(s) = sealed.try_recv() {
                 queue.push_back(s);

@@ -34,7 +34,8 @@ async fn main() -> anyhow::Result<()> {
     let ch = s.store.client()?;
     let spool_dir = s.data_dir.join("spool");
     // Every acknowledged request is synced before its answer (group commit keeps that cheap).
-    let wal_options = WalOptions { max_bytes: s.spool_max_bytes, segment_bytes: 16 << 20, fsync: Fsync::Always };
+    let flush_interval = Duration::from_millis(s.flush_interval_ms.max(1));
+    let wal_options = WalOptions { max_bytes: s.spool_max_bytes, segment_bytes: 16 << 20, fsync: Fsync::Always, seal_after: Some(flush_interval) };
     let (spool, sealed) = Wal::open(&spool_dir, wal_options).context("opening the spool (--data-dir)")?;
     if spool.pending_bytes() > 0 {
         tracing::info!(bytes = spool.pending_bytes(), dir = %spool_dir.display(), "an earlier run left spooled usage; writing it to ClickHouse");
@@ -42,7 +43,6 @@ async fn main() -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     metrics.watch_spool(spool.clone());
     let sink_options = SinkOptions {
-        flush_interval: Duration::from_millis(s.flush_interval_ms.max(1)),
         max_insert_bytes: 64 << 20,
         shutdown_timeout: Duration::from_secs(s.shutdown_timeout_secs),
     };

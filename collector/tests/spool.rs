@@ -6,7 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::collector::{sample, start_collector, totals, value};
+use common::collector::{start_collector, totals, value};
+use testkit::service::sample;
 use metering::clickhouse::ClickHouse;
 use metering::store::migrate::migrate;
 use rust_decimal::Decimal;

@@ -12,6 +12,9 @@
 //! [`loadgen`] drives an OTLP/gRPC endpoint (the collector) with realistic
 //! trace exports and counts every answer, for tests and benches.
 //!
+//! [`service`] runs Tally's own binaries (collector, agent) as children of a
+//! test, for end-to-end and fault tests.
+//!
 //! Both ClickHouse engines fail loudly with install instructions when missing:
 //! a test that silently skips proves nothing.
 
@@ -20,6 +23,7 @@ pub mod clickhouse;
 mod http;
 pub mod loadgen;
 pub mod readme;
+pub mod service;
 mod spawn;
 
 pub use chdb::Chdb;

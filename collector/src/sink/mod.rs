@@ -3,8 +3,8 @@
 //!
 //! - Acknowledged means on disk: a request is answered OK once its rows are
 //!   synced in the spool, so `kill -9` of the collector loses nothing it acknowledged.
-//! - Batched: the open spool segment is sealed every flush interval (or when it
-//!   is large), and sealed segments become one INSERT per table, so ClickHouse
+//! - Batched: the spool seals its open segment every flush interval (or when
+//!   it is large), and sealed segments become one INSERT per table, so ClickHouse
 //!   sees a few INSERTs per second whatever the request rate.
 //! - ClickHouse down: segments wait on disk and the sink retries with backoff;
 //!   senders are told to retry only once the spool is full.
@@ -28,11 +28,10 @@ use crate::metrics::Metrics;
 use crate::wal::{segment, Segment, Wal};
 use entry::Table;
 
-/// How the sink batches and retries.
+/// How the sink batches and retries. (How often the spool seals a segment,
+/// and so how often the sink writes, is the spool's `seal_after`.)
 #[derive(Debug, Clone)]
 pub struct SinkOptions {
-    /// How often the open segment is sealed and written.
-    pub flush_interval: Duration,
     /// Sealed segments are combined into INSERTs of up to this many bytes.
     pub max_insert_bytes: u64,
     /// How long shutdown waits for ClickHouse to take what is spooled.
@@ -62,15 +61,12 @@ impl Sink {
     /// Runs until `stop` changes, then flushes what it can within the shutdown timeout.
     pub async fn run(self, mut sealed: mpsc::UnboundedReceiver<Segment>, mut stop: watch::Receiver<()>) {
         let mut queue = VecDeque::new();
-        let mut ticker = tokio::time::interval(self.options.flush_interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut wait = RETRY.0;
         let mut stopping = false;
         while !stopping {
             tokio::select! {
                 _ = stop.changed() => break,
                 Some(s) = sealed.recv() => queue.push_back(s),
-                _ = ticker.tick() => self.wal.seal().await,
             }
             while let Ok(s) = sealed.try_recv() {
                 queue.push_back(s);

@@ -7,8 +7,8 @@
 //!   its record is written (and synced, with [`Fsync::Always`]).
 //! - The log is bounded: past `max_bytes` of unconsumed records, appends are
 //!   refused with [`AppendError::Full`] and the caller pushes back on its sender.
-//! - The open segment is sealed when it reaches `segment_bytes` or when asked
-//!   ([`Wal::seal`]); sealed segments are handed to the consumer in order, which
+//! - The open segment is sealed when it reaches `segment_bytes`, when it is
+//!   `seal_after` old, or when asked ([`Wal::seal`]); sealed segments are handed to the consumer in order, which
 //!   removes each one ([`Wal::remove`]) once what it holds is safe elsewhere.
 //! - On open, every segment left by an earlier run (a crash included) is handed
 //!   to the consumer first, so nothing appended and acknowledged is lost.
@@ -46,6 +46,9 @@ pub struct WalOptions {
     pub segment_bytes: u64,
     /// The sync policy.
     pub fsync: Fsync,
+    /// The open segment is sealed once it is this old (and holds anything), so
+    /// the consumer sees new data within this delay even while it is busy.
+    pub seal_after: Option<Duration>,
 }
 
 /// Why a log could not be opened.
@@ -194,6 +197,7 @@ struct Open {
     file: File,
     id: u64,
     bytes: u64,
+    opened: Instant,
 }
 
 struct Writer {
@@ -213,14 +217,14 @@ const GROUP: usize = 1024;
 impl Writer {
     fn run(mut self, commands: std_mpsc::Receiver<Command>) {
         loop {
-            let first = match self.sync_deadline() {
+            let first = match self.deadline() {
                 None => commands.recv().map_err(|_| std_mpsc::RecvTimeoutError::Disconnected),
                 Some(deadline) => commands.recv_timeout(deadline.saturating_duration_since(Instant::now())),
             };
             let first = match first {
                 Ok(c) => c,
                 Err(std_mpsc::RecvTimeoutError::Timeout) => {
-                    self.sync_now();
+                    self.on_time();
                     continue;
                 }
                 Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
@@ -237,10 +241,25 @@ impl Writer {
         self.sync_now();
     }
 
-    fn sync_deadline(&self) -> Option<Instant> {
-        match (self.options.fsync, self.unsynced) {
+    /// The next time something is due: a periodic sync, or sealing an old segment.
+    fn deadline(&self) -> Option<Instant> {
+        let sync = match (self.options.fsync, self.unsynced) {
             (Fsync::Every(every), Some(since)) => Some(since + every),
             _ => None,
+        };
+        let seal = self.options.seal_after.zip(self.open.as_ref()).map(|(after, o)| o.opened + after);
+        sync.into_iter().chain(seal).min()
+    }
+
+    fn on_time(&mut self) {
+        let now = Instant::now();
+        if let (Fsync::Every(every), Some(since)) = (self.options.fsync, self.unsynced) {
+            if since + every <= now {
+                self.sync_now();
+            }
+        }
+        if self.options.seal_after.zip(self.open.as_ref()).is_some_and(|(after, o)| o.opened + after <= now) {
+            self.seal();
         }
     }
 
@@ -316,7 +335,7 @@ impl Writer {
         self.next_id += 1;
         self.shared.pending.fetch_add(segment::MAGIC.len() as u64, Ordering::Relaxed);
         self.shared.segments.fetch_add(1, Ordering::Relaxed);
-        Ok(Open { file, id, bytes: segment::MAGIC.len() as u64 })
+        Ok(Open { file, id, bytes: segment::MAGIC.len() as u64, opened: Instant::now() })
     }
 
     fn sync_now(&mut self) {

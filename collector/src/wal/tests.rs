@@ -1,7 +1,7 @@
 use super::*;
 
 fn options(max_bytes: u64) -> WalOptions {
-    WalOptions { max_bytes, segment_bytes: 1 << 20, fsync: Fsync::Always }
+    WalOptions { max_bytes, segment_bytes: 1 << 20, fsync: Fsync::Always, seal_after: None }
 }
 
 async fn drain(rx: &mut mpsc::UnboundedReceiver<Segment>) -> Vec<Segment> {
@@ -115,4 +115,15 @@ async fn periodic_sync_keeps_every_record() {
     tokio::time::sleep(Duration::from_millis(60)).await;
     wal.seal().await;
     assert_eq!(records(&drain(&mut sealed).await), (0..5u8).map(|i| vec![i]).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn an_old_open_segment_is_sealed_without_being_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, mut sealed) = Wal::open(dir.path(), WalOptions { seal_after: Some(Duration::from_millis(50)), ..options(1 << 20) }).unwrap();
+    wal.append(b"a".to_vec()).await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), sealed.recv()).await.unwrap().unwrap();
+    wal.append(b"b".to_vec()).await.unwrap();
+    let second = tokio::time::timeout(Duration::from_secs(5), sealed.recv()).await.unwrap().unwrap();
+    assert_eq!(records(&[first, second]), vec![b"a".to_vec(), b"b".to_vec()]);
 }

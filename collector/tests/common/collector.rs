@@ -3,17 +3,13 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use metering::clickhouse::ClickHouse;
 use metering::store::rollup::{query_usage, Granularity, UsageQuery};
 use rust_decimal::Decimal;
+pub use testkit::service::{free_port as port, Service};
 use testkit::ClickHouseServer;
-
-pub fn port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 pub fn sha256_hex(key: &str) -> String {
     use sha2::Digest;
@@ -22,21 +18,11 @@ pub fn sha256_hex(key: &str) -> String {
 
 /// A running collector; killed when dropped. Its data dir outlives it, for restarts.
 pub struct Running {
-    child: Option<Child>,
-    args: Vec<String>,
+    pub service: Service,
     pub data_dir: PathBuf,
     pub http_url: String,
     pub grpc_url: String,
     pub admin_url: String,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 /// Starts the collector with keys `initech-key` (pins tenant initech) and
@@ -50,96 +36,41 @@ pub async fn start_collector(server: &ClickHouseServer, db: &str, dir: &Path, ex
     .unwrap();
     let (grpc, http, admin) = (port(), port(), port());
     let data_dir = dir.join("data");
-    let args: Vec<String> = [
+    let args = [
         "--grpc-listen", &format!("127.0.0.1:{grpc}"), "--http-listen", &format!("127.0.0.1:{http}"),
         "--admin-listen", &format!("127.0.0.1:{admin}"), "--clickhouse-url", &server.http_url(),
-        "--clickhouse-database", db, "--keys", keys.to_str().unwrap(), 
+        "--clickhouse-database", db, "--keys", keys.to_str().unwrap(), "--allow-anonymous",
         "--clickhouse-timeout-secs", "5", "--data-dir", data_dir.to_str().unwrap(), "--flush-interval-ms", "100",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let mut running = Running {
-        child: None,
-        args,
-        data_dir,
-        http_url: format!("http://127.0.0.1:{http}"),
-        grpc_url: format!("http://127.0.0.1:{grpc}"),
-        admin_url: format!("http://127.0.0.1:{admin}"),
-    };
-    running.start(extra).await;
-    running
-}
-
-/// `base` with every flag that `more` sets again replaced by `more`'s (flags here all take one value).
-fn merged(base: &[String], more: &[&str]) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut it = base.iter();
-    while let Some(flag) = it.next() {
-        let value = it.next().cloned();
-        if !more.contains(&flag.as_str()) {
-            out.push(flag.clone());
-            out.extend(value);
-        }
-    }
-    out.extend(more.iter().map(|s| s.to_string()));
-    out
+    ];
+    let admin_url = format!("http://127.0.0.1:{admin}");
+    let mut service = Service::new(testkit::service::binary("tally-collector"), args.iter().map(|s| s.to_string()).collect(), admin_url.clone());
+    service.start(extra).await.unwrap();
+    Running { service, data_dir, http_url: format!("http://127.0.0.1:{http}"), grpc_url: format!("http://127.0.0.1:{grpc}"), admin_url }
 }
 
 impl Running {
     /// (Re)starts the process with its arguments, those in `more` taking precedence.
     pub async fn start(&mut self, more: &[&str]) {
-        assert!(self.child.is_none(), "already running");
-        let child = Command::new(env!("CARGO_BIN_EXE_tally-collector"))
-            .arg("--allow-anonymous")
-            .args(merged(&self.args, more))
-            .stderr(if std::env::var_os("TALLY_TEST_LOGS").is_some() { Stdio::inherit() } else { Stdio::null() })
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while reqwest::get(format!("{}/readyz", self.admin_url)).await.map(|r| r.status() != 200).unwrap_or(true) {
-            assert!(Instant::now() < deadline, "collector not ready");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.service.start(more).await.unwrap();
     }
 
     pub fn kill9(&mut self) {
-        let mut c = self.child.take().expect("running");
-        c.kill().unwrap();
-        c.wait().unwrap();
+        self.service.kill9();
     }
 
     /// SIGTERM, then waits for the process to exit; returns its exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let mut c = self.child.take().expect("running");
-        let ok = Command::new("kill").args(["-TERM", &c.id().to_string()]).status().unwrap();
-        assert!(ok.success());
-        c.wait().unwrap()
+        self.service.terminate().unwrap()
     }
 
     pub async fn metrics(&self) -> String {
-        reqwest::get(format!("{}/metrics", self.admin_url)).await.unwrap().text().await.unwrap()
+        self.service.metrics().await.unwrap()
     }
 
     /// Waits until nothing is left in the spool: every acknowledged row is in ClickHouse.
     pub async fn settle(&self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let text = self.metrics().await;
-            if text.lines().any(|l| l == "tally_collector_spool_bytes 0") {
-                return;
-            }
-            assert!(Instant::now() < deadline, "the spool did not drain:\n{text}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.service.wait_for_line("tally_collector_spool_bytes 0", Duration::from_secs(60)).await.unwrap();
     }
-}
-
-/// The value of the sample `name` (with its labels) in an exposition.
-pub fn sample(text: &str, name: &str) -> u64 {
-    let line = text.lines().find(|l| l.starts_with(name) && l[name.len()..].starts_with(' ')).unwrap_or_else(|| panic!("no {name} in\n{text}"));
-    line.rsplit(' ').next().unwrap().parse().unwrap()
 }
 
 /// Usage per (tenant, meter) from yesterday to two days ahead.

@@ -1,0 +1,251 @@
+//! The OTel Python SDK → tally-agent (the binary) → tally-collector (the binary)
+//! → a real ClickHouse: exact usage per tenant and meter, through a collector
+//! outage, a `kill -9` of the agent, a full WAL and a damaged WAL segment.
+
+#[path = "../../collector/tests/common/collector.rs"]
+#[allow(dead_code)]
+mod collector_harness;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use collector_harness::{start_collector, totals, value, Running};
+use metering::clickhouse::ClickHouse;
+use metering::store::migrate::migrate;
+use rust_decimal::Decimal;
+use testkit::service::{binary, free_port, sample, Service};
+use testkit::ClickHouseServer;
+
+struct Agent {
+    service: Service,
+    data_dir: PathBuf,
+    http_url: String,
+    grpc_url: String,
+}
+
+/// An agent forwarding to `collectors` with the collectors' `agent-key`, cutting batches every 100 ms.
+async fn start_agent(collectors: &[&str], dir: &Path, extra: &[&str]) -> Agent {
+    let (grpc, http, admin) = (free_port(), free_port(), free_port());
+    let data_dir = dir.join("agent");
+    let mut args: Vec<String> = [
+        "--otlp-grpc-listen", &format!("127.0.0.1:{grpc}"), "--otlp-http-listen", &format!("127.0.0.1:{http}"),
+        "--admin-listen", &format!("127.0.0.1:{admin}"), "--key", "agent-key", "--data-dir", data_dir.to_str().unwrap(),
+        "--flush-interval-ms", "100", "--max-backoff-secs", "1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for c in collectors {
+        args.extend(["--collector".to_owned(), c.to_string()]);
+    }
+    let mut service = Service::new(binary("tally-agent"), args, format!("http://127.0.0.1:{admin}"));
+    service.start(extra).await.unwrap();
+    Agent { service, data_dir, http_url: format!("http://127.0.0.1:{http}"), grpc_url: format!("http://127.0.0.1:{grpc}") }
+}
+
+impl Agent {
+    /// Waits until the WAL holds nothing a collector has not acknowledged.
+    async fn drained(&self) {
+        self.service.wait_for_line("tally_agent_wal_bytes 0", Duration::from_secs(90)).await.unwrap();
+    }
+}
+
+fn python() -> PathBuf {
+    std::env::var_os("TALLY_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/python")))
+}
+
+/// Runs python/send_otlp.py (the official SDK and exporters) against `base`.
+async fn sdk(base: &str, protocol: &str, args: &[&str]) -> serde_json::Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../python/send_otlp.py");
+    let out = tokio::process::Command::new(python())
+        .arg(script)
+        .args(["--endpoint", base, "--protocol", protocol])
+        .args(args)
+        .output()
+        .await
+        .expect("python with the OTel SDK (scripts/test installs it into .venv)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(out.stdout.trim_ascii()).unwrap()
+}
+
+async fn setup(prefix: &str) -> (ClickHouseServer, String, ClickHouse) {
+    let server = ClickHouseServer::start().unwrap();
+    let db = server.database(prefix).unwrap();
+    let ch = ClickHouse::new(&server.http_url(), Duration::from_secs(30)).unwrap();
+    migrate(&ch, &db).await.unwrap();
+    (server, db, ch)
+}
+
+fn ok(r: &serde_json::Value, keys: &[&str]) {
+    for k in keys {
+        assert_eq!(r[*k], true, "{k}: {r}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_traffic_through_the_agent_lands_exactly_per_tenant_and_meter() {
+    let (server, db, ch) = setup("agent_e2e").await;
+    let dir = tempfile::tempdir().unwrap();
+    let collector = start_collector(&server, &db, dir.path(), &[]).await;
+    let agent = start_agent(&[&collector.grpc_url], dir.path(), &["--tenant", "sidecar"]).await;
+    let r = sdk(&agent.http_url, "http", &["--tenant", "acme", "--spans", "300", "--metric-points", "20", "--logs", "10"]).await;
+    ok(&r, &["spans_ok", "metric_points_ok", "logs_ok"]);
+    let r = sdk(&agent.grpc_url, "grpc", &["--tenant", "globex", "--gzip", "--spans", "250", "--metric-points", "15", "--logs", "5"]).await;
+    ok(&r, &["spans_ok", "metric_points_ok", "logs_ok"]);
+    // No tenant named: the agent's --tenant (sidecar mode).
+    let r = sdk(&agent.grpc_url, "grpc", &["--spans", "100", "--logs", "3"]).await;
+    ok(&r, &["spans_ok", "logs_ok"]);
+    agent.drained().await;
+    collector.settle().await;
+    let got = totals(&ch, &db).await;
+    for (tenant, meter, n) in [
+        ("acme", "spans", 300),
+        ("acme", "requests", 75),
+        ("acme", "metric_points", 20),
+        ("acme", "log_records", 10),
+        ("globex", "spans", 250),
+        ("globex", "requests", 63),
+        ("globex", "metric_points", 15),
+        ("globex", "log_records", 5),
+        ("sidecar", "spans", 100),
+        ("sidecar", "requests", 25),
+        ("sidecar", "log_records", 3),
+    ] {
+        assert_eq!(value(&got, tenant, meter), Decimal::from(n), "{tenant} {meter}: {got:?}");
+    }
+    let tenants: std::collections::BTreeSet<_> = got.keys().map(|k| k.0.as_str()).collect();
+    assert_eq!(tenants.into_iter().collect::<Vec<_>>(), ["acme", "globex", "sidecar"]);
+    let text = agent.service.metrics().await.unwrap();
+    assert_eq!(sample(&text, "tally_agent_items_total{signal=\"traces\",outcome=\"accepted\"}"), 650);
+    assert_eq!(sample(&text, "tally_agent_items_total{signal=\"logs\",outcome=\"accepted\"}"), 18);
+    assert_eq!(sample(&text, "tally_agent_batches_total{signal=\"traces\",outcome=\"dropped\"}"), 0);
+    assert!(sample(&text, "tally_agent_batches_total{signal=\"traces\",outcome=\"acked\"}") >= 1, "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_30_second_collector_outage_loses_nothing_and_doubles_nothing() {
+    let (server, db, ch) = setup("agent_outage").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut collector = start_collector(&server, &db, dir.path(), &[]).await;
+    let agent = start_agent(&[&collector.grpc_url], dir.path(), &[]).await;
+    ok(&sdk(&agent.http_url, "http", &["--tenant", "acme", "--spans", "50"]).await, &["spans_ok"]);
+    collector.kill9();
+    // Apps keep sending for 30 s; the agent acknowledges from its WAL and retries.
+    let started = std::time::Instant::now();
+    let mut sent = 50;
+    while started.elapsed() < Duration::from_secs(30) {
+        ok(&sdk(&agent.grpc_url, "grpc", &["--tenant", "acme", "--spans", "40", "--logs", "2"]).await, &["spans_ok", "logs_ok"]);
+        sent += 40;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    let text = agent.service.metrics().await.unwrap();
+    assert!(sample(&text, "tally_agent_batches_total{signal=\"traces\",outcome=\"retried\"}") >= 1, "{text}");
+    assert!(sample(&text, "tally_agent_wal_bytes") > 0, "{text}");
+    collector.start(&[]).await;
+    agent.drained().await;
+    collector.settle().await;
+    let got = totals(&ch, &db).await;
+    assert_eq!(value(&got, "acme", "spans"), Decimal::from(sent), "{got:?}");
+    assert_eq!(value(&got, "acme", "log_records"), Decimal::from((sent - 50) / 40 * 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_agent_mid_stream_loses_nothing_acknowledged_and_doubles_nothing() {
+    let (server, db, ch) = setup("agent_kill9").await;
+    let dir = tempfile::tempdir().unwrap();
+    let collector = start_collector(&server, &db, dir.path(), &[]).await;
+    let mut agent = start_agent(&[&collector.grpc_url], dir.path(), &["--flush-interval-ms", "20"]).await;
+    let mut sent = 0;
+    for round in 0..4 {
+        // Batches of 25 while the agent ships every 20 ms; the kill lands mid-stream.
+        let url = agent.grpc_url.clone();
+        let sender = tokio::spawn(async move { sdk(&url, "grpc", &["--tenant", "acme", "--spans", "200", "--spans-per-export", "25"]).await });
+        tokio::time::sleep(Duration::from_millis(300 + 150 * round)).await;
+        agent.service.kill9();
+        // What the SDK was told was kept counts; exports refused by the dead agent do not.
+        let r = sender.await.unwrap();
+        agent.service.start(&[]).await.unwrap();
+        if r["spans_ok"] == true {
+            sent += 200;
+        }
+    }
+    ok(&sdk(&agent.grpc_url, "grpc", &["--tenant", "globex", "--spans", "100"]).await, &["spans_ok"]);
+    agent.drained().await;
+    collector.settle().await;
+    let got = totals(&ch, &db).await;
+    // The SDK gives up on a whole run when one export fails, so acme is at least what it
+    // confirmed, at most what it sent, and never more: nothing doubled.
+    let acme = value(&got, "acme", "spans");
+    assert!(acme >= Decimal::from(sent) && acme <= Decimal::from(800), "{got:?} (confirmed {sent})");
+    assert_eq!(acme % Decimal::from(25), Decimal::ZERO, "whole exports only: {got:?}");
+    assert_eq!(value(&got, "globex", "spans"), Decimal::from(100));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_wal_pushes_back_on_apps() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = start_agent(&["http://127.0.0.1:9"], dir.path(), &["--wal-max-bytes", "1"]).await;
+    let body = r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","name":"a"}]}]}]}"#;
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/traces", agent.http_url))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "2");
+    let status: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(status["code"], 14);
+    assert_eq!(status["message"], "the agent cannot take data now: the WAL is full (0 of 1 bytes waiting to be delivered)");
+    // The SDK over gRPC is told UNAVAILABLE, retries, and reports failure: nothing was kept.
+    let r = sdk(&agent.grpc_url, "grpc", &["--tenant", "acme", "--spans", "5"]).await;
+    assert_eq!(r["spans_ok"], false);
+    let text = agent.service.metrics().await.unwrap();
+    assert!(sample(&text, "tally_agent_items_total{signal=\"traces\",outcome=\"refused\"}") >= 6, "{text}");
+    assert_eq!(sample(&text, "tally_agent_items_total{signal=\"traces\",outcome=\"accepted\"}"), 0);
+    // Bad input gets the collector's answers: the same receiver.
+    let resp = reqwest::Client::new().post(format!("{}/v1/traces", agent.http_url)).header("content-type", "application/json").body("{").send().await.unwrap();
+    assert_eq!(resp.status(), 400);
+    let status: serde_json::Value = resp.json().await.unwrap();
+    assert!(status["message"].as_str().unwrap().starts_with("malformed OTLP JSON traces request"), "{status}");
+    let resp = reqwest::Client::new().post(format!("{}/v1/traces", agent.http_url)).header("content-type", "text/plain").body("x").send().await.unwrap();
+    assert_eq!(resp.status(), 415);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_wal_segment_is_skipped_and_counted_and_the_rest_delivered() {
+    let (server, db, ch) = setup("agent_damage").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut collector: Running = start_collector(&server, &db, dir.path(), &[]).await;
+    collector.kill9();
+    let mut agent = start_agent(&[&collector.grpc_url], dir.path(), &[]).await;
+    // Three exports, each sealed into its own segment while the collector is down.
+    for (tenant, n) in [("acme", "30"), ("globex", "40"), ("initech", "50")] {
+        ok(&sdk(&agent.http_url, "http", &["--tenant", tenant, "--spans", n, "--spans-per-export", n]).await, &["spans_ok"]);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    agent.service.kill9();
+    let wal = agent.data_dir.join("wal");
+    let mut segments: Vec<_> = std::fs::read_dir(&wal).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "wal")).collect();
+    segments.sort();
+    assert_eq!(segments.len(), 3, "{segments:?}");
+    // Flip bytes in the middle of globex's record.
+    let mut bytes = std::fs::read(&segments[1]).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    bytes[mid + 1] ^= 0xff;
+    std::fs::write(&segments[1], bytes).unwrap();
+    collector.start(&[]).await;
+    agent.service.start(&[]).await.unwrap();
+    agent.drained().await;
+    collector.settle().await;
+    let got = totals(&ch, &db).await;
+    assert_eq!(value(&got, "acme", "spans"), Decimal::from(30), "{got:?}");
+    assert_eq!(value(&got, "globex", "spans"), Decimal::ZERO, "{got:?}");
+    assert_eq!(value(&got, "initech", "spans"), Decimal::from(50), "{got:?}");
+    let text = agent.service.metrics().await.unwrap();
+    assert!(sample(&text, "tally_agent_wal_damaged_bytes_total") > 0, "{text}");
+}
