@@ -22,33 +22,9 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+from otlp_exporters import Recording, exporters
+
 MODELS = ["gpt-4o", "gpt-4o-mini", "o3"]
-
-
-class Recording:
-    """Wraps an SDK exporter and records whether each export succeeded."""
-
-    def __init__(self, inner):
-        self.inner, self.results = inner, []
-
-    def export(self, batch):
-        result = self.inner.export(batch)
-        self.results.append(result.name == "SUCCESS")
-        return result
-
-    def force_flush(self, timeout_millis=30000):
-        return True
-
-    def shutdown(self):
-        self.inner.shutdown()
-
-
-def exporter(protocol, endpoint, headers):
-    if protocol == "http":
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-        return OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces", headers=headers)
-    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-    return OTLPSpanExporter(endpoint=endpoint, insecure=True, headers=headers)
 
 
 def tokens(i):
@@ -75,7 +51,7 @@ def main():
 
     resource = Resource.create({"service.name": a.service, "tenant.id": a.tenant})
     headers = {"authorization": f"Bearer {a.key}"} if a.key else {}
-    rec = Recording(exporter(a.protocol, a.endpoint, headers))
+    rec = Recording(exporters(a.protocol, a.endpoint, headers)[0])
     provider = TracerProvider(resource=resource)
     provider.add_span_processor(BatchSpanProcessor(rec, max_export_batch_size=a.spans_per_export,
                                                    max_queue_size=max(2048, a.spans)))

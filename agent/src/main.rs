@@ -4,9 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use axum::routing::get;
-use axum::Router;
+use axum::http::StatusCode;
 use collector::otlp::{grpc, http};
+use collector::serve;
 use collector::wal::{Fsync, Wal, WalOptions};
 use tally_agent::forward::Collector;
 use tally_agent::identity;
@@ -14,7 +14,6 @@ use tally_agent::intake::Intake;
 use tally_agent::metrics::Metrics;
 use tally_agent::settings::Settings;
 use tally_agent::ship::{ShipOptions, Shipper};
-use tokio::net::TcpListener;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -53,45 +52,24 @@ async fn main() -> anyhow::Result<()> {
     let intake = Arc::new(Intake::new(wal.clone(), boot, s.tenant.clone(), metrics.clone()));
     let exposition = metrics.clone();
     let wal_max = s.wal_max_bytes;
-    let admin = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/metrics",
-            get(move || {
-                let m = exposition.clone();
-                async move { ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], m.render()) }
-            }),
-        )
-        .route(
-            "/readyz",
-            get(move || {
-                let pending = wal.pending_bytes();
-                async move {
-                    let status = if pending < wal_max { axum::http::StatusCode::OK } else { axum::http::StatusCode::SERVICE_UNAVAILABLE };
-                    (status, format!("WAL {pending} of {wal_max} bytes\n"))
-                }
-            }),
-        );
-    let servers = [
+    let admin = serve::admin_router(
+        move || exposition.render(),
+        move || {
+            let pending = wal.pending_bytes();
+            async move {
+                let status = if pending < wal_max { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+                (status, format!("WAL {pending} of {wal_max} bytes\n"))
+            }
+        },
+    );
+    let servers = serve::start(vec![
         ("OTLP/gRPC", s.otlp_grpc_listen, grpc::router(intake.clone(), s.max_request_bytes)),
         ("OTLP/HTTP", s.otlp_http_listen, http::router(intake.clone(), s.max_request_bytes)),
         ("admin", s.admin_listen, admin),
-    ];
-    let (stop, stopped) = tokio::sync::watch::channel(());
-    let mut tasks = Vec::new();
-    for (name, addr, router) in servers {
-        let listener = TcpListener::bind(addr).await.with_context(|| format!("binding the {name} listener to {addr}"))?;
-        tracing::info!(%addr, "{name} listening");
-        let mut stopped = stopped.clone();
-        tasks.push(tokio::spawn(async move {
-            axum::serve(listener, router).with_graceful_shutdown(async move { let _ = stopped.changed().await; }).await
-        }));
-    }
+    ])
+    .await?;
     metering::telemetry::shutdown_signal().await;
-    let _ = stop.send(());
-    for task in tasks {
-        task.await?.context("serving")?;
-    }
+    servers.stop().await.context("serving")?;
     let _ = stop_shipper.send(());
     shipper.await.context("forwarding the WAL")?;
     Ok(())

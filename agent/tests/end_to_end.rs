@@ -9,12 +9,9 @@ mod collector_harness;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use collector_harness::{start_collector, totals, value, Running};
-use metering::clickhouse::ClickHouse;
-use metering::store::migrate::migrate;
+use collector_harness::{setup, start_collector, totals, value, Running};
 use rust_decimal::Decimal;
 use testkit::service::{binary, free_port, sample, Service};
-use testkit::ClickHouseServer;
 
 struct Agent {
     service: Service,
@@ -50,32 +47,9 @@ impl Agent {
     }
 }
 
-fn python() -> PathBuf {
-    std::env::var_os("TALLY_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/python")))
-}
-
 /// Runs python/send_otlp.py (the official SDK and exporters) against `base`.
 async fn sdk(base: &str, protocol: &str, args: &[&str]) -> serde_json::Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../python/send_otlp.py");
-    let out = tokio::process::Command::new(python())
-        .arg(script)
-        .args(["--endpoint", base, "--protocol", protocol])
-        .args(args)
-        .output()
-        .await
-        .expect("python with the OTel SDK (scripts/test installs it into .venv)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(out.stdout.trim_ascii()).unwrap()
-}
-
-async fn setup(prefix: &str) -> (ClickHouseServer, String, ClickHouse) {
-    let server = ClickHouseServer::start().unwrap();
-    let db = server.database(prefix).unwrap();
-    let ch = ClickHouse::new(&server.http_url(), Duration::from_secs(30)).unwrap();
-    migrate(&ch, &db).await.unwrap();
-    (server, db, ch)
+    testkit::sdk::run("send_otlp.py", base, protocol, args).await
 }
 
 fn ok(r: &serde_json::Value, keys: &[&str]) {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use axum::routing::get;
+use axum::http::StatusCode;
 use axum::Router;
 use metering::meter::definition;
 use metering::telemetry;
@@ -13,10 +13,10 @@ use tally_collector::limits::Limits;
 use tally_collector::metrics::{count_responses, Metrics};
 use tally_collector::otlp::{grpc, http};
 use tally_collector::pipeline::Pipeline;
+use tally_collector::serve;
 use tally_collector::settings::Settings;
 use tally_collector::sink::{Sink, SinkOptions};
 use tally_collector::wal::{Fsync, Wal, WalOptions};
-use tokio::net::TcpListener;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -59,51 +59,31 @@ async fn main() -> anyhow::Result<()> {
     };
 
     let exposition = metrics.clone();
-    let admin = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/metrics",
-            get(move || {
-                let m = exposition.clone();
-                async move { ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], m.render()) }
-            }),
-        )
-        .route(
-            "/readyz",
-            get(move || {
-                let (ch, spool) = (ch.clone(), spool.clone());
-                // Ready while the spool takes data: a ClickHouse outage is what the spool is for.
-                async move {
-                    let (pending, max) = (spool.pending_bytes(), s.spool_max_bytes);
-                    let store = match ch.version().await {
-                        Ok(v) => format!("ClickHouse {v} reachable"),
-                        Err(e) => format!("ClickHouse unreachable ({e}); spooling"),
-                    };
-                    let status = if pending < max { axum::http::StatusCode::OK } else { axum::http::StatusCode::SERVICE_UNAVAILABLE };
-                    (status, format!("spool {pending} of {max} bytes; {store}\n"))
-                }
-            }),
-        );
-    let servers = [
+    let spool_max = s.spool_max_bytes;
+    let admin = serve::admin_router(
+        move || exposition.render(),
+        move || {
+            let (ch, spool) = (ch.clone(), spool.clone());
+            // Ready while the spool takes data: a ClickHouse outage is what the spool is for.
+            async move {
+                let pending = spool.pending_bytes();
+                let store = match ch.version().await {
+                    Ok(v) => format!("ClickHouse {v} reachable"),
+                    Err(e) => format!("ClickHouse unreachable ({e}); spooling"),
+                };
+                let status = if pending < spool_max { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+                (status, format!("spool {pending} of {spool_max} bytes; {store}\n"))
+            }
+        },
+    );
+    let servers = serve::start(vec![
         ("OTLP/gRPC", s.grpc_listen, counted("grpc", grpc::router(pipeline.clone(), s.max_request_bytes))),
         ("OTLP/HTTP", s.http_listen, counted("http", http::router(pipeline.clone(), s.max_request_bytes))),
         ("admin", s.admin_listen, admin),
-    ];
-    let (stop, stopped) = tokio::sync::watch::channel(());
-    let mut tasks = Vec::new();
-    for (name, addr, router) in servers {
-        let listener = TcpListener::bind(addr).await.with_context(|| format!("binding the {name} listener to {addr}"))?;
-        tracing::info!(%addr, "{name} listening");
-        let mut stopped = stopped.clone();
-        tasks.push(tokio::spawn(async move {
-            axum::serve(listener, router).with_graceful_shutdown(async move { let _ = stopped.changed().await; }).await
-        }));
-    }
+    ])
+    .await?;
     telemetry::shutdown_signal().await;
-    let _ = stop.send(());
-    for task in tasks {
-        task.await?.context("serving")?;
-    }
+    servers.stop().await.context("serving")?;
     // Nothing is appended any more: write what is spooled before leaving.
     let _ = stop_sink.send(());
     sink.await.context("flushing the spool")?;

@@ -45,6 +45,8 @@ pub struct Metrics {
     pub clickhouse_write_errors: Counter,
     /// `tally_collector_tenant_mismatch_items_total`: items a tenant key sent claiming another tenant.
     pub tenant_mismatch_items: Counter,
+    /// `tally_collector_dropped_items_total`: items whose usage could not be stored, metered as `dropped_*`.
+    pub dropped_items: Counter,
     /// `tally_collector_clickhouse_rows_total`: rows written to ClickHouse.
     pub clickhouse_rows: Counter,
     /// `tally_collector_spool_bytes`: acknowledged rows waiting on disk for ClickHouse.
@@ -73,6 +75,12 @@ impl Default for Metrics {
             "Items sent with a tenant key whose resource claimed another tenant (re-attributed)",
             tenant_mismatch_items.clone(),
         );
+        let dropped_items = Counter::default();
+        registry.register(
+            "dropped_items",
+            "Items whose usage could not be stored, metered as dropped_* usage with the reason (answered as rejected)",
+            dropped_items.clone(),
+        );
         let clickhouse_rows = Counter::default();
         registry.register("clickhouse_rows", "Rows written to ClickHouse", clickhouse_rows.clone());
         let spool_bytes = Gauge::default();
@@ -88,6 +96,7 @@ impl Default for Metrics {
             clickhouse_write_seconds,
             clickhouse_write_errors,
             tenant_mismatch_items,
+            dropped_items,
             clickhouse_rows,
             spool_bytes,
             spool_segments,

@@ -164,10 +164,13 @@ impl Pipeline {
         };
         match self.write(identity, measured.records, &measured.sla).await {
             Ok(0) => accepted,
-            Ok(dropped) => Outcome::Accepted {
-                rejected: measured.rejected + dropped,
-                message: "internal error: the usage of these items could not be metered (counted as dropped)".to_owned(),
-            },
+            Ok(dropped) => {
+                self.metrics.dropped_items.inc_by(dropped);
+                Outcome::Accepted {
+                    rejected: measured.rejected + dropped,
+                    message: "internal error: the usage of these items could not be metered (counted as dropped)".to_owned(),
+                }
+            }
             Err(message) => Outcome::Unavailable { retry_after: STORE_RETRY_AFTER, message },
         }
     }
@@ -206,5 +209,34 @@ const ITEM_METERS: [&str; 3] = ["spans", "metric_points", "log_records"];
 impl Consumer for Pipeline {
     fn consume(&self, delivery: Delivery) -> Pin<Box<dyn Future<Output = Outcome> + Send + '_>> {
         Box::pin(self.handle(delivery))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal::Decimal;
+
+    #[test]
+    fn unstorable_usage_becomes_dropped_items_with_the_reason() {
+        let t = OffsetDateTime::now_utc();
+        let records = vec![
+            UsageRecord::new("acme", "spans", t, Decimal::from(7)).with_service("api"),
+            UsageRecord::new("acme", "span_bytes", t, Decimal::from(900)),
+            UsageRecord::new("bad tenant", "log_records", t, Decimal::from(2)),
+        ];
+        let (dropped, items) = dropped_records(&records, "record 0: service is 2000 bytes long");
+        assert_eq!(items, 9);
+        let got: Vec<_> = dropped.iter().map(|r| (r.tenant.as_str(), r.meter.as_str(), r.value, r.dimensions["reason"].as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                ("acme", "dropped_spans", Decimal::from(7), "record 0: service is 2000 bytes long"),
+                ("unknown", "dropped_log_records", Decimal::from(2), "record 0: service is 2000 bytes long"),
+            ]
+        );
+        // What they become is storable.
+        let batch = UsageBatch { source_id: "s".into(), seq: 1, records: dropped };
+        assert_eq!(encode_batch(&batch, &Catalog::builtin(), &mut Vec::new()), Ok(2));
     }
 }

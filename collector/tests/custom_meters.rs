@@ -4,7 +4,6 @@
 //! count, the max and the distinct users.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use metering::clickhouse::ClickHouse;
@@ -29,23 +28,9 @@ const METERS: &str = "meters:
 const MODELS: [&str; 3] = ["gpt-4o", "gpt-4o-mini", "o3"];
 const SPANS: u32 = 120;
 
-fn python() -> PathBuf {
-    std::env::var_os("TALLY_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/python")))
-}
-
 /// Runs python/send_custom.py against `base`.
 async fn send(base: &str, protocol: &str, tenant: &str) -> serde_json::Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../python/send_custom.py");
-    let out = tokio::process::Command::new(python())
-        .arg(script)
-        .args(["--endpoint", base, "--protocol", protocol, "--tenant", tenant, "--spans", &SPANS.to_string()])
-        .output()
-        .await
-        .expect("python with the OTel SDK (scripts/test installs it into .venv)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(out.stdout.trim_ascii()).unwrap()
+    testkit::sdk::run("send_custom.py", base, protocol, &["--tenant", tenant, "--spans", &SPANS.to_string()]).await
 }
 
 /// The `llm.tokens` of span `i`, as python/send_custom.py documents it.

@@ -7,6 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::collector::{start_collector, totals, value};
+use testkit::service::sample;
 use metering::clickhouse::ClickHouse;
 use metering::store::migrate::migrate;
 use metering::store::rollup::{query_usage, Granularity, UsageQuery};
@@ -210,4 +211,67 @@ async fn a_resent_batch_counts_once_on_either_transport() {
     }
     running.settle().await;
     assert_eq!(totals(&ch, &db).await[&("acme".to_owned(), "spans".to_owned())], Decimal::from(9));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_precise_errors_while_other_tenants_traffic_in_flight_lands_exactly() {
+    use std::io::Write;
+    let server = ClickHouseServer::start().unwrap();
+    let db = server.database("bad_input").unwrap();
+    let ch = ClickHouse::new(&server.http_url(), Duration::from_secs(30)).unwrap();
+    migrate(&ch, &db).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let running = start_collector(&server, &db, dir.path(), &["--max-request-bytes", "200000"]).await;
+    // Two tenants' SDKs send while the bad requests arrive.
+    let (grpc_url, http_url) = (running.grpc_url.clone(), running.http_url.clone());
+    let acme = tokio::spawn(async move { common::sdk(&grpc_url, "grpc", &["--tenant", "acme", "--spans", "3000", "--spans-per-export", "100", "--logs", "40"]).await });
+    let globex = tokio::spawn(async move { common::sdk(&http_url, "http", &["--tenant", "globex", "--gzip", "--spans", "1500", "--spans-per-export", "100"]).await });
+    let mut gzipped = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gzipped.write_all(&vec![0u8; 1 << 20]).unwrap();
+    let bomb = gzipped.finish().unwrap();
+    // (path, content type, content encoding, body, status, message)
+    type Case = (&'static str, &'static str, Option<&'static str>, Vec<u8>, u16, &'static str);
+    let cases: Vec<Case> = vec![
+        ("/v1/traces", "application/x-protobuf", None, vec![0x0a, 0xff, 0xff], 400, "malformed OTLP protobuf traces request: "),
+        ("/v1/logs", "application/json", None, b"{\"resourceLogs\": [".to_vec(), 400, "malformed OTLP JSON logs request: EOF"),
+        ("/v1/traces", "application/x-protobuf", None, vec![0; 300_000], 413, "request body is more than 200000 bytes, the limit; split the batch"),
+        ("/v1/traces", "application/x-protobuf", Some("gzip"), bomb, 413, "request body inflates to more than 200000 bytes, the limit; split the batch"),
+        ("/v1/traces", "application/x-protobuf", Some("gzip"), b"\x1f\x8bnot really".to_vec(), 400, "the request body is not a valid gzip stream"),
+        ("/v1/traces", "text/plain", None, b"hi".to_vec(), 415, "unsupported Content-Type \"text/plain\"; use application/x-protobuf or application/json"),
+    ];
+    let client = reqwest::Client::new();
+    // Bad requests keep coming until both SDKs are done, so they overlap the good traffic.
+    let mut round = 0;
+    while round < 10 || !(acme.is_finished() && globex.is_finished()) {
+        for (path, content_type, encoding, body, status, message) in &cases {
+            let mut req = client.post(format!("{}{path}", running.http_url)).header("content-type", *content_type).body(body.clone());
+            if let Some(e) = encoding {
+                req = req.header("content-encoding", *e);
+            }
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status().as_u16(), *status, "round {round}: {path} {content_type}");
+            let bytes = resp.bytes().await.unwrap();
+            // google.rpc.Status in the request's encoding: JSON for JSON and unknown types, else protobuf.
+            let text = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+                Ok(status) => status["message"].as_str().unwrap_or_default().to_owned(),
+                Err(_) => String::from_utf8_lossy(&bytes).into_owned(),
+            };
+            assert!(text.contains(message), "round {round}: {message:?} not in {text:?}");
+        }
+        round += 1;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let (acme, globex) = (acme.await.unwrap(), globex.await.unwrap());
+    assert_eq!((acme["spans_ok"].as_bool(), acme["logs_ok"].as_bool(), globex["spans_ok"].as_bool()), (Some(true), Some(true), Some(true)));
+    running.settle().await;
+    let got = totals(&ch, &db).await;
+    assert_eq!(value(&got, "acme", "spans"), Decimal::from(3000), "{got:?}");
+    assert_eq!(value(&got, "acme", "log_records"), Decimal::from(40));
+    assert_eq!(value(&got, "globex", "spans"), Decimal::from(1500));
+    let tenants: std::collections::BTreeSet<_> = got.keys().map(|k| k.0.as_str()).collect();
+    assert_eq!(tenants.into_iter().collect::<Vec<_>>(), ["acme", "globex"], "the bad requests stored nothing");
+    let text = running.metrics().await;
+    assert_eq!(sample(&text, "tally_collector_responses_total{transport=\"http\",code=\"413\"}"), 2 * round, "{text}");
+    assert_eq!(sample(&text, "tally_collector_responses_total{transport=\"http\",code=\"415\"}"), round, "{text}");
+    assert_eq!(sample(&text, "tally_collector_items_total{signal=\"traces\",outcome=\"accepted\"}"), 4500, "{text}");
 }

@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use metering::clickhouse::ClickHouse;
@@ -24,23 +23,9 @@ fn this_month() -> (OffsetDateTime, OffsetDateTime) {
     (start, OffsetDateTime::from_unix_timestamp(end).unwrap())
 }
 
-fn python() -> PathBuf {
-    std::env::var_os("TALLY_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/python")))
-}
-
 /// Runs python/send_sla.py against `base`; returns the requests it reports sending.
 async fn send_sla(base: &str, protocol: &str, tenant: &str) -> Vec<(String, u64, bool, String)> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../python/send_sla.py");
-    let out = tokio::process::Command::new(python())
-        .arg(script)
-        .args(["--endpoint", base, "--protocol", protocol, "--tenant", tenant])
-        .output()
-        .await
-        .expect("python with the OTel SDK (scripts/test installs it into .venv)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let report: serde_json::Value = serde_json::from_slice(out.stdout.trim_ascii()).unwrap();
+    let report = testkit::sdk::run("send_sla.py", base, protocol, &["--tenant", tenant]).await;
     assert_eq!(report["ok"], true, "{report}");
     report["requests"]
         .as_array()

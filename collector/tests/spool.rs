@@ -6,20 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::collector::{start_collector, totals, value};
+use common::collector::{setup, start_collector, totals, value};
 use testkit::service::sample;
-use metering::clickhouse::ClickHouse;
-use metering::store::migrate::migrate;
 use rust_decimal::Decimal;
-use testkit::ClickHouseServer;
-
-async fn setup(prefix: &str) -> (ClickHouseServer, String, ClickHouse) {
-    let server = ClickHouseServer::start().unwrap();
-    let db = server.database(prefix).unwrap();
-    let ch = ClickHouse::new(&server.http_url(), Duration::from_secs(30)).unwrap();
-    migrate(&ch, &db).await.unwrap();
-    (server, db, ch)
-}
 
 /// Three spans of tenant acme (two of them requests) as OTLP/JSON.
 const BATCH: &str = r#"{"resourceSpans":[{"resource":{"attributes":[{"key":"tenant.id","value":{"stringValue":"acme"}}]},

@@ -23,6 +23,7 @@ pub mod clickhouse;
 mod http;
 pub mod loadgen;
 pub mod readme;
+pub mod sdk;
 pub mod service;
 mod spawn;
 

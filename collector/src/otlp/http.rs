@@ -11,6 +11,8 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
 use prost::Message;
 
 use super::gzip::{gunzip, GzipError};
@@ -43,7 +45,10 @@ pub fn router(consumer: Arc<dyn Consumer>, max_request_bytes: usize) -> Router {
 impl Receiver {
     async fn handle_http(&self, signal: Signal, headers: &HeaderMap, body: Body) -> Response {
         let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-        let Some(encoding) = Encoding::from_content_type(content_type) else {
+        let encoding = Encoding::from_content_type(content_type);
+        // The body is read before any answer, so the client is never cut off mid-upload.
+        let body = read_body(body, self.max_request_bytes).await;
+        let Some(encoding) = encoding else {
             let message = format!("unsupported Content-Type {content_type:?}; use application/x-protobuf or application/json");
             return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, Encoding::Json, code::INVALID_ARGUMENT, message);
         };
@@ -52,14 +57,10 @@ impl Receiver {
             let message = format!("request body {what} more than {} bytes, the limit; split the batch", self.max_request_bytes);
             fail(StatusCode::PAYLOAD_TOO_LARGE, code::RESOURCE_EXHAUSTED, message)
         };
-        let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-        if declared.is_some_and(|n| n > self.max_request_bytes) {
-            return too_large("is");
-        }
-        let bytes = match axum::body::to_bytes(body, self.max_request_bytes).await {
+        let bytes = match body {
             Ok(bytes) => bytes,
-            Err(e) if is_length_limit(&e) => return too_large("is"),
-            Err(e) => return fail(StatusCode::BAD_REQUEST, code::INVALID_ARGUMENT, format!("reading the request body: {e}")),
+            Err(BodyError::TooLarge) => return too_large("is"),
+            Err(BodyError::Read(e)) => return fail(StatusCode::BAD_REQUEST, code::INVALID_ARGUMENT, format!("reading the request body: {e}")),
         };
         let content_encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).map(|v| v.trim().to_ascii_lowercase());
         let raw = match content_encoding.as_deref() {
@@ -89,17 +90,6 @@ impl Receiver {
             }
         }
     }
-}
-
-fn is_length_limit(e: &axum::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(s) = source {
-        if s.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        source = s.source();
-    }
-    false
 }
 
 fn with_retry_after(mut response: Response, after: Duration) -> Response {
@@ -141,4 +131,41 @@ fn success(signal: Signal, encoding: Encoding, rejected: u64, message: String) -
         }
     };
     respond(StatusCode::OK, encoding, body)
+}
+
+enum BodyError {
+    TooLarge,
+    Read(axum::Error),
+}
+
+/// How much of an oversized body is read and discarded, at most, before answering 413.
+const DRAIN_MAX_BYTES: usize = 256 << 20;
+/// How long draining an oversized body may take.
+const DRAIN_TIME: Duration = Duration::from_secs(30);
+
+/// Reads a body of at most `max` bytes. A larger one is read to its end and
+/// discarded (within [`DRAIN_MAX_BYTES`] and [`DRAIN_TIME`]): an HTTP/1.1 client
+/// still uploading when the server answers and closes sees a broken connection,
+/// which OTLP clients retry for ever, instead of the 413 that tells them to drop it.
+async fn read_body(mut body: Body, max: usize) -> Result<Bytes, BodyError> {
+    let mut buf = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(BodyError::Read)?;
+        let Ok(data) = frame.into_data() else { continue };
+        if buf.len() + data.len() > max {
+            let mut drained = buf.len() + data.len();
+            let drain = async {
+                while let Some(Ok(frame)) = body.frame().await {
+                    drained += frame.data_ref().map_or(0, |d| d.len());
+                    if drained > DRAIN_MAX_BYTES {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+            return Err(BodyError::TooLarge);
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok(buf.freeze())
 }

@@ -73,6 +73,15 @@ impl Running {
     }
 }
 
+/// A private ClickHouse with a migrated database named after `prefix`, and a client of it.
+pub async fn setup(prefix: &str) -> (ClickHouseServer, String, ClickHouse) {
+    let server = ClickHouseServer::start().unwrap();
+    let db = server.database(prefix).unwrap();
+    let ch = ClickHouse::new(&server.http_url(), Duration::from_secs(30)).unwrap();
+    metering::store::migrate::migrate(&ch, &db).await.unwrap();
+    (server, db, ch)
+}
+
 /// Usage per (tenant, meter) from yesterday to two days ahead.
 pub async fn totals(ch: &ClickHouse, db: &str) -> BTreeMap<(String, String), Decimal> {
     let now = time::OffsetDateTime::now_utc();

@@ -5,7 +5,6 @@
 pub mod collector;
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use tally_collector::otlp::{Consumer, Delivery, Outcome, Payload};
@@ -55,22 +54,7 @@ pub fn recorder() -> Arc<Recorder> {
     Arc::new(Recorder::default())
 }
 
-fn python() -> PathBuf {
-    std::env::var_os("TALLY_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/python")))
-}
-
 /// Runs python/send_otlp.py (the official SDK and exporters) against `base`.
 pub async fn sdk(base: &str, protocol: &str, args: &[&str]) -> serde_json::Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../python/send_otlp.py");
-    let out = tokio::process::Command::new(python())
-        .arg(script)
-        .args(["--endpoint", base, "--protocol", protocol])
-        .args(args)
-        .output()
-        .await
-        .expect("python with the OTel SDK (scripts/test installs it into .venv)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(out.stdout.trim_ascii()).unwrap()
+    testkit::sdk::run("send_otlp.py", base, protocol, args).await
 }

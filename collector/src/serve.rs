@@ -1,0 +1,63 @@
+//! What both binaries serve besides OTLP: the admin routes, and running a set
+//! of listeners until shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// `/healthz`, `/metrics` (from `render`) and `/readyz` (from `ready`).
+pub fn admin_router<R, F>(render: impl Fn() -> String + Clone + Send + Sync + 'static, ready: R) -> Router
+where
+    R: Fn() -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = (StatusCode, String)> + Send + 'static,
+{
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get(move || {
+                let text = render();
+                async move { ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], text) }
+            }),
+        )
+        .route("/readyz", get(ready))
+}
+
+/// Listeners being served; [`Servers::stop`] ends them gracefully.
+pub struct Servers {
+    tasks: Vec<JoinHandle<std::io::Result<()>>>,
+    stop: watch::Sender<()>,
+}
+
+/// Binds every `(name, address, router)` and serves them.
+pub async fn start(servers: Vec<(&'static str, SocketAddr, Router)>) -> anyhow::Result<Servers> {
+    use anyhow::Context;
+    let (stop, stopped) = watch::channel(());
+    let mut tasks = Vec::new();
+    for (name, addr, router) in servers {
+        let listener = TcpListener::bind(addr).await.with_context(|| format!("binding the {name} listener to {addr}"))?;
+        tracing::info!(%addr, "{name} listening");
+        let mut stopped = stopped.clone();
+        tasks.push(tokio::spawn(async move {
+            axum::serve(listener, router).with_graceful_shutdown(async move { let _ = stopped.changed().await; }).await
+        }));
+    }
+    Ok(Servers { tasks, stop })
+}
+
+impl Servers {
+    /// Stops accepting, lets requests in flight finish, and returns when all have.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        for task in self.tasks {
+            task.await??;
+        }
+        Ok(())
+    }
+}
