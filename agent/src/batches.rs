@@ -10,6 +10,8 @@
 //! `Export*ServiceRequest`, whose only field is a repeated message, concatenated
 //! encodings are the encoding of the merged request. Nothing is decoded again.
 
+use std::collections::BTreeMap;
+
 use collector::otlp::Signal;
 
 use crate::record::Record;
@@ -32,6 +34,8 @@ pub struct Batch {
     pub body: Vec<u8>,
     /// How many requests it merges.
     pub requests: usize,
+    /// Its items per tenant.
+    pub items: BTreeMap<String, u64>,
 }
 
 /// What a segment's records make, and which did not parse.
@@ -73,11 +77,22 @@ pub fn cut(segment_id: u64, records: &[Vec<u8>], max_bytes: usize) -> Cut {
             if let Some(b) = open[i].take() {
                 close(b, &mut out);
             }
-            open[i] = Some(Batch { signal: r.signal, boot: r.boot, seq: 0, accepted_millis: r.accepted_millis, body: Vec::new(), requests: 0 });
+            open[i] = Some(Batch {
+                signal: r.signal,
+                boot: r.boot,
+                seq: 0,
+                accepted_millis: r.accepted_millis,
+                body: Vec::new(),
+                requests: 0,
+                items: BTreeMap::new(),
+            });
         }
         let b = open[i].as_mut().expect("opened above");
         b.body.extend_from_slice(r.request);
         b.requests += 1;
+        for (tenant, n) in r.items {
+            *b.items.entry(tenant).or_default() += n;
+        }
     }
     for b in open.into_iter().flatten() {
         close(b, &mut out);
@@ -100,7 +115,7 @@ mod tests {
     }
 
     fn record(signal: Signal, boot: u64, millis: u64, request: &[u8]) -> Vec<u8> {
-        Record { signal, boot, accepted_millis: millis, request }.encode()
+        Record { signal, boot, accepted_millis: millis, items: vec![("t".into(), 1)], request }.encode()
     }
 
     #[test]
@@ -119,6 +134,7 @@ mod tests {
         assert_eq!(first.unreadable, vec!["a WAL record of 4 bytes is shorter than its header".to_owned()]);
         let shape: Vec<_> = first.batches.iter().map(|b| (b.signal, b.seq - 5 * PER_SEGMENT, b.requests, b.accepted_millis)).collect();
         assert_eq!(shape, vec![(Signal::Traces, 0, 2, 1000), (Signal::Traces, 1, 1, 1003), (Signal::Logs, 2, 1, 1001)]);
+        assert_eq!(first.batches[0].items, BTreeMap::from([("t".to_owned(), 2)]));
         let merged = ExportTraceServiceRequest::decode(&first.batches[0].body[..]).unwrap();
         assert_eq!(merged.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum::<usize>(), 5);
         assert_eq!(cut(5, &records, max).batches, first.batches, "a resend cuts the same batches");

@@ -65,7 +65,7 @@ impl Collector {
                 Ok(v) => {
                     md.insert("authorization", v);
                 }
-                Err(_) => return Verdict::Final { reason: "the agent key is not a valid header value".into() },
+                Err(_) => return Verdict::Final { code: "BadKey".into(), reason: "the agent key is not a valid header value".into() },
             }
         }
         let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
@@ -99,7 +99,9 @@ pub enum Verdict {
     },
     /// Refused for good: the batch is dropped and counted.
     Final {
-        /// The status.
+        /// The gRPC code's name (a low-cardinality reason).
+        code: String,
+        /// The status, for logs.
         reason: String,
     },
 }
@@ -114,7 +116,7 @@ pub fn classify(status: &Status, url: &str) -> Verdict {
             Verdict::Retry { after, reason }
         }
         Code::ResourceExhausted if after.is_some() => Verdict::Retry { after, reason },
-        _ => Verdict::Final { reason },
+        code => Verdict::Final { code: format!("{code:?}"), reason },
     }
 }
 

@@ -1,65 +1,104 @@
 //! The agent's OTLP consumer: what apps send is written to the WAL (stamped
 //! with the default tenant in sidecar mode) and acknowledged once it is there.
+//! When the WAL is full, apps are told to retry, or the oldest waiting data is
+//! dropped (and counted) to make room, per `--wal-full`.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use collector::measure::{attribute, TENANT_ATTRIBUTE};
+use collector::measure::{attribute, TENANT_ATTRIBUTE, UNKNOWN_TENANT};
+use collector::otlp::decode::metric_points;
 use collector::otlp::{Consumer, Delivery, Outcome, Payload};
+use collector::reports::SCOPE;
 use collector::wal::{AppendError, Wal};
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
+use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::record::Record;
+use crate::ship::Backlog;
 
 /// How long apps are told to wait when the WAL is full.
 pub const FULL_RETRY_AFTER: Duration = Duration::from_secs(2);
+
+/// What a full WAL does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WhenFull {
+    /// Apps are told to retry (gRPC UNAVAILABLE, HTTP 503): nothing is lost, apps buffer.
+    Backpressure,
+    /// The oldest data waiting in the WAL is dropped to make room, counted as `dropped_*` usage.
+    DropOldest,
+}
 
 /// Takes requests from apps into the WAL.
 pub struct Intake {
     wal: Wal,
     boot: u64,
     tenant: Option<String>,
+    when_full: WhenFull,
+    backlog: Arc<Backlog>,
+    ledger: Arc<Ledger>,
     metrics: Arc<Metrics>,
 }
 
 impl Intake {
     /// An intake appending to `wal` for the process `boot`, stamping `tenant`
     /// on resources that name none.
-    pub fn new(wal: Wal, boot: u64, tenant: Option<String>, metrics: Arc<Metrics>) -> Self {
-        Self { wal, boot, tenant, metrics }
+    pub fn new(wal: Wal, boot: u64, tenant: Option<String>, when_full: WhenFull, backlog: Arc<Backlog>, ledger: Arc<Ledger>, metrics: Arc<Metrics>) -> Self {
+        Self { wal, boot, tenant, when_full, backlog, ledger, metrics }
     }
 
     async fn take(&self, delivery: Delivery) -> Outcome {
         let mut payload = delivery.payload;
-        let (signal, items) = (payload.signal(), payload.items());
+        let signal = payload.signal();
+        let (rejected, message) = refuse_reserved_scope(&mut payload);
         if let Some(tenant) = &self.tenant {
             stamp(&mut payload, tenant);
         }
+        let items = items_by_tenant(&payload);
         let request = match &payload {
             Payload::Traces(r) => r.encode_to_vec(),
             Payload::Metrics(r) => r.encode_to_vec(),
             Payload::Logs(r) => r.encode_to_vec(),
         };
         let millis = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
-        let record = Record { signal, boot: self.boot, accepted_millis: millis as u64, request: &request };
-        match self.wal.append(record.encode()).await {
-            Ok(()) => {
-                self.metrics.count_items(signal.name(), "accepted", items);
-                Outcome::Accepted { rejected: 0, message: String::new() }
-            }
-            Err(e) => {
-                self.metrics.count_items(signal.name(), "refused", items);
-                if !matches!(e, AppendError::Full { .. }) {
-                    tracing::error!(error = %e, "writing the WAL failed; apps are told to retry");
+        let record = Record { signal, boot: self.boot, accepted_millis: millis as u64, items: items.clone().into_iter().collect(), request: &request }.encode();
+        let total: u64 = items.values().sum();
+        if total == 0 {
+            // Nothing to meter or forward (an empty export, or only the reserved scope).
+            return Outcome::Accepted { rejected, message };
+        }
+        loop {
+            match self.wal.append(record.clone()).await {
+                Ok(()) => {
+                    self.metrics.count_items(signal.name(), "accepted", total);
+                    self.ledger.accepted(signal, &items);
+                    return Outcome::Accepted { rejected, message };
                 }
-                Outcome::Unavailable { retry_after: FULL_RETRY_AFTER, message: format!("the agent cannot take data now: {e}") }
+                Err(AppendError::Full { .. }) if self.when_full == WhenFull::DropOldest => {
+                    let Some(dropped) = self.backlog.drop_oldest(&self.wal) else { return self.refuse(signal, total, AppendError::Full { pending: self.wal.pending_bytes(), max: 0 }) };
+                    for (sig, by_tenant) in dropped {
+                        self.metrics.count_items(sig.name(), "dropped", by_tenant.values().sum());
+                        self.ledger.dropped(sig, "wal full", &by_tenant);
+                    }
+                    tracing::warn!("WAL full: dropped its oldest waiting segment to take new data");
+                }
+                Err(e) => return self.refuse(signal, total, e),
             }
         }
+    }
+
+    fn refuse(&self, signal: collector::otlp::Signal, items: u64, e: AppendError) -> Outcome {
+        self.metrics.count_items(signal.name(), "refused", items);
+        if !matches!(e, AppendError::Full { .. }) {
+            tracing::error!(error = %e, "writing the WAL failed; apps are told to retry");
+        }
+        Outcome::Unavailable { retry_after: FULL_RETRY_AFTER, message: format!("the agent cannot take data now: {e}") }
     }
 }
 
@@ -67,6 +106,40 @@ impl Consumer for Intake {
     fn consume(&self, delivery: Delivery) -> Pin<Box<dyn Future<Output = Outcome> + Send + '_>> {
         Box::pin(self.take(delivery))
     }
+}
+
+/// Apps may not send metrics in the scope of usage reports: the collectors
+/// would take them for the agent's own accounting. They are refused (partial success).
+fn refuse_reserved_scope(payload: &mut Payload) -> (u64, String) {
+    let Payload::Metrics(request) = payload else { return (0, String::new()) };
+    let mut rejected = 0;
+    for rm in &mut request.resource_metrics {
+        let before = metric_points(rm);
+        rm.scope_metrics.retain(|s| s.scope.as_ref().is_none_or(|sc| sc.name != SCOPE));
+        rejected += before - metric_points(rm);
+    }
+    let message = if rejected > 0 { format!("the instrumentation scope {SCOPE:?} is reserved for Tally agents' usage reports") } else { String::new() };
+    (rejected, message)
+}
+
+/// Items per tenant as the collectors will attribute them: the resource's
+/// `tenant.id` (last wins), else `unknown`.
+fn items_by_tenant(payload: &Payload) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    let mut add = |resource: Option<&Resource>, n: u64| {
+        if n == 0 {
+            return;
+        }
+        let attrs = resource.map(|r| r.attributes.as_slice()).unwrap_or_default();
+        let tenant = attribute(attrs, TENANT_ATTRIBUTE).filter(|t| metering::record::validate_tenant(t).is_ok()).unwrap_or(UNKNOWN_TENANT);
+        *out.entry(tenant.to_owned()).or_default() += n;
+    };
+    match payload {
+        Payload::Traces(r) => r.resource_spans.iter().for_each(|x| add(x.resource.as_ref(), x.scope_spans.iter().map(|s| s.spans.len() as u64).sum())),
+        Payload::Metrics(r) => r.resource_metrics.iter().for_each(|x| add(x.resource.as_ref(), metric_points(x))),
+        Payload::Logs(r) => r.resource_logs.iter().for_each(|x| add(x.resource.as_ref(), x.scope_logs.iter().map(|s| s.log_records.len() as u64).sum())),
+    }
+    out
 }
 
 /// Adds `tenant.id = tenant` to every resource that names no tenant.

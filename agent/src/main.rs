@@ -11,9 +11,11 @@ use collector::wal::{Fsync, Wal, WalOptions};
 use tally_agent::forward::Collector;
 use tally_agent::identity;
 use tally_agent::intake::Intake;
+use tally_agent::ledger::Ledger;
+use tally_agent::report;
 use tally_agent::metrics::Metrics;
 use tally_agent::settings::Settings;
-use tally_agent::ship::{ShipOptions, Shipper};
+use tally_agent::ship::{Backlog, ShipOptions, Shipper};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -34,7 +36,9 @@ async fn main() -> anyhow::Result<()> {
     let segment_bytes = (s.wal_max_bytes / 8).clamp(1 << 20, 64 << 20);
     let seal_after = Some(Duration::from_millis(s.flush_interval_ms.max(1)));
     let wal_options = WalOptions { max_bytes: s.wal_max_bytes, segment_bytes, fsync, seal_after };
-    let (wal, sealed) = Wal::open(&s.data_dir.join("wal"), wal_options).context("opening the WAL (--data-dir)")?;
+    let backlog = Arc::new(Backlog::default());
+    let sealed = backlog.clone();
+    let wal = Wal::open(&s.data_dir.join("wal"), wal_options, move |segment| sealed.sealed(segment)).context("opening the WAL (--data-dir)")?;
     tracing::info!(agent_id, boot = format!("{boot:016x}"), pending_bytes = wal.pending_bytes(), "tally-agent starting");
 
     let metrics = Arc::new(Metrics::default());
@@ -45,11 +49,13 @@ async fn main() -> anyhow::Result<()> {
         backoff_max: Duration::from_secs(s.max_backoff_secs.max(1)),
         shutdown_timeout: Duration::from_secs(s.shutdown_timeout_secs),
     };
-    let shipper = Shipper::new(collectors, s.key.clone(), agent_id, wal.clone(), metrics.clone(), ship_options);
+    let ledger = Arc::new(Ledger::default());
+    let shipper = Shipper::new(collectors, s.key.clone(), agent_id, wal.clone(), backlog.clone(), ledger.clone(), boot, metrics.clone(), ship_options);
     let (stop_shipper, shipper_stopped) = tokio::sync::watch::channel(());
-    let shipper = tokio::spawn(shipper.run(sealed, shipper_stopped));
+    let shipper = tokio::spawn(shipper.run(shipper_stopped));
 
-    let intake = Arc::new(Intake::new(wal.clone(), boot, s.tenant.clone(), metrics.clone()));
+    let reporter = tokio::spawn(report::run(ledger.clone(), wal.clone(), boot, Duration::from_secs(s.report_interval_secs.max(1))));
+    let intake = Arc::new(Intake::new(wal.clone(), boot, s.tenant.clone(), s.wal_full, backlog, ledger.clone(), metrics.clone()));
     let exposition = metrics.clone();
     let wal_max = s.wal_max_bytes;
     let admin = serve::admin_router(
@@ -70,6 +76,8 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     metering::telemetry::shutdown_signal().await;
     servers.stop().await.context("serving")?;
+    // The shipper writes the last report once it has shipped what waits.
+    reporter.abort();
     let _ = stop_shipper.send(());
     shipper.await.context("forwarding the WAL")?;
     Ok(())

@@ -19,7 +19,9 @@ pub struct SignalOutcome {
 /// The metrics.
 pub struct Metrics {
     registry: Registry,
-    /// `tally_agent_items_total{signal,outcome}`: items from apps, `accepted` (in the WAL) or `refused` (WAL full).
+    /// `tally_agent_items_total{signal,outcome}`: items from apps, `accepted` (in the WAL),
+    /// `refused` (WAL full, apps told to retry) or `dropped` (WAL full with drop-oldest, or
+    /// refused by a collector for good).
     pub items: Family<SignalOutcome, Counter>,
     /// `tally_agent_batches_total{signal,outcome}`: exports `acked`, `retried` or `dropped` (refused for good).
     pub batches: Family<SignalOutcome, Counter>,

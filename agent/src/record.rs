@@ -1,7 +1,10 @@
 //! What the agent keeps in its WAL for one accepted request: the signal, the
-//! process (boot) that accepted it, when, and the request as OTLP protobuf.
+//! process (boot) that accepted it, when, its items per tenant (so that what a
+//! collector acknowledges or refuses is accounted per tenant without decoding
+//! again), and the request as OTLP protobuf.
 //!
-//! `[version u8][signal u8][boot u64 LE][accepted unix-millis u64 LE][protobuf]`
+//! `[version u8][signal u8][boot u64 LE][accepted unix-millis u64 LE]`
+//! `[tenants u16 LE]{[len u8][tenant][items u64 LE]}[protobuf]`
 
 use collector::otlp::Signal;
 
@@ -17,6 +20,8 @@ pub struct Record<'a> {
     pub boot: u64,
     /// When, in Unix milliseconds: the collector meters it in that minute.
     pub accepted_millis: u64,
+    /// Items (spans, data points, log records) per tenant; empty for the agent's own usage reports.
+    pub items: Vec<(String, u64)>,
     /// The `Export*ServiceRequest`, protobuf-encoded.
     pub request: &'a [u8],
 }
@@ -37,6 +42,13 @@ impl<'a> Record<'a> {
         out.push(signal_tag(self.signal));
         out.extend_from_slice(&self.boot.to_le_bytes());
         out.extend_from_slice(&self.accepted_millis.to_le_bytes());
+        out.extend_from_slice(&(self.items.len() as u16).to_le_bytes());
+        for (tenant, n) in &self.items {
+            // Tenant ids are at most 128 bytes (validated where they are resolved).
+            out.push(tenant.len() as u8);
+            out.extend_from_slice(tenant.as_bytes());
+            out.extend_from_slice(&n.to_le_bytes());
+        }
         out.extend_from_slice(self.request);
         out
     }
@@ -56,7 +68,20 @@ impl<'a> Record<'a> {
             other => return Err(format!("unknown signal tag {other} in a WAL record")),
         };
         let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
-        Ok(Self { signal, boot: word(2), accepted_millis: word(10), request: &bytes[HEADER..] })
+        let short = || "a WAL record's tenant counts run past its end".to_owned();
+        let mut at = HEADER;
+        let n = u16::from_le_bytes(bytes.get(at..at + 2).ok_or_else(short)?.try_into().expect("2 bytes"));
+        at += 2;
+        let mut items = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            let len = *bytes.get(at).ok_or_else(short)? as usize;
+            let tenant = bytes.get(at + 1..at + 1 + len).ok_or_else(short)?;
+            let tenant = std::str::from_utf8(tenant).map_err(|_| "a WAL record's tenant is not UTF-8".to_owned())?;
+            let count = bytes.get(at + 1 + len..at + 9 + len).ok_or_else(short)?;
+            items.push((tenant.to_owned(), u64::from_le_bytes(count.try_into().expect("8 bytes"))));
+            at += 9 + len;
+        }
+        Ok(Self { signal, boot: word(2), accepted_millis: word(10), items, request: &bytes[at..] })
     }
 }
 
@@ -66,9 +91,11 @@ mod tests {
 
     #[test]
     fn round_trip_and_refusals() {
-        let r = Record { signal: Signal::Logs, boot: 0xfeed, accepted_millis: 1_700_000_000_123, request: b"\x0a\x00" };
+        let items = vec![("acme".to_owned(), 7), ("globex".to_owned(), 1 << 40)];
+        let r = Record { signal: Signal::Logs, boot: 0xfeed, accepted_millis: 1_700_000_000_123, items, request: b"\x0a\x00" };
         let bytes = r.encode();
         assert_eq!(Record::decode(&bytes), Ok(r));
+        assert_eq!(Record::decode(&bytes[..HEADER + 5]).unwrap_err(), "a WAL record's tenant counts run past its end");
         assert_eq!(Record::decode(&bytes[..5]).unwrap_err(), "a WAL record of 5 bytes is shorter than its header");
         let mut other = bytes.clone();
         other[0] = 9;

@@ -31,6 +31,14 @@ pub struct Settings {
     /// Upper bound of the WAL on disk, in bytes.
     #[arg(long, default_value_t = 1 << 30)]
     pub wal_max_bytes: u64,
+    /// What a full WAL does: `backpressure` tells apps to retry (nothing is lost); `drop-oldest`
+    /// drops the oldest waiting data to make room (counted as dropped_* usage with reason "wal full").
+    #[arg(long, value_enum, default_value = "backpressure")]
+    pub wal_full: crate::intake::WhenFull,
+    /// How often the agent reports its books (accepted, acknowledged and dropped items per
+    /// tenant) to the collectors as usage, in seconds.
+    #[arg(long, default_value_t = 10)]
+    pub report_interval_secs: u64,
     /// When the WAL is synced: 0 before an app is acknowledged (nothing acknowledged is lost,
     /// even to a power cut); N > 0 at most N milliseconds after (a machine crash can lose N ms).
     #[arg(long, default_value_t = 0)]

@@ -6,18 +6,25 @@
 //! (failover). Waits grow exponentially with jitter and honour RetryInfo, with
 //! a cap. A crash or shutdown mid-segment resends the whole segment next time:
 //! its batches keep their identities, so the collectors count them once.
+//!
+//! Sealed segments wait in a [`Backlog`] the intake may also take from: with
+//! the drop-oldest policy, a full WAL gives up its oldest waiting segment
+//! (never the one being shipped), and what it held is counted as dropped.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use collector::otlp::Signal;
 use collector::wal::{segment, Segment, Wal};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{watch, Notify};
 
 use crate::batches::{cut, Batch};
 use crate::forward::{Collector, Verdict};
+use crate::ledger::Ledger;
 use crate::metrics::Metrics;
+use crate::record::Record;
 
 /// How the shipper batches, retries and stops. (How often new data is shipped
 /// is the WAL's `seal_after`.)
@@ -33,6 +40,68 @@ pub struct ShipOptions {
     pub shutdown_timeout: Duration,
 }
 
+/// Sealed segments waiting to be shipped, oldest first. The WAL hands each
+/// sealed segment here as it seals it (see [`Backlog::sealed`]).
+#[derive(Debug, Default)]
+pub struct Backlog {
+    segments: Mutex<VecDeque<Segment>>,
+    arrived: Notify,
+}
+
+impl Backlog {
+    /// Takes a segment the WAL sealed.
+    pub fn sealed(&self, s: Segment) {
+        self.push_back(s);
+    }
+
+    fn push_back(&self, s: Segment) {
+        self.segments.lock().unwrap_or_else(|e| e.into_inner()).push_back(s);
+        self.arrived.notify_one();
+    }
+
+    fn push_front(&self, s: Segment) {
+        self.segments.lock().unwrap_or_else(|e| e.into_inner()).push_front(s);
+    }
+
+    fn pop_front(&self) -> Option<Segment> {
+        self.segments.lock().unwrap_or_else(|e| e.into_inner()).pop_front()
+    }
+
+    /// Removes the oldest waiting segment that holds only apps' data (one holding
+    /// the agent's own usage report is kept: its counts would vanish with it);
+    /// returns its items per signal and tenant, or `None` when there is no such
+    /// segment (the segment being shipped and the open one are never dropped).
+    pub fn drop_oldest(&self, wal: &Wal) -> Option<Vec<(Signal, BTreeMap<String, u64>)>> {
+        let mut segments = self.segments.lock().unwrap_or_else(|e| e.into_inner());
+        for i in 0..segments.len() {
+            let contents = segment::read(&segments[i].path).unwrap_or_default();
+            let records: Vec<Record<'_>> = contents.records.iter().filter_map(|b| Record::decode(b).ok()).collect();
+            if records.iter().any(|r| r.items.is_empty()) {
+                continue;
+            }
+            let s = segments.remove(i).expect("in range");
+            if let Err(e) = wal.remove(&s) {
+                tracing::error!(segment = %s.path.display(), error = %e, "removing the oldest WAL segment failed");
+            }
+            let mut items: Vec<(Signal, BTreeMap<String, u64>)> = Vec::new();
+            for r in records {
+                let slot = match items.iter().position(|(sig, _)| *sig == r.signal) {
+                    Some(at) => &mut items[at],
+                    None => {
+                        items.push((r.signal, BTreeMap::new()));
+                        items.last_mut().expect("just pushed")
+                    }
+                };
+                for (tenant, n) in r.items {
+                    *slot.1.entry(tenant).or_default() += n;
+                }
+            }
+            return Some(items);
+        }
+        None
+    }
+}
+
 /// Ships a WAL to collectors.
 pub struct Shipper {
     collectors: Vec<Collector>,
@@ -40,6 +109,9 @@ pub struct Shipper {
     key: Option<String>,
     agent_id: String,
     wal: Wal,
+    backlog: Arc<Backlog>,
+    ledger: Arc<Ledger>,
+    boot: u64,
     metrics: Arc<Metrics>,
     options: ShipOptions,
 }
@@ -52,51 +124,71 @@ enum Shipped {
 }
 
 impl Shipper {
-    /// A shipper of `wal` to `collectors`, as agent `agent_id` with `key`.
-    pub fn new(collectors: Vec<Collector>, key: Option<String>, agent_id: String, wal: Wal, metrics: Arc<Metrics>, options: ShipOptions) -> Self {
+    /// A shipper of `backlog` (fed from `wal`'s sealed segments) to `collectors`,
+    /// as agent `agent_id` with `key`, accounting in `ledger` (its last report
+    /// at shutdown is written for process `boot`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        collectors: Vec<Collector>,
+        key: Option<String>,
+        agent_id: String,
+        wal: Wal,
+        backlog: Arc<Backlog>,
+        ledger: Arc<Ledger>,
+        boot: u64,
+        metrics: Arc<Metrics>,
+        options: ShipOptions,
+    ) -> Self {
         assert!(!collectors.is_empty(), "at least one collector");
-        Self { collectors, next: AtomicUsize::new(0), key, agent_id, wal, metrics, options }
+        Self { collectors, next: AtomicUsize::new(0), key, agent_id, wal, backlog, ledger, boot, metrics, options }
     }
 
     /// Runs until `stop` changes, then ships what it can within the shutdown timeout.
-    pub async fn run(self, mut sealed: mpsc::UnboundedReceiver<Segment>, mut stop: watch::Receiver<()>) {
-        let mut queue = VecDeque::new();
+    pub async fn run(self, mut stop: watch::Receiver<()>) {
         'run: loop {
-            tokio::select! {
-                _ = stop.changed() => break,
-                Some(s) = sealed.recv() => queue.push_back(s),
-            }
-            while let Ok(s) = sealed.try_recv() {
-                queue.push_back(s);
-            }
-            while let Some(s) = queue.front() {
-                match self.ship(s, Some(&mut stop), None).await {
-                    Shipped::Done => {
-                        queue.pop_front();
-                    }
+            let Some(s) = self.backlog.pop_front() else {
+                tokio::select! {
+                    _ = stop.changed() => break,
+                    _ = self.backlog.arrived.notified() => {}
+                }
+                continue;
+            };
+            loop {
+                match self.ship(&s, Some(&mut stop), None).await {
+                    Shipped::Done => break,
                     Shipped::Again => {}
-                    Shipped::Stopped => break 'run,
+                    Shipped::Stopped => {
+                        self.backlog.push_front(s);
+                        break 'run;
+                    }
                 }
             }
         }
         let deadline = Instant::now() + self.options.shutdown_timeout;
-        self.wal.seal().await;
-        while let Ok(s) = sealed.try_recv() {
-            queue.push_back(s);
-        }
-        while let Some(s) = queue.front() {
-            match self.ship(s, None, Some(deadline)).await {
-                Shipped::Done => {
-                    queue.pop_front();
+        // Twice: what is waiting, then the last report, whose counts include what
+        // the first round acknowledged.
+        for round in 0..2 {
+            if round == 1 {
+                crate::report::write(&self.ledger, &self.wal, self.boot).await;
+            }
+            // Sealing hands the open segment to the backlog before it returns.
+            self.wal.seal().await;
+            while let Some(s) = self.backlog.pop_front() {
+                let shipped = loop {
+                    match self.ship(&s, None, Some(deadline)).await {
+                        Shipped::Again => {}
+                        other => break other,
+                    }
+                };
+                if let Shipped::Stopped = shipped {
+                    break;
                 }
-                Shipped::Again => {}
-                Shipped::Stopped => break,
             }
         }
-        if queue.is_empty() {
+        if self.wal.pending_bytes() == 0 {
             tracing::info!("WAL shipped");
         } else {
-            tracing::warn!(segments = queue.len(), bytes = self.wal.pending_bytes(), "shutdown deadline reached; the rest stays in the WAL for the next start");
+            tracing::warn!(bytes = self.wal.pending_bytes(), "shutdown deadline reached; the rest stays in the WAL for the next start");
         }
     }
 
@@ -145,14 +237,17 @@ impl Shipper {
             match verdict {
                 Verdict::Accepted { rejected, message } => {
                     self.metrics.count_batch(signal, "acked");
+                    self.ledger.acked(batch.signal, &batch.items);
                     if rejected > 0 {
                         self.metrics.rejected_items.inc_by(rejected);
                         tracing::warn!(collector = collector.url(), rejected, message, "the collector refused part of a batch (partial success); not retried");
                     }
                     return Shipped::Done;
                 }
-                Verdict::Final { reason } => {
+                Verdict::Final { code, reason } => {
                     self.metrics.count_batch(signal, "dropped");
+                    self.metrics.count_items(signal, "dropped", batch.items.values().sum());
+                    self.ledger.dropped(batch.signal, &format!("refused by a collector: {code}"), &batch.items);
                     tracing::error!(reason, seq = batch.seq, requests = batch.requests, "the collector refused a batch for good; dropped");
                     return Shipped::Done;
                 }

@@ -27,7 +27,7 @@ async fn start_agent(collectors: &[&str], dir: &Path, extra: &[&str]) -> Agent {
     let mut args: Vec<String> = [
         "--otlp-grpc-listen", &format!("127.0.0.1:{grpc}"), "--otlp-http-listen", &format!("127.0.0.1:{http}"),
         "--admin-listen", &format!("127.0.0.1:{admin}"), "--key", "agent-key", "--data-dir", data_dir.to_str().unwrap(),
-        "--flush-interval-ms", "100", "--max-backoff-secs", "1",
+        "--flush-interval-ms", "100", "--max-backoff-secs", "1", "--report-interval-secs", "1",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -50,6 +50,19 @@ impl Agent {
 /// Runs python/send_otlp.py (the official SDK and exporters) against `base`.
 async fn sdk(base: &str, protocol: &str, args: &[&str]) -> serde_json::Value {
     testkit::sdk::run("send_otlp.py", base, protocol, args).await
+}
+
+/// Waits (up to 60 s) until the stored `meter` of `tenant` is `want`; returns all totals then.
+async fn eventually(ch: &metering::clickhouse::ClickHouse, db: &str, tenant: &str, meter: &str, want: u64) -> std::collections::BTreeMap<(String, String), Decimal> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = totals(ch, db).await;
+        if value(&got, tenant, meter) == Decimal::from(want) {
+            return got;
+        }
+        assert!(std::time::Instant::now() < deadline, "{tenant} {meter} never reached {want}: {got:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 fn ok(r: &serde_json::Value, keys: &[&str]) {
@@ -91,6 +104,18 @@ async fn sdk_traffic_through_the_agent_lands_exactly_per_tenant_and_meter() {
     }
     let tenants: std::collections::BTreeSet<_> = got.keys().map(|k| k.0.as_str()).collect();
     assert_eq!(tenants.into_iter().collect::<Vec<_>>(), ["acme", "globex", "sidecar"]);
+    assert!(got.keys().all(|k| k.1 != "metric_points" || k.0 != "acme" || value(&got, "acme", "metric_points") == Decimal::from(20)), "the agent's reports are not metric points");
+    // The agent's books reach the collectors too: what it accepted, and what they acknowledged.
+    let got = eventually(&ch, &db, "acme", "agent_acked_spans", 300).await;
+    for (tenant, meter, n) in [
+        ("acme", "agent_accepted_spans", 300),
+        ("acme", "agent_accepted_metric_points", 20),
+        ("acme", "agent_acked_log_records", 10),
+        ("globex", "agent_accepted_spans", 250),
+        ("sidecar", "agent_accepted_log_records", 3),
+    ] {
+        assert_eq!(value(&got, tenant, meter), Decimal::from(n), "{tenant} {meter}: {got:?}");
+    }
     let text = agent.service.metrics().await.unwrap();
     assert_eq!(sample(&text, "tally_agent_items_total{signal=\"traces\",outcome=\"accepted\"}"), 650);
     assert_eq!(sample(&text, "tally_agent_items_total{signal=\"logs\",outcome=\"accepted\"}"), 18);
@@ -201,17 +226,23 @@ async fn a_damaged_wal_segment_is_skipped_and_counted_and_the_rest_delivered() {
         ok(&sdk(&agent.http_url, "http", &["--tenant", tenant, "--spans", n, "--spans-per-export", n]).await, &["spans_ok"]);
         tokio::time::sleep(Duration::from_millis(400)).await;
     }
+    // One report interval, so the agent's books for all three are in the WAL too.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     agent.service.kill9();
     let wal = agent.data_dir.join("wal");
-    let mut segments: Vec<_> = std::fs::read_dir(&wal).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "wal")).collect();
-    segments.sort();
-    assert_eq!(segments.len(), 3, "{segments:?}");
+    let segments: Vec<_> = std::fs::read_dir(&wal).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "wal")).collect();
+    // Each export sits in its own segment (beside the agent's usage reports).
+    let has = |p: &PathBuf, text: &[u8]| std::fs::read(p).unwrap().windows(text.len()).any(|w| w == text);
+    let holding = |tenant: &[u8]| -> Vec<&PathBuf> { segments.iter().filter(|p| has(p, tenant) && !has(p, b"agent_accepted_")).collect() };
+    let globex = holding(b"globex");
+    assert_eq!(globex.len(), 1, "{segments:?}");
+    assert!(holding(b"acme").iter().chain(&holding(b"initech")).all(|p| *p != globex[0]), "{segments:?}");
     // Flip bytes in the middle of globex's record.
-    let mut bytes = std::fs::read(&segments[1]).unwrap();
+    let mut bytes = std::fs::read(globex[0]).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
     bytes[mid + 1] ^= 0xff;
-    std::fs::write(&segments[1], bytes).unwrap();
+    std::fs::write(globex[0], bytes).unwrap();
     collector.start(&[]).await;
     agent.service.start(&[]).await.unwrap();
     agent.drained().await;
@@ -222,4 +253,39 @@ async fn a_damaged_wal_segment_is_skipped_and_counted_and_the_rest_delivered() {
     assert_eq!(value(&got, "initech", "spans"), Decimal::from(50), "{got:?}");
     let text = agent.service.metrics().await.unwrap();
     assert!(sample(&text, "tally_agent_wal_damaged_bytes_total") > 0, "{text}");
+    // Reconciliation shows the gap: globex's 40 spans were accepted, and never stored.
+    let got = eventually(&ch, &db, "initech", "agent_accepted_spans", 50).await;
+    assert_eq!(value(&got, "globex", "agent_accepted_spans"), Decimal::from(40), "{got:?}");
+    assert_eq!(value(&got, "globex", "agent_acked_spans"), Decimal::ZERO);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_oldest_keeps_apps_going_and_the_dropped_count_is_exact() {
+    let (server, db, ch) = setup("agent_drop").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut collector = start_collector(&server, &db, dir.path(), &[]).await;
+    collector.kill9();
+    // A WAL of 12 KB: a few exports of 20 spans; reports only at shutdown.
+    let mut agent = start_agent(&[&collector.grpc_url], dir.path(), &["--wal-max-bytes", "12000", "--wal-full", "drop-oldest", "--report-interval-secs", "3600"]).await;
+    let mut sent = 0;
+    for _ in 0..15 {
+        // Each export is sealed into its own segment; the WAL fills and drops its oldest.
+        ok(&sdk(&agent.http_url, "http", &["--tenant", "acme", "--spans", "20", "--spans-per-export", "20"]).await, &["spans_ok"]);
+        sent += 20;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let text = agent.service.metrics().await.unwrap();
+    let dropped = sample(&text, "tally_agent_items_total{signal=\"traces\",outcome=\"dropped\"}");
+    assert!(dropped >= 20 && dropped.is_multiple_of(20), "{text}");
+    assert_eq!(sample(&text, "tally_agent_items_total{signal=\"traces\",outcome=\"refused\"}"), 0, "apps were never pushed back");
+    collector.start(&[]).await;
+    // SIGTERM: the agent's last report (with the drops) goes out with the last batches.
+    assert!(agent.service.terminate().unwrap().success());
+    let got = eventually(&ch, &db, "acme", "dropped_spans", dropped).await;
+    collector.settle().await;
+    let got = if value(&got, "acme", "spans") + Decimal::from(dropped) == Decimal::from(sent) { got } else { totals(&ch, &db).await };
+    assert_eq!(value(&got, "acme", "spans") + value(&got, "acme", "dropped_spans"), Decimal::from(sent), "{got:?}");
+    assert_eq!(value(&got, "acme", "agent_accepted_spans"), Decimal::from(sent));
+    assert_eq!(value(&got, "acme", "agent_acked_spans"), value(&got, "acme", "spans"));
+    let _ = &mut agent;
 }

@@ -7,6 +7,7 @@ pub mod measure;
 pub mod metrics;
 pub mod otlp;
 pub mod pipeline;
+pub mod reports;
 pub mod serve;
 pub mod settings;
 pub mod sink;

@@ -36,7 +36,11 @@ async fn main() -> anyhow::Result<()> {
     // Every acknowledged request is synced before its answer (group commit keeps that cheap).
     let flush_interval = Duration::from_millis(s.flush_interval_ms.max(1));
     let wal_options = WalOptions { max_bytes: s.spool_max_bytes, segment_bytes: 16 << 20, fsync: Fsync::Always, seal_after: Some(flush_interval) };
-    let (spool, sealed) = Wal::open(&spool_dir, wal_options).context("opening the spool (--data-dir)")?;
+    let (sealed_tx, sealed) = tokio::sync::mpsc::unbounded_channel();
+    let spool = Wal::open(&spool_dir, wal_options, move |s| {
+        let _ = sealed_tx.send(s);
+    })
+    .context("opening the spool (--data-dir)")?;
     if spool.pending_bytes() > 0 {
         tracing::info!(bytes = spool.pending_bytes(), dir = %spool_dir.display(), "an earlier run left spooled usage; writing it to ClickHouse");
     }

@@ -21,7 +21,8 @@ use crate::keys::Keys;
 use crate::limits::{Limits, Throttle};
 use crate::measure::{measure_with, Tenancy};
 use crate::metrics::Metrics;
-use crate::otlp::{Consumer, Delivery, Outcome};
+use crate::otlp::{Consumer, Delivery, Outcome, Payload};
+use crate::reports::{self, Reported};
 use crate::sink::entry::{self, Section, Table};
 use crate::wal::Wal;
 
@@ -145,7 +146,19 @@ impl Pipeline {
         };
         // A sender's batch identity (and its time) makes a resend reproduce the same rows.
         let when = delivery.batch.as_ref().map_or_else(OffsetDateTime::now_utc, |b| b.time);
-        let measured = measure_with(&delivery.payload, &tenancy, when, &self.meters);
+        let mut payload = delivery.payload;
+        // Agents' own usage reports are usage, not metric points; only senders trusted
+        // to name tenants may report it.
+        let reported = match (&tenancy, &mut payload) {
+            (Tenancy::FromResource, Payload::Metrics(request)) => reports::extract(request, &self.catalog, when),
+            _ => Reported::default(),
+        };
+        let mut measured = measure_with(&payload, &tenancy, when, &self.meters);
+        measured.records.extend(reported.records);
+        if reported.rejected > 0 {
+            measured.rejected += reported.rejected;
+            measured.reason = reported.reason;
+        }
         self.metrics.tenant_mismatch_items.inc_by(measured.mismatched);
         let accepted = Outcome::Accepted { rejected: measured.rejected, message: measured.reason.clone() };
         if measured.records.is_empty() {

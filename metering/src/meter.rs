@@ -74,7 +74,27 @@ pub const BUILTIN: &[Meter] = &[
     meter("dropped_spans", Unit::Count, "spans that could not be stored, by reason"),
     meter("dropped_metric_points", Unit::Count, "metric points that could not be stored, by reason"),
     meter("dropped_log_records", Unit::Count, "log records that could not be stored, by reason"),
+    meter("agent_accepted_spans", Unit::Count, "spans agents accepted from apps (reconciliation)"),
+    meter("agent_accepted_metric_points", Unit::Count, "metric points agents accepted from apps (reconciliation)"),
+    meter("agent_accepted_log_records", Unit::Count, "log records agents accepted from apps (reconciliation)"),
+    meter("agent_acked_spans", Unit::Count, "spans collectors acknowledged to agents (reconciliation)"),
+    meter("agent_acked_metric_points", Unit::Count, "metric points collectors acknowledged to agents (reconciliation)"),
+    meter("agent_acked_log_records", Unit::Count, "log records collectors acknowledged to agents (reconciliation)"),
 ];
+
+/// Meters that agents report themselves (in usage reports, see the collector's
+/// `reports`) rather than the collector measuring them from OTLP data: drops
+/// that happened at the agent, eBPF usage, and reconciliation counts.
+///
+/// ```
+/// assert!(metering::meter::is_reported("dropped_spans"));
+/// assert!(!metering::meter::is_reported("spans"));
+/// ```
+pub fn is_reported(name: &str) -> bool {
+    name.starts_with("dropped_")
+        || name.starts_with("agent_")
+        || matches!(name, "cpu_seconds" | "net_rx_bytes" | "net_tx_bytes" | "tcp_connections")
+}
 
 /// The set of meters a deployment knows: the built-ins plus the operator's custom meters.
 #[derive(Debug, Clone, Default)]
@@ -141,6 +161,6 @@ mod tests {
             assert!(seen.insert(m.name.as_ref()), "duplicate meter {}", m.name);
             assert!(m.name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{}", m.name);
         }
-        assert_eq!(BUILTIN.len(), 16);
+        assert_eq!(BUILTIN.len(), 22);
     }
 }

@@ -28,6 +28,15 @@ impl Signal {
         }
     }
 
+    /// The meter counting the signal's items: `spans`, `metric_points` or `log_records`.
+    pub const fn items_meter(self) -> &'static str {
+        match self {
+            Signal::Traces => "spans",
+            Signal::Metrics => "metric_points",
+            Signal::Logs => "log_records",
+        }
+    }
+
     /// What the signal's items are called in messages.
     pub const fn items(self) -> &'static str {
         match self {

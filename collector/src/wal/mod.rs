@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 pub use segment::{Contents, Damage, Segment};
 
@@ -114,9 +114,10 @@ pub struct Wal {
 }
 
 impl Wal {
-    /// Opens (creating if needed) the log in `dir`. Returns the handle and the
-    /// stream of sealed segments, starting with those an earlier run left.
-    pub fn open(dir: &Path, options: WalOptions) -> Result<(Self, mpsc::UnboundedReceiver<Segment>), WalError> {
+    /// Opens (creating if needed) the log in `dir`. Every sealed segment is
+    /// handed to `on_sealed`, starting with those an earlier run left; it runs on
+    /// the writer thread before [`Wal::seal`] returns, so it must be quick.
+    pub fn open(dir: &Path, options: WalOptions, on_sealed: impl Fn(Segment) + Send + 'static) -> Result<Self, WalError> {
         let io = |action: &'static str| move |source| WalError::Io { dir: dir.to_owned(), action, source };
         std::fs::create_dir_all(dir).map_err(io("creating it"))?;
         let lock = OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("lock")).map_err(io("opening its lock file"))?;
@@ -138,17 +139,16 @@ impl Wal {
             pending: AtomicU64::new(found.iter().map(|s| s.bytes).sum()),
             segments: AtomicU64::new(found.len() as u64),
         });
-        let (sealed_tx, sealed_rx) = mpsc::unbounded_channel();
         for s in found {
-            let _ = sealed_tx.send(s);
+            on_sealed(s);
         }
         let (commands, rx) = std_mpsc::channel();
-        let writer = Writer { shared: shared.clone(), options, next_id, open: None, sealed: sealed_tx, _lock: lock, unsynced: None };
+        let writer = Writer { shared: shared.clone(), options, next_id, open: None, on_sealed: Box::new(on_sealed), _lock: lock, unsynced: None };
         std::thread::Builder::new()
             .name("tally-wal-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(io("starting its writer thread"))?;
-        Ok((Self { commands, shared }, sealed_rx))
+        Ok(Self { commands, shared })
     }
 
     /// Appends a record; returns once it is written per the sync policy.
@@ -161,7 +161,7 @@ impl Wal {
         rx.await.unwrap_or(Err(AppendError::Closed))
     }
 
-    /// Seals the open segment, if it holds anything, handing it to the consumer.
+    /// Seals the open segment, if it holds anything; returns once it was handed over.
     pub async fn seal(&self) {
         let (tx, rx) = oneshot::channel();
         if self.commands.send(Command::Seal(tx)).is_ok() {
@@ -205,7 +205,7 @@ struct Writer {
     options: WalOptions,
     next_id: u64,
     open: Option<Open>,
-    sealed: mpsc::UnboundedSender<Segment>,
+    on_sealed: Box<dyn Fn(Segment) + Send>,
     _lock: File,
     /// Since when written records wait for a sync (with `Fsync::Every`).
     unsynced: Option<Instant>,
@@ -350,7 +350,7 @@ impl Writer {
         self.sync_now();
         if let Some(open) = self.open.take() {
             let path = self.shared.dir.join(segment::file_name(open.id));
-            let _ = self.sealed.send(Segment { id: open.id, path, bytes: open.bytes });
+            (self.on_sealed)(Segment { id: open.id, path, bytes: open.bytes });
         }
     }
 }

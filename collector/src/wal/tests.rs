@@ -1,4 +1,14 @@
 use super::*;
+use tokio::sync::mpsc;
+
+/// A log whose sealed segments arrive on a channel.
+fn open(dir: &Path, options: WalOptions) -> Result<(Wal, mpsc::UnboundedReceiver<Segment>), WalError> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    Wal::open(dir, options, move |s| {
+        let _ = tx.send(s);
+    })
+    .map(|w| (w, rx))
+}
 
 fn options(max_bytes: u64) -> WalOptions {
     WalOptions { max_bytes, segment_bytes: 1 << 20, fsync: Fsync::Always, seal_after: None }
@@ -19,7 +29,7 @@ fn records(segments: &[Segment]) -> Vec<Vec<u8>> {
 #[tokio::test]
 async fn concurrent_appends_are_all_kept_in_sealed_segments() {
     let dir = tempfile::tempdir().unwrap();
-    let (wal, mut sealed) = Wal::open(dir.path(), options(1 << 30)).unwrap();
+    let (wal, mut sealed) = open(dir.path(), options(1 << 30)).unwrap();
     let tasks: Vec<_> = (0..200u32)
         .map(|i| {
             let wal = wal.clone();
@@ -49,7 +59,7 @@ async fn concurrent_appends_are_all_kept_in_sealed_segments() {
 async fn a_full_log_refuses_until_the_consumer_removes_a_segment() {
     let dir = tempfile::tempdir().unwrap();
     // Header (8) + two records of 8 + 42 bytes fit in 108; a third does not.
-    let (wal, mut sealed) = Wal::open(dir.path(), options(108)).unwrap();
+    let (wal, mut sealed) = open(dir.path(), options(108)).unwrap();
     wal.append(vec![1; 42]).await.unwrap();
     wal.append(vec![2; 42]).await.unwrap();
     assert_eq!(wal.append(vec![3; 42]).await, Err(AppendError::Full { pending: 108, max: 108 }));
@@ -64,7 +74,7 @@ async fn a_full_log_refuses_until_the_consumer_removes_a_segment() {
 #[tokio::test]
 async fn segments_rotate_by_size() {
     let dir = tempfile::tempdir().unwrap();
-    let (wal, mut sealed) = Wal::open(dir.path(), WalOptions { segment_bytes: 100, ..options(1 << 20) }).unwrap();
+    let (wal, mut sealed) = open(dir.path(), WalOptions { segment_bytes: 100, ..options(1 << 20) }).unwrap();
     for i in 0..10u8 {
         wal.append(vec![i; 40]).await.unwrap();
     }
@@ -79,17 +89,17 @@ async fn segments_rotate_by_size() {
 async fn a_reopened_log_hands_over_what_an_earlier_run_left_and_continues_after_it() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let (wal, mut sealed) = Wal::open(dir.path(), options(1 << 20)).unwrap();
+        let (wal, mut sealed) = open(dir.path(), options(1 << 20)).unwrap();
         wal.append(b"sealed".to_vec()).await.unwrap();
         wal.seal().await;
         drain(&mut sealed).await;
         wal.append(b"open at the crash".to_vec()).await.unwrap();
         // A second process may not share the directory.
-        assert!(matches!(Wal::open(dir.path(), options(1 << 20)), Err(WalError::Locked(_))));
+        assert!(matches!(open(dir.path(), options(1 << 20)), Err(WalError::Locked(_))));
     }
     // The writer thread ends when the last handle is dropped; wait for its lock to go.
     let (wal, mut sealed) = loop {
-        match Wal::open(dir.path(), options(1 << 20)) {
+        match open(dir.path(), options(1 << 20)) {
             Err(WalError::Locked(_)) => tokio::time::sleep(Duration::from_millis(10)).await,
             other => break other.unwrap(),
         }
@@ -108,7 +118,7 @@ async fn a_reopened_log_hands_over_what_an_earlier_run_left_and_continues_after_
 async fn periodic_sync_keeps_every_record() {
     let dir = tempfile::tempdir().unwrap();
     let (wal, mut sealed) =
-        Wal::open(dir.path(), WalOptions { fsync: Fsync::Every(Duration::from_millis(20)), ..options(1 << 20) }).unwrap();
+        open(dir.path(), WalOptions { fsync: Fsync::Every(Duration::from_millis(20)), ..options(1 << 20) }).unwrap();
     for i in 0..5u8 {
         wal.append(vec![i]).await.unwrap();
     }
@@ -120,7 +130,7 @@ async fn periodic_sync_keeps_every_record() {
 #[tokio::test]
 async fn an_old_open_segment_is_sealed_without_being_asked() {
     let dir = tempfile::tempdir().unwrap();
-    let (wal, mut sealed) = Wal::open(dir.path(), WalOptions { seal_after: Some(Duration::from_millis(50)), ..options(1 << 20) }).unwrap();
+    let (wal, mut sealed) = open(dir.path(), WalOptions { seal_after: Some(Duration::from_millis(50)), ..options(1 << 20) }).unwrap();
     wal.append(b"a".to_vec()).await.unwrap();
     let first = tokio::time::timeout(Duration::from_secs(5), sealed.recv()).await.unwrap().unwrap();
     wal.append(b"b".to_vec()).await.unwrap();

@@ -1,0 +1,104 @@
+//! The agent's books, per tenant: items accepted from apps, items collectors
+//! acknowledged, and items dropped with the reason. Reported to the collectors
+//! as usage (see [`crate::report`]), so `/v1/reconciliation` can show where
+//! accepted and stored units part ways.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use collector::otlp::Signal;
+
+/// What is counted: `(tenant, signal, dropped reason or "")` → items.
+pub type Counts = BTreeMap<(String, &'static str, String), u64>;
+
+/// Counts since the last report.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    accepted: Mutex<Counts>,
+    acked: Mutex<Counts>,
+    dropped: Mutex<Counts>,
+}
+
+/// One report's worth of counts.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Entries {
+    /// Accepted from apps.
+    pub accepted: Counts,
+    /// Acknowledged by a collector.
+    pub acked: Counts,
+    /// Dropped, by reason.
+    pub dropped: Counts,
+}
+
+impl Entries {
+    /// Nothing to report.
+    pub fn is_empty(&self) -> bool {
+        self.accepted.is_empty() && self.acked.is_empty() && self.dropped.is_empty()
+    }
+}
+
+fn add<'a>(book: &Mutex<Counts>, signal: Signal, reason: &str, items: impl IntoIterator<Item = (&'a String, &'a u64)>) {
+    let mut book = book.lock().unwrap_or_else(|e| e.into_inner());
+    for (tenant, n) in items {
+        if *n > 0 {
+            *book.entry((tenant.clone(), signal.items_meter(), reason.to_owned())).or_default() += n;
+        }
+    }
+}
+
+impl Ledger {
+    /// Items of `signal` accepted into the WAL.
+    pub fn accepted<'a>(&self, signal: Signal, items: impl IntoIterator<Item = (&'a String, &'a u64)>) {
+        add(&self.accepted, signal, "", items);
+    }
+
+    /// Items of `signal` a collector acknowledged.
+    pub fn acked<'a>(&self, signal: Signal, items: impl IntoIterator<Item = (&'a String, &'a u64)>) {
+        add(&self.acked, signal, "", items);
+    }
+
+    /// Items of `signal` dropped for `reason`.
+    pub fn dropped<'a>(&self, signal: Signal, reason: &str, items: impl IntoIterator<Item = (&'a String, &'a u64)>) {
+        add(&self.dropped, signal, reason, items);
+    }
+
+    /// Takes the counts since the last call.
+    pub fn take(&self) -> Entries {
+        let take = |m: &Mutex<Counts>| std::mem::take(&mut *m.lock().unwrap_or_else(|e| e.into_inner()));
+        Entries { accepted: take(&self.accepted), acked: take(&self.acked), dropped: take(&self.dropped) }
+    }
+
+    /// Puts back counts a report could not carry, to go with the next one.
+    pub fn restore(&self, entries: Entries) {
+        let merge = |m: &Mutex<Counts>, counts: Counts| {
+            let mut book = m.lock().unwrap_or_else(|e| e.into_inner());
+            for (k, n) in counts {
+                *book.entry(k).or_default() += n;
+            }
+        };
+        merge(&self.accepted, entries.accepted);
+        merge(&self.acked, entries.acked);
+        merge(&self.dropped, entries.dropped);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_add_up_and_come_back_when_a_report_fails() {
+        let ledger = Ledger::default();
+        let acme = ("acme".to_owned(), 5u64);
+        ledger.accepted(Signal::Traces, [(&acme.0, &acme.1)]);
+        ledger.accepted(Signal::Traces, [(&acme.0, &2)]);
+        ledger.dropped(Signal::Logs, "wal full", [(&acme.0, &3)]);
+        let taken = ledger.take();
+        assert_eq!(taken.accepted, Counts::from([(("acme".into(), "spans", String::new()), 7)]));
+        assert_eq!(taken.dropped, Counts::from([(("acme".into(), "log_records", "wal full".into()), 3)]));
+        assert!(ledger.take().is_empty());
+        ledger.accepted(Signal::Traces, [(&acme.0, &1)]);
+        ledger.restore(taken);
+        assert_eq!(ledger.take().accepted[&("acme".into(), "spans", String::new())], 8);
+    }
+}
