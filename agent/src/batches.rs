@@ -30,8 +30,8 @@ pub struct Batch {
     pub seq: u64,
     /// When its first request was accepted, in Unix milliseconds.
     pub accepted_millis: u64,
-    /// The merged `Export*ServiceRequest`.
-    pub body: Vec<u8>,
+    /// The merged `Export*ServiceRequest` (shared, so a resend copies nothing).
+    pub body: bytes::Bytes,
     /// How many requests it merges.
     pub requests: usize,
     /// Its items per tenant.
@@ -52,15 +52,15 @@ pub struct Cut {
 pub fn cut(segment_id: u64, records: &[Vec<u8>], max_bytes: usize) -> Cut {
     let mut out = Cut::default();
     // One batch open per signal, closed when the next request would not fit.
-    let mut open: [Option<Batch>; 3] = [None, None, None];
+    let mut open: [Option<(Batch, Vec<u8>)>; 3] = [None, None, None];
     let slot = |s: Signal| match s {
         Signal::Traces => 0,
         Signal::Metrics => 1,
         Signal::Logs => 2,
     };
     let mut next = 0u64;
-    let mut close = |b: Batch, out: &mut Cut| {
-        out.batches.push(Batch { seq: segment_id * PER_SEGMENT + next, ..b });
+    let mut close = |(b, body): (Batch, Vec<u8>), out: &mut Cut| {
+        out.batches.push(Batch { seq: segment_id * PER_SEGMENT + next, body: body.into(), ..b });
         next += 1;
     };
     for bytes in records {
@@ -72,23 +72,24 @@ pub fn cut(segment_id: u64, records: &[Vec<u8>], max_bytes: usize) -> Cut {
             }
         };
         let i = slot(r.signal);
-        let fits = open[i].as_ref().is_some_and(|b| b.boot == r.boot && b.body.len() + r.request.len() <= max_bytes);
+        let fits = open[i].as_ref().is_some_and(|(b, body)| b.boot == r.boot && body.len() + r.request.len() <= max_bytes);
         if !fits {
             if let Some(b) = open[i].take() {
                 close(b, &mut out);
             }
-            open[i] = Some(Batch {
+            let batch = Batch {
                 signal: r.signal,
                 boot: r.boot,
                 seq: 0,
                 accepted_millis: r.accepted_millis,
-                body: Vec::new(),
+                body: bytes::Bytes::new(),
                 requests: 0,
                 items: BTreeMap::new(),
-            });
+            };
+            open[i] = Some((batch, Vec::new()));
         }
-        let b = open[i].as_mut().expect("opened above");
-        b.body.extend_from_slice(r.request);
+        let (b, body) = open[i].as_mut().expect("opened above");
+        body.extend_from_slice(r.request);
         b.requests += 1;
         for (tenant, n) in r.items {
             *b.items.entry(tenant).or_default() += n;

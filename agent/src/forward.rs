@@ -24,17 +24,19 @@ use crate::batches::Batch;
 pub struct Collector {
     url: String,
     channel: Channel,
+    gzip: bool,
 }
 
 impl Collector {
-    /// A collector at `url` (`http://host:4417`); connects when first used.
-    pub fn new(url: &str, timeout: Duration) -> Result<Self, String> {
+    /// A collector at `url` (`http://host:4417`), sent gzip-compressed batches
+    /// when `gzip`; connects when first used.
+    pub fn new(url: &str, timeout: Duration, gzip: bool) -> Result<Self, String> {
         let endpoint = Endpoint::from_shared(url.to_owned())
             .map_err(|e| format!("collector URL {url:?}: {e}"))?
             .connect_timeout(Duration::from_secs(5))
             .timeout(timeout)
             .tcp_nodelay(true);
-        Ok(Self { url: url.to_owned(), channel: endpoint.connect_lazy() })
+        Ok(Self { url: url.to_owned(), channel: endpoint.connect_lazy(), gzip })
     }
 
     /// The URL, for logs.
@@ -49,14 +51,14 @@ impl Collector {
             Signal::Metrics => METRICS_PATH,
             Signal::Logs => LOGS_PATH,
         };
-        let mut grpc = tonic::client::Grpc::new(self.channel.clone())
-            .send_compressed(CompressionEncoding::Gzip)
-            .accept_compressed(CompressionEncoding::Gzip)
-            .max_encoding_message_size(usize::MAX);
+        let mut grpc = tonic::client::Grpc::new(self.channel.clone()).accept_compressed(CompressionEncoding::Gzip).max_encoding_message_size(usize::MAX);
+        if self.gzip {
+            grpc = grpc.send_compressed(CompressionEncoding::Gzip);
+        }
         if let Err(e) = grpc.ready().await {
             return Verdict::Retry { after: None, reason: format!("{}: not ready: {e}", self.url) };
         }
-        let mut request = tonic::Request::new(Bytes::from(batch.body.clone()));
+        let mut request = tonic::Request::new(batch.body.clone());
         let identity = format!("{source} {} {}", batch.seq, batch.accepted_millis);
         let md = request.metadata_mut();
         md.insert(collector::otlp::batch::HEADER, identity.parse().expect("the identity is ASCII"));

@@ -14,7 +14,7 @@ use tally_agent::intake::Intake;
 use tally_agent::ledger::Ledger;
 use tally_agent::report;
 use tally_agent::metrics::Metrics;
-use tally_agent::settings::Settings;
+use tally_agent::settings::{Compression, Settings};
 use tally_agent::ship::{Backlog, ShipOptions, Shipper};
 
 #[tokio::main]
@@ -28,12 +28,14 @@ async fn main() -> anyhow::Result<()> {
         metering::record::validate_tenant(t).context("--tenant")?;
     }
     let timeout = Duration::from_secs(s.collector_timeout_secs);
-    let collectors = s.collector.iter().map(|url| Collector::new(url, timeout)).collect::<Result<Vec<_>, _>>().map_err(anyhow::Error::msg)?;
+    let gzip = s.compression == Compression::Gzip;
+    let collectors = s.collector.iter().map(|url| Collector::new(url, timeout, gzip)).collect::<Result<Vec<_>, _>>().map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(&s.data_dir).with_context(|| format!("creating --data-dir {}", s.data_dir.display()))?;
     let agent_id = identity::agent_id(&s.data_dir)?;
     let boot = identity::random_u64()?;
     let fsync = if s.wal_fsync_ms == 0 { Fsync::Always } else { Fsync::Every(Duration::from_millis(s.wal_fsync_ms)) };
-    let segment_bytes = (s.wal_max_bytes / 8).clamp(1 << 20, 64 << 20);
+    // Small segments: a segment is read whole when it is shipped, so this bounds memory.
+    let segment_bytes = (s.wal_max_bytes / 8).clamp(1 << 20, 8 << 20);
     let seal_after = Some(Duration::from_millis(s.flush_interval_ms.max(1)));
     let wal_options = WalOptions { max_bytes: s.wal_max_bytes, segment_bytes, fsync, seal_after };
     let backlog = Arc::new(Backlog::default());

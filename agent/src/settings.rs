@@ -49,6 +49,10 @@ pub struct Settings {
     /// Largest batch sent to a collector, in bytes before compression.
     #[arg(long, default_value_t = 4 << 20)]
     pub batch_max_bytes: usize,
+    /// How batches are compressed for the collectors: `gzip` (the OTLP exporters' default; less
+    /// network, more CPU) or `none` (collectors on a fast network).
+    #[arg(long, value_enum, default_value = "gzip")]
+    pub compression: Compression,
     /// Timeout of one export to a collector, in seconds.
     #[arg(long, default_value_t = 10)]
     pub collector_timeout_secs: u64,
@@ -67,4 +71,13 @@ pub struct Settings {
     /// How logs are written (level from RUST_LOG).
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
+}
+
+/// Compression of the batches sent to collectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Compression {
+    /// gzip (level 6, as tonic sends it).
+    Gzip,
+    /// Uncompressed.
+    None,
 }

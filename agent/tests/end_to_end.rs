@@ -220,23 +220,23 @@ async fn a_damaged_wal_segment_is_skipped_and_counted_and_the_rest_delivered() {
     let dir = tempfile::tempdir().unwrap();
     let mut collector: Running = start_collector(&server, &db, dir.path(), &[]).await;
     collector.kill9();
-    let mut agent = start_agent(&[&collector.grpc_url], dir.path(), &[]).await;
+    // No periodic report: the one written at shutdown gets a segment of its own.
+    let mut agent = start_agent(&[&collector.grpc_url], dir.path(), &["--report-interval-secs", "3600", "--shutdown-timeout-secs", "1"]).await;
     // Three exports, each sealed into its own segment while the collector is down.
     for (tenant, n) in [("acme", "30"), ("globex", "40"), ("initech", "50")] {
         ok(&sdk(&agent.http_url, "http", &["--tenant", tenant, "--spans", n, "--spans-per-export", n]).await, &["spans_ok"]);
         tokio::time::sleep(Duration::from_millis(400)).await;
     }
-    // One report interval, so the agent's books for all three are in the WAL too.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    agent.service.kill9();
+    // SIGTERM with the collector down: what waits stays in the WAL, and the agent's books join it.
+    assert!(agent.service.terminate().unwrap().success());
     let wal = agent.data_dir.join("wal");
     let segments: Vec<_> = std::fs::read_dir(&wal).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "wal")).collect();
-    // Each export sits in its own segment (beside the agent's usage reports).
     let has = |p: &PathBuf, text: &[u8]| std::fs::read(p).unwrap().windows(text.len()).any(|w| w == text);
     let holding = |tenant: &[u8]| -> Vec<&PathBuf> { segments.iter().filter(|p| has(p, tenant) && !has(p, b"agent_accepted_")).collect() };
     let globex = holding(b"globex");
     assert_eq!(globex.len(), 1, "{segments:?}");
     assert!(holding(b"acme").iter().chain(&holding(b"initech")).all(|p| *p != globex[0]), "{segments:?}");
+    assert_eq!(segments.iter().filter(|p| has(p, b"agent_accepted_")).count(), 1, "the last report: {segments:?}");
     // Flip bytes in the middle of globex's record.
     let mut bytes = std::fs::read(globex[0]).unwrap();
     let mid = bytes.len() / 2;
@@ -247,16 +247,15 @@ async fn a_damaged_wal_segment_is_skipped_and_counted_and_the_rest_delivered() {
     agent.service.start(&[]).await.unwrap();
     agent.drained().await;
     collector.settle().await;
-    let got = totals(&ch, &db).await;
+    let got = eventually(&ch, &db, "initech", "agent_accepted_spans", 50).await;
     assert_eq!(value(&got, "acme", "spans"), Decimal::from(30), "{got:?}");
     assert_eq!(value(&got, "globex", "spans"), Decimal::ZERO, "{got:?}");
     assert_eq!(value(&got, "initech", "spans"), Decimal::from(50), "{got:?}");
+    // Reconciliation shows the gap: globex's 40 spans were accepted, and never stored.
+    assert_eq!(value(&got, "globex", "agent_accepted_spans"), Decimal::from(40), "{got:?}");
+    assert_eq!(value(&got, "acme", "agent_accepted_spans"), Decimal::from(30), "{got:?}");
     let text = agent.service.metrics().await.unwrap();
     assert!(sample(&text, "tally_agent_wal_damaged_bytes_total") > 0, "{text}");
-    // Reconciliation shows the gap: globex's 40 spans were accepted, and never stored.
-    let got = eventually(&ch, &db, "initech", "agent_accepted_spans", 50).await;
-    assert_eq!(value(&got, "globex", "agent_accepted_spans"), Decimal::from(40), "{got:?}");
-    assert_eq!(value(&got, "globex", "agent_acked_spans"), Decimal::ZERO);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -288,4 +287,39 @@ async fn drop_oldest_keeps_apps_going_and_the_dropped_count_is_exact() {
     assert_eq!(value(&got, "acme", "agent_accepted_spans"), Decimal::from(sent));
     assert_eq!(value(&got, "acme", "agent_acked_spans"), value(&got, "acme", "spans"));
     let _ = &mut agent;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_collectors_share_the_load_and_one_killed_mid_stream_loses_nothing() {
+    let (server, db, ch) = setup("agent_failover").await;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut a = start_collector(&server, &db, dir_a.path(), &[]).await;
+    let b = start_collector(&server, &db, dir_b.path(), &[]).await;
+    let agent = start_agent(&[&a.grpc_url, &b.grpc_url], dir_a.path(), &["--flush-interval-ms", "50"]).await;
+    let url = agent.grpc_url.clone();
+    let sender = tokio::spawn(async move { sdk(&url, "grpc", &["--tenant", "acme", "--spans", "2000", "--spans-per-export", "50"]).await });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    a.kill9();
+    ok(&sender.await.unwrap(), &["spans_ok"]);
+    ok(&sdk(&agent.http_url, "http", &["--tenant", "globex", "--spans", "300", "--logs", "9"]).await, &["spans_ok", "logs_ok"]);
+    agent.drained().await;
+    b.settle().await;
+    // Whatever a took before it died was spooled: its next start writes it.
+    a.start(&[]).await;
+    a.settle().await;
+    let got = eventually(&ch, &db, "acme", "agent_acked_spans", 2000).await;
+    assert_eq!(value(&got, "acme", "spans"), Decimal::from(2000), "{got:?}");
+    assert_eq!(value(&got, "globex", "spans"), Decimal::from(300));
+    assert_eq!(value(&got, "globex", "log_records"), Decimal::from(9));
+    // Both collectors took batches.
+    let (ta, tb) = (a.metrics().await, b.metrics().await);
+    assert!(sample(&tb, "tally_collector_items_total{signal=\"traces\",outcome=\"accepted\"}") > 0, "{tb}");
+    let text = agent.service.metrics().await.unwrap();
+    // Round robin: of the batches after the kill (spans, logs, the agent's reports), some went to
+    // the dead collector and failed over.
+    let retried: u64 = ["traces", "metrics", "logs"]
+        .iter()
+        .map(|signal| sample(&text, &format!("tally_agent_batches_total{{signal=\"{signal}\",outcome=\"retried\"}}")))
+        .sum();
+    assert!(retried >= 1, "a send to the dead collector failed over: {text}\n{ta}");
 }

@@ -29,7 +29,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -39,6 +38,7 @@ use metering::store::migrate::migrate;
 use metering::store::rollup::{query_usage, Granularity, UsageQuery};
 use rust_decimal::Decimal;
 use testkit::loadgen::{self, Config, Pool, Report};
+use testkit::bench::{cpu_seconds, filesystem_of, load_average, median, peak_rss_kib, thousands, wait_until_quiet};
 use testkit::ClickHouseServer;
 
 /// Extra arguments of every collector started here, besides the listen
@@ -399,49 +399,6 @@ fn insert_queries(server: &ClickHouseServer) -> Result<u64> {
     Ok(text.trim().parse().unwrap_or(0))
 }
 
-/// User + system CPU seconds of a process, all threads (`/proc/<pid>/stat` fields 14 and 15).
-fn cpu_seconds(pid: u32) -> Result<f64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("reading /proc/{pid}/stat"))?;
-    // The command name may hold spaces and parentheses; the fields after its last ')' are fixed.
-    let rest = stat.rsplit_once(')').context("malformed /proc stat")?.1;
-    let ticks: Vec<u64> = rest.split_whitespace().skip(11).take(2).map(str::parse).collect::<Result<_, _>>()?;
-    ensure!(ticks.len() == 2, "short /proc/{pid}/stat");
-    // USER_HZ, which /proc reports in, is 100 on every Linux architecture we run on.
-    Ok((ticks[0] + ticks[1]) as f64 / 100.0)
-}
-
-/// `VmHWM` (peak resident set) of a process, in KiB.
-fn peak_rss_kib(pid: u32) -> Result<u64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).context("no VmHWM in /proc/<pid>/status")?;
-    Ok(line.split_whitespace().nth(1).context("malformed VmHWM")?.parse()?)
-}
-
-/// Waits (at most 30 s) until the server is idle, so merges left from the
-/// previous run are not billed to the next one.
-fn wait_until_quiet(server_pid: u32) -> Result<()> {
-    for _ in 0..150 {
-        let before = cpu_seconds(server_pid)?;
-        std::thread::sleep(Duration::from_millis(200));
-        if cpu_seconds(server_pid)? - before < 0.015 {
-            return Ok(());
-        }
-    }
-    eprintln!("warning: ClickHouse is still busy after 30 s; the next run shares it");
-    Ok(())
-}
-
-fn median(values: impl Iterator<Item = f64>) -> f64 {
-    let mut v: Vec<f64> = values.collect();
-    v.sort_by(f64::total_cmp);
-    let mid = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[mid]
-    } else {
-        (v[mid - 1] + v[mid]) / 2.0
-    }
-}
-
 /// The Markdown table for the README: one row per run, then the medians.
 fn print_table(args: &Args, load: &Config, version: &str, data_fs: &str, load_before: &str, samples: &[Sample]) {
     println!(
@@ -492,35 +449,3 @@ fn print_table(args: &Args, load: &Config, version: &str, data_fs: &str, load_be
     );
 }
 
-/// The type of the filesystem holding `path`: the longest mount point above it in `/proc/self/mounts`.
-fn filesystem_of(path: &Path) -> String {
-    let path = path.canonicalize().unwrap_or_else(|_| path.to_owned());
-    let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    mounts
-        .lines()
-        .filter_map(|line| {
-            let mut fields = line.split(' ');
-            let (mount_point, fs_type) = (fields.nth(1)?, fields.next()?);
-            path.starts_with(mount_point).then(|| (mount_point.len(), fs_type.to_owned()))
-        })
-        .max()
-        .map_or_else(|| "?".to_owned(), |(_, fs_type)| fs_type)
-}
-
-/// The 1-minute load average, from `/proc/loadavg`.
-fn load_average() -> String {
-    fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().next().unwrap_or("?").to_owned()
-}
-
-/// `1234567.8` as `1,234,568`.
-fn thousands(n: f64) -> String {
-    let digits = format!("{:.0}", n.max(0.0));
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}

@@ -42,6 +42,7 @@ use metering::store::migrate::migrate;
 use metering::store::schema::INSERT_COLUMNS;
 use metering::store::writer::UsageWriter;
 use rust_decimal::Decimal;
+use testkit::bench::{cpu_times, filesystem_of, load_average, median, thousands, wait_until_quiet};
 use testkit::ClickHouseServer;
 use time::macros::{datetime, format_description};
 use time::OffsetDateTime;
@@ -373,7 +374,7 @@ impl Bench<'_> {
         })?;
         let ch = self.http_client()?;
         wait_until_quiet(self.server_pid)?;
-        let (me, server) = (cpu_times("self")?, cpu_times(&self.server_pid.to_string())?);
+        let (me, server) = (cpu_times(std::process::id())?, cpu_times(self.server_pid)?);
         let start = Instant::now();
         match inserter {
             Inserter::Tally => {
@@ -388,13 +389,14 @@ impl Bench<'_> {
             Inserter::ClientWholeFile => self.client_insert(&db, &self.tsv.all)?,
         }
         let wall = start.elapsed();
-        let (me_after, server_after) = (cpu_times("self")?, cpu_times(&self.server_pid.to_string())?);
+        let (me_after, server_after) = (cpu_times(std::process::id())?, cpu_times(self.server_pid)?);
+        // (own, reaped children): the client runs as child processes.
         let client_cpu = match inserter {
-            Inserter::Tally => me_after.own - me.own,
-            Inserter::ClientPerChunk | Inserter::ClientWholeFile => me_after.children - me.children,
+            Inserter::Tally => me_after.0 - me.0,
+            Inserter::ClientPerChunk | Inserter::ClientWholeFile => me_after.1 - me.1,
         };
         self.verify(&db, inserter)?;
-        Ok(Sample { wall, client_cpu, server_cpu: server_after.own - server.own })
+        Ok(Sample { wall, client_cpu, server_cpu: server_after.0 - server.0 })
     }
 
     /// A new database with the migrated `usage` table.
@@ -466,47 +468,6 @@ async fn insert_with_writer(ch: ClickHouse, db: &str, inserts: &[Vec<UsageBatch>
     Ok(rows)
 }
 
-/// User + system CPU seconds of a process and of its waited-for children.
-struct CpuTimes {
-    own: f64,
-    children: f64,
-}
-
-/// Reads `/proc/<pid>/stat` (fields 14-17: utime, stime, cutime, cstime, in
-/// clock ticks). Used instead of getrusage because the crate has no `libc`
-/// dependency; it counts every thread of the process, like RUSAGE_SELF.
-fn cpu_times(pid: &str) -> Result<CpuTimes> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // The command name (field 2) may hold spaces and parentheses; the fields after its last ')' are fixed.
-    let rest = stat.rsplit_once(')').context("malformed /proc stat")?.1;
-    let ticks: Vec<f64> = rest
-        .split_whitespace()
-        .skip(11)
-        .take(4)
-        .map(|t| t.parse::<u64>().map(|t| t as f64))
-        .collect::<Result<_, _>>()?;
-    ensure!(ticks.len() == 4, "short /proc/{pid}/stat");
-    // USER_HZ, which /proc reports in, is 100 on every Linux architecture we run on.
-    const HZ: f64 = 100.0;
-    Ok(CpuTimes { own: (ticks[0] + ticks[1]) / HZ, children: (ticks[2] + ticks[3]) / HZ })
-}
-
-/// Waits (at most 30 s) until the server is idle, so merges left over from the
-/// previous measurement are not billed to the next one.
-fn wait_until_quiet(server_pid: u32) -> Result<()> {
-    let pid = server_pid.to_string();
-    for _ in 0..150 {
-        let before = cpu_times(&pid)?.own;
-        std::thread::sleep(Duration::from_millis(200));
-        // At most one 10 ms tick in 200 ms: 5% of a core.
-        if cpu_times(&pid)?.own - before < 0.015 {
-            return Ok(());
-        }
-    }
-    eprintln!("warning: the server is still busy after 30 s; the next measurement shares it");
-    Ok(())
-}
-
 /// Per-inserter results over all runs.
 struct Summary {
     inserter: Inserter,
@@ -523,23 +484,12 @@ impl Summary {
         let rates: Vec<f64> = samples.iter().map(|s| s.rate(rows)).collect();
         Self {
             inserter,
-            median: median(&rates),
+            median: median(rates.iter().copied()),
             min: rates.iter().copied().fold(f64::INFINITY, f64::min),
             max: rates.iter().copied().fold(0.0, f64::max),
-            client_cpu_per_m: median(&samples.iter().map(|s| per_m(s.client_cpu)).collect::<Vec<_>>()),
-            server_cpu_per_m: median(&samples.iter().map(|s| per_m(s.server_cpu)).collect::<Vec<_>>()),
+            client_cpu_per_m: median(samples.iter().map(|s| per_m(s.client_cpu))),
+            server_cpu_per_m: median(samples.iter().map(|s| per_m(s.server_cpu))),
         }
-    }
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let mid = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[mid]
-    } else {
-        (v[mid - 1] + v[mid]) / 2.0
     }
 }
 
@@ -593,27 +543,6 @@ impl Environment {
     }
 }
 
-/// The type of the filesystem holding `path`: the longest mount point above it in `/proc/self/mounts`.
-fn filesystem_of(path: &Path) -> String {
-    let path = path.canonicalize().unwrap_or_else(|_| path.to_owned());
-    let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    mounts
-        .lines()
-        .filter_map(|line| {
-            let mut fields = line.split(' ');
-            let (mount_point, fs_type) = (fields.nth(1)?, fields.next()?);
-            path.starts_with(mount_point).then(|| (mount_point.len(), fs_type.to_owned()))
-        })
-        .max()
-        .map_or_else(|| "?".to_owned(), |(_, fs_type)| fs_type)
-}
-
-/// The 1-minute load average, from `/proc/loadavg`.
-fn load_average() -> String {
-    let text = fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    text.split_whitespace().next().unwrap_or("?").to_owned()
-}
-
 /// The Markdown table for the README.
 fn print_table(args: &Args, data: &Dataset, env: &Environment, summaries: &[Summary]) {
     let tally = summaries[Inserter::Tally as usize].median;
@@ -656,15 +585,3 @@ fn print_table(args: &Args, data: &Dataset, env: &Environment, summaries: &[Summ
     );
 }
 
-/// `1234567.8` as `1,234,568`.
-fn thousands(n: f64) -> String {
-    let digits = format!("{:.0}", n.max(0.0));
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}

@@ -18,6 +18,7 @@
 //! Both ClickHouse engines fail loudly with install instructions when missing:
 //! a test that silently skips proves nothing.
 
+pub mod bench;
 pub mod chdb;
 pub mod clickhouse;
 mod http;
