@@ -35,7 +35,10 @@ impl Intake {
     }
 
     async fn take(&self, delivery: Delivery) -> Outcome {
-        let mut payload = delivery.payload;
+        let mut payload = match delivery.into_payload() {
+            Ok(payload) => payload,
+            Err(e) => return Outcome::Invalid(e.to_string()),
+        };
         let (signal, items) = (payload.signal(), payload.items());
         if let Some(tenant) = &self.tenant {
             stamp(&mut payload, tenant);

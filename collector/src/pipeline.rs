@@ -19,7 +19,7 @@ use time::OffsetDateTime;
 
 use crate::keys::Keys;
 use crate::limits::{Limits, Throttle};
-use crate::measure::{measure_with, Tenancy};
+use crate::measure::{measure_request, Tenancy};
 use crate::metrics::Metrics;
 use crate::otlp::{Consumer, Delivery, Outcome};
 use crate::sink::entry::{self, Section, Table};
@@ -122,7 +122,7 @@ impl Pipeline {
     }
 
     async fn handle(&self, delivery: Delivery) -> Outcome {
-        let (signal, items) = (delivery.payload.signal().name(), delivery.payload.items());
+        let (signal, items) = (delivery.request.signal().name(), delivery.request.items());
         let outcome = self.store(delivery).await;
         let m = &self.metrics;
         match &outcome {
@@ -131,6 +131,8 @@ impl Pipeline {
                 m.count_items(signal, "rejected", *rejected);
             }
 
+            // Malformed beyond its framing: refused whole, for good.
+            Outcome::Invalid(_) => m.count_items(signal, "rejected", items),
             Outcome::Unauthenticated(_) => m.count_items(signal, "unauthenticated", items),
             Outcome::Throttled { .. } => m.count_items(signal, "throttled", items),
             Outcome::Unavailable { .. } => m.count_items(signal, "unavailable", items),
@@ -145,7 +147,10 @@ impl Pipeline {
         };
         // A sender's batch identity (and its time) makes a resend reproduce the same rows.
         let when = delivery.batch.as_ref().map_or_else(OffsetDateTime::now_utc, |b| b.time);
-        let measured = measure_with(&delivery.payload, &tenancy, when, &self.meters);
+        let measured = match measure_request(&delivery.request, &tenancy, when, &self.meters) {
+            Ok(m) => m,
+            Err(e) => return Outcome::Invalid(e.to_string()),
+        };
         self.metrics.tenant_mismatch_items.inc_by(measured.mismatched);
         let accepted = Outcome::Accepted { rejected: measured.rejected, message: measured.reason.clone() };
         if measured.records.is_empty() {

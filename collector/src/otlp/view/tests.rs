@@ -1,0 +1,1 @@
+//! Equivalence of the view and prost, and malformed input.
