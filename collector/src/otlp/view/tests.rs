@@ -155,7 +155,8 @@ fn resource(rng: &mut Rng) -> Option<Resource> {
         attributes.push(kv("tenant.id", if rng.chance(10) { Some(any_value::Value::IntValue(5)) } else { s(tenant) }));
     }
     if rng.chance(80) {
-        attributes.push(kv("service.name", s(*rng.pick(&["api", "web", "worker"]))));
+        let service = *rng.pick(&["api", "web", "worker"]);
+        attributes.push(kv("service.name", s(service)));
     }
     if rng.chance(30) {
         attributes.push(kv("telemetry.sdk.language", s("python")));
