@@ -1,5 +1,5 @@
-//! Custom meters: the operator's [`MeterDefinition`]s evaluated over a decoded
-//! OTLP request, as pure functions.
+//! Custom meters: the operator's [`MeterDefinition`]s evaluated over an OTLP
+//! request (any [`RequestView`]), as pure functions.
 //!
 //! For each item (span, log record, metric data point) of a meter's signal:
 //! every `filter` attribute must equal its value; then `count` counts 1, `sum`

@@ -1,5 +1,7 @@
-//! Turns a decoded OTLP request into usage records: the built-in meters per
-//! tenant × service, in the UTC minute the collector received it.
+//! Turns an OTLP request into usage records: the built-in meters per
+//! tenant × service, in the UTC minute the collector received it. Written
+//! once over [`RequestView`], so protobuf read in place and prost types
+//! (OTLP/JSON) are metered by the same code.
 //!
 //! Usage is metered at receive time, not at the timestamps inside the data: a
 //! sender's clock (or a sender backdating data into a sealed month) must not
