@@ -477,6 +477,20 @@ impl<'a> RequestView for WireRequest<'a> {
 /// consumer sees it. Metering reads it with [`Protobuf::with_view`]; what
 /// needs the prost types (the agent, which edits and re-encodes requests)
 /// calls [`Protobuf::decode`].
+///
+/// ```
+/// use bytes::Bytes;
+/// use tally_collector::measure::{measure, Tenancy};
+/// use tally_collector::otlp::{view::Protobuf, Signal};
+/// // One ResourceSpans holding one ScopeSpans holding one empty span.
+/// let body = Bytes::from_static(&[0x0a, 0x04, 0x12, 0x02, 0x12, 0x00]);
+/// let request = Protobuf::new(Signal::Traces, body).unwrap();
+/// assert_eq!(request.items(), 1);
+/// let m = request.with_view(|view| measure(view, &Tenancy::FromResource, time::OffsetDateTime::UNIX_EPOCH)).unwrap();
+/// assert_eq!(m.records.iter().find(|r| r.meter == "spans").map(|r| r.tenant.as_str()), Some("unknown"));
+/// // A length running past the end is refused before anything is metered.
+/// assert!(Protobuf::new(Signal::Traces, Bytes::from_static(&[0x0a, 0x09])).is_err());
+/// ```
 #[derive(Debug, Clone)]
 pub struct Protobuf {
     signal: Signal,
