@@ -54,7 +54,10 @@ impl Intake {
     }
 
     async fn take(&self, delivery: Delivery) -> Outcome {
-        let mut payload = delivery.payload;
+        let mut payload = match delivery.into_payload() {
+            Ok(payload) => payload,
+            Err(e) => return Outcome::Invalid(e.to_string()),
+        };
         let signal = payload.signal();
         let (rejected, message) = refuse_reserved_scope(&mut payload);
         if let Some(tenant) = &self.tenant {

@@ -3,8 +3,9 @@
 //!
 //! `cargo bench -p tally-collector --bench decode_measure [-- --spans 1000 --attrs 13 --tenants 5 --seconds 3 --runs 5]`
 //!
-//! Prints, per stage (prost decode alone; decode + measure), the median spans/s
-//! and CPU-seconds per million spans over the runs.
+//! Prints, per stage (prost decode alone; prost decode + measure; the
+//! collector's path: the zero-copy view's framing check + measure in place),
+//! the median spans/s and CPU-seconds per million spans over the runs.
 
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 use tally_collector::measure::{measure, Tenancy};
+use tally_collector::otlp::view::Protobuf;
 use tally_collector::otlp::{decode, Encoding, Signal};
 
 fn arg(name: &str, default: u64) -> u64 {
@@ -63,17 +65,35 @@ fn cpu() -> Duration {
     Duration::from_millis(ticks * 10) // CLK_TCK is 100 on Linux
 }
 
-fn run(body: &[u8], spans: u64, seconds: u64, with_measure: bool) -> (f64, f64) {
+#[derive(Clone, Copy)]
+enum Stage {
+    Decode,
+    DecodeMeasure,
+    ViewMeasure,
+}
+
+fn run(body: &bytes::Bytes, spans: u64, seconds: u64, stage: Stage) -> (f64, f64) {
     let now = time::OffsetDateTime::now_utc();
     let (wall, cpu0) = (Instant::now(), cpu());
     let mut done = 0u64;
     while wall.elapsed() < Duration::from_secs(seconds) {
-        let payload = decode(Signal::Traces, Encoding::Protobuf, body).unwrap();
-        if with_measure {
-            let m = measure(&payload, &Tenancy::FromResource, now);
-            assert!(!m.records.is_empty());
+        match stage {
+            Stage::Decode | Stage::DecodeMeasure => {
+                let payload = decode(Signal::Traces, Encoding::Protobuf, body).unwrap();
+                if let Stage::DecodeMeasure = stage {
+                    let m = measure(&payload, &Tenancy::FromResource, now);
+                    assert!(!m.records.is_empty());
+                }
+                std::hint::black_box(&payload);
+            }
+            Stage::ViewMeasure => {
+                // What the receiver and the pipeline do with a protobuf body.
+                let request = Protobuf::new(Signal::Traces, body.clone()).unwrap();
+                let m = request.with_view(|view| measure(view, &Tenancy::FromResource, now)).unwrap();
+                assert!(!m.records.is_empty());
+                std::hint::black_box(&m);
+            }
         }
-        std::hint::black_box(&payload);
         done += spans;
     }
     let (secs, cpu_secs) = (wall.elapsed().as_secs_f64(), (cpu() - cpu0).as_secs_f64());
@@ -88,15 +108,20 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn main() {
     let (spans, attrs, tenants) = (arg("--spans", 1000), arg("--attrs", 13), arg("--tenants", 5));
     let (seconds, runs) = (arg("--seconds", 3), arg("--runs", 5));
-    let body = request(spans, attrs, tenants);
+    let body = bytes::Bytes::from(request(spans, attrs, tenants));
     println!(
         "one request: {spans} spans, {attrs} attributes each, {tenants} tenants, {} bytes ({} bytes/span); {runs} runs of {seconds} s, one thread",
         body.len(),
         body.len() as u64 / spans
     );
     println!("| stage | spans/s (median) | CPU-s per M spans |\n|---|--:|--:|");
-    for (name, with_measure) in [("prost decode alone", false), ("decode + measure", true)] {
-        let results: Vec<(f64, f64)> = (0..runs).map(|_| run(&body, spans, seconds, with_measure)).collect();
+    let stages = [
+        ("prost decode alone", Stage::Decode),
+        ("prost decode + measure", Stage::DecodeMeasure),
+        ("view (zero-copy) + measure", Stage::ViewMeasure),
+    ];
+    for (name, stage) in stages {
+        let results: Vec<(f64, f64)> = (0..runs).map(|_| run(&body, spans, seconds, stage)).collect();
         let rate = median(results.iter().map(|r| r.0).collect());
         let cpu = median(results.iter().map(|r| r.1).collect());
         println!("| {name} | {rate:.0} | {cpu:.2} |");

@@ -1,5 +1,5 @@
-//! Custom meters: the operator's [`MeterDefinition`]s evaluated over a decoded
-//! OTLP request, as pure functions.
+//! Custom meters: the operator's [`MeterDefinition`]s evaluated over an OTLP
+//! request (any [`RequestView`]), as pure functions.
 //!
 //! For each item (span, log record, metric data point) of a meter's signal:
 //! every `filter` attribute must equal its value; then `count` counts 1, `sum`
@@ -23,15 +23,10 @@ use std::collections::BTreeMap;
 
 use metering::meter::{Aggregation, MeterDefinition, Signal};
 use metering::record::{UsageRecord, MAX_DIMENSION_LEN, VALUE_SCALE};
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::common::v1::KeyValue;
-use opentelemetry_proto::tonic::metrics::v1::metric::Data;
-use opentelemetry_proto::tonic::metrics::v1::{number_data_point, Metric};
-use opentelemetry_proto::tonic::resource::v1::Resource;
 use rust_decimal::{Decimal, RoundingStrategy};
 use time::OffsetDateTime;
 
-use crate::otlp::Payload;
+use crate::otlp::view::{AnyValue, Attributes, MetricView, PointValue, RequestView};
 
 /// The pseudo-attribute naming a metric point's metric.
 pub const METRIC_NAME: &str = "metric.name";
@@ -58,56 +53,50 @@ impl Evaluated {
     }
 }
 
-/// One item: its attributes, its resource's, and for metric points the metric.
-struct Item<'a> {
-    attrs: &'a [KeyValue],
-    resource: &'a [KeyValue],
-    metric: Option<&'a Metric>,
-    point: Option<number_data_point::Value>,
+/// One item: its attributes, its resource's, and for metric points the
+/// metric's name and the point's value.
+struct Item<'a, A: ?Sized, R: ?Sized> {
+    attrs: &'a A,
+    resource: &'a R,
+    metric: Option<&'a str>,
+    point: Option<PointValue>,
 }
 
-/// An attribute's value, or the metric name.
-enum Found<'a> {
-    Any(&'a Value),
-    Name(&'a str),
-}
-
-impl<'a> Item<'a> {
-    fn find(&self, key: &str) -> Option<Found<'a>> {
-        let last = |attrs: &'a [KeyValue]| attrs.iter().rev().find(|kv| kv.key == key).and_then(|kv| kv.value.as_ref()?.value.as_ref());
-        if let Some(v) = last(self.attrs) {
-            return Some(Found::Any(v));
+impl<'a, A: Attributes + ?Sized, R: Attributes + ?Sized> Item<'a, A, R> {
+    /// An attribute's value, or the metric name.
+    fn find(&self, key: &str) -> Option<AnyValue<'a>> {
+        if let Some(v) = self.attrs.get(key) {
+            return Some(v);
         }
-        if let Some(m) = self.metric.filter(|_| key == METRIC_NAME) {
-            return Some(Found::Name(&m.name));
+        if let Some(name) = self.metric.filter(|_| key == METRIC_NAME) {
+            return Some(AnyValue::Str(name));
         }
-        last(self.resource).map(Found::Any)
+        self.resource.get(key)
     }
 
     /// The attribute as text, when it is a scalar.
     fn text(&self, key: &str) -> Option<String> {
         match self.find(key)? {
-            Found::Name(n) => Some(n.to_owned()),
-            Found::Any(Value::StringValue(s)) => Some(s.clone()),
-            Found::Any(Value::IntValue(i)) => Some(i.to_string()),
-            Found::Any(Value::DoubleValue(d)) => Some(d.to_string()),
-            Found::Any(Value::BoolValue(b)) => Some(b.to_string()),
-            Found::Any(_) => None,
+            AnyValue::Str(s) => Some(s.to_owned()),
+            AnyValue::Int(i) => Some(i.to_string()),
+            AnyValue::Double(d) => Some(d.to_string()),
+            AnyValue::Bool(b) => Some(b.to_string()),
+            AnyValue::Bytes(_) | AnyValue::Other => None,
         }
     }
 }
 
 /// An item's number for a sum or max meter: `Ok(None)` when it has none.
-fn number(item: &Item<'_>, def: &MeterDefinition) -> Result<Option<Decimal>, String> {
+fn number<A: Attributes + ?Sized, R: Attributes + ?Sized>(item: &Item<'_, A, R>, def: &MeterDefinition) -> Result<Option<Decimal>, String> {
     let value = match (&def.attribute, item.point) {
-        (None, Some(number_data_point::Value::AsInt(i))) => Decimal::from(i),
-        (None, Some(number_data_point::Value::AsDouble(d))) => double(d)?,
+        (None, Some(PointValue::AsInt(i))) => Decimal::from(i),
+        (None, Some(PointValue::AsDouble(d))) => double(d)?,
         (None, None) => return Ok(None),
         (Some(key), _) => match item.find(key) {
             None => return Ok(None),
-            Some(Found::Any(Value::IntValue(i))) => Decimal::from(*i),
-            Some(Found::Any(Value::DoubleValue(d))) => double(*d)?,
-            Some(Found::Any(Value::StringValue(s))) => {
+            Some(AnyValue::Int(i)) => Decimal::from(i),
+            Some(AnyValue::Double(d)) => double(d)?,
+            Some(AnyValue::Str(s)) => {
                 let d = Decimal::from_str_exact(s.trim()).map_err(|_| format!("{s:?} is not a decimal number"))?;
                 if d.normalize().scale() > VALUE_SCALE {
                     return Err(format!("{s:?} has more than {VALUE_SCALE} decimal places"));
@@ -143,7 +132,7 @@ enum Outcome {
     Bad(String),
 }
 
-fn outcome(item: &Item<'_>, def: &MeterDefinition) -> Outcome {
+fn outcome<A: Attributes + ?Sized, R: Attributes + ?Sized>(item: &Item<'_, A, R>, def: &MeterDefinition) -> Outcome {
     if !def.filter.iter().all(|(k, v)| item.text(k).as_deref() == Some(v.as_str())) {
         return Outcome::Skip;
     }
@@ -181,10 +170,6 @@ fn truncate(mut s: String, max: usize) -> String {
     s
 }
 
-fn attrs(resource: Option<&Resource>) -> &[KeyValue] {
-    resource.map(|r| r.attributes.as_slice()).unwrap_or_default()
-}
-
 /// tenant, service, meter index, group_by values, unique value.
 type Key = (String, String, usize, Vec<String>, String);
 
@@ -195,7 +180,7 @@ struct Acc {
 }
 
 impl Acc {
-    fn item(&mut self, item: &Item<'_>, who: &(String, String), meters: &[(usize, &MeterDefinition)]) {
+    fn item<A: Attributes + ?Sized, R: Attributes + ?Sized>(&mut self, item: &Item<'_, A, R>, who: &(String, String), meters: &[(usize, &MeterDefinition)]) {
         let mut bad = None;
         for &(index, def) in meters {
             let (value, unique) = match outcome(item, def) {
@@ -225,78 +210,99 @@ impl Acc {
     }
 }
 
-/// Evaluates `meters` over `payload`, at `now`. `resolve` gives the tenant and
+/// Custom meters evaluated resource by resource, as [`crate::measure`] walks a request.
+pub struct Evaluator<'m> {
+    meters: &'m [MeterDefinition],
+    /// The meters of the request's signal, with their index in `meters`.
+    mine: Vec<(usize, &'m MeterDefinition)>,
+    acc: Acc,
+}
+
+impl<'m> Evaluator<'m> {
+    /// Evaluates those of `meters` that read `signal`.
+    pub fn new(signal: crate::otlp::Signal, meters: &'m [MeterDefinition]) -> Self {
+        let signal = match signal {
+            crate::otlp::Signal::Traces => Signal::Traces,
+            crate::otlp::Signal::Metrics => Signal::Metrics,
+            crate::otlp::Signal::Logs => Signal::Logs,
+        };
+        let mine = meters.iter().enumerate().filter(|(_, m)| m.signal == signal).collect();
+        Self { meters, mine, acc: Acc::default() }
+    }
+
+    /// Spans or log records (their attributes) of one resource, whose tenant and service are `who`.
+    pub fn items<'a, R: Attributes + ?Sized, A: Attributes + ?Sized + 'a>(
+        &mut self,
+        resource: &R,
+        items: impl Iterator<Item = &'a A>,
+        who: &(String, String),
+    ) {
+        if self.mine.is_empty() {
+            return;
+        }
+        for attrs in items {
+            self.acc.item(&Item { attrs, resource, metric: None, point: None }, who, &self.mine);
+        }
+    }
+
+    /// The metrics of one resource: each data point is an item.
+    pub fn metrics<R: Attributes + ?Sized, M: MetricView>(&mut self, resource: &R, metrics: &[&M], who: &(String, String)) {
+        if self.mine.is_empty() {
+            return;
+        }
+        for metric in metrics {
+            let name = metric.name();
+            metric.for_each_point(|attrs, point| {
+                self.acc.item(&Item { attrs, resource, metric: Some(name), point }, who, &self.mine);
+            });
+        }
+    }
+
+    /// The records, at `now`, and the refusals.
+    pub fn finish(self, now: OffsetDateTime) -> Evaluated {
+        let Acc { totals, mut out } = self.acc;
+        out.records = totals
+            .into_iter()
+            .map(|((tenant, service, index, dims, unique), value)| {
+                let def = &self.meters[index];
+                let mut r = UsageRecord::new(&tenant, &def.name, now, value).with_service(&service);
+                r.dimensions = def.group_by.iter().cloned().zip(dims).collect();
+                if def.aggregation == Aggregation::UniqueCount {
+                    r = r.with_unique(&unique);
+                }
+                r
+            })
+            .collect();
+        out
+    }
+}
+
+/// Evaluates `meters` over `request`, at `now`. `resolve` gives the tenant and
 /// service of a resource's items, or `None` when they are refused (and
 /// reported) elsewhere.
-pub fn evaluate(
-    payload: &Payload,
+pub fn evaluate<R: RequestView + ?Sized>(
+    request: &R,
     meters: &[MeterDefinition],
     now: OffsetDateTime,
-    mut resolve: impl FnMut(Option<&Resource>) -> Option<(String, String)>,
+    mut resolve: impl FnMut(&R::Resource) -> Option<(String, String)>,
 ) -> Evaluated {
-    let signal = match payload {
-        Payload::Traces(_) => Signal::Traces,
-        Payload::Metrics(_) => Signal::Metrics,
-        Payload::Logs(_) => Signal::Logs,
-    };
-    let mine: Vec<(usize, &MeterDefinition)> = meters.iter().enumerate().filter(|(_, m)| m.signal == signal).collect();
-    if mine.is_empty() {
-        return Evaluated::default();
-    }
-    let mut acc = Acc::default();
-    match payload {
-        Payload::Traces(req) => {
-            for rs in &req.resource_spans {
-                let Some(who) = resolve(rs.resource.as_ref()) else { continue };
-                let resource = attrs(rs.resource.as_ref());
-                for span in rs.scope_spans.iter().flat_map(|s| &s.spans) {
-                    acc.item(&Item { attrs: &span.attributes, resource, metric: None, point: None }, &who, &mine);
-                }
-            }
+    let mut eval = Evaluator::new(request.signal(), meters);
+    request.for_each_resource_spans(|resource, spans| {
+        if let Some(who) = resolve(resource) {
+            eval.items(resource, spans.iter().map(|s| crate::otlp::view::SpanView::attributes(*s)), &who);
         }
-        Payload::Logs(req) => {
-            for rl in &req.resource_logs {
-                let Some(who) = resolve(rl.resource.as_ref()) else { continue };
-                let resource = attrs(rl.resource.as_ref());
-                for log in rl.scope_logs.iter().flat_map(|s| &s.log_records) {
-                    acc.item(&Item { attrs: &log.attributes, resource, metric: None, point: None }, &who, &mine);
-                }
-            }
+    });
+    request.for_each_resource_logs(|resource, logs| {
+        if let Some(who) = resolve(resource) {
+            eval.items(resource, logs.iter().map(|l| crate::otlp::view::LogView::attributes(*l)), &who);
         }
-        Payload::Metrics(req) => {
-            for rm in &req.resource_metrics {
-                let Some(who) = resolve(rm.resource.as_ref()) else { continue };
-                let resource = attrs(rm.resource.as_ref());
-                for metric in rm.scope_metrics.iter().flat_map(|s| &s.metrics) {
-                    let mut point = |attrs: &[KeyValue], point| {
-                        acc.item(&Item { attrs, resource, metric: Some(metric), point }, &who, &mine);
-                    };
-                    match &metric.data {
-                        None => {}
-                        Some(Data::Gauge(g)) => g.data_points.iter().for_each(|p| point(&p.attributes, p.value)),
-                        Some(Data::Sum(s)) => s.data_points.iter().for_each(|p| point(&p.attributes, p.value)),
-                        Some(Data::Histogram(h)) => h.data_points.iter().for_each(|p| point(&p.attributes, None)),
-                        Some(Data::ExponentialHistogram(h)) => h.data_points.iter().for_each(|p| point(&p.attributes, None)),
-                        Some(Data::Summary(s)) => s.data_points.iter().for_each(|p| point(&p.attributes, None)),
-                    }
-                }
-            }
+    });
+    request.for_each_resource_metrics(|resource, metrics| {
+        if let Some(who) = resolve(resource) {
+            eval.metrics(resource, metrics, &who);
         }
-    }
-    let Acc { totals, mut out } = acc;
-    out.records = totals
-        .into_iter()
-        .map(|((tenant, service, index, dims, unique), value)| {
-            let def = &meters[index];
-            let mut r = UsageRecord::new(&tenant, &def.name, now, value).with_service(&service);
-            r.dimensions = def.group_by.iter().cloned().zip(dims).collect();
-            if def.aggregation == Aggregation::UniqueCount {
-                r = r.with_unique(&unique);
-            }
-            r
-        })
-        .collect();
-    out
+    });
+    eval.finish(now)
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
-//! Turns a decoded OTLP request into usage records: the built-in meters per
-//! tenant × service, in the UTC minute the collector received it.
+//! Turns an OTLP request into usage records: the built-in meters per
+//! tenant × service, in the UTC minute the collector received it. Written
+//! once over [`RequestView`], so protobuf read in place and prost types
+//! (OTLP/JSON) are metered by the same code.
 //!
 //! Usage is metered at receive time, not at the timestamps inside the data: a
 //! sender's clock (or a sender backdating data into a sealed month) must not
@@ -10,15 +12,12 @@ use std::collections::BTreeMap;
 use metering::meter::MeterDefinition;
 use metering::record::{validate_tenant, UsageRecord, MAX_DIMENSION_LEN};
 use metering::sla::SlaRecord;
-use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
-use prost::Message;
+use opentelemetry_proto::tonic::common::v1::KeyValue;
 use rust_decimal::Decimal;
 use time::OffsetDateTime;
 
-use crate::otlp::decode::metric_points;
-use crate::otlp::Payload;
+use crate::otlp::view::{Attributes, LogView, MetricView, RequestView, SpanView};
+use crate::otlp::{DecodeError, Request, Signal};
 
 /// The tenant of data whose sender and resource name none.
 pub const UNKNOWN_TENANT: &str = "unknown";
@@ -51,10 +50,7 @@ pub struct Measured {
 
 /// The string value of `key` among `attrs`; the last one wins when a key repeats.
 pub fn attribute<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
-    attrs.iter().rev().find(|kv| kv.key == key).and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-        any_value::Value::StringValue(s) => Some(s.as_str()),
-        _ => None,
-    })
+    attrs.string(key)
 }
 
 #[derive(Default)]
@@ -81,19 +77,28 @@ pub fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-/// Measures `payload` for `tenancy`, at `now`, with the built-in meters.
-pub fn measure(payload: &Payload, tenancy: &Tenancy, now: OffsetDateTime) -> Measured {
-    measure_with(payload, tenancy, now, &[])
+/// Measures `request` for `tenancy`, at `now`, with the built-in meters.
+pub fn measure<R: RequestView + ?Sized>(request: &R, tenancy: &Tenancy, now: OffsetDateTime) -> Measured {
+    measure_with(request, tenancy, now, &[])
 }
 
-/// Measures `payload` for `tenancy`, at `now`, with the built-in meters and the custom `meters`.
-pub fn measure_with(payload: &Payload, tenancy: &Tenancy, now: OffsetDateTime, meters: &[MeterDefinition]) -> Measured {
+/// Measures a request as the receiver delivered it: protobuf in place (a
+/// malformed field metering reads is the error), JSON from its prost types.
+pub fn measure_request(request: &Request, tenancy: &Tenancy, now: OffsetDateTime, meters: &[MeterDefinition]) -> Result<Measured, DecodeError> {
+    match request {
+        Request::Protobuf(p) => p.with_view(|view| measure_with(view, tenancy, now, meters)),
+        Request::Decoded(p) => Ok(measure_with(p, tenancy, now, meters)),
+    }
+}
+
+/// Measures `request` for `tenancy`, at `now`, with the built-in meters and the custom `meters`.
+pub fn measure_with<R: RequestView + ?Sized>(request: &R, tenancy: &Tenancy, now: OffsetDateTime, meters: &[MeterDefinition]) -> Measured {
     let mut totals = Totals::default();
     let mut out = Measured::default();
-    let resolve = |resource: Option<&Resource>, items: u64, out: &mut Measured| -> Option<(String, String)> {
-        let attrs = resource.map(|r| r.attributes.as_slice()).unwrap_or_default();
-        let service = truncate(attribute(attrs, "service.name").unwrap_or(""), MAX_DIMENSION_LEN).to_owned();
-        let claimed = attribute(attrs, TENANT_ATTRIBUTE);
+    let mut custom = crate::custom::Evaluator::new(request.signal(), meters);
+    let resolve = |attrs: &R::Resource, items: u64, out: &mut Measured| -> Option<(String, String)> {
+        let service = truncate(attrs.string("service.name").unwrap_or(""), MAX_DIMENSION_LEN).to_owned();
+        let claimed = attrs.string(TENANT_ATTRIBUTE);
         let tenant = match tenancy {
             Tenancy::Pinned(t) => {
                 if claimed.is_some_and(|c| c != t) {
@@ -115,36 +120,29 @@ pub fn measure_with(payload: &Payload, tenancy: &Tenancy, now: OffsetDateTime, m
         };
         Some((tenant, service))
     };
-    match payload {
-        Payload::Traces(req) => {
-            for rs in &req.resource_spans {
-                let spans: Vec<_> = rs.scope_spans.iter().flat_map(|s| &s.spans).collect();
-                let Some((tenant, service)) = resolve(rs.resource.as_ref(), spans.len() as u64, &mut out) else { continue };
-                let requests = spans
-                    .iter()
-                    .filter(|s| s.kind == SpanKind::Server as i32 || s.kind == SpanKind::Consumer as i32)
-                    .count();
-                totals.add(&tenant, &service, "spans", spans.len() as u64);
-                totals.add(&tenant, &service, "span_bytes", spans.iter().map(|s| s.encoded_len() as u64).sum());
-                totals.add(&tenant, &service, "requests", requests as u64);
-                out.sla.extend(crate::sla::observe(spans.iter().copied(), &tenant, &service, now));
-            }
-        }
-        Payload::Metrics(req) => {
-            for rm in &req.resource_metrics {
-                let points = metric_points(rm);
-                let Some((tenant, service)) = resolve(rm.resource.as_ref(), points, &mut out) else { continue };
-                totals.add(&tenant, &service, "metric_points", points);
-            }
-        }
-        Payload::Logs(req) => {
-            for rl in &req.resource_logs {
-                let logs: Vec<_> = rl.scope_logs.iter().flat_map(|s| &s.log_records).collect();
-                let Some((tenant, service)) = resolve(rl.resource.as_ref(), logs.len() as u64, &mut out) else { continue };
-                totals.add(&tenant, &service, "log_records", logs.len() as u64);
-                totals.add(&tenant, &service, "log_bytes", logs.iter().map(|l| l.encoded_len() as u64).sum());
-            }
-        }
+    match request.signal() {
+        Signal::Traces => request.for_each_resource_spans(|resource, spans| {
+            let Some(who) = resolve(resource, spans.len() as u64, &mut out) else { return };
+            let (tenant, service) = (who.0.as_str(), who.1.as_str());
+            let requests = spans.iter().filter(|s| crate::sla::is_request(**s)).count();
+            totals.add(tenant, service, "spans", spans.len() as u64);
+            totals.add(tenant, service, "span_bytes", spans.iter().map(|s| s.encoded_bytes()).sum());
+            totals.add(tenant, service, "requests", requests as u64);
+            out.sla.extend(crate::sla::observe(spans.iter().copied(), tenant, service, now));
+            custom.items(resource, spans.iter().map(|s| s.attributes()), &who);
+        }),
+        Signal::Metrics => request.for_each_resource_metrics(|resource, metrics| {
+            let points = metrics.iter().map(|m| m.data_points()).sum();
+            let Some(who) = resolve(resource, points, &mut out) else { return };
+            totals.add(&who.0, &who.1, "metric_points", points);
+            custom.metrics(resource, metrics, &who);
+        }),
+        Signal::Logs => request.for_each_resource_logs(|resource, logs| {
+            let Some(who) = resolve(resource, logs.len() as u64, &mut out) else { return };
+            totals.add(&who.0, &who.1, "log_records", logs.len() as u64);
+            totals.add(&who.0, &who.1, "log_bytes", logs.iter().map(|l| l.encoded_bytes()).sum());
+            custom.items(resource, logs.iter().map(|l| l.attributes()), &who);
+        }),
     }
     out.records = totals
         .0
@@ -152,15 +150,19 @@ pub fn measure_with(payload: &Payload, tenancy: &Tenancy, now: OffsetDateTime, m
         .map(|((tenant, service, meter), n)| UsageRecord::new(&tenant, meter, now, Decimal::from(n)).with_service(&service))
         .collect();
     // The same tenants and services as the built-ins (refusals are already counted above).
-    crate::custom::evaluate(payload, meters, now, |r| resolve(r, 0, &mut Measured::default())).add_to(&mut out);
+    custom.finish(now).add_to(&mut out);
     out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::otlp::Payload;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-    use opentelemetry_proto::tonic::common::v1::AnyValue;
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+    use prost::Message;
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
     fn kv(key: &str, value: &str) -> KeyValue {

@@ -18,7 +18,8 @@ use prometheus_client::registry::Registry;
 pub struct ItemLabels {
     /// `traces`, `metrics` or `logs`.
     pub signal: &'static str,
-    /// `accepted`, `rejected` (partial success), `unauthenticated`, `throttled`, `unavailable`
+    /// `accepted`, `rejected` (partial success, or a request found malformed while metering it),
+    /// `unauthenticated`, `throttled`, `unavailable`
     /// (spool full or unwritable: the sender retries) or `dropped` (could not be metered).
     pub outcome: &'static str,
 }

@@ -19,9 +19,9 @@ use time::OffsetDateTime;
 
 use crate::keys::Keys;
 use crate::limits::{Limits, Throttle};
-use crate::measure::{measure_with, Tenancy};
+use crate::measure::{measure_request, Tenancy};
 use crate::metrics::Metrics;
-use crate::otlp::{Consumer, Delivery, Outcome, Payload};
+use crate::otlp::{Consumer, Delivery, Outcome, Payload, Request, Signal};
 use crate::reports::{self, Reported};
 use crate::sink::entry::{self, Section, Table};
 use crate::wal::Wal;
@@ -123,7 +123,7 @@ impl Pipeline {
     }
 
     async fn handle(&self, delivery: Delivery) -> Outcome {
-        let (signal, items) = (delivery.payload.signal().name(), delivery.payload.items());
+        let (signal, items) = (delivery.request.signal().name(), delivery.request.items());
         let outcome = self.store(delivery).await;
         let m = &self.metrics;
         match &outcome {
@@ -132,6 +132,8 @@ impl Pipeline {
                 m.count_items(signal, "rejected", *rejected);
             }
 
+            // Malformed beyond its framing: refused whole, for good.
+            Outcome::Invalid(_) => m.count_items(signal, "rejected", items),
             Outcome::Unauthenticated(_) => m.count_items(signal, "unauthenticated", items),
             Outcome::Throttled { .. } => m.count_items(signal, "throttled", items),
             Outcome::Unavailable { .. } => m.count_items(signal, "unavailable", items),
@@ -146,14 +148,25 @@ impl Pipeline {
         };
         // A sender's batch identity (and its time) makes a resend reproduce the same rows.
         let when = delivery.batch.as_ref().map_or_else(OffsetDateTime::now_utc, |b| b.time);
-        let mut payload = delivery.payload;
+        let mut request = delivery.request;
         // Agents' own usage reports are usage, not metric points; only senders trusted
-        // to name tenants may report it.
-        let reported = match (&tenancy, &mut payload) {
-            (Tenancy::FromResource, Payload::Metrics(request)) => reports::extract(request, &self.catalog, when),
-            _ => Reported::default(),
+        // to name tenants may report it. Metrics from them are decoded to take the
+        // reports out (metrics are a small share of the volume; spans stay zero-copy).
+        let mut reported = Reported::default();
+        if tenancy == Tenancy::FromResource && request.signal() == Signal::Metrics {
+            let mut payload = match request.into_payload() {
+                Ok(p) => p,
+                Err(e) => return Outcome::Invalid(e.to_string()),
+            };
+            if let Payload::Metrics(metrics) = &mut payload {
+                reported = reports::extract(metrics, &self.catalog, when);
+            }
+            request = Request::Decoded(payload);
+        }
+        let mut measured = match measure_request(&request, &tenancy, when, &self.meters) {
+            Ok(m) => m,
+            Err(e) => return Outcome::Invalid(e.to_string()),
         };
-        let mut measured = measure_with(&payload, &tenancy, when, &self.meters);
         measured.records.extend(reported.records);
         if reported.rejected > 0 {
             measured.rejected += reported.rejected;

@@ -19,13 +19,12 @@ use std::collections::BTreeMap;
 
 use metering::record::MAX_DIMENSION_LEN;
 use metering::sla::SlaRecord;
-use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
-use opentelemetry_proto::tonic::trace::v1::Span;
 use time::OffsetDateTime;
 
-use crate::measure::{attribute, truncate};
+use crate::measure::truncate;
+use crate::otlp::view::{AnyValue, Attributes, SpanView};
 
 /// The HTTP status attribute of current semantic conventions.
 pub const HTTP_STATUS: &str = "http.response.status_code";
@@ -35,26 +34,26 @@ pub const HTTP_STATUS_OLD: &str = "http.status_code";
 pub const HTTP_ROUTE: &str = "http.route";
 
 /// True for the spans the `requests` meter counts.
-pub fn is_request(span: &Span) -> bool {
-    span.kind == SpanKind::Server as i32 || span.kind == SpanKind::Consumer as i32
+pub fn is_request<S: SpanView + ?Sized>(span: &S) -> bool {
+    span.kind() == SpanKind::Server as i32 || span.kind() == SpanKind::Consumer as i32
 }
 
 /// The integer value of `key` (int, or a string of digits); the last one wins.
-fn int_attribute(attrs: &[KeyValue], key: &str) -> Option<i64> {
-    let kv = attrs.iter().rev().find(|kv| kv.key == key)?;
-    match kv.value.as_ref()?.value.as_ref()? {
-        any_value::Value::IntValue(n) => Some(*n),
-        any_value::Value::StringValue(s) => s.trim().parse().ok(),
+fn int_attribute<A: Attributes + ?Sized>(attrs: &A, key: &str) -> Option<i64> {
+    match attrs.get(key)? {
+        AnyValue::Int(n) => Some(n),
+        AnyValue::Str(s) => s.trim().parse().ok(),
         _ => None,
     }
 }
 
 /// Whether a request span failed (see the module's rules).
-pub fn is_error(span: &Span) -> bool {
-    if span.status.as_ref().is_some_and(|s| s.code == StatusCode::Error as i32) {
+pub fn is_error<S: SpanView + ?Sized>(span: &S) -> bool {
+    if span.status_code() == StatusCode::Error as i32 {
         return true;
     }
-    let status = int_attribute(&span.attributes, HTTP_STATUS).or_else(|| int_attribute(&span.attributes, HTTP_STATUS_OLD));
+    let attrs = span.attributes();
+    let status = int_attribute(attrs, HTTP_STATUS).or_else(|| int_attribute(attrs, HTTP_STATUS_OLD));
     status.is_some_and(|code| code >= 500)
 }
 
@@ -64,13 +63,13 @@ fn hex(bytes: &[u8]) -> String {
 
 /// One record per route seen among `spans`' requests, in route order, all at `when`.
 /// Spans that are not requests are ignored; no requests, no records.
-pub fn observe<'a>(spans: impl Iterator<Item = &'a Span>, tenant: &str, service: &str, when: OffsetDateTime) -> Vec<SlaRecord> {
+pub fn observe<'a, S: SpanView + 'a>(spans: impl Iterator<Item = &'a S>, tenant: &str, service: &str, when: OffsetDateTime) -> Vec<SlaRecord> {
     let mut routes: BTreeMap<&str, SlaRecord> = BTreeMap::new();
-    for span in spans.filter(|s| is_request(s)) {
-        let route = truncate(attribute(&span.attributes, HTTP_ROUTE).unwrap_or(""), MAX_DIMENSION_LEN);
-        let latency = span.end_time_unix_nano.saturating_sub(span.start_time_unix_nano);
+    for span in spans.filter(|s| is_request(*s)) {
+        let route = truncate(span.attributes().string(HTTP_ROUTE).unwrap_or(""), MAX_DIMENSION_LEN);
+        let latency = span.end_time_unix_nano().saturating_sub(span.start_time_unix_nano());
         // A trace id that is not 16 bytes gives a string the record refuses as an exemplar.
-        let trace_id = if span.trace_id.len() == 16 { hex(&span.trace_id) } else { String::new() };
+        let trace_id = if span.trace_id().len() == 16 { hex(span.trace_id()) } else { String::new() };
         routes
             .entry(route)
             .or_insert_with(|| SlaRecord::new(tenant, service, route, when))
@@ -82,8 +81,8 @@ pub fn observe<'a>(spans: impl Iterator<Item = &'a Span>, tenant: &str, service:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opentelemetry_proto::tonic::common::v1::AnyValue;
-    use opentelemetry_proto::tonic::trace::v1::Status;
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::trace::v1::{Span, Status};
 
     fn kv(key: &str, v: any_value::Value) -> KeyValue {
         KeyValue { key: key.into(), value: Some(AnyValue { value: Some(v) }), ..Default::default() }

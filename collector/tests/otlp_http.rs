@@ -156,6 +156,7 @@ async fn consumer_outcomes_map_to_the_spec_statuses() {
         (Outcome::Throttled { retry_after: Duration::from_millis(1500), message: "tenant acme over 100 spans/s".into() }, 429, Some("2")),
         (Outcome::Unavailable { retry_after: Duration::ZERO, message: "buffer full".into() }, 503, Some("1")),
         (Outcome::Unauthenticated("unknown key".into()), 401, None),
+        (Outcome::Invalid("Span.attributes (field 9): runs past the end of its message at byte 7".into()), 400, None),
     ];
     for (outcome, status, retry_after) in cases {
         rec.set(outcome.clone());
@@ -169,6 +170,7 @@ async fn consumer_outcomes_map_to_the_spec_statuses() {
             Outcome::Throttled { .. } => assert_eq!(body, serde_json::json!({"code": 8, "message": "tenant acme over 100 spans/s"})),
             Outcome::Unavailable { .. } => assert_eq!(body, serde_json::json!({"code": 14, "message": "buffer full"})),
             Outcome::Unauthenticated(_) => assert_eq!(body, serde_json::json!({"code": 16, "message": "unknown key"})),
+            Outcome::Invalid(m) => assert_eq!(body, serde_json::json!({"code": 3, "message": m})),
         }
     }
     // Partial success in protobuf.

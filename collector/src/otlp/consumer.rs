@@ -4,19 +4,65 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use super::Payload;
+use super::view::Protobuf;
+use super::{DecodeError, Payload, Signal};
 
-/// A decoded request and what the receiver knows of its sender.
+/// A request as the receiver hands it over.
+#[derive(Debug, Clone)]
+pub enum Request {
+    /// A protobuf body, framing checked, not decoded: metering reads it in
+    /// place (see [`super::view`]), without prost's cost of materializing
+    /// every string.
+    Protobuf(Protobuf),
+    /// Decoded into the prost types (OTLP/JSON).
+    Decoded(Payload),
+}
+
+impl Request {
+    /// The request's signal.
+    pub fn signal(&self) -> Signal {
+        match self {
+            Request::Protobuf(p) => p.signal(),
+            Request::Decoded(p) => p.signal(),
+        }
+    }
+
+    /// Its items: spans, data points (a histogram point counts 1) or log records.
+    pub fn items(&self) -> u64 {
+        match self {
+            Request::Protobuf(p) => p.items(),
+            Request::Decoded(p) => p.items(),
+        }
+    }
+
+    /// The prost types, decoding protobuf. An error is an invalid request,
+    /// to be answered [`Outcome::Invalid`].
+    pub fn into_payload(self) -> Result<Payload, DecodeError> {
+        match self {
+            Request::Protobuf(p) => p.decode(),
+            Request::Decoded(p) => Ok(p),
+        }
+    }
+}
+
+/// A request and what the receiver knows of its sender.
 #[derive(Debug)]
 pub struct Delivery {
     /// The request.
-    pub payload: Payload,
+    pub request: Request,
     /// Its encoded size (after decompression), for byte meters.
     pub encoded_len: usize,
     /// The bearer key the sender presented, if any.
     pub key: Option<String>,
     /// The sender's batch identity, if it gave one.
     pub batch: Option<super::batch::BatchId>,
+}
+
+impl Delivery {
+    /// See [`Request::into_payload`].
+    pub fn into_payload(self) -> Result<Payload, DecodeError> {
+        self.request.into_payload()
+    }
 }
 
 /// The consumer's verdict, which the receiver turns into the status the spec names.
@@ -29,6 +75,9 @@ pub enum Outcome {
         /// Why, in English, when `rejected` > 0.
         message: String,
     },
+    /// The request is malformed (found while reading it); nothing was stored.
+    /// INVALID_ARGUMENT / 400: the sender must not retry it.
+    Invalid(String),
     /// The sender's key is missing or unknown; nothing was stored.
     Unauthenticated(String),
     /// Over the tenant's rate limit: retry after the given time.

@@ -119,7 +119,7 @@ pub fn metric_points(rm: &ResourceMetrics) -> u64 {
     rm.scope_metrics.iter().flat_map(|s| &s.metrics).map(|m| data_points(m.data.as_ref())).sum()
 }
 
-fn data_points(data: Option<&Data>) -> u64 {
+pub(crate) fn data_points(data: Option<&Data>) -> u64 {
     match data {
         None => 0,
         Some(Data::Gauge(g)) => g.data_points.len() as u64,

@@ -89,12 +89,13 @@ impl Receiver {
         } else {
             message
         };
-        let outcome = match self.deliver(signal, Encoding::Protobuf, headers, &raw).await {
+        let outcome = match self.deliver(signal, Encoding::Protobuf, headers, raw).await {
             Ok(outcome) => outcome,
             Err(message) => return status(code::INVALID_ARGUMENT, &message, None),
         };
         match outcome {
             Outcome::Accepted { rejected, message } => success(signal, rejected, message),
+            Outcome::Invalid(message) => status(code::INVALID_ARGUMENT, &message, None),
             Outcome::Unauthenticated(message) => status(code::UNAUTHENTICATED, &message, None),
             Outcome::Throttled { retry_after, message } => status(code::RESOURCE_EXHAUSTED, &message, Some(retry_after)),
             Outcome::Unavailable { retry_after, message } => status(code::UNAVAILABLE, &message, Some(retry_after)),

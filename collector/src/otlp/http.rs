@@ -64,9 +64,9 @@ impl Receiver {
         };
         let content_encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).map(|v| v.trim().to_ascii_lowercase());
         let raw = match content_encoding.as_deref() {
-            None | Some("" | "identity") => bytes.to_vec(),
+            None | Some("" | "identity") => bytes,
             Some("gzip") => match gunzip(&bytes, self.max_request_bytes) {
-                Ok(raw) => raw,
+                Ok(raw) => Bytes::from(raw),
                 Err(GzipError::TooLarge { .. }) => return too_large("inflates to"),
                 Err(e @ GzipError::Corrupt(_)) => return fail(StatusCode::BAD_REQUEST, code::INVALID_ARGUMENT, e.to_string()),
             },
@@ -75,12 +75,13 @@ impl Receiver {
                 return fail(StatusCode::UNSUPPORTED_MEDIA_TYPE, code::INVALID_ARGUMENT, message);
             }
         };
-        let outcome = match self.deliver(signal, encoding, headers, &raw).await {
+        let outcome = match self.deliver(signal, encoding, headers, raw).await {
             Ok(outcome) => outcome,
             Err(message) => return fail(StatusCode::BAD_REQUEST, code::INVALID_ARGUMENT, message),
         };
         match outcome {
             Outcome::Accepted { rejected, message } => success(signal, encoding, rejected, message),
+            Outcome::Invalid(message) => fail(StatusCode::BAD_REQUEST, code::INVALID_ARGUMENT, message),
             Outcome::Unauthenticated(message) => fail(StatusCode::UNAUTHORIZED, code::UNAUTHENTICATED, message),
             Outcome::Throttled { retry_after, message } => {
                 with_retry_after(fail(StatusCode::TOO_MANY_REQUESTS, code::RESOURCE_EXHAUSTED, message), retry_after)

@@ -10,12 +10,13 @@ pub mod grpc;
 pub mod gzip;
 pub mod http;
 pub mod status;
+pub mod view;
 
 use std::sync::Arc;
 
 use axum::http::HeaderMap;
 
-pub use consumer::{Consumer, Delivery, Outcome};
+pub use consumer::{Consumer, Delivery, Outcome, Request};
 pub use decode::{decode, DecodeError, Encoding, Payload, Signal};
 
 /// Default limit of a request body, before and after decompression (the spec recommends 64 MiB).
@@ -29,13 +30,23 @@ pub(crate) struct Receiver {
 }
 
 impl Receiver {
-    /// Decodes `raw`, reads the sender's key and batch identity from `headers`
-    /// and hands the request to the consumer. `Err` is a message for an
+    /// Checks `raw` (protobuf: its framing, down to the items; JSON: decoded
+    /// whole), reads the sender's key and batch identity from `headers` and
+    /// hands the request to the consumer. `Err` is a message for an
     /// INVALID_ARGUMENT / 400 answer: nothing reached the consumer.
-    pub(crate) async fn deliver(&self, signal: Signal, encoding: Encoding, headers: &HeaderMap, raw: &[u8]) -> Result<Outcome, String> {
-        let payload = decode(signal, encoding, raw).map_err(|e| e.to_string())?;
+    ///
+    /// Protobuf is handed over as bytes: the collector meters it in place and
+    /// never builds the prost types; a consumer that needs them decodes it
+    /// ([`Delivery::into_payload`]) and answers [`Outcome::Invalid`] if prost
+    /// refuses what the framing check let through.
+    pub(crate) async fn deliver(&self, signal: Signal, encoding: Encoding, headers: &HeaderMap, raw: bytes::Bytes) -> Result<Outcome, String> {
+        let encoded_len = raw.len();
+        let request = match encoding {
+            Encoding::Protobuf => Request::Protobuf(view::Protobuf::new(signal, raw).map_err(|e| e.to_string())?),
+            Encoding::Json => Request::Decoded(decode(signal, encoding, &raw).map_err(|e| e.to_string())?),
+        };
         let batch = batch::from_headers(headers, time::OffsetDateTime::now_utc())?;
-        let delivery = Delivery { payload, encoded_len: raw.len(), key: metering::api::auth::bearer(headers).map(str::to_owned), batch };
+        let delivery = Delivery { request, encoded_len, key: metering::api::auth::bearer(headers).map(str::to_owned), batch };
         Ok(self.consumer.consume(delivery).await)
     }
 }

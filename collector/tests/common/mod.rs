@@ -7,7 +7,7 @@ pub mod collector;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use tally_collector::otlp::{Consumer, Delivery, Outcome, Payload};
+use tally_collector::otlp::{Consumer, Delivery, Outcome, Signal};
 
 #[derive(Default)]
 pub struct Recorder {
@@ -19,12 +19,12 @@ pub struct Recorder {
 
 impl Consumer for Recorder {
     fn consume(&self, d: Delivery) -> std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send + '_>> {
-        let kind = match &d.payload {
-            Payload::Traces(_) => "spans",
-            Payload::Metrics(_) => "metric_points",
-            Payload::Logs(_) => "logs",
+        let kind = match d.request.signal() {
+            Signal::Traces => "spans",
+            Signal::Metrics => "metric_points",
+            Signal::Logs => "logs",
         };
-        self.seen.lock().unwrap().push((kind, d.payload.items(), d.key));
+        self.seen.lock().unwrap().push((kind, d.request.items(), d.key));
         let scripted = self.script.lock().unwrap().pop_front();
         let outcome = scripted
             .or_else(|| self.always.lock().unwrap().clone())
