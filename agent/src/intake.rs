@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use collector::measure::{attribute, TENANT_ATTRIBUTE, UNKNOWN_TENANT};
 use collector::otlp::decode::metric_points;
-use collector::otlp::{Consumer, Delivery, Outcome, Payload};
+use collector::otlp::view::{Attributes, MetricView, RequestView};
+use collector::otlp::{Consumer, Delivery, Outcome, Payload, Request, Signal};
 use collector::reports::SCOPE;
 use collector::wal::{AppendError, Wal};
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
@@ -54,20 +55,30 @@ impl Intake {
     }
 
     async fn take(&self, delivery: Delivery) -> Outcome {
-        let mut payload = match delivery.into_payload() {
-            Ok(payload) => payload,
-            Err(e) => return Outcome::Invalid(e.to_string()),
-        };
-        let signal = payload.signal();
-        let (rejected, message) = refuse_reserved_scope(&mut payload);
-        if let Some(tenant) = &self.tenant {
-            stamp(&mut payload, tenant);
-        }
-        let items = items_by_tenant(&payload);
-        let request = match &payload {
-            Payload::Traces(r) => r.encode_to_vec(),
-            Payload::Metrics(r) => r.encode_to_vec(),
-            Payload::Logs(r) => r.encode_to_vec(),
+        let signal = delivery.request.signal();
+        let (request, items, rejected, message) = match delivery.request {
+            // Protobuf spans and logs with nothing to stamp go to the WAL as they came:
+            // counted per tenant in place, never decoded or encoded again.
+            Request::Protobuf(p) if self.tenant.is_none() && signal != Signal::Metrics => match p.with_view(|v| items_by_tenant(v)) {
+                Ok(items) => (p.bytes().clone(), items, 0, String::new()),
+                Err(e) => return Outcome::Invalid(e.to_string()),
+            },
+            other => {
+                let mut payload = match other.into_payload() {
+                    Ok(payload) => payload,
+                    Err(e) => return Outcome::Invalid(e.to_string()),
+                };
+                let (rejected, message) = refuse_reserved_scope(&mut payload);
+                if let Some(tenant) = &self.tenant {
+                    stamp(&mut payload, tenant);
+                }
+                let request = match &payload {
+                    Payload::Traces(r) => r.encode_to_vec(),
+                    Payload::Metrics(r) => r.encode_to_vec(),
+                    Payload::Logs(r) => r.encode_to_vec(),
+                };
+                (request.into(), items_by_tenant(&payload), rejected, message)
+            }
         };
         let millis = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
         let record = Record { signal, boot: self.boot, accepted_millis: millis as u64, items: items.clone().into_iter().collect(), request: &request }.encode();
@@ -127,21 +138,17 @@ fn refuse_reserved_scope(payload: &mut Payload) -> (u64, String) {
 
 /// Items per tenant as the collectors will attribute them: the resource's
 /// `tenant.id` (last wins), else `unknown`.
-fn items_by_tenant(payload: &Payload) -> BTreeMap<String, u64> {
+fn items_by_tenant<R: RequestView + ?Sized>(request: &R) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
-    let mut add = |resource: Option<&Resource>, n: u64| {
-        if n == 0 {
-            return;
+    let mut add = |attrs: &R::Resource, n: u64| {
+        if n > 0 {
+            let tenant = attrs.string(TENANT_ATTRIBUTE).filter(|t| metering::record::validate_tenant(t).is_ok()).unwrap_or(UNKNOWN_TENANT);
+            *out.entry(tenant.to_owned()).or_default() += n;
         }
-        let attrs = resource.map(|r| r.attributes.as_slice()).unwrap_or_default();
-        let tenant = attribute(attrs, TENANT_ATTRIBUTE).filter(|t| metering::record::validate_tenant(t).is_ok()).unwrap_or(UNKNOWN_TENANT);
-        *out.entry(tenant.to_owned()).or_default() += n;
     };
-    match payload {
-        Payload::Traces(r) => r.resource_spans.iter().for_each(|x| add(x.resource.as_ref(), x.scope_spans.iter().map(|s| s.spans.len() as u64).sum())),
-        Payload::Metrics(r) => r.resource_metrics.iter().for_each(|x| add(x.resource.as_ref(), metric_points(x))),
-        Payload::Logs(r) => r.resource_logs.iter().for_each(|x| add(x.resource.as_ref(), x.scope_logs.iter().map(|s| s.log_records.len() as u64).sum())),
-    }
+    request.for_each_resource_spans(|r, spans| add(r, spans.len() as u64));
+    request.for_each_resource_logs(|r, logs| add(r, logs.len() as u64));
+    request.for_each_resource_metrics(|r, metrics| add(r, metrics.iter().map(|m| m.data_points()).sum()));
     out
 }
 
