@@ -125,7 +125,7 @@ pub enum SettingsError {
 }
 
 /// ` line N` when the line is known.
-struct AtLine(Option<usize>);
+pub(crate) struct AtLine(pub(crate) Option<usize>);
 
 impl fmt::Display for AtLine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -15,7 +15,6 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use rust_decimal::Decimal;
@@ -23,6 +22,7 @@ use serde::{Deserialize, Deserializer};
 
 use super::{Meter, Unit, BUILTIN};
 use crate::record::MAX_DIMENSION_LEN;
+use crate::settings::AtLine;
 
 /// Longest custom meter name.
 pub const MAX_NAME_LEN: usize = 64;
@@ -239,17 +239,6 @@ pub enum DefinitionError {
         /// What is wrong.
         reason: String,
     },
-}
-
-struct AtLine(Option<usize>);
-
-impl fmt::Display for AtLine {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            Some(line) => write!(f, " line {line}"),
-            None => Ok(()),
-        }
-    }
 }
 
 #[derive(Deserialize)]
