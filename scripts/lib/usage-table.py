@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""Prints a /v1/usage response (JSON on stdin) as a table: one row per tenant, meter and bucket."""
+"""Prints a /v1/usage response (JSON on stdin) as a table: one row per tenant, meter and bucket.
+
+The agents' reconciliation meters (agent_*) are left out: they are bookkeeping, not usage."""
 import json
 import sys
 
 page = json.load(sys.stdin)
-rows = page["data"]
+rows = [r for r in page["data"] if not r["meter"].startswith("agent_")]
 if not rows:
     print("  (no usage recorded yet)")
     sys.exit(0)
