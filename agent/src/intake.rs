@@ -170,3 +170,52 @@ fn stamp(payload: &mut Payload, tenant: &str) {
         Payload::Logs(r) => r.resource_logs.iter_mut().for_each(|x| fill(&mut x.resource)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use collector::reports::metric;
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+    use opentelemetry_proto::tonic::metrics::v1::{ResourceMetrics, ScopeMetrics};
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    fn resource(tenant: Option<&str>) -> Option<Resource> {
+        let attributes = tenant
+            .map(|t| KeyValue { key: TENANT_ATTRIBUTE.into(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(t.into())) }), ..Default::default() })
+            .into_iter()
+            .collect();
+        Some(Resource { attributes, ..Default::default() })
+    }
+
+    fn spans(tenant: Option<&str>, n: usize) -> ResourceSpans {
+        ResourceSpans { resource: resource(tenant), scope_spans: vec![ScopeSpans { spans: vec![Span::default(); n], ..Default::default() }], ..Default::default() }
+    }
+
+    #[test]
+    fn items_are_counted_per_tenant_as_collectors_attribute_them() {
+        let mut payload = Payload::Traces(ExportTraceServiceRequest {
+            resource_spans: vec![spans(Some("acme"), 3), spans(None, 2), spans(Some("bad tenant"), 1), spans(Some("acme"), 4)],
+        });
+        assert_eq!(items_by_tenant(&payload), BTreeMap::from([("acme".to_owned(), 7), ("unknown".to_owned(), 3)]));
+        // Sidecar mode: resources naming no tenant get the agent's.
+        stamp(&mut payload, "sidecar");
+        assert_eq!(items_by_tenant(&payload), BTreeMap::from([("acme".to_owned(), 7), ("sidecar".to_owned(), 2), ("unknown".to_owned(), 1)]));
+    }
+
+    #[test]
+    fn apps_may_not_send_usage_reports() {
+        let scope = |name: &str, points: usize| ScopeMetrics {
+            scope: Some(InstrumentationScope { name: name.into(), ..Default::default() }),
+            metrics: vec![metric("dropped_spans", "1", vec![(vec![], 5); points], 0)],
+            ..Default::default()
+        };
+        let mut payload = Payload::Metrics(ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics { resource: resource(Some("acme")), scope_metrics: vec![scope(SCOPE, 2), scope("app", 3)], ..Default::default() }],
+        });
+        let (rejected, message) = refuse_reserved_scope(&mut payload);
+        assert_eq!((rejected, message.as_str()), (2, "the instrumentation scope \"tally.usage\" is reserved for Tally agents' usage reports"));
+        assert_eq!(items_by_tenant(&payload), BTreeMap::from([("acme".to_owned(), 3)]));
+    }
+}
