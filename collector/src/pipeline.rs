@@ -128,10 +128,10 @@ impl Pipeline {
         let m = &self.metrics;
         match &outcome {
             Outcome::Accepted { rejected, .. } => {
-                m.count_items(signal, "accepted", items - rejected);
-                m.count_items(signal, "rejected", *rejected);
+                // Rejections come from several checks; a miscount must not panic the receiver.
+                m.count_items(signal, "accepted", items.saturating_sub(*rejected));
+                m.count_items(signal, "rejected", (*rejected).min(items));
             }
-
             // Malformed beyond its framing: refused whole, for good.
             Outcome::Invalid(_) => m.count_items(signal, "rejected", items),
             Outcome::Unauthenticated(_) => m.count_items(signal, "unauthenticated", items),
