@@ -87,8 +87,14 @@ impl Intake {
             // Nothing to meter or forward (an empty export, or only the reserved scope).
             return Outcome::Accepted { rejected, message };
         }
+        let mut record = Some(record);
         loop {
-            match self.wal.append(record.clone()).await {
+            // Only drop-oldest appends again after a refusal; it alone needs a copy.
+            let attempt = match self.when_full {
+                WhenFull::DropOldest => record.clone(),
+                WhenFull::Backpressure => record.take(),
+            };
+            match self.wal.append(attempt.expect("appended once, or kept for drop-oldest")).await {
                 Ok(()) => {
                     self.metrics.count_items(signal.name(), "accepted", total);
                     self.ledger.accepted(signal, &items);
