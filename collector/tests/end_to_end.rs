@@ -130,7 +130,6 @@ async fn over_the_limit_senders_are_told_when_to_retry_and_the_refused_volume_is
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resent_batch_counts_once_on_either_transport() {
-    use prost::Message;
     let server = ClickHouseServer::start().unwrap();
     let db = server.database("resend").unwrap();
     let ch = ClickHouse::new(&server.http_url(), Duration::from_secs(30)).unwrap();
@@ -157,21 +156,7 @@ async fn a_resent_batch_counts_once_on_either_transport() {
         assert_eq!(http(batch).await.unwrap().status(), 200);
     }
     // The same batch 1 again over gRPC, a minute later in wall time: the same rows, stored once.
-    let request: opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest = serde_json::from_str(body).unwrap();
-    let message = request.encode_to_vec();
-    let mut frame = vec![0u8];
-    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
-    frame.extend_from_slice(&message);
-    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
-    let resp = h2
-        .post(format!("{}{}", running.grpc_url, tally_collector::otlp::grpc::TRACES_PATH))
-        .header("content-type", "application/grpc")
-        .header("authorization", "Bearer agent-key")
-        .header("tally-batch", format!("agent:a1:boot1 1 {millis}"))
-        .body(frame)
-        .send()
-        .await
-        .unwrap();
+    let resp = common::grpc_export_traces(&running.grpc_url, body, &[("tally-batch", format!("agent:a1:boot1 1 {millis}"))]).await;
     assert!(resp.headers().get("grpc-status").is_none(), "accepted: {:?}", resp.headers());
     running.settle().await;
     let got = totals(&ch, &db).await;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use common::{recorder, serve, Recorder};
+use common::{grpc_frame, recorder, serve, Recorder};
 use prost::Message;
 use tally_collector::otlp::grpc::{self, LOGS_PATH, TRACES_PATH};
 use tally_collector::otlp::status::{RetryInfo, RpcStatusWithDetails};
@@ -92,13 +92,6 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8(out).unwrap()
 }
 
-fn frame(compressed: bool, message: &[u8]) -> Vec<u8> {
-    let mut out = vec![u8::from(compressed)];
-    out.extend_from_slice(&(message.len() as u32).to_be_bytes());
-    out.extend_from_slice(message);
-    out
-}
-
 fn gz(data: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     e.write_all(data).unwrap();
@@ -108,27 +101,27 @@ fn gz(data: &[u8]) -> Vec<u8> {
 #[tokio::test]
 async fn every_fault_gets_the_status_the_spec_names() {
     let (rec, base) = start(4096).await;
-    let r = call(&base, TRACES_PATH, None, frame(false, &[0x0a, 0xff, 0xff])).await;
+    let r = call(&base, TRACES_PATH, None, grpc_frame(false, &[0x0a, 0xff, 0xff])).await;
     assert_eq!(r.status, Some(3), "malformed protobuf is INVALID_ARGUMENT, not INTERNAL");
     assert!(r.message.starts_with("malformed OTLP protobuf traces request: "), "{}", r.message);
 
-    let r = call(&base, LOGS_PATH, None, frame(false, &vec![0; 5000])).await;
+    let r = call(&base, LOGS_PATH, None, grpc_frame(false, &vec![0; 5000])).await;
     assert_eq!((r.status, r.message.as_str()), (Some(8), "message is more than 4096 bytes, the limit; split the batch"));
     assert!(r.retry_info.is_none() && r.details.is_none(), "no RetryInfo: over-size must not be retried");
 
-    let r = call(&base, LOGS_PATH, Some("gzip"), frame(true, &gz(&vec![0; 1 << 20]))).await;
+    let r = call(&base, LOGS_PATH, Some("gzip"), grpc_frame(true, &gz(&vec![0; 1 << 20]))).await;
     assert_eq!(r.status, Some(8), "a gzip bomb is refused once it inflates past the limit");
 
-    let r = call(&base, LOGS_PATH, Some("gzip"), frame(true, b"\x1f\x8bjunk")).await;
+    let r = call(&base, LOGS_PATH, Some("gzip"), grpc_frame(true, b"\x1f\x8bjunk")).await;
     assert_eq!(r.status, Some(3));
-    let r = call(&base, LOGS_PATH, Some("zstd"), frame(true, b"x")).await;
+    let r = call(&base, LOGS_PATH, Some("zstd"), grpc_frame(true, b"x")).await;
     assert_eq!((r.status, r.message.as_str()), (Some(12), "grpc-encoding \"zstd\" is not supported; use gzip or identity"));
-    let r = call(&base, "/opentelemetry.proto.collector.profiles.v1development.ProfilesService/Export", None, frame(false, b"")).await;
+    let r = call(&base, "/opentelemetry.proto.collector.profiles.v1development.ProfilesService/Export", None, grpc_frame(false, b"")).await;
     assert_eq!(r.status, Some(12));
 
     // An empty request succeeds with an empty response in a frame and grpc-status 0 in trailers.
     let client = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
-    let resp = client.post(format!("{base}{TRACES_PATH}")).header("content-type", "application/grpc").body(frame(false, b"")).send().await.unwrap();
+    let resp = client.post(format!("{base}{TRACES_PATH}")).header("content-type", "application/grpc").body(grpc_frame(false, b"")).send().await.unwrap();
     assert!(resp.headers().get("grpc-status").is_none(), "success status travels in trailers");
     assert_eq!(resp.bytes().await.unwrap().as_ref(), &[0, 0, 0, 0, 0]);
     assert_eq!(rec.seen.lock().unwrap().len(), 1);
@@ -139,7 +132,7 @@ async fn every_fault_gets_the_status_the_spec_names() {
         (Outcome::Unavailable { retry_after: Duration::from_secs(3), message: "buffer full: 100% of 1 GiB".into() }, 14),
     ] {
         rec.set(outcome.clone());
-        let r = call(&base, TRACES_PATH, None, frame(false, b"")).await;
+        let r = call(&base, TRACES_PATH, None, grpc_frame(false, b"")).await;
         let (after, message) = match &outcome {
             Outcome::Throttled { retry_after, message } | Outcome::Unavailable { retry_after, message } => (*retry_after, message.clone()),
             _ => unreachable!(),

@@ -107,7 +107,6 @@ async fn sigterm_writes_the_spool_before_exiting() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_spool_tells_senders_to_retry_and_stores_nothing() {
-    use prost::Message;
     let (server, db, ch) = setup("full").await;
     let dir = tempfile::tempdir().unwrap();
     let running = start_collector(&server, &db, dir.path(), &["--spool-max-bytes", "1"]).await;
@@ -118,20 +117,7 @@ async fn a_full_spool_tells_senders_to_retry_and_stores_nothing() {
     assert_eq!(body["code"], 14);
     assert_eq!(body["message"], "usage spool unavailable: the WAL is full (0 of 1 bytes waiting to be delivered)");
     // gRPC: UNAVAILABLE, which every OTLP client retries.
-    let request: opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest = serde_json::from_str(BATCH).unwrap();
-    let message = request.encode_to_vec();
-    let mut frame = vec![0u8];
-    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
-    frame.extend_from_slice(&message);
-    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
-    let resp = h2
-        .post(format!("{}{}", running.grpc_url, tally_collector::otlp::grpc::TRACES_PATH))
-        .header("content-type", "application/grpc")
-        .header("authorization", "Bearer agent-key")
-        .body(frame)
-        .send()
-        .await
-        .unwrap();
+    let resp = common::grpc_export_traces(&running.grpc_url, BATCH, &[]).await;
     assert_eq!(resp.headers()["grpc-status"], "14", "{:?}", resp.headers());
     let text = running.metrics().await;
     assert_eq!(sample(&text, "tally_collector_items_total{signal=\"traces\",outcome=\"unavailable\"}"), 6);
