@@ -7,24 +7,12 @@ mod common;
 use common::{actual, dataset, expected, FROM, TO};
 use metering::clickhouse::client::parse_tsv;
 use metering::meter::Catalog;
-use metering::store::migrate::{applied_versions, bootstrap, record_applied, MIGRATIONS};
+use metering::store::migrate::applied_versions;
 use metering::store::rollup::{Granularity, UsageQuery};
 use metering::store::schema::{insert_usage, INSERT_STRUCTURE};
 use metering::store::writer::encode_batch;
 use metering::store::Dialect;
 use testkit::Chdb;
-
-fn migrate(chdb: &mut Chdb, db: &str, dialect: Dialect) {
-    for statement in bootstrap(db).unwrap() {
-        chdb.query(statement.as_str()).unwrap();
-    }
-    for m in MIGRATIONS {
-        for statement in (m.statements)(db, dialect).unwrap() {
-            chdb.query(statement.as_str()).unwrap();
-        }
-        chdb.query(record_applied(db, m, dialect).unwrap().as_str()).unwrap();
-    }
-}
 
 fn rollup(chdb: &mut Chdb, db: &str, q: &UsageQuery) -> Vec<metering::store::rollup::UsagePoint> {
     let out = chdb.query(q.to_sql(db).unwrap().as_str()).unwrap();
@@ -38,7 +26,7 @@ fn ddl_writer_bytes_and_rollups_run_on_the_modern_dialect() {
     assert_eq!(Dialect::from_version(&version), Dialect::Modern, "chDB {version}");
     // Both dialects' DDL: a server upgraded from 18.16 keeps the legacy tables.
     for (db, dialect) in [("modern", Dialect::Modern), ("legacy", Dialect::Legacy)] {
-        migrate(&mut chdb, db, dialect);
+        common::chdb_migrate(&mut chdb, db, dialect);
         assert_eq!(chdb.query(applied_versions(db).unwrap().as_str()).unwrap(), "1\n2\n3\n");
         let data = dataset();
         let mut bytes = Vec::new();
@@ -49,15 +37,7 @@ fn ddl_writer_bytes_and_rollups_run_on_the_modern_dialect() {
         for batch in data.iter().step_by(3) {
             encode_batch(batch, &Catalog::builtin(), &mut bytes).unwrap();
         }
-        let path = chdb.dir().join(format!("{db}.rowbinary"));
-        std::fs::write(&path, &bytes).unwrap();
-        let insert = format!(
-            "INSERT INTO {} SELECT * FROM file('{}', 'RowBinary', '{}')",
-            insert_usage(db).unwrap().as_str(),
-            path.display(),
-            INSERT_STRUCTURE.replace('\'', "\\'")
-        );
-        chdb.query(&insert).unwrap();
+        common::chdb_insert_rowbinary(&mut chdb, db, &insert_usage(db).unwrap(), INSERT_STRUCTURE, &bytes);
         for g in [Granularity::Minute, Granularity::Hour, Granularity::Day, Granularity::Month] {
             for by_service in [false, true] {
                 let mut q = UsageQuery::new(FROM, TO);

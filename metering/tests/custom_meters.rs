@@ -2,6 +2,8 @@
 //! batches, on ClickHouse 18.16 and on the modern dialect through chDB: the
 //! same rows, the same SQL, the same exact values.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -9,7 +11,7 @@ use metering::clickhouse::client::parse_tsv;
 use metering::clickhouse::ClickHouse;
 use metering::meter::{definition, Catalog};
 use metering::record::{RecordProblem, UsageBatch, UsageRecord};
-use metering::store::migrate::{bootstrap, migrate, record_applied, MIGRATIONS};
+use metering::store::migrate::migrate;
 use metering::store::rollup::{query_usage, Granularity, UsagePoint, UsageQuery};
 use metering::store::schema::{insert_usage, INSERT_STRUCTURE};
 use metering::store::writer::{encode_batch, UsageWriter};
@@ -199,28 +201,12 @@ async fn custom_meters_roll_up_exactly_on_18_16() {
 fn custom_meters_roll_up_exactly_on_the_modern_dialect() {
     let mut chdb = Chdb::start().unwrap();
     let db = "custom";
-    for statement in bootstrap(db).unwrap() {
-        chdb.query(statement.as_str()).unwrap();
-    }
-    for m in MIGRATIONS {
-        for statement in (m.statements)(db, Dialect::Modern).unwrap() {
-            chdb.query(statement.as_str()).unwrap();
-        }
-        chdb.query(record_applied(db, m, Dialect::Modern).unwrap().as_str()).unwrap();
-    }
+    common::chdb_migrate(&mut chdb, db, Dialect::Modern);
     let mut bytes = Vec::new();
     for b in batches() {
         encode_batch(&b, &catalog(), &mut bytes).unwrap();
     }
-    let path = chdb.dir().join("custom.rowbinary");
-    std::fs::write(&path, &bytes).unwrap();
-    let insert = format!(
-        "INSERT INTO {} SELECT * FROM file('{}', 'RowBinary', '{}')",
-        insert_usage(db).unwrap().as_str(),
-        path.display(),
-        INSERT_STRUCTURE.replace('\'', "\\'")
-    );
-    chdb.query(&insert).unwrap();
+    common::chdb_insert_rowbinary(&mut chdb, "custom", &insert_usage(db).unwrap(), INSERT_STRUCTURE, &bytes);
     check(|q| q.parse_rows(parse_tsv(&chdb.query(q.to_sql(db).unwrap().as_str()).unwrap())).unwrap());
 }
 

@@ -2,6 +2,8 @@
 //! migrate, insert encoded batches (one of them twice, as a retry would), read
 //! merged, and compare with exact answers computed here from the raw requests.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -9,7 +11,7 @@ use metering::clickhouse::client::parse_tsv;
 use metering::clickhouse::ClickHouse;
 use metering::sla::schema::SLA_INSERT_STRUCTURE;
 use metering::sla::{encode_sla_batch, insert_sla, query_sla, Exemplar, SlaGrouping, SlaPoint, SlaQuery, SlaRecord};
-use metering::store::migrate::{bootstrap, migrate, record_applied, MIGRATIONS};
+use metering::store::migrate::migrate;
 use metering::store::rollup::Granularity;
 use metering::store::Dialect;
 use testkit::{Chdb, ClickHouseServer};
@@ -163,24 +165,8 @@ async fn sla_rows_merge_exactly_on_18_16() {
 fn sla_ddl_bytes_and_reads_run_on_the_modern_dialect() {
     let mut chdb = Chdb::start().unwrap();
     for (db, dialect) in [("modern", Dialect::Modern), ("legacy", Dialect::Legacy)] {
-        for statement in bootstrap(db).unwrap() {
-            chdb.query(statement.as_str()).unwrap();
-        }
-        for m in MIGRATIONS {
-            for statement in (m.statements)(db, dialect).unwrap() {
-                chdb.query(statement.as_str()).unwrap();
-            }
-            chdb.query(record_applied(db, m, dialect).unwrap().as_str()).unwrap();
-        }
-        let path = chdb.dir().join(format!("{db}.sla.rowbinary"));
-        std::fs::write(&path, encoded()).unwrap();
-        let insert = format!(
-            "INSERT INTO {} SELECT * FROM file('{}', 'RowBinary', '{}')",
-            insert_sla(db).unwrap().as_str(),
-            path.display(),
-            SLA_INSERT_STRUCTURE.replace('\'', "\\'")
-        );
-        chdb.query(&insert).unwrap();
+        common::chdb_migrate(&mut chdb, db, dialect);
+        common::chdb_insert_rowbinary(&mut chdb, &format!("{db}.sla"), &insert_sla(db).unwrap(), SLA_INSERT_STRUCTURE, &encoded());
         for q in queries() {
             let out = chdb.query(q.to_sql(db).unwrap().as_str()).unwrap();
             check(&q.parse_rows(parse_tsv(&out)).unwrap(), q.grouping);

@@ -1,5 +1,6 @@
-//! Shared by the store, API and chDB tests: a deterministic usage dataset and
-//! an independent, naive computation of its roll-ups.
+//! Shared by the store, API, chDB, SLA and custom-meter tests: a deterministic
+//! usage dataset, an independent, naive computation of its roll-ups, and the
+//! steps that put our DDL and RowBinary rows into chDB.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -105,3 +106,31 @@ pub fn actual(points: &[UsagePoint]) -> BTreeMap<Key, Decimal> {
 
 pub const FROM: OffsetDateTime = datetime!(2026-01-01 00:00 UTC);
 pub const TO: OffsetDateTime = datetime!(2026-04-01 00:00 UTC);
+
+/// Runs every migration for `db` in `dialect` on chDB, recording each as `migrate` does.
+pub fn chdb_migrate(chdb: &mut testkit::Chdb, db: &str, dialect: metering::store::Dialect) {
+    use metering::store::migrate::{bootstrap, record_applied, MIGRATIONS};
+    for statement in bootstrap(db).unwrap() {
+        chdb.query(statement.as_str()).unwrap();
+    }
+    for m in MIGRATIONS {
+        for statement in (m.statements)(db, dialect).unwrap() {
+            chdb.query(statement.as_str()).unwrap();
+        }
+        chdb.query(record_applied(db, m, dialect).unwrap().as_str()).unwrap();
+    }
+}
+
+/// Inserts `rows` (our encoders' exact RowBinary bytes, of `structure`) into `insert`'s
+/// table through chDB's `file()`, as the writer's INSERT sends them to a server.
+pub fn chdb_insert_rowbinary(chdb: &mut testkit::Chdb, name: &str, insert: &metering::clickhouse::sql::Sql, structure: &str, rows: &[u8]) {
+    let path = chdb.dir().join(format!("{name}.rowbinary"));
+    std::fs::write(&path, rows).unwrap();
+    let sql = format!(
+        "INSERT INTO {} SELECT * FROM file('{}', 'RowBinary', '{}')",
+        insert.as_str(),
+        path.display(),
+        structure.replace('\'', "\\'")
+    );
+    chdb.query(&sql).unwrap();
+}
