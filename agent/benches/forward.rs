@@ -5,10 +5,11 @@
 //! cargo bench -p tally-agent --bench forward -- [--runs 3] [--seconds 10]
 //! ```
 //!
-//! For four set-ups — the default (WAL synced before every answer, batches
-//! gzipped), the WAL synced every second (`--wal-fsync-ms 1000`), the WAL on
-//! tmpfs (`/dev/shm`, where a sync costs nothing), and batches sent
-//! uncompressed (`--compression none`) — it measures, per run with a fresh agent: spans/s the
+//! For five set-ups — the default (WAL synced before every answer, batches
+//! compressed with zstd), batches gzipped instead (`--compression gzip`), the
+//! WAL synced every second (`--wal-fsync-ms 1000`), the WAL on tmpfs
+//! (`/dev/shm`, where a sync costs nothing), and batches sent uncompressed
+//! (`--compression none`) — it measures, per run with a fresh agent: spans/s the
 //! the agent takes all the way to the collector at saturation (accepted spans
 //! over the load and the drain; pushed-back requests are the agent working) and
 //! its CPU-seconds per million spans, its CPU at a steady 10,000 spans/s (as a share of one core), and
@@ -55,36 +56,39 @@ impl Args {
 }
 
 #[derive(Clone, Copy)]
-enum Wal {
+enum Setup {
     Synced,
+    Gzip,
     EverySecond,
     Tmpfs,
     Uncompressed,
 }
 
-impl Wal {
-    const ALL: [Wal; 4] = [Wal::Synced, Wal::EverySecond, Wal::Tmpfs, Wal::Uncompressed];
+impl Setup {
+    const ALL: [Setup; 5] = [Setup::Synced, Setup::Gzip, Setup::EverySecond, Setup::Tmpfs, Setup::Uncompressed];
 
     fn label(self) -> &'static str {
         match self {
-            Wal::Synced => "default: WAL synced before each answer, gzip",
-            Wal::EverySecond => "WAL synced every second",
-            Wal::Tmpfs => "WAL on tmpfs",
-            Wal::Uncompressed => "--compression none",
+            Setup::Synced => "default: WAL synced before each answer, zstd",
+            Setup::Gzip => "--compression gzip",
+            Setup::EverySecond => "WAL synced every second",
+            Setup::Tmpfs => "WAL on tmpfs",
+            Setup::Uncompressed => "--compression none",
         }
     }
 
     fn args(self) -> &'static [&'static str] {
         match self {
-            Wal::EverySecond => &["--wal-fsync-ms", "1000"],
-            Wal::Uncompressed => &["--compression", "none"],
+            Setup::Gzip => &["--compression", "gzip"],
+            Setup::EverySecond => &["--wal-fsync-ms", "1000"],
+            Setup::Uncompressed => &["--compression", "none"],
             _ => &[],
         }
     }
 
     fn base_dir(self, disk: &Path) -> PathBuf {
         match self {
-            Wal::Tmpfs => PathBuf::from("/dev/shm"),
+            Setup::Tmpfs => PathBuf::from("/dev/shm"),
             _ => disk.to_owned(),
         }
     }
@@ -119,15 +123,15 @@ async fn bench(args: Args) -> Result<()> {
     let load_before = load_average();
     let mut acknowledged = 0u64;
     let mut results = Vec::new();
-    for wal in Wal::ALL {
+    for setup in Setup::ALL {
         let mut samples = Vec::new();
         for run in 1..=args.runs {
-            let s = measure(wal, run, dir.path(), &collector_url, &load, &pool, &args).await?;
+            let s = measure(setup, run, dir.path(), &collector_url, &load, &pool, &args).await?;
             acknowledged += s.acknowledged;
             check_stored(&ch, &db, acknowledged).await?;
             eprintln!(
                 "{} run {run}: {} spans/s through ({} accepted/s, {} pushed back), {:.2} CPU-s/M spans, {:.2}% of a core at 10k spans/s, {:.1} MiB peak RSS at 100k spans/s",
-                wal.label(),
+                setup.label(),
                 thousands(s.through),
                 thousands(s.saturation.accepted_spans_per_second),
                 thousands((s.saturation.sent_spans - s.saturation.accepted_spans) as f64),
@@ -137,7 +141,7 @@ async fn bench(args: Args) -> Result<()> {
             );
             samples.push(s);
         }
-        results.push((wal, samples));
+        results.push((setup, samples));
     }
     println!(
         "\n{} (UTC), nproc {}, load {load_before} → {}, disk {}; {} spans/request, {} attributes/span, {} tenants, {} in flight, {} runs of {} s:\n",
@@ -154,10 +158,10 @@ async fn bench(args: Args) -> Result<()> {
     );
     println!("| agent | spans/s through at saturation | CPU-s / M spans | CPU at 10k spans/s (% of a core) | peak RSS at 100k spans/s |");
     println!("|---|--:|--:|--:|--:|");
-    for (wal, samples) in &results {
+    for (setup, samples) in &results {
         println!(
             "| {} | {} | {:.2} | {:.2}% | {:.1} MiB |",
-            wal.label(),
+            setup.label(),
             thousands(median(samples.iter().map(|s| s.through))),
             median(samples.iter().map(|s| s.cpu_per_m)),
             100.0 * median(samples.iter().map(|s| s.steady_cpu_share)),
@@ -203,10 +207,10 @@ async fn drained(agent: &Service) -> Result<()> {
     agent.wait_for_line("tally_agent_wal_bytes 0", Duration::from_secs(120)).await
 }
 
-async fn measure(wal: Wal, run: usize, disk: &Path, collector_url: &str, load: &Config, pool: &Pool, args: &Args) -> Result<Sample> {
-    let data_dir = tempfile::Builder::new().prefix("tally-bench-agent-wal-").tempdir_in(wal.base_dir(disk))?;
-    let label = wal.label();
-    let (mut agent, url) = start_agent(collector_url, data_dir.path(), wal.args()).await?;
+async fn measure(setup: Setup, run: usize, disk: &Path, collector_url: &str, load: &Config, pool: &Pool, args: &Args) -> Result<Sample> {
+    let data_dir = tempfile::Builder::new().prefix("tally-bench-agent-wal-").tempdir_in(setup.base_dir(disk))?;
+    let label = setup.label();
+    let (mut agent, url) = start_agent(collector_url, data_dir.path(), setup.args()).await?;
     let pid = agent.pid().context("agent not running")?;
 
     // Saturation: as fast as the agent answers. Intake can outrun forwarding (the WAL grows, and
@@ -230,7 +234,7 @@ async fn measure(wal: Wal, run: usize, disk: &Path, collector_url: &str, load: &
     ensure!(status.success(), "the agent exited with {status} on SIGTERM");
 
     // 100k spans/s for the peak RSS, on a fresh agent so the saturation run's peak does not count.
-    let (mut agent, url) = start_agent(collector_url, data_dir.path(), wal.args()).await?;
+    let (mut agent, url) = start_agent(collector_url, data_dir.path(), setup.args()).await?;
     let pid = agent.pid().context("agent not running")?;
     let fast = loadgen::run(&Config { url, rate: 100_000, seconds: args.seconds.min(5.0), ..load.clone() }, pool).await?;
     ensure!(fast.all_accepted(), "{label} run {run}: refused at 100k/s {:?}", fast.refused);

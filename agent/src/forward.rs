@@ -24,19 +24,19 @@ use crate::batches::Batch;
 pub struct Collector {
     url: String,
     channel: Channel,
-    gzip: bool,
+    compression: Option<CompressionEncoding>,
 }
 
 impl Collector {
-    /// A collector at `url` (`http://host:4417`), sent gzip-compressed batches
-    /// when `gzip`; connects when first used.
-    pub fn new(url: &str, timeout: Duration, gzip: bool) -> Result<Self, String> {
+    /// A collector at `url` (`http://host:4417`), sent batches compressed with
+    /// `compression`; connects when first used.
+    pub fn new(url: &str, timeout: Duration, compression: Option<CompressionEncoding>) -> Result<Self, String> {
         let endpoint = Endpoint::from_shared(url.to_owned())
             .map_err(|e| format!("collector URL {url:?}: {e}"))?
             .connect_timeout(Duration::from_secs(5))
             .timeout(timeout)
             .tcp_nodelay(true);
-        Ok(Self { url: url.to_owned(), channel: endpoint.connect_lazy(), gzip })
+        Ok(Self { url: url.to_owned(), channel: endpoint.connect_lazy(), compression })
     }
 
     /// The URL, for logs.
@@ -52,8 +52,8 @@ impl Collector {
             Signal::Logs => LOGS_PATH,
         };
         let mut grpc = tonic::client::Grpc::new(self.channel.clone()).accept_compressed(CompressionEncoding::Gzip).max_encoding_message_size(usize::MAX);
-        if self.gzip {
-            grpc = grpc.send_compressed(CompressionEncoding::Gzip);
+        if let Some(compression) = self.compression {
+            grpc = grpc.send_compressed(compression);
         }
         if let Err(e) = grpc.ready().await {
             return Verdict::Retry { after: None, reason: format!("{}: not ready: {e}", self.url) };

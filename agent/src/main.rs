@@ -15,6 +15,7 @@ use tally_agent::ledger::Ledger;
 use tally_agent::report;
 use tally_agent::metrics::Metrics;
 use tally_agent::settings::{Compression, Settings};
+use tonic::codec::CompressionEncoding;
 use tally_agent::ship::{Backlog, ShipOptions, Shipper};
 
 #[tokio::main]
@@ -28,8 +29,12 @@ async fn main() -> anyhow::Result<()> {
         metering::record::validate_tenant(t).context("--tenant")?;
     }
     let timeout = Duration::from_secs(s.collector_timeout_secs);
-    let gzip = s.compression == Compression::Gzip;
-    let collectors = s.collector.iter().map(|url| Collector::new(url, timeout, gzip)).collect::<Result<Vec<_>, _>>().map_err(anyhow::Error::msg)?;
+    let compression = match s.compression {
+        Compression::Zstd => Some(CompressionEncoding::Zstd),
+        Compression::Gzip => Some(CompressionEncoding::Gzip),
+        Compression::None => None,
+    };
+    let collectors = s.collector.iter().map(|url| Collector::new(url, timeout, compression)).collect::<Result<Vec<_>, _>>().map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(&s.data_dir).with_context(|| format!("creating --data-dir {}", s.data_dir.display()))?;
     let agent_id = identity::agent_id(&s.data_dir)?;
     let boot = identity::random_u64()?;

@@ -114,8 +114,13 @@ async fn every_fault_gets_the_status_the_spec_names() {
 
     let r = call(&base, LOGS_PATH, Some("gzip"), grpc_frame(true, b"\x1f\x8bjunk")).await;
     assert_eq!(r.status, Some(3));
-    let r = call(&base, LOGS_PATH, Some("zstd"), grpc_frame(true, b"x")).await;
-    assert_eq!((r.status, r.message.as_str()), (Some(12), "grpc-encoding \"zstd\" is not supported; use gzip or identity"));
+    let r = call(&base, LOGS_PATH, Some("zstd"), grpc_frame(true, &zstd::encode_all(&vec![0u8; 1 << 20][..], 3).unwrap())).await;
+    assert_eq!(r.status, Some(8), "a zstd bomb is refused once it inflates past the limit");
+    let r = call(&base, LOGS_PATH, Some("zstd"), grpc_frame(true, b"junk")).await;
+    assert_eq!(r.status, Some(3));
+    assert!(r.message.starts_with("the request body is not a valid zstd stream"), "{}", r.message);
+    let r = call(&base, LOGS_PATH, Some("deflate"), grpc_frame(true, b"x")).await;
+    assert_eq!((r.status, r.message.as_str()), (Some(12), "grpc-encoding \"deflate\" is not supported; use one of gzip,zstd,identity"));
     let r = call(&base, "/opentelemetry.proto.collector.profiles.v1development.ProfilesService/Export", None, grpc_frame(false, b"")).await;
     assert_eq!(r.status, Some(12));
 

@@ -130,8 +130,17 @@ async fn every_bad_request_gets_its_status_and_a_precise_message() {
     assert_eq!(r.status, 400);
     assert!(proto_status(&r).message.starts_with("the request body is not a valid gzip stream"));
 
+    let r = post(&base, "/v1/logs", "application/x-protobuf", Some("zstd"), zstd::encode_all(&vec![0u8; 1 << 20][..], 3).unwrap()).await;
+    assert_eq!((r.status, proto_status(&r).message.as_str()), (413, "request body inflates to more than 4096 bytes, the limit; split the batch"));
+    let r = post(&base, "/v1/traces", "application/x-protobuf", Some("zstd"), b"not zstd".to_vec()).await;
+    assert_eq!(r.status, 400);
+    assert!(proto_status(&r).message.starts_with("the request body is not a valid zstd stream"));
+    let ok = post(&base, "/v1/traces", "application/json", Some("zstd"), zstd::encode_all(SPANS_JSON.as_bytes(), 3).unwrap()).await;
+    assert_eq!((ok.status, json(&ok)), (200, serde_json::json!({})));
+    assert_eq!(rec.total("spans"), 4, "zstd bodies are taken like gzip ones");
+
     let r = post(&base, "/v1/traces", "application/x-protobuf", Some("br"), vec![]).await;
-    assert_eq!((r.status, proto_status(&r).message.as_str()), (415, "unsupported Content-Encoding \"br\"; use gzip or none"));
+    assert_eq!((r.status, proto_status(&r).message.as_str()), (415, "unsupported Content-Encoding \"br\"; use gzip, zstd or none"));
 
     let r = post(&base, "/v1/traces", "text/plain", None, b"hi".to_vec()).await;
     assert_eq!(r.status, 415);
@@ -144,8 +153,8 @@ async fn every_bad_request_gets_its_status_and_a_precise_message() {
     let r = post(&base, "/v1/metrics", "application/x-protobuf", None, vec![]).await;
     assert_eq!((r.status, r.body.len()), (200, 0));
 
-    // Nothing bad reached the consumer: two good JSON requests and one empty one.
-    assert_eq!(rec.seen.lock().unwrap().len(), 3);
+    // Nothing bad reached the consumer: three good JSON requests (one zstd) and one empty one.
+    assert_eq!(rec.seen.lock().unwrap().len(), 4);
 }
 
 #[tokio::test]

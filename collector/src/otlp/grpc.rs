@@ -2,7 +2,8 @@
 //! OTLP/HTTP. Written by hand rather than with tonic's generated servers so
 //! that each failure gets the status the OTLP spec names: tonic answers an
 //! oversized message with OUT_OF_RANGE (retryable: the sender would resend it
-//! for ever) and a decode error with INTERNAL, and inflates gzip unbounded.
+//! for ever) and a decode error with INTERNAL, and inflates
+//! compressed messages unbounded.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http_body::Frame;
 use prost::Message;
 
-use super::gzip::{gunzip, GzipError};
+use super::inflate::{inflate, Compression, InflateError, ACCEPTED};
 use super::status::{code, RetryInfo, RpcStatus};
 use super::{Consumer, Encoding, Outcome, Receiver, Signal};
 
@@ -75,16 +76,18 @@ impl Receiver {
         let message = bytes.slice(5..);
         let raw = if compressed {
             match header("grpc-encoding") {
-                "gzip" => match gunzip(&message, self.max_request_bytes) {
-                    Ok(raw) => Bytes::from(raw),
-                    Err(GzipError::TooLarge { .. }) => return too_large(),
-                    Err(e) => return status(code::INVALID_ARGUMENT, &e.to_string(), None),
-                },
                 "" | "identity" => return status(code::INTERNAL, "compressed frame without grpc-encoding", None),
-                other => {
-                    let message = format!("grpc-encoding {other:?} is not supported; use gzip or identity");
-                    return status(code::UNIMPLEMENTED, &message, None);
-                }
+                name => match Compression::from_name(name) {
+                    Some(compression) => match inflate(compression, &message, self.max_request_bytes) {
+                        Ok(raw) => Bytes::from(raw),
+                        Err(InflateError::TooLarge { .. }) => return too_large(),
+                        Err(e) => return status(code::INVALID_ARGUMENT, &e.to_string(), None),
+                    },
+                    None => {
+                        let message = format!("grpc-encoding {name:?} is not supported; use one of {ACCEPTED}");
+                        return status(code::UNIMPLEMENTED, &message, None);
+                    }
+                },
             }
         } else {
             message
@@ -106,7 +109,7 @@ impl Receiver {
 fn grpc_headers(response: &mut Response) {
     let h = response.headers_mut();
     h.insert("content-type", HeaderValue::from_static("application/grpc"));
-    h.insert("grpc-accept-encoding", HeaderValue::from_static("gzip,identity"));
+    h.insert("grpc-accept-encoding", HeaderValue::from_static(ACCEPTED));
 }
 
 /// A trailers-only response: the status travels in the headers, no body.

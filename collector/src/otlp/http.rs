@@ -1,5 +1,5 @@
 //! OTLP/HTTP: `POST /v1/traces|metrics|logs` with protobuf or JSON bodies,
-//! optionally gzip-compressed, answered with the statuses the OTLP spec names.
+//! optionally gzip- or zstd-compressed, answered with the statuses the OTLP spec names.
 //! Error bodies are `google.rpc.Status` in the request's encoding.
 
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use prost::Message;
 
-use super::gzip::{gunzip, GzipError};
+use super::inflate::{inflate, Compression, InflateError};
 use super::status::{code, RpcStatus};
 use super::{Consumer, Encoding, Outcome, Receiver, Signal};
 
@@ -65,15 +65,17 @@ impl Receiver {
         let content_encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).map(|v| v.trim().to_ascii_lowercase());
         let raw = match content_encoding.as_deref() {
             None | Some("" | "identity") => bytes,
-            Some("gzip") => match gunzip(&bytes, self.max_request_bytes) {
-                Ok(raw) => Bytes::from(raw),
-                Err(GzipError::TooLarge { .. }) => return too_large("inflates to"),
-                Err(e @ GzipError::Corrupt(_)) => return fail(StatusCode::BAD_REQUEST, code::INVALID_ARGUMENT, e.to_string()),
+            Some(name) => match Compression::from_name(name) {
+                Some(compression) => match inflate(compression, &bytes, self.max_request_bytes) {
+                    Ok(raw) => Bytes::from(raw),
+                    Err(InflateError::TooLarge { .. }) => return too_large("inflates to"),
+                    Err(e @ InflateError::Corrupt(..)) => return fail(StatusCode::BAD_REQUEST, code::INVALID_ARGUMENT, e.to_string()),
+                },
+                None => {
+                    let message = format!("unsupported Content-Encoding {name:?}; use gzip, zstd or none");
+                    return fail(StatusCode::UNSUPPORTED_MEDIA_TYPE, code::INVALID_ARGUMENT, message);
+                }
             },
-            Some(other) => {
-                let message = format!("unsupported Content-Encoding {other:?}; use gzip or none");
-                return fail(StatusCode::UNSUPPORTED_MEDIA_TYPE, code::INVALID_ARGUMENT, message);
-            }
         };
         let outcome = match self.deliver(signal, encoding, headers, raw).await {
             Ok(outcome) => outcome,

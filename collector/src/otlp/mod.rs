@@ -1,13 +1,13 @@
 //! The OTLP receiver, written once for the collector and the agent: HTTP
-//! (`/v1/traces|metrics|logs`, protobuf and JSON, gzip) and gRPC (unary Export
-//! over h2c, gzip), with the statuses the OTLP specification names, handing
+//! (`/v1/traces|metrics|logs`, protobuf and JSON) and gRPC (unary Export over
+//! h2c), gzip- or zstd-compressed, with the statuses the OTLP specification names, handing
 //! decoded requests to a [`Consumer`].
 
 pub mod batch;
 pub mod consumer;
 pub mod decode;
 pub mod grpc;
-pub mod gzip;
+pub mod inflate;
 pub mod http;
 pub mod status;
 pub mod view;
