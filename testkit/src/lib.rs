@@ -26,7 +26,7 @@ pub mod loadgen;
 pub mod readme;
 pub mod sdk;
 pub mod service;
-mod spawn;
+pub mod spawn;
 
 pub use chdb::Chdb;
 pub use clickhouse::ClickHouseServer;

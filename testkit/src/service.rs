@@ -13,18 +13,20 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
 }
 
-/// The workspace binary `name`, built beside the running test executable
+/// The workspace binary `name`, built beside the running test (or bench) executable
 /// (`target/<profile>/`). `scripts/test` builds every binary first; when one is
 /// missing (a test run for a single package), it is built here.
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test executable's path");
-    // target/<profile>/deps/<test> → target/<profile>/<name>
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>");
+    // target/<profile>/deps/<test> (a test or bench) or target/<profile>/<bin> → target/<profile>/<name>
+    let parent = exe.parent().expect("the executable's directory");
+    let dir = if parent.ends_with("deps") { parent.parent().expect("target/<profile>") } else { parent };
     let path = dir.join(name);
     if !path.exists() {
         let profile = dir.file_name().and_then(|p| p.to_str()).unwrap_or("debug");
         let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-        cargo.args(["build", "--bin", name]);
+        // --workspace: run from a member's directory, cargo looks only in that package.
+        cargo.args(["build", "--workspace", "--bin", name]);
         if profile == "release" {
             cargo.arg("--release");
         }

@@ -17,7 +17,7 @@ type Request = (Command, Sender<io::Result<Child>>);
 static SPAWNER: OnceLock<Mutex<Sender<Request>>> = OnceLock::new();
 
 /// Spawns `cmd` so that the child gets SIGKILL when this process dies.
-pub(crate) fn spawn_tied(mut cmd: Command) -> io::Result<Child> {
+pub fn spawn_tied(mut cmd: Command) -> io::Result<Child> {
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: the hook only calls async-signal-safe functions (prctl, getppid, _exit).
     unsafe {
