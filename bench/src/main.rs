@@ -23,10 +23,11 @@
 //! ceiling for the same bytes: prost's decode alone, one core.
 
 mod ceiling;
+mod perf;
 mod sink;
 mod systems;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
@@ -38,25 +39,29 @@ use testkit::bench::{cpu_seconds, load_average, median, peak_rss_kib, thousands}
 use testkit::clickhouse::ClickHouseServer;
 use testkit::loadgen::{self, Config, Pool};
 
+use perf::Perf;
 use sink::Sink;
 
-const USAGE: &str = "usage: tally-bench-peer [--runs N] [--seconds S] [--rotel PATH]";
+const USAGE: &str = "usage: tally-bench-peer [--runs N] [--seconds S] [--rotel PATH] [--profile DIR]";
 
 struct Args {
     runs: usize,
     seconds: f64,
     rotel: Option<PathBuf>,
+    /// Where the first run writes a `perf` profile of each system under load.
+    profile: Option<PathBuf>,
 }
 
 impl Args {
     fn parse() -> Result<Self> {
-        let mut out = Self { runs: 3, seconds: 10.0, rotel: None };
+        let mut out = Self { runs: 3, seconds: 10.0, rotel: None, profile: None };
         let mut it = std::env::args().skip(1);
         while let Some(a) = it.next() {
             match a.as_str() {
                 "--runs" => out.runs = it.next().context(USAGE)?.parse()?,
                 "--seconds" => out.seconds = it.next().context(USAGE)?.parse()?,
                 "--rotel" => out.rotel = Some(it.next().context(USAGE)?.into()),
+                "--profile" => out.profile = Some(it.next().context(USAGE)?.into()),
                 "-h" | "--help" => {
                     println!("{USAGE}");
                     std::process::exit(0);
@@ -79,6 +84,11 @@ enum Setup {
 }
 
 impl Setup {
+    /// For file names.
+    fn slug(self) -> String {
+        self.label().to_lowercase().split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()).collect::<Vec<_>>().join("-")
+    }
+
     fn label(self) -> String {
         match self {
             Setup::TallyAgent(c) => format!("Tally agent, {c}"),
@@ -216,16 +226,19 @@ fn cpu_model() -> String {
 
 impl Bench {
     async fn measure(&self, setup: Setup, run: usize) -> Result<Sample> {
+        // The first run of each set-up is profiled when asked: the same load, under `perf`.
+        let profile = self.args.profile.as_ref().filter(|_| run == 1).map(|dir| dir.join(format!("profile-{}.txt", setup.slug())));
+        let profile = profile.as_deref();
         match setup {
-            Setup::TallyAgent(_) | Setup::RotelForward(_) => self.forward(setup).await,
-            Setup::TallyCollector => self.collector(run).await,
-            Setup::RotelBlackhole => self.blackhole().await,
+            Setup::TallyAgent(_) | Setup::RotelForward(_) => self.forward(setup, profile).await,
+            Setup::TallyCollector => self.collector(run, profile).await,
+            Setup::RotelBlackhole => self.blackhole(profile).await,
         }
         .with_context(|| format!("{}, run {run}", setup.label()))
     }
 
     /// The agent path: load → forwarder → sink, until the sink has every accepted span.
-    async fn forward(&self, setup: Setup) -> Result<Sample> {
+    async fn forward(&self, setup: Setup, profile: Option<&Path>) -> Result<Sample> {
         let sink = Sink::start().await?;
         let wal = tempfile::Builder::new().prefix("agent-").tempdir_in(self.dir.path())?;
         let (process, url) = match setup {
@@ -237,10 +250,14 @@ impl Bench {
             _ => unreachable!("not a forwarder"),
         };
         let pid = process.pid()?;
+        let perf = profile.map(|out| Perf::record(pid, out)).transpose()?;
         let (cpu0, started) = (cpu_seconds(pid)?, Instant::now());
         let report = loadgen::run(&Config { url, ..self.load.clone() }, &self.pool).await?;
         let waited = sink.wait_for(report.accepted_spans, Duration::from_secs(180)).await;
         let (elapsed, cpu) = (started.elapsed().as_secs_f64(), cpu_seconds(pid)? - cpu0);
+        if let Some(perf) = perf {
+            perf.finish(&setup.label())?;
+        }
         let peak_rss_mib = peak_rss_kib(pid)? as f64 / 1024.0;
         process.stop()?;
         let (received, unique) = sink.counts.get();
@@ -261,17 +278,21 @@ impl Bench {
     }
 
     /// The ingest ceiling for Tally: load → collector → ClickHouse, checked exactly.
-    async fn collector(&self, run: usize) -> Result<Sample> {
+    async fn collector(&self, run: usize, profile: Option<&Path>) -> Result<Sample> {
         let db = self.clickhouse.database(&format!("peer_run{run}"))?;
         migrate(&self.ch, &db).await?;
         let spool = tempfile::Builder::new().prefix("collector-").tempdir_in(self.dir.path())?;
         let (process, url) = systems::tally_collector(&self.clickhouse.http_url(), &db, spool.path()).await?;
         let pid = process.pid()?;
+        let perf = profile.map(|out| Perf::record(pid, out)).transpose()?;
         let cpu0 = cpu_seconds(pid)?;
         let report = loadgen::run(&Config { url, ..self.load.clone() }, &self.pool).await?;
         ensure!(report.all_accepted(), "the collector refused {:?}", report.refused);
         let stored = stored_spans(&self.ch, &db, report.accepted_spans).await?;
         let cpu = cpu_seconds(pid)? - cpu0;
+        if let Some(perf) = perf {
+            perf.finish(&Setup::TallyCollector.label())?;
+        }
         let peak_rss_mib = peak_rss_kib(pid)? as f64 / 1024.0;
         process.stop()?;
         Ok(Sample {
@@ -285,15 +306,19 @@ impl Bench {
     }
 
     /// The ingest ceiling for rotel: load → blackhole.
-    async fn blackhole(&self) -> Result<Sample> {
+    async fn blackhole(&self, profile: Option<&Path>) -> Result<Sample> {
         let (process, url) = systems::rotel(&self.rotel, &["--exporter", "blackhole"]).await?;
         let pid = process.pid()?;
+        let perf = profile.map(|out| Perf::record(pid, out)).transpose()?;
         let cpu0 = cpu_seconds(pid)?;
         let report = loadgen::run(&Config { url, ..self.load.clone() }, &self.pool).await?;
         ensure!(report.all_accepted(), "rotel refused {:?}", report.refused);
         // What rotel still does with the last batches (its batch timeout is 200 ms).
         tokio::time::sleep(Duration::from_millis(500)).await;
         let cpu = cpu_seconds(pid)? - cpu0;
+        if let Some(perf) = perf {
+            perf.finish(&Setup::RotelBlackhole.label())?;
+        }
         let peak_rss_mib = peak_rss_kib(pid)? as f64 / 1024.0;
         process.stop()?;
         Ok(Sample {

@@ -57,8 +57,15 @@ pub fn is_error<S: SpanView + ?Sized>(span: &S) -> bool {
     status.is_some_and(|code| code >= 500)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// A 16-byte trace id as 32 lowercase hex digits, written into `out` (no allocation:
+/// this runs for every request span).
+fn hex<'a>(id: &[u8; 16], out: &'a mut [u8; 32]) -> &'a str {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in id.iter().enumerate() {
+        out[2 * i] = DIGITS[usize::from(b >> 4)];
+        out[2 * i + 1] = DIGITS[usize::from(b & 0xf)];
+    }
+    std::str::from_utf8(out).expect("hex digits are ASCII")
 }
 
 /// One record per route seen among `spans`' requests, in route order, all at `when`.
@@ -69,11 +76,15 @@ pub fn observe<'a, S: SpanView + 'a>(spans: impl Iterator<Item = &'a S>, tenant:
         let route = truncate(span.attributes().string(HTTP_ROUTE).unwrap_or(""), MAX_DIMENSION_LEN);
         let latency = span.end_time_unix_nano().saturating_sub(span.start_time_unix_nano());
         // A trace id that is not 16 bytes gives a string the record refuses as an exemplar.
-        let trace_id = if span.trace_id().len() == 16 { hex(span.trace_id()) } else { String::new() };
+        let mut buf = [0u8; 32];
+        let trace_id = match <&[u8; 16]>::try_from(span.trace_id()) {
+            Ok(id) => hex(id, &mut buf),
+            Err(_) => "",
+        };
         routes
             .entry(route)
             .or_insert_with(|| SlaRecord::new(tenant, service, route, when))
-            .observe(latency, is_error(span), &trace_id);
+            .observe(latency, is_error(span), trace_id);
     }
     routes.into_values().collect()
 }

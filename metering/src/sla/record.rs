@@ -123,10 +123,25 @@ impl SlaRecord {
         self.requests = self.requests.saturating_add(1);
         self.errors = self.errors.saturating_add(u64::from(error));
         self.latency.add(latency_ns);
-        if is_trace_id(trace_id) {
+        // Most requests are not among the slowest: decide before allocating the exemplar.
+        if is_trace_id(trace_id) && self.would_keep(latency_ns, error, trace_id) {
             self.exemplars.push(Exemplar { trace_id: trace_id.to_owned(), latency_ns, error });
             bound_exemplars(&mut self.exemplars);
         }
+    }
+
+    /// Whether [`bound_exemplars`] would keep this exemplar among the present
+    /// (bounded) ones: it ranks among the [`MAX_SLOWEST`] first, or it failed and
+    /// ranks among the [`MAX_FAILED`] first failed ones.
+    fn would_keep(&self, latency_ns: u64, error: bool, trace_id: &str) -> bool {
+        let rank = Reverse((latency_ns, trace_id, error));
+        let ahead = self.exemplars.iter().filter(|e| e.rank() < rank);
+        let (mut all, mut failed) = (0, 0);
+        for e in ahead {
+            all += 1;
+            failed += usize::from(e.error);
+        }
+        all < MAX_SLOWEST || (error && failed < MAX_FAILED)
     }
 
     /// Adds `other`'s counts, latencies and exemplars (keys are not compared).
@@ -231,6 +246,29 @@ mod tests {
 
     fn ex(n: u8, latency_ns: u64, error: bool) -> Exemplar {
         Exemplar { trace_id: format!("{n:032x}"), latency_ns, error }
+    }
+
+    #[test]
+    fn observing_keeps_exactly_what_bounding_everything_keeps() {
+        // Pseudo-random latencies with many ties, failures and repeated trace ids.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |m: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % m
+        };
+        for _ in 0..50 {
+            let mut record = SlaRecord::new("t", "", "", OffsetDateTime::UNIX_EPOCH);
+            let mut everything = Vec::new();
+            for _ in 0..200 {
+                let e = ex(next(40) as u8 + 1, next(30) * 10, next(4) == 0);
+                record.observe(e.latency_ns, e.error, &e.trace_id);
+                everything.push(e);
+            }
+            bound_exemplars(&mut everything);
+            assert_eq!(record.exemplars, everything);
+        }
     }
 
     #[test]
