@@ -55,6 +55,7 @@ async fn main() -> anyhow::Result<()> {
         backoff_min: Duration::from_millis(100),
         backoff_max: Duration::from_secs(s.max_backoff_secs.max(1)),
         shutdown_timeout: Duration::from_secs(s.shutdown_timeout_secs),
+        segments_in_flight: s.segments_in_flight.max(1),
     };
     let ledger = Arc::new(Ledger::default());
     let shipper = Shipper::new(collectors, s.key.clone(), agent_id, wal.clone(), backlog.clone(), ledger.clone(), boot, metrics.clone(), ship_options);

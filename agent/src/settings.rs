@@ -54,6 +54,10 @@ pub struct Settings {
     /// (collectors on a fast network).
     #[arg(long, value_enum, default_value = "zstd")]
     pub compression: Compression,
+    /// WAL segments forwarded at once (each up to 8 MiB, read whole): more overlaps the
+    /// collectors' round trips, at the cost of memory.
+    #[arg(long, default_value_t = 2)]
+    pub segments_in_flight: usize,
     /// Timeout of one export to a collector, in seconds.
     #[arg(long, default_value_t = 10)]
     pub collector_timeout_secs: u64,

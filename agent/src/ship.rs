@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use collector::otlp::Signal;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use collector::wal::{segment, Segment, Wal};
 use tokio::sync::{watch, Notify};
 
@@ -38,6 +39,8 @@ pub struct ShipOptions {
     pub backoff_max: Duration,
     /// How long a shutdown keeps shipping.
     pub shutdown_timeout: Duration,
+    /// Segments shipped at once (at least 1).
+    pub segments_in_flight: usize,
 }
 
 /// Sealed segments waiting to be shipped, oldest first. The WAL hands each
@@ -145,25 +148,42 @@ impl Shipper {
 
     /// Runs until `stop` changes, then ships what it can within the shutdown timeout.
     pub async fn run(self, mut stop: watch::Receiver<()>) {
-        'run: loop {
-            let Some(s) = self.backlog.pop_front() else {
-                tokio::select! {
-                    _ = stop.changed() => break,
-                    _ = self.backlog.arrived.notified() => {}
-                }
-                continue;
-            };
-            loop {
-                match self.ship(&s, Some(&mut stop), None).await {
-                    Shipped::Done => break,
-                    Shipped::Again => {}
-                    Shipped::Stopped => {
+        // Up to `segments_in_flight` segments are shipped at once, so one batch's round trip
+        // does not hold up the next; each batch keeps its identity, so order does not matter
+        // to the collectors, and a segment still leaves the WAL only when all of it is done.
+        let mut in_flight = FuturesUnordered::new();
+        let this = &self;
+        loop {
+            while in_flight.len() < self.options.segments_in_flight.max(1) {
+                let Some(s) = self.backlog.pop_front() else { break };
+                let mut stop = stop.clone();
+                in_flight.push(async move {
+                    loop {
+                        match this.ship(&s, Some(&mut stop), None).await {
+                            Shipped::Done => return None,
+                            Shipped::Again => {}
+                            Shipped::Stopped => return Some(s),
+                        }
+                    }
+                });
+            }
+            tokio::select! {
+                _ = stop.changed() => break,
+                _ = self.backlog.arrived.notified() => {}
+                Some(unfinished) = in_flight.next(), if !in_flight.is_empty() => {
+                    if let Some(s) = unfinished {
                         self.backlog.push_front(s);
-                        break 'run;
                     }
                 }
             }
         }
+        // The shipments in flight see the stop too; what they did not finish waits again.
+        while let Some(unfinished) = in_flight.next().await {
+            if let Some(s) = unfinished {
+                self.backlog.push_front(s);
+            }
+        }
+        drop(in_flight);
         let deadline = Instant::now() + self.options.shutdown_timeout;
         // Twice: what is waiting, then the last report, whose counts include what
         // the first round acknowledged.
