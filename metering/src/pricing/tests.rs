@@ -232,3 +232,44 @@ fn numbers_are_read_from_their_text() {
     assert_eq!(book.plans["p"].meters["spans"].tiers[0].price, d("0.30000000000000004"));
     assert_eq!(book.plans["p"].meters["spans"].per, d("3"));
 }
+
+/// The text layout of the acme invoice, figure for figure (also the README's example).
+#[test]
+fn text_layout_shows_every_figure() {
+    let inv = acme(Availability { requests: 200_000, errors: 300 });
+    let expected = "\
+Invoice 2026-11 for tenant acme (EUR, region de)
+  plan starter: 2026-11-01 to 2026-11-21 (exclusive), 20 of 30 days, prices in USD, converted at 1 USD = 0.8634 EUR (rate of 2026-11-30)
+  plan growth: 2026-11-21 to 2026-12-01 (exclusive), 10 of 30 days, prices in USD, converted at 1 USD = 0.8634 EUR (rate of 2026-11-30)
+
+  requests [starter]: graduated pricing, prices per 1000 count
+    usage 123457, allowance 0 (per month, prorated to the plan's days): free 0, billable 123457
+    tier 0–∞: 123457 × 0.07 USD / 1000                                   7.46 EUR
+    requests [starter]                                                   7.46 EUR
+  spans [starter]: graduated pricing, prices per 1000000 count
+    usage 7345678, allowance 1000000 (per month, prorated to the plan's days): free 1000000, billable 6345678
+    tier 0–2000000: 2000000 × 5 USD / 1000000                            8.63 EUR
+    tier 2000000–10000000: 4345678 × 4 USD / 1000000                    15.01 EUR
+    tier 10000000–∞: 0 × 2.5 USD / 1000000                               0.00 EUR
+    spans [starter]                                                     23.64 EUR
+  base fee [starter]: 30 USD × 20/30 days                               17.27 EUR
+  spans [growth]: volume pricing, prices per 1000000 count
+    usage 9809662, allowance 2000000 (per month, prorated to the plan's days): free 2000000, billable 7809662
+    tier 0–5000000: 0 × 4.5 USD / 1000000                                0.00 EUR
+    tier 5000000–50000000: 7809662 × 3.5 USD / 1000000                  23.60 EUR
+    tier 50000000–∞: 0 × 2 USD / 1000000                                 0.00 EUR
+    spans [growth]                                                      23.60 EUR
+  base fee [growth]: 90 USD × 10/30 days                                25.90 EUR
+
+  availability 99.85 % (200000 requests, 300 errors)
+  SLA credit [starter]: below 99.9 % → 10 % of 48.37                     4.84 EUR
+  SLA credit [growth]: below 99.95 % → 15 % of 49.50                     7.43 EUR
+
+  charges                                                               97.87 EUR
+  SLA credit                                                            12.27 EUR
+  subtotal                                                              85.60 EUR
+  tax 19 %                                                              16.26 EUR
+  total                                                                101.86 EUR
+";
+    assert_eq!(super::text::render(&inv), expected);
+}
