@@ -209,6 +209,12 @@ async fn bad_requests_get_precise_errors() {
     assert_eq!(resp.json::<Value>().await.unwrap()["error"]["code"], "not_found");
     let resp = reqwest::Client::new().post(format!("{}/v1/usage", serve.base)).send().await.unwrap();
     assert_eq!(resp.status(), 405);
+    // Without --plans no tenant has a plan, and the answer says why.
+    let resp = reqwest::Client::new().get(format!("{}/v1/tenants/acme/invoices/2026-02", serve.base)).bearer_auth(KEY).send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+    let body = resp.json::<Value>().await.unwrap();
+    assert_eq!(body["error"]["code"], "unknown_tenant");
+    assert_eq!(body["error"]["message"], "tally serve runs without a plans file (--plans), so no tenant has a plan");
 }
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! Invoices from usage and SLA rows stored in a real ClickHouse 18.16: `tally invoice`
 //! and `GET /v1/tenants/{tenant}/invoices/{month}` give the hand-computed figures of
 //! `src/pricing/tests.rs` (the arithmetic is written out there), and tenant keys read
-//! only their own tenant.
+//! only their own tenant. The same reads on chDB (the modern dialect) give the same invoices.
 
 mod common;
 
@@ -16,7 +16,15 @@ use metering::sla::{encode_sla_batch, insert_sla, SlaRecord};
 use metering::store::migrate::migrate;
 use metering::store::writer::UsageWriter;
 use serde_json::Value;
-use testkit::ClickHouseServer;
+use metering::clickhouse::client::parse_tsv;
+use metering::pricing::invoice::{compute, windows, Inputs, Usage};
+use metering::pricing::{plan, store, BillingMonth};
+use metering::sla::schema::SLA_INSERT_STRUCTURE;
+use metering::store::rollup::MAX_LIMIT;
+use metering::store::schema::{insert_usage, INSERT_STRUCTURE};
+use metering::store::writer::encode_batch;
+use metering::store::Dialect;
+use testkit::{Chdb, ClickHouseServer};
 use time::macros::datetime;
 use time::OffsetDateTime;
 
@@ -88,28 +96,38 @@ fn acme_sla() -> Vec<Vec<SlaRecord>> {
     vec![vec![api], vec![web], vec![october]]
 }
 
-async fn setup() -> (ClickHouseServer, String) {
-    let server = ClickHouseServer::start().unwrap();
-    let db = server.database("invoice").unwrap();
-    let ch = ClickHouse::new(&server.http_url(), Duration::from_secs(30)).unwrap();
-    migrate(&ch, &db).await.unwrap();
-    let catalog = Catalog::with_custom(&definition::load(&fixture("meters.yaml")).unwrap());
-    let mut writer = UsageWriter::new(ch.clone(), &db, catalog).unwrap();
-    let batches = [
-        UsageBatch { source_id: "agent-a:boot-1".into(), seq: 1, records: acme_usage() },
-        UsageBatch { source_id: "agent-b:boot-1".into(), seq: 7, records: lotus_usage() },
-    ];
-    // The first batch twice, as a retry would send it: it counts once.
-    for b in batches.iter().chain(std::iter::once(&batches[0])) {
-        writer.push(b).unwrap();
-        writer.flush().await.unwrap();
-    }
+fn catalog() -> Catalog {
+    Catalog::with_custom(&definition::load(&fixture("meters.yaml")).unwrap())
+}
+
+/// acme's and lotus's batches, then acme's again, as a retry would send it: it counts once.
+fn usage_batches() -> Vec<UsageBatch> {
+    let acme = UsageBatch { source_id: "agent-a:boot-1".into(), seq: 1, records: acme_usage() };
+    let lotus = UsageBatch { source_id: "agent-b:boot-1".into(), seq: 7, records: lotus_usage() };
+    vec![acme.clone(), lotus, acme]
+}
+
+/// The SLA rows as the collector writes them, the first batch twice (a retry).
+fn sla_bytes() -> Vec<u8> {
     let mut bytes = Vec::new();
     let sla = acme_sla();
     for (seq, records) in sla.iter().enumerate().chain(std::iter::once((0, &sla[0]))) {
         encode_sla_batch("collector-a:boot-1", seq as u64, records, &mut bytes).unwrap();
     }
-    ch.insert_rowbinary(&insert_sla(&db).unwrap(), bytes.into()).await.unwrap();
+    bytes
+}
+
+async fn setup() -> (ClickHouseServer, String) {
+    let server = ClickHouseServer::start().unwrap();
+    let db = server.database("invoice").unwrap();
+    let ch = ClickHouse::new(&server.http_url(), Duration::from_secs(30)).unwrap();
+    migrate(&ch, &db).await.unwrap();
+    let mut writer = UsageWriter::new(ch.clone(), &db, catalog()).unwrap();
+    for b in usage_batches() {
+        writer.push(&b).unwrap();
+        writer.flush().await.unwrap();
+    }
+    ch.insert_rowbinary(&insert_sla(&db).unwrap(), sla_bytes().into()).await.unwrap();
     (server, db)
 }
 
@@ -149,6 +167,17 @@ fn check_acme(inv: &Value) {
     assert_eq!(amounts(inv), ["97.87", "12.27", "85.60", "16.26", "101.86"]);
 }
 
+/// The figures of `hand_computed_invoice_with_daily_allowances_in_jpy`.
+fn check_lotus(inv: &Value) {
+    assert_eq!((inv["tenant"].as_str(), inv["currency"].as_str()), (Some("lotus"), Some("JPY")), "{inv}");
+    let c = line(inv, "origin", "usage", Some("counter_points"));
+    assert_eq!((c["usage"].as_str(), c["free"].as_str(), c["billable"].as_str(), c["amount"].as_str()), (Some("2134568"), Some("1400000"), Some("734568"), Some("1256")));
+    assert_eq!(line(inv, "origin", "usage", Some("histogram_points"))["amount"], "1336");
+    assert_eq!(line(inv, "origin", "usage", Some("gauge_points"))["amount"], "26");
+    assert_eq!(amounts(inv), ["2618", "0", "2618", "157", "2775"]);
+    assert_eq!(inv["sla"]["availability_percent"], Value::Null);
+}
+
 #[tokio::test]
 async fn tally_invoice_prints_the_hand_computed_invoices() {
     let (server, db) = setup().await;
@@ -168,13 +197,7 @@ async fn tally_invoice_prints_the_hand_computed_invoices() {
     // The reference plan: daily allowances, CNY prices invoiced in JPY.
     let out = run("lotus", "json");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let inv: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let c = line(&inv, "origin", "usage", Some("counter_points"));
-    assert_eq!((c["usage"].as_str(), c["free"].as_str(), c["billable"].as_str(), c["amount"].as_str()), (Some("2134568"), Some("1400000"), Some("734568"), Some("1256")));
-    assert_eq!(line(&inv, "origin", "usage", Some("histogram_points"))["amount"], "1336");
-    assert_eq!(line(&inv, "origin", "usage", Some("gauge_points"))["amount"], "26");
-    assert_eq!(amounts(&inv), ["2618", "0", "2618", "157", "2775"]);
-    assert_eq!(inv["sla"]["availability_percent"], Value::Null);
+    check_lotus(&serde_json::from_slice(&out.stdout).unwrap());
 
     let out = run("acme", "text");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -264,4 +287,37 @@ async fn the_api_serves_invoices_and_tenant_keys_read_only_their_own() {
     described_sorted.sort();
     assert_eq!(described_sorted, present);
     assert!(doc["components"]["schemas"]["InvoiceLine"]["properties"]["meter"]["enum"].as_array().unwrap().iter().any(|m| m == "counter_points"));
+}
+
+/// The same reads on chDB (ClickHouse 26.x), with tables of both dialects, give the same invoices.
+#[test]
+fn invoice_reads_run_on_the_modern_dialect() {
+    let catalog = catalog();
+    let book = plan::load(&fixture("plans.yaml"), &catalog).unwrap();
+    let month = BillingMonth::parse("2026-11").unwrap();
+    let mut chdb = Chdb::start().unwrap();
+    for (db, dialect) in [("modern", Dialect::Modern), ("legacy", Dialect::Legacy)] {
+        common::chdb_migrate(&mut chdb, db, dialect);
+        let mut bytes = Vec::new();
+        for b in usage_batches() {
+            encode_batch(&b, &catalog, &mut bytes).unwrap();
+        }
+        common::chdb_insert_rowbinary(&mut chdb, &format!("{db}.usage"), &insert_usage(db).unwrap(), INSERT_STRUCTURE, &bytes);
+        common::chdb_insert_rowbinary(&mut chdb, &format!("{db}.sla"), &insert_sla(db).unwrap(), SLA_INSERT_STRUCTURE, &sla_bytes());
+        let mut price = |tenant: &str| {
+            let mut usage = Usage::new();
+            for window in windows(&book, tenant, month).unwrap() {
+                let q = store::usage_query(tenant, &window);
+                let points = q.parse_rows(parse_tsv(&chdb.query(q.to_sql(db).unwrap().as_str()).unwrap())).unwrap();
+                assert!(points.len() < MAX_LIMIT as usize);
+                store::record_usage(&mut usage, &window, &points);
+            }
+            let q = store::sla_query(tenant, month);
+            let sla = q.parse_rows(parse_tsv(&chdb.query(q.to_sql(db).unwrap().as_str()).unwrap())).unwrap();
+            let inputs = Inputs { usage: &usage, availability: store::availability(&sla), catalog: &catalog };
+            serde_json::to_value(compute(&book, tenant, month, inputs).unwrap()).unwrap()
+        };
+        check_acme(&price("acme"));
+        check_lotus(&price("lotus"));
+    }
 }

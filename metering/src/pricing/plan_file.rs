@@ -373,6 +373,17 @@ fn check_tenant<'a>(id: &'a str, raw: &'a RawTenant, book: &PriceBook) -> Result
             }
         }
     };
+    // Rates are dated, so only an invoice can tell whether one applies; a direction
+    // with no rate at all can never be invoiced and is refused now.
+    for a in &assignments {
+        let from = book.plans[&a.plan].currency;
+        if from != currency && !book.rates.iter().any(|r| r.from == from && r.to == currency) {
+            return Err(problem(
+                &[&path[..], &[Step::Key("currency")]].concat(),
+                format!("plan {:?} is priced in {from} but the tenant is invoiced in {currency}, and `rates` has no {from}→{currency} rate", a.plan),
+            ));
+        }
+    }
     Ok(TenantBilling { region: raw.region.clone(), currency, assignments })
 }
 

@@ -221,6 +221,12 @@ fn plans_file_refusals_name_file_line_and_reason() {
     let two = format!("{BASE}  eu:\n    currency: EUR\n    meters: {{spans: {{price: 1}}}}\n").replace("regions:\n  us: {tax_percent: 0}\n", "") + "regions:\n  us: {tax_percent: 0}\n";
     let yaml = two + "tenants:\n  acme:\n    region: us\n    plans: [{plan: basic, from: 2026-01-01, until: 2026-02-01}, {plan: eu, from: 2026-02-01}]\n";
     assert!(refusal(&yaml).contains("tenants.acme: the tenant's plans are priced in EUR and USD; set `currency`"));
+    let yaml = yaml.replace("region: us\n", "region: us\n    currency: USD\n");
+    assert_eq!(
+        refusal(&yaml),
+        "plans file p.yaml line 17: tenants.acme.currency: plan \"eu\" is priced in EUR but the tenant is invoiced in USD, and `rates` has no EUR→USD rate"
+    );
+    assert!(parse(&(yaml + "rates: [{date: 2026-01-01, from: EUR, to: USD, rate: 1.1}]\n"), Path::new("p.yaml"), &catalog()).is_ok());
 }
 
 #[test]
