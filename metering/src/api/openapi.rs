@@ -79,10 +79,11 @@ pub fn document(catalog: &Catalog) -> Value {
                     }
                 },
                 "InvoiceLine": {
-                    "type": "object", "required": ["plan", "kind", "amount"],
+                    "type": "object", "required": ["plan", "plan_from", "kind", "amount"],
                     "description": "usage lines carry meter to tiers; base fee lines carry fee",
                     "properties": {
                         "plan": {"type": "string"},
+                        "plan_from": {"allOf": [{"$ref": "#/components/schemas/Date"}], "description": "first day of the plan's period (the `from` of its entry in `plans`)"},
                         "kind": {"type": "string", "enum": ["usage", "base_fee"]},
                         "meter": {"type": "string", "enum": meters},
                         "unit": {"type": "string", "enum": ["count", "bytes", "seconds"]},
@@ -99,9 +100,10 @@ pub fn document(catalog: &Catalog) -> Value {
                     }
                 },
                 "Credit": {
-                    "type": "object", "required": ["plan", "target", "below", "percent", "charges", "amount"],
+                    "type": "object", "required": ["plan", "plan_from", "target", "below", "percent", "charges", "amount"],
                     "properties": {
                         "plan": {"type": "string"},
+                        "plan_from": {"$ref": "#/components/schemas/Date"},
                         "target": {"allOf": [{"$ref": "#/components/schemas/Decimal"}], "nullable": true, "description": "the plan's availability target, percent"},
                         "below": {"allOf": [{"$ref": "#/components/schemas/Decimal"}], "description": "the band: availability was below this percent"},
                         "percent": {"allOf": [{"$ref": "#/components/schemas/Decimal"}], "description": "share of the plan's charges credited"},

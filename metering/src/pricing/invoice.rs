@@ -214,6 +214,9 @@ pub enum LineKind {
 pub struct Line {
     /// The plan it is charged under.
     pub plan: String,
+    /// The first day of that plan's period (a plan can return within a month).
+    #[serde(serialize_with = "date_text")]
+    pub plan_from: Date,
     /// Usage or base fee.
     pub kind: LineKind,
     /// The meter (usage lines).
@@ -271,6 +274,9 @@ pub struct SlaSummary {
 pub struct Credit {
     /// The plan whose credit table applied.
     pub plan: String,
+    /// The first day of that plan's period.
+    #[serde(serialize_with = "date_text")]
+    pub plan_from: Date,
     /// The plan's availability target, percent.
     #[serde(serialize_with = "opt_decimal_text")]
     pub target: Option<Decimal>,
@@ -368,6 +374,7 @@ pub fn compute(book: &PriceBook, tenant: &str, month: BillingMonth, inputs: Inpu
             }
             line.amount = line.tiers.iter().map(|t| t.amount).sum();
             line.plan = plan.name.clone();
+            line.plan_from = segment.from;
             line.unit = unit;
             lines.push(line);
         }
@@ -375,6 +382,7 @@ pub fn compute(book: &PriceBook, tenant: &str, month: BillingMonth, inputs: Inpu
             let prorated = scale(plan.base_fee, days, month_days).ok_or_else(|| overflow("base fee"))?;
             lines.push(Line {
                 plan: plan.name.clone(),
+                plan_from: segment.from,
                 kind: LineKind::BaseFee,
                 meter: None,
                 unit: None,
@@ -394,7 +402,7 @@ pub fn compute(book: &PriceBook, tenant: &str, month: BillingMonth, inputs: Inpu
         if let Some(band) = credit_band(&plan.credits, &inputs.availability) {
             let charges: Decimal = lines[first_line..].iter().map(|l| l.amount).sum();
             let amount = scale(charges, band.percent, Decimal::ONE_HUNDRED).map(|a| currency.round(a)).ok_or_else(|| overflow("credit"))?;
-            credits.push(Credit { plan: plan.name.clone(), target: plan.slo_availability, below: band.below, percent: band.percent, charges, amount });
+            credits.push(Credit { plan: plan.name.clone(), plan_from: segment.from, target: plan.slo_availability, below: band.below, percent: band.percent, charges, amount });
         }
         plans.push(PlanPeriod {
             plan: plan.name.clone(),
@@ -482,6 +490,7 @@ fn price_meter(meter: &str, price: &MeterPrice, segment: &Segment<'_>, usage: &U
     let [usage, allowance, free, billable] = totals.map(|d| d.normalize());
     Some(Line {
         plan: String::new(),
+        plan_from: segment.from,
         kind: LineKind::Usage,
         meter: Some(meter.to_owned()),
         unit: None,

@@ -279,3 +279,41 @@ Invoice 2026-11 for tenant acme (EUR, region de)
 ";
     assert_eq!(super::text::render(&inv), expected);
 }
+
+/// A plan that returns within the month is two periods, each prorated on its own,
+/// and its lines say which period they belong to.
+#[test]
+fn a_returning_plan_is_priced_per_period() {
+    let catalog = catalog();
+    let yaml = format!(
+        "{PLANS}  beta:\n    region: de\n    currency: EUR\n    plans:\n      - {{plan: starter, from: 2026-11-01, until: 2026-11-11}}\n      \
+         - {{plan: growth, from: 2026-11-11, until: 2026-11-21}}\n      - {{plan: starter, from: 2026-11-21}}\n"
+    );
+    let book = parse(&yaml, Path::new("plans.yaml"), &catalog).unwrap();
+    let mut usage = Usage::new();
+    usage.set("spans", date!(2026 - 11 - 01), date!(2026 - 11 - 11), 1_000_000.into());
+    usage.set("spans", date!(2026 - 11 - 21), date!(2026 - 12 - 01), 600_000.into());
+    let inv = compute(&book, "beta", nov(), Inputs { usage: &usage, availability: Availability::default(), catalog: &catalog }).unwrap();
+    let summary: Vec<_> = inv.lines.iter().map(|l| (l.plan.as_str(), l.plan_from, l.meter.as_deref().unwrap_or("fee"), l.amount.to_string())).collect();
+    assert_eq!(
+        summary,
+        [
+            // 10 of 30 days: allowance 1,500,000 × 10/30 = 500,000 in each starter period.
+            ("starter", date!(2026 - 11 - 01), "requests", "0.00".to_owned()),
+            // 500,000 billable × 5 / 1M = 2.50 USD × 0.8634 = 2.1585 → 2.16
+            ("starter", date!(2026 - 11 - 01), "spans", "2.16".into()),
+            // 30 × 10/30 = 10 USD × 0.8634 = 8.634 → 8.63
+            ("starter", date!(2026 - 11 - 01), "fee", "8.63".into()),
+            ("growth", date!(2026 - 11 - 11), "spans", "0.00".into()),
+            // 90 × 10/30 = 30 USD × 0.8634 = 25.902 → 25.90
+            ("growth", date!(2026 - 11 - 11), "fee", "25.90".into()),
+            ("starter", date!(2026 - 11 - 21), "requests", "0.00".into()),
+            // 100,000 billable × 5 / 1M = 0.50 USD × 0.8634 = 0.4317 → 0.43
+            ("starter", date!(2026 - 11 - 21), "spans", "0.43".into()),
+            ("starter", date!(2026 - 11 - 21), "fee", "8.63".into()),
+        ]
+    );
+    // 2.16 + 8.63 + 25.90 + 0.43 + 8.63 = 45.75; no requests, no credit; tax 19 % = 8.6925 → 8.69.
+    assert_eq!(texts(&[inv.charges, inv.sla_credit, inv.subtotal, inv.tax, inv.total]), ["45.75", "0.00", "45.75", "8.69", "54.44"]);
+    assert!(super::text::render(&inv).contains("  base fee [starter]: 30 USD × 10/30 days"));
+}

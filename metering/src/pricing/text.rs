@@ -28,7 +28,7 @@ pub fn render(invoice: &Invoice) -> String {
     }
     out.push('\n');
     for line in &invoice.lines {
-        let plan = invoice.plans.iter().find(|p| p.plan == line.plan);
+        let plan = invoice.plans.iter().find(|p| p.plan == line.plan && p.from == line.plan_from);
         let price_currency = plan.map(|p| p.price_currency.code()).unwrap_or_default();
         let text = |v: Option<Decimal>| v.map(|d| d.to_string()).unwrap_or_default();
         match line.kind {
