@@ -317,3 +317,36 @@ fn a_returning_plan_is_priced_per_period() {
     assert_eq!(texts(&[inv.charges, inv.sla_credit, inv.subtotal, inv.tax, inv.total]), ["45.75", "0.00", "45.75", "8.69", "54.44"]);
     assert!(super::text::render(&inv).contains("  base fee [starter]: 30 USD × 10/30 days"));
 }
+
+/// Daily periods restart the tiers each day; a prorated monthly allowance is
+/// rounded half away from zero to a whole unit.
+#[test]
+fn daily_tiers_restart_and_prorated_allowances_round_to_whole_units() {
+    let yaml = "plans:\n  d:\n    currency: USD\n    meters:\n      \
+                spans: {allowance: 100, period: day, tiers: [{up_to: 50, price: 1}, {price: 0.5}]}\n      \
+                requests: {allowance: 1_000_000, price: 1, per: 1_000_000}\n      \
+                log_records: {allowance: 1_000_001, price: 1, per: 1_000_000}\n\
+                regions: {x: {tax_percent: 0}}\ntenants:\n  t: {region: x, plans: [{plan: d, from: 2026-11-15}]}\n";
+    let catalog = catalog();
+    let book = parse(yaml, Path::new("p.yaml"), &catalog).unwrap();
+    let mut usage = Usage::new();
+    usage.set("spans", date!(2026 - 11 - 15), date!(2026 - 11 - 16), 200.into());
+    usage.set("spans", date!(2026 - 11 - 30), date!(2026 - 12 - 01), 120.into());
+    usage.set("requests", date!(2026 - 11 - 15), date!(2026 - 12 - 01), 2_000_000.into());
+    usage.set("log_records", date!(2026 - 11 - 15), date!(2026 - 12 - 01), 2_000_000.into());
+    let inv = compute(&book, "t", nov(), Inputs { usage: &usage, availability: Availability::default(), catalog: &catalog }).unwrap();
+    let line = |meter: &str| inv.lines.iter().find(|l| l.meter.as_deref() == Some(meter)).unwrap();
+    // 15th: 200 − 100 free = 100 billable → 50 × 1 + 50 × 0.5; 30th: 120 − 100 = 20 → 20 × 1.
+    let spans = line("spans");
+    assert_eq!((spans.allowance, spans.free, spans.billable), (Some(d("1600")), Some(d("200")), Some(d("120"))));
+    let tiers: Vec<_> = spans.tiers.iter().map(|t| (t.quantity.to_string(), t.amount.to_string())).collect();
+    assert_eq!(tiers, [("70".to_owned(), "70.00".to_owned()), ("50".into(), "25.00".into())]);
+    assert_eq!(spans.amount.to_string(), "95.00");
+    // 16 of 30 days: 1,000,000 × 16/30 = 533,333.33… → 533,333; 2,000,000 − 533,333 = 1,466,667 × 1 / 1M = 1.466667 → 1.47.
+    let requests = line("requests");
+    assert_eq!((requests.allowance, requests.billable, requests.amount.to_string()), (Some(d("533333")), Some(d("1466667")), "1.47".into()));
+    // 1,000,001 × 16/30 = 533,333.866… → 533,334; 1,466,666 / 1M = 1.466666 → 1.47.
+    let logs = line("log_records");
+    assert_eq!((logs.allowance, logs.billable, logs.amount.to_string()), (Some(d("533334")), Some(d("1466666")), "1.47".into()));
+    assert_eq!(texts(&[inv.charges, inv.tax, inv.total]), ["97.94", "0.00", "97.94"]);
+}
