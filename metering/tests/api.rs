@@ -285,5 +285,5 @@ async fn custom_meters_are_known_with_the_meters_file_only() {
     let out = tally(&["serve", "--billing-key", KEY, "--meters", meters.to_str().unwrap()]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(&format!("meters file {}: meter #0 (\"spans\"): name \"spans\" is a built-in meter's", meters.display())), "{stderr}");
+    assert!(stderr.contains(&format!("meters file {} line 2: meter #0 (\"spans\"): name \"spans\" is a built-in meter's", meters.display())), "{stderr}");
 }
