@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::meter::{definition, Catalog, DefinitionError};
+use crate::pricing::plan::{self, PlanError, PriceBook};
 use crate::store::StoreSettings;
 use crate::telemetry::LogFormat;
 
@@ -28,6 +30,65 @@ pub enum Command {
     Migrate(StoreSettings),
     /// Serve the billing API.
     Serve(ServeSettings),
+    /// Price a tenant's month and print the invoice.
+    Invoice(InvoiceSettings),
+}
+
+/// What pricing reads besides usage: the meters and the plans.
+#[derive(Debug, Args)]
+pub struct PricingSettings {
+    /// YAML file of custom meter definitions (the collector's `meters` file), so their names and
+    /// units are known.
+    #[arg(long)]
+    pub meters: Option<PathBuf>,
+    /// YAML file of plans, tax regions, conversion rates and tenants' plan assignments (see "Plans
+    /// and invoices"); invoices need it.
+    #[arg(long)]
+    pub plans: Option<PathBuf>,
+}
+
+impl PricingSettings {
+    /// The catalog: the built-in meters plus the meters file's.
+    pub fn catalog(&self) -> Result<Catalog, DefinitionError> {
+        Ok(match &self.meters {
+            Some(path) => Catalog::with_custom(&definition::load(path)?),
+            None => Catalog::builtin(),
+        })
+    }
+
+    /// The plans file checked against `catalog`, if one is configured.
+    pub fn price_book(&self, catalog: &Catalog) -> Result<Option<PriceBook>, PlanError> {
+        self.plans.as_deref().map(|path| plan::load(path, catalog)).transpose()
+    }
+}
+
+/// How `tally invoice` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum InvoiceFormat {
+    /// The billing API's JSON.
+    Json,
+    /// A readable layout of the same figures.
+    Text,
+}
+
+/// `tally invoice`.
+#[derive(Debug, Args)]
+pub struct InvoiceSettings {
+    /// The usage store.
+    #[command(flatten)]
+    pub store: StoreSettings,
+    /// Meters and plans.
+    #[command(flatten)]
+    pub pricing: PricingSettings,
+    /// The tenant to invoice.
+    #[arg(long)]
+    pub tenant: String,
+    /// The month to invoice, YYYY-MM (UTC).
+    #[arg(long)]
+    pub month: String,
+    /// How the invoice is printed.
+    #[arg(long, value_enum, default_value = "json")]
+    pub format: InvoiceFormat,
 }
 
 /// `tally serve`.
@@ -39,11 +100,16 @@ pub struct ServeSettings {
     /// Address the billing API listens on.
     #[arg(long, default_value = "0.0.0.0:8088")]
     pub listen: SocketAddr,
-    /// A key that may read every tenant's usage (repeatable; comma-separated in the env var).
+    /// A key that may read every tenant's usage and invoices (repeatable; comma-separated in the
+    /// env var).
     #[arg(long, value_delimiter = ',')]
     pub billing_key: Vec<String>,
-    /// YAML file of custom meter definitions (the collector's `meters` file), so the API knows
-    /// their names and units.
-    #[arg(long)]
-    pub meters: Option<PathBuf>,
+    /// A key that may read only its tenant's usage and invoices: TENANT=KEY, or
+    /// TENANT=sha256:<hex SHA-256 of the key> to keep the key itself out of files (repeatable;
+    /// comma-separated in the env var).
+    #[arg(long, value_delimiter = ',')]
+    pub tenant_key: Vec<String>,
+    /// Meters and plans.
+    #[command(flatten)]
+    pub pricing: PricingSettings,
 }

@@ -1,5 +1,6 @@
 //! Tally's usage domain: the meters, the usage record, the ClickHouse usage
-//! store (schema, migrations, writer, roll-ups) and the billing API.
+//! store (schema, migrations, writer, roll-ups), pricing and invoices, and the
+//! billing API.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -19,8 +20,10 @@ pub mod api;
 pub mod cli;
 pub mod clickhouse;
 pub mod meter;
+pub mod pricing;
 pub mod record;
 pub mod settings;
 pub mod sla;
 pub mod store;
 pub mod telemetry;
+mod yaml_line;

@@ -2,9 +2,9 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::serve::{tally, Serve};
 use common::{dataset, expected, FROM, TO};
 use metering::clickhouse::ClickHouse;
 use metering::meter::Catalog;
@@ -16,47 +16,14 @@ use testkit::ClickHouseServer;
 
 const KEY: &str = "billing-secret-1";
 
-struct Serve {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn tally(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_tally")).args(args).env_remove("TALLY_CONFIG").output().unwrap()
-}
-
 async fn serve(server: &ClickHouseServer, db: &str) -> Serve {
     serve_with(server, db, &[]).await
 }
 
 async fn serve_with(server: &ClickHouseServer, db: &str, extra: &[&str]) -> Serve {
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let child = Command::new(env!("CARGO_BIN_EXE_tally"))
-        .args(["serve", "--listen", &listen, "--clickhouse-url", &server.http_url(), "--clickhouse-database", db])
-        .args(["--billing-key", "other-key", "--billing-key", KEY])
-        .args(extra)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let serve = Serve { child, base: format!("http://{listen}") };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while reqwest::get(format!("{}/healthz", serve.base)).await.is_err() {
-        assert!(Instant::now() < deadline, "tally serve did not come up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    serve
+    let mut args = vec!["--billing-key", "other-key", "--billing-key", KEY];
+    args.extend_from_slice(extra);
+    common::serve::start(&server.http_url(), db, &args).await
 }
 
 async fn get(serve: &Serve, query: &str, key: Option<&str>) -> (u16, Value) {
@@ -242,6 +209,12 @@ async fn bad_requests_get_precise_errors() {
     assert_eq!(resp.json::<Value>().await.unwrap()["error"]["code"], "not_found");
     let resp = reqwest::Client::new().post(format!("{}/v1/usage", serve.base)).send().await.unwrap();
     assert_eq!(resp.status(), 405);
+    // Without --plans no tenant has a plan, and the answer says why.
+    let resp = reqwest::Client::new().get(format!("{}/v1/tenants/acme/invoices/2026-02", serve.base)).bearer_auth(KEY).send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+    let body = resp.json::<Value>().await.unwrap();
+    assert_eq!(body["error"]["code"], "unknown_tenant");
+    assert_eq!(body["error"]["message"], "tally serve runs without a plans file (--plans), so no tenant has a plan");
 }
 
 #[tokio::test]
@@ -252,7 +225,7 @@ async fn openapi_describes_the_routes_and_a_down_store_is_503() {
     let doc: Value = reqwest::get(format!("{}/openapi.json", serve.base)).await.unwrap().json().await.unwrap();
     assert_eq!(doc["openapi"], "3.0.3");
     let paths: Vec<_> = doc["paths"].as_object().unwrap().keys().cloned().collect();
-    assert_eq!(paths, vec!["/healthz", "/openapi.json", "/v1/usage"]);
+    assert_eq!(paths, vec!["/healthz", "/openapi.json", "/v1/tenants/{tenant}/invoices/{month}", "/v1/usage"]);
     let params: Vec<_> = doc["paths"]["/v1/usage"]["get"]["parameters"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap().to_owned()).collect();
     assert_eq!(params, metering::api::usage::PARAMS);
     drop(server);
@@ -312,5 +285,5 @@ async fn custom_meters_are_known_with_the_meters_file_only() {
     let out = tally(&["serve", "--billing-key", KEY, "--meters", meters.to_str().unwrap()]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(&format!("meters file {}: meter #0 (\"spans\"): name \"spans\" is a built-in meter's", meters.display())), "{stderr}");
+    assert!(stderr.contains(&format!("meters file {} line 2: meter #0 (\"spans\"): name \"spans\" is a built-in meter's", meters.display())), "{stderr}");
 }

@@ -27,6 +27,11 @@ impl ApiError {
         Self { status: StatusCode::UNAUTHORIZED, code: "unauthenticated", message: message.into() }
     }
 
+    /// 403: the key may not read this tenant.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self { status: StatusCode::FORBIDDEN, code: "forbidden", message: message.into() }
+    }
+
     /// 404 for a path that does not exist.
     pub fn not_found(message: impl Into<String>) -> Self {
         Self { status: StatusCode::NOT_FOUND, code: "not_found", message: message.into() }

@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod invoice;
 pub mod openapi;
 pub mod usage;
 
@@ -14,6 +15,7 @@ use axum::{Json, Router};
 use crate::clickhouse::sql::{check_identifier, BadIdentifier};
 use crate::clickhouse::ClickHouse;
 use crate::meter::Catalog;
+use crate::pricing::plan::PriceBook;
 use auth::KeyRing;
 use error::ApiError;
 
@@ -28,18 +30,26 @@ pub struct AppState {
     pub catalog: Arc<Catalog>,
     /// Accepted keys.
     pub keys: Arc<KeyRing>,
+    /// Plans, when a plans file is configured (invoices need it).
+    pub plans: Option<Arc<PriceBook>>,
 }
 
 impl AppState {
     /// State for a store at `ch`/`database` with the given keys.
     pub fn new(ch: ClickHouse, database: &str, keys: KeyRing) -> Result<Self, BadIdentifier> {
         check_identifier(database)?;
-        Ok(Self { ch, database: database.into(), catalog: Arc::new(Catalog::builtin()), keys: Arc::new(keys) })
+        Ok(Self { ch, database: database.into(), catalog: Arc::new(Catalog::builtin()), keys: Arc::new(keys), plans: None })
     }
 
     /// The same state knowing `catalog`'s meters (the built-ins plus custom meters).
     pub fn with_catalog(mut self, catalog: Catalog) -> Self {
         self.catalog = Arc::new(catalog);
+        self
+    }
+
+    /// The same state pricing invoices with `plans`.
+    pub fn with_plans(mut self, plans: PriceBook) -> Self {
+        self.plans = Some(Arc::new(plans));
         self
     }
 }
@@ -49,6 +59,7 @@ pub fn router(state: AppState) -> Router {
     let openapi = Json(openapi::document(&state.catalog));
     Router::new()
         .route("/v1/usage", get(usage::get_usage))
+        .route("/v1/tenants/{tenant}/invoices/{month}", get(invoice::get_invoice))
         .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
         .route("/openapi.json", get(move || async move { openapi }))
         .fallback(|| async { ApiError::not_found("no such route; see /openapi.json") })

@@ -5,6 +5,8 @@ use serde_json::{json, Value};
 use crate::meter::Catalog;
 use crate::store::rollup::MAX_LIMIT;
 
+const TENANT_PATTERN: &str = "^[A-Za-z0-9._:@-]{1,128}$";
+
 /// The document, listing `catalog`'s meters (built-in and custom).
 pub fn document(catalog: &Catalog) -> Value {
     let meters: Vec<&str> = catalog.iter().map(|m| m.name.as_ref()).collect();
@@ -40,6 +42,100 @@ pub fn document(catalog: &Catalog) -> Value {
                         "unit": {"type": "string", "enum": ["count", "bytes", "seconds"]}
                     }
                 },
+                "Money": {"type": "string", "pattern": "^-?[0-9]+(\\.[0-9]+)?$",
+                    "description": "an exact decimal amount as a string, with exactly the currency's ISO 4217 minor-unit digits (2 for EUR, 0 for JPY)"},
+                "Decimal": {"type": "string", "pattern": "^-?[0-9]+(\\.[0-9]+)?$", "description": "an exact decimal as a string"},
+                "Date": {"type": "string", "format": "date", "description": "a UTC day, YYYY-MM-DD"},
+                "Conversion": {
+                    "type": "object", "required": ["from", "to", "rate", "date"],
+                    "description": "1 `from` = `rate` `to`: the latest rate of the plans file dated on or before the month's last day",
+                    "properties": {
+                        "from": {"type": "string", "description": "ISO 4217 code of the plan's prices"},
+                        "to": {"type": "string", "description": "ISO 4217 code of the invoice"},
+                        "rate": {"$ref": "#/components/schemas/Decimal"},
+                        "date": {"$ref": "#/components/schemas/Date"}
+                    }
+                },
+                "PlanPeriod": {
+                    "type": "object", "required": ["plan", "from", "until", "days", "month_days", "price_currency", "conversion"],
+                    "properties": {
+                        "plan": {"type": "string"},
+                        "from": {"$ref": "#/components/schemas/Date"},
+                        "until": {"allOf": [{"$ref": "#/components/schemas/Date"}], "description": "exclusive"},
+                        "days": {"type": "integer", "description": "days of the month the plan is in effect"},
+                        "month_days": {"type": "integer"},
+                        "price_currency": {"type": "string"},
+                        "conversion": {"allOf": [{"$ref": "#/components/schemas/Conversion"}], "nullable": true}
+                    }
+                },
+                "TierLine": {
+                    "type": "object", "required": ["from", "up_to", "quantity", "unit_price", "amount"],
+                    "properties": {
+                        "from": {"allOf": [{"$ref": "#/components/schemas/Decimal"}], "description": "billable quantity above which the tier starts"},
+                        "up_to": {"allOf": [{"$ref": "#/components/schemas/Decimal"}], "nullable": true, "description": "inclusive; null for the last tier"},
+                        "quantity": {"$ref": "#/components/schemas/Decimal"},
+                        "unit_price": {"allOf": [{"$ref": "#/components/schemas/Decimal"}], "description": "per `per` units, in the plan's currency"},
+                        "amount": {"allOf": [{"$ref": "#/components/schemas/Money"}], "description": "quantity × unit_price / per, converted, rounded half away from zero"}
+                    }
+                },
+                "InvoiceLine": {
+                    "type": "object", "required": ["plan", "plan_from", "kind", "amount"],
+                    "description": "usage lines carry meter to tiers; base fee lines carry fee",
+                    "properties": {
+                        "plan": {"type": "string"},
+                        "plan_from": {"allOf": [{"$ref": "#/components/schemas/Date"}], "description": "first day of the plan's period (the `from` of its entry in `plans`)"},
+                        "kind": {"type": "string", "enum": ["usage", "base_fee"]},
+                        "meter": {"type": "string", "enum": meters},
+                        "unit": {"type": "string", "enum": ["count", "bytes", "seconds"]},
+                        "period": {"type": "string", "enum": ["month", "day"], "description": "what the allowance and tiers count over"},
+                        "usage": {"$ref": "#/components/schemas/Decimal"},
+                        "allowance": {"allOf": [{"$ref": "#/components/schemas/Decimal"}], "description": "free units: monthly prorated by days in effect, or daily × days"},
+                        "free": {"$ref": "#/components/schemas/Decimal"},
+                        "billable": {"$ref": "#/components/schemas/Decimal"},
+                        "pricing": {"type": "string", "enum": ["graduated", "volume"]},
+                        "per": {"$ref": "#/components/schemas/Decimal"},
+                        "tiers": {"type": "array", "items": {"$ref": "#/components/schemas/TierLine"}},
+                        "fee": {"allOf": [{"$ref": "#/components/schemas/Decimal"}], "description": "monthly base fee before proration, plan currency"},
+                        "amount": {"allOf": [{"$ref": "#/components/schemas/Money"}], "description": "sum of the tiers' amounts, or the prorated, converted fee"}
+                    }
+                },
+                "Credit": {
+                    "type": "object", "required": ["plan", "plan_from", "target", "below", "percent", "charges", "amount"],
+                    "properties": {
+                        "plan": {"type": "string"},
+                        "plan_from": {"$ref": "#/components/schemas/Date"},
+                        "target": {"allOf": [{"$ref": "#/components/schemas/Decimal"}], "nullable": true, "description": "the plan's availability target, percent"},
+                        "below": {"allOf": [{"$ref": "#/components/schemas/Decimal"}], "description": "the band: availability was below this percent"},
+                        "percent": {"allOf": [{"$ref": "#/components/schemas/Decimal"}], "description": "share of the plan's charges credited"},
+                        "charges": {"$ref": "#/components/schemas/Money"},
+                        "amount": {"$ref": "#/components/schemas/Money"}
+                    }
+                },
+                "Invoice": {
+                    "type": "object",
+                    "required": ["tenant", "month", "currency", "region", "tax_percent", "plans", "lines", "sla", "credits",
+                                 "charges", "sla_credit", "subtotal", "tax", "total"],
+                    "description": "charges = Σ lines; subtotal = charges − sla_credit; tax = subtotal × tax_percent / 100, rounded; total = subtotal + tax",
+                    "properties": {
+                        "tenant": {"type": "string"},
+                        "month": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"},
+                        "currency": {"type": "string", "description": "ISO 4217"},
+                        "region": {"type": "string"},
+                        "tax_percent": {"$ref": "#/components/schemas/Decimal"},
+                        "plans": {"type": "array", "items": {"$ref": "#/components/schemas/PlanPeriod"}},
+                        "lines": {"type": "array", "items": {"$ref": "#/components/schemas/InvoiceLine"}},
+                        "sla": {"type": "object", "required": ["requests", "errors", "availability_percent"], "properties": {
+                            "requests": {"type": "integer"}, "errors": {"type": "integer"},
+                            "availability_percent": {"allOf": [{"$ref": "#/components/schemas/Decimal"}], "nullable": true,
+                                "description": "rounded to 4 decimals for reading; credits compare exactly; null without requests"}}},
+                        "credits": {"type": "array", "items": {"$ref": "#/components/schemas/Credit"}},
+                        "charges": {"$ref": "#/components/schemas/Money"},
+                        "sla_credit": {"$ref": "#/components/schemas/Money"},
+                        "subtotal": {"$ref": "#/components/schemas/Money"},
+                        "tax": {"$ref": "#/components/schemas/Money"},
+                        "total": {"$ref": "#/components/schemas/Money"}
+                    }
+                },
                 "UsagePage": {
                     "type": "object", "required": ["data", "next_cursor"],
                     "properties": {
@@ -52,9 +148,10 @@ pub fn document(catalog: &Catalog) -> Value {
         "paths": {
             "/v1/usage": {"get": {
                 "summary": "Usage per tenant and meter, rolled up to minute, hour, day or month buckets (UTC)",
+                "description": "A billing key reads every tenant; a tenant key reads its own (the default `tenant`), and 403 for another.",
                 "security": [{"bearer": []}],
                 "parameters": [
-                    {"name": "tenant", "in": "query", "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:@-]{1,128}$"}},
+                    {"name": "tenant", "in": "query", "schema": {"type": "string", "pattern": TENANT_PATTERN}},
                     {"name": "meter", "in": "query", "schema": {"type": "string", "enum": meters}},
                     time_param("from", "start, inclusive, on a whole minute"),
                     time_param("to", "end, exclusive, on a whole minute"),
@@ -65,7 +162,20 @@ pub fn document(catalog: &Catalog) -> Value {
                 ],
                 "responses": {
                     "200": {"description": "one page of usage", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/UsagePage"}}}},
-                    "400": error, "401": error, "503": error
+                    "400": error, "401": error, "403": error, "503": error
+                }
+            }},
+            "/v1/tenants/{tenant}/invoices/{month}": {"get": {
+                "summary": "A tenant's month, priced: line items per meter (usage, allowance, tiers), SLA credits, subtotal, tax and total",
+                "description": "Usage is priced by the plan in effect on the UTC day it was metered. A billing key reads every tenant; a tenant key only its own (403 `forbidden`). 404 `unknown_tenant`: not in the plans file; 404 `no_plan`: no plan in effect that month; 500 `pricing_error`: the plans file lacks a conversion rate.",
+                "security": [{"bearer": []}],
+                "parameters": [
+                    {"name": "tenant", "in": "path", "required": true, "schema": {"type": "string", "pattern": TENANT_PATTERN}},
+                    {"name": "month", "in": "path", "required": true, "description": "UTC calendar month", "schema": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$", "example": "2026-11"}}
+                ],
+                "responses": {
+                    "200": {"description": "the invoice", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Invoice"}}}},
+                    "400": error, "401": error, "403": error, "404": error, "500": error, "503": error
                 }
             }},
             "/healthz": {"get": {"summary": "liveness", "responses": {"200": {"description": "alive",

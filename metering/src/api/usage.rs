@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+use super::auth::Principal;
 use super::error::ApiError;
 use super::AppState;
 use crate::store::rollup::{query_usage, Granularity, UsageKey, UsagePoint, UsageQuery};
@@ -151,7 +152,18 @@ pub async fn get_usage(
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<UsagePage>, ApiError> {
-    state.keys.authenticate(&headers)?;
+    let principal = state.keys.authenticate(&headers)?;
+    let mut params = params;
+    if let Principal::Tenant(own) = &principal {
+        // A tenant key reads its own tenant: named or implied, never another.
+        match params.get("tenant") {
+            None => {
+                params.insert("tenant".into(), own.clone());
+            }
+            Some(t) if t != own => return Err(ApiError::forbidden(format!("this key may not read tenant {t:?}"))),
+            Some(_) => {}
+        }
+    }
     let (mut query, fingerprint) = parse_query(&params, &state)?;
     let page = query.limit as usize;
     // One extra point says whether there is a next page.

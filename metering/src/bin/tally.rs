@@ -1,9 +1,9 @@
-//! `tally`: migrations and the billing API (invoices and reports come next).
+//! `tally`: migrations, the billing API and invoices (reports come next).
 
 use anyhow::{bail, Context};
 use metering::api::{self, auth::KeyRing, AppState};
-use metering::cli::{Cli, Command};
-use metering::meter::{definition, Catalog};
+use metering::cli::{Cli, Command, InvoiceFormat};
+use metering::pricing::{self, BillingMonth};
 use metering::store::migrate::migrate;
 use metering::telemetry;
 
@@ -30,18 +30,40 @@ async fn main() -> anyhow::Result<()> {
             if keys.is_empty() {
                 bail!("tally serve needs at least one --billing-key (or TALLY_BILLING_KEY, or billing-key in the config file)");
             }
-            let catalog = match &args.meters {
-                Some(path) => Catalog::with_custom(&definition::load(path)?),
-                None => Catalog::builtin(),
-            };
+            let mut ring = KeyRing::with_billing_keys(keys);
+            for spec in args.tenant_key.iter().filter(|k| !k.trim().is_empty()) {
+                ring = ring.with_tenant_key(spec)?;
+            }
+            let catalog = args.pricing.catalog()?;
+            let plans = args.pricing.price_book(&catalog)?;
             let ch = args.store.client()?;
             if let Err(e) = ch.version().await {
                 tracing::warn!(error = %e, "ClickHouse is not answering yet; /v1/usage answers 503 until it does");
             }
-            let state = AppState::new(ch, &args.store.clickhouse_database, KeyRing::with_billing_keys(keys))?.with_catalog(catalog);
+            let mut state = AppState::new(ch, &args.store.clickhouse_database, ring)?.with_catalog(catalog);
+            if let Some(plans) = plans {
+                tracing::info!(plans = plans.plans.len(), tenants = plans.tenants.len(), "plans loaded");
+                state = state.with_plans(plans);
+            }
             api::serve(args.listen, state, telemetry::shutdown_signal())
                 .await
                 .with_context(|| format!("serving the billing API on {}", args.listen))?;
+        }
+        Command::Invoice(args) => {
+            let month = BillingMonth::parse(&args.month)?;
+            let catalog = args.pricing.catalog()?;
+            let Some(book) = args.pricing.price_book(&catalog)? else {
+                bail!("tally invoice needs a plans file: --plans FILE (or TALLY_PLANS, or plans in the config file)");
+            };
+            let ch = args.store.client()?;
+            let db = &args.store.clickhouse_database;
+            let invoice = pricing::store::invoice(&ch, db, &book, &catalog, &args.tenant, month)
+                .await
+                .with_context(|| format!("invoicing tenant {} for {month} from database {db} on {}", args.tenant, ch.url()))?;
+            match args.format {
+                InvoiceFormat::Json => println!("{}", serde_json::to_string_pretty(&invoice)?),
+                InvoiceFormat::Text => print!("{}", pricing::text::render(&invoice)),
+            }
         }
     }
     Ok(())

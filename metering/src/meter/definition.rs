@@ -23,6 +23,7 @@ use serde::{Deserialize, Deserializer};
 use super::{Meter, Unit, BUILTIN};
 use crate::record::MAX_DIMENSION_LEN;
 use crate::settings::AtLine;
+use crate::yaml_line::{line_of, Step};
 
 /// Longest custom meter name.
 pub const MAX_NAME_LEN: usize = 64;
@@ -228,10 +229,12 @@ pub enum DefinitionError {
         message: String,
     },
     /// A definition is well-formed but not usable.
-    #[error("meters file {}: meter #{index} ({name:?}): {reason}", path.display())]
+    #[error("meters file {}{}: meter #{index} ({name:?}): {reason}", path.display(), AtLine(*line))]
     Invalid {
         /// The file.
         path: PathBuf,
+        /// The line (1-based) where the definition starts.
+        line: Option<usize>,
         /// The definition's position in `meters`, from 0.
         index: usize,
         /// Its name.
@@ -253,7 +256,7 @@ struct MetersFile {
 /// ```
 /// use metering::meter::definition::parse;
 /// let err = parse("meters:\n  - {name: spans, signal: traces, aggregation: count}\n", "m.yaml".as_ref()).unwrap_err();
-/// assert_eq!(err.to_string(), r#"meters file m.yaml: meter #0 ("spans"): name "spans" is a built-in meter's"#);
+/// assert_eq!(err.to_string(), r#"meters file m.yaml line 2: meter #0 ("spans"): name "spans" is a built-in meter's"#);
 /// ```
 pub fn parse(text: &str, path: &Path) -> Result<Vec<MeterDefinition>, DefinitionError> {
     let file: MetersFile = serde_yaml::from_str(text).map_err(|e| DefinitionError::Syntax {
@@ -262,7 +265,13 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<MeterDefinition>, Definition
         message: e.to_string(),
     })?;
     for (index, def) in file.meters.iter().enumerate() {
-        let invalid = |reason| DefinitionError::Invalid { path: path.to_owned(), index, name: def.name.clone(), reason };
+        let invalid = |reason| DefinitionError::Invalid {
+            path: path.to_owned(),
+            line: line_of(text, &[Step::Key("meters"), Step::Index(index)]),
+            index,
+            name: def.name.clone(),
+            reason,
+        };
         if let Some(reason) = def.problem() {
             return Err(invalid(reason));
         }
@@ -308,7 +317,7 @@ mod tests {
         let m = |body: &str| format!("meters:\n  - {{name: ok_one, signal: logs, aggregation: count}}\n  - {{{body}}}\n");
         assert_eq!(
             err(&m("name: Bad, signal: traces, aggregation: count")),
-            r#"meters file m.yaml: meter #1 ("Bad"): name must be lowercase a-z, 0-9 and _, starting with a letter"#
+            r#"meters file m.yaml line 3: meter #1 ("Bad"): name must be lowercase a-z, 0-9 and _, starting with a letter"#
         );
         assert!(err(&m("name: ok_one, signal: traces, aggregation: count")).contains("meter #1 (\"ok_one\"): another meter"));
         assert!(err(&m("name: x, signal: traces, aggregation: sum")).ends_with("sum needs an `attribute` on traces"));

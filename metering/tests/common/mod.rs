@@ -3,6 +3,8 @@
 //! steps that put our DDL and RowBinary rows into chDB.
 #![allow(dead_code)]
 
+pub mod serve;
+
 use std::collections::BTreeMap;
 
 use metering::record::{UsageBatch, UsageRecord};

@@ -1,0 +1,53 @@
+//! `GET /v1/tenants/{tenant}/invoices/{YYYY-MM}`: a tenant's month, priced.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+
+use super::error::ApiError;
+use super::usage::store_error;
+use super::AppState;
+use crate::pricing::invoice::{Invoice, InvoiceError};
+use crate::pricing::store::{invoice, InvoiceFailure};
+use crate::pricing::BillingMonth;
+use crate::record::validate_tenant;
+
+/// The handler.
+pub async fn get_invoice(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((tenant, month)): Path<(String, String)>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<Invoice>, ApiError> {
+    let principal = state.keys.authenticate(&headers)?;
+    validate_tenant(&tenant).map_err(|e| ApiError::bad_request("invalid_parameter", format!("tenant: {e}")))?;
+    // Before anything else about the tenant, so a tenant key learns nothing of others.
+    if !principal.may_read(&tenant) {
+        return Err(ApiError::forbidden(format!("this key may not read tenant {tenant:?}")));
+    }
+    if let Some(unknown) = params.keys().next() {
+        return Err(ApiError::bad_request("invalid_parameter", format!("unknown parameter `{unknown}`; this route takes none")));
+    }
+    let month = BillingMonth::parse(&month).map_err(|e| ApiError::bad_request("invalid_parameter", format!("month: {e}")))?;
+    let Some(book) = &state.plans else {
+        return Err(not_found("unknown_tenant", "tally serve runs without a plans file (--plans), so no tenant has a plan".into()));
+    };
+    match invoice(&state.ch, &state.database, book, &state.catalog, &tenant, month).await {
+        Ok(invoice) => Ok(Json(invoice)),
+        Err(InvoiceFailure::Store(e)) => Err(store_error(e)),
+        Err(InvoiceFailure::Invoice(e)) => Err(match &e {
+            InvoiceError::UnknownTenant(_) => not_found("unknown_tenant", e.to_string()),
+            InvoiceError::NoPlan { .. } => not_found("no_plan", e.to_string()),
+            InvoiceError::MissingRate { .. } | InvoiceError::Overflow(_) => {
+                tracing::error!(error = %e, tenant, %month, "cannot price invoice");
+                ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, code: "pricing_error", message: e.to_string() }
+            }
+        }),
+    }
+}
+
+fn not_found(code: &'static str, message: String) -> ApiError {
+    ApiError { status: StatusCode::NOT_FOUND, code, message }
+}

@@ -1,0 +1,106 @@
+//! The thin part that reads ClickHouse: a month's usage windows through the
+//! usage roll-ups (`store::rollup`) and its availability through the SLA reads
+//! (`sla::query`), then [`compute`]. They are the same queries the billing API's
+//! usage and SLA reads run, so they run on ClickHouse 18.16 and on current servers
+//! alike; the steps are public so tests can run them on chDB too.
+
+use time::{Date, OffsetDateTime};
+
+use super::credit::Availability;
+use super::invoice::{compute, windows, Inputs, Invoice, InvoiceError, Usage, Window};
+use super::plan::{Period, PriceBook};
+use super::BillingMonth;
+use crate::clickhouse::ClickHouse;
+use crate::meter::Catalog;
+use crate::sla::{query_sla, SlaGrouping, SlaPoint, SlaQuery};
+use crate::store::rollup::{query_usage, Granularity, UsagePoint, UsageQuery, MAX_LIMIT};
+use crate::store::StoreError;
+
+/// Why an invoice could not be produced.
+#[derive(Debug, thiserror::Error)]
+pub enum InvoiceFailure {
+    /// The plans do not allow it.
+    #[error(transparent)]
+    Invoice(#[from] InvoiceError),
+    /// The usage store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn midnight(day: Date) -> OffsetDateTime {
+    day.midnight().assume_utc()
+}
+
+/// The roll-up that fills `window` for `tenant`: one total per meter over the
+/// window, or one per meter and day. Pages of [`MAX_LIMIT`] points.
+pub fn usage_query(tenant: &str, window: &Window) -> UsageQuery {
+    let mut query = UsageQuery::new(midnight(window.from), midnight(window.until));
+    query.tenant = Some(tenant.to_owned());
+    query.granularity = match window.by {
+        Period::Month => Granularity::Month,
+        Period::Day => Granularity::Day,
+    };
+    query.limit = MAX_LIMIT;
+    query
+}
+
+/// Records the points of [`usage_query`]`(window)` in `usage`.
+pub fn record_usage(usage: &mut Usage, window: &Window, points: &[UsagePoint]) {
+    for p in points {
+        match window.by {
+            // A window lies within one month, so its month bucket is the whole window.
+            Period::Month => usage.set(&p.meter, window.from, window.until, p.value),
+            Period::Day => {
+                let day = p.start.date();
+                let next = day.next_day().unwrap_or(day);
+                usage.set(&p.meter, day, next, p.value);
+            }
+        }
+    }
+}
+
+/// The SLA read of `tenant`'s month: one point per service.
+pub fn sla_query(tenant: &str, month: BillingMonth) -> SlaQuery {
+    SlaQuery {
+        tenant: Some(tenant.to_owned()),
+        service: None,
+        from: midnight(month.first_day()),
+        to: midnight(month.end()),
+        granularity: Granularity::Month,
+        grouping: SlaGrouping::Service,
+    }
+}
+
+/// The month's availability from the points of [`sla_query`]: every service's requests and errors.
+pub fn availability(points: &[SlaPoint]) -> Availability {
+    points.iter().fold(Availability::default(), |a, p| Availability {
+        requests: a.requests.saturating_add(p.requests),
+        errors: a.errors.saturating_add(p.errors),
+    })
+}
+
+/// Reads `tenant`'s usage and availability for `month` from `db` and prices it.
+pub async fn invoice(
+    ch: &ClickHouse,
+    db: &str,
+    book: &PriceBook,
+    catalog: &Catalog,
+    tenant: &str,
+    month: BillingMonth,
+) -> Result<Invoice, InvoiceFailure> {
+    let mut usage = Usage::new();
+    for window in windows(book, tenant, month)? {
+        let mut query = usage_query(tenant, &window);
+        loop {
+            let points = query_usage(ch, db, &query).await?;
+            record_usage(&mut usage, &window, &points);
+            match points.last() {
+                Some(last) if points.len() == MAX_LIMIT as usize => query.after = Some(last.key.clone()),
+                _ => break,
+            }
+        }
+    }
+    let availability = availability(&query_sla(ch, db, &sla_query(tenant, month)).await?);
+    tracing::debug!(tenant, %month, requests = availability.requests, errors = availability.errors, "pricing month");
+    Ok(compute(book, tenant, month, Inputs { usage: &usage, availability, catalog })?)
+}
