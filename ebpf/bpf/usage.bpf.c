@@ -7,10 +7,12 @@
  * and libbpf-dev's headers, no generated vmlinux.h. The few kernel structs read through a pointer
  * (struct sock -> cgroup id) use CO-RE: their offsets are fixed up from the kernel's BTF at load.
  */
+#include <stdbool.h>
 #include <stddef.h>
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
 
 #include "usage.h"
 
@@ -18,10 +20,12 @@ char LICENSE[] SEC("license") = "GPL";
 
 #define LOOPBACK_IFINDEX 1 /* the kernel gives lo ifindex 1 in every network namespace */
 #define IPPROTO_TCP 6
+#define IPPROTO_UDP 17
 #define TCP_ESTABLISHED 1
 #define TCP_SYN_SENT 2
 #define TCP_SYN_RECV 3
-#define CGROUP_DFL_HIERARCHY 0 /* hierarchy id of cgroup v2 ("0::/" in /proc/self/cgroup) */
+#define CGROUP_DFL_HIERARCHY 0
+#define E2BIG 7 /* hierarchy id of cgroup v2 ("0::/" in /proc/self/cgroup) */
 
 /* max_entries of `usage` and `removed` are placeholders: the loader sets them (max_cgroups). Not
  * LRU: an eviction would silently drop billable usage; a full map is counted instead. */
@@ -41,13 +45,17 @@ struct {
 	__type(value, __u64);
 } removed SEC(".maps");
 
-/* When the task now on this CPU was switched in (0: not seen yet since the probe was attached). */
+/* Per task (thread id): its se.sum_exec_runtime when its CPU time was last charged. Kept per task,
+ * not per CPU, so that a context switch the probe did not see (none should be missed, but the
+ * kernel gives no such promise) delays a charge instead of losing it: the next charge of the task
+ * covers everything it ran since the last one. Entries are deleted at the task's final switch.
+ * max_entries is set by the loader (max_tasks). */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
 	__type(key, __u32);
 	__type(value, __u64);
-} switched_in SEC(".maps");
+} task_runtime SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -64,12 +72,17 @@ __attribute__((used)) const __u32 tally_abi_layout[] = {
 	offsetof(struct cgroup_usage, net_tx_bytes),
 	offsetof(struct cgroup_usage, loopback_rx_bytes),
 	offsetof(struct cgroup_usage, loopback_tx_bytes),
+	offsetof(struct cgroup_usage, net_rx_packets),
+	offsetof(struct cgroup_usage, net_tx_packets),
+	offsetof(struct cgroup_usage, loopback_rx_packets),
+	offsetof(struct cgroup_usage, loopback_tx_packets),
 	offsetof(struct cgroup_usage, tcp_active),
 	offsetof(struct cgroup_usage, tcp_passive),
 	sizeof(struct probe_counters),
 	offsetof(struct probe_counters, usage_map_full),
 	offsetof(struct probe_counters, removed_map_full),
 	offsetof(struct probe_counters, sock_cgroup_unknown),
+	offsetof(struct probe_counters, task_map_full),
 };
 
 static __always_inline struct probe_counters *health(void)
@@ -103,49 +116,68 @@ static __always_inline struct cgroup_usage *usage_of(__u64 cgroup_id)
  * same field; a plain load-add-store would lose one of the two. */
 #define ADD(field, n) __sync_fetch_and_add(&(field), (n))
 
-static __always_inline void charge_cpu(__u64 now)
+/* Just enough of struct task_struct for CO-RE: se.sum_exec_runtime is the task's time on CPU as
+ * the scheduler accounts it, the very sum the cgroup's cpu.stat usage_usec adds up (it leaves out
+ * steal time when the hypervisor reports it, which wall-clock slices would not). */
+struct sched_entity {
+	__u64 sum_exec_runtime;
+} __attribute__((preserve_access_index));
+struct task_struct {
+	int pid;
+	struct sched_entity se;
+} __attribute__((preserve_access_index));
+
+#define TASK_DEAD 0x80 /* prev_state of a task's final switch */
+
+static __always_inline void count_task_map_full(void)
 {
-	__u32 zero = 0;
-	__u64 *since = bpf_map_lookup_elem(&switched_in, &zero);
-	if (!since)
-		return;
-	__u64 start = *since;
-	*since = now;
-	if (start == 0 || start > now)
-		return; /* first switch seen on this CPU: the slice's start is unknown */
-	struct cgroup_usage *u = usage_of(bpf_get_current_cgroup_id());
-	if (u)
-		ADD(u->cpu_ns, now - start);
+	struct probe_counters *h = health();
+	if (h)
+		__sync_fetch_and_add(&h->task_map_full, 1);
 }
 
-/* /sys/kernel/tracing/events/sched/sched_switch/format */
-struct sched_switch_args {
-	__u64 common;
-	char prev_comm[16];
-	int prev_pid;
-	int prev_prio;
-	long prev_state;
-	char next_comm[16];
-	int next_pid;
-	int next_prio;
-};
-
-/* sched_switch runs as the OUTGOING task (current == prev): the slice that just ended, from the
- * previous switch on this CPU until now, belongs to current's cgroup. The idle task (pid 0) is
- * nobody's usage. Tracepoints run with preemption off, so nothing interleaves on this CPU between
- * reading and writing `switched_in`. */
-SEC("tracepoint/sched/sched_switch")
-int tally_sched_switch(struct sched_switch_args *ctx)
+/* Charges `task`, which is current, for its runtime since it was last charged, to current's
+ * cgroup. A task seen for the first time on its way out (it was running before the probes were
+ * attached) is not charged: only its runtime from now on is known to be ours to count. */
+static __always_inline void charge_current(struct task_struct *task)
 {
-	__u64 now = bpf_ktime_get_ns();
-	if (ctx->prev_pid == 0) {
-		__u32 zero = 0;
-		__u64 *since = bpf_map_lookup_elem(&switched_in, &zero);
-		if (since)
-			*since = now;
-		return 0;
+	__u32 pid = task->pid;
+	__u64 runtime = task->se.sum_exec_runtime;
+	if (pid == 0)
+		return; /* the idle tasks: nobody's usage */
+	__u64 *last = bpf_map_lookup_elem(&task_runtime, &pid);
+	if (!last) {
+		if (bpf_map_update_elem(&task_runtime, &pid, &runtime, BPF_NOEXIST) == -E2BIG)
+			count_task_map_full();
+		return;
 	}
-	charge_cpu(now);
+	if (runtime > *last) {
+		struct cgroup_usage *u = usage_of(bpf_get_current_cgroup_id());
+		if (u)
+			ADD(u->cpu_ns, runtime - *last);
+	}
+	*last = runtime;
+}
+
+/* sched_switch runs as the OUTGOING task (current == prev): what prev ran since it was last
+ * charged belongs to current's cgroup. The scheduler has already brought prev's runtime up to
+ * date (put_prev_task) when this fires. `next` starts being tracked at its first switch-in, so a
+ * task forked after load is counted from its first nanosecond. */
+SEC("tp_btf/sched_switch")
+int BPF_PROG(tally_sched_switch, bool preempt, struct task_struct *prev, struct task_struct *next,
+	     unsigned int prev_state)
+{
+	charge_current(prev);
+	if (prev_state & TASK_DEAD) {
+		__u32 pid = prev->pid;
+		bpf_map_delete_elem(&task_runtime, &pid);
+	}
+	__u32 next_pid = next->pid;
+	if (next_pid != 0 && !bpf_map_lookup_elem(&task_runtime, &next_pid)) {
+		__u64 runtime = next->se.sum_exec_runtime;
+		if (bpf_map_update_elem(&task_runtime, &next_pid, &runtime, BPF_NOEXIST) == -E2BIG)
+			count_task_map_full();
+	}
 	return 0;
 }
 
@@ -159,37 +191,80 @@ struct sched_process_exit_args {
 };
 
 /* A task that exits leaves its cgroup (cgroup_exit) before its last switch, and an empty cgroup
- * may be removed at once: charge what it ran so far while it still runs in its cgroup, and start
- * a new slice; the few microseconds of exit after this are charged at its final switch. */
+ * may be removed at once: charge what it ran so far while it still runs in its cgroup. Its
+ * runtime is as of the last scheduler update (tick or switch); the rest is charged at its final
+ * switch, from where this left off, so nothing is counted twice. */
 SEC("tracepoint/sched/sched_process_exit")
 int tally_sched_process_exit(struct sched_process_exit_args *ctx)
 {
-	if (ctx->pid == 0)
-		return 0;
-	charge_cpu(bpf_ktime_get_ns());
+	charge_current(bpf_get_current_task_btf());
 	return 0;
+}
+
+/* Length of the IP and transport headers at the start of the packet (cgroup_skb programs see the
+ * packet from its network header), 0 if it cannot be read. */
+static __always_inline __u32 headers_len(struct __sk_buff *skb)
+{
+	__u8 first, proto, doff;
+	__u32 ip_len;
+	if (bpf_skb_load_bytes(skb, 0, &first, 1))
+		return 0;
+	if ((first >> 4) == 4) {
+		ip_len = (first & 0x0f) * 4;
+		if (bpf_skb_load_bytes(skb, 9, &proto, 1))
+			return 0;
+	} else if ((first >> 4) == 6) {
+		ip_len = 40; /* extension headers are rare on TCP/UDP and not followed */
+		if (bpf_skb_load_bytes(skb, 6, &proto, 1))
+			return 0;
+	} else {
+		return 0;
+	}
+	if (proto == IPPROTO_TCP) {
+		if (bpf_skb_load_bytes(skb, ip_len + 12, &doff, 1))
+			return ip_len;
+		return ip_len + (doff >> 4) * 4;
+	}
+	if (proto == IPPROTO_UDP)
+		return ip_len + 8;
+	return ip_len;
 }
 
 /* Network bytes belong to the cgroup of the socket that owns the packet (bpf_skb_cgroup_id: the
  * socket's cgroup, set when the socket was created, inherited by accepted sockets), never to
- * current: ingress runs in softirq under whatever task was interrupted. skb->len counts from the
- * IP header: the bytes of IP packets, without link-layer framing. */
+ * current: ingress runs in softirq under whatever task was interrupted.
+ *
+ * A byte is an IP byte as it crosses the network: skb->len counts from the IP header (no
+ * link-layer framing), and a GSO packet (egress, segmented later by the stack or the NIC) or a
+ * GRO packet (ingress, merged earlier) of N segments carries N sets of IP and transport headers on
+ * the wire, not the one skb->len includes: the N-1 others are added. Packets are those segments. */
 static __always_inline void count_skb(struct __sk_buff *skb, int ingress)
 {
 	struct cgroup_usage *u = usage_of(bpf_skb_cgroup_id(skb));
 	if (!u)
 		return;
 	__u64 len = skb->len;
+	__u64 segs = skb->gso_segs;
+	if (segs == 0)
+		segs = 1;
+	if (segs > 1)
+		len += (segs - 1) * headers_len(skb);
 	if (skb->ifindex == LOOPBACK_IFINDEX) {
-		if (ingress)
+		if (ingress) {
 			ADD(u->loopback_rx_bytes, len);
-		else
+			ADD(u->loopback_rx_packets, segs);
+		} else {
 			ADD(u->loopback_tx_bytes, len);
+			ADD(u->loopback_tx_packets, segs);
+		}
 	} else {
-		if (ingress)
+		if (ingress) {
 			ADD(u->net_rx_bytes, len);
-		else
+			ADD(u->net_rx_packets, segs);
+		} else {
 			ADD(u->net_tx_bytes, len);
+			ADD(u->net_tx_packets, segs);
+		}
 	}
 }
 

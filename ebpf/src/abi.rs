@@ -11,6 +11,10 @@ pub(crate) struct RawUsage {
     pub net_tx_bytes: u64,
     pub loopback_rx_bytes: u64,
     pub loopback_tx_bytes: u64,
+    pub net_rx_packets: u64,
+    pub net_tx_packets: u64,
+    pub loopback_rx_packets: u64,
+    pub loopback_tx_packets: u64,
     pub tcp_active: u64,
     pub tcp_passive: u64,
 }
@@ -22,6 +26,7 @@ pub(crate) struct RawCounters {
     pub usage_map_full: u64,
     pub removed_map_full: u64,
     pub sock_cgroup_unknown: u64,
+    pub task_map_full: u64,
 }
 
 // SAFETY: plain structs of u64 without padding; every bit pattern is a valid value.
@@ -33,6 +38,7 @@ pub(crate) mod names {
     pub const USAGE_MAP: &str = "usage";
     pub const REMOVED_MAP: &str = "removed";
     pub const COUNTERS_MAP: &str = "counters";
+    pub const TASK_RUNTIME_MAP: &str = "task_runtime";
     pub const SCHED_SWITCH: &str = "tally_sched_switch";
     pub const PROCESS_EXIT: &str = "tally_sched_process_exit";
     pub const SOCK_STATE: &str = "tally_inet_sock_set_state";
@@ -80,12 +86,17 @@ mod tests {
             offset_of!(RawUsage, net_tx_bytes),
             offset_of!(RawUsage, loopback_rx_bytes),
             offset_of!(RawUsage, loopback_tx_bytes),
+            offset_of!(RawUsage, net_rx_packets),
+            offset_of!(RawUsage, net_tx_packets),
+            offset_of!(RawUsage, loopback_rx_packets),
+            offset_of!(RawUsage, loopback_tx_packets),
             offset_of!(RawUsage, tcp_active),
             offset_of!(RawUsage, tcp_passive),
             size_of::<RawCounters>(),
             offset_of!(RawCounters, usage_map_full),
             offset_of!(RawCounters, removed_map_full),
             offset_of!(RawCounters, sock_cgroup_unknown),
+            offset_of!(RawCounters, task_map_full),
         ];
         let rust: Vec<u32> = rust.into_iter().map(|n| n as u32).collect();
         assert_eq!(rust, c_layout());

@@ -11,10 +11,10 @@ use std::{
 use aya::{
     maps::{HashMap as BpfHashMap, MapError, PerCpuArray, PerCpuHashMap},
     programs::{
-        cgroup_skb::CgroupSkbLinkId, trace_point::TracePointLinkId, CgroupAttachMode, CgroupSkb,
-        CgroupSkbAttachType, TracePoint,
+        cgroup_skb::CgroupSkbLinkId, tp_btf::BtfTracePointLinkId, trace_point::TracePointLinkId,
+        BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, TracePoint,
     },
-    Ebpf, EbpfLoader,
+    Btf, Ebpf, EbpfLoader,
 };
 
 use crate::{
@@ -36,6 +36,10 @@ pub struct ProbeConfig {
     /// memory. A cgroup that finds the map full loses its usage, counted in
     /// [`ProbeStats::usage_map_full`]; size it above the cgroups alive within a few polls.
     pub max_cgroups: u32,
+    /// How many live threads the CPU probe can track (the runtime it last charged to each):
+    /// about 100 bytes of kernel memory each, preallocated. A thread that finds the map full is
+    /// not counted, in [`ProbeStats::task_map_full`]; size it above the host's threads.
+    pub max_tasks: u32,
     /// Turn on the kernel's run-time statistics of BPF programs (`BPF_ENABLE_STATS`), so that
     /// [`ProgramStats`] are filled. Costs two clock reads per program run.
     pub run_stats: bool,
@@ -46,6 +50,7 @@ impl Default for ProbeConfig {
         Self {
             cgroup_root: None,
             max_cgroups: 16_384,
+            max_tasks: 65_536,
             run_stats: true,
         }
     }
@@ -74,6 +79,9 @@ pub struct ProbeStats {
     pub removed_map_full: u64,
     /// TCP connections whose socket's cgroup could not be read (counted under cgroup id 0).
     pub sock_cgroup_unknown: u64,
+    /// Times a task could not get a slot in the full `task_runtime` map: its CPU time is not
+    /// counted until a slot frees up. Must stay 0.
+    pub task_map_full: u64,
     /// Cgroups in the `usage` map at this reading.
     pub cgroups_tracked: usize,
     /// The maps' capacity ([`ProbeConfig::max_cgroups`]).
@@ -81,13 +89,15 @@ pub struct ProbeStats {
 }
 
 enum Attached {
+    BtfTracePoint(&'static str, BtfTracePointLinkId),
     TracePoint(&'static str, TracePointLinkId),
     CgroupSkb(&'static str, CgroupSkbLinkId),
 }
 
+/// (program, tracepoint) of the BTF-typed tracepoints (they get the tasks as pointers).
+const BTF_TRACEPOINTS: &[(&str, &str)] = &[(names::SCHED_SWITCH, "sched_switch")];
 /// (program, tracepoint category, tracepoint name)
 const TRACEPOINTS: &[(&str, &str, &str)] = &[
-    (names::SCHED_SWITCH, "sched", "sched_switch"),
     (names::PROCESS_EXIT, "sched", "sched_process_exit"),
     (names::SOCK_STATE, "sock", "inet_sock_set_state"),
     (names::CGROUP_RMDIR, "cgroup", "cgroup_rmdir"),
@@ -137,6 +147,7 @@ impl Probes {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(names::USAGE_MAP, max)
             .map_max_entries(names::REMOVED_MAP, max)
+            .map_max_entries(names::TASK_RUNTIME_MAP, config.max_tasks.max(1))
             .load(OBJECT)
             .map_err(|e| ProbeError::Object(Box::new(e)))?;
 
@@ -152,7 +163,18 @@ impl Probes {
             None
         };
 
+        let btf = Btf::from_sys_fs().map_err(|e| ProbeError::NoBtf(std::io::Error::other(e)))?;
         let mut attached = Vec::new();
+        for &(program, name) in BTF_TRACEPOINTS {
+            let tp: &mut BtfTracePoint = program_mut(&mut ebpf, program)?;
+            tp.load(name, &btf).map_err(|e| load_error(program, e))?;
+            let link = tp.attach().map_err(|e| ProbeError::Attach {
+                program,
+                target: format!("BTF tracepoint {name}"),
+                source: Box::new(e),
+            })?;
+            attached.push(Attached::BtfTracePoint(program, link));
+        }
         for &(program, category, name) in TRACEPOINTS {
             let tp: &mut TracePoint = program_mut(&mut ebpf, program)?;
             tp.load().map_err(|e| load_error(program, e))?;
@@ -286,6 +308,9 @@ impl Probes {
     /// The programs' cost and health counters, without reading the usage.
     pub fn stats(&self) -> Result<ProbeStats, ProbeError> {
         let mut programs = Vec::new();
+        for &(name, _) in BTF_TRACEPOINTS {
+            programs.push(self.program_stats(name)?);
+        }
         for &(name, _, _) in TRACEPOINTS {
             programs.push(self.program_stats(name)?);
         }
@@ -305,6 +330,7 @@ impl Probes {
             stats.usage_map_full += c.usage_map_full;
             stats.removed_map_full += c.removed_map_full;
             stats.sock_cgroup_unknown += c.sock_cgroup_unknown;
+            stats.task_map_full += c.task_map_full;
         }
         Ok(stats)
     }
@@ -326,6 +352,10 @@ impl Probes {
     pub fn detach(mut self) {
         for attached in std::mem::take(&mut self.attached) {
             let (name, result) = match attached {
+                Attached::BtfTracePoint(name, link) => {
+                    let tp: Result<&mut BtfTracePoint, _> = program_mut(&mut self.ebpf, name);
+                    (name, tp.map(|p| p.detach(link).map_err(|e| e.to_string())))
+                }
                 Attached::TracePoint(name, link) => {
                     let tp: Result<&mut TracePoint, _> = program_mut(&mut self.ebpf, name);
                     (name, tp.map(|p| p.detach(link).map_err(|e| e.to_string())))

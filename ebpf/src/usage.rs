@@ -26,11 +26,22 @@ pub struct CgroupUsage {
     pub loopback_rx_bytes: u64,
     /// See [`Self::loopback_rx_bytes`].
     pub loopback_tx_bytes: u64,
+    /// Packets behind [`Self::net_rx_bytes`] as the kernel handled them (a GRO-merged packet is
+    /// one): each carries one IP and one transport header in the byte count.
+    pub net_rx_packets: u64,
+    /// Packets behind [`Self::net_tx_bytes`] (a GSO packet is one, before segmentation).
+    pub net_tx_packets: u64,
+    /// Packets behind [`Self::loopback_rx_bytes`].
+    pub loopback_rx_packets: u64,
+    /// Packets behind [`Self::loopback_tx_bytes`].
+    pub loopback_tx_packets: u64,
     /// TCP connections the cgroup opened (connect) that became established.
     pub tcp_active: u64,
     /// TCP connections the cgroup's listening sockets accepted (handshake completed).
     pub tcp_passive: u64,
 }
+
+const FIELDS: usize = 11;
 
 impl CgroupUsage {
     /// New established TCP connections, both ends: the `tcp_connections` meter.
@@ -43,46 +54,85 @@ impl CgroupUsage {
         *self == CgroupUsage::default()
     }
 
-    fn fields(&self) -> [u64; 7] {
+    fn fields(&self) -> [u64; FIELDS] {
         [
             self.cpu_ns,
             self.net_rx_bytes,
             self.net_tx_bytes,
             self.loopback_rx_bytes,
             self.loopback_tx_bytes,
+            self.net_rx_packets,
+            self.net_tx_packets,
+            self.loopback_rx_packets,
+            self.loopback_tx_packets,
             self.tcp_active,
             self.tcp_passive,
         ]
+    }
+
+    fn from_fields(f: [u64; FIELDS]) -> Self {
+        let [cpu_ns, net_rx_bytes, net_tx_bytes, loopback_rx_bytes, loopback_tx_bytes, net_rx_packets, net_tx_packets, loopback_rx_packets, loopback_tx_packets, tcp_active, tcp_passive] =
+            f;
+        CgroupUsage {
+            cpu_ns,
+            net_rx_bytes,
+            net_tx_bytes,
+            loopback_rx_bytes,
+            loopback_tx_bytes,
+            net_rx_packets,
+            net_tx_packets,
+            loopback_rx_packets,
+            loopback_tx_packets,
+            tcp_active,
+            tcp_passive,
+        }
     }
 
     /// The usage since `earlier`, a previous reading of the same counters. `None` when a counter
     /// went backwards, which means the kernel's slot was deleted and created again in between
     /// (then all of `self` is new usage).
     pub fn since(&self, earlier: &CgroupUsage) -> Option<CgroupUsage> {
-        let (a, b) = (self.fields(), earlier.fields());
-        if a.iter().zip(b.iter()).any(|(now, then)| now < then) {
-            return None;
+        let (now, then) = (self.fields(), earlier.fields());
+        let mut delta = [0; FIELDS];
+        for i in 0..FIELDS {
+            delta[i] = now[i].checked_sub(then[i])?;
         }
-        Some(CgroupUsage {
-            cpu_ns: a[0] - b[0],
-            net_rx_bytes: a[1] - b[1],
-            net_tx_bytes: a[2] - b[2],
-            loopback_rx_bytes: a[3] - b[3],
-            loopback_tx_bytes: a[4] - b[4],
-            tcp_active: a[5] - b[5],
-            tcp_passive: a[6] - b[6],
-        })
+        Some(Self::from_fields(delta))
     }
 
     /// Adds one CPU's copy (sums wrap like the kernel's u64 counters would; they never get near).
     pub(crate) fn add_raw(&mut self, raw: &RawUsage) {
-        self.cpu_ns = self.cpu_ns.wrapping_add(raw.cpu_ns);
-        self.net_rx_bytes = self.net_rx_bytes.wrapping_add(raw.net_rx_bytes);
-        self.net_tx_bytes = self.net_tx_bytes.wrapping_add(raw.net_tx_bytes);
-        self.loopback_rx_bytes = self.loopback_rx_bytes.wrapping_add(raw.loopback_rx_bytes);
-        self.loopback_tx_bytes = self.loopback_tx_bytes.wrapping_add(raw.loopback_tx_bytes);
-        self.tcp_active = self.tcp_active.wrapping_add(raw.tcp_active);
-        self.tcp_passive = self.tcp_passive.wrapping_add(raw.tcp_passive);
+        let RawUsage {
+            cpu_ns,
+            net_rx_bytes,
+            net_tx_bytes,
+            loopback_rx_bytes,
+            loopback_tx_bytes,
+            net_rx_packets,
+            net_tx_packets,
+            loopback_rx_packets,
+            loopback_tx_packets,
+            tcp_active,
+            tcp_passive,
+        } = *raw;
+        let add = [
+            cpu_ns,
+            net_rx_bytes,
+            net_tx_bytes,
+            loopback_rx_bytes,
+            loopback_tx_bytes,
+            net_rx_packets,
+            net_tx_packets,
+            loopback_rx_packets,
+            loopback_tx_packets,
+            tcp_active,
+            tcp_passive,
+        ];
+        let mut sum = self.fields();
+        for (total, n) in sum.iter_mut().zip(add) {
+            *total = total.wrapping_add(n);
+        }
+        *self = Self::from_fields(sum);
     }
 }
 
