@@ -32,7 +32,7 @@ pub struct ProbeConfig {
     /// and TCP connections are counted for every cgroup on the host whatever this is.
     pub cgroup_root: Option<PathBuf>,
     /// How many cgroups the kernel maps can hold (the `usage` map and the queue of removed
-    /// cgroups). Preallocated at load: about `max_cgroups × possible CPUs × 72` bytes of kernel
+    /// cgroups). Preallocated at load: about `max_cgroups × possible CPUs × 88` bytes of kernel
     /// memory. A cgroup that finds the map full loses its usage, counted in
     /// [`ProbeStats::usage_map_full`]; size it above the cgroups alive within a few polls.
     pub max_cgroups: u32,

@@ -13,23 +13,24 @@ use crate::{abi::RawUsage, probes::ProbeStats};
 /// they are the usage since the previous snapshot.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CgroupUsage {
-    /// Nanoseconds on CPU of the cgroup's tasks (interrupts included, as the kernel's own
-    /// `cpu.stat` `usage_usec` counts them).
+    /// Nanoseconds on CPU of the cgroup's tasks, as the scheduler accounts them (the sum the
+    /// cgroup's own `cpu.stat` `usage_usec` shows; hypervisor steal time is not in it).
     pub cpu_ns: u64,
-    /// Bytes of IP packets received on real network devices by the cgroup's sockets (IP header
-    /// and up, no link-layer framing; a GRO-merged packet counts its merged size).
+    /// IP bytes received on network devices (not loopback) by the cgroup's sockets, as they
+    /// crossed the network: IP and transport headers of every segment included (a GRO-merged
+    /// packet counts the headers of each packet merged), link-layer framing not.
     pub net_rx_bytes: u64,
-    /// Bytes of IP packets sent on real network devices (a GSO packet counts before segmentation:
-    /// one set of headers).
+    /// IP bytes sent on network devices, counted the same way (a GSO/TSO packet counts the
+    /// headers of every segment it becomes).
     pub net_tx_bytes: u64,
     /// The same on the loopback device: traffic that stays on the host, not billed by default.
     pub loopback_rx_bytes: u64,
     /// See [`Self::loopback_rx_bytes`].
     pub loopback_tx_bytes: u64,
-    /// Packets behind [`Self::net_rx_bytes`] as the kernel handled them (a GRO-merged packet is
-    /// one): each carries one IP and one transport header in the byte count.
+    /// IP packets (segments) behind [`Self::net_rx_bytes`]: each carries one IP and one
+    /// transport header in the byte count.
     pub net_rx_packets: u64,
-    /// Packets behind [`Self::net_tx_bytes`] (a GSO packet is one, before segmentation).
+    /// IP packets (segments) behind [`Self::net_tx_bytes`].
     pub net_tx_packets: u64,
     /// Packets behind [`Self::loopback_rx_bytes`].
     pub loopback_rx_packets: u64,
