@@ -24,8 +24,7 @@ char LICENSE[] SEC("license") = "GPL";
 #define TCP_ESTABLISHED 1
 #define TCP_SYN_SENT 2
 #define TCP_SYN_RECV 3
-#define CGROUP_DFL_HIERARCHY 0
-#define E2BIG 7 /* hierarchy id of cgroup v2 ("0::/" in /proc/self/cgroup) */
+#define CGROUP_DFL_HIERARCHY 0 /* hierarchy id of cgroup v2 ("0::/" in /proc/self/cgroup) */
 
 /* max_entries of `usage` and `removed` are placeholders: the loader sets them (max_cgroups). Not
  * LRU: an eviction would silently drop billable usage; a full map is counted instead. */
@@ -45,15 +44,15 @@ struct {
 	__type(value, __u64);
 } removed SEC(".maps");
 
-/* Per task (thread id): its se.sum_exec_runtime when its CPU time was last charged. Kept per task,
- * not per CPU, so that a context switch the probe did not see (none should be missed, but the
- * kernel gives no such promise) delays a charge instead of losing it: the next charge of the task
- * covers everything it ran since the last one. Entries are deleted at the task's final switch.
- * max_entries is set by the loader (max_tasks). */
+/* Per task (thread): its se.sum_exec_runtime when its CPU time was last charged, in the task's own
+ * local storage (a pointer away, freed with the task; cheaper than a hash keyed by pid). Kept per
+ * task, not per CPU, so that a context switch the probe did not see (none should be missed, but
+ * the kernel gives no such promise) delays a charge instead of losing it: the next charge of the
+ * task covers everything it ran since the last one. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u32);
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, __u64);
 } task_runtime SEC(".maps");
 
@@ -82,7 +81,7 @@ __attribute__((used)) const __u32 tally_abi_layout[] = {
 	offsetof(struct probe_counters, usage_map_full),
 	offsetof(struct probe_counters, removed_map_full),
 	offsetof(struct probe_counters, sock_cgroup_unknown),
-	offsetof(struct probe_counters, task_map_full),
+	offsetof(struct probe_counters, task_storage_failed),
 };
 
 static __always_inline struct probe_counters *health(void)
@@ -127,28 +126,25 @@ struct task_struct {
 	struct sched_entity se;
 } __attribute__((preserve_access_index));
 
-#define TASK_DEAD 0x80 /* prev_state of a task's final switch */
-
-static __always_inline void count_task_map_full(void)
+static __always_inline void count_task_storage_failed(void)
 {
 	struct probe_counters *h = health();
 	if (h)
-		__sync_fetch_and_add(&h->task_map_full, 1);
+		__sync_fetch_and_add(&h->task_storage_failed, 1);
 }
 
 /* Charges `task`, which is current, for its runtime since it was last charged, to current's
  * cgroup. A task seen for the first time on its way out (it was running before the probes were
- * attached) is not charged: only its runtime from now on is known to be ours to count. */
+ * attached) gets its storage created at its present runtime: only its runtime from now on is
+ * known to be ours to count. */
 static __always_inline void charge_current(struct task_struct *task)
 {
-	__u32 pid = task->pid;
 	__u64 runtime = task->se.sum_exec_runtime;
-	if (pid == 0)
+	if (task->pid == 0)
 		return; /* the idle tasks: nobody's usage */
-	__u64 *last = bpf_map_lookup_elem(&task_runtime, &pid);
+	__u64 *last = bpf_task_storage_get(&task_runtime, task, &runtime, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!last) {
-		if (bpf_map_update_elem(&task_runtime, &pid, &runtime, BPF_NOEXIST) == -E2BIG)
-			count_task_map_full();
+		count_task_storage_failed();
 		return;
 	}
 	if (runtime > *last) {
@@ -161,22 +157,17 @@ static __always_inline void charge_current(struct task_struct *task)
 
 /* sched_switch runs as the OUTGOING task (current == prev): what prev ran since it was last
  * charged belongs to current's cgroup. The scheduler has already brought prev's runtime up to
- * date (put_prev_task) when this fires. `next` starts being tracked at its first switch-in, so a
- * task forked after load is counted from its first nanosecond. */
+ * date (put_prev_task) when this fires. `next` starts being tracked at its first switch-in (the
+ * storage is created with its runtime then, and left alone when it exists), so a task forked
+ * after load is counted from its first nanosecond. */
 SEC("tp_btf/sched_switch")
-int BPF_PROG(tally_sched_switch, bool preempt, struct task_struct *prev, struct task_struct *next,
-	     unsigned int prev_state)
+int BPF_PROG(tally_sched_switch, bool preempt, struct task_struct *prev, struct task_struct *next)
 {
 	charge_current(prev);
-	if (prev_state & TASK_DEAD) {
-		__u32 pid = prev->pid;
-		bpf_map_delete_elem(&task_runtime, &pid);
-	}
-	__u32 next_pid = next->pid;
-	if (next_pid != 0 && !bpf_map_lookup_elem(&task_runtime, &next_pid)) {
+	if (next->pid != 0) {
 		__u64 runtime = next->se.sum_exec_runtime;
-		if (bpf_map_update_elem(&task_runtime, &next_pid, &runtime, BPF_NOEXIST) == -E2BIG)
-			count_task_map_full();
+		if (!bpf_task_storage_get(&task_runtime, next, &runtime, BPF_LOCAL_STORAGE_GET_F_CREATE))
+			count_task_storage_failed();
 	}
 	return 0;
 }

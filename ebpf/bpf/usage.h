@@ -27,7 +27,7 @@ struct probe_counters {
 	__u64 usage_map_full;      /* a new cgroup could not get a slot in `usage`: its usage is lost */
 	__u64 removed_map_full;    /* a removed cgroup could not be queued in `removed` */
 	__u64 sock_cgroup_unknown; /* a TCP socket whose cgroup could not be read (counted under id 0) */
-	__u64 task_map_full;       /* a task could not be tracked in `task_runtime`: its CPU time is lost */
+	__u64 task_storage_failed; /* a thread's `task_runtime` storage could not be had */
 };
 
 #endif

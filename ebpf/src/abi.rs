@@ -26,7 +26,7 @@ pub(crate) struct RawCounters {
     pub usage_map_full: u64,
     pub removed_map_full: u64,
     pub sock_cgroup_unknown: u64,
-    pub task_map_full: u64,
+    pub task_storage_failed: u64,
 }
 
 // SAFETY: plain structs of u64 without padding; every bit pattern is a valid value.
@@ -38,7 +38,6 @@ pub(crate) mod names {
     pub const USAGE_MAP: &str = "usage";
     pub const REMOVED_MAP: &str = "removed";
     pub const COUNTERS_MAP: &str = "counters";
-    pub const TASK_RUNTIME_MAP: &str = "task_runtime";
     pub const SCHED_SWITCH: &str = "tally_sched_switch";
     pub const PROCESS_EXIT: &str = "tally_sched_process_exit";
     pub const SOCK_STATE: &str = "tally_inet_sock_set_state";
@@ -96,7 +95,7 @@ mod tests {
             offset_of!(RawCounters, usage_map_full),
             offset_of!(RawCounters, removed_map_full),
             offset_of!(RawCounters, sock_cgroup_unknown),
-            offset_of!(RawCounters, task_map_full),
+            offset_of!(RawCounters, task_storage_failed),
         ];
         let rust: Vec<u32> = rust.into_iter().map(|n| n as u32).collect();
         assert_eq!(rust, c_layout());

@@ -36,10 +36,6 @@ pub struct ProbeConfig {
     /// memory. A cgroup that finds the map full loses its usage, counted in
     /// [`ProbeStats::usage_map_full`]; size it above the cgroups alive within a few polls.
     pub max_cgroups: u32,
-    /// How many live threads the CPU probe can track (the runtime it last charged to each):
-    /// about 100 bytes of kernel memory each, preallocated. A thread that finds the map full is
-    /// not counted, in [`ProbeStats::task_map_full`]; size it above the host's threads.
-    pub max_tasks: u32,
     /// Turn on the kernel's run-time statistics of BPF programs (`BPF_ENABLE_STATS`), so that
     /// [`ProgramStats`] are filled. Costs two clock reads per program run.
     pub run_stats: bool,
@@ -50,7 +46,6 @@ impl Default for ProbeConfig {
         Self {
             cgroup_root: None,
             max_cgroups: 16_384,
-            max_tasks: 65_536,
             run_stats: true,
         }
     }
@@ -79,9 +74,9 @@ pub struct ProbeStats {
     pub removed_map_full: u64,
     /// TCP connections whose socket's cgroup could not be read (counted under cgroup id 0).
     pub sock_cgroup_unknown: u64,
-    /// Times a task could not get a slot in the full `task_runtime` map: its CPU time is not
-    /// counted until a slot frees up. Must stay 0.
-    pub task_map_full: u64,
+    /// Times a thread's local storage (where the CPU probe keeps the runtime it last charged)
+    /// could not be had: that thread's CPU time is counted from its next switch on. Must stay 0.
+    pub task_storage_failed: u64,
     /// Cgroups in the `usage` map at this reading.
     pub cgroups_tracked: usize,
     /// The maps' capacity ([`ProbeConfig::max_cgroups`]).
@@ -147,7 +142,9 @@ impl Probes {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(names::USAGE_MAP, max)
             .map_max_entries(names::REMOVED_MAP, max)
-            .map_max_entries(names::TASK_RUNTIME_MAP, config.max_tasks.max(1))
+            // task_runtime is task local storage, which aya creates but has no typed API for:
+            // only the programs use it.
+            .allow_unsupported_maps()
             .load(OBJECT)
             .map_err(|e| ProbeError::Object(Box::new(e)))?;
 
@@ -330,7 +327,7 @@ impl Probes {
             stats.usage_map_full += c.usage_map_full;
             stats.removed_map_full += c.removed_map_full;
             stats.sock_cgroup_unknown += c.sock_cgroup_unknown;
-            stats.task_map_full += c.task_map_full;
+            stats.task_storage_failed += c.task_storage_failed;
         }
         Ok(stats)
     }

@@ -51,7 +51,7 @@ fn cpu_time_matches_cpu_stat() {
         switch.run_time.as_nanos() as f64 / switch.run_count as f64
     );
     eprintln!("stats {stats:?}");
-    assert_eq!((stats.usage_map_full, stats.task_map_full), (0, 0));
+    assert_eq!((stats.usage_map_full, stats.task_storage_failed), (0, 0));
 }
 
 /// A cgroup whose tasks ran, exited and whose directory was removed is still billed: its final
