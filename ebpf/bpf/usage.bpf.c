@@ -5,7 +5,8 @@
  * Nothing is streamed per event. The tracepoint context structs are declared by hand from
  * /sys/kernel/tracing/events/<category>/<name>/format (stable ABI), so the build needs only clang
  * and libbpf-dev's headers, no generated vmlinux.h. The few kernel structs read through a pointer
- * (struct sock -> cgroup id) use CO-RE: their offsets are fixed up from the kernel's BTF at load.
+ * (task_struct -> runtime, sock -> cgroup id) are declared with only the fields used and
+ * preserve_access_index (CO-RE): their offsets are fixed up from the kernel's BTF at load.
  */
 #include <stdbool.h>
 #include <stddef.h>

@@ -266,23 +266,34 @@ impl Probes {
             .filter(|&(_, &seen)| seen < poll)
             .map(|(&id, _)| id)
             .collect();
+        // A failed delete is logged and retried at the next poll, never returned as an error:
+        // this snapshot already holds the final counters of the ids deleted before it.
         let mut retired = BTreeSet::new();
         for id in due {
-            {
-                let mut map: PerCpuHashMap<_, u64, RawUsage> =
-                    map_mut(&mut self.ebpf, names::USAGE_MAP)?;
-                ignore_missing(map.remove(&id))
-                    .map_err(|e| ProbeError::map(names::USAGE_MAP, e))?;
-            }
-            {
-                let mut removed: BpfHashMap<_, u64, u64> =
-                    map_mut(&mut self.ebpf, names::REMOVED_MAP)?;
-                ignore_missing(removed.remove(&id))
-                    .map_err(|e| ProbeError::map(names::REMOVED_MAP, e))?;
-            }
-            self.removal_queue.remove(&id);
-            if usage.contains_key(&id) {
-                retired.insert(id);
+            let deleted = delete_key::<PerCpuHashMap<_, u64, RawUsage>>(
+                &mut self.ebpf,
+                names::USAGE_MAP,
+                id,
+                |m, id| m.remove(id),
+            )
+            .and_then(|()| {
+                delete_key::<BpfHashMap<_, u64, u64>>(
+                    &mut self.ebpf,
+                    names::REMOVED_MAP,
+                    id,
+                    |m, id| m.remove(id),
+                )
+            });
+            match deleted {
+                Ok(()) => {
+                    self.removal_queue.remove(&id);
+                    if usage.contains_key(&id) {
+                        retired.insert(id);
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(cgroup_id = id, %error, "could not delete a removed cgroup's keys; retrying next poll");
+                }
             }
         }
         if !retired.is_empty() {
@@ -390,14 +401,21 @@ where
     M::try_from(m).map_err(|e| ProbeError::map(name, e))
 }
 
-fn map_mut<'a, M>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<M, ProbeError>
+/// Deletes `id` from map `name` (of type `M`); a key already gone is not an error.
+fn delete_key<'a, M>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+    id: u64,
+    remove: impl FnOnce(&mut M, &u64) -> Result<(), MapError>,
+) -> Result<(), MapError>
 where
     M: TryFrom<&'a mut aya::maps::Map, Error = MapError>,
 {
-    let m = ebpf
-        .map_mut(name)
-        .expect("map names are those of usage.bpf.c");
-    M::try_from(m).map_err(|e| ProbeError::map(name, e))
+    let mut map = M::try_from(
+        ebpf.map_mut(name)
+            .expect("map names are those of usage.bpf.c"),
+    )?;
+    ignore_missing(remove(&mut map, &id))
 }
 
 fn ignore_missing(result: Result<(), MapError>) -> Result<(), MapError> {
