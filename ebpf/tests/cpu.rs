@@ -103,3 +103,66 @@ fn removed_cgroup_is_flushed_before_its_key_is_deleted() {
         0.02,
     );
 }
+
+/// Short-lived cgroups (a Job pod living a moment): 12 cgroups, each created, given a 60 ms CPU
+/// burner, emptied and removed, while the agent-like loop keeps reading. Every one is billed:
+/// the sum of their deltas matches the sum of their `cpu.stat`, and each one's own total too.
+#[test]
+fn short_lived_cgroups_are_all_billed() {
+    let mut probes = load_probes();
+    let mut tracker = tally_ebpf::DeltaTracker::new();
+    let mut billed: std::collections::BTreeMap<u64, u64> = Default::default();
+    let mut reference: std::collections::BTreeMap<u64, u64> = Default::default();
+    let mut bill = |snapshot: &tally_ebpf::Snapshot,
+                    billed: &mut std::collections::BTreeMap<u64, u64>| {
+        for (id, d) in tracker.update(snapshot) {
+            *billed.entry(id).or_default() += d.cpu_ns;
+        }
+    };
+    for i in 0..12 {
+        let cgroup = TestCgroup::new(&format!("job{i}"));
+        wait_ok(
+            workload(&cgroup, None)
+                .args(["burn", "60"])
+                .spawn()
+                .expect("spawn"),
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        reference.insert(cgroup.id, cgroup.usage_usec() * 1000);
+        cgroup.remove();
+        if i % 3 == 0 {
+            bill(&probes.read().unwrap(), &mut billed);
+        }
+    }
+    // Two more polls: the last removed cgroups are read once more, then retired.
+    for _ in 0..2 {
+        bill(&settle_and_read(&mut probes), &mut billed);
+    }
+    let still_tracked = probes.read().unwrap();
+    for (&id, &expected_ns) in &reference {
+        let got = billed.get(&id).copied().unwrap_or(0);
+        assert_within(
+            &format!("cgroup {id}"),
+            got as f64,
+            expected_ns as f64,
+            0.02,
+        );
+        assert!(
+            !still_tracked.usage.contains_key(&id),
+            "cgroup {id} was retired"
+        );
+    }
+    let (got, expected): (u64, u64) = (
+        reference
+            .keys()
+            .map(|id| billed.get(id).copied().unwrap_or(0))
+            .sum(),
+        reference.values().sum(),
+    );
+    assert_within(
+        "all short-lived cgroups",
+        got as f64,
+        expected as f64,
+        0.001,
+    );
+}

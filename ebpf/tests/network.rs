@@ -202,3 +202,46 @@ fn veth_bytes_between_two_network_namespaces() {
         "veth traffic is not loopback"
     );
 }
+
+/// `--cgroup-root`: the network programs attach at the given cgroup and count its subtree only.
+/// A client inside the root and one outside it send the same bytes to a server inside: the one
+/// outside counts nothing (the server, inside, still counts what it received from both).
+#[test]
+fn network_counts_only_under_the_cgroup_root() {
+    require_root();
+    let mut root = TestCgroup::new("netroot");
+    let inside = root.child("inside");
+    let server_cg = root.child("server");
+    let outside = TestCgroup::new("netroot-outside");
+    let config = tally_ebpf::ProbeConfig {
+        cgroup_root: Some(root.path.clone()),
+        ..Default::default()
+    };
+    let mut probes = tally_ebpf::Probes::load(&config).expect("load at a subtree");
+    assert_eq!(probes.cgroup_root(), root.path.as_path());
+
+    let (server, port) = start_server(&server_cg, None, "127.0.0.1:0", 2);
+    for cg in [&inside, &outside] {
+        let client = workload(cg, None)
+            .args(["send", &format!("127.0.0.1:{port}"), "1", "100000"])
+            .spawn()
+            .expect("spawn");
+        wait_ok(client);
+    }
+    assert_eq!(wait_ok(server).trim(), "200000");
+    let snapshot = settle_and_read(&mut probes);
+    let (i, o, s) = (
+        usage_of(&snapshot, &inside),
+        usage_of(&snapshot, &outside),
+        usage_of(&snapshot, &server_cg),
+    );
+    assert!(i.loopback_tx_bytes >= 100_000, "inside: {i:?}");
+    assert_eq!(
+        (o.loopback_tx_bytes, o.loopback_rx_bytes),
+        (0, 0),
+        "outside the root: {o:?}"
+    );
+    assert!(s.loopback_rx_bytes >= 200_000, "server: {s:?}");
+    // CPU and connections are host-wide whatever the root.
+    assert_eq!(o.tcp_active, 1);
+}
