@@ -133,3 +133,33 @@ fn loads_without_cap_sys_admin() {
     let (code, out) = load_probes_with(&["--inh-caps=-sys_admin", "--bounding-set=-sys_admin"]);
     assert_eq!((code, out.as_str()), (0, "ok\n"));
 }
+
+/// A `cgroup_root` that is not a cgroup2 directory is refused before anything is loaded, as a
+/// missing cgroup2.
+#[test]
+fn cgroup_root_must_be_cgroup2() {
+    require_root();
+    let config = tally_ebpf::ProbeConfig {
+        cgroup_root: Some("/proc".into()),
+        ..Default::default()
+    };
+    let error = tally_ebpf::Probes::load(&config)
+        .err()
+        .expect("/proc is not cgroup2");
+    assert_eq!(error.missing().as_deref(), Some("cgroup2"));
+    assert_eq!(
+        error.to_string(),
+        "cgroup root /proc is not a cgroup2 directory (filesystem type 0x9fa0)"
+    );
+    let config = tally_ebpf::ProbeConfig {
+        cgroup_root: Some("/nonexistent".into()),
+        ..Default::default()
+    };
+    let error = tally_ebpf::Probes::load(&config)
+        .err()
+        .expect("no such directory");
+    assert!(
+        error.to_string().contains("No such file or directory"),
+        "{error}"
+    );
+}
