@@ -118,17 +118,8 @@ fn veth_bytes_between_two_network_namespaces() {
     );
     for (ns, dev, addr) in [(&a, &va, "10.254.77.1/30"), (&b, &vb, "10.254.77.2/30")] {
         // No IPv6 on the pair: its neighbour discovery would add packets that are not ours.
-        run(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &ns.name,
-                "sysctl",
-                "-qw",
-                &format!("net.ipv6.conf.{dev}.disable_ipv6=1"),
-            ],
-        );
+        let ipv6_off = format!("echo 1 > /proc/sys/net/ipv6/conf/{dev}/disable_ipv6");
+        run("ip", &["netns", "exec", &ns.name, "sh", "-c", &ipv6_off]);
         run("ip", &["-n", &ns.name, "addr", "add", addr, "dev", dev]);
         run("ip", &["-n", &ns.name, "link", "set", dev, "up"]);
     }
