@@ -192,7 +192,7 @@ async fn start_agent(collector_url: &str, data_dir: &Path, extra: &[&str]) -> Re
     let args: Vec<String> = [
         "--otlp-grpc-listen", &format!("127.0.0.1:{grpc}"), "--otlp-http-listen", &format!("127.0.0.1:{http}"),
         "--admin-listen", &format!("127.0.0.1:{admin}"), "--collector", collector_url,
-        "--data-dir", &data_dir.to_string_lossy(),
+        "--data-dir", &data_dir.to_string_lossy(), "--no-ebpf",
     ]
     .iter()
     .map(|s| s.to_string())

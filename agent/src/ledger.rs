@@ -1,14 +1,16 @@
 //! The agent's books, per tenant: items accepted from apps, items collectors
-//! acknowledged, and items dropped with the reason. Reported to the collectors
-//! as usage (see [`crate::report`]), so `/v1/reconciliation` can show where
-//! accepted and stored units part ways.
+//! acknowledged, items dropped with the reason, and the usage the agent
+//! measures itself (eBPF). Reported to the collectors as usage (see
+//! [`crate::report`]), so `/v1/reconciliation` can show where accepted and
+//! stored units part ways.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use collector::otlp::Signal;
 
-/// What is counted: `(tenant, signal, dropped reason or "")` → items.
+/// What is counted: `(tenant, meter, dropped reason or "")` → amount; the meter
+/// is a signal's items (`spans`, …) or, for measured usage, the meter itself.
 pub type Counts = BTreeMap<(String, &'static str, String), u64>;
 
 /// Counts since the last report.
@@ -17,6 +19,7 @@ pub struct Ledger {
     accepted: Mutex<Counts>,
     acked: Mutex<Counts>,
     dropped: Mutex<Counts>,
+    measured: Mutex<Counts>,
 }
 
 /// One report's worth of counts.
@@ -28,12 +31,14 @@ pub struct Entries {
     pub acked: Counts,
     /// Dropped, by reason.
     pub dropped: Counts,
+    /// Usage the agent measured (`cpu_seconds` in nanoseconds, `net_rx_bytes`, …).
+    pub measured: Counts,
 }
 
 impl Entries {
     /// Nothing to report.
     pub fn is_empty(&self) -> bool {
-        self.accepted.is_empty() && self.acked.is_empty() && self.dropped.is_empty()
+        self.accepted.is_empty() && self.acked.is_empty() && self.dropped.is_empty() && self.measured.is_empty()
     }
 }
 
@@ -62,10 +67,19 @@ impl Ledger {
         add(&self.dropped, signal, reason, items);
     }
 
+    /// `amount` of `meter` that `tenant` used, as the agent measured it.
+    pub fn measured(&self, tenant: &str, meter: &'static str, amount: u64) {
+        if amount > 0 {
+            let mut book = self.measured.lock().unwrap_or_else(|e| e.into_inner());
+            let n = book.entry((tenant.to_owned(), meter, String::new())).or_default();
+            *n = n.saturating_add(amount);
+        }
+    }
+
     /// Takes the counts since the last call.
     pub fn take(&self) -> Entries {
         let take = |m: &Mutex<Counts>| std::mem::take(&mut *m.lock().unwrap_or_else(|e| e.into_inner()));
-        Entries { accepted: take(&self.accepted), acked: take(&self.acked), dropped: take(&self.dropped) }
+        Entries { accepted: take(&self.accepted), acked: take(&self.acked), dropped: take(&self.dropped), measured: take(&self.measured) }
     }
 
     /// Puts back counts a report could not carry, to go with the next one.
@@ -79,6 +93,7 @@ impl Ledger {
         merge(&self.accepted, entries.accepted);
         merge(&self.acked, entries.acked);
         merge(&self.dropped, entries.dropped);
+        merge(&self.measured, entries.measured);
     }
 }
 

@@ -11,6 +11,7 @@ use collector::wal::{Fsync, Wal, WalOptions};
 use tally_agent::forward::Collector;
 use tally_agent::identity;
 use tally_agent::intake::Intake;
+use tally_agent::kernel::{Collecting, KernelError, KernelOptions, KernelUsage};
 use tally_agent::ledger::Ledger;
 use tally_agent::report;
 use tally_agent::metrics::Metrics;
@@ -62,7 +63,9 @@ async fn main() -> anyhow::Result<()> {
     let (stop_shipper, shipper_stopped) = tokio::sync::watch::channel(());
     let shipper = tokio::spawn(shipper.run(shipper_stopped));
 
-    let reporter = tokio::spawn(report::run(ledger.clone(), wal.clone(), boot, Duration::from_secs(s.report_interval_secs.max(1))));
+    let report_interval = Duration::from_secs(s.report_interval_secs.max(1));
+    let kernel = kernel_usage(&s, ledger.clone(), metrics.clone(), report_interval)?;
+    let reporter = tokio::spawn(report::run(ledger.clone(), wal.clone(), boot, report_interval));
     let intake = Arc::new(Intake::new(wal.clone(), boot, s.tenant.clone(), s.wal_full, backlog, ledger.clone(), metrics.clone()));
     let exposition = metrics.clone();
     let wal_max = s.wal_max_bytes;
@@ -84,9 +87,38 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     metering::telemetry::shutdown_signal().await;
     servers.stop().await.context("serving")?;
-    // The shipper writes the last report once it has shipped what waits.
+    // The shipper writes the last report once it has shipped what waits: the probes' last
+    // reading goes into it.
     reporter.abort();
+    if let Some(k) = kernel {
+        tokio::task::spawn_blocking(move || k.stop()).await.context("stopping the eBPF probes")?;
+    }
     let _ = stop_shipper.send(());
     shipper.await.context("forwarding the WAL")?;
     Ok(())
+}
+
+/// The eBPF probes reading into `ledger`, or `None` when they are off: turned off, or not
+/// possible here (the agent then runs OTLP-only and says why). A malformed rule stops the agent.
+fn kernel_usage(s: &Settings, ledger: Arc<Ledger>, metrics: Arc<Metrics>, every: Duration) -> anyhow::Result<Option<Collecting>> {
+    if s.no_ebpf {
+        tracing::info!("eBPF usage probes off (--no-ebpf)");
+        metrics.ebpf_state("disabled", "");
+        return Ok(None);
+    }
+    let options = KernelOptions { cgroup_root: s.cgroup_root.clone(), rules: s.cgroup_tenant.clone() };
+    match KernelUsage::load(&options) {
+        Ok(usage) => {
+            tracing::info!(rules = options.rules.len(), "eBPF usage probes on: cpu_seconds, net_rx_bytes, net_tx_bytes, tcp_connections per tenant");
+            metrics.ebpf_state("on", "");
+            Ok(Some(Collecting::start(usage, ledger, metrics, every)))
+        }
+        Err(KernelError::Rule(e)) => Err(anyhow::anyhow!("--cgroup-tenant: {e}")),
+        Err(KernelError::Probe(e)) => {
+            let missing = e.missing().unwrap_or_else(|| "error".into());
+            tracing::warn!(missing, error = %e, "eBPF usage probes unavailable; running OTLP-only");
+            metrics.ebpf_state("off", &missing);
+            Ok(None)
+        }
+    }
 }

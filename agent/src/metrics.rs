@@ -16,6 +16,23 @@ pub struct SignalOutcome {
     pub outcome: &'static str,
 }
 
+/// Labels of the probe state.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProbeState {
+    /// `on`, `off` (could not load: see `missing` and the log) or `disabled` (`--no-ebpf`).
+    pub state: &'static str,
+    /// What is missing when off: capabilities (`CAP_BPF CAP_NET_ADMIN`), `cgroup2`, `tracefs`,
+    /// `btf`, or `error` for another failure.
+    pub missing: String,
+}
+
+/// Labels naming an eBPF program or map.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Named {
+    /// The name.
+    pub name: &'static str,
+}
+
 /// The metrics.
 pub struct Metrics {
     registry: Registry,
@@ -37,6 +54,23 @@ pub struct Metrics {
     pub wal_oldest_seconds: Gauge,
     /// `tally_agent_wal_damaged_bytes_total`: WAL bytes (or unreadable records) skipped as damaged.
     pub wal_damaged_bytes: Counter,
+    /// `tally_agent_ebpf_probes{state,missing}`: 1 for the probes' state.
+    pub ebpf_probes: Family<ProbeState, Gauge>,
+    /// `tally_agent_ebpf_program_runs_total{name}`: runs of each eBPF program.
+    pub ebpf_program_runs: Family<Named, Counter>,
+    /// `tally_agent_ebpf_program_run_seconds_total{name}`: kernel CPU time of each eBPF program.
+    pub ebpf_program_run_seconds: Family<Named, Counter<f64, std::sync::atomic::AtomicU64>>,
+    /// `tally_agent_ebpf_map_full_total{name}`: updates a full map refused (`usage`: usage lost;
+    /// `removed`: a removed cgroup's slot never freed). Must stay 0.
+    pub ebpf_map_full: Family<Named, Counter>,
+    /// `tally_agent_ebpf_task_storage_failed_total`: threads whose CPU time was counted from their next switch. Must stay 0.
+    pub ebpf_task_storage_failed: Counter,
+    /// `tally_agent_ebpf_sock_cgroup_unknown_total`: connections whose socket's cgroup could not be read (billed to `unknown`).
+    pub ebpf_sock_cgroup_unknown: Counter,
+    /// `tally_agent_ebpf_cgroups`: cgroups the probes track.
+    pub ebpf_cgroups: Gauge,
+    /// `tally_agent_ebpf_read_errors_total`: failed reads of the probes' maps (retried next interval).
+    pub ebpf_read_errors: Counter,
     wal: std::sync::OnceLock<collector::wal::Wal>,
 }
 
@@ -59,6 +93,22 @@ impl Default for Metrics {
         registry.register("wal_oldest_seconds", "Age of the oldest WAL segment waiting to be shipped", wal_oldest_seconds.clone());
         let wal_damaged_bytes = Counter::default();
         registry.register("wal_damaged_bytes", "WAL bytes or records skipped as damaged", wal_damaged_bytes.clone());
+        let ebpf_probes = Family::default();
+        registry.register("ebpf_probes", "State of the eBPF usage probes (1 for the current state)", ebpf_probes.clone());
+        let ebpf_program_runs = Family::default();
+        registry.register("ebpf_program_runs", "Runs of each eBPF program", ebpf_program_runs.clone());
+        let ebpf_program_run_seconds = Family::default();
+        registry.register("ebpf_program_run_seconds", "Kernel CPU time of each eBPF program", ebpf_program_run_seconds.clone());
+        let ebpf_map_full = Family::default();
+        registry.register("ebpf_map_full", "Updates a full eBPF map refused (usage: usage lost)", ebpf_map_full.clone());
+        let ebpf_task_storage_failed = Counter::default();
+        registry.register("ebpf_task_storage_failed", "Threads whose CPU time was counted from their next switch", ebpf_task_storage_failed.clone());
+        let ebpf_sock_cgroup_unknown = Counter::default();
+        registry.register("ebpf_sock_cgroup_unknown", "Connections whose socket's cgroup could not be read", ebpf_sock_cgroup_unknown.clone());
+        let ebpf_cgroups = Gauge::default();
+        registry.register("ebpf_cgroups", "Cgroups the eBPF probes track", ebpf_cgroups.clone());
+        let ebpf_read_errors = Counter::default();
+        registry.register("ebpf_read_errors", "Failed reads of the eBPF maps", ebpf_read_errors.clone());
         Self {
             registry,
             items,
@@ -69,6 +119,14 @@ impl Default for Metrics {
             wal_segments,
             wal_oldest_seconds,
             wal_damaged_bytes,
+            ebpf_probes,
+            ebpf_program_runs,
+            ebpf_program_run_seconds,
+            ebpf_map_full,
+            ebpf_task_storage_failed,
+            ebpf_sock_cgroup_unknown,
+            ebpf_cgroups,
+            ebpf_read_errors,
             wal: std::sync::OnceLock::new(),
         }
     }
@@ -97,6 +155,30 @@ impl Metrics {
         if n > 0 {
             self.items.get_or_create(&SignalOutcome { signal, outcome }).inc_by(n);
         }
+    }
+
+    /// Sets the probes' state.
+    pub fn ebpf_state(&self, state: &'static str, missing: &str) {
+        self.ebpf_probes.clear();
+        self.ebpf_probes.get_or_create(&ProbeState { state, missing: missing.to_owned() }).set(1);
+    }
+
+    /// Brings the eBPF counters up to the kernel's cumulative `stats`.
+    pub fn ebpf_stats(&self, stats: &tally_ebpf::ProbeStats) {
+        let catch_up = |c: &Counter, total: u64| c.inc_by(total.saturating_sub(c.get()));
+        for p in &stats.programs {
+            catch_up(&self.ebpf_program_runs.get_or_create(&Named { name: p.name }), p.run_count);
+            let seconds = self.ebpf_program_run_seconds.get_or_create(&Named { name: p.name });
+            let more = p.run_time.as_secs_f64() - seconds.get();
+            if more > 0.0 {
+                seconds.inc_by(more);
+            }
+        }
+        catch_up(&self.ebpf_map_full.get_or_create(&Named { name: "usage" }), stats.usage_map_full);
+        catch_up(&self.ebpf_map_full.get_or_create(&Named { name: "removed" }), stats.removed_map_full);
+        catch_up(&self.ebpf_task_storage_failed, stats.task_storage_failed);
+        catch_up(&self.ebpf_sock_cgroup_unknown, stats.sock_cgroup_unknown);
+        self.ebpf_cgroups.set(i64::try_from(stats.cgroups_tracked).unwrap_or(i64::MAX));
     }
 
     /// Counts one export of `signal` with `outcome`.

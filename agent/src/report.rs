@@ -19,12 +19,12 @@ use crate::ledger::{Entries, Ledger};
 use crate::record::Record;
 
 /// The report of `entries`, at `time_unix_nano`: per tenant, `agent_accepted_<items>`,
-/// `agent_acked_<items>` and `dropped_<items>{reason}`.
+/// `agent_acked_<items>`, `dropped_<items>{reason}` and the measured meters.
 pub fn request(entries: &Entries, time_unix_nano: u64) -> ExportMetricsServiceRequest {
     // tenant → meter → (dimensions, value) points
     type Points = Vec<(Vec<(String, String)>, i64)>;
     let mut by_tenant: BTreeMap<&str, BTreeMap<String, Points>> = BTreeMap::new();
-    let books = [("agent_accepted_", &entries.accepted), ("agent_acked_", &entries.acked), ("dropped_", &entries.dropped)];
+    let books = [("agent_accepted_", &entries.accepted), ("agent_acked_", &entries.acked), ("dropped_", &entries.dropped), ("", &entries.measured)];
     for (prefix, counts) in books {
         for ((tenant, items, reason), n) in counts {
             let dims = if reason.is_empty() { vec![] } else { vec![("reason".to_owned(), reason.clone())] };
@@ -45,13 +45,22 @@ pub fn request(entries: &Entries, time_unix_nano: u64) -> ExportMetricsServiceRe
             }),
             scope_metrics: vec![ScopeMetrics {
                 scope: Some(InstrumentationScope { name: SCOPE.to_owned(), ..Default::default() }),
-                metrics: meters.into_iter().map(|(meter, points)| metric(&meter, "1", points, time_unix_nano)).collect(),
+                metrics: meters.into_iter().map(|(meter, points)| metric(&meter, unit(&meter), points, time_unix_nano)).collect(),
                 ..Default::default()
             }],
             ..Default::default()
         })
         .collect();
     ExportMetricsServiceRequest { resource_metrics }
+}
+
+/// The unit a meter is reported in: seconds travel as integer nanoseconds.
+fn unit(meter: &str) -> &'static str {
+    if meter == "cpu_seconds" {
+        "ns"
+    } else {
+        "1"
+    }
 }
 
 /// Writes what the ledger counted since the last call into the WAL; when the
@@ -92,6 +101,11 @@ mod tests {
             accepted: Counts::from([(("acme".into(), "spans", String::new()), 100), (("globex".into(), "log_records", String::new()), 4)]),
             acked: Counts::from([(("acme".into(), "spans", String::new()), 60)]),
             dropped: Counts::from([(("acme".into(), "spans", "wal full".into()), 40)]),
+            measured: Counts::from([
+                (("acme".into(), "cpu_seconds", String::new()), 2_500_000_001),
+                (("acme".into(), "net_tx_bytes", String::new()), 1500),
+                (("unknown".into(), "tcp_connections", String::new()), 3),
+            ]),
         };
         let mut req = request(&entries, 1);
         let got = collector::reports::extract(&mut req, &Catalog::builtin(), time::OffsetDateTime::now_utc());
@@ -103,8 +117,11 @@ mod tests {
             [
                 ("acme".into(), "agent_accepted_spans".into(), "100".into(), None),
                 ("acme".into(), "agent_acked_spans".into(), "60".into(), None),
+                ("acme".into(), "cpu_seconds".into(), "2.500000001".into(), None),
                 ("acme".into(), "dropped_spans".into(), "40".into(), Some("wal full".into())),
+                ("acme".into(), "net_tx_bytes".into(), "1500".into(), None),
                 ("globex".into(), "agent_accepted_log_records".into(), "4".into(), None),
+                ("unknown".into(), "tcp_connections".into(), "3".into(), None),
             ]
         );
     }

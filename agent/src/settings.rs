@@ -67,6 +67,18 @@ pub struct Settings {
     /// How long a shutdown (SIGTERM) keeps forwarding, in seconds; the rest stays in the WAL.
     #[arg(long, default_value_t = 10)]
     pub shutdown_timeout_secs: u64,
+    /// Turns the eBPF usage probes off (OTLP only).
+    #[arg(long)]
+    pub no_ebpf: bool,
+    /// Cgroup under which network bytes are counted (default: the cgroup2 mount).
+    #[arg(long)]
+    pub cgroup_root: Option<PathBuf>,
+    /// Bills a cgroup's kernel usage to a tenant: PATTERN=TENANT, PATTERN a path relative to the
+    /// cgroup root where `*` and `?` match within a segment and `**` any number of segments; a
+    /// rule covers the cgroups under what it matches; the first match wins; no match is `unknown`
+    /// (repeatable).
+    #[arg(long, value_name = "PATTERN=TENANT")]
+    pub cgroup_tenant: Vec<String>,
     /// Largest request accepted from apps, in bytes, before and after decompression.
     #[arg(long, default_value_t = collector::otlp::DEFAULT_MAX_REQUEST_BYTES)]
     pub max_request_bytes: usize,

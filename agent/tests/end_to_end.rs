@@ -5,47 +5,16 @@
 #[path = "../../collector/tests/common/collector.rs"]
 #[allow(dead_code)]
 mod collector_harness;
+#[allow(dead_code)]
+mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use collector_harness::{setup, start_collector, totals, value, Running};
 use rust_decimal::Decimal;
-use testkit::service::{binary, free_port, sample, Service};
-
-struct Agent {
-    service: Service,
-    data_dir: PathBuf,
-    http_url: String,
-    grpc_url: String,
-}
-
-/// An agent forwarding to `collectors` with the collectors' `agent-key`, cutting batches every 100 ms.
-async fn start_agent(collectors: &[&str], dir: &Path, extra: &[&str]) -> Agent {
-    let (grpc, http, admin) = (free_port(), free_port(), free_port());
-    let data_dir = dir.join("agent");
-    let mut args: Vec<String> = [
-        "--otlp-grpc-listen", &format!("127.0.0.1:{grpc}"), "--otlp-http-listen", &format!("127.0.0.1:{http}"),
-        "--admin-listen", &format!("127.0.0.1:{admin}"), "--key", "agent-key", "--data-dir", data_dir.to_str().unwrap(),
-        "--flush-interval-ms", "100", "--max-backoff-secs", "1", "--report-interval-secs", "1",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    for c in collectors {
-        args.extend(["--collector".to_owned(), c.to_string()]);
-    }
-    let mut service = Service::new(binary("tally-agent"), args, format!("http://127.0.0.1:{admin}"));
-    service.start(extra).await.unwrap();
-    Agent { service, data_dir, http_url: format!("http://127.0.0.1:{http}"), grpc_url: format!("http://127.0.0.1:{grpc}") }
-}
-
-impl Agent {
-    /// Waits until the WAL holds nothing a collector has not acknowledged.
-    async fn drained(&self) {
-        self.service.wait_for_line("tally_agent_wal_bytes 0", Duration::from_secs(90)).await.unwrap();
-    }
-}
+use common::start_agent;
+use testkit::service::sample;
 
 /// Runs python/send_otlp.py (the official SDK and exporters) against `base`.
 async fn sdk(base: &str, protocol: &str, args: &[&str]) -> serde_json::Value {
