@@ -1,6 +1,8 @@
-//! What the probes cost a context-switch-heavy workload: a pipe ping-pong between two threads
-//! (every round trip is two wakeups and at least two context switches), timed with the probes
-//! off, on, and on with the kernel's run-time statistics, alternately, in the same run. Also
+//! What the probes cost a context-switch-heavy workload — a pipe ping-pong between two threads
+//! (every round trip is two wakeups and at least two context switches) — and a loopback HTTP load
+//! (keep-alive GETs of 512 bytes over 4 connections, a new connection every 100 requests: packets,
+//! wakeups and connections), each timed with the probes off, on, and on with the kernel's
+//! run-time statistics, alternately, in the same run. Also
 //! prints the kernel's own count of the programs' runs and run time (BPF_ENABLE_STATS), the cost
 //! the agent reports on /metrics.
 //!
@@ -15,14 +17,22 @@ use std::{
 
 use tally_ebpf::{ProbeConfig, Probes};
 
-fn pingpong(rounds: u64) -> Duration {
+fn workload(args: &[&str]) -> Duration {
     let start = Instant::now();
     let status = Command::new(env!("CARGO_BIN_EXE_tally-ebpf-workload"))
-        .args(["pingpong", &rounds.to_string()])
+        .args(args)
         .status()
         .expect("run the workload");
-    assert!(status.success(), "pingpong failed: {status}");
+    assert!(status.success(), "{args:?} failed: {status}");
     start.elapsed()
+}
+
+fn pingpong(rounds: u64) -> Duration {
+    workload(&["pingpong", &rounds.to_string()])
+}
+
+fn http(requests: u64) -> Duration {
+    workload(&["http", &requests.to_string(), "4"])
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -43,22 +53,31 @@ fn main() {
         std::process::exit(1);
     }
 
+    let requests = rounds / 4;
     pingpong(rounds / 10); // warm up: page cache, CPU frequency
-    let (mut off, mut on, mut on_no_stats) = (Vec::new(), Vec::new(), Vec::new());
+    http(requests / 10);
+    let mut off = [Vec::new(), Vec::new()];
+    let mut on = [Vec::new(), Vec::new()];
+    let mut on_no_stats = [Vec::new(), Vec::new()];
+    let per_unit = |d: Duration, n: u64| d.as_nanos() as f64 / n as f64;
+    let run_both = |into: &mut [Vec<f64>; 2]| {
+        into[0].push(per_unit(pingpong(rounds), rounds));
+        into[1].push(per_unit(http(requests), requests));
+    };
     let mut switch_runs = 0u64;
     let mut switch_time = Duration::ZERO;
     let mut total_time = Duration::ZERO;
     for _ in 0..reps {
-        off.push(pingpong(rounds).as_nanos() as f64 / rounds as f64);
+        run_both(&mut off);
         let quiet = ProbeConfig {
             run_stats: false,
             ..ProbeConfig::default()
         };
         let probes = Probes::load(&quiet).expect("load the probes");
-        on_no_stats.push(pingpong(rounds).as_nanos() as f64 / rounds as f64);
+        run_both(&mut on_no_stats);
         probes.detach();
         let probes = Probes::load(&ProbeConfig::default()).expect("load the probes");
-        on.push(pingpong(rounds).as_nanos() as f64 / rounds as f64);
+        run_both(&mut on);
         let stats = probes.stats().expect("probe stats");
         for p in &stats.programs {
             total_time += p.run_time;
@@ -69,19 +88,15 @@ fn main() {
         }
         probes.detach();
     }
-    let (off_ns, on_ns, quiet_ns) = (median(off), median(on), median(on_no_stats));
-    println!("pipe ping-pong, {rounds} round trips x {reps} runs per setting (medians)");
-    println!("| probes | ns per round trip | slowdown |");
-    println!("|---|--:|--:|");
-    println!("| off | {off_ns:.0} | |");
-    println!(
-        "| on | {quiet_ns:.0} | {:+.1}% |",
-        (quiet_ns / off_ns - 1.0) * 100.0
-    );
-    println!(
-        "| on, with BPF run-time stats | {on_ns:.0} | {:+.1}% |",
-        (on_ns / off_ns - 1.0) * 100.0
-    );
+    println!("{reps} runs per setting, alternating (medians): pipe ping-pong of {rounds} round trips; loopback HTTP of {requests} requests");
+    println!("| workload | probes | ns per unit | slowdown |");
+    println!("|---|---|--:|--:|");
+    for (i, name) in ["pipe ping-pong (round trip)", "loopback HTTP (request)"].iter().enumerate() {
+        let (off_ns, on_ns, quiet_ns) = (median(off[i].clone()), median(on[i].clone()), median(on_no_stats[i].clone()));
+        println!("| {name} | off | {off_ns:.0} | |");
+        println!("| {name} | on | {quiet_ns:.0} | {:+.1}% |", (quiet_ns / off_ns - 1.0) * 100.0);
+        println!("| {name} | on, with BPF run-time stats | {on_ns:.0} | {:+.1}% |", (on_ns / off_ns - 1.0) * 100.0);
+    }
     if switch_runs > 0 {
         println!(
             "sched_switch program: {switch_runs} runs, {:.0} ns per run (kernel run-time stats, \

@@ -8,6 +8,8 @@
 //!                                    prints the bytes received
 //!   send ADDR CONNS BYTES            open CONNS connections, send BYTES on each, close
 //!   pingpong ROUNDS                  two threads pass a byte back and forth over pipes
+//!   http REQUESTS CONNECTIONS        an HTTP/1.1 server and keep-alive clients over loopback;
+//!                                    every 100th request on a new connection
 //!   load-probes                      try Probes::load; prints "ok" or "missing: ..." and the error
 //! ```
 //! `--cgroup` moves this process into that cgroup2 directory first; `--netns` enters the network
@@ -59,6 +61,7 @@ fn main() -> ExitCode {
         "serve" => serve(arg(1), arg(2), num(3)),
         "send" => send(arg(1), num(2), num(3)),
         "pingpong" => pingpong(num(1)),
+        "http" => http(num(1), num(2)),
         "load-probes" => return load_probes(),
         other => panic!("unknown command {other}"),
     }
@@ -133,6 +136,59 @@ fn pingpong(rounds: u64) {
         b_read.read_exact(&mut byte).expect("read");
     }
     echo.join().expect("echo thread");
+}
+
+/// `requests` GETs spread over `connections` client threads against a server
+/// thread per connection, all over loopback: packets through `cgroup_skb`,
+/// wakeups through `sched_switch`, new connections through `inet_sock_set_state`.
+fn http(requests: u64, connections: u64) {
+    const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 512\r\n\r\n";
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let mut conn = conn.expect("accept");
+            std::thread::spawn(move || {
+                let body = [b'x'; 512];
+                let mut buf = [0u8; 1024];
+                let mut pending = Vec::new();
+                loop {
+                    let n = match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    pending.extend_from_slice(&buf[..n]);
+                    while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                        pending.drain(..end + 4);
+                        let mut response = RESPONSE.to_vec();
+                        response.extend_from_slice(&body);
+                        if conn.write_all(&response).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let per_client = requests / connections.max(1);
+    let clients: Vec<_> = (0..connections.max(1))
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut response = vec![0u8; RESPONSE.len() + 512];
+                let mut conn = TcpStream::connect(addr).expect("connect");
+                for i in 0..per_client {
+                    if i > 0 && i % 100 == 0 {
+                        conn = TcpStream::connect(addr).expect("connect");
+                    }
+                    conn.write_all(b"GET / HTTP/1.1\r\nhost: bench\r\n\r\n").expect("request");
+                    conn.read_exact(&mut response).expect("response");
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().expect("client");
+    }
 }
 
 fn pipe() -> (fs::File, fs::File) {
