@@ -42,7 +42,7 @@ use testkit::loadgen::{self, Config, Pool};
 use perf::Perf;
 use sink::Sink;
 
-const USAGE: &str = "usage: tally-bench-peer [--runs N] [--seconds S] [--rotel PATH] [--profile DIR]";
+const USAGE: &str = "usage: tally-bench-peer [--runs N] [--seconds S] [--rotel PATH] [--profile DIR] [--only TEXT]";
 
 struct Args {
     runs: usize,
@@ -50,11 +50,13 @@ struct Args {
     rotel: Option<PathBuf>,
     /// Where the first run writes a `perf` profile of each system under load.
     profile: Option<PathBuf>,
+    /// Only the set-ups whose label contains this (for a quick look at one; no ratios then).
+    only: Option<String>,
 }
 
 impl Args {
     fn parse() -> Result<Self> {
-        let mut out = Self { runs: 3, seconds: 10.0, rotel: None, profile: None };
+        let mut out = Self { runs: 3, seconds: 10.0, rotel: None, profile: None, only: None };
         let mut it = std::env::args().skip(1);
         while let Some(a) = it.next() {
             match a.as_str() {
@@ -62,6 +64,7 @@ impl Args {
                 "--seconds" => out.seconds = it.next().context(USAGE)?.parse()?,
                 "--rotel" => out.rotel = Some(it.next().context(USAGE)?.into()),
                 "--profile" => out.profile = Some(it.next().context(USAGE)?.into()),
+                "--only" => out.only = Some(it.next().context(USAGE)?),
                 "-h" | "--help" => {
                     println!("{USAGE}");
                     std::process::exit(0);
@@ -142,6 +145,22 @@ fn main() -> Result<()> {
     ];
     let ingest = [Setup::TallyCollector, Setup::RotelBlackhole];
     let mut samples: Vec<(Setup, Vec<Sample>)> = agent_path.iter().chain(&ingest).map(|s| (*s, Vec::new())).collect();
+    if let Some(only) = &bench.args.only {
+        for (setup, _) in samples.iter() {
+            if !setup.label().contains(only.as_str()) {
+                eprintln!("skipping {} (--only {only:?})", setup.label());
+            }
+        }
+        let only = only.clone();
+        samples.retain(|(setup, _)| setup.label().contains(only.as_str()));
+        for run in 1..=bench.args.runs {
+            for (setup, _) in &samples {
+                let s = rt.block_on(bench.measure(*setup, run))?;
+                eprintln!("run {run}, {}: {} spans/s, {:.2} CPU-s/M spans, {:.0} MiB peak RSS", setup.label(), thousands(s.spans_per_second), s.cpu_per_million, s.peak_rss_mib);
+            }
+        }
+        return Ok(());
+    }
     for run in 1..=bench.args.runs {
         for (setup, done) in samples.iter_mut() {
             let s = rt.block_on(bench.measure(*setup, run))?;
