@@ -41,6 +41,7 @@ use testkit::loadgen::{self, Config, Pool};
 
 use perf::Perf;
 use sink::Sink;
+use systems::Running;
 
 const USAGE: &str = "usage: tally-bench-peer [--runs N] [--seconds S] [--rotel PATH] [--profile DIR] [--only TEXT]";
 
@@ -302,41 +303,39 @@ impl Bench {
         migrate(&self.ch, &db).await?;
         let spool = tempfile::Builder::new().prefix("collector-").tempdir_in(self.dir.path())?;
         let (process, url) = systems::tally_collector(&self.clickhouse.http_url(), &db, spool.path()).await?;
-        let pid = process.pid()?;
-        let perf = profile.map(|out| Perf::record(pid, out)).transpose()?;
-        let cpu0 = cpu_seconds(pid)?;
-        let report = loadgen::run(&Config { url, ..self.load.clone() }, &self.pool).await?;
-        ensure!(report.all_accepted(), "the collector refused {:?}", report.refused);
-        let stored = stored_spans(&self.ch, &db, report.accepted_spans).await?;
-        let cpu = cpu_seconds(pid)? - cpu0;
-        if let Some(perf) = perf {
-            perf.finish(&Setup::TallyCollector.label())?;
-        }
-        let peak_rss_mib = peak_rss_kib(pid)? as f64 / 1024.0;
-        process.stop()?;
-        Ok(Sample {
-            spans_per_second: report.accepted_spans_per_second,
-            cpu_per_million: cpu / (report.accepted_spans as f64 / 1e6),
-            peak_rss_mib,
-            accepted: report.accepted_spans,
-            delivered: stored,
-            resent: 0,
-        })
+        self.ingest(Setup::TallyCollector, process, url, profile, |accepted| stored_spans(&self.ch, &db, accepted)).await
     }
 
     /// The ingest ceiling for rotel: load → blackhole.
     async fn blackhole(&self, profile: Option<&Path>) -> Result<Sample> {
         let (process, url) = systems::rotel(&self.rotel, &["--exporter", "blackhole"]).await?;
+        self.ingest(Setup::RotelBlackhole, process, url, profile, |accepted| async move {
+            // What rotel still does with the last batches (its batch timeout is 200 ms).
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            Ok(accepted)
+        })
+        .await
+    }
+
+    /// Drives a receiver at saturation; `settle` waits for what it still does with the
+    /// accepted spans (its CPU meanwhile counts) and returns how many were delivered.
+    async fn ingest<F: std::future::Future<Output = Result<u64>>>(
+        &self,
+        setup: Setup,
+        process: Running,
+        url: String,
+        profile: Option<&Path>,
+        settle: impl FnOnce(u64) -> F,
+    ) -> Result<Sample> {
         let pid = process.pid()?;
         let perf = profile.map(|out| Perf::record(pid, out)).transpose()?;
         let cpu0 = cpu_seconds(pid)?;
         let report = loadgen::run(&Config { url, ..self.load.clone() }, &self.pool).await?;
-        ensure!(report.all_accepted(), "rotel refused {:?}", report.refused);
-        // What rotel still does with the last batches (its batch timeout is 200 ms).
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        ensure!(report.all_accepted(), "{} refused {:?}", setup.label(), report.refused);
+        let delivered = settle(report.accepted_spans).await?;
         let cpu = cpu_seconds(pid)? - cpu0;
         if let Some(perf) = perf {
-            perf.finish(&Setup::RotelBlackhole.label())?;
+            perf.finish(&setup.label())?;
         }
         let peak_rss_mib = peak_rss_kib(pid)? as f64 / 1024.0;
         process.stop()?;
@@ -345,7 +344,7 @@ impl Bench {
             cpu_per_million: cpu / (report.accepted_spans as f64 / 1e6),
             peak_rss_mib,
             accepted: report.accepted_spans,
-            delivered: report.accepted_spans,
+            delivered,
             resent: 0,
         })
     }
