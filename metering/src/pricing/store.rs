@@ -13,7 +13,7 @@ use super::BillingMonth;
 use crate::clickhouse::ClickHouse;
 use crate::meter::Catalog;
 use crate::sla::{query_sla, SlaGrouping, SlaPoint, SlaQuery};
-use crate::store::rollup::{query_usage, Granularity, UsagePoint, UsageQuery, MAX_LIMIT};
+use crate::store::rollup::{query_usage_all, Granularity, UsagePoint, UsageQuery, MAX_LIMIT};
 use crate::store::StoreError;
 
 /// Why an invoice could not be produced.
@@ -90,15 +90,8 @@ pub async fn invoice(
 ) -> Result<Invoice, InvoiceFailure> {
     let mut usage = Usage::new();
     for window in windows(book, tenant, month)? {
-        let mut query = usage_query(tenant, &window);
-        loop {
-            let points = query_usage(ch, db, &query).await?;
-            record_usage(&mut usage, &window, &points);
-            match points.last() {
-                Some(last) if points.len() == MAX_LIMIT as usize => query.after = Some(last.key.clone()),
-                _ => break,
-            }
-        }
+        let points = query_usage_all(ch, db, &usage_query(tenant, &window)).await?;
+        record_usage(&mut usage, &window, &points);
     }
     let availability = availability(&query_sla(ch, db, &sla_query(tenant, month)).await?);
     tracing::debug!(tenant, %month, requests = availability.requests, errors = availability.errors, "pricing month");

@@ -335,3 +335,21 @@ pub async fn query_usage(ch: &ClickHouse, db: &str, query: &UsageQuery) -> Resul
     let rows = ch.query_tsv(&query.to_sql(db)?).await?;
     query.parse_rows(rows)
 }
+
+/// Runs a roll-up against `db.usage` page after page (of [`MAX_LIMIT`] points,
+/// whatever `query.limit` says) and returns every point, for readers that need
+/// a whole month at once (invoices, reports).
+pub async fn query_usage_all(ch: &ClickHouse, db: &str, query: &UsageQuery) -> Result<Vec<UsagePoint>, StoreError> {
+    let mut query = query.clone();
+    query.limit = MAX_LIMIT;
+    let mut all = Vec::new();
+    loop {
+        let points = query_usage(ch, db, &query).await?;
+        let full = points.len() == MAX_LIMIT as usize;
+        query.after = points.last().map(|p| p.key.clone());
+        all.extend(points);
+        if !full {
+            return Ok(all);
+        }
+    }
+}
