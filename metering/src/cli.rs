@@ -32,6 +32,42 @@ pub enum Command {
     Serve(ServeSettings),
     /// Price a tenant's month and print the invoice.
     Invoice(InvoiceSettings),
+    /// Write a month's usage or SLA report.
+    #[command(subcommand)]
+    Report(ReportCommand),
+}
+
+/// `tally report`'s reports.
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// Per tenant and meter: every day's usage and the month's total.
+    Usage(ReportSettings),
+    /// Per tenant and service: availability, latency percentiles, SLO, error budget, worst hours, credits.
+    Sla(ReportSettings),
+}
+
+/// `tally report usage|sla`.
+#[derive(Debug, Args)]
+pub struct ReportSettings {
+    /// The usage store.
+    #[command(flatten)]
+    pub store: StoreSettings,
+    /// Meters and plans.
+    #[command(flatten)]
+    pub pricing: PricingSettings,
+    /// The month to report, YYYY-MM (UTC).
+    #[arg(long)]
+    pub month: String,
+    /// How the report is written.
+    #[arg(long, value_enum, default_value = "json")]
+    pub format: crate::report::Format,
+    /// Only this tenant (default: every tenant with data that month).
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Write one file per tenant into this directory (`<report>-<month>-<tenant>.<format>`) instead of
+    /// the whole report to standard output.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 /// What pricing reads besides usage: the meters and the plans.

@@ -16,12 +16,16 @@
 //! # Ok(()) }
 //! ```
 
+// The OpenAPI document is a few large `json!` literals.
+#![recursion_limit = "256"]
+
 pub mod api;
 pub mod cli;
 pub mod clickhouse;
 pub mod meter;
 pub mod pricing;
 pub mod record;
+pub mod report;
 pub mod settings;
 pub mod sla;
 pub mod store;

@@ -4,6 +4,7 @@ pub mod auth;
 pub mod error;
 pub mod invoice;
 pub mod openapi;
+pub mod report;
 pub mod usage;
 
 use std::net::SocketAddr;
@@ -60,6 +61,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/usage", get(usage::get_usage))
         .route("/v1/tenants/{tenant}/invoices/{month}", get(invoice::get_invoice))
+        .route("/v1/reports/usage/{month}", get(report::get_usage_report))
+        .route("/v1/reports/sla/{month}", get(report::get_sla_report))
         .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
         .route("/openapi.json", get(move || async move { openapi }))
         .fallback(|| async { ApiError::not_found("no such route; see /openapi.json") })

@@ -15,7 +15,7 @@ pub fn document(catalog: &Catalog) -> Value {
         json!({"name": name, "in": "query", "required": true, "description": what,
                "schema": {"type": "string", "format": "date-time"}})
     };
-    json!({
+    let mut doc = json!({
         "openapi": "3.0.3",
         "info": {
             "title": "Tally billing API",
@@ -183,5 +183,105 @@ pub fn document(catalog: &Catalog) -> Value {
             "/openapi.json": {"get": {"summary": "this document", "responses": {"200": {"description": "OpenAPI 3 document",
                 "content": {"application/json": {"schema": {"type": "object"}}}}}}}
         }
-    })
+    });
+    let reports = reports(&meters, &error);
+    for (section, extra) in [("schemas", &reports["schemas"]), ("paths", &reports["paths"])] {
+        let target = if section == "paths" { &mut doc["paths"] } else { &mut doc["components"]["schemas"] };
+        if let (Some(target), Some(extra)) = (target.as_object_mut(), extra.as_object()) {
+            target.extend(extra.clone());
+        }
+    }
+    doc
+}
+
+/// The reports' schemas and paths, merged into [`document`]'s.
+fn reports(meters: &[&str], error: &Value) -> Value {
+    let report_params = json!([
+        {"name": "month", "in": "path", "required": true, "description": "UTC calendar month", "schema": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$", "example": "2026-11"}},
+        {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["json", "csv", "html"], "default": "json"}},
+        {"name": "tenant", "in": "query", "description": "one tenant (a tenant key's default and only choice)", "schema": {"type": "string", "pattern": TENANT_PATTERN}}
+    ]);
+    let schemas = json!({
+                "UsageReport": {
+                    "type": "object", "required": ["month", "tenants"],
+                    "properties": {
+                        "month": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"},
+                        "tenants": {"type": "array", "items": {"type": "object", "required": ["tenant", "meters"], "properties": {
+                            "tenant": {"type": "string"},
+                            "meters": {"type": "array", "items": {"type": "object", "required": ["meter", "unit", "total", "daily"], "properties": {
+                                "meter": {"type": "string", "enum": meters},
+                                "unit": {"type": "string", "enum": ["count", "bytes", "seconds"]},
+                                "total": {"allOf": [{"$ref": "#/components/schemas/Decimal"}], "description": "the meter's roll-up over the month (for max and unique_count meters not the sum of the days)"},
+                                "daily": {"type": "array", "description": "every UTC day of the month", "items": {"type": "object", "required": ["day", "value"], "properties": {
+                                    "day": {"$ref": "#/components/schemas/Date"}, "value": {"$ref": "#/components/schemas/Decimal"}}}}
+                            }}}
+                        }}}
+                    }
+                },
+                "SlaFigures": {
+                    "type": "object", "required": ["requests", "errors", "availability_percent", "p50_ms", "p95_ms", "p99_ms"],
+                    "properties": {
+                        "requests": {"type": "integer"}, "errors": {"type": "integer"},
+                        "availability_percent": {"allOf": [{"$ref": "#/components/schemas/Decimal"}], "nullable": true, "description": "(requests − errors) / requests, percent, 4 decimals; null without requests"},
+                        "p50_ms": {"allOf": [{"$ref": "#/components/schemas/Decimal"}], "nullable": true, "description": "within 1/256 of the exact value, 3 decimals"},
+                        "p95_ms": {"allOf": [{"$ref": "#/components/schemas/Decimal"}], "nullable": true},
+                        "p99_ms": {"allOf": [{"$ref": "#/components/schemas/Decimal"}], "nullable": true}
+                    }
+                },
+                "SlaReport": {
+                    "type": "object", "required": ["month", "tenants"],
+                    "properties": {
+                        "month": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"},
+                        "tenants": {"type": "array", "items": {"allOf": [{"$ref": "#/components/schemas/SlaFigures"}, {"type": "object",
+                            "required": ["tenant", "slo", "error_budget_used_percent", "p99_met", "credits", "services", "worst_hours", "daily"],
+                            "properties": {
+                                "tenant": {"type": "string"},
+                                "slo": {"type": "object", "nullable": true, "description": "the objective of the plan in effect at the month's end; null without a plan",
+                                    "properties": {"plan": {"type": "string"}, "availability_percent": {"allOf": [{"$ref": "#/components/schemas/Decimal"}], "nullable": true}, "p99_ms": {"type": "integer", "nullable": true}}},
+                                "error_budget_used_percent": {"allOf": [{"$ref": "#/components/schemas/Decimal"}], "nullable": true,
+                                    "description": "errors ÷ (requests × (100 − target) / 100) × 100, 2 decimals; over 100 means the target was missed"},
+                                "p99_met": {"type": "boolean", "nullable": true},
+                                "credits": {"type": "object", "nullable": true, "description": "the invoice's SLA credits; null without a plan",
+                                    "properties": {"currency": {"type": "string"}, "credits": {"type": "array", "items": {"$ref": "#/components/schemas/Credit"}}, "total": {"$ref": "#/components/schemas/Money"}}},
+                                "services": {"type": "array", "items": {"allOf": [{"$ref": "#/components/schemas/SlaFigures"}, {"type": "object", "properties": {"service": {"type": "string"}}}]}},
+                                "worst_hours": {"type": "array", "description": "up to 5 service-hours with errors, lowest availability first", "items": {"type": "object", "properties": {
+                                    "service": {"type": "string"}, "start": {"type": "string", "format": "date-time"},
+                                    "requests": {"type": "integer"}, "errors": {"type": "integer"},
+                                    "availability_percent": {"allOf": [{"$ref": "#/components/schemas/Decimal"}], "nullable": true},
+                                    "exemplars": {"type": "array", "items": {"type": "object", "properties": {
+                                        "trace_id": {"type": "string"}, "latency_ms": {"$ref": "#/components/schemas/Decimal"}, "error": {"type": "boolean"}}}}}}},
+                                "daily": {"type": "array", "description": "every UTC day of the month, all services", "items": {"allOf": [{"$ref": "#/components/schemas/SlaFigures"}, {"type": "object", "properties": {"day": {"$ref": "#/components/schemas/Date"}}}]}}
+                            }}]}}
+                    }
+                }
+    });
+    let paths = json!({
+            "/v1/reports/usage/{month}": {"get": {
+                "summary": "The month's usage report: per tenant and meter, every UTC day and the month's total",
+                "description": "A billing key reads every tenant (or `tenant`); a tenant key reads its own, 403 `forbidden` for another. The agents' reconciliation meters (agent_*) are left out.",
+                "security": [{"bearer": []}],
+                "parameters": report_params.clone(),
+                "responses": {
+                    "200": {"description": "the report", "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/UsageReport"}},
+                        "text/csv": {"schema": {"type": "string"}, "example": "tenant,meter,unit,period,value\r\nacme,spans,count,2026-11-01,1000000\r\nacme,spans,count,2026-11,24155340\r\n"},
+                        "text/html": {"schema": {"type": "string"}, "description": "a self-contained page with a bar chart per meter"}}},
+                    "400": error, "401": error, "403": error, "503": error
+                }
+            }},
+            "/v1/reports/sla/{month}": {"get": {
+                "summary": "The month's SLA report: per tenant and service requests, errors, availability, p50/p95/p99; the plan's SLO, error budget used, worst hours with exemplar traces, credits owed",
+                "description": "Credits are the invoice's (needs --plans; without a plan `slo` and `credits` are null). A billing key reads every tenant (or `tenant`); a tenant key reads its own, 403 `forbidden` for another. 500 `pricing_error`: the plans file lacks a conversion rate.",
+                "security": [{"bearer": []}],
+                "parameters": report_params,
+                "responses": {
+                    "200": {"description": "the report", "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/SlaReport"}},
+                        "text/csv": {"schema": {"type": "string"}, "description": "one row per tenant (service empty: all services, with SLO, error budget and credit), then one per service"},
+                        "text/html": {"schema": {"type": "string"}, "description": "a self-contained page with daily availability and latency charts"}}},
+                    "400": error, "401": error, "403": error, "500": error, "503": error
+                }
+            }}
+    });
+    json!({"schemas": schemas, "paths": paths})
 }

@@ -1,4 +1,6 @@
-//! `tally`: migrations, the billing API and invoices (reports come next).
+//! `tally`: migrations, the billing API, invoices and reports.
+
+mod report;
 
 use anyhow::{bail, Context};
 use metering::api::{self, auth::KeyRing, AppState};
@@ -65,6 +67,7 @@ async fn main() -> anyhow::Result<()> {
                 InvoiceFormat::Text => print!("{}", pricing::text::render(&invoice)),
             }
         }
+        Command::Report(command) => report::run(command).await?,
     }
     Ok(())
 }

@@ -1,0 +1,100 @@
+//! The usage report: per tenant and meter, the value of each UTC day of the month
+//! and the month's total.
+//!
+//! The total is the meter's roll-up over the month, not the sum of its days: for
+//! `max` and `unique_count` meters the two differ (a user active on two days is one
+//! unique user of the month). For `count` and `sum` meters it equals the sum of the
+//! days. The agents' own books (`agent_*` meters) are left out: they are for
+//! reconciliation, not usage; dropped and throttled volumes are shown.
+
+use std::collections::BTreeMap;
+
+use rust_decimal::Decimal;
+use serde::Serialize;
+use time::Date;
+
+use super::{date_text, decimal_text};
+use crate::pricing::BillingMonth;
+use crate::store::rollup::UsagePoint;
+
+/// One day's value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DayValue {
+    /// The UTC day.
+    #[serde(serialize_with = "date_text")]
+    pub day: Date,
+    /// Its usage (0 on a day without any).
+    #[serde(serialize_with = "decimal_text")]
+    pub value: Decimal,
+}
+
+/// One meter of one tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MeterUsage {
+    /// The meter.
+    pub meter: String,
+    /// Its unit.
+    pub unit: String,
+    /// The month's roll-up.
+    #[serde(serialize_with = "decimal_text")]
+    pub total: Decimal,
+    /// Every day of the month, in order.
+    pub daily: Vec<DayValue>,
+}
+
+/// One tenant's month.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TenantUsage {
+    /// The tenant.
+    pub tenant: String,
+    /// Its meters with any usage, by name.
+    pub meters: Vec<MeterUsage>,
+}
+
+/// The usage report of a month.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UsageReport {
+    /// `YYYY-MM`.
+    pub month: String,
+    /// Tenants with usage, by name.
+    pub tenants: Vec<TenantUsage>,
+}
+
+/// Whether a meter belongs in a usage report.
+pub fn reported(meter: &str) -> bool {
+    !meter.starts_with("agent_")
+}
+
+/// The report from the month's day roll-up (`days`) and month roll-up (`totals`)
+/// of the same usage, per tenant and meter (not grouped by service).
+///
+/// ```
+/// use metering::pricing::BillingMonth;
+/// use metering::report::usage::build;
+/// let report = build(BillingMonth::parse("2026-02").unwrap(), &[], &[]);
+/// assert_eq!((report.month.as_str(), report.tenants.len()), ("2026-02", 0));
+/// ```
+pub fn build(month: BillingMonth, days: &[UsagePoint], totals: &[UsagePoint]) -> UsageReport {
+    let mut tenants: BTreeMap<&str, BTreeMap<&str, MeterUsage>> = BTreeMap::new();
+    let all_days: Vec<Date> = std::iter::successors(Some(month.first_day()), |d| d.next_day()).take_while(|d| *d < month.end()).collect();
+    for p in totals.iter().filter(|p| reported(&p.meter)) {
+        let daily = all_days.iter().map(|&day| DayValue { day, value: Decimal::ZERO }).collect();
+        let meter = MeterUsage { meter: p.meter.clone(), unit: p.unit.clone(), total: p.value, daily };
+        tenants.entry(&p.tenant).or_default().insert(&p.meter, meter);
+    }
+    for p in days.iter().filter(|p| reported(&p.meter)) {
+        // A day with usage has a month total too; both reads see the same rows.
+        if let Some(m) = tenants.get_mut(p.tenant.as_str()).and_then(|t| t.get_mut(p.meter.as_str())) {
+            if let Some(slot) = m.daily.iter_mut().find(|d| d.day == p.start.date()) {
+                slot.value = p.value;
+            }
+        }
+    }
+    UsageReport {
+        month: month.to_string(),
+        tenants: tenants
+            .into_iter()
+            .map(|(tenant, meters)| TenantUsage { tenant: tenant.to_owned(), meters: meters.into_values().collect() })
+            .collect(),
+    }
+}
