@@ -35,6 +35,21 @@ pub enum Command {
     /// Write a month's usage or SLA report.
     #[command(subcommand)]
     Report(ReportCommand),
+    /// Seal a month: snapshot and digest its usage, chained to the previous seal.
+    Seal(PeriodSettings),
+    /// Recompute a sealed month's digest from its snapshot and check the chain (exit 1 if it fails).
+    Verify(PeriodSettings),
+}
+
+/// `tally seal` and `tally verify`.
+#[derive(Debug, Args)]
+pub struct PeriodSettings {
+    /// The usage store.
+    #[command(flatten)]
+    pub store: StoreSettings,
+    /// The month to seal or verify, YYYY-MM (UTC).
+    #[arg(long)]
+    pub month: String,
 }
 
 /// `tally report`'s reports.

@@ -26,6 +26,7 @@ pub mod meter;
 pub mod pricing;
 pub mod record;
 pub mod report;
+pub mod seal;
 pub mod settings;
 pub mod sla;
 pub mod store;

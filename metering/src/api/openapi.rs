@@ -115,7 +115,7 @@ pub fn document(catalog: &Catalog) -> Value {
                     "type": "object",
                     "required": ["tenant", "month", "currency", "region", "tax_percent", "plans", "lines", "sla", "credits",
                                  "charges", "sla_credit", "subtotal", "tax", "total"],
-                    "description": "charges = Σ lines; subtotal = charges − sla_credit; tax = subtotal × tax_percent / 100, rounded; total = subtotal + tax",
+                    "description": "charges = Σ lines + Σ adjustments; subtotal = charges − sla_credit; tax = subtotal × tax_percent / 100, rounded; total = subtotal + tax",
                     "properties": {
                         "tenant": {"type": "string"},
                         "month": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"},
@@ -129,6 +129,9 @@ pub fn document(catalog: &Catalog) -> Value {
                             "availability_percent": {"allOf": [{"$ref": "#/components/schemas/Decimal"}], "nullable": true,
                                 "description": "rounded to 4 decimals for reading; credits compare exactly; null without requests"}}},
                         "credits": {"type": "array", "items": {"$ref": "#/components/schemas/Credit"}},
+                        "sealed_digest": {"type": "string", "description": "present when the month is sealed: its usage is the sealed snapshot with this digest"},
+                        "adjustments": {"type": "array", "items": {"$ref": "#/components/schemas/Adjustment"},
+                            "description": "present when the previous month is sealed and usage for it arrived after the seal; charged in `charges`"},
                         "charges": {"$ref": "#/components/schemas/Money"},
                         "sla_credit": {"$ref": "#/components/schemas/Money"},
                         "subtotal": {"$ref": "#/components/schemas/Money"},
@@ -194,7 +197,7 @@ pub fn document(catalog: &Catalog) -> Value {
     doc
 }
 
-/// The reports' schemas and paths, merged into [`document`]'s.
+/// The reports' and periods' schemas and paths, merged into [`document`]'s.
 fn reports(meters: &[&str], error: &Value) -> Value {
     let report_params = json!([
         {"name": "month", "in": "path", "required": true, "description": "UTC calendar month", "schema": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$", "example": "2026-11"}},
@@ -283,5 +286,76 @@ fn reports(meters: &[&str], error: &Value) -> Value {
                 }
             }}
     });
-    json!({"schemas": schemas, "paths": paths})
+    let periods = periods(error);
+    let mut out = json!({"schemas": schemas, "paths": paths});
+    for section in ["schemas", "paths"] {
+        if let (Some(target), Some(extra)) = (out[section].as_object_mut(), periods[section].as_object()) {
+            target.extend(extra.clone());
+        }
+    }
+    out
+}
+
+/// Sealed months' schemas and paths.
+fn periods(error: &Value) -> Value {
+    let month = json!({"name": "month", "in": "path", "required": true, "description": "UTC calendar month",
+        "schema": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$", "example": "2026-11"}});
+    let hex = json!({"type": "string", "pattern": "^[0-9a-f]{64}$"});
+    json!({
+        "schemas": {
+            "Adjustment": {
+                "type": "object", "required": ["month", "plan", "plan_from", "meter", "unit", "late_usage", "amount"],
+                "description": "usage of a sealed month that arrived after its seal, priced by that month's plans: the month's line with it minus the sealed line",
+                "properties": {
+                    "month": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"},
+                    "plan": {"type": "string"},
+                    "plan_from": {"$ref": "#/components/schemas/Date"},
+                    "meter": {"type": "string"},
+                    "unit": {"type": "string", "nullable": true},
+                    "late_usage": {"$ref": "#/components/schemas/Decimal"},
+                    "amount": {"$ref": "#/components/schemas/Money"}
+                }
+            },
+            "Period": {
+                "type": "object", "required": ["month", "sealed"],
+                "description": "a month and, when sealed, its seal: digest = SHA-256 of the canonical text of the month's collapsed usage rows and previous_digest (README, Sealed months)",
+                "properties": {
+                    "month": {"type": "string"},
+                    "sealed": {"type": "boolean"},
+                    "seal_id": {"type": "string"},
+                    "rows": {"type": "integer", "description": "collapsed usage rows in the snapshot"},
+                    "digest": hex.clone(),
+                    "previous_digest": {"allOf": [hex.clone()], "description": "the previous sealed month's digest; 64 zeros for the first seal"},
+                    "sealed_at": {"type": "string", "format": "date-time"},
+                    "recomputed_digest": {"allOf": [hex.clone()], "description": "GET only: recomputed from the snapshot now"},
+                    "recomputed_rows": {"type": "integer", "description": "GET only"},
+                    "expected_previous_digest": {"allOf": [hex], "description": "GET only: the digest the chain says previous_digest must be"},
+                    "verified": {"type": "boolean", "description": "GET only: recomputed digest, rows and chain link all match"},
+                    "late_rows": {"type": "integer", "description": "GET only: usage rows for the month stored after the seal (billed as adjustments on the next month's invoice)"}
+                }
+            }
+        },
+        "paths": {
+            "/v1/periods/{month}": {"get": {
+                "summary": "Whether a month is sealed; if so its seal, verified now against its snapshot and the chain",
+                "description": "Any valid key (billing or tenant) may read it.",
+                "security": [{"bearer": []}],
+                "parameters": [month.clone()],
+                "responses": {
+                    "200": {"description": "the period", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Period"}}}},
+                    "400": error, "401": error, "503": error
+                }
+            }},
+            "/v1/periods/{month}/seal": {"post": {
+                "summary": "Seal a month: snapshot its usage and digest it into the hash chain",
+                "description": "Billing keys only (403 `forbidden` for a tenant key). 409 `already_sealed`, `month_not_over` (the month has not ended, UTC), `out_of_order` (a later month is sealed: seals chain in month order).",
+                "security": [{"bearer": []}],
+                "parameters": [month],
+                "responses": {
+                    "201": {"description": "the new seal", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Period"}}}},
+                    "400": error, "401": error, "403": error, "409": error, "503": error
+                }
+            }}
+        }
+    })
 }

@@ -43,6 +43,12 @@ pub const MIGRATIONS: &[Migration] = &[
         statements: |db, _| Ok(vec![schema::add_custom_meter_columns(db)?]),
         already_done: Some(|db| Ok(schema::has_custom_meter_columns(db))),
     },
+    Migration {
+        version: 4,
+        name: "sealed_usage and periods tables for sealed months",
+        statements: |db, _| Ok(vec![crate::seal::schema::create_sealed_usage(db)?, crate::seal::schema::create_periods(db)?]),
+        already_done: None,
+    },
 ];
 
 /// What [`migrate`] did.

@@ -130,6 +130,8 @@ pub struct UsageQuery {
     pub after: Option<UsageKey>,
     /// At most this many points.
     pub limit: u32,
+    /// Read a sealed month's snapshot (`sealed_usage` rows of this seal id) instead of live usage.
+    pub sealed: Option<String>,
 }
 
 /// One bucket of usage.
@@ -224,6 +226,7 @@ impl UsageQuery {
             group_by_dimensions: false,
             after: None,
             limit: 1000,
+            sealed: None,
         }
     }
 
@@ -265,10 +268,14 @@ impl UsageQuery {
                  max(value) AS v, any(unit) AS u, any(aggregation) AS a FROM ",
             )
             .ident(db)?
-            .push(".usage WHERE window_start >= ")
+            // A snapshot has usage's columns, so the same roll-up reads it.
+            .push(if self.sealed.is_some() { ".sealed_usage WHERE window_start >= " } else { ".usage WHERE window_start >= " })
             .bind(Param::DateTime(self.from.unix_timestamp() as u32))
             .push(" AND window_start < ")
             .bind(Param::DateTime(self.to.unix_timestamp() as u32));
+        if let Some(seal_id) = &self.sealed {
+            sql = sql.push(" AND seal_id = ").bind(seal_id);
+        }
         if let Some(tenant) = &self.tenant {
             sql = sql.push(" AND tenant = ").bind(tenant);
         }

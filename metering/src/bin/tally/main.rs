@@ -68,6 +68,33 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Report(command) => report::run(command).await?,
+        Command::Seal(args) => {
+            let month = BillingMonth::parse(&args.month)?;
+            let ch = args.store.client()?;
+            let db = &args.store.clickhouse_database;
+            let period = metering::seal::seal(&ch, db, month, time::OffsetDateTime::now_utc())
+                .await
+                .with_context(|| format!("sealing {month} in database {db} on {}", ch.url()))?;
+            println!("{}", serde_json::to_string_pretty(&period)?);
+        }
+        Command::Verify(args) => {
+            let month = BillingMonth::parse(&args.month)?;
+            let ch = args.store.client()?;
+            let db = &args.store.clickhouse_database;
+            let Some(v) = metering::seal::verify(&ch, db, month)
+                .await
+                .with_context(|| format!("verifying {month} in database {db} on {}", ch.url()))?
+            else {
+                bail!("{month} is not sealed");
+            };
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            if !v.verified {
+                bail!(
+                    "{month} does not verify: recorded digest {} over {} rows after {}, recomputed {} over {} rows after {}",
+                    v.period.digest, v.period.rows, v.period.previous_digest, v.recomputed_digest, v.recomputed_rows, v.expected_previous_digest
+                );
+            }
+        }
     }
     Ok(())
 }

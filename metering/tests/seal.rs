@@ -1,0 +1,230 @@
+//! Sealed months on a real ClickHouse 18.16: seal October, store late usage for
+//! it, and check that the seal still verifies (it digests the sealed snapshot),
+//! that October's invoice keeps its sealed figures and that November's invoice
+//! carries the late usage as an exact adjustment. The digest is recomputed here
+//! from the stored rows with `sha256sum`, independently of the code under test.
+//! The same snapshot and reads on chDB give the same digest.
+
+mod common;
+
+use std::time::Duration;
+
+use common::serve::{start, tally, Serve};
+use metering::clickhouse::client::parse_tsv;
+use metering::clickhouse::ClickHouse;
+use metering::meter::Catalog;
+use metering::pricing::BillingMonth;
+use metering::record::{UsageBatch, UsageRecord};
+use metering::seal::digest::{digest, GENESIS};
+use metering::seal::schema;
+use metering::seal::store::parse_snapshot;
+use metering::store::migrate::migrate;
+use metering::store::schema::{insert_usage, INSERT_STRUCTURE};
+use metering::store::writer::{encode_batch, UsageWriter};
+use metering::store::Dialect;
+use serde_json::{json, Value};
+use testkit::{Chdb, ClickHouseServer};
+use time::macros::datetime;
+
+const BILLING: &str = "billing-key-1";
+const ACME_KEY: &str = "acme-key-1";
+
+/// spans: 1,000 free a month, then 2 USD per 1,000 up to 10,000 billable, 1 USD per 1,000 above; tax 10 %.
+const PLANS: &str = "
+plans:
+  pro:
+    currency: USD
+    meters:
+      spans:
+        allowance: 1000
+        per: 1000
+        tiers:
+          - {up_to: 10_000, price: 2}
+          - {price: 1}
+regions:
+  us: {tax_percent: 10}
+tenants:
+  acme: {region: us, plans: [{plan: pro, from: 2026-01-01}]}
+";
+
+fn batch(seq: u64, at: time::OffsetDateTime, spans: u64) -> UsageBatch {
+    UsageBatch { source_id: "agent-a:boot-1".into(), seq, records: vec![UsageRecord::new("acme", "spans", at, spans.into())] }
+}
+
+/// October's 5,000 spans, sealed; then 8,000 more for October (a new batch: late); November's 3,000.
+fn october() -> UsageBatch {
+    batch(1, datetime!(2026-10-10 00:00 UTC), 5000)
+}
+fn late() -> UsageBatch {
+    batch(2, datetime!(2026-10-20 00:00 UTC), 8000)
+}
+fn november() -> UsageBatch {
+    batch(3, datetime!(2026-11-05 00:00 UTC), 3000)
+}
+
+async fn write(ch: &ClickHouse, db: &str, batches: &[UsageBatch]) {
+    let mut writer = UsageWriter::new(ch.clone(), db, Catalog::builtin()).unwrap();
+    for b in batches {
+        writer.push(b).unwrap();
+        writer.flush().await.unwrap();
+    }
+}
+
+async fn call(serve: &Serve, method: reqwest::Method, path: &str, key: &str) -> (u16, Value) {
+    let resp = reqwest::Client::new().request(method, format!("{}{path}", serve.base)).bearer_auth(key).send().await.unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
+/// The canonical text of the month's rows as `SELECT ... FROM usage` shows them, hashed by `sha256sum`.
+fn sha256sum(text: &str) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("sha256sum").stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_owned()
+}
+
+fn amounts(inv: &Value) -> Vec<&str> {
+    ["charges", "subtotal", "tax", "total"].iter().map(|k| inv[k].as_str().unwrap()).collect()
+}
+
+#[tokio::test]
+async fn a_sealed_month_verifies_after_late_usage_which_is_adjusted_next_month() {
+    let server = ClickHouseServer::start().unwrap();
+    let db = server.database("seal").unwrap();
+    let ch = ClickHouse::new(&server.http_url(), Duration::from_secs(30)).unwrap();
+    migrate(&ch, &db).await.unwrap();
+    write(&ch, &db, &[october(), november()]).await;
+    let plans = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(plans.path(), PLANS).unwrap();
+    let serve = start(&server.http_url(), &db, &["--billing-key", BILLING, "--tenant-key", &format!("acme={ACME_KEY}"), "--plans", plans.path().to_str().unwrap()]).await;
+    let post = reqwest::Method::POST;
+    let get = reqwest::Method::GET;
+
+    // October before the seal: 5,000 − 1,000 free = 4,000 × 2 / 1,000 = 8.00; tax 0.80.
+    let (_, inv) = call(&serve, get.clone(), "/v1/tenants/acme/invoices/2026-10", BILLING).await;
+    assert_eq!(amounts(&inv), ["8.00", "8.00", "0.80", "8.80"], "{inv}");
+    assert_eq!(inv.get("sealed_digest"), None);
+
+    let (status, body) = call(&serve, get.clone(), "/v1/periods/2026-10", ACME_KEY).await;
+    assert_eq!((status, body), (200, json!({"month": "2026-10", "sealed": false})));
+    let (status, body) = call(&serve, post.clone(), "/v1/periods/2026-10/seal", ACME_KEY).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("forbidden")), "{body}");
+
+    let (status, sealed) = call(&serve, post.clone(), "/v1/periods/2026-10/seal", BILLING).await;
+    assert_eq!(status, 201, "{sealed}");
+    assert_eq!((sealed["month"].as_str(), sealed["rows"].as_u64(), sealed["previous_digest"].as_str()), (Some("2026-10"), Some(1), Some(GENESIS)));
+    // The digest, recomputed without the code under test: the month's one row as the server stores it.
+    let stored = server.query(&format!(
+        "SELECT tenant, meter, toUInt32(window_start), service, route, dimensions, unique_value, value, unit, aggregation, source_id, batch_seq \
+         FROM {db}.usage WHERE toYYYYMM(window_start) = 202610 FORMAT TSV"
+    )).unwrap();
+    let fields: Vec<&str> = stored.trim_end().split('\t').collect();
+    assert_eq!(fields[..3], ["acme", "spans", &datetime!(2026-10-10 00:00 UTC).unix_timestamp().to_string()]);
+    assert_eq!(fields[7], "5000.000000000", "18.16 writes the decimal's scale; the canonical text does not");
+    let mut line: Vec<String> = fields.iter().map(|f| f.to_string()).collect();
+    line[7] = "5000".into();
+    let text = format!("tally-seal-v1\n2026-10\n{GENESIS}\n1\n{}\n", line.join("\t"));
+    let october_digest = sha256sum(&text);
+    assert_eq!(sealed["digest"], october_digest);
+
+    // Late usage for October, and a retry of October's sealed batch (the same rows: not late).
+    write(&ch, &db, &[late(), october()]).await;
+    let (status, period) = call(&serve, get.clone(), "/v1/periods/2026-10", ACME_KEY).await;
+    assert_eq!(status, 200, "{period}");
+    assert_eq!((period["sealed"].as_bool(), period["verified"].as_bool(), period["late_rows"].as_u64()), (Some(true), Some(true), Some(1)), "{period}");
+    assert_eq!((period["digest"].as_str(), period["recomputed_digest"].as_str()), (Some(october_digest.as_str()), Some(october_digest.as_str())));
+
+    // October's invoice keeps the sealed figures and says so.
+    let (_, inv) = call(&serve, get.clone(), "/v1/tenants/acme/invoices/2026-10", BILLING).await;
+    assert_eq!(amounts(&inv), ["8.00", "8.00", "0.80", "8.80"], "{inv}");
+    assert_eq!(inv["lines"][0]["usage"], "5000");
+    assert_eq!(inv["sealed_digest"], october_digest.as_str());
+    // November: its own 3,000 − 1,000 free = 2,000 × 2 / 1,000 = 4.00, plus October's late 8,000 spans:
+    // October at 13,000 would have been 12,000 billable = 10,000 × 2 / 1,000 + 2,000 × 1 / 1,000 = 22.00,
+    // 14.00 more than sealed. Charges 18.00, tax 1.80, total 19.80.
+    let (_, inv) = call(&serve, get.clone(), "/v1/tenants/acme/invoices/2026-11", BILLING).await;
+    assert_eq!(inv["lines"][0]["amount"], "4.00", "{inv}");
+    assert_eq!(inv["adjustments"], json!([{"month": "2026-10", "plan": "pro", "plan_from": "2026-10-01", "meter": "spans", "unit": "count", "late_usage": "8000", "amount": "14.00"}]));
+    assert_eq!(amounts(&inv), ["18.00", "18.00", "1.80", "19.80"]);
+    let out = tally(&["invoice", "--clickhouse-url", &server.http_url(), "--clickhouse-database", &db, "--plans", plans.path().to_str().unwrap(), "--tenant", "acme", "--month", "2026-11", "--format", "text"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.lines().any(|l| l.starts_with("  adjustment 2026-10 spans [pro]: late usage 8000 count") && l.ends_with(" 14.00 USD")), "{text}");
+
+    // November seals onto October's digest (the chain); the CLI verifies both.
+    let url = server.http_url();
+    let cli = |cmd: &str, month: &str| tally(&[cmd, "--clickhouse-url", &url, "--clickhouse-database", &db, "--month", month]);
+    let out = cli("seal", "2026-11");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let november_seal: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((november_seal["previous_digest"].as_str(), november_seal["rows"].as_u64()), (Some(october_digest.as_str()), Some(1)));
+    for month in ["2026-10", "2026-11"] {
+        let out = cli("verify", month);
+        assert!(out.status.success(), "{month}: {}", String::from_utf8_lossy(&out.stderr));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["verified"], true);
+    }
+
+    // Refusals: again, out of order, not over, a malformed month.
+    for (path, status, code) in [
+        ("/v1/periods/2026-10/seal", 409, "already_sealed"),
+        ("/v1/periods/2026-09/seal", 409, "out_of_order"),
+        ("/v1/periods/2099-01/seal", 409, "month_not_over"),
+        ("/v1/periods/2026-1/seal", 400, "invalid_parameter"),
+    ] {
+        let (got, body) = call(&serve, post.clone(), path, BILLING).await;
+        assert_eq!((got, body["error"]["code"].as_str()), (status, Some(code)), "{path}: {body}");
+    }
+
+    // A row slipped into October's snapshot is caught by verification.
+    let seal_id = sealed["seal_id"].as_str().unwrap();
+    server.query(&format!(
+        "INSERT INTO {db}.sealed_usage (seal_id, tenant, meter, window_start, value, unit, source_id, batch_seq) \
+         VALUES ('{seal_id}', 'acme', 'spans', toDateTime('2026-10-11 00:00:00', 'UTC'), 1, 'count', 'forged', 1)"
+    )).unwrap();
+    let (_, period) = call(&serve, get.clone(), "/v1/periods/2026-10", BILLING).await;
+    assert_eq!((period["verified"].as_bool(), period["recomputed_rows"].as_u64(), period["rows"].as_u64()), (Some(false), Some(2), Some(1)), "{period}");
+    assert_ne!(period["recomputed_digest"], period["digest"]);
+    let out = cli("verify", "2026-10");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("2026-10 does not verify"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cli("verify", "2026-08");
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("2026-08 is not sealed"));
+}
+
+/// The snapshot, its read-back and the late-row count run on chDB (both dialects'
+/// tables) and give the digest a 18.16 server gives for the same rows.
+#[test]
+fn seal_sql_runs_on_the_modern_dialect_with_the_same_digest() {
+    let month = BillingMonth::parse("2026-10").unwrap();
+    let (from, to) = (month.first_day().midnight().assume_utc(), month.end().midnight().assume_utc());
+    let mut chdb = Chdb::start().unwrap();
+    let mut digests = Vec::new();
+    for (db, dialect) in [("modern", Dialect::Modern), ("legacy", Dialect::Legacy)] {
+        common::chdb_migrate(&mut chdb, db, dialect);
+        let mut bytes = Vec::new();
+        for b in [october(), november(), october()] {
+            encode_batch(&b, &Catalog::builtin(), &mut bytes).unwrap();
+        }
+        common::chdb_insert_rowbinary(&mut chdb, db, &insert_usage(db).unwrap(), INSERT_STRUCTURE, &bytes);
+        chdb.query(schema::snapshot(db, "s1", from, to).unwrap().as_str()).unwrap();
+        let rows = parse_snapshot(parse_tsv(&chdb.query(schema::read_snapshot(db, "s1").unwrap().as_str()).unwrap())).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].value, 5000.into());
+        digests.push(digest("2026-10", GENESIS, &rows));
+        let late_rows = |chdb: &mut Chdb| chdb.query(schema::count_late(db, "s1", from, to).unwrap().as_str()).unwrap();
+        assert_eq!(late_rows(&mut chdb), "0\n");
+        let mut bytes = Vec::new();
+        encode_batch(&late(), &Catalog::builtin(), &mut bytes).unwrap();
+        common::chdb_insert_rowbinary(&mut chdb, &format!("{db}_late"), &insert_usage(db).unwrap(), INSERT_STRUCTURE, &bytes);
+        assert_eq!(late_rows(&mut chdb), "1\n");
+        chdb.query(schema::record_seal(db, "2026-10", "s1", 1, &digests[0], GENESIS, from).unwrap().as_str()).unwrap();
+        assert_eq!(parse_tsv(&chdb.query(schema::read_seals(db).unwrap().as_str()).unwrap())[0][..2], ["2026-10", "s1"]);
+    }
+    // The same one row as on 18.16: 2026-10-10 00:00, 5,000 spans of batch agent-a:boot-1 #1.
+    assert_eq!(digests[0], digests[1]);
+    let aggregation = Catalog::builtin().get("spans").unwrap().aggregation.as_str();
+    let ts = datetime!(2026-10-10 00:00 UTC).unix_timestamp();
+    let text = format!("tally-seal-v1\n2026-10\n{GENESIS}\n1\nacme\tspans\t{ts}\t\t\t\t\t5000\tcount\t{aggregation}\tagent-a:boot-1\t1\n");
+    assert_eq!(digests[0], sha256sum(&text));
+}
