@@ -24,6 +24,7 @@ pub mod cli;
 pub mod clickhouse;
 pub mod meter;
 pub mod pricing;
+pub mod reconcile;
 pub mod record;
 pub mod report;
 pub mod seal;

@@ -225,7 +225,7 @@ async fn openapi_describes_the_routes_and_a_down_store_is_503() {
     let doc: Value = reqwest::get(format!("{}/openapi.json", serve.base)).await.unwrap().json().await.unwrap();
     assert_eq!(doc["openapi"], "3.0.3");
     let paths: Vec<_> = doc["paths"].as_object().unwrap().keys().cloned().collect();
-    assert_eq!(paths, vec!["/healthz", "/openapi.json", "/v1/periods/{month}", "/v1/periods/{month}/seal", "/v1/reports/sla/{month}", "/v1/reports/usage/{month}", "/v1/tenants/{tenant}/invoices/{month}", "/v1/usage"]);
+    assert_eq!(paths, vec!["/healthz", "/openapi.json", "/v1/periods/{month}", "/v1/periods/{month}/seal", "/v1/reconciliation", "/v1/reports/sla/{month}", "/v1/reports/usage/{month}", "/v1/tenants/{tenant}/invoices/{month}", "/v1/usage"]);
     let params: Vec<_> = doc["paths"]["/v1/usage"]["get"]["parameters"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap().to_owned()).collect();
     assert_eq!(params, metering::api::usage::PARAMS);
     drop(server);

@@ -5,6 +5,7 @@ pub mod error;
 pub mod invoice;
 pub mod openapi;
 pub mod period;
+pub mod reconciliation;
 pub mod report;
 pub mod usage;
 
@@ -65,6 +66,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/reports/usage/{month}", get(report::get_usage_report))
         .route("/v1/reports/sla/{month}", get(report::get_sla_report))
         .route("/v1/periods/{month}", get(period::get_period))
+        .route("/v1/reconciliation", get(reconciliation::get_reconciliation))
         .route("/v1/periods/{month}/seal", axum::routing::post(period::seal_period))
         .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
         .route("/openapi.json", get(move || async move { openapi }))

@@ -296,7 +296,7 @@ fn reports(meters: &[&str], error: &Value) -> Value {
     out
 }
 
-/// Sealed months' schemas and paths.
+/// Sealed months' and reconciliation's schemas and paths.
 fn periods(error: &Value) -> Value {
     let month = json!({"name": "month", "in": "path", "required": true, "description": "UTC calendar month",
         "schema": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$", "example": "2026-11"}});
@@ -314,6 +314,26 @@ fn periods(error: &Value) -> Value {
                     "unit": {"type": "string", "nullable": true},
                     "late_usage": {"$ref": "#/components/schemas/Decimal"},
                     "amount": {"$ref": "#/components/schemas/Money"}
+                }
+            },
+            "Reconciliation": {
+                "type": "object", "required": ["from", "to", "data"],
+                "properties": {
+                    "from": {"type": "string", "format": "date-time"},
+                    "to": {"type": "string", "format": "date-time"},
+                    "data": {"type": "array", "items": {"type": "object",
+                        "required": ["agent", "tenant", "signal", "accepted", "acked", "stored", "dropped", "dropped_by_reason", "gap"],
+                        "properties": {
+                            "agent": {"type": "string", "description": "<key namespace>/agent:<agent id> (all boots)"},
+                            "tenant": {"type": "string"},
+                            "signal": {"type": "string", "enum": ["spans", "metric_points", "log_records"]},
+                            "accepted": {"$ref": "#/components/schemas/Decimal"},
+                            "acked": {"$ref": "#/components/schemas/Decimal"},
+                            "stored": {"$ref": "#/components/schemas/Decimal"},
+                            "dropped": {"$ref": "#/components/schemas/Decimal"},
+                            "dropped_by_reason": {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/Decimal"}},
+                            "gap": {"$ref": "#/components/schemas/Decimal"}
+                        }}}
                 }
             },
             "Period": {
@@ -336,6 +356,19 @@ fn periods(error: &Value) -> Value {
             }
         },
         "paths": {
+            "/v1/reconciliation": {"get": {
+                "summary": "Per agent, tenant and signal: items the agent accepted vs items stored from its batches and dropped",
+                "description": "Billing keys only (403 `forbidden` for a tenant key). gap = accepted − stored − dropped: 0 once everything accepted was shipped; positive while data waits in a WAL or was lost. Agents report their books every interval, so reconcile windows ending well after the last report.",
+                "security": [{"bearer": []}],
+                "parameters": [
+                    {"name": "from", "in": "query", "required": true, "description": "start, inclusive, on a whole minute", "schema": {"type": "string", "format": "date-time"}},
+                    {"name": "to", "in": "query", "required": true, "description": "end, exclusive, on a whole minute", "schema": {"type": "string", "format": "date-time"}}
+                ],
+                "responses": {
+                    "200": {"description": "the lines", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Reconciliation"}}}},
+                    "400": error, "401": error, "403": error, "503": error
+                }
+            }},
             "/v1/periods/{month}": {"get": {
                 "summary": "Whether a month is sealed; if so its seal, verified now against its snapshot and the chain",
                 "description": "Any valid key (billing or tenant) may read it.",
