@@ -140,6 +140,9 @@ async fn a_sealed_month_verifies_after_late_usage_which_is_adjusted_next_month()
     assert_eq!(amounts(&inv), ["8.00", "8.00", "0.80", "8.80"], "{inv}");
     assert_eq!(inv["lines"][0]["usage"], "5000");
     assert_eq!(inv["sealed_digest"], october_digest.as_str());
+    // So does its usage report (the late 8,000 spans are not in it).
+    let (_, report) = call(&serve, get.clone(), "/v1/reports/usage/2026-10", BILLING).await;
+    assert_eq!((report["sealed_digest"].as_str(), report["tenants"][0]["meters"][0]["total"].as_str()), (Some(october_digest.as_str()), Some("5000")), "{report}");
     // November: its own 3,000 − 1,000 free = 2,000 × 2 / 1,000 = 4.00, plus October's late 8,000 spans:
     // October at 13,000 would have been 12,000 billable = 10,000 × 2 / 1,000 + 2,000 × 1 / 1,000 = 22.00,
     // 14.00 more than sealed. Charges 18.00, tax 1.80, total 19.80.

@@ -209,6 +209,7 @@ fn reports(meters: &[&str], error: &Value) -> Value {
                     "type": "object", "required": ["month", "tenants"],
                     "properties": {
                         "month": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"},
+                        "sealed_digest": {"type": "string", "description": "present when the month is sealed: the figures are its sealed snapshot's"},
                         "tenants": {"type": "array", "items": {"type": "object", "required": ["tenant", "meters"], "properties": {
                             "tenant": {"type": "string"},
                             "meters": {"type": "array", "items": {"type": "object", "required": ["meter", "unit", "total", "daily"], "properties": {

@@ -38,7 +38,7 @@ fn opt(d: Option<Decimal>) -> String {
 ///
 /// ```
 /// use metering::report::{csv, usage::UsageReport};
-/// let empty = UsageReport { month: "2026-11".into(), tenants: vec![] };
+/// let empty = UsageReport { month: "2026-11".into(), sealed_digest: None, tenants: vec![] };
 /// assert_eq!(csv::usage(&empty), "tenant,meter,unit,period,value\r\n");
 /// ```
 pub fn usage(report: &UsageReport) -> String {

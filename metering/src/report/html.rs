@@ -72,7 +72,11 @@ fn opt(d: Option<Decimal>, suffix: &str) -> String {
 
 /// The usage report: per tenant, per meter its month total and a bar per day.
 pub fn usage(report: &UsageReport) -> String {
-    let mut body = format!("<h1>Usage report {}</h1><p class=\"sub\">Per tenant and meter: the month's total and each UTC day.</p>", esc(&report.month));
+    let mut body = format!("<h1>Usage report {}</h1><p class=\"sub\">Per tenant and meter: the month's total and each UTC day.", esc(&report.month));
+    if let Some(digest) = &report.sealed_digest {
+        let _ = write!(body, " The month is sealed: these are its sealed figures (digest <code>{}</code>).", esc(digest));
+    }
+    body.push_str("</p>");
     if report.tenants.is_empty() {
         body.push_str("<section><p class=\"none\">No usage this month.</p></section>");
     }

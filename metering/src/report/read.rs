@@ -59,11 +59,20 @@ pub fn sla_query(month: BillingMonth, tenant: Option<&str>, granularity: Granula
     }
 }
 
-/// The usage report of `month` for one tenant or all.
+/// The usage report of `month` for one tenant or all: from the month's seal when
+/// it is sealed (as its invoices are), else from live usage.
 pub async fn read_usage_report(ch: &ClickHouse, db: &str, month: BillingMonth, tenant: Option<&str>) -> Result<UsageReport, StoreError> {
-    let days: Vec<UsagePoint> = query_usage_all(ch, db, &usage_query(month, tenant, Granularity::Day)).await?;
-    let totals = query_usage_all(ch, db, &usage_query(month, tenant, Granularity::Month)).await?;
-    Ok(usage::build(month, &days, &totals))
+    let seal = crate::seal::period(ch, db, month).await?;
+    let query = |g| {
+        let mut q = usage_query(month, tenant, g);
+        q.sealed = seal.as_ref().map(|s| s.seal_id.clone());
+        q
+    };
+    let days: Vec<UsagePoint> = query_usage_all(ch, db, &query(Granularity::Day)).await?;
+    let totals = query_usage_all(ch, db, &query(Granularity::Month)).await?;
+    let mut report = usage::build(month, &days, &totals);
+    report.sealed_digest = seal.map(|s| s.digest);
+    Ok(report)
 }
 
 /// The SLA reads of `month` (month, day, hour) for one tenant or all.

@@ -56,6 +56,9 @@ pub struct TenantUsage {
 pub struct UsageReport {
     /// `YYYY-MM`.
     pub month: String,
+    /// The month's seal digest when it is sealed: the report reads its snapshot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sealed_digest: Option<String>,
     /// Tenants with usage, by name.
     pub tenants: Vec<TenantUsage>,
 }
@@ -92,6 +95,7 @@ pub fn build(month: BillingMonth, days: &[UsagePoint], totals: &[UsagePoint]) ->
     }
     UsageReport {
         month: month.to_string(),
+        sealed_digest: None,
         tenants: tenants
             .into_iter()
             .map(|(tenant, meters)| TenantUsage { tenant: tenant.to_owned(), meters: meters.into_values().collect() })

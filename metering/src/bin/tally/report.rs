@@ -71,7 +71,7 @@ pub async fn run(command: ReportCommand) -> anyhow::Result<()> {
                 Some(dir) => {
                     let progress = bar(r.tenants.len(), "writing usage reports");
                     for t in &r.tenants {
-                        let one = UsageReport { month: r.month.clone(), tenants: vec![t.clone()] };
+                        let one = UsageReport { month: r.month.clone(), sealed_digest: r.sealed_digest.clone(), tenants: vec![t.clone()] };
                         write_file(dir, &format!("usage-{month}-{}.{ext}", t.tenant), &usage_text(&one, args.format)?)?;
                         progress.inc(1);
                     }
