@@ -39,6 +39,31 @@ pub enum Command {
     Seal(PeriodSettings),
     /// Recompute a sealed month's digest from its snapshot and check the chain (exit 1 if it fails).
     Verify(PeriodSettings),
+    /// Export a month's daily usage for a billing system.
+    Export(ExportSettings),
+}
+
+/// `tally export`.
+#[derive(Debug, Args)]
+pub struct ExportSettings {
+    /// The usage store.
+    #[command(flatten)]
+    pub store: StoreSettings,
+    /// The month to export, YYYY-MM (UTC); a sealed month exports its sealed figures.
+    #[arg(long)]
+    pub month: String,
+    /// How usage is written: CloudEvents or Stripe meter events (JSON Lines), or CSV.
+    #[arg(long = "format", value_enum)]
+    pub export_format: crate::export::ExportFormat,
+    /// Only this tenant (default: every tenant with usage that month).
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Only these meters (repeatable; default: all but the agents' books).
+    #[arg(long)]
+    pub meter: Vec<String>,
+    /// A tenant's Stripe customer, TENANT=cus_... (repeatable; the stripe format needs one per tenant).
+    #[arg(long)]
+    pub stripe_customer: Vec<String>,
 }
 
 /// `tally seal` and `tally verify`.

@@ -21,6 +21,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod export;
 pub mod clickhouse;
 pub mod meter;
 pub mod pricing;

@@ -369,6 +369,45 @@ async fn tally_report_writes_the_same_reports() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("\"2026-1\" is not a month written YYYY-MM"), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+#[tokio::test]
+async fn tally_export_writes_cloudevents_stripe_meter_events_and_csv() {
+    let f = setup().await;
+    let url = f.server.http_url();
+    let base = ["export", "--clickhouse-url", url.as_str(), "--clickhouse-database", f.db.as_str(), "--month", "2026-11"];
+    let run = |extra: &[&str]| tally(&[&base[..], extra].concat());
+    let json_lines = |out: &std::process::Output| -> Vec<Value> {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    // One event per tenant, meter and day with usage: acme's cpu_seconds (2 days), requests (1),
+    // spans (2), globex's spans (1); no agent_* books.
+    let events = json_lines(&run(&["--format", "cloudevents"]));
+    let ids: Vec<_> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["acme/cpu_seconds/2026-11-15", "acme/cpu_seconds/2026-11-16", "acme/requests/2026-11-15", "acme/spans/2026-11-01", "acme/spans/2026-11-30", "globex/spans/2026-11-02"]);
+    assert_eq!(events[0]["data"], json!({"tenant": "acme", "meter": "cpu_seconds", "unit": "seconds", "start": "2026-11-15T00:00:00Z", "end": "2026-11-16T00:00:00Z", "value": "1.5"}));
+    assert_eq!((events[3]["source"].as_str(), events[3]["specversion"].as_str(), events[3]["data"]["value"].as_str()), (Some(format!("tally/{}", f.db).as_str()), Some("1.0"), Some("1500")));
+
+    let stripe = json_lines(&run(&["--format", "stripe", "--meter", "spans", "--stripe-customer", "acme=cus_A", "--stripe-customer", "globex=cus_G"]));
+    assert_eq!(stripe.len(), 3);
+    assert_eq!(stripe[1], json!({"event_name": "spans", "identifier": "tally-acme-spans-2026-11-30", "timestamp": datetime!(2026-11-30 00:00 UTC).unix_timestamp(),
+                                 "payload": {"stripe_customer_id": "cus_A", "value": "250"}}));
+    assert_eq!(stripe[2]["payload"], json!({"stripe_customer_id": "cus_G", "value": "42"}));
+    // Refused, never rounded or guessed: fractional seconds, a tenant without a customer, an unknown meter.
+    for (extra, message) in [
+        (&["--format", "stripe", "--stripe-customer", "acme=cus_A", "--stripe-customer", "globex=cus_G"][..], "acme's cpu_seconds on 2026-11-15 is 1.5, and Stripe meter events take whole numbers"),
+        (&["--format", "stripe", "--meter", "spans", "--stripe-customer", "acme=cus_A"][..], "no Stripe customer for tenant(s) globex"),
+        (&["--format", "csv", "--meter", "spanz"][..], "--meter \"spanz\": no such meter in 2026-11's usage"),
+    ] {
+        let out = run(extra);
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains(message), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let out = run(&["--format", "csv", "--tenant", "globex"]);
+    let csv = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 31);
+    assert!(csv.contains("\r\nglobex,spans,count,2026-11-02,42\r\n") && csv.ends_with("\r\nglobex,spans,count,2026-11,42\r\n"), "{csv}");
+}
+
 fn screenshot_dir() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("report-screenshots");
     std::fs::create_dir_all(&dir).unwrap();

@@ -5,6 +5,7 @@ mod report;
 use anyhow::{bail, Context};
 use metering::api::{self, auth::KeyRing, AppState};
 use metering::cli::{Cli, Command, InvoiceFormat};
+use metering::export::{self, ExportFormat};
 use metering::pricing::{self, BillingMonth};
 use metering::store::migrate::migrate;
 use metering::telemetry;
@@ -68,6 +69,41 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Report(command) => report::run(command).await?,
+        Command::Export(args) => {
+            let month = BillingMonth::parse(&args.month)?;
+            let ch = args.store.client()?;
+            let db = &args.store.clickhouse_database;
+            let report = metering::report::read_usage_report(&ch, db, month, args.tenant.as_deref())
+                .await
+                .with_context(|| format!("reading {month}'s usage from database {db} on {}", ch.url()))?;
+            for m in &args.meter {
+                let in_report = report.tenants.iter().any(|t| t.meters.iter().any(|u| &u.meter == m));
+                if !in_report && metering::meter::Catalog::builtin().get(m).is_none() {
+                    bail!("--meter {m:?}: no such meter in {month}'s usage");
+                }
+            }
+            let out = match args.export_format {
+                ExportFormat::Cloudevents => export::cloudevents(&report, &args.meter, &format!("tally/{db}")),
+                ExportFormat::Csv => {
+                    let mut report = report;
+                    for t in &mut report.tenants {
+                        t.meters.retain(|m| args.meter.is_empty() || args.meter.contains(&m.meter));
+                    }
+                    metering::report::csv::usage(&report)
+                }
+                ExportFormat::Stripe => {
+                    let mut customers = std::collections::BTreeMap::new();
+                    for spec in &args.stripe_customer {
+                        let Some((tenant, customer)) = spec.split_once('=') else {
+                            bail!("--stripe-customer {spec:?}: expected TENANT=cus_...");
+                        };
+                        customers.insert(tenant.to_owned(), customer.to_owned());
+                    }
+                    export::stripe(&report, &args.meter, &customers)?
+                }
+            };
+            print!("{out}");
+        }
         Command::Seal(args) => {
             let month = BillingMonth::parse(&args.month)?;
             let ch = args.store.client()?;
