@@ -14,7 +14,7 @@ use crate::pricing::ymd;
 
 const STYLE: &str = "\
 body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;color:#1f2933;background:#f5f7fa;margin:0;padding:24px}\
-main{max-width:800px;margin:0 auto}\
+main{max-width:840px;margin:0 auto}\
 h1{font-size:22px;margin:0 0 4px}h2{font-size:18px;margin:0 0 12px}h3{font-size:15px;margin:18px 0 6px}\
 .sub{color:#616e7c;margin:0 0 20px}\
 section{background:#fff;border:1px solid #e4e7eb;border-radius:8px;padding:18px 20px;margin:0 0 20px}\
