@@ -219,7 +219,7 @@ async fn migrations_run_twice_are_a_no_op() {
     let recorded = server.query(&format!("SELECT version, name, dialect FROM {db}.tally_migrations ORDER BY version FORMAT TSV")).unwrap();
     assert_eq!(
         recorded,
-        "1\tusage table\tlegacy\n2\tsla table\tlegacy\n3\tusage.unique_value and usage.aggregation for custom meters\tlegacy\n4\tsealed_usage and periods tables for sealed months\tlegacy\n"
+        "1\tusage table\tlegacy\n2\tsla table\tlegacy\n3\tusage.unique_value and usage.aggregation for custom meters\tlegacy\n4\tsealed_usage, sealed_sla and periods tables for sealed months\tlegacy\n"
     );
     // A database that does not exist yet is created.
     let fresh = format!("{db}_new");

@@ -236,6 +236,7 @@ fn reports(meters: &[&str], error: &Value) -> Value {
                     "type": "object", "required": ["month", "tenants"],
                     "properties": {
                         "month": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"},
+                        "sealed_digest": {"type": "string", "description": "present when the month is sealed: the figures are its sealed snapshot's"},
                         "tenants": {"type": "array", "items": {"allOf": [{"$ref": "#/components/schemas/SlaFigures"}, {"type": "object",
                             "required": ["tenant", "slo", "error_budget_used_percent", "p99_met", "credits", "services", "worst_hours", "daily"],
                             "properties": {
@@ -339,12 +340,14 @@ fn periods(error: &Value) -> Value {
             },
             "Period": {
                 "type": "object", "required": ["month", "sealed"],
-                "description": "a month and, when sealed, its seal: digest = SHA-256 of the canonical text of the month's collapsed usage rows and previous_digest (README, Sealed months)",
+                "description": "a month and, when sealed, its seal: digest = SHA-256 of the canonical text of the month's collapsed usage and SLA rows and previous_digest (README, Sealed months)",
                 "properties": {
                     "month": {"type": "string"},
                     "sealed": {"type": "boolean"},
                     "seal_id": {"type": "string"},
                     "rows": {"type": "integer", "description": "collapsed usage rows in the snapshot"},
+                    "sla_rows": {"type": "integer", "description": "collapsed SLA rows in the snapshot"},
+                    "recomputed_sla_rows": {"type": "integer", "description": "GET only"},
                     "digest": hex.clone(),
                     "previous_digest": {"allOf": [hex.clone()], "description": "the previous sealed month's digest; 64 zeros for the first seal"},
                     "sealed_at": {"type": "string", "format": "date-time"},

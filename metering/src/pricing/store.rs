@@ -68,6 +68,7 @@ pub fn sla_query(tenant: &str, month: BillingMonth) -> SlaQuery {
         to: midnight(month.end()),
         granularity: Granularity::Month,
         grouping: SlaGrouping::Service,
+        sealed: None,
     }
 }
 
@@ -79,7 +80,7 @@ pub fn availability(points: &[SlaPoint]) -> Availability {
     })
 }
 
-/// Prices `tenant`'s `month` from live usage, or from the snapshot of seal `sealed`.
+/// Prices `tenant`'s `month` from live usage and SLA rows, or from the snapshot of seal `sealed`.
 async fn price(
     ch: &ClickHouse,
     db: &str,
@@ -96,7 +97,9 @@ async fn price(
         let points = query_usage_all(ch, db, &query).await?;
         record_usage(&mut usage, &window, &points);
     }
-    let availability = availability(&query_sla(ch, db, &sla_query(tenant, month)).await?);
+    let mut sla = sla_query(tenant, month);
+    sla.sealed = sealed.map(str::to_owned);
+    let availability = availability(&query_sla(ch, db, &sla).await?);
     tracing::debug!(tenant, %month, sealed, requests = availability.requests, errors = availability.errors, "pricing month");
     Ok(compute(book, tenant, month, Inputs { usage: &usage, availability, catalog })?)
 }

@@ -251,9 +251,13 @@ fn tenant_sla(body: &mut String, month: &str, t: &TenantSla) {
 /// services, worst hours and credits.
 pub fn sla(report: &SlaReport) -> String {
     let mut body = format!(
-        "<h1>SLA report {}</h1><p class=\"sub\">Availability is (requests − errors) / requests; percentiles are within 0.39 % of the exact value.</p>",
+        "<h1>SLA report {}</h1><p class=\"sub\">Availability is (requests − errors) / requests; percentiles are within 0.39 % of the exact value.",
         esc(&report.month)
     );
+    if let Some(digest) = &report.sealed_digest {
+        let _ = write!(body, " The month is sealed: these are its sealed figures (digest <code>{}</code>).", esc(digest));
+    }
+    body.push_str("</p>");
     if report.tenants.is_empty() {
         body.push_str("<section><p class=\"none\">No requests this month.</p></section>");
     }

@@ -56,6 +56,7 @@ pub fn sla_query(month: BillingMonth, tenant: Option<&str>, granularity: Granula
         to: midnight(month.end()),
         granularity,
         grouping: SlaGrouping::Service,
+        sealed: None,
     }
 }
 
@@ -75,11 +76,15 @@ pub async fn read_usage_report(ch: &ClickHouse, db: &str, month: BillingMonth, t
     Ok(report)
 }
 
-/// The SLA reads of `month` (month, day, hour) for one tenant or all.
+/// The SLA reads of `month` (month, day, hour) for one tenant or all, from the
+/// month's seal when it is sealed.
 pub async fn read_sla_points(ch: &ClickHouse, db: &str, month: BillingMonth, tenant: Option<&str>) -> Result<[Vec<SlaPoint>; 3], StoreError> {
+    let seal = crate::seal::period(ch, db, month).await?;
     let mut out: [Vec<SlaPoint>; 3] = Default::default();
     for (slot, g) in out.iter_mut().zip([Granularity::Month, Granularity::Day, Granularity::Hour]) {
-        *slot = query_sla(ch, db, &sla_query(month, tenant, g)).await?;
+        let mut q = sla_query(month, tenant, g);
+        q.sealed = seal.as_ref().map(|s| s.seal_id.clone());
+        *slot = query_sla(ch, db, &q).await?;
     }
     Ok(out)
 }
@@ -135,5 +140,7 @@ pub async fn read_sla_report(
             progress(n + 1, tenants.len());
         }
     }
-    Ok(sla::build(month, &months, &days, &hours, &priced))
+    let mut report = sla::build(month, &months, &days, &hours, &priced);
+    report.sealed_digest = crate::seal::period(ch, db, month).await?.map(|s| s.digest);
+    Ok(report)
 }

@@ -173,6 +173,9 @@ pub struct TenantSla {
 pub struct SlaReport {
     /// `YYYY-MM`.
     pub month: String,
+    /// The month's seal digest when it is sealed: the report reads its snapshot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sealed_digest: Option<String>,
     /// Tenants with requests, by name.
     pub tenants: Vec<TenantSla>,
 }
@@ -186,9 +189,9 @@ pub struct Pricing {
     pub credits: Option<Credits>,
 }
 
-/// Availability in percent as pricing shows it (4 decimals), without trailing zeros.
+/// Availability in percent as pricing shows it (4 decimals).
 fn availability(requests: u64, errors: u64) -> Option<Decimal> {
-    Availability { requests, errors }.percent().map(|p| p.normalize())
+    Availability { requests, errors }.percent()
 }
 
 /// `errors / (requests × (100 − target) / 100)` in percent, 2 decimals.
@@ -275,5 +278,5 @@ pub fn build(month: BillingMonth, months: &[SlaPoint], days: &[SlaPoint], hours:
             daily,
         });
     }
-    SlaReport { month: month.to_string(), tenants }
+    SlaReport { month: month.to_string(), sealed_digest: None, tenants }
 }

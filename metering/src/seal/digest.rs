@@ -4,11 +4,15 @@
 //! tally-seal-v1\n
 //! <month YYYY-MM>\n
 //! <previous seal's digest, 64 hex digits; 64 zeros for the first seal>\n
-//! <row count>\n
-//! then one line per row, sorted by its fields in this order (window_start and batch_seq as
+//! <usage row count>\n
+//! then one line per usage row, sorted by its fields in this order (numbers as
 //! numbers, the rest as bytes; value as its text below):
 //! tenant \t meter \t window_start (Unix seconds) \t service \t route \t dimensions \t
 //! unique_value \t value (decimal, no trailing zeros) \t unit \t aggregation \t source_id \t batch_seq \n
+//! sla <SLA row count>\n
+//! then one line per SLA row, sorted likewise:
+//! tenant \t service \t route \t window_start \t requests \t errors \t
+//! latency (bucket:count,…) \t exemplars (trace_id:latency_ns:0|1,…) \t source_id \t batch_seq \n
 //! ```
 //!
 //! Text fields escape `\` as `\\`, tab as `\t` and newline as `\n`, so fields and
@@ -52,6 +56,31 @@ pub struct SealedRow {
     pub batch_seq: u64,
 }
 
+/// One collapsed SLA row of a sealed month (one tenant × service × route × minute of one batch).
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SealedSlaRow {
+    /// Tenant.
+    pub tenant: String,
+    /// Service.
+    pub service: String,
+    /// Route.
+    pub route: String,
+    /// The minute, Unix seconds.
+    pub window_start: u32,
+    /// Requests.
+    pub requests: u64,
+    /// Failed requests.
+    pub errors: u64,
+    /// Latency sketch as `bucket:count` pairs, comma-separated, as stored.
+    pub latency: String,
+    /// Exemplars as `trace_id:latency_ns:error` triples, comma-separated, as stored.
+    pub exemplars: String,
+    /// The batch's source.
+    pub source_id: String,
+    /// The batch's sequence number.
+    pub batch_seq: u64,
+}
+
 fn field(out: &mut String, s: &str) {
     for c in s.chars() {
         match c {
@@ -64,8 +93,8 @@ fn field(out: &mut String, s: &str) {
     out.push('\t');
 }
 
-/// The canonical text of `rows` (in any order) for `month` chained to `previous`.
-pub fn canonical(month: &str, previous: &str, rows: &[SealedRow]) -> String {
+/// The canonical text of `rows` and `sla` (in any order) for `month` chained to `previous`.
+pub fn canonical(month: &str, previous: &str, rows: &[SealedRow], sla: &[SealedSlaRow]) -> String {
     let mut sorted: Vec<&SealedRow> = rows.iter().collect();
     sorted.sort_by(|a, b| {
         let key = |r: &SealedRow| (r.tenant.clone(), r.meter.clone(), r.window_start, r.service.clone(), r.route.clone(), r.dimensions.clone(), r.unique_value.clone(), r.value.normalize().to_string(), r.unit.clone(), r.aggregation.clone(), r.source_id.clone(), r.batch_seq);
@@ -86,12 +115,26 @@ pub fn canonical(month: &str, previous: &str, rows: &[SealedRow]) -> String {
         field(&mut out, &r.source_id);
         let _ = writeln!(out, "{}", r.batch_seq);
     }
+    // The derived order is the field order above: the canonical order.
+    let mut sla: Vec<&SealedSlaRow> = sla.iter().collect();
+    sla.sort();
+    let _ = writeln!(out, "sla {}", sla.len());
+    for r in sla {
+        field(&mut out, &r.tenant);
+        field(&mut out, &r.service);
+        field(&mut out, &r.route);
+        let _ = write!(out, "{}\t{}\t{}\t", r.window_start, r.requests, r.errors);
+        field(&mut out, &r.latency);
+        field(&mut out, &r.exemplars);
+        field(&mut out, &r.source_id);
+        let _ = writeln!(out, "{}", r.batch_seq);
+    }
     out
 }
 
 /// The lowercase hex SHA-256 of [`canonical`].
-pub fn digest(month: &str, previous: &str, rows: &[SealedRow]) -> String {
-    Sha256::digest(canonical(month, previous, rows).as_bytes()).iter().fold(String::with_capacity(64), |mut s, b| {
+pub fn digest(month: &str, previous: &str, rows: &[SealedRow], sla: &[SealedSlaRow]) -> String {
+    Sha256::digest(canonical(month, previous, rows, sla).as_bytes()).iter().fold(String::with_capacity(64), |mut s, b| {
         let _ = write!(s, "{b:02x}");
         s
     })
@@ -109,16 +152,19 @@ mod tests {
     fn canonical_text_is_ordered_escaped_and_normalized() {
         let mut tricky = row("acme", "1.500000000");
         tricky.service = "a\tb\\c\nd".into();
-        let text = canonical("2026-11", GENESIS, &[row("globex", "2"), tricky]);
+        let sla = SealedSlaRow { tenant: "acme".into(), service: "api".into(), window_start: 120, requests: 10, errors: 1, latency: "300:9,301:1".into(),
+            exemplars: "0af7651916cd43dd8448eb211c80319c:5000000:1".into(), source_id: "c".into(), batch_seq: 2, ..Default::default() };
+        let text = canonical("2026-11", GENESIS, &[row("globex", "2"), tricky], &[sla]);
         assert_eq!(
             text,
-            format!("tally-seal-v1\n2026-11\n{GENESIS}\n2\nacme\tspans\t60\ta\\tb\\\\c\\nd\t\t\t\t1.5\tcount\t\ts\t1\nglobex\tspans\t60\t\t\t\t\t2\tcount\t\ts\t1\n")
+            format!("tally-seal-v1\n2026-11\n{GENESIS}\n2\nacme\tspans\t60\ta\\tb\\\\c\\nd\t\t\t\t1.5\tcount\t\ts\t1\nglobex\tspans\t60\t\t\t\t\t2\tcount\t\ts\t1\n\
+                     sla 1\nacme\tapi\t\t120\t10\t1\t300:9,301:1\t0af7651916cd43dd8448eb211c80319c:5000000:1\tc\t2\n")
         );
         // Order and the decimal's scale do not matter; content and the chain do.
-        assert_eq!(digest("2026-11", GENESIS, &[row("a", "1"), row("b", "2.0")]), digest("2026-11", GENESIS, &[row("b", "2"), row("a", "1.000")]));
-        assert_ne!(digest("2026-11", GENESIS, &[row("a", "1")]), digest("2026-11", GENESIS, &[row("a", "1.000000001")]));
-        assert_ne!(digest("2026-11", GENESIS, &[]), digest("2026-11", &"1".repeat(64), &[]));
-        // The empty month's digest, as `printf 'tally-seal-v1\n2026-11\n0…0\n0\n' | sha256sum` gives it.
-        assert_eq!(digest("2026-11", GENESIS, &[]), "9e70af88c6ca6160b91249a3a09991589bdc9bd2de8c4969eabf0864a00ad484");
+        assert_eq!(digest("2026-11", GENESIS, &[row("a", "1"), row("b", "2.0")], &[]), digest("2026-11", GENESIS, &[row("b", "2"), row("a", "1.000")], &[]));
+        assert_ne!(digest("2026-11", GENESIS, &[row("a", "1")], &[]), digest("2026-11", GENESIS, &[row("a", "1.000000001")], &[]));
+        assert_ne!(digest("2026-11", GENESIS, &[], &[]), digest("2026-11", &"1".repeat(64), &[], &[]));
+        // The empty month's digest, as `printf 'tally-seal-v1\n2026-11\n0…0\n0\nsla 0\n' | sha256sum` gives it.
+        assert_eq!(digest("2026-11", GENESIS, &[], &[]), "525b6142dcbeb5bd6e100ba002390fb13286f2bb7b12c89c3ed673965f49b6c3");
     }
 }

@@ -3,7 +3,7 @@
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::digest::{digest, SealedRow, GENESIS};
+use super::digest::{digest, SealedRow, SealedSlaRow, GENESIS};
 use super::schema;
 use crate::clickhouse::ClickHouse;
 use crate::pricing::BillingMonth;
@@ -18,6 +18,8 @@ pub struct Period {
     pub seal_id: String,
     /// Collapsed usage rows in the snapshot.
     pub rows: u64,
+    /// Collapsed SLA rows in the snapshot.
+    pub sla_rows: u64,
     /// SHA-256 of the canonical text of the rows and `previous_digest`.
     pub digest: String,
     /// The digest of the previous sealed month (64 zeros for the first).
@@ -35,8 +37,10 @@ pub struct Verification {
     pub period: Period,
     /// The digest recomputed from the snapshot now.
     pub recomputed_digest: String,
-    /// Rows in the snapshot now.
+    /// Usage rows in the snapshot now.
     pub recomputed_rows: u64,
+    /// SLA rows in the snapshot now.
+    pub recomputed_sla_rows: u64,
     /// The digest the chain says `previous_digest` must be.
     pub expected_previous_digest: String,
     /// Recomputed digest, row count and chain link all match.
@@ -76,13 +80,14 @@ fn bad(row: &[String], reason: &str) -> StoreError {
 pub async fn seals(ch: &ClickHouse, db: &str) -> Result<Vec<Period>, StoreError> {
     let mut out: Vec<Period> = Vec::new();
     for row in ch.query_tsv(&schema::read_seals(db)?).await? {
-        let [month, seal_id, rows, digest, previous, at] = <[String; 6]>::try_from(row.clone()).map_err(|r| bad(&r, "expected 6 fields"))?;
+        let [month, seal_id, rows, sla_rows, digest, previous, at] = <[String; 7]>::try_from(row.clone()).map_err(|r| bad(&r, "expected 7 fields"))?;
         if out.last().is_some_and(|p| p.month == month) {
             continue;
         }
         let sealed_at = at.parse::<i64>().ok().and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok()).ok_or_else(|| bad(&row, "sealed_at"))?;
         let rows = rows.parse().map_err(|_| bad(&row, "rows is not a UInt64"))?;
-        out.push(Period { month, seal_id, rows, digest, previous_digest: previous, sealed_at });
+        let sla_rows = sla_rows.parse().map_err(|_| bad(&row, "sla_rows is not a UInt64"))?;
+        out.push(Period { month, seal_id, rows, sla_rows, digest, previous_digest: previous, sealed_at });
     }
     Ok(out)
 }
@@ -123,6 +128,33 @@ pub fn parse_snapshot(rows: Vec<Vec<String>>) -> Result<Vec<SealedRow>, StoreErr
         .collect()
 }
 
+async fn read_sla_rows(ch: &ClickHouse, db: &str, seal_id: &str) -> Result<Vec<SealedSlaRow>, StoreError> {
+    parse_sla_snapshot(ch.query_tsv(&schema::read_sla_snapshot(db, seal_id)?).await?)
+}
+
+/// Reads the rows [`schema::read_sla_snapshot`] returns (as TabSeparated fields).
+pub fn parse_sla_snapshot(rows: Vec<Vec<String>>) -> Result<Vec<SealedSlaRow>, StoreError> {
+    rows.into_iter()
+        .map(|row| {
+            let f: [String; 10] = <[String; 10]>::try_from(row).map_err(|r| bad(&r, "expected 10 fields"))?;
+            let num = |i: usize| f[i].parse::<u64>().map_err(|_| bad(&f, "not an integer"));
+            let [tenant, service, route, _, _, _, latency, exemplars, source_id, _] = f.clone();
+            Ok(SealedSlaRow {
+                window_start: u32::try_from(num(3)?).map_err(|_| bad(&f, "window_start"))?,
+                requests: num(4)?,
+                errors: num(5)?,
+                batch_seq: num(9)?,
+                tenant,
+                service,
+                route,
+                latency,
+                exemplars,
+                source_id,
+            })
+        })
+        .collect()
+}
+
 fn bounds(month: BillingMonth) -> (OffsetDateTime, OffsetDateTime) {
     (month.first_day().midnight().assume_utc(), month.end().midnight().assume_utc())
 }
@@ -148,12 +180,14 @@ pub async fn seal(ch: &ClickHouse, db: &str, month: BillingMonth, now: OffsetDat
     }
     let previous = previous_digest(&all, &name);
     let seal_id = format!("{name}/{}/{}", now.unix_timestamp_nanos(), std::process::id());
-    let snapshot = schema::snapshot(db, &seal_id, from, to).map_err(StoreError::from)?;
-    ch.execute(&snapshot).await.map_err(StoreError::from)?;
+    for snapshot in [schema::snapshot(db, &seal_id, from, to), schema::snapshot_sla(db, &seal_id, from, to)] {
+        ch.execute(&snapshot.map_err(StoreError::from)?).await.map_err(StoreError::from)?;
+    }
     // Digest what was stored, not what was meant to be: the snapshot read back.
     let rows = read_rows(ch, db, &seal_id).await?;
-    let digest = digest(&name, &previous, &rows);
-    let record = schema::record_seal(db, &name, &seal_id, rows.len() as u64, &digest, &previous, now).map_err(StoreError::from)?;
+    let sla = read_sla_rows(ch, db, &seal_id).await?;
+    let digest = digest(&name, &previous, &rows, &sla);
+    let record = schema::record_seal(db, &name, &seal_id, rows.len() as u64, sla.len() as u64, &digest, &previous, now).map_err(StoreError::from)?;
     ch.execute(&record).await.map_err(StoreError::from)?;
     // Two seals may have raced; the first recorded is the one everybody reads.
     match period(ch, db, month).await? {
@@ -172,15 +206,17 @@ pub async fn verify(ch: &ClickHouse, db: &str, month: BillingMonth) -> Result<Op
     let name = month.to_string();
     let Some(p) = all.iter().find(|p| p.month == name).cloned() else { return Ok(None) };
     let rows = read_rows(ch, db, &p.seal_id).await?;
-    let recomputed = digest(&name, &p.previous_digest, &rows);
+    let sla = read_sla_rows(ch, db, &p.seal_id).await?;
+    let recomputed = digest(&name, &p.previous_digest, &rows, &sla);
     let expected_previous = previous_digest(&all, &name);
     let (from, to) = bounds(month);
     let late = ch.query_tsv(&schema::count_late(db, &p.seal_id, from, to)?).await?;
     let late_rows = late.first().and_then(|r| r.first()).and_then(|n| n.parse().ok()).unwrap_or(0);
     Ok(Some(Verification {
-        verified: recomputed == p.digest && rows.len() as u64 == p.rows && expected_previous == p.previous_digest,
+        verified: recomputed == p.digest && rows.len() as u64 == p.rows && sla.len() as u64 == p.sla_rows && expected_previous == p.previous_digest,
         recomputed_digest: recomputed,
         recomputed_rows: rows.len() as u64,
+        recomputed_sla_rows: sla.len() as u64,
         expected_previous_digest: expected_previous,
         late_rows,
         period: p,

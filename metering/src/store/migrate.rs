@@ -45,8 +45,11 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 4,
-        name: "sealed_usage and periods tables for sealed months",
-        statements: |db, _| Ok(vec![crate::seal::schema::create_sealed_usage(db)?, crate::seal::schema::create_periods(db)?]),
+        name: "sealed_usage, sealed_sla and periods tables for sealed months",
+        statements: |db, _| {
+            use crate::seal::schema::{create_periods, create_sealed_sla, create_sealed_usage};
+            Ok(vec![create_sealed_usage(db)?, create_sealed_sla(db)?, create_periods(db)?])
+        },
         already_done: None,
     },
 ];

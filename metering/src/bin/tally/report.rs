@@ -98,7 +98,7 @@ pub async fn run(command: ReportCommand) -> anyhow::Result<()> {
                 None => print!("{}", sla_text(&r, args.format)?),
                 Some(dir) => {
                     for t in &r.tenants {
-                        let one = SlaReport { month: r.month.clone(), tenants: vec![t.clone()] };
+                        let one = SlaReport { month: r.month.clone(), sealed_digest: r.sealed_digest.clone(), tenants: vec![t.clone()] };
                         write_file(dir, &format!("sla-{month}-{}.{ext}", t.tenant), &sla_text(&one, args.format)?)?;
                     }
                     println!("wrote {} SLA reports of {month} into {}", r.tenants.len(), dir.display());
