@@ -102,3 +102,39 @@ pub fn build(month: BillingMonth, days: &[UsagePoint], totals: &[UsagePoint]) ->
             .collect(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::rollup::UsageKey;
+    use time::macros::datetime;
+
+    fn point(meter: &str, start: time::OffsetDateTime, end: time::OffsetDateTime, value: u64) -> UsagePoint {
+        UsagePoint {
+            tenant: "acme".into(),
+            meter: meter.into(),
+            service: None,
+            dimensions: None,
+            start,
+            end,
+            value: value.into(),
+            unit: "count".into(),
+            key: UsageKey { tenant: "acme".into(), meter: meter.into(), bucket: start.unix_timestamp() as u32, service: String::new(), dimensions: String::new() },
+        }
+    }
+
+    #[test]
+    fn month_totals_are_the_month_roll_up_not_the_sum_of_days() {
+        let (nov, dec) = (datetime!(2026-11-01 00:00 UTC), datetime!(2026-12-01 00:00 UTC));
+        let day = |d: u8| datetime!(2026-11-01 00:00 UTC).replace_day(d).unwrap();
+        // 3 unique users on the 2nd and 4 on the 3rd, 5 over the month (some came back).
+        let days = [point("active_users", day(2), day(3), 3), point("active_users", day(3), day(4), 4), point("agent_accepted_spans", day(2), day(3), 9)];
+        let totals = [point("active_users", nov, dec, 5), point("agent_accepted_spans", nov, dec, 9)];
+        let report = build(BillingMonth::parse("2026-11").unwrap(), &days, &totals);
+        let m = &report.tenants[0].meters;
+        assert_eq!(m.len(), 1, "the agents' books are left out");
+        assert_eq!((m[0].total, m[0].daily.len()), (5.into(), 30));
+        let nonzero: Vec<(u8, Decimal)> = m[0].daily.iter().filter(|d| !d.value.is_zero()).map(|d| (d.day.day(), d.value)).collect();
+        assert_eq!(nonzero, [(2, 3.into()), (3, 4.into())]);
+    }
+}
