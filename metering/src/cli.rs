@@ -32,6 +32,82 @@ pub enum Command {
     Serve(ServeSettings),
     /// Price a tenant's month and print the invoice.
     Invoice(InvoiceSettings),
+    /// Write a month's usage or SLA report.
+    #[command(subcommand)]
+    Report(ReportCommand),
+    /// Seal a month: snapshot and digest its usage, chained to the previous seal.
+    Seal(PeriodSettings),
+    /// Recompute a sealed month's digest from its snapshot and check the chain (exit 1 if it fails).
+    Verify(PeriodSettings),
+    /// Export a month's daily usage for a billing system.
+    Export(ExportSettings),
+}
+
+/// `tally export`.
+#[derive(Debug, Args)]
+pub struct ExportSettings {
+    /// The usage store.
+    #[command(flatten)]
+    pub store: StoreSettings,
+    /// The month to export, YYYY-MM (UTC); a sealed month exports its sealed figures.
+    #[arg(long)]
+    pub month: String,
+    /// How usage is written: CloudEvents or Stripe meter events (JSON Lines), or CSV.
+    #[arg(long = "format", value_enum)]
+    pub export_format: crate::export::ExportFormat,
+    /// Only this tenant (default: every tenant with usage that month).
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Only these meters (repeatable; default: all but the agents' books).
+    #[arg(long)]
+    pub meter: Vec<String>,
+    /// A tenant's Stripe customer, TENANT=cus_... (repeatable; the stripe format needs one per tenant).
+    #[arg(long)]
+    pub stripe_customer: Vec<String>,
+}
+
+/// `tally seal` and `tally verify`.
+#[derive(Debug, Args)]
+pub struct PeriodSettings {
+    /// The usage store.
+    #[command(flatten)]
+    pub store: StoreSettings,
+    /// The month to seal or verify, YYYY-MM (UTC).
+    #[arg(long)]
+    pub month: String,
+}
+
+/// `tally report`'s reports.
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// Per tenant and meter: every day's usage and the month's total.
+    Usage(ReportSettings),
+    /// Per tenant and service: availability, latency percentiles, SLO, error budget, worst hours, credits.
+    Sla(ReportSettings),
+}
+
+/// `tally report usage|sla`.
+#[derive(Debug, Args)]
+pub struct ReportSettings {
+    /// The usage store.
+    #[command(flatten)]
+    pub store: StoreSettings,
+    /// Meters and plans.
+    #[command(flatten)]
+    pub pricing: PricingSettings,
+    /// The month to report, YYYY-MM (UTC).
+    #[arg(long)]
+    pub month: String,
+    /// How the report is written.
+    #[arg(long, value_enum, default_value = "json")]
+    pub format: crate::report::Format,
+    /// Only this tenant (default: every tenant with data that month).
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Write one file per tenant into this directory (`<report>-<month>-<tenant>.<format>`) instead of
+    /// the whole report to standard output.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 /// What pricing reads besides usage: the meters and the plans.

@@ -16,12 +16,19 @@
 //! # Ok(()) }
 //! ```
 
+// The OpenAPI document is a few large `json!` literals.
+#![recursion_limit = "256"]
+
 pub mod api;
 pub mod cli;
+pub mod export;
 pub mod clickhouse;
 pub mod meter;
 pub mod pricing;
+pub mod reconcile;
 pub mod record;
+pub mod report;
+pub mod seal;
 pub mod settings;
 pub mod sla;
 pub mod store;

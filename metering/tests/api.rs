@@ -77,15 +77,15 @@ fn migrate_twice_reports_what_it_did() {
     let first = tally(&args);
     let stdout = String::from_utf8_lossy(&first.stdout);
     assert!(first.status.success());
-    assert!(stdout.contains("is at version 3 (legacy dialect): applied [1, 2, 3], already applied []"), "{stdout}");
+    assert!(stdout.contains("is at version 4 (legacy dialect): applied [1, 2, 3, 4], already applied []"), "{stdout}");
     // The same settings from a config file: the second run finds nothing to do.
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("tally.yaml");
     std::fs::write(&config, format!("clickhouse-url: {}\nclickhouse-database: {db}\n", server.http_url())).unwrap();
     let second = tally(&["migrate", "--config", config.to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&second.stdout);
-    assert!(stdout.contains(&format!("database {db} on {} is at version 3", server.http_url())), "{stdout}");
-    assert!(stdout.contains("applied [], already applied [1, 2, 3]"), "{stdout}");
+    assert!(stdout.contains(&format!("database {db} on {} is at version 4", server.http_url())), "{stdout}");
+    assert!(stdout.contains("applied [], already applied [1, 2, 3, 4]"), "{stdout}");
     // A typo in the file is refused with its line.
     std::fs::write(&config, "clickhouse-url: http://127.0.0.1:1\nclickhouse-databse: x\n").unwrap();
     let typo = tally(&["migrate", "--config", config.to_str().unwrap()]);
@@ -225,7 +225,7 @@ async fn openapi_describes_the_routes_and_a_down_store_is_503() {
     let doc: Value = reqwest::get(format!("{}/openapi.json", serve.base)).await.unwrap().json().await.unwrap();
     assert_eq!(doc["openapi"], "3.0.3");
     let paths: Vec<_> = doc["paths"].as_object().unwrap().keys().cloned().collect();
-    assert_eq!(paths, vec!["/healthz", "/openapi.json", "/v1/tenants/{tenant}/invoices/{month}", "/v1/usage"]);
+    assert_eq!(paths, vec!["/healthz", "/openapi.json", "/v1/periods/{month}", "/v1/periods/{month}/seal", "/v1/reconciliation", "/v1/reports/sla/{month}", "/v1/reports/usage/{month}", "/v1/tenants/{tenant}/invoices/{month}", "/v1/usage"]);
     let params: Vec<_> = doc["paths"]["/v1/usage"]["get"]["parameters"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap().to_owned()).collect();
     assert_eq!(params, metering::api::usage::PARAMS);
     drop(server);

@@ -283,7 +283,8 @@ async fn the_api_serves_invoices_and_tenant_keys_read_only_their_own() {
     let described: Vec<_> = doc["components"]["schemas"]["Invoice"]["properties"].as_object().unwrap().keys().cloned().collect();
     let mut present: Vec<_> = get(&serve, "/v1/tenants/acme/invoices/2026-11", BILLING).await.1.as_object().unwrap().keys().cloned().collect();
     present.sort();
-    let mut described_sorted = described.clone();
+    // Only for sealed months and the month after one: see tests/seal.rs.
+    let mut described_sorted: Vec<_> = described.iter().filter(|k| !["sealed_digest", "adjustments"].contains(&k.as_str())).cloned().collect();
     described_sorted.sort();
     assert_eq!(described_sorted, present);
     assert!(doc["components"]["schemas"]["InvoiceLine"]["properties"]["meter"]["enum"].as_array().unwrap().iter().any(|m| m == "counter_points"));

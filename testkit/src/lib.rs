@@ -20,6 +20,7 @@
 
 pub mod bench;
 pub mod chdb;
+pub mod chromium;
 pub mod clickhouse;
 mod http;
 pub mod loadgen;

@@ -4,6 +4,9 @@ pub mod auth;
 pub mod error;
 pub mod invoice;
 pub mod openapi;
+pub mod period;
+pub mod reconciliation;
+pub mod report;
 pub mod usage;
 
 use std::net::SocketAddr;
@@ -60,6 +63,11 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/usage", get(usage::get_usage))
         .route("/v1/tenants/{tenant}/invoices/{month}", get(invoice::get_invoice))
+        .route("/v1/reports/usage/{month}", get(report::get_usage_report))
+        .route("/v1/reports/sla/{month}", get(report::get_sla_report))
+        .route("/v1/periods/{month}", get(period::get_period))
+        .route("/v1/reconciliation", get(reconciliation::get_reconciliation))
+        .route("/v1/periods/{month}/seal", axum::routing::post(period::seal_period))
         .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
         .route("/openapi.json", get(move || async move { openapi }))
         .fallback(|| async { ApiError::not_found("no such route; see /openapi.json") })

@@ -15,7 +15,7 @@ pub fn document(catalog: &Catalog) -> Value {
         json!({"name": name, "in": "query", "required": true, "description": what,
                "schema": {"type": "string", "format": "date-time"}})
     };
-    json!({
+    let mut doc = json!({
         "openapi": "3.0.3",
         "info": {
             "title": "Tally billing API",
@@ -115,7 +115,7 @@ pub fn document(catalog: &Catalog) -> Value {
                     "type": "object",
                     "required": ["tenant", "month", "currency", "region", "tax_percent", "plans", "lines", "sla", "credits",
                                  "charges", "sla_credit", "subtotal", "tax", "total"],
-                    "description": "charges = Σ lines; subtotal = charges − sla_credit; tax = subtotal × tax_percent / 100, rounded; total = subtotal + tax",
+                    "description": "charges = Σ lines + Σ adjustments; subtotal = charges − sla_credit; tax = subtotal × tax_percent / 100, rounded; total = subtotal + tax",
                     "properties": {
                         "tenant": {"type": "string"},
                         "month": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"},
@@ -129,6 +129,9 @@ pub fn document(catalog: &Catalog) -> Value {
                             "availability_percent": {"allOf": [{"$ref": "#/components/schemas/Decimal"}], "nullable": true,
                                 "description": "rounded to 4 decimals for reading; credits compare exactly; null without requests"}}},
                         "credits": {"type": "array", "items": {"$ref": "#/components/schemas/Credit"}},
+                        "sealed_digest": {"type": "string", "description": "present when the month is sealed: its usage is the sealed snapshot with this digest"},
+                        "adjustments": {"type": "array", "items": {"$ref": "#/components/schemas/Adjustment"},
+                            "description": "present when the previous month is sealed and usage for it arrived after the seal; charged in `charges`"},
                         "charges": {"$ref": "#/components/schemas/Money"},
                         "sla_credit": {"$ref": "#/components/schemas/Money"},
                         "subtotal": {"$ref": "#/components/schemas/Money"},
@@ -182,6 +185,214 @@ pub fn document(catalog: &Catalog) -> Value {
                 "content": {"application/json": {"schema": {"type": "object", "properties": {"status": {"type": "string"}}}}}}}}},
             "/openapi.json": {"get": {"summary": "this document", "responses": {"200": {"description": "OpenAPI 3 document",
                 "content": {"application/json": {"schema": {"type": "object"}}}}}}}
+        }
+    });
+    let reports = reports(&meters, &error);
+    for (section, extra) in [("schemas", &reports["schemas"]), ("paths", &reports["paths"])] {
+        let target = if section == "paths" { &mut doc["paths"] } else { &mut doc["components"]["schemas"] };
+        if let (Some(target), Some(extra)) = (target.as_object_mut(), extra.as_object()) {
+            target.extend(extra.clone());
+        }
+    }
+    doc
+}
+
+/// The reports' and periods' schemas and paths, merged into [`document`]'s.
+fn reports(meters: &[&str], error: &Value) -> Value {
+    let report_params = json!([
+        {"name": "month", "in": "path", "required": true, "description": "UTC calendar month", "schema": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$", "example": "2026-11"}},
+        {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["json", "csv", "html"], "default": "json"}},
+        {"name": "tenant", "in": "query", "description": "one tenant (a tenant key's default and only choice)", "schema": {"type": "string", "pattern": TENANT_PATTERN}}
+    ]);
+    let schemas = json!({
+                "UsageReport": {
+                    "type": "object", "required": ["month", "tenants"],
+                    "properties": {
+                        "month": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"},
+                        "sealed_digest": {"type": "string", "description": "present when the month is sealed: the figures are its sealed snapshot's"},
+                        "tenants": {"type": "array", "items": {"type": "object", "required": ["tenant", "meters"], "properties": {
+                            "tenant": {"type": "string"},
+                            "meters": {"type": "array", "items": {"type": "object", "required": ["meter", "unit", "total", "daily"], "properties": {
+                                "meter": {"type": "string", "enum": meters},
+                                "unit": {"type": "string", "enum": ["count", "bytes", "seconds"]},
+                                "total": {"allOf": [{"$ref": "#/components/schemas/Decimal"}], "description": "the meter's roll-up over the month (for max and unique_count meters not the sum of the days)"},
+                                "daily": {"type": "array", "description": "every UTC day of the month", "items": {"type": "object", "required": ["day", "value"], "properties": {
+                                    "day": {"$ref": "#/components/schemas/Date"}, "value": {"$ref": "#/components/schemas/Decimal"}}}}
+                            }}}
+                        }}}
+                    }
+                },
+                "SlaFigures": {
+                    "type": "object", "required": ["requests", "errors", "availability_percent", "p50_ms", "p95_ms", "p99_ms"],
+                    "properties": {
+                        "requests": {"type": "integer"}, "errors": {"type": "integer"},
+                        "availability_percent": {"allOf": [{"$ref": "#/components/schemas/Decimal"}], "nullable": true, "description": "(requests − errors) / requests, percent, 4 decimals; null without requests"},
+                        "p50_ms": {"allOf": [{"$ref": "#/components/schemas/Decimal"}], "nullable": true, "description": "within 1/256 of the exact value, 3 decimals"},
+                        "p95_ms": {"allOf": [{"$ref": "#/components/schemas/Decimal"}], "nullable": true},
+                        "p99_ms": {"allOf": [{"$ref": "#/components/schemas/Decimal"}], "nullable": true}
+                    }
+                },
+                "SlaReport": {
+                    "type": "object", "required": ["month", "tenants"],
+                    "properties": {
+                        "month": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"},
+                        "sealed_digest": {"type": "string", "description": "present when the month is sealed: the figures are its sealed snapshot's"},
+                        "tenants": {"type": "array", "items": {"allOf": [{"$ref": "#/components/schemas/SlaFigures"}, {"type": "object",
+                            "required": ["tenant", "slo", "error_budget_used_percent", "p99_met", "credits", "services", "worst_hours", "daily"],
+                            "properties": {
+                                "tenant": {"type": "string"},
+                                "slo": {"type": "object", "nullable": true, "description": "the objective of the plan in effect at the month's end; null without a plan",
+                                    "properties": {"plan": {"type": "string"}, "availability_percent": {"allOf": [{"$ref": "#/components/schemas/Decimal"}], "nullable": true}, "p99_ms": {"type": "integer", "nullable": true}}},
+                                "error_budget_used_percent": {"allOf": [{"$ref": "#/components/schemas/Decimal"}], "nullable": true,
+                                    "description": "errors ÷ (requests × (100 − target) / 100) × 100, 2 decimals; over 100 means the target was missed"},
+                                "p99_met": {"type": "boolean", "nullable": true},
+                                "credits": {"type": "object", "nullable": true, "description": "the invoice's SLA credits; null without a plan",
+                                    "properties": {"currency": {"type": "string"}, "credits": {"type": "array", "items": {"$ref": "#/components/schemas/Credit"}}, "total": {"$ref": "#/components/schemas/Money"}}},
+                                "services": {"type": "array", "items": {"allOf": [{"$ref": "#/components/schemas/SlaFigures"}, {"type": "object", "properties": {"service": {"type": "string"}}}]}},
+                                "worst_hours": {"type": "array", "description": "up to 5 service-hours with errors, lowest availability first", "items": {"type": "object", "properties": {
+                                    "service": {"type": "string"}, "start": {"type": "string", "format": "date-time"},
+                                    "requests": {"type": "integer"}, "errors": {"type": "integer"},
+                                    "availability_percent": {"allOf": [{"$ref": "#/components/schemas/Decimal"}], "nullable": true},
+                                    "exemplars": {"type": "array", "items": {"type": "object", "properties": {
+                                        "trace_id": {"type": "string"}, "latency_ms": {"$ref": "#/components/schemas/Decimal"}, "error": {"type": "boolean"}}}}}}},
+                                "daily": {"type": "array", "description": "every UTC day of the month, all services", "items": {"allOf": [{"$ref": "#/components/schemas/SlaFigures"}, {"type": "object", "properties": {"day": {"$ref": "#/components/schemas/Date"}}}]}}
+                            }}]}}
+                    }
+                }
+    });
+    let paths = json!({
+            "/v1/reports/usage/{month}": {"get": {
+                "summary": "The month's usage report: per tenant and meter, every UTC day and the month's total",
+                "description": "A billing key reads every tenant (or `tenant`); a tenant key reads its own, 403 `forbidden` for another. The agents' reconciliation meters (agent_*) are left out.",
+                "security": [{"bearer": []}],
+                "parameters": report_params.clone(),
+                "responses": {
+                    "200": {"description": "the report", "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/UsageReport"}},
+                        "text/csv": {"schema": {"type": "string"}, "example": "tenant,meter,unit,period,value\r\nacme,spans,count,2026-11-01,1000000\r\nacme,spans,count,2026-11,24155340\r\n"},
+                        "text/html": {"schema": {"type": "string"}, "description": "a self-contained page with a bar chart per meter"}}},
+                    "400": error, "401": error, "403": error, "503": error
+                }
+            }},
+            "/v1/reports/sla/{month}": {"get": {
+                "summary": "The month's SLA report: per tenant and service requests, errors, availability, p50/p95/p99; the plan's SLO, error budget used, worst hours with exemplar traces, credits owed",
+                "description": "Credits are the invoice's (needs --plans; without a plan `slo` and `credits` are null). A billing key reads every tenant (or `tenant`); a tenant key reads its own, 403 `forbidden` for another. 500 `pricing_error`: the plans file lacks a conversion rate.",
+                "security": [{"bearer": []}],
+                "parameters": report_params,
+                "responses": {
+                    "200": {"description": "the report", "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/SlaReport"}},
+                        "text/csv": {"schema": {"type": "string"}, "description": "one row per tenant (service empty: all services, with SLO, error budget and credit), then one per service"},
+                        "text/html": {"schema": {"type": "string"}, "description": "a self-contained page with daily availability and latency charts"}}},
+                    "400": error, "401": error, "403": error, "500": error, "503": error
+                }
+            }}
+    });
+    let periods = periods(error);
+    let mut out = json!({"schemas": schemas, "paths": paths});
+    for section in ["schemas", "paths"] {
+        if let (Some(target), Some(extra)) = (out[section].as_object_mut(), periods[section].as_object()) {
+            target.extend(extra.clone());
+        }
+    }
+    out
+}
+
+/// Sealed months' and reconciliation's schemas and paths.
+fn periods(error: &Value) -> Value {
+    let month = json!({"name": "month", "in": "path", "required": true, "description": "UTC calendar month",
+        "schema": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$", "example": "2026-11"}});
+    let hex = json!({"type": "string", "pattern": "^[0-9a-f]{64}$"});
+    json!({
+        "schemas": {
+            "Adjustment": {
+                "type": "object", "required": ["month", "plan", "plan_from", "meter", "unit", "late_usage", "amount"],
+                "description": "usage of a sealed month that arrived after its seal, priced by that month's plans: the month's line with it minus the sealed line",
+                "properties": {
+                    "month": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"},
+                    "plan": {"type": "string"},
+                    "plan_from": {"$ref": "#/components/schemas/Date"},
+                    "meter": {"type": "string"},
+                    "unit": {"type": "string", "nullable": true},
+                    "late_usage": {"$ref": "#/components/schemas/Decimal"},
+                    "amount": {"$ref": "#/components/schemas/Money"}
+                }
+            },
+            "Reconciliation": {
+                "type": "object", "required": ["from", "to", "data"],
+                "properties": {
+                    "from": {"type": "string", "format": "date-time"},
+                    "to": {"type": "string", "format": "date-time"},
+                    "data": {"type": "array", "items": {"type": "object",
+                        "required": ["agent", "tenant", "signal", "accepted", "acked", "stored", "dropped", "dropped_by_reason", "gap"],
+                        "properties": {
+                            "agent": {"type": "string", "description": "<key namespace>/agent:<agent id> (all boots)"},
+                            "tenant": {"type": "string"},
+                            "signal": {"type": "string", "enum": ["spans", "metric_points", "log_records"]},
+                            "accepted": {"$ref": "#/components/schemas/Decimal"},
+                            "acked": {"$ref": "#/components/schemas/Decimal"},
+                            "stored": {"$ref": "#/components/schemas/Decimal"},
+                            "dropped": {"$ref": "#/components/schemas/Decimal"},
+                            "dropped_by_reason": {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/Decimal"}},
+                            "gap": {"$ref": "#/components/schemas/Decimal"}
+                        }}}
+                }
+            },
+            "Period": {
+                "type": "object", "required": ["month", "sealed"],
+                "description": "a month and, when sealed, its seal: digest = SHA-256 of the canonical text of the month's collapsed usage and SLA rows and previous_digest (README, Sealed months)",
+                "properties": {
+                    "month": {"type": "string"},
+                    "sealed": {"type": "boolean"},
+                    "seal_id": {"type": "string"},
+                    "rows": {"type": "integer", "description": "collapsed usage rows in the snapshot"},
+                    "sla_rows": {"type": "integer", "description": "collapsed SLA rows in the snapshot"},
+                    "recomputed_sla_rows": {"type": "integer", "description": "GET only"},
+                    "digest": hex.clone(),
+                    "previous_digest": {"allOf": [hex.clone()], "description": "the previous sealed month's digest; 64 zeros for the first seal"},
+                    "sealed_at": {"type": "string", "format": "date-time"},
+                    "recomputed_digest": {"allOf": [hex.clone()], "description": "GET only: recomputed from the snapshot now"},
+                    "recomputed_rows": {"type": "integer", "description": "GET only"},
+                    "expected_previous_digest": {"allOf": [hex], "description": "GET only: the digest the chain says previous_digest must be"},
+                    "verified": {"type": "boolean", "description": "GET only: recomputed digest, rows and chain link all match"},
+                    "late_rows": {"type": "integer", "description": "GET only: usage rows for the month stored after the seal (billed as adjustments on the next month's invoice)"}
+                }
+            }
+        },
+        "paths": {
+            "/v1/reconciliation": {"get": {
+                "summary": "Per agent, tenant and signal: items the agent accepted vs items stored from its batches and dropped",
+                "description": "Billing keys only (403 `forbidden` for a tenant key). gap = accepted − stored − dropped: 0 once everything accepted was shipped; positive while data waits in a WAL or was lost. Agents report their books every interval, so reconcile windows ending well after the last report.",
+                "security": [{"bearer": []}],
+                "parameters": [
+                    {"name": "from", "in": "query", "required": true, "description": "start, inclusive, on a whole minute", "schema": {"type": "string", "format": "date-time"}},
+                    {"name": "to", "in": "query", "required": true, "description": "end, exclusive, on a whole minute", "schema": {"type": "string", "format": "date-time"}}
+                ],
+                "responses": {
+                    "200": {"description": "the lines", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Reconciliation"}}}},
+                    "400": error, "401": error, "403": error, "503": error
+                }
+            }},
+            "/v1/periods/{month}": {"get": {
+                "summary": "Whether a month is sealed; if so its seal, verified now against its snapshot and the chain",
+                "description": "Any valid key (billing or tenant) may read it.",
+                "security": [{"bearer": []}],
+                "parameters": [month.clone()],
+                "responses": {
+                    "200": {"description": "the period", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Period"}}}},
+                    "400": error, "401": error, "503": error
+                }
+            }},
+            "/v1/periods/{month}/seal": {"post": {
+                "summary": "Seal a month: snapshot its usage and digest it into the hash chain",
+                "description": "Billing keys only (403 `forbidden` for a tenant key). 409 `already_sealed`, `month_not_over` (the month has not ended, UTC), `out_of_order` (a later month is sealed: seals chain in month order).",
+                "security": [{"bearer": []}],
+                "parameters": [month],
+                "responses": {
+                    "201": {"description": "the new seal", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Period"}}}},
+                    "400": error, "401": error, "403": error, "409": error, "503": error
+                }
+            }}
         }
     })
 }

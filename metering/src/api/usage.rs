@@ -70,7 +70,7 @@ struct Cursor {
     q: String,
 }
 
-fn time_param(params: &HashMap<String, String>, name: &'static str) -> Result<OffsetDateTime, ApiError> {
+pub(crate) fn time_param(params: &HashMap<String, String>, name: &'static str) -> Result<OffsetDateTime, ApiError> {
     let raw = params
         .get(name)
         .ok_or_else(|| ApiError::bad_request("missing_parameter", format!("`{name}` is required (RFC 3339, e.g. 2026-05-01T00:00:00Z)")))?;

@@ -48,14 +48,15 @@ impl Availability {
         }
     }
 
-    /// Availability in percent rounded half away from zero to 4 decimals, for display
-    /// only (credits never use it); `None` without requests.
+    /// Availability in percent rounded half away from zero to 4 decimals, without
+    /// trailing zeros (99.8, not 99.80), for display only (credits never use it);
+    /// `None` without requests.
     pub fn percent(&self) -> Option<Decimal> {
         if self.requests == 0 {
             return None;
         }
         let good = Decimal::from(self.requests.saturating_sub(self.errors)) * Decimal::ONE_HUNDRED;
-        Some((good / Decimal::from(self.requests)).round_dp_with_strategy(4, rust_decimal::RoundingStrategy::MidpointAwayFromZero))
+        Some((good / Decimal::from(self.requests)).round_dp_with_strategy(4, rust_decimal::RoundingStrategy::MidpointAwayFromZero).normalize())
     }
 }
 
@@ -114,5 +115,6 @@ mod tests {
         assert!(a.is_below("66.66667".parse().unwrap()));
         assert!(!a.is_below("66.66666".parse().unwrap()));
         assert_eq!(Availability::default().percent(), None);
+        assert_eq!(Availability { requests: 1000, errors: 2 }.percent().map(|p| p.to_string()), Some("99.8".into()));
     }
 }

@@ -294,6 +294,71 @@ pub struct Credit {
     pub amount: Decimal,
 }
 
+/// Usage of a sealed month that arrived after its seal, priced as that month's
+/// plans price it and charged on a later invoice: the difference between the
+/// sealed month's line with and without the late usage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Adjustment {
+    /// The sealed month the usage belongs to, `YYYY-MM`.
+    pub month: String,
+    /// The plan that prices it.
+    pub plan: String,
+    /// The first day of that plan's period.
+    #[serde(serialize_with = "date_text")]
+    pub plan_from: Date,
+    /// The meter.
+    pub meter: String,
+    /// Its unit.
+    pub unit: Option<String>,
+    /// The late usage: the month's usage now minus the sealed usage.
+    #[serde(serialize_with = "decimal_text")]
+    pub late_usage: Decimal,
+    /// The month's line priced with the late usage minus the sealed line (rounded amounts, so exact).
+    #[serde(serialize_with = "decimal_text")]
+    pub amount: Decimal,
+}
+
+/// The adjustments between a sealed month's invoice and the same month priced from
+/// live usage (the sealed usage and the late rows): one per usage line that changed.
+pub fn adjustments(sealed: &Invoice, live: &Invoice) -> Vec<Adjustment> {
+    live.lines
+        .iter()
+        .filter(|l| l.kind == LineKind::Usage)
+        .filter_map(|l| {
+            let before = sealed.lines.iter().find(|s| s.kind == LineKind::Usage && s.plan == l.plan && s.plan_from == l.plan_from && s.meter == l.meter);
+            let (usage, amount) = before.map_or((Decimal::ZERO, Decimal::ZERO), |s| (s.usage.unwrap_or_default(), s.amount));
+            let late_usage = l.usage.unwrap_or_default() - usage;
+            let delta = l.amount - amount;
+            (!late_usage.is_zero() || !delta.is_zero()).then(|| Adjustment {
+                month: live.month.clone(),
+                plan: l.plan.clone(),
+                plan_from: l.plan_from,
+                meter: l.meter.clone().unwrap_or_default(),
+                unit: l.unit.clone(),
+                late_usage: late_usage.normalize(),
+                amount: delta,
+            })
+        })
+        .collect()
+}
+
+/// `invoice` with `adjustments` charged: `charges` = lines + adjustments, then
+/// subtotal, tax (rounded once) and total follow as always.
+pub fn add_adjustments(mut invoice: Invoice, adjustments: Vec<Adjustment>) -> Result<Invoice, InvoiceError> {
+    if adjustments.is_empty() {
+        return Ok(invoice);
+    }
+    let currency = invoice.currency;
+    invoice.charges = currency.round(invoice.charges + adjustments.iter().map(|a| a.amount).sum::<Decimal>());
+    invoice.subtotal = invoice.charges - invoice.sla_credit;
+    invoice.tax = scale(invoice.subtotal, invoice.tax_percent, Decimal::ONE_HUNDRED)
+        .map(|t| currency.round(t))
+        .ok_or_else(|| InvoiceError::Overflow("tax".into()))?;
+    invoice.total = invoice.subtotal + invoice.tax;
+    invoice.adjustments = adjustments;
+    Ok(invoice)
+}
+
 /// A priced month.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Invoice {
@@ -317,7 +382,13 @@ pub struct Invoice {
     pub sla: SlaSummary,
     /// SLA credits, one per plan whose table applied.
     pub credits: Vec<Credit>,
-    /// Sum of the lines' amounts.
+    /// The digest of the month's seal when it is sealed: its usage is the sealed snapshot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sealed_digest: Option<String>,
+    /// Late usage of the previous, sealed month (present only when there is some).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub adjustments: Vec<Adjustment>,
+    /// Sum of the lines' amounts (and of the adjustments').
     #[serde(serialize_with = "decimal_text")]
     pub charges: Decimal,
     /// Sum of the credits.
@@ -431,6 +502,8 @@ pub fn compute(book: &PriceBook, tenant: &str, month: BillingMonth, inputs: Inpu
         lines,
         sla: SlaSummary { requests: a.requests, errors: a.errors, availability_percent: a.percent() },
         credits,
+        sealed_digest: None,
+        adjustments: Vec::new(),
         charges,
         sla_credit,
         subtotal,

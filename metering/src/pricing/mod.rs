@@ -44,3 +44,4 @@ pub mod tiers;
 mod tests;
 
 pub use month::{BadMonth, BillingMonth};
+pub(crate) use month::ymd;

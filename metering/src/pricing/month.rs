@@ -44,6 +44,16 @@ impl BillingMonth {
         Self { first: date.replace_day(1).expect("day 1 exists") }
     }
 
+    /// The month before.
+    ///
+    /// ```
+    /// use metering::pricing::BillingMonth;
+    /// assert_eq!(BillingMonth::parse("2027-01").unwrap().previous().to_string(), "2026-12");
+    /// ```
+    pub fn previous(self) -> Self {
+        Self::of(self.first.previous_day().unwrap_or(self.first))
+    }
+
     /// Its first day.
     pub const fn first_day(self) -> Date {
         self.first

@@ -7,13 +7,13 @@
 use time::{Date, OffsetDateTime};
 
 use super::credit::Availability;
-use super::invoice::{compute, windows, Inputs, Invoice, InvoiceError, Usage, Window};
+use super::invoice::{add_adjustments, adjustments, compute, windows, Inputs, Invoice, InvoiceError, Usage, Window};
 use super::plan::{Period, PriceBook};
 use super::BillingMonth;
 use crate::clickhouse::ClickHouse;
 use crate::meter::Catalog;
 use crate::sla::{query_sla, SlaGrouping, SlaPoint, SlaQuery};
-use crate::store::rollup::{query_usage, Granularity, UsagePoint, UsageQuery, MAX_LIMIT};
+use crate::store::rollup::{query_usage_all, Granularity, UsagePoint, UsageQuery, MAX_LIMIT};
 use crate::store::StoreError;
 
 /// Why an invoice could not be produced.
@@ -68,6 +68,7 @@ pub fn sla_query(tenant: &str, month: BillingMonth) -> SlaQuery {
         to: midnight(month.end()),
         granularity: Granularity::Month,
         grouping: SlaGrouping::Service,
+        sealed: None,
     }
 }
 
@@ -79,7 +80,33 @@ pub fn availability(points: &[SlaPoint]) -> Availability {
     })
 }
 
-/// Reads `tenant`'s usage and availability for `month` from `db` and prices it.
+/// Prices `tenant`'s `month` from live usage and SLA rows, or from the snapshot of seal `sealed`.
+async fn price(
+    ch: &ClickHouse,
+    db: &str,
+    book: &PriceBook,
+    catalog: &Catalog,
+    tenant: &str,
+    month: BillingMonth,
+    sealed: Option<&str>,
+) -> Result<Invoice, InvoiceFailure> {
+    let mut usage = Usage::new();
+    for window in windows(book, tenant, month)? {
+        let mut query = usage_query(tenant, &window);
+        query.sealed = sealed.map(str::to_owned);
+        let points = query_usage_all(ch, db, &query).await?;
+        record_usage(&mut usage, &window, &points);
+    }
+    let mut sla = sla_query(tenant, month);
+    sla.sealed = sealed.map(str::to_owned);
+    let availability = availability(&query_sla(ch, db, &sla).await?);
+    tracing::debug!(tenant, %month, sealed, requests = availability.requests, errors = availability.errors, "pricing month");
+    Ok(compute(book, tenant, month, Inputs { usage: &usage, availability, catalog })?)
+}
+
+/// Reads `tenant`'s usage and availability for `month` from `db` and prices it. A
+/// sealed month is priced from its snapshot; when the previous month is sealed,
+/// its late usage is charged here as adjustments.
 pub async fn invoice(
     ch: &ClickHouse,
     db: &str,
@@ -88,19 +115,17 @@ pub async fn invoice(
     tenant: &str,
     month: BillingMonth,
 ) -> Result<Invoice, InvoiceFailure> {
-    let mut usage = Usage::new();
-    for window in windows(book, tenant, month)? {
-        let mut query = usage_query(tenant, &window);
-        loop {
-            let points = query_usage(ch, db, &query).await?;
-            record_usage(&mut usage, &window, &points);
-            match points.last() {
-                Some(last) if points.len() == MAX_LIMIT as usize => query.after = Some(last.key.clone()),
-                _ => break,
-            }
-        }
+    let seal = crate::seal::period(ch, db, month).await?;
+    let mut invoice = price(ch, db, book, catalog, tenant, month, seal.as_ref().map(|s| s.seal_id.as_str())).await?;
+    invoice.sealed_digest = seal.map(|s| s.digest);
+    let previous = month.previous();
+    let Some(prev_seal) = crate::seal::period(ch, db, previous).await? else { return Ok(invoice) };
+    let sealed = price(ch, db, book, catalog, tenant, previous, Some(&prev_seal.seal_id)).await;
+    let live = price(ch, db, book, catalog, tenant, previous, None).await;
+    match (sealed, live) {
+        (Ok(sealed), Ok(live)) => Ok(add_adjustments(invoice, adjustments(&sealed, &live))?),
+        // No plan last month: nothing of it is billed, late or not.
+        (Err(InvoiceFailure::Invoice(InvoiceError::UnknownTenant(_) | InvoiceError::NoPlan { .. })), _) => Ok(invoice),
+        (Err(e), _) | (_, Err(e)) => Err(e),
     }
-    let availability = availability(&query_sla(ch, db, &sla_query(tenant, month)).await?);
-    tracing::debug!(tenant, %month, requests = availability.requests, errors = availability.errors, "pricing month");
-    Ok(compute(book, tenant, month, Inputs { usage: &usage, availability, catalog })?)
 }

@@ -68,6 +68,13 @@ pub fn render(invoice: &Invoice) -> String {
             }
         }
     }
+    for a in &invoice.adjustments {
+        let label = format!("  adjustment {} {} [{}]: late usage {} {}", a.month, a.meter, a.plan, a.late_usage, a.unit.as_deref().unwrap_or_default());
+        row(&mut out, &label, &a.amount);
+    }
+    if let Some(digest) = &invoice.sealed_digest {
+        let _ = writeln!(out, "  usage as sealed (digest {digest})");
+    }
     out.push('\n');
     let availability = invoice.sla.availability_percent.map_or_else(|| "no requests".to_owned(), |p| format!("{p} %"));
     let _ = writeln!(out, "  availability {availability} ({} requests, {} errors)", invoice.sla.requests, invoice.sla.errors);

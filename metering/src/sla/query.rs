@@ -44,6 +44,8 @@ pub struct SlaQuery {
     pub granularity: Granularity,
     /// Per service, or per service and route.
     pub grouping: SlaGrouping,
+    /// Read a sealed month's snapshot (`sealed_sla` rows of this seal id) instead of live rows.
+    pub sealed: Option<String>,
 }
 
 /// One bucket of merged SLA data.
@@ -72,7 +74,7 @@ pub struct SlaPoint {
 impl SlaQuery {
     /// All tenants and services, per route, by day.
     pub fn new(from: OffsetDateTime, to: OffsetDateTime) -> Self {
-        Self { tenant: None, service: None, from, to, granularity: Granularity::Day, grouping: SlaGrouping::Route }
+        Self { tenant: None, service: None, from, to, granularity: Granularity::Day, grouping: SlaGrouping::Route, sealed: None }
     }
 
     /// Checks the request against the store's bounds.
@@ -115,10 +117,14 @@ impl SlaQuery {
                  exemplar_latencies_ns, exemplar_errors)) AS r FROM ",
             )
             .ident(db)?
-            .push(".sla WHERE window_start >= ")
+            // A snapshot has sla's columns, so the same read serves it.
+            .push(if self.sealed.is_some() { ".sealed_sla WHERE window_start >= " } else { ".sla WHERE window_start >= " })
             .bind(Param::DateTime(self.from.unix_timestamp() as u32))
             .push(" AND window_start < ")
             .bind(Param::DateTime(self.to.unix_timestamp() as u32));
+        if let Some(seal_id) = &self.sealed {
+            sql = sql.push(" AND seal_id = ").bind(seal_id);
+        }
         if let Some(tenant) = &self.tenant {
             sql = sql.push(" AND tenant = ").bind(tenant);
         }

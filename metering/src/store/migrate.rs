@@ -43,6 +43,15 @@ pub const MIGRATIONS: &[Migration] = &[
         statements: |db, _| Ok(vec![schema::add_custom_meter_columns(db)?]),
         already_done: Some(|db| Ok(schema::has_custom_meter_columns(db))),
     },
+    Migration {
+        version: 4,
+        name: "sealed_usage, sealed_sla and periods tables for sealed months",
+        statements: |db, _| {
+            use crate::seal::schema::{create_periods, create_sealed_sla, create_sealed_usage};
+            Ok(vec![create_sealed_usage(db)?, create_sealed_sla(db)?, create_periods(db)?])
+        },
+        already_done: None,
+    },
 ];
 
 /// What [`migrate`] did.

@@ -130,6 +130,8 @@ pub struct UsageQuery {
     pub after: Option<UsageKey>,
     /// At most this many points.
     pub limit: u32,
+    /// Read a sealed month's snapshot (`sealed_usage` rows of this seal id) instead of live usage.
+    pub sealed: Option<String>,
 }
 
 /// One bucket of usage.
@@ -224,6 +226,7 @@ impl UsageQuery {
             group_by_dimensions: false,
             after: None,
             limit: 1000,
+            sealed: None,
         }
     }
 
@@ -265,10 +268,14 @@ impl UsageQuery {
                  max(value) AS v, any(unit) AS u, any(aggregation) AS a FROM ",
             )
             .ident(db)?
-            .push(".usage WHERE window_start >= ")
+            // A snapshot has usage's columns, so the same roll-up reads it.
+            .push(if self.sealed.is_some() { ".sealed_usage WHERE window_start >= " } else { ".usage WHERE window_start >= " })
             .bind(Param::DateTime(self.from.unix_timestamp() as u32))
             .push(" AND window_start < ")
             .bind(Param::DateTime(self.to.unix_timestamp() as u32));
+        if let Some(seal_id) = &self.sealed {
+            sql = sql.push(" AND seal_id = ").bind(seal_id);
+        }
         if let Some(tenant) = &self.tenant {
             sql = sql.push(" AND tenant = ").bind(tenant);
         }
@@ -334,4 +341,22 @@ impl UsageQuery {
 pub async fn query_usage(ch: &ClickHouse, db: &str, query: &UsageQuery) -> Result<Vec<UsagePoint>, StoreError> {
     let rows = ch.query_tsv(&query.to_sql(db)?).await?;
     query.parse_rows(rows)
+}
+
+/// Runs a roll-up against `db.usage` page after page (of [`MAX_LIMIT`] points,
+/// whatever `query.limit` says) and returns every point, for readers that need
+/// a whole month at once (invoices, reports).
+pub async fn query_usage_all(ch: &ClickHouse, db: &str, query: &UsageQuery) -> Result<Vec<UsagePoint>, StoreError> {
+    let mut query = query.clone();
+    query.limit = MAX_LIMIT;
+    let mut all = Vec::new();
+    loop {
+        let points = query_usage(ch, db, &query).await?;
+        let full = points.len() == MAX_LIMIT as usize;
+        query.after = points.last().map(|p| p.key.clone());
+        all.extend(points);
+        if !full {
+            return Ok(all);
+        }
+    }
 }

@@ -1,0 +1,136 @@
+//! `tally`: migrations, the billing API, invoices and reports.
+
+mod report;
+
+use anyhow::{bail, Context};
+use metering::api::{self, auth::KeyRing, AppState};
+use metering::cli::{Cli, Command, InvoiceFormat};
+use metering::export::{self, ExportFormat};
+use metering::pricing::{self, BillingMonth};
+use metering::store::migrate::migrate;
+use metering::telemetry;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli: Cli = metering::settings::parse();
+    telemetry::init_logging(cli.log_format);
+    match cli.command {
+        Command::Migrate(store) => {
+            let ch = store.client()?;
+            let db = &store.clickhouse_database;
+            let report = migrate(&ch, db).await.with_context(|| format!("migrating database {db} on {}", ch.url()))?;
+            println!(
+                "database {db} on {} is at version {} ({} dialect): applied {:?}, already applied {:?}",
+                ch.url(),
+                report.applied.iter().chain(&report.skipped).max().copied().unwrap_or(0),
+                report.dialect.as_str(),
+                report.applied,
+                report.skipped
+            );
+        }
+        Command::Serve(args) => {
+            let keys: Vec<&str> = args.billing_key.iter().map(|k| k.trim()).filter(|k| !k.is_empty()).collect();
+            if keys.is_empty() {
+                bail!("tally serve needs at least one --billing-key (or TALLY_BILLING_KEY, or billing-key in the config file)");
+            }
+            let mut ring = KeyRing::with_billing_keys(keys);
+            for spec in args.tenant_key.iter().filter(|k| !k.trim().is_empty()) {
+                ring = ring.with_tenant_key(spec)?;
+            }
+            let catalog = args.pricing.catalog()?;
+            let plans = args.pricing.price_book(&catalog)?;
+            let ch = args.store.client()?;
+            if let Err(e) = ch.version().await {
+                tracing::warn!(error = %e, "ClickHouse is not answering yet; /v1/usage answers 503 until it does");
+            }
+            let mut state = AppState::new(ch, &args.store.clickhouse_database, ring)?.with_catalog(catalog);
+            if let Some(plans) = plans {
+                tracing::info!(plans = plans.plans.len(), tenants = plans.tenants.len(), "plans loaded");
+                state = state.with_plans(plans);
+            }
+            api::serve(args.listen, state, telemetry::shutdown_signal())
+                .await
+                .with_context(|| format!("serving the billing API on {}", args.listen))?;
+        }
+        Command::Invoice(args) => {
+            let month = BillingMonth::parse(&args.month)?;
+            let catalog = args.pricing.catalog()?;
+            let Some(book) = args.pricing.price_book(&catalog)? else {
+                bail!("tally invoice needs a plans file: --plans FILE (or TALLY_PLANS, or plans in the config file)");
+            };
+            let ch = args.store.client()?;
+            let db = &args.store.clickhouse_database;
+            let invoice = pricing::store::invoice(&ch, db, &book, &catalog, &args.tenant, month)
+                .await
+                .with_context(|| format!("invoicing tenant {} for {month} from database {db} on {}", args.tenant, ch.url()))?;
+            match args.format {
+                InvoiceFormat::Json => println!("{}", serde_json::to_string_pretty(&invoice)?),
+                InvoiceFormat::Text => print!("{}", pricing::text::render(&invoice)),
+            }
+        }
+        Command::Report(command) => report::run(command).await?,
+        Command::Export(args) => {
+            let month = BillingMonth::parse(&args.month)?;
+            let ch = args.store.client()?;
+            let db = &args.store.clickhouse_database;
+            let report = metering::report::read_usage_report(&ch, db, month, args.tenant.as_deref())
+                .await
+                .with_context(|| format!("reading {month}'s usage from database {db} on {}", ch.url()))?;
+            for m in &args.meter {
+                let in_report = report.tenants.iter().any(|t| t.meters.iter().any(|u| &u.meter == m));
+                if !in_report && metering::meter::Catalog::builtin().get(m).is_none() {
+                    bail!("--meter {m:?}: no such meter in {month}'s usage");
+                }
+            }
+            let out = match args.export_format {
+                ExportFormat::Cloudevents => export::cloudevents(&report, &args.meter, &format!("tally/{db}")),
+                ExportFormat::Csv => {
+                    let mut report = report;
+                    for t in &mut report.tenants {
+                        t.meters.retain(|m| args.meter.is_empty() || args.meter.contains(&m.meter));
+                    }
+                    metering::report::csv::usage(&report)
+                }
+                ExportFormat::Stripe => {
+                    let mut customers = std::collections::BTreeMap::new();
+                    for spec in &args.stripe_customer {
+                        let Some((tenant, customer)) = spec.split_once('=') else {
+                            bail!("--stripe-customer {spec:?}: expected TENANT=cus_...");
+                        };
+                        customers.insert(tenant.to_owned(), customer.to_owned());
+                    }
+                    export::stripe(&report, &args.meter, &customers)?
+                }
+            };
+            print!("{out}");
+        }
+        Command::Seal(args) => {
+            let month = BillingMonth::parse(&args.month)?;
+            let ch = args.store.client()?;
+            let db = &args.store.clickhouse_database;
+            let period = metering::seal::seal(&ch, db, month, time::OffsetDateTime::now_utc())
+                .await
+                .with_context(|| format!("sealing {month} in database {db} on {}", ch.url()))?;
+            println!("{}", serde_json::to_string_pretty(&period)?);
+        }
+        Command::Verify(args) => {
+            let month = BillingMonth::parse(&args.month)?;
+            let ch = args.store.client()?;
+            let db = &args.store.clickhouse_database;
+            let Some(v) = metering::seal::verify(&ch, db, month)
+                .await
+                .with_context(|| format!("verifying {month} in database {db} on {}", ch.url()))?
+            else {
+                bail!("{month} is not sealed");
+            };
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            if !v.verified {
+                bail!(
+                    "{month} does not verify: recorded digest {} over {} rows after {}, recomputed {} over {} rows after {}",
+                    v.period.digest, v.period.rows, v.period.previous_digest, v.recomputed_digest, v.recomputed_rows, v.expected_previous_digest
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,146 @@
+//! Reads a month's reports from ClickHouse: the usage roll-ups by day and by
+//! month, the SLA reads by month, day and hour (per service), and for credits the
+//! tenant's invoice, all through the same queries the billing API serves (so they
+//! run on ClickHouse 18.16 and current servers alike).
+
+use std::collections::BTreeMap;
+
+use time::OffsetDateTime;
+
+use super::sla::{self, Credits, Objective, Pricing, SlaReport};
+use super::usage::{self, UsageReport};
+use crate::clickhouse::ClickHouse;
+use crate::meter::Catalog;
+use crate::pricing::invoice::InvoiceError;
+use crate::pricing::plan::PriceBook;
+use crate::pricing::store::{invoice, InvoiceFailure};
+use crate::pricing::BillingMonth;
+use crate::sla::{query_sla, SlaGrouping, SlaPoint, SlaQuery};
+use crate::store::rollup::{query_usage_all, Granularity, UsagePoint, UsageQuery};
+use crate::store::StoreError;
+
+/// Why a report could not be produced.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// The usage store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A tenant's credits could not be priced (e.g. a missing conversion rate).
+    #[error("pricing the credits of tenant {tenant:?}: {source}")]
+    Pricing {
+        /// The tenant.
+        tenant: String,
+        /// Why.
+        source: InvoiceError,
+    },
+}
+
+fn midnight(day: time::Date) -> OffsetDateTime {
+    day.midnight().assume_utc()
+}
+
+/// The roll-up of `month`'s usage per tenant and meter at `granularity`.
+pub fn usage_query(month: BillingMonth, tenant: Option<&str>, granularity: Granularity) -> UsageQuery {
+    let mut q = UsageQuery::new(midnight(month.first_day()), midnight(month.end()));
+    q.tenant = tenant.map(str::to_owned);
+    q.granularity = granularity;
+    q
+}
+
+/// The SLA read of `month` per tenant and service at `granularity`.
+pub fn sla_query(month: BillingMonth, tenant: Option<&str>, granularity: Granularity) -> SlaQuery {
+    SlaQuery {
+        tenant: tenant.map(str::to_owned),
+        service: None,
+        from: midnight(month.first_day()),
+        to: midnight(month.end()),
+        granularity,
+        grouping: SlaGrouping::Service,
+        sealed: None,
+    }
+}
+
+/// The usage report of `month` for one tenant or all: from the month's seal when
+/// it is sealed (as its invoices are), else from live usage.
+pub async fn read_usage_report(ch: &ClickHouse, db: &str, month: BillingMonth, tenant: Option<&str>) -> Result<UsageReport, StoreError> {
+    let seal = crate::seal::period(ch, db, month).await?;
+    let query = |g| {
+        let mut q = usage_query(month, tenant, g);
+        q.sealed = seal.as_ref().map(|s| s.seal_id.clone());
+        q
+    };
+    let days: Vec<UsagePoint> = query_usage_all(ch, db, &query(Granularity::Day)).await?;
+    let totals = query_usage_all(ch, db, &query(Granularity::Month)).await?;
+    let mut report = usage::build(month, &days, &totals);
+    report.sealed_digest = seal.map(|s| s.digest);
+    Ok(report)
+}
+
+/// The SLA reads of `month` (month, day, hour) for one tenant or all, from the
+/// month's seal when it is sealed.
+pub async fn read_sla_points(ch: &ClickHouse, db: &str, month: BillingMonth, tenant: Option<&str>) -> Result<[Vec<SlaPoint>; 3], StoreError> {
+    let seal = crate::seal::period(ch, db, month).await?;
+    let mut out: [Vec<SlaPoint>; 3] = Default::default();
+    for (slot, g) in out.iter_mut().zip([Granularity::Month, Granularity::Day, Granularity::Hour]) {
+        let mut q = sla_query(month, tenant, g);
+        q.sealed = seal.as_ref().map(|s| s.seal_id.clone());
+        *slot = query_sla(ch, db, &q).await?;
+    }
+    Ok(out)
+}
+
+/// The objective of `tenant`'s plan in effect at the end of `month` (the last one
+/// that month), if it has one.
+pub fn objective(book: &PriceBook, tenant: &str, month: BillingMonth) -> Option<Objective> {
+    let billing = book.tenants.get(tenant)?;
+    let segments = book.segments(billing, month);
+    let plan = segments.last()?.plan;
+    Some(Objective { plan: plan.name.clone(), availability_percent: plan.slo_availability, p99_ms: plan.slo_p99_ms })
+}
+
+/// `tenant`'s objective and credits: the credits of its invoice for `month`. A
+/// tenant without a plan that month has neither.
+pub async fn pricing(
+    ch: &ClickHouse,
+    db: &str,
+    book: &PriceBook,
+    catalog: &Catalog,
+    tenant: &str,
+    month: BillingMonth,
+) -> Result<Pricing, ReportError> {
+    match invoice(ch, db, book, catalog, tenant, month).await {
+        Ok(inv) => Ok(Pricing {
+            slo: objective(book, tenant, month),
+            credits: Some(Credits { currency: inv.currency.code().to_owned(), credits: inv.credits, total: inv.sla_credit }),
+        }),
+        Err(InvoiceFailure::Invoice(InvoiceError::UnknownTenant(_) | InvoiceError::NoPlan { .. })) => Ok(Pricing::default()),
+        Err(InvoiceFailure::Invoice(source)) => Err(ReportError::Pricing { tenant: tenant.to_owned(), source }),
+        Err(InvoiceFailure::Store(e)) => Err(e.into()),
+    }
+}
+
+/// The SLA report of `month` for one tenant or all; with `plans`, each tenant's
+/// objective and credits (`progress` is called after each tenant is priced, with
+/// the number done and the number of tenants).
+pub async fn read_sla_report(
+    ch: &ClickHouse,
+    db: &str,
+    month: BillingMonth,
+    tenant: Option<&str>,
+    plans: Option<(&PriceBook, &Catalog)>,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<SlaReport, ReportError> {
+    let [months, days, hours] = read_sla_points(ch, db, month, tenant).await?;
+    let mut tenants: Vec<&str> = months.iter().map(|p| p.tenant.as_str()).collect();
+    tenants.dedup();
+    let mut priced = BTreeMap::new();
+    if let Some((book, catalog)) = plans {
+        for (n, t) in tenants.iter().enumerate() {
+            priced.insert((*t).to_owned(), pricing(ch, db, book, catalog, t, month).await?);
+            progress(n + 1, tenants.len());
+        }
+    }
+    let mut report = sla::build(month, &months, &days, &hours, &priced);
+    report.sealed_digest = crate::seal::period(ch, db, month).await?.map(|s| s.digest);
+    Ok(report)
+}

@@ -1,0 +1,224 @@
+//! Sealing and verifying months in ClickHouse.
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use super::digest::{digest, SealedRow, SealedSlaRow, GENESIS};
+use super::schema;
+use crate::clickhouse::ClickHouse;
+use crate::pricing::BillingMonth;
+use crate::store::StoreError;
+
+/// A sealed month.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Period {
+    /// `YYYY-MM`.
+    pub month: String,
+    /// The snapshot's id in `sealed_usage`.
+    pub seal_id: String,
+    /// Collapsed usage rows in the snapshot.
+    pub rows: u64,
+    /// Collapsed SLA rows in the snapshot.
+    pub sla_rows: u64,
+    /// SHA-256 of the canonical text of the rows and `previous_digest`.
+    pub digest: String,
+    /// The digest of the previous sealed month (64 zeros for the first).
+    pub previous_digest: String,
+    /// When it was sealed.
+    #[serde(with = "time::serde::rfc3339")]
+    pub sealed_at: OffsetDateTime,
+}
+
+/// The outcome of recomputing a seal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Verification {
+    /// The seal as recorded.
+    #[serde(flatten)]
+    pub period: Period,
+    /// The digest recomputed from the snapshot now.
+    pub recomputed_digest: String,
+    /// Usage rows in the snapshot now.
+    pub recomputed_rows: u64,
+    /// SLA rows in the snapshot now.
+    pub recomputed_sla_rows: u64,
+    /// The digest the chain says `previous_digest` must be.
+    pub expected_previous_digest: String,
+    /// Recomputed digest, row count and chain link all match.
+    pub verified: bool,
+    /// Usage rows for the month that arrived after the seal (not in it; billed as an
+    /// adjustment on the next month's invoice).
+    pub late_rows: u64,
+}
+
+/// Why a month could not be sealed.
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The month is sealed already.
+    #[error("{} is already sealed (digest {})", .0.month, .0.digest)]
+    AlreadySealed(Box<Period>),
+    /// The month has not ended (UTC).
+    #[error("{0} has not ended yet; a month can be sealed from the 1st of the next month (UTC)")]
+    NotOver(String),
+    /// A later month is sealed: the chain runs in month order.
+    #[error("{later} is sealed already and seals chain in month order, so {month} can no longer be sealed")]
+    OutOfOrder {
+        /// The month asked for.
+        month: String,
+        /// The latest sealed month.
+        later: String,
+    },
+}
+
+fn bad(row: &[String], reason: &str) -> StoreError {
+    StoreError::BadRow { row: row.to_vec(), reason: reason.to_owned() }
+}
+
+/// Every month's seal (the first, if two raced), in month order.
+pub async fn seals(ch: &ClickHouse, db: &str) -> Result<Vec<Period>, StoreError> {
+    let mut out: Vec<Period> = Vec::new();
+    for row in ch.query_tsv(&schema::read_seals(db)?).await? {
+        let [month, seal_id, rows, sla_rows, digest, previous, at] = <[String; 7]>::try_from(row.clone()).map_err(|r| bad(&r, "expected 7 fields"))?;
+        if out.last().is_some_and(|p| p.month == month) {
+            continue;
+        }
+        let sealed_at = at.parse::<i64>().ok().and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok()).ok_or_else(|| bad(&row, "sealed_at"))?;
+        let rows = rows.parse().map_err(|_| bad(&row, "rows is not a UInt64"))?;
+        let sla_rows = sla_rows.parse().map_err(|_| bad(&row, "sla_rows is not a UInt64"))?;
+        out.push(Period { month, seal_id, rows, sla_rows, digest, previous_digest: previous, sealed_at });
+    }
+    Ok(out)
+}
+
+/// `month`'s seal, if it is sealed.
+pub async fn period(ch: &ClickHouse, db: &str, month: BillingMonth) -> Result<Option<Period>, StoreError> {
+    let month = month.to_string();
+    Ok(seals(ch, db).await?.into_iter().find(|p| p.month == month))
+}
+
+async fn read_rows(ch: &ClickHouse, db: &str, seal_id: &str) -> Result<Vec<SealedRow>, StoreError> {
+    parse_snapshot(ch.query_tsv(&schema::read_snapshot(db, seal_id)?).await?)
+}
+
+/// Reads the rows [`schema::read_snapshot`] returns (as TabSeparated fields).
+pub fn parse_snapshot(rows: Vec<Vec<String>>) -> Result<Vec<SealedRow>, StoreError> {
+    rows.into_iter()
+        .map(|row| {
+            let f: [String; 12] = <[String; 12]>::try_from(row).map_err(|r| bad(&r, "expected 12 fields"))?;
+            let num = |i: usize| f[i].parse::<u64>().map_err(|_| bad(&f, "not an integer"));
+            let value = f[7].parse().map_err(|_| bad(&f, "value is not a decimal"))?;
+            let [tenant, meter, _, service, route, dimensions, unique_value, _, unit, aggregation, source_id, _] = f.clone();
+            Ok(SealedRow {
+                window_start: u32::try_from(num(2)?).map_err(|_| bad(&f, "window_start"))?,
+                batch_seq: num(11)?,
+                value,
+                tenant,
+                meter,
+                service,
+                route,
+                dimensions,
+                unique_value,
+                unit,
+                aggregation,
+                source_id,
+            })
+        })
+        .collect()
+}
+
+async fn read_sla_rows(ch: &ClickHouse, db: &str, seal_id: &str) -> Result<Vec<SealedSlaRow>, StoreError> {
+    parse_sla_snapshot(ch.query_tsv(&schema::read_sla_snapshot(db, seal_id)?).await?)
+}
+
+/// Reads the rows [`schema::read_sla_snapshot`] returns (as TabSeparated fields).
+pub fn parse_sla_snapshot(rows: Vec<Vec<String>>) -> Result<Vec<SealedSlaRow>, StoreError> {
+    rows.into_iter()
+        .map(|row| {
+            let f: [String; 10] = <[String; 10]>::try_from(row).map_err(|r| bad(&r, "expected 10 fields"))?;
+            let num = |i: usize| f[i].parse::<u64>().map_err(|_| bad(&f, "not an integer"));
+            let [tenant, service, route, _, _, _, latency, exemplars, source_id, _] = f.clone();
+            Ok(SealedSlaRow {
+                window_start: u32::try_from(num(3)?).map_err(|_| bad(&f, "window_start"))?,
+                requests: num(4)?,
+                errors: num(5)?,
+                batch_seq: num(9)?,
+                tenant,
+                service,
+                route,
+                latency,
+                exemplars,
+                source_id,
+            })
+        })
+        .collect()
+}
+
+fn bounds(month: BillingMonth) -> (OffsetDateTime, OffsetDateTime) {
+    (month.first_day().midnight().assume_utc(), month.end().midnight().assume_utc())
+}
+
+/// The digest the month before `month` in the chain ends with.
+fn previous_digest(all: &[Period], month: &str) -> String {
+    all.iter().rfind(|p| p.month.as_str() < month).map_or_else(|| GENESIS.to_owned(), |p| p.digest.clone())
+}
+
+/// Seals `month` (which must have ended by `now`, and be later than every sealed month).
+pub async fn seal(ch: &ClickHouse, db: &str, month: BillingMonth, now: OffsetDateTime) -> Result<Period, SealError> {
+    let name = month.to_string();
+    let (from, to) = bounds(month);
+    if now < to {
+        return Err(SealError::NotOver(name));
+    }
+    let all = seals(ch, db).await?;
+    if let Some(p) = all.iter().find(|p| p.month == name) {
+        return Err(SealError::AlreadySealed(Box::new(p.clone())));
+    }
+    if let Some(later) = all.iter().rfind(|p| p.month > name) {
+        return Err(SealError::OutOfOrder { month: name, later: later.month.clone() });
+    }
+    let previous = previous_digest(&all, &name);
+    let seal_id = format!("{name}/{}/{}", now.unix_timestamp_nanos(), std::process::id());
+    for snapshot in [schema::snapshot(db, &seal_id, from, to), schema::snapshot_sla(db, &seal_id, from, to)] {
+        ch.execute(&snapshot.map_err(StoreError::from)?).await.map_err(StoreError::from)?;
+    }
+    // Digest what was stored, not what was meant to be: the snapshot read back.
+    let rows = read_rows(ch, db, &seal_id).await?;
+    let sla = read_sla_rows(ch, db, &seal_id).await?;
+    let digest = digest(&name, &previous, &rows, &sla);
+    let record = schema::record_seal(db, &name, &seal_id, rows.len() as u64, sla.len() as u64, &digest, &previous, now).map_err(StoreError::from)?;
+    ch.execute(&record).await.map_err(StoreError::from)?;
+    // Two seals may have raced; the first recorded is the one everybody reads.
+    match period(ch, db, month).await? {
+        Some(p) if p.seal_id == seal_id => {
+            tracing::info!(month = %name, rows = p.rows, digest = %p.digest, "month sealed");
+            Ok(p)
+        }
+        Some(p) => Err(SealError::AlreadySealed(Box::new(p))),
+        None => Err(SealError::Store(StoreError::BadRow { row: vec![seal_id], reason: "the seal just recorded is not in periods".into() })),
+    }
+}
+
+/// Recomputes `month`'s seal from its snapshot; `None` when it is not sealed.
+pub async fn verify(ch: &ClickHouse, db: &str, month: BillingMonth) -> Result<Option<Verification>, StoreError> {
+    let all = seals(ch, db).await?;
+    let name = month.to_string();
+    let Some(p) = all.iter().find(|p| p.month == name).cloned() else { return Ok(None) };
+    let rows = read_rows(ch, db, &p.seal_id).await?;
+    let sla = read_sla_rows(ch, db, &p.seal_id).await?;
+    let recomputed = digest(&name, &p.previous_digest, &rows, &sla);
+    let expected_previous = previous_digest(&all, &name);
+    let (from, to) = bounds(month);
+    let late = ch.query_tsv(&schema::count_late(db, &p.seal_id, from, to)?).await?;
+    let late_rows = late.first().and_then(|r| r.first()).and_then(|n| n.parse().ok()).unwrap_or(0);
+    Ok(Some(Verification {
+        verified: recomputed == p.digest && rows.len() as u64 == p.rows && sla.len() as u64 == p.sla_rows && expected_previous == p.previous_digest,
+        recomputed_digest: recomputed,
+        recomputed_rows: rows.len() as u64,
+        recomputed_sla_rows: sla.len() as u64,
+        expected_previous_digest: expected_previous,
+        late_rows,
+        period: p,
+    }))
+}

@@ -1,0 +1,290 @@
+//! Sealed months on a real ClickHouse 18.16: seal October, store late usage and
+//! requests for it, and check that the seal still verifies (it digests the sealed
+//! snapshot), that October's invoice keeps its sealed figures (usage and the SLA
+//! credit) and that November's invoice carries the late usage as an exact adjustment. The digest is recomputed here
+//! from the stored rows with `sha256sum`, independently of the code under test.
+//! The same snapshot and reads on chDB give the same digest.
+
+mod common;
+
+use std::time::Duration;
+
+use common::serve::{start, tally, Serve};
+use metering::clickhouse::client::parse_tsv;
+use metering::clickhouse::ClickHouse;
+use metering::meter::Catalog;
+use metering::pricing::BillingMonth;
+use metering::record::{UsageBatch, UsageRecord};
+use metering::seal::digest::{digest, GENESIS};
+use metering::sla::schema::SLA_INSERT_STRUCTURE;
+use metering::sla::{encode_sla_batch, insert_sla, SlaRecord};
+use metering::seal::schema;
+use metering::seal::store::{parse_sla_snapshot, parse_snapshot};
+use metering::store::migrate::migrate;
+use metering::store::schema::{insert_usage, INSERT_STRUCTURE};
+use metering::store::writer::{encode_batch, UsageWriter};
+use metering::store::Dialect;
+use serde_json::{json, Value};
+use testkit::{Chdb, ClickHouseServer};
+use time::macros::datetime;
+
+const BILLING: &str = "billing-key-1";
+const ACME_KEY: &str = "acme-key-1";
+
+/// spans: 1,000 free a month, then 2 USD per 1,000 up to 10,000 billable, 1 USD per 1,000 above;
+/// 10 % credit below 99.9 % availability; tax 10 %.
+const PLANS: &str = "
+plans:
+  pro:
+    currency: USD
+    meters:
+      spans:
+        allowance: 1000
+        per: 1000
+        tiers:
+          - {up_to: 10_000, price: 2}
+          - {price: 1}
+    credits:
+      - {below: 99.9, percent: 10}
+regions:
+  us: {tax_percent: 10}
+tenants:
+  acme: {region: us, plans: [{plan: pro, from: 2026-01-01}]}
+";
+
+fn batch(seq: u64, at: time::OffsetDateTime, spans: u64) -> UsageBatch {
+    UsageBatch { source_id: "agent-a:boot-1".into(), seq, records: vec![UsageRecord::new("acme", "spans", at, spans.into())] }
+}
+
+/// October's 5,000 spans, sealed; then 8,000 more for October (a new batch: late); November's 3,000.
+fn october() -> UsageBatch {
+    batch(1, datetime!(2026-10-10 00:00 UTC), 5000)
+}
+fn late() -> UsageBatch {
+    batch(2, datetime!(2026-10-20 00:00 UTC), 8000)
+}
+fn november() -> UsageBatch {
+    batch(3, datetime!(2026-11-05 00:00 UTC), 3000)
+}
+
+/// October's requests as a collector writes them: 1,000 of 1 ms on the 10th, 2 failed (99.8 %)
+/// in batch 1; then, late, 1,000 more without errors (batch 2), which would lift October to 99.9 %.
+fn sla_bytes(late: bool) -> Vec<u8> {
+    let (seq, at, errors) = if late { (2, datetime!(2026-10-21 00:00 UTC), 0) } else { (1, datetime!(2026-10-10 00:00 UTC), 2) };
+    let mut r = SlaRecord::new("acme", "api", "", at);
+    for i in 0..1000 {
+        r.observe(1_000_000, i < errors, "");
+    }
+    let mut bytes = Vec::new();
+    encode_sla_batch("collector-a:boot-1", seq, &[r], &mut bytes).unwrap();
+    bytes
+}
+
+async fn write(ch: &ClickHouse, db: &str, batches: &[UsageBatch]) {
+    let mut writer = UsageWriter::new(ch.clone(), db, Catalog::builtin()).unwrap();
+    for b in batches {
+        writer.push(b).unwrap();
+        writer.flush().await.unwrap();
+    }
+}
+
+async fn call(serve: &Serve, method: reqwest::Method, path: &str, key: &str) -> (u16, Value) {
+    let resp = reqwest::Client::new().request(method, format!("{}{path}", serve.base)).bearer_auth(key).send().await.unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
+/// The canonical text of the month's rows as `SELECT ... FROM usage` shows them, hashed by `sha256sum`.
+fn sha256sum(text: &str) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("sha256sum").stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_owned()
+}
+
+fn amounts(inv: &Value) -> Vec<&str> {
+    ["charges", "sla_credit", "subtotal", "tax", "total"].iter().map(|k| inv[k].as_str().unwrap()).collect()
+}
+
+#[tokio::test]
+async fn a_sealed_month_verifies_after_late_usage_which_is_adjusted_next_month() {
+    let server = ClickHouseServer::start().unwrap();
+    let db = server.database("seal").unwrap();
+    let ch = ClickHouse::new(&server.http_url(), Duration::from_secs(30)).unwrap();
+    migrate(&ch, &db).await.unwrap();
+    write(&ch, &db, &[october(), november()]).await;
+    ch.insert_rowbinary(&insert_sla(&db).unwrap(), sla_bytes(false).into()).await.unwrap();
+    let plans = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(plans.path(), PLANS).unwrap();
+    let serve = start(&server.http_url(), &db, &["--billing-key", BILLING, "--tenant-key", &format!("acme={ACME_KEY}"), "--plans", plans.path().to_str().unwrap()]).await;
+    let post = reqwest::Method::POST;
+    let get = reqwest::Method::GET;
+
+    // October before the seal: 5,000 − 1,000 free = 4,000 × 2 / 1,000 = 8.00; 99.8 % < 99.9 %:
+    // a 10 % credit of 0.80; subtotal 7.20, tax 0.72, total 7.92.
+    let (_, inv) = call(&serve, get.clone(), "/v1/tenants/acme/invoices/2026-10", BILLING).await;
+    assert_eq!(amounts(&inv), ["8.00", "0.80", "7.20", "0.72", "7.92"], "{inv}");
+    assert_eq!(inv.get("sealed_digest"), None);
+
+    let (status, body) = call(&serve, get.clone(), "/v1/periods/2026-10", ACME_KEY).await;
+    assert_eq!((status, body), (200, json!({"month": "2026-10", "sealed": false})));
+    let (status, body) = call(&serve, post.clone(), "/v1/periods/2026-10/seal", ACME_KEY).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("forbidden")), "{body}");
+
+    let (status, sealed) = call(&serve, post.clone(), "/v1/periods/2026-10/seal", BILLING).await;
+    assert_eq!(status, 201, "{sealed}");
+    assert_eq!((sealed["month"].as_str(), sealed["rows"].as_u64(), sealed["sla_rows"].as_u64(), sealed["previous_digest"].as_str()), (Some("2026-10"), Some(1), Some(1), Some(GENESIS)));
+    // The digest, recomputed without the code under test: the month's one row as the server stores it.
+    let stored = server.query(&format!(
+        "SELECT tenant, meter, toUInt32(window_start), service, route, dimensions, unique_value, value, unit, aggregation, source_id, batch_seq \
+         FROM {db}.usage WHERE toYYYYMM(window_start) = 202610 FORMAT TSV"
+    )).unwrap();
+    let fields: Vec<&str> = stored.trim_end().split('\t').collect();
+    assert_eq!(fields[..3], ["acme", "spans", &datetime!(2026-10-10 00:00 UTC).unix_timestamp().to_string()]);
+    assert_eq!(fields[7], "5000.000000000", "18.16 writes the decimal's scale; the canonical text does not");
+    let mut line: Vec<String> = fields.iter().map(|f| f.to_string()).collect();
+    line[7] = "5000".into();
+    // The SLA row: 1,000 requests of 1 ms (one latency bucket), 2 failed, no trace ids.
+    let sla = server.query(&format!("SELECT toUInt32(window_start), latency_buckets[1], latency_counts[1] FROM {db}.sla FORMAT TSV")).unwrap();
+    let sla: Vec<&str> = sla.trim_end().split('\t').collect();
+    let sla_line = format!("acme\tapi\t\t{}\t1000\t2\t{}:{}\t\tcollector-a:boot-1\t1", sla[0], sla[1], sla[2]);
+    assert_eq!(sla[2], "1000");
+    let text = format!("tally-seal-v1\n2026-10\n{GENESIS}\n1\n{}\nsla 1\n{sla_line}\n", line.join("\t"));
+    let october_digest = sha256sum(&text);
+    assert_eq!(sealed["digest"], october_digest);
+
+    // Late usage for October, and a retry of October's sealed batch (the same rows: not late).
+    write(&ch, &db, &[late(), october()]).await;
+    ch.insert_rowbinary(&insert_sla(&db).unwrap(), sla_bytes(true).into()).await.unwrap();
+    let (status, period) = call(&serve, get.clone(), "/v1/periods/2026-10", ACME_KEY).await;
+    assert_eq!(status, 200, "{period}");
+    assert_eq!((period["sealed"].as_bool(), period["verified"].as_bool(), period["late_rows"].as_u64()), (Some(true), Some(true), Some(1)), "{period}");
+    assert_eq!((period["digest"].as_str(), period["recomputed_digest"].as_str()), (Some(october_digest.as_str()), Some(october_digest.as_str())));
+
+    // October's invoice keeps the sealed figures, usage and availability, and says so (live
+    // October is now 13,000 spans and 1,998 good of 2,000 requests = 99.9 %: no credit).
+    let (_, inv) = call(&serve, get.clone(), "/v1/tenants/acme/invoices/2026-10", BILLING).await;
+    assert_eq!(amounts(&inv), ["8.00", "0.80", "7.20", "0.72", "7.92"], "{inv}");
+    assert_eq!(inv["sla"], json!({"requests": 1000, "errors": 2, "availability_percent": "99.8"}));
+    assert_eq!(inv["lines"][0]["usage"], "5000");
+    assert_eq!(inv["sealed_digest"], october_digest.as_str());
+    // So do its reports (the late 8,000 spans and 1,000 requests are not in them).
+    let (_, report) = call(&serve, get.clone(), "/v1/reports/usage/2026-10", BILLING).await;
+    assert_eq!((report["sealed_digest"].as_str(), report["tenants"][0]["meters"][0]["total"].as_str()), (Some(october_digest.as_str()), Some("5000")), "{report}");
+    let (_, report) = call(&serve, get.clone(), "/v1/reports/sla/2026-10", BILLING).await;
+    let acme = &report["tenants"][0];
+    assert_eq!((report["sealed_digest"].as_str(), acme["requests"].as_u64(), acme["availability_percent"].as_str(), acme["credits"]["total"].as_str()), (Some(october_digest.as_str()), Some(1000), Some("99.8"), Some("0.80")), "{report}");
+    // November: its own 3,000 − 1,000 free = 2,000 × 2 / 1,000 = 4.00, plus October's late 8,000 spans:
+    // October at 13,000 would have been 12,000 billable = 10,000 × 2 / 1,000 + 2,000 × 1 / 1,000 = 22.00,
+    // 14.00 more than sealed. Charges 18.00, tax 1.80, total 19.80.
+    let (_, inv) = call(&serve, get.clone(), "/v1/tenants/acme/invoices/2026-11", BILLING).await;
+    assert_eq!(inv["lines"][0]["amount"], "4.00", "{inv}");
+    assert_eq!(inv["adjustments"], json!([{"month": "2026-10", "plan": "pro", "plan_from": "2026-10-01", "meter": "spans", "unit": "count", "late_usage": "8000", "amount": "14.00"}]));
+    assert_eq!(amounts(&inv), ["18.00", "0.00", "18.00", "1.80", "19.80"]);
+    let out = tally(&["invoice", "--clickhouse-url", &server.http_url(), "--clickhouse-database", &db, "--plans", plans.path().to_str().unwrap(), "--tenant", "acme", "--month", "2026-11", "--format", "text"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.lines().any(|l| l.starts_with("  adjustment 2026-10 spans [pro]: late usage 8000 count") && l.ends_with(" 14.00 USD")), "{text}");
+
+    // November seals onto October's digest (the chain); the CLI verifies both.
+    let url = server.http_url();
+    let cli = |cmd: &str, month: &str| tally(&[cmd, "--clickhouse-url", &url, "--clickhouse-database", &db, "--month", month]);
+    let out = cli("seal", "2026-11");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let november_seal: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((november_seal["previous_digest"].as_str(), november_seal["rows"].as_u64()), (Some(october_digest.as_str()), Some(1)));
+    for month in ["2026-10", "2026-11"] {
+        let out = cli("verify", month);
+        assert!(out.status.success(), "{month}: {}", String::from_utf8_lossy(&out.stderr));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["verified"], true);
+    }
+
+    // Refusals: again, out of order, not over, a malformed month.
+    for (path, status, code) in [
+        ("/v1/periods/2026-10/seal", 409, "already_sealed"),
+        ("/v1/periods/2026-09/seal", 409, "out_of_order"),
+        ("/v1/periods/2099-01/seal", 409, "month_not_over"),
+        ("/v1/periods/2026-1/seal", 400, "invalid_parameter"),
+    ] {
+        let (got, body) = call(&serve, post.clone(), path, BILLING).await;
+        assert_eq!((got, body["error"]["code"].as_str()), (status, Some(code)), "{path}: {body}");
+    }
+
+    // A row slipped into October's snapshot is caught by verification.
+    let seal_id = sealed["seal_id"].as_str().unwrap();
+    server.query(&format!(
+        "INSERT INTO {db}.sealed_usage (seal_id, tenant, meter, window_start, value, unit, source_id, batch_seq) \
+         VALUES ('{seal_id}', 'acme', 'spans', toDateTime('2026-10-11 00:00:00', 'UTC'), 1, 'count', 'forged', 1)"
+    )).unwrap();
+    let (_, period) = call(&serve, get.clone(), "/v1/periods/2026-10", BILLING).await;
+    assert_eq!((period["verified"].as_bool(), period["recomputed_rows"].as_u64(), period["rows"].as_u64()), (Some(false), Some(2), Some(1)), "{period}");
+    // And so is an SLA row slipped into November's (which sealed none): credits follow them.
+    let (_, november) = call(&serve, get.clone(), "/v1/periods/2026-11", BILLING).await;
+    assert_eq!((november["verified"].as_bool(), november["sla_rows"].as_u64()), (Some(true), Some(0)), "{november}");
+    server.query(&format!(
+        "INSERT INTO {db}.sealed_sla (seal_id, tenant, service, route, window_start, requests, errors, source_id, batch_seq) \
+         VALUES ('{}', 'acme', 'api', '', toDateTime('2026-11-11 00:00:00', 'UTC'), 1000, 1000, 'forged', 1)",
+        november["seal_id"].as_str().unwrap()
+    )).unwrap();
+    let (_, november) = call(&serve, get.clone(), "/v1/periods/2026-11", BILLING).await;
+    assert_eq!((november["verified"].as_bool(), november["recomputed_sla_rows"].as_u64()), (Some(false), Some(1)), "{november}");
+    assert_ne!(period["recomputed_digest"], period["digest"]);
+    let out = cli("verify", "2026-10");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("2026-10 does not verify"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cli("verify", "2026-08");
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("2026-08 is not sealed"));
+}
+
+/// The snapshot, its read-back and the late-row count run on chDB (both dialects'
+/// tables) and give the digest a 18.16 server gives for the same rows.
+#[test]
+fn seal_sql_runs_on_the_modern_dialect_with_the_same_digest() {
+    let month = BillingMonth::parse("2026-10").unwrap();
+    let (from, to) = (month.first_day().midnight().assume_utc(), month.end().midnight().assume_utc());
+    let mut chdb = Chdb::start().unwrap();
+    let mut digests = Vec::new();
+    for (db, dialect) in [("modern", Dialect::Modern), ("legacy", Dialect::Legacy)] {
+        common::chdb_migrate(&mut chdb, db, dialect);
+        let mut bytes = Vec::new();
+        for b in [october(), november(), october()] {
+            encode_batch(&b, &Catalog::builtin(), &mut bytes).unwrap();
+        }
+        common::chdb_insert_rowbinary(&mut chdb, db, &insert_usage(db).unwrap(), INSERT_STRUCTURE, &bytes);
+        let mut sla = sla_bytes(false);
+        sla.extend(sla_bytes(false)); // a retry: the same rows
+        common::chdb_insert_rowbinary(&mut chdb, &format!("{db}.sla"), &insert_sla(db).unwrap(), SLA_INSERT_STRUCTURE, &sla);
+        chdb.query(schema::snapshot(db, "s1", from, to).unwrap().as_str()).unwrap();
+        chdb.query(schema::snapshot_sla(db, "s1", from, to).unwrap().as_str()).unwrap();
+        let rows = parse_snapshot(parse_tsv(&chdb.query(schema::read_snapshot(db, "s1").unwrap().as_str()).unwrap())).unwrap();
+        let sla_rows = parse_sla_snapshot(parse_tsv(&chdb.query(schema::read_sla_snapshot(db, "s1").unwrap().as_str()).unwrap())).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].value, 5000.into());
+        assert_eq!((sla_rows.len(), sla_rows[0].requests, sla_rows[0].errors, sla_rows[0].exemplars.as_str()), (1, 1000, 2, ""));
+        digests.push(digest("2026-10", GENESIS, &rows, &sla_rows));
+        // A sealed read of the snapshot is the live read of the same month.
+        let mut q = metering::sla::SlaQuery::new(from, to);
+        let live = q.parse_rows(parse_tsv(&chdb.query(q.to_sql(db).unwrap().as_str()).unwrap())).unwrap();
+        q.sealed = Some("s1".into());
+        let sealed = q.parse_rows(parse_tsv(&chdb.query(q.to_sql(db).unwrap().as_str()).unwrap())).unwrap();
+        assert_eq!((sealed.len(), &sealed), (1, &live));
+        let late_rows = |chdb: &mut Chdb| chdb.query(schema::count_late(db, "s1", from, to).unwrap().as_str()).unwrap();
+        assert_eq!(late_rows(&mut chdb), "0\n");
+        let mut bytes = Vec::new();
+        encode_batch(&late(), &Catalog::builtin(), &mut bytes).unwrap();
+        common::chdb_insert_rowbinary(&mut chdb, &format!("{db}_late"), &insert_usage(db).unwrap(), INSERT_STRUCTURE, &bytes);
+        assert_eq!(late_rows(&mut chdb), "1\n");
+        chdb.query(schema::record_seal(db, "2026-10", "s1", 1, 1, &digests[0], GENESIS, from).unwrap().as_str()).unwrap();
+        assert_eq!(parse_tsv(&chdb.query(schema::read_seals(db).unwrap().as_str()).unwrap())[0][..2], ["2026-10", "s1"]);
+    }
+    // The same one row as on 18.16: 2026-10-10 00:00, 5,000 spans of batch agent-a:boot-1 #1.
+    assert_eq!(digests[0], digests[1]);
+    let aggregation = Catalog::builtin().get("spans").unwrap().aggregation.as_str();
+    let ts = datetime!(2026-10-10 00:00 UTC).unix_timestamp();
+    let bucket = metering::sla::sketch::bucket_of(1_000_000);
+    let text = format!(
+        "tally-seal-v1\n2026-10\n{GENESIS}\n1\nacme\tspans\t{ts}\t\t\t\t\t5000\tcount\t{aggregation}\tagent-a:boot-1\t1\n\
+         sla 1\nacme\tapi\t\t{ts}\t1000\t2\t{bucket}:1000\t\tcollector-a:boot-1\t1\n"
+    );
+    assert_eq!(digests[0], sha256sum(&text));
+}
