@@ -6,6 +6,7 @@
 //! resend — after a timeout, a failover to another collector, or a restart —
 //! is stored once by the collectors.
 
+use std::error::Error as _;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes};
@@ -110,9 +111,18 @@ pub enum Verdict {
 
 /// The OTLP spec's rule: CANCELLED, DEADLINE_EXCEEDED, ABORTED, OUT_OF_RANGE,
 /// UNAVAILABLE and DATA_LOSS are retried; RESOURCE_EXHAUSTED only with RetryInfo.
+/// The rule is for statuses a collector sent. A status tonic made up from a
+/// transport failure (a connection reset by a collector killed mid-request comes
+/// out as INTERNAL or UNKNOWN) says nothing about the batch: it is retried, which
+/// is safe because the batch's identity makes a second delivery count once.
 pub fn classify(status: &Status, url: &str) -> Verdict {
     let after = retry_info(status);
     let reason = format!("{url}: {:?}: {}", status.code(), status.message());
+    // tonic sets a source only on statuses it derives from an error of its own;
+    // one decoded from a collector's grpc-status has none.
+    if status.source().is_some() {
+        return Verdict::Retry { after, reason: format!("{reason} (no answer from the collector)") };
+    }
     match status.code() {
         Code::Cancelled | Code::DeadlineExceeded | Code::Aborted | Code::OutOfRange | Code::Unavailable | Code::DataLoss => {
             Verdict::Retry { after, reason }
@@ -199,6 +209,11 @@ mod tests {
         }
         for code in [Code::InvalidArgument, Code::Unauthenticated, Code::PermissionDenied, Code::Internal, Code::Unimplemented, Code::ResourceExhausted] {
             assert!(matches!(classify(&Status::new(code, "x"), "c"), Verdict::Final { .. }), "{code:?}");
+        }
+        // A failure of the connection, not an answer: whatever code tonic gives it, retried.
+        for kind in [std::io::ErrorKind::BrokenPipe, std::io::ErrorKind::ConnectionReset, std::io::ErrorKind::Other] {
+            let status = Status::from_error(Box::new(std::io::Error::new(kind, "connection lost")));
+            assert!(matches!(classify(&status, "c"), Verdict::Retry { .. }), "{kind:?} became {:?}", status.code());
         }
         let throttled = classify(&with_retry_info(Code::ResourceExhausted, Duration::from_millis(1500)), "c");
         assert_eq!(throttled, Verdict::Retry { after: Some(Duration::from_millis(1500)), reason: "c: ResourceExhausted: slow down".into() });

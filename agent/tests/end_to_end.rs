@@ -293,3 +293,50 @@ async fn two_collectors_share_the_load_and_one_killed_mid_stream_loses_nothing()
         .sum();
     assert!(retried >= 1, "a send to the dead collector failed over: {text}\n{ta}");
 }
+
+/// A collector that reads every request whole and then resets the stream without answering,
+/// as one killed mid-request does: tonic reports that as INTERNAL, a code the spec does not
+/// retry, yet no collector refused the batch. Returns the address and the count of resets.
+async fn resetting_collector() -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let resets = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = resets.clone();
+    tokio::spawn(async move {
+        loop {
+            let (socket, _) = listener.accept().await.unwrap();
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(socket).await else { return };
+                while let Some(Ok((request, mut respond))) = conn.accept().await {
+                    let mut body = request.into_body();
+                    while let Some(Ok(chunk)) = body.data().await {
+                        let _ = body.flow_control().release_capacity(chunk.len());
+                    }
+                    respond.send_reset(h2::Reason::INTERNAL_ERROR);
+                    counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    (url, resets)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_reset_without_an_answer_is_retried_not_dropped() {
+    let (server, db, ch) = setup("agent_reset").await;
+    let dir = tempfile::tempdir().unwrap();
+    let collector = start_collector(&server, &db, dir.path(), &[]).await;
+    let (resetting, resets) = resetting_collector().await;
+    // Round robin starts with the resetting one: the first batch is reset, then fails over.
+    let agent = start_agent(&[&resetting, &collector.grpc_url], dir.path(), &[]).await;
+    ok(&sdk(&agent.http_url, "http", &["--tenant", "acme", "--spans", "120"]).await, &["spans_ok"]);
+    agent.drained().await;
+    collector.settle().await;
+    assert!(resets.load(std::sync::atomic::Ordering::Relaxed) >= 1, "the resetting collector saw a batch");
+    let got = eventually(&ch, &db, "acme", "agent_acked_spans", 120).await;
+    assert_eq!(value(&got, "acme", "spans"), Decimal::from(120), "{got:?}");
+    assert_eq!(value(&got, "acme", "dropped_spans"), Decimal::ZERO, "{got:?}");
+    let text = agent.service.metrics().await.unwrap();
+    assert_eq!(sample(&text, "tally_agent_batches_total{signal=\"traces\",outcome=\"dropped\"}"), 0, "{text}");
+}
