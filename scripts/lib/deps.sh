@@ -2,7 +2,8 @@
 # idempotently. Source it; it defines functions and changes nothing by itself.
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-DEBIAN_PACKAGES=(clickhouse-server clickhouse-client clang libbpf-dev python3-venv curl ca-certificates chromium)
+# systemd: `systemd-analyze verify` checks deploy/systemd (testkit/tests/deploy.rs).
+DEBIAN_PACKAGES=(clickhouse-server clickhouse-client clang libbpf-dev python3-venv curl ca-certificates chromium systemd)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
