@@ -150,7 +150,7 @@ fn binary_of_image(image: &str) -> Option<&'static str> {
 }
 
 fn strings(v: &Value) -> Vec<String> {
-    v.as_sequence().map(|s| s.iter().map(|x| scalar(x)).collect()).unwrap_or_default()
+    v.as_sequence().map(|s| s.iter().map(scalar).collect()).unwrap_or_default()
 }
 
 fn scalar(v: &Value) -> String {
