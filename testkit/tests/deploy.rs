@@ -440,3 +440,31 @@ fn files_in_configmaps_are_accepted_by_the_binaries() {
     child.wait().unwrap();
     assert!(listening, "the collector refused deploy's keys file:\n{}", seen.join("\n"));
 }
+
+/// Shell scripts in manifests (`command: [/bin/sh, -c]`) parse under dash, Debian's /bin/sh, and
+/// the monthly CronJob picks the month that just ended.
+#[test]
+fn shell_scripts_in_manifests_parse() {
+    let mut scripts = Vec::new();
+    for file in files(&root().join("deploy/kubernetes"), &[".yaml"]) {
+        for doc in documents(&file) {
+            let mut found = Vec::new();
+            containers(&doc, &mut found);
+            for c in found.into_iter().filter(|c| strings(&c["command"]).first().is_some_and(|s| s.ends_with("sh"))) {
+                scripts.push((format!("{} {}", file.display(), scalar(&c["name"])), strings(&c["args"]).pop().unwrap()));
+            }
+        }
+    }
+    assert_eq!(scripts.len(), 2, "the monthly CronJob and ClickHouse Keeper: {scripts:#?}");
+    for (at, script) in &scripts {
+        let (ok, _, stderr) = run(Command::new("dash").args(["-n", "-c", script]));
+        assert!(ok && stderr.is_empty(), "{at}: {stderr}");
+    }
+    // The CronJob's month, run on a fixed "today": the 1st of March is February's turn.
+    let monthly = &scripts.iter().find(|(at, _)| at.contains("reports-cronjob")).unwrap().1;
+    let line = monthly.lines().find(|l| l.starts_with("M=")).unwrap();
+    let probe = line.replace("$(date -u +%Y-%m-01)", "2028-03-01") + "\necho \"$M\"";
+    let (ok, stdout, stderr) = run(Command::new("dash").args(["-c", &probe]));
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout, "2028-02\n");
+}
