@@ -2,7 +2,8 @@
 # idempotently. Source it; it defines functions and changes nothing by itself.
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-DEBIAN_PACKAGES=(clickhouse-server clickhouse-client clang libbpf-dev python3-venv curl ca-certificates)
+# zookeeper: the cluster tests' coordination service (testkit runs its Java server class itself).
+DEBIAN_PACKAGES=(clickhouse-server clickhouse-client zookeeper clang libbpf-dev python3-venv curl ca-certificates)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
