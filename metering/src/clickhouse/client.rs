@@ -92,6 +92,23 @@ impl ClickHouse {
         Ok(Self { http, base, user, display })
     }
 
+    /// The same client with a ClickHouse setting sent on every call (e.g.
+    /// `insert_distributed_sync=1` for writes through Distributed tables).
+    pub fn with_setting(mut self, name: &'static str, value: &'static str) -> Self {
+        self.base.query_pairs_mut().append_pair(name, value);
+        self
+    }
+
+    /// The same client (credentials, settings, port) for another host of a cluster.
+    pub fn with_host(&self, host: &str) -> Result<Self, ClickHouseError> {
+        let mut other = self.clone();
+        other.base.set_host(Some(host)).map_err(|e| ClickHouseError::BadUrl { url: host.to_owned(), reason: e.to_string() })?;
+        let mut shown = other.base.clone();
+        shown.set_query(None);
+        other.display = shown.as_str().trim_end_matches('/').to_owned();
+        Ok(other)
+    }
+
     /// The server URL without credentials, for logs and errors.
     pub fn url(&self) -> &str {
         &self.display
