@@ -99,8 +99,12 @@ impl ClusterNode {
 
     /// [`query`](Self::query) with settings as URL parameters (`a=1&b=2`).
     pub fn query_with(&self, settings: &str, sql: &str) -> Result<String> {
+        self.query_within(settings, sql, QUERY_TIMEOUT)
+    }
+
+    fn query_within(&self, settings: &str, sql: &str, timeout: Duration) -> Result<String> {
         let path = format!("/?wait_end_of_query=1&{settings}");
-        let resp = http::request(self.http_port, "POST", &path, sql.as_bytes(), QUERY_TIMEOUT)
+        let resp = http::request(self.http_port, "POST", &path, sql.as_bytes(), timeout)
             .with_context(|| format!("ClickHouse HTTP request to {} failed\nSQL: {sql}", self.http_url()))?;
         if resp.status != 200 {
             bail!(
@@ -390,7 +394,9 @@ impl ClickHouseCluster {
     pub fn sync_replica(&self, i: usize, table: &str, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
-            match self.nodes[i].query(&format!("SYSTEM SYNC REPLICA {table}")) {
+            // SYNC REPLICA blocks while a part it must fetch lives only on a replica that is down.
+            let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
+            match self.nodes[i].query_within("", &format!("SYSTEM SYNC REPLICA {table}"), left) {
                 Ok(_) => {
                     // SYNC REPLICA returns early while the table is read-only (no session yet).
                     let ro = self.nodes[i].query(&format!(

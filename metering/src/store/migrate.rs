@@ -110,7 +110,15 @@ impl ClusterTarget {
         if hosts.is_empty() {
             return Err(StoreError::NoCluster { cluster: name.to_owned(), url: ch.url().to_owned() });
         }
-        let shards = hosts.iter().filter_map(|r| r.first()).map(|h| ch.with_host(h)).collect::<Result<_, _>>()?;
+        let shards: Vec<ClickHouse> = hosts.iter().filter_map(|r| r.first()).map(|h| ch.with_host(h)).collect::<Result<_, _>>()?;
+        // Servers sharing a host on different ports (a test cluster) cannot be told apart this
+        // way; running a shard's statement on another shard's server would be wrong, not slow.
+        let mut urls: Vec<&str> = shards.iter().map(ClickHouse::url).collect();
+        urls.sort_unstable();
+        urls.dedup();
+        if urls.len() != shards.len() {
+            return Err(StoreError::ShardsShareHost { cluster: name.to_owned(), url: ch.url().to_owned() });
+        }
         Ok(Self { name: name.to_owned(), shards })
     }
 }

@@ -31,19 +31,16 @@ pub struct StoreSettings {
 }
 
 impl StoreSettings {
-    /// A client for the configured server. In cluster mode:
-    /// - inserts into a Distributed table return only once every shard has the
-    ///   rows (`insert_distributed_sync`): an acknowledged write is stored, not
-    ///   queued on the server that took it;
-    /// - writes and reads use the first healthy replica of each shard in config
-    ///   order (`load_balancing=in_order`), so a read sees what was written
-    ///   before it; a replica's other copies catch up by replication, and only
-    ///   after a failover can a read reach one that has not yet (it then misses
-    ///   rows, never doubles them).
+    /// A client for the configured server. In cluster mode its inserts into a
+    /// Distributed table return only once every shard has stored the rows
+    /// (`insert_distributed_sync`): an acknowledged write is stored on one
+    /// replica of its shard, not queued on the server that took it. The shard's
+    /// other replicas get it by replication, so a read that reaches one of them
+    /// an instant later can miss it (never double it) until they have.
     pub fn client(&self) -> Result<ClickHouse, ClickHouseError> {
         let ch = ClickHouse::new(&self.clickhouse_url, Duration::from_secs(self.clickhouse_timeout_secs))?;
         Ok(match self.clickhouse_cluster {
-            Some(_) => ch.with_setting("insert_distributed_sync", "1").with_setting("load_balancing", "in_order"),
+            Some(_) => ch.with_setting("insert_distributed_sync", "1"),
             None => ch,
         })
     }
@@ -105,6 +102,14 @@ pub enum StoreError {
     /// The cluster is not in the server's `system.clusters`.
     #[error("cluster {cluster:?} is not in system.clusters of {url}; check remote_servers in the server's config")]
     NoCluster {
+        /// The name asked for.
+        cluster: String,
+        /// The server asked.
+        url: String,
+    },
+    /// Two shards' first replicas are on one host, so they cannot be reached by host name.
+    #[error("cluster {cluster:?} in system.clusters of {url} has shards on one host; migrate needs one server per host")]
+    ShardsShareHost {
         /// The name asked for.
         cluster: String,
         /// The server asked.
