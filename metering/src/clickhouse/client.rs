@@ -54,7 +54,11 @@ impl ClickHouseError {
             ClickHouseError::Server { status, code, .. } => {
                 // 159 timeout, 164 readonly, 202 too many simultaneous queries,
                 // 209/210 socket errors, 241 memory limit, 252 too many parts, 242 table readonly.
-                *status >= 500 && matches!(code, None | Some(159 | 164 | 202 | 209 | 210 | 241 | 242 | 252))
+                // On a cluster: 225 no ZooKeeper, 279 no replica of a shard reachable, 285 too few
+                // live replicas, 319 insert status unknown (a retry is safe: rows carry their
+                // batch identity), 999 ZooKeeper session errors.
+                *status >= 500
+                    && matches!(code, None | Some(159 | 164 | 202 | 209 | 210 | 225 | 241 | 242 | 252 | 279 | 285 | 319 | 999))
                     || *status == 503
             }
             _ => false,
@@ -228,6 +232,17 @@ mod tests {
         assert_eq!(exception_code("Code: 60, e.displayText() = DB::Exception: Table x doesn't exist"), Some(60));
         assert_eq!(exception_code("Code: 241. DB::Exception: Memory limit"), Some(241));
         assert_eq!(exception_code("oops"), None);
+    }
+
+    #[test]
+    fn cluster_outages_are_retryable() {
+        let server = |code| ClickHouseError::Server { status: 500, code: Some(code), message: String::new() };
+        for code in [225, 279, 285, 319, 999, 209] {
+            assert!(server(code).is_retryable(), "code {code}");
+        }
+        for code in [60, 62, 44] {
+            assert!(!server(code).is_retryable(), "code {code}");
+        }
     }
 
     #[test]
