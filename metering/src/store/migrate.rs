@@ -190,10 +190,11 @@ async fn run(ch: &ClickHouse, db: &str, cluster: Option<&ClusterTarget>) -> Resu
             None => false,
         };
         for statement in &statements {
-            match &mut ddl {
-                Some(ddl) if in_place => drop(ddl.rewrite(statement)?),
-                _ if in_place => {}
-                _ => execute(ch, ddl.as_mut().zip(cluster), statement).await?,
+            if !in_place {
+                execute(ch, ddl.as_mut().zip(cluster), statement).await?;
+            } else if let Some(ddl) = &mut ddl {
+                // Not run, but learnt: a later ALTER may need this table's layout.
+                ddl.rewrite(statement)?;
             }
         }
         ch.execute(&record_applied(db, m, dialect)?).await?;
