@@ -3,7 +3,8 @@
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # systemd: `systemd-analyze verify` checks deploy/systemd (testkit/tests/deploy.rs).
-DEBIAN_PACKAGES=(clickhouse-server clickhouse-client clang libbpf-dev python3-venv curl ca-certificates chromium systemd)
+# zookeeper: the cluster tests' coordination service (testkit runs its Java server class itself).
+DEBIAN_PACKAGES=(clickhouse-server clickhouse-client zookeeper clang libbpf-dev python3-venv curl ca-certificates chromium systemd)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 

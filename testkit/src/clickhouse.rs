@@ -272,7 +272,7 @@ fn signal(child: &Child, sig: libc::c_int) {
     }
 }
 
-fn find_binary() -> Result<PathBuf> {
+pub(crate) fn find_binary() -> Result<PathBuf> {
     find_binary_in(
         &std::env::var_os("PATH").unwrap_or_default(),
         Path::new("/usr/sbin"),

@@ -9,6 +9,9 @@
 //! * [`Chdb`] runs SQL through chDB (a ClickHouse 26.x engine inside a Python
 //!   process), so the same DDL and queries are proven against the modern dialect.
 //!
+//! * [`ClickHouseCluster`] runs a private cluster of four such servers (two
+//!   shards of two replicas) and a ZooKeeper, for replication and `ON CLUSTER` tests.
+//!
 //! [`loadgen`] drives an OTLP/gRPC endpoint (the collector) with realistic
 //! trace exports and counts every answer, for tests and benches.
 //!
@@ -22,6 +25,7 @@ pub mod bench;
 pub mod chdb;
 pub mod chromium;
 pub mod clickhouse;
+pub mod cluster;
 mod http;
 pub mod loadgen;
 pub mod readme;
@@ -31,3 +35,4 @@ pub mod spawn;
 
 pub use chdb::Chdb;
 pub use clickhouse::ClickHouseServer;
+pub use cluster::ClickHouseCluster;

@@ -28,6 +28,11 @@ pub struct Running {
 /// Starts the collector with keys `initech-key` (pins tenant initech) and
 /// `agent-key` (names tenants), anonymous senders allowed, flushing every 100 ms.
 pub async fn start_collector(server: &ClickHouseServer, db: &str, dir: &Path, extra: &[&str]) -> Running {
+    start_collector_at(&server.http_url(), db, dir, extra).await
+}
+
+/// [`start_collector`] against the ClickHouse server at `clickhouse_url` (e.g. one server of a cluster).
+pub async fn start_collector_at(clickhouse_url: &str, db: &str, dir: &Path, extra: &[&str]) -> Running {
     let keys = dir.join("keys.yaml");
     std::fs::write(
         &keys,
@@ -38,7 +43,7 @@ pub async fn start_collector(server: &ClickHouseServer, db: &str, dir: &Path, ex
     let data_dir = dir.join("data");
     let args = [
         "--grpc-listen", &format!("127.0.0.1:{grpc}"), "--http-listen", &format!("127.0.0.1:{http}"),
-        "--admin-listen", &format!("127.0.0.1:{admin}"), "--clickhouse-url", &server.http_url(),
+        "--admin-listen", &format!("127.0.0.1:{admin}"), "--clickhouse-url", clickhouse_url,
         "--clickhouse-database", db, "--keys", keys.to_str().unwrap(), "--allow-anonymous",
         "--clickhouse-timeout-secs", "5", "--data-dir", data_dir.to_str().unwrap(), "--flush-interval-ms", "100",
     ];

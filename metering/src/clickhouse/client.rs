@@ -54,7 +54,11 @@ impl ClickHouseError {
             ClickHouseError::Server { status, code, .. } => {
                 // 159 timeout, 164 readonly, 202 too many simultaneous queries,
                 // 209/210 socket errors, 241 memory limit, 252 too many parts, 242 table readonly.
-                *status >= 500 && matches!(code, None | Some(159 | 164 | 202 | 209 | 210 | 241 | 242 | 252))
+                // On a cluster: 225 no ZooKeeper, 279 no replica of a shard reachable, 285 too few
+                // live replicas, 319 insert status unknown (a retry is safe: rows carry their
+                // batch identity), 999 ZooKeeper session errors.
+                *status >= 500
+                    && matches!(code, None | Some(159 | 164 | 202 | 209 | 210 | 225 | 241 | 242 | 252 | 279 | 285 | 319 | 999))
                     || *status == 503
             }
             _ => false,
@@ -90,6 +94,23 @@ impl ClickHouse {
             .map_err(|e| bad(&e.to_string()))?;
         let display = base.as_str().trim_end_matches('/').to_owned();
         Ok(Self { http, base, user, display })
+    }
+
+    /// The same client with a ClickHouse setting sent on every call (e.g.
+    /// `insert_distributed_sync=1` for writes through Distributed tables).
+    pub fn with_setting(mut self, name: &'static str, value: &'static str) -> Self {
+        self.base.query_pairs_mut().append_pair(name, value);
+        self
+    }
+
+    /// The same client (credentials, settings, port) for another host of a cluster.
+    pub fn with_host(&self, host: &str) -> Result<Self, ClickHouseError> {
+        let mut other = self.clone();
+        other.base.set_host(Some(host)).map_err(|e| ClickHouseError::BadUrl { url: host.to_owned(), reason: e.to_string() })?;
+        let mut shown = other.base.clone();
+        shown.set_query(None);
+        other.display = shown.as_str().trim_end_matches('/').to_owned();
+        Ok(other)
     }
 
     /// The server URL without credentials, for logs and errors.
@@ -211,6 +232,17 @@ mod tests {
         assert_eq!(exception_code("Code: 60, e.displayText() = DB::Exception: Table x doesn't exist"), Some(60));
         assert_eq!(exception_code("Code: 241. DB::Exception: Memory limit"), Some(241));
         assert_eq!(exception_code("oops"), None);
+    }
+
+    #[test]
+    fn cluster_outages_are_retryable() {
+        let server = |code| ClickHouseError::Server { status: 500, code: Some(code), message: String::new() };
+        for code in [225, 279, 285, 319, 999, 209] {
+            assert!(server(code).is_retryable(), "code {code}");
+        }
+        for code in [60, 62, 44] {
+            assert!(!server(code).is_retryable(), "code {code}");
+        }
     }
 
     #[test]

@@ -92,6 +92,12 @@ impl Sql {
         self
     }
 
+    /// A statement rewritten from statements built by these rules, with only
+    /// checked identifiers and static fragments added (see `store::cluster`).
+    pub(crate) fn rewritten(text: String) -> Self {
+        Self { text }
+    }
+
     /// Appends another query's text (both were built by these rules).
     pub fn append(mut self, other: Sql) -> Self {
         self.text.push_str(&other.text);

@@ -3,6 +3,7 @@
 
 use tracing::info;
 
+use super::cluster::{ClusterDdl, Step};
 use super::{schema, Dialect, StoreError};
 use crate::clickhouse::sql::{BadIdentifier, Sql};
 use crate::clickhouse::ClickHouse;
@@ -94,11 +95,82 @@ pub fn record_applied(db: &str, m: &Migration, dialect: Dialect) -> Result<Sql, 
         .push(")"))
 }
 
+/// A cluster to migrate: its name and one server of each shard, for the few
+/// statements that must run per shard (see [`super::cluster`]).
+#[derive(Debug, Clone)]
+pub struct ClusterTarget {
+    /// The cluster's name in the servers' `<remote_servers>`.
+    pub name: String,
+    /// One client per shard.
+    pub shards: Vec<ClickHouse>,
+}
+
+impl ClusterTarget {
+    /// Finds the first replica of every shard in `system.clusters` of the server
+    /// behind `ch`, reached like it (same scheme, port, credentials, settings).
+    pub async fn discover(ch: &ClickHouse, name: &str) -> Result<Self, StoreError> {
+        let hosts = ch
+            .query_tsv(
+                &Sql::new("SELECT host_name FROM system.clusters WHERE cluster = ")
+                    .bind(name)
+                    .push(" AND replica_num = 1 ORDER BY shard_num"),
+            )
+            .await?;
+        if hosts.is_empty() {
+            return Err(StoreError::NoCluster { cluster: name.to_owned(), url: ch.url().to_owned() });
+        }
+        let shards: Vec<ClickHouse> = hosts.iter().filter_map(|r| r.first()).map(|h| ch.with_host(h)).collect::<Result<_, _>>()?;
+        // Servers sharing a host on different ports (a test cluster) cannot be told apart this
+        // way; running a shard's statement on another shard's server would be wrong, not slow.
+        let mut urls: Vec<&str> = shards.iter().map(ClickHouse::url).collect();
+        urls.sort_unstable();
+        urls.dedup();
+        if urls.len() != shards.len() {
+            return Err(StoreError::ShardsShareHost { cluster: name.to_owned(), url: ch.url().to_owned() });
+        }
+        Ok(Self { name: name.to_owned(), shards })
+    }
+}
+
 /// Brings database `db` up to the latest version.
 pub async fn migrate(ch: &ClickHouse, db: &str) -> Result<MigrationReport, StoreError> {
+    run(ch, db, None).await
+}
+
+/// Brings database `db` up to the latest version on a cluster: every
+/// migration's statements rewritten by [`ClusterDdl`], run `ON CLUSTER`
+/// through `ch` (or per shard where the server needs it). Applied versions are
+/// recorded in `tally_migrations`, which every server replicates.
+pub async fn migrate_on_cluster(ch: &ClickHouse, db: &str, cluster: &ClusterTarget) -> Result<MigrationReport, StoreError> {
+    run(ch, db, Some(cluster)).await
+}
+
+async fn execute(ch: &ClickHouse, cluster: Option<(&mut ClusterDdl, &ClusterTarget)>, statement: &Sql) -> Result<(), StoreError> {
+    let Some((ddl, target)) = cluster else {
+        return Ok(ch.execute(statement).await?);
+    };
+    for step in ddl.rewrite(statement)? {
+        match step {
+            Step::OnCluster(sql) | Step::Local(sql) => ch.execute(&sql).await?,
+            Step::PerShard(sql) => {
+                for shard in &target.shards {
+                    shard.execute(&sql).await?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn run(ch: &ClickHouse, db: &str, cluster: Option<&ClusterTarget>) -> Result<MigrationReport, StoreError> {
     let dialect = Dialect::detect(ch).await?;
+    let mut ddl = cluster.map(|c| ClusterDdl::new(&c.name, db, dialect)).transpose()?;
     for statement in bootstrap(db)? {
-        ch.execute(&statement).await?;
+        execute(ch, ddl.as_mut().zip(cluster), &statement).await?;
+    }
+    if cluster.is_some() {
+        // Versions recorded through another server may still be on their way here.
+        ch.execute(&Sql::new("SYSTEM SYNC REPLICA ").ident(db)?.push(".tally_migrations")).await?;
     }
     let done: Vec<u32> = ch
         .query_tsv(&applied_versions(db)?)
@@ -108,7 +180,14 @@ pub async fn migrate(ch: &ClickHouse, db: &str) -> Result<MigrationReport, Store
         .collect();
     let mut report = MigrationReport { dialect, applied: vec![], skipped: vec![] };
     for m in MIGRATIONS {
+        let statements = (m.statements)(db, dialect)?;
         if done.contains(&m.version) {
+            if let Some(ddl) = &mut ddl {
+                // Learns the tables it creates, for later ALTERs.
+                for statement in &statements {
+                    ddl.rewrite(statement)?;
+                }
+            }
             report.skipped.push(m.version);
             continue;
         }
@@ -119,9 +198,12 @@ pub async fn migrate(ch: &ClickHouse, db: &str) -> Result<MigrationReport, Store
             }
             None => false,
         };
-        if !in_place {
-            for statement in (m.statements)(db, dialect)? {
-                ch.execute(&statement).await?;
+        for statement in &statements {
+            if !in_place {
+                execute(ch, ddl.as_mut().zip(cluster), statement).await?;
+            } else if let Some(ddl) = &mut ddl {
+                // Not run, but learnt: a later ALTER may need this table's layout.
+                ddl.rewrite(statement)?;
             }
         }
         ch.execute(&record_applied(db, m, dialect)?).await?;

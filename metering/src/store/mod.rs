@@ -1,6 +1,7 @@
 //! The usage store in ClickHouse: schema, migrations, the batched writer and
 //! the roll-up queries the billing API serves.
 
+pub mod cluster;
 pub mod migrate;
 pub mod rollup;
 pub mod schema;
@@ -23,12 +24,25 @@ pub struct StoreSettings {
     /// Timeout of one ClickHouse request, in seconds.
     #[arg(long, default_value_t = 30)]
     pub clickhouse_timeout_secs: u64,
+    /// ClickHouse cluster (a name in the servers' remote_servers): migrations run ON CLUSTER, tables with a tenant are
+    /// replicated and sharded by tenant behind Distributed tables, and writes wait for every shard (default: one server)
+    #[arg(long)]
+    pub clickhouse_cluster: Option<String>,
 }
 
 impl StoreSettings {
-    /// A client for the configured server.
+    /// A client for the configured server. In cluster mode its inserts into a
+    /// Distributed table return only once every shard has stored the rows
+    /// (`insert_distributed_sync`): an acknowledged write is stored on one
+    /// replica of its shard, not queued on the server that took it. The shard's
+    /// other replicas get it by replication, so a read that reaches one of them
+    /// an instant later can miss it (never double it) until they have.
     pub fn client(&self) -> Result<ClickHouse, ClickHouseError> {
-        ClickHouse::new(&self.clickhouse_url, Duration::from_secs(self.clickhouse_timeout_secs))
+        let ch = ClickHouse::new(&self.clickhouse_url, Duration::from_secs(self.clickhouse_timeout_secs))?;
+        Ok(match self.clickhouse_cluster {
+            Some(_) => ch.with_setting("insert_distributed_sync", "1"),
+            None => ch,
+        })
     }
 }
 
@@ -82,6 +96,25 @@ pub enum StoreError {
     /// The database name is not a valid identifier.
     #[error("database: {0}")]
     Database(#[from] BadIdentifier),
+    /// A migration statement cluster mode cannot rewrite.
+    #[error(transparent)]
+    Cluster(#[from] cluster::ClusterDdlError),
+    /// The cluster is not in the server's `system.clusters`.
+    #[error("cluster {cluster:?} is not in system.clusters of {url}; check remote_servers in the server's config")]
+    NoCluster {
+        /// The name asked for.
+        cluster: String,
+        /// The server asked.
+        url: String,
+    },
+    /// Two shards' first replicas are on one host, so they cannot be reached by host name.
+    #[error("cluster {cluster:?} in system.clusters of {url} has shards on one host; migrate needs one server per host")]
+    ShardsShareHost {
+        /// The name asked for.
+        cluster: String,
+        /// The server asked.
+        url: String,
+    },
     /// The server returned a row this code cannot read.
     #[error("unreadable usage row {row:?}: {reason}")]
     BadRow {

@@ -7,7 +7,7 @@ use metering::api::{self, auth::KeyRing, AppState};
 use metering::cli::{Cli, Command, InvoiceFormat};
 use metering::export::{self, ExportFormat};
 use metering::pricing::{self, BillingMonth};
-use metering::store::migrate::migrate;
+use metering::store::migrate::{migrate, migrate_on_cluster, ClusterTarget};
 use metering::telemetry;
 
 #[tokio::main]
@@ -18,7 +18,14 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate(store) => {
             let ch = store.client()?;
             let db = &store.clickhouse_database;
-            let report = migrate(&ch, db).await.with_context(|| format!("migrating database {db} on {}", ch.url()))?;
+            let report = match &store.clickhouse_cluster {
+                None => migrate(&ch, db).await,
+                Some(name) => match ClusterTarget::discover(&ch, name).await {
+                    Ok(cluster) => migrate_on_cluster(&ch, db, &cluster).await,
+                    Err(e) => Err(e),
+                },
+            }
+            .with_context(|| format!("migrating database {db} on {}", ch.url()))?;
             println!(
                 "database {db} on {} is at version {} ({} dialect): applied {:?}, already applied {:?}",
                 ch.url(),

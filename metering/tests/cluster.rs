@@ -1,0 +1,257 @@
+//! Cluster mode against a real cluster: ZooKeeper and four ClickHouse 18.16
+//! servers, two shards of two replicas (testkit's `ClickHouseCluster`).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::{actual, dataset, expected, FROM, TO};
+use metering::clickhouse::ClickHouse;
+use metering::meter::Catalog;
+use metering::record::UsageBatch;
+use metering::sla::{encode_sla_batch, insert_sla, query_sla, SlaGrouping, SlaQuery, SlaRecord};
+use metering::store::migrate::{migrate_on_cluster, ClusterTarget};
+use metering::store::rollup::{query_usage, Granularity, UsageQuery};
+use metering::store::writer::UsageWriter;
+use metering::store::{StoreError, StoreSettings};
+use testkit::cluster::{ClickHouseCluster, CLUSTER};
+use time::macros::datetime;
+
+/// A client for server `i` as `--clickhouse-cluster tally` builds it.
+fn client(cluster: &ClickHouseCluster, i: usize) -> ClickHouse {
+    StoreSettings {
+        clickhouse_url: cluster.node(i).http_url(),
+        clickhouse_database: String::new(),
+        clickhouse_timeout_secs: 60,
+        clickhouse_cluster: Some(CLUSTER.into()),
+    }
+    .client()
+    .unwrap()
+}
+
+/// One server per shard: the test servers share a host, so `ClusterTarget::discover`
+/// (same port on every host) cannot find them.
+fn target(cluster: &ClickHouseCluster) -> ClusterTarget {
+    ClusterTarget { name: CLUSTER.into(), shards: vec![client(cluster, 0), client(cluster, 2)] }
+}
+
+fn unique_db(prefix: &str) -> String {
+    format!("{prefix}_{}", std::process::id())
+}
+
+#[tokio::test]
+async fn migrations_lay_out_replicated_sharded_tables_and_run_twice_as_a_no_op() {
+    let cluster = ClickHouseCluster::start().unwrap();
+    let db = unique_db("cluster_migrate");
+    // `tally migrate --clickhouse-cluster` finds shards by host name; this cluster's share one host.
+    let shared = ClusterTarget::discover(&client(&cluster, 0), CLUSTER).await.unwrap_err();
+    assert!(matches!(shared, StoreError::ShardsShareHost { .. }), "{shared}");
+    let unknown = ClusterTarget::discover(&client(&cluster, 0), "nope").await.unwrap_err();
+    assert!(matches!(unknown, StoreError::NoCluster { .. }), "{unknown}");
+    let first = migrate_on_cluster(&client(&cluster, 0), &db, &target(&cluster)).await.unwrap();
+    assert_eq!((first.applied, first.skipped), (vec![1, 2, 3], vec![]));
+    // Again, through another server of the other shard: everything is recorded already.
+    let second = migrate_on_cluster(&client(&cluster, 3), &db, &target(&cluster)).await.unwrap();
+    assert_eq!((second.applied, second.skipped), (vec![], vec![1, 2, 3]));
+
+    let key = "ORDER BY (tenant, meter, window_start, service, route, dimensions, source_id, batch_seq, unique_value)";
+    for i in 0..4 {
+        let tables = cluster
+            .query(i, &format!("SELECT name, engine FROM system.tables WHERE database = '{db}' ORDER BY name"))
+            .unwrap();
+        assert_eq!(
+            tables,
+            "sla\tDistributed\nsla_local\tReplicatedReplacingMergeTree\ntally_migrations\tReplicatedMergeTree\n\
+             usage\tDistributed\nusage_local\tReplicatedReplacingMergeTree\n",
+            "server {i}"
+        );
+        let columns = |table: &str| {
+            cluster
+                .query(i, &format!("SELECT name, type FROM system.columns WHERE database = '{db}' AND table = '{table}' "))
+                .unwrap()
+        };
+        assert_eq!(columns("usage"), columns("usage_local"), "server {i}");
+        assert!(columns("usage").contains("unique_value\tString\n") && columns("usage").contains("aggregation\tString\n"));
+        assert_eq!(columns("sla"), columns("sla_local"), "server {i}");
+        let usage_local = cluster.query(i, &format!("SHOW CREATE TABLE {db}.usage_local")).unwrap();
+        let n = cluster.node(i);
+        assert!(usage_local.contains(&format!("/clickhouse/tables/{{shard}}/{db}.usage")), "{usage_local}");
+        assert!(usage_local.contains(key), "server {i} (shard {}): {usage_local}", n.shard);
+        assert!(cluster.query(i, &format!("SHOW CREATE TABLE {db}.usage")).unwrap().contains("cityHash64(tenant)"));
+        // Recorded once, through server 0, replicated to every server.
+        cluster.sync_replica(i, &format!("{db}.tally_migrations"), Duration::from_secs(60)).unwrap();
+        assert_eq!(
+            cluster.query(i, &format!("SELECT version, name FROM {db}.tally_migrations ORDER BY version")).unwrap(),
+            "1\tusage table\n2\tsla table\n3\tusage.unique_value and usage.aggregation for custom meters\n"
+        );
+    }
+    sla_reads_through_the_distributed_table_count_a_resent_batch_once(&cluster, &db).await;
+}
+
+/// SLA rows of acme (shard 1) and globex (shard 2); batch 0 resent through another server.
+async fn sla_reads_through_the_distributed_table_count_a_resent_batch_once(cluster: &ClickHouseCluster, db: &str) {
+    let record = |tenant: &str, service: &str, at, n: u64, slow: u64| {
+        let mut r = SlaRecord::new(tenant, service, "/pay", at);
+        for i in 0..n {
+            r.observe(slow * 1_000 + i, i % 100 == 0, "");
+        }
+        r
+    };
+    let batch0 = vec![
+        record("acme", "api", datetime!(2026-11-10 10:00 UTC), 1000, 1000),
+        record("globex", "web", datetime!(2026-11-10 10:00 UTC), 500, 3000),
+    ];
+    let batch1 = vec![record("acme", "api", datetime!(2026-11-10 11:00 UTC), 100, 2000)];
+    let encode = |seq, records: &[SlaRecord]| {
+        let mut bytes = Vec::new();
+        encode_sla_batch("agent-a:boot-1", seq, records, &mut bytes).unwrap();
+        bytes::Bytes::from(bytes)
+    };
+    let insert = insert_sla(db).unwrap();
+    client(cluster, 0).insert_rowbinary(&insert, encode(0, &batch0)).await.unwrap();
+    client(cluster, 1).insert_rowbinary(&insert, encode(1, &batch1)).await.unwrap();
+    client(cluster, 3).insert_rowbinary(&insert, encode(0, &batch0)).await.unwrap();
+
+    sync_replicas(cluster, db, &[0, 1, 2, 3]);
+    // The month's acme/api as one record would have measured it.
+    let mut acme = record("acme", "api", datetime!(2026-11-10 10:00 UTC), 1000, 1000);
+    for i in 0..100 {
+        acme.observe(2_000_000 + i, i % 100 == 0, "");
+    }
+    let mut q = SlaQuery::new(datetime!(2026-11-01 00:00 UTC), datetime!(2026-12-01 00:00 UTC));
+    q.granularity = Granularity::Month;
+    q.grouping = SlaGrouping::Service;
+    for i in 0..4 {
+        let points = query_sla(&client(cluster, i), db, &q).await.unwrap();
+        let got: Vec<_> = points.iter().map(|p| (p.tenant.as_str(), p.service.as_str(), p.requests, p.errors)).collect();
+        assert_eq!(got, [("acme", "api", 1100, 11), ("globex", "web", 500, 5)], "server {i}");
+        assert_eq!(points[0].latency, acme.latency, "server {i}");
+        assert_eq!(points[1].latency, batch0[1].latency, "server {i}");
+    }
+}
+
+async fn write(ch: &ClickHouse, db: &str, batch: &UsageBatch) -> Result<(), metering::store::StoreError> {
+    let mut writer = UsageWriter::new(ch.clone(), db, Catalog::builtin()).unwrap();
+    writer.push(batch).unwrap();
+    writer.flush().await.map(drop)
+}
+
+/// Waits until every running replica has what its shard's other replicas have:
+/// a read reaches one replica per shard, and replication is asynchronous.
+fn sync_replicas(cluster: &ClickHouseCluster, db: &str, servers: &[usize]) {
+    for &i in servers {
+        for table in ["usage_local", "sla_local"] {
+            cluster.sync_replica(i, &format!("{db}.{table}"), Duration::from_secs(120)).unwrap();
+        }
+    }
+}
+
+/// Every roll-up, through every running server, against sums computed without the store.
+async fn assert_exact(cluster: &ClickHouseCluster, db: &str, data: &[UsageBatch], servers: &[usize]) {
+    sync_replicas(cluster, db, servers);
+    for &i in servers {
+        for g in [Granularity::Minute, Granularity::Day, Granularity::Month] {
+            for by_service in [false, true] {
+                let mut q = UsageQuery::new(FROM, TO);
+                q.granularity = g;
+                q.group_by_service = by_service;
+                q.limit = 10_000;
+                let got = actual(&query_usage(&client(cluster, i), db, &q).await.unwrap());
+                let want = expected(data, g, by_service, None, FROM, TO);
+                assert_eq!(got.len(), want.len(), "server {i}, {g:?}, by service {by_service}");
+                let diff: Vec<_> = want.iter().filter(|(k, v)| got.get(*k) != Some(*v)).take(3).map(|(k, v)| (k.clone(), *v, got.get(k).copied())).collect();
+                assert!(diff.is_empty(), "server {i}, {g:?}, by service {by_service}: {diff:?}");
+                assert_eq!(got, want, "server {i}, {g:?}, by service {by_service}");
+            }
+        }
+    }
+}
+
+/// While a replica is down, a part only it had stored is missing from reads until it is
+/// back: every read through every running server is then at most the exact answer, key
+/// by key (nothing doubled, nothing invented).
+async fn assert_never_over(cluster: &ClickHouseCluster, db: &str, data: &[UsageBatch], servers: &[usize]) {
+    for &i in servers {
+        let mut q = UsageQuery::new(FROM, TO);
+        q.granularity = Granularity::Minute;
+        q.limit = 10_000;
+        let got = actual(&query_usage(&client(cluster, i), db, &q).await.unwrap());
+        let want = expected(data, Granularity::Minute, false, None, FROM, TO);
+        let over: Vec<_> = got.iter().filter(|(k, v)| want.get(*k).is_none_or(|w| *v > w)).take(3).collect();
+        assert!(over.is_empty(), "server {i} read more than was written: {over:?}");
+        assert!(got.len() * 10 >= want.len() * 9, "server {i} lost more than one replica's share: {} of {}", got.len(), want.len());
+    }
+}
+
+/// Tenant → shards holding its rows, read from the local tables.
+fn placement(cluster: &ClickHouseCluster, db: &str) -> BTreeMap<String, Vec<u32>> {
+    let mut out: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    for i in [0, 2] {
+        for tenant in cluster.query(i, &format!("SELECT DISTINCT tenant FROM {db}.usage_local ORDER BY tenant")).unwrap().lines() {
+            out.entry(tenant.to_owned()).or_default().push(cluster.node(i).shard);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn resent_batches_through_other_servers_and_a_killed_replica_count_once() {
+    let mut cluster = ClickHouseCluster::start().unwrap();
+    let db = unique_db("cluster_once");
+    migrate_on_cluster(&client(&cluster, 0), &db, &target(&cluster)).await.unwrap();
+    let data = dataset();
+
+    // Batches 0..20 through server 0; 0..10 resent through server 3 (the other shard's replica),
+    // as a collector's retry after a lost answer would, through another collector and node.
+    for b in &data[..20] {
+        write(&client(&cluster, 0), &db, b).await.unwrap();
+    }
+    for b in &data[..10] {
+        write(&client(&cluster, 3), &db, b).await.unwrap();
+    }
+    assert_exact(&cluster, &db, &data[..20], &[0, 1, 2, 3]).await;
+    // One tenant, one shard: resent rows meet their first copies there.
+    let placed = placement(&cluster, &db);
+    assert_eq!(
+        placed,
+        BTreeMap::from([("acme".into(), vec![1]), ("globex".into(), vec![2]), ("initech".into(), vec![2])])
+    );
+
+    // The rest alternates between servers 1 and 2; server 1 (shard 1, replica 2) is killed
+    // with -9 at batch 25. A write that fails is resent through the next server, and
+    // batches 25..30 are resent once more after the crash.
+    let mut via = [1usize, 2].into_iter().cycle();
+    let mut failed_writes = 0;
+    for (n, b) in data[20..].iter().enumerate() {
+        if n == 5 {
+            cluster.kill9(1);
+        }
+        loop {
+            let i = via.next().unwrap();
+            match write(&client(&cluster, i), &db, b).await {
+                Ok(()) => break,
+                Err(_) => failed_writes += 1,
+            }
+        }
+    }
+    assert!(failed_writes >= 1, "writes through the killed server must fail and be resent");
+    for b in &data[25..30] {
+        write(&client(&cluster, 2), &db, b).await.unwrap();
+    }
+    // While it is down, the other servers never over-count (rows only it had wait for it).
+    assert_never_over(&cluster, &db, &data, &[0, 2, 3]).await;
+
+    cluster.restart(1).unwrap();
+    let usage_local = format!("{db}.usage_local");
+    sync_replicas(&cluster, &db, &[0, 1]);
+    // The replica caught up: the very same rows as its peer, none doubled by the resends
+    // beyond what the keys collapse.
+    let rows = |i| {
+        cluster
+            .query(i, &format!("SELECT count(), uniqExact(tenant, meter, window_start, service, route, dimensions, source_id, batch_seq, unique_value), sum(value) FROM {usage_local}"))
+            .unwrap()
+    };
+    assert_eq!(rows(1), rows(0));
+    assert_exact(&cluster, &db, &data, &[0, 1, 2, 3]).await;
+}
