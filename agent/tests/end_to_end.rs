@@ -308,13 +308,18 @@ async fn resetting_collector() -> (String, std::sync::Arc<std::sync::atomic::Ato
             let counted = counted.clone();
             tokio::spawn(async move {
                 let Ok(mut conn) = h2::server::handshake(socket).await else { return };
+                // Each request in its own task: the connection is driven only while accept() is
+                // polled, and a body larger than the flow-control window needs it driven.
                 while let Some(Ok((request, mut respond))) = conn.accept().await {
-                    let mut body = request.into_body();
-                    while let Some(Ok(chunk)) = body.data().await {
-                        let _ = body.flow_control().release_capacity(chunk.len());
-                    }
-                    respond.send_reset(h2::Reason::INTERNAL_ERROR);
-                    counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let counted = counted.clone();
+                    tokio::spawn(async move {
+                        let mut body = request.into_body();
+                        while let Some(Ok(chunk)) = body.data().await {
+                            let _ = body.flow_control().release_capacity(chunk.len());
+                        }
+                        respond.send_reset(h2::Reason::INTERNAL_ERROR);
+                        counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    });
                 }
             });
         }
