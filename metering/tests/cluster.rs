@@ -50,10 +50,10 @@ async fn migrations_lay_out_replicated_sharded_tables_and_run_twice_as_a_no_op()
     let unknown = ClusterTarget::discover(&client(&cluster, 0), "nope").await.unwrap_err();
     assert!(matches!(unknown, StoreError::NoCluster { .. }), "{unknown}");
     let first = migrate_on_cluster(&client(&cluster, 0), &db, &target(&cluster)).await.unwrap();
-    assert_eq!((first.applied, first.skipped), (vec![1, 2, 3], vec![]));
+    assert_eq!((first.applied, first.skipped), (vec![1, 2, 3, 4], vec![]));
     // Again, through another server of the other shard: everything is recorded already.
     let second = migrate_on_cluster(&client(&cluster, 3), &db, &target(&cluster)).await.unwrap();
-    assert_eq!((second.applied, second.skipped), (vec![], vec![1, 2, 3]));
+    assert_eq!((second.applied, second.skipped), (vec![], vec![1, 2, 3, 4]));
 
     let key = "ORDER BY (tenant, meter, window_start, service, route, dimensions, source_id, batch_seq, unique_value)";
     for i in 0..4 {
@@ -62,7 +62,11 @@ async fn migrations_lay_out_replicated_sharded_tables_and_run_twice_as_a_no_op()
             .unwrap();
         assert_eq!(
             tables,
-            "sla\tDistributed\nsla_local\tReplicatedReplacingMergeTree\ntally_migrations\tReplicatedMergeTree\n\
+            // Tables with a tenant are sharded behind a Distributed table; the seals' chain
+            // (`periods`) and the migrations' record are one replicated table on every server.
+            "periods\tReplicatedMergeTree\nsealed_sla\tDistributed\nsealed_sla_local\tReplicatedMergeTree\n\
+             sealed_usage\tDistributed\nsealed_usage_local\tReplicatedMergeTree\n\
+             sla\tDistributed\nsla_local\tReplicatedReplacingMergeTree\ntally_migrations\tReplicatedMergeTree\n\
              usage\tDistributed\nusage_local\tReplicatedReplacingMergeTree\n",
             "server {i}"
         );
@@ -83,7 +87,8 @@ async fn migrations_lay_out_replicated_sharded_tables_and_run_twice_as_a_no_op()
         cluster.sync_replica(i, &format!("{db}.tally_migrations"), Duration::from_secs(60)).unwrap();
         assert_eq!(
             cluster.query(i, &format!("SELECT version, name FROM {db}.tally_migrations ORDER BY version")).unwrap(),
-            "1\tusage table\n2\tsla table\n3\tusage.unique_value and usage.aggregation for custom meters\n"
+            "1\tusage table\n2\tsla table\n3\tusage.unique_value and usage.aggregation for custom meters\n\
+             4\tsealed_usage, sealed_sla and periods tables for sealed months\n"
         );
     }
     sla_reads_through_the_distributed_table_count_a_resent_batch_once(&cluster, &db).await;
