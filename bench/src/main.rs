@@ -147,20 +147,8 @@ fn main() -> Result<()> {
     let ingest = [Setup::TallyCollector, Setup::RotelBlackhole];
     let mut samples: Vec<(Setup, Vec<Sample>)> = agent_path.iter().chain(&ingest).map(|s| (*s, Vec::new())).collect();
     if let Some(only) = &bench.args.only {
-        for (setup, _) in samples.iter() {
-            if !setup.label().contains(only.as_str()) {
-                eprintln!("skipping {} (--only {only:?})", setup.label());
-            }
-        }
-        let only = only.clone();
         samples.retain(|(setup, _)| setup.label().contains(only.as_str()));
-        for run in 1..=bench.args.runs {
-            for (setup, _) in &samples {
-                let s = rt.block_on(bench.measure(*setup, run))?;
-                eprintln!("run {run}, {}: {} spans/s, {:.2} CPU-s/M spans, {:.0} MiB peak RSS", setup.label(), thousands(s.spans_per_second), s.cpu_per_million, s.peak_rss_mib);
-            }
-        }
-        return Ok(());
+        ensure!(!samples.is_empty(), "no set-up's label contains {only:?}");
     }
     for run in 1..=bench.args.runs {
         for (setup, done) in samples.iter_mut() {
@@ -177,6 +165,10 @@ fn main() -> Result<()> {
             );
             done.push(s);
         }
+    }
+    // The tables and ratios need every set-up.
+    if bench.args.only.is_some() {
+        return Ok(());
     }
     let decode = ceiling::measure_all(&bench.pool, bench.args.runs, bench.args.seconds.min(3.0));
 
