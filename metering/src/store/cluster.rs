@@ -234,20 +234,40 @@ fn changes_columns(clause: &str) -> bool {
     ["ADD COLUMN", "DROP COLUMN", "MODIFY COLUMN", "RENAME COLUMN"].iter().any(|p| clause.trim_start().starts_with(p))
 }
 
+/// The characters of `text` outside quoted strings (`'`, `` ` ``, `"`, with backslash escapes),
+/// with their byte index: what both scanners below look at.
+fn unquoted(text: &str) -> impl Iterator<Item = (usize, char)> + '_ {
+    let (mut quote, mut escaped) = (None, false);
+    text.char_indices().filter(move |&(_, c)| match quote {
+        Some(_) if escaped => {
+            escaped = false;
+            false
+        }
+        Some(_) if c == '\\' => {
+            escaped = true;
+            false
+        }
+        Some(q) => {
+            if c == q {
+                quote = None;
+            }
+            false
+        }
+        None if matches!(c, '\'' | '`' | '"') => {
+            quote = Some(c);
+            false
+        }
+        None => true,
+    })
+}
+
 /// The index of the `)` closing the `(` that `text` starts with, skipping quoted strings.
 fn matching_paren(text: &str) -> Option<usize> {
     let mut depth = 0usize;
-    let mut quote = None;
-    let mut escaped = false;
-    for (i, c) in text.char_indices() {
-        match (quote, c) {
-            (Some(_), _) if escaped => escaped = false,
-            (Some(_), '\\') => escaped = true,
-            (Some(q), c) if c == q => quote = None,
-            (Some(_), _) => {}
-            (None, '\'' | '`' | '"') => quote = Some(c),
-            (None, '(') => depth += 1,
-            (None, ')') => {
+    for (i, c) in unquoted(text) {
+        match c {
+            '(' => depth += 1,
+            ')' => {
                 depth = depth.checked_sub(1)?;
                 if depth == 0 {
                     return Some(i);
@@ -262,17 +282,12 @@ fn matching_paren(text: &str) -> Option<usize> {
 /// Splits at commas outside parentheses and quotes.
 fn split_top_level(text: &str) -> Vec<&str> {
     let mut parts = Vec::new();
-    let (mut depth, mut quote, mut escaped, mut start) = (0i32, None, false, 0);
-    for (i, c) in text.char_indices() {
-        match (quote, c) {
-            (Some(_), _) if escaped => escaped = false,
-            (Some(_), '\\') => escaped = true,
-            (Some(q), c) if c == q => quote = None,
-            (Some(_), _) => {}
-            (None, '\'' | '`' | '"') => quote = Some(c),
-            (None, '(') => depth += 1,
-            (None, ')') => depth -= 1,
-            (None, ',') if depth == 0 => {
+    let (mut depth, mut start) = (0i32, 0);
+    for (i, c) in unquoted(text) {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
                 parts.push(text[start..i].trim());
                 start = i + 1;
             }
@@ -287,6 +302,15 @@ fn split_top_level(text: &str) -> Vec<&str> {
 mod tests {
     use super::*;
     use crate::store::migrate::{bootstrap, MIGRATIONS};
+
+    #[test]
+    fn scanners_skip_quoted_commas_and_parentheses() {
+        let columns = r"a String DEFAULT 'x,(y', b Decimal(38, 9), c String DEFAULT 'it\'s, ok'";
+        assert_eq!(split_top_level(columns), ["a String DEFAULT 'x,(y'", "b Decimal(38, 9)", r"c String DEFAULT 'it\'s, ok'"]);
+        assert_eq!(matching_paren("(a 'b)' `(` (c)) tail"), Some(15));
+        assert_eq!(matching_paren(") (a)"), None);
+        assert_eq!(matching_paren("(a"), None);
+    }
 
     fn texts(steps: &[Step]) -> Vec<String> {
         steps
