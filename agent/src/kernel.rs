@@ -63,12 +63,7 @@ impl KernelUsage {
         let snapshot = self.probes.read()?;
         let mut by_tenant: BTreeMap<String, CgroupUsage> = BTreeMap::new();
         for (id, delta) in self.tracker.update(&snapshot) {
-            let tenant = by_tenant.entry(self.attributor.attribute(id).tenant.clone()).or_default();
-            tenant.cpu_ns += delta.cpu_ns;
-            tenant.net_rx_bytes += delta.net_rx_bytes;
-            tenant.net_tx_bytes += delta.net_tx_bytes;
-            tenant.tcp_active += delta.tcp_active;
-            tenant.tcp_passive += delta.tcp_passive;
+            by_tenant.entry(self.attributor.attribute(id).tenant.clone()).or_default().add(&delta);
         }
         // A removed cgroup's last counters are in this snapshot's deltas; its id may be reused.
         for id in &snapshot.retired {

@@ -49,16 +49,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut cgroups: Vec<(u64, CgroupUsage)> = deltas.into_iter().collect();
         cgroups.sort_by_key(|(_, u)| std::cmp::Reverse(u.cpu_ns));
         for (id, d) in &cgroups {
-            let t = tenants
+            tenants
                 .entry(attributor.attribute(*id).tenant.clone())
-                .or_default();
-            t.cpu_ns += d.cpu_ns;
-            t.net_rx_bytes += d.net_rx_bytes;
-            t.net_tx_bytes += d.net_tx_bytes;
-            t.loopback_rx_bytes += d.loopback_rx_bytes;
-            t.loopback_tx_bytes += d.loopback_tx_bytes;
-            t.tcp_active += d.tcp_active;
-            t.tcp_passive += d.tcp_passive;
+                .or_default()
+                .add(d);
         }
         let secs = interval.as_secs_f64();
         println!(

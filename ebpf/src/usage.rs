@@ -55,6 +55,13 @@ impl CgroupUsage {
         *self == CgroupUsage::default()
     }
 
+    /// Adds `other`'s counters to these (a tenant's total over its cgroups; sums wrap like
+    /// the kernel's u64 counters would).
+    pub fn add(&mut self, other: &CgroupUsage) {
+        let (mine, theirs) = (self.fields(), other.fields());
+        *self = Self::from_fields(std::array::from_fn(|i| mine[i].wrapping_add(theirs[i])));
+    }
+
     fn fields(&self) -> [u64; FIELDS] {
         [
             self.cpu_ns,
@@ -129,11 +136,7 @@ impl CgroupUsage {
             tcp_active,
             tcp_passive,
         ];
-        let mut sum = self.fields();
-        for (total, n) in sum.iter_mut().zip(add) {
-            *total = total.wrapping_add(n);
-        }
-        *self = Self::from_fields(sum);
+        self.add(&Self::from_fields(add));
     }
 }
 
