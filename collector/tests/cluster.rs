@@ -78,4 +78,33 @@ async fn two_collectors_write_through_the_distributed_table_exactly_once() {
         let text = running.metrics().await;
         assert!(text.lines().any(|l| l == "tally_collector_clickhouse_write_errors_total 0"), "{text}");
     }
+
+    // One batch identity delivered to both collectors, as an agent's resend after a lost
+    // answer may be: each stores it, through another shard's server, and it counts once.
+    let body = r#"{"resourceSpans":[{"resource":{"attributes":[{"key":"tenant.id","value":{"stringValue":"umbrella"}},{"key":"service.name","value":{"stringValue":"api"}}]},
+      "scopeSpans":[{"spans":[{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","name":"a","kind":2},
+                              {"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b175","name":"b","kind":3},
+                              {"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b176","name":"c","kind":2}]}]}]}"#;
+    let identity = format!("agent:u1:boot1 7 {}", (time::OffsetDateTime::now_utc().unix_timestamp() - 60) * 1000);
+    for running in [&a, &b] {
+        let resp = reqwest::Client::new()
+            .post(format!("{}/v1/traces", running.http_url))
+            .header("content-type", "application/json")
+            .header("authorization", "Bearer agent-key")
+            .header("tally-batch", &identity)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    a.settle().await;
+    b.settle().await;
+    for i in 0..4 {
+        cluster.sync_replica(i, &format!("{db}.usage_local"), Duration::from_secs(120)).unwrap();
+    }
+    for i in 0..4 {
+        let got = totals(&client(&cluster, i), &db).await;
+        assert_eq!((value(&got, "umbrella", "spans"), value(&got, "umbrella", "requests")), (Decimal::from(3), Decimal::from(2)), "server {i}: {got:?}");
+    }
 }

@@ -27,7 +27,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create or upgrade the usage store's schema (safe to run again).
-    Migrate(StoreSettings),
+    Migrate(MigrateSettings),
     /// Serve the billing API.
     Serve(ServeSettings),
     /// Price a tenant's month and print the invoice.
@@ -165,6 +165,19 @@ pub struct InvoiceSettings {
     /// How the invoice is printed.
     #[arg(long, value_enum, default_value = "json")]
     pub format: InvoiceFormat,
+}
+
+/// `tally migrate`.
+#[derive(Debug, Args)]
+pub struct MigrateSettings {
+    /// The usage store.
+    #[command(flatten)]
+    pub store: StoreSettings,
+    /// With --clickhouse-cluster: one server of each shard, in shard order, for the few
+    /// statements that run per shard (repeatable; comma-separated in the env var). Default: each
+    /// shard's first replica in system.clusters, reached at --clickhouse-url's port.
+    #[arg(long, value_delimiter = ',', requires = "clickhouse_cluster")]
+    pub clickhouse_shard_url: Vec<String>,
 }
 
 /// `tally serve`.

@@ -49,6 +49,9 @@ async fn migrations_lay_out_replicated_sharded_tables_and_run_twice_as_a_no_op()
     assert!(matches!(shared, StoreError::ShardsShareHost { .. }), "{shared}");
     let unknown = ClusterTarget::discover(&client(&cluster, 0), "nope").await.unwrap_err();
     assert!(matches!(unknown, StoreError::NoCluster { .. }), "{unknown}");
+    // Servers named per shard (`--clickhouse-shard-url`) must be one per shard.
+    let short = ClusterTarget::with_shards(&client(&cluster, 0), CLUSTER, vec![client(&cluster, 0)]).await.unwrap_err();
+    assert!(matches!(short, StoreError::ShardCount { shards: 2, given: 1, .. }), "{short}");
     let first = migrate_on_cluster(&client(&cluster, 0), &db, &target(&cluster)).await.unwrap();
     assert_eq!((first.applied, first.skipped), (vec![1, 2, 3, 4], vec![]));
     // Again, through another server of the other shard: everything is recorded already.

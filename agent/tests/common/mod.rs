@@ -52,4 +52,14 @@ impl Agent {
     pub async fn drained(&self) {
         self.service.wait_for_line("tally_agent_wal_bytes 0", Duration::from_secs(90)).await.unwrap();
     }
+
+    /// Exports of every signal with `outcome` (`acked`, `retried`, ...), and the exposition read.
+    pub async fn batches(&self, outcome: &str) -> (u64, String) {
+        let text = self.service.metrics().await.unwrap();
+        let n = ["traces", "metrics", "logs"]
+            .iter()
+            .map(|signal| testkit::service::sample(&text, &format!("tally_agent_batches_total{{signal=\"{signal}\",outcome=\"{outcome}\"}}")))
+            .sum();
+        (n, text)
+    }
 }

@@ -109,17 +109,8 @@ impl ClusterTarget {
     /// Finds the first replica of every shard in `system.clusters` of the server
     /// behind `ch`, reached like it (same scheme, port, credentials, settings).
     pub async fn discover(ch: &ClickHouse, name: &str) -> Result<Self, StoreError> {
-        let hosts = ch
-            .query_tsv(
-                &Sql::new("SELECT host_name FROM system.clusters WHERE cluster = ")
-                    .bind(name)
-                    .push(" AND replica_num = 1 ORDER BY shard_num"),
-            )
-            .await?;
-        if hosts.is_empty() {
-            return Err(StoreError::NoCluster { cluster: name.to_owned(), url: ch.url().to_owned() });
-        }
-        let shards: Vec<ClickHouse> = hosts.iter().filter_map(|r| r.first()).map(|h| ch.with_host(h)).collect::<Result<_, _>>()?;
+        let hosts = Self::first_replicas(ch, name).await?;
+        let shards: Vec<ClickHouse> = hosts.iter().map(|h| ch.with_host(h)).collect::<Result<_, _>>()?;
         // Servers sharing a host on different ports (a test cluster) cannot be told apart this
         // way; running a shard's statement on another shard's server would be wrong, not slow.
         let mut urls: Vec<&str> = shards.iter().map(ClickHouse::url).collect();
@@ -129,6 +120,34 @@ impl ClusterTarget {
             return Err(StoreError::ShardsShareHost { cluster: name.to_owned(), url: ch.url().to_owned() });
         }
         Ok(Self { name: name.to_owned(), shards })
+    }
+
+    /// The cluster `name` with its shards' servers given (`shards[i]` serves shard i + 1), checked
+    /// against the shard count in `system.clusters` of the server behind `ch`.
+    pub async fn with_shards(ch: &ClickHouse, name: &str, shards: Vec<ClickHouse>) -> Result<Self, StoreError> {
+        let found = Self::first_replicas(ch, name).await?.len();
+        if found != shards.len() {
+            return Err(StoreError::ShardCount { cluster: name.to_owned(), url: ch.url().to_owned(), shards: found, given: shards.len() });
+        }
+        Ok(Self { name: name.to_owned(), shards })
+    }
+
+    /// The host of each shard's first replica, in shard order.
+    async fn first_replicas(ch: &ClickHouse, name: &str) -> Result<Vec<String>, StoreError> {
+        let hosts: Vec<String> = ch
+            .query_tsv(
+                &Sql::new("SELECT host_name FROM system.clusters WHERE cluster = ")
+                    .bind(name)
+                    .push(" AND replica_num = 1 ORDER BY shard_num"),
+            )
+            .await?
+            .into_iter()
+            .filter_map(|r| r.into_iter().next())
+            .collect();
+        if hosts.is_empty() {
+            return Err(StoreError::NoCluster { cluster: name.to_owned(), url: ch.url().to_owned() });
+        }
+        Ok(hosts)
     }
 }
 

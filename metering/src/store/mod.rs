@@ -108,12 +108,24 @@ pub enum StoreError {
         url: String,
     },
     /// Two shards' first replicas are on one host, so they cannot be reached by host name.
-    #[error("cluster {cluster:?} in system.clusters of {url} has shards on one host; migrate needs one server per host")]
+    #[error("cluster {cluster:?} in system.clusters of {url} has shards on one host; name one server per shard with --clickhouse-shard-url")]
     ShardsShareHost {
         /// The name asked for.
         cluster: String,
         /// The server asked.
         url: String,
+    },
+    /// The servers named per shard are not one per shard of the cluster.
+    #[error("cluster {cluster:?} in system.clusters of {url} has {shards} shards, but {given} shard URLs were given")]
+    ShardCount {
+        /// The name asked for.
+        cluster: String,
+        /// The server asked.
+        url: String,
+        /// Shards in system.clusters.
+        shards: usize,
+        /// URLs given.
+        given: usize,
     },
     /// The server returned a row this code cannot read.
     #[error("unreadable usage row {row:?}: {reason}")]

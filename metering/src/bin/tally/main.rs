@@ -8,6 +8,7 @@ use metering::cli::{Cli, Command, InvoiceFormat};
 use metering::export::{self, ExportFormat};
 use metering::pricing::{self, BillingMonth};
 use metering::store::migrate::{migrate, migrate_on_cluster, ClusterTarget};
+use metering::store::StoreSettings;
 use metering::telemetry;
 
 #[tokio::main]
@@ -15,15 +16,27 @@ async fn main() -> anyhow::Result<()> {
     let cli: Cli = metering::settings::parse();
     telemetry::init_logging(cli.log_format);
     match cli.command {
-        Command::Migrate(store) => {
+        Command::Migrate(args) => {
+            let store = &args.store;
             let ch = store.client()?;
             let db = &store.clickhouse_database;
             let report = match &store.clickhouse_cluster {
                 None => migrate(&ch, db).await,
-                Some(name) => match ClusterTarget::discover(&ch, name).await {
-                    Ok(cluster) => migrate_on_cluster(&ch, db, &cluster).await,
-                    Err(e) => Err(e),
-                },
+                Some(name) => {
+                    let shards: Vec<_> = args
+                        .clickhouse_shard_url
+                        .iter()
+                        .map(|url| StoreSettings { clickhouse_url: url.clone(), ..store.clone() }.client())
+                        .collect::<Result<_, _>>()?;
+                    let target = match shards.is_empty() {
+                        true => ClusterTarget::discover(&ch, name).await,
+                        false => ClusterTarget::with_shards(&ch, name, shards).await,
+                    };
+                    match target {
+                        Ok(cluster) => migrate_on_cluster(&ch, db, &cluster).await,
+                        Err(e) => Err(e),
+                    }
+                }
             }
             .with_context(|| format!("migrating database {db} on {}", ch.url()))?;
             println!(

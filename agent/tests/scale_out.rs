@@ -1,0 +1,180 @@
+//! Scale-out end to end, every part real: the OTel Python SDK → one `tally-agent` with
+//! two collectors (`--collector` twice) → two `tally-collector`s with
+//! `--clickhouse-cluster`, each writing through another server of a cluster of four
+//! ClickHouse 18.16 servers (two shards of two replicas, ZooKeeper) → `tally serve` on
+//! the two servers no collector uses. Mid-stream one collector and the replica the other
+//! collector writes through are killed with -9: `/v1/usage` is still exact on both
+//! `tally serve`s, nothing lost, nothing doubled.
+
+#[path = "../../collector/tests/common/collector.rs"]
+#[allow(dead_code)]
+mod collector_harness;
+#[allow(dead_code)]
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use collector_harness::start_collector_at;
+use common::start_agent;
+use testkit::cluster::{ClickHouseCluster, CLUSTER};
+use testkit::service::{binary, free_port, sample};
+
+const BILLING_KEY: &str = "billing-key";
+
+fn tally(args: &[&str]) -> Output {
+    Command::new(binary("tally")).args(args).env_remove("TALLY_CONFIG").output().unwrap()
+}
+
+/// `tally serve --clickhouse-cluster` on server `i`, killed on drop.
+struct Serve {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn serve(cluster: &ClickHouseCluster, i: usize, db: &str) -> Serve {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut cmd = Command::new(binary("tally"));
+    cmd.args(["serve", "--listen", &listen, "--clickhouse-url", &cluster.node(i).http_url(), "--clickhouse-database", db])
+        .args(["--clickhouse-cluster", CLUSTER, "--billing-key", BILLING_KEY])
+        .env_remove("TALLY_CONFIG")
+        .stderr(Stdio::null());
+    let serve = Serve { child: testkit::spawn::spawn_tied(cmd).unwrap(), base: format!("http://{listen}") };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reqwest::get(format!("{}/healthz", serve.base)).await.is_err() {
+        assert!(Instant::now() < deadline, "tally serve on server {i} did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    serve
+}
+
+/// Today's usage per (tenant, meter) from `/v1/usage`, every page.
+async fn usage(serve: &Serve) -> BTreeMap<(String, String), u64> {
+    let today = time::OffsetDateTime::now_utc().replace_time(time::Time::MIDNIGHT);
+    let day = |d: time::OffsetDateTime| d.format(&time::format_description::well_known::Rfc3339).unwrap();
+    let query = format!("from={}&to={}&granularity=day&limit=100", day(today - time::Duration::days(1)), day(today + time::Duration::days(2)));
+    let mut got = BTreeMap::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let url = match &cursor {
+            Some(c) => format!("{}/v1/usage?{query}&cursor={c}", serve.base),
+            None => format!("{}/v1/usage?{query}", serve.base),
+        };
+        let resp = reqwest::Client::new().get(url).bearer_auth(BILLING_KEY).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let body: serde_json::Value = resp.json().await.unwrap();
+        for item in body["data"].as_array().unwrap() {
+            let key = (item["tenant"].as_str().unwrap().to_owned(), item["meter"].as_str().unwrap().to_owned());
+            // Every meter here counts whole items: an integer JSON number, read exactly.
+            *got.entry(key).or_default() += item["value"].as_u64().unwrap_or_else(|| panic!("a whole count: {item}"));
+        }
+        match body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return got,
+        }
+    }
+}
+
+async fn sdk(base: &str, protocol: &str, args: &[&str]) -> serde_json::Value {
+    testkit::sdk::run("send_otlp.py", base, protocol, args).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_through_one_agent_and_two_collectors_into_a_cluster_is_exact_through_kills() {
+    let mut cluster = ClickHouseCluster::start().unwrap();
+    let db = format!("scale_out_{}", std::process::id());
+    let shard_urls = [cluster.node(0).http_url(), cluster.node(2).http_url()];
+    let migrate = |via: usize| {
+        let url = cluster.node(via).http_url();
+        let args = ["migrate", "--clickhouse-url", &url, "--clickhouse-database", &db, "--clickhouse-cluster", CLUSTER];
+        tally(&[&args[..], &["--clickhouse-shard-url", &shard_urls[0], "--clickhouse-shard-url", &shard_urls[1]]].concat())
+    };
+    let first = migrate(0);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert!(String::from_utf8_lossy(&first.stdout).contains("applied [1, 2, 3, 4], already applied []"));
+    // Again through a server of the other shard: nothing to do.
+    let second = migrate(3);
+    assert!(String::from_utf8_lossy(&second.stdout).contains("applied [], already applied [1, 2, 3, 4]"), "{second:?}");
+
+    let (dir_a, dir_b, dir_agent) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let on_cluster = ["--clickhouse-cluster", CLUSTER];
+    // Collector A writes through server 1 (shard 1), B through server 2 (shard 2).
+    let mut a = start_collector_at(&cluster.node(1).http_url(), &db, dir_a.path(), &on_cluster).await;
+    let b = start_collector_at(&cluster.node(2).http_url(), &db, dir_b.path(), &on_cluster).await;
+    let agent = start_agent(&[&a.grpc_url, &b.grpc_url], dir_agent.path(), &["--flush-interval-ms", "50"]).await;
+
+    // acme lives on shard 1, globex on shard 2 (cityHash64(tenant) % 2).
+    let (grpc, http) = (agent.grpc_url.clone(), agent.http_url.clone());
+    let acme = tokio::spawn(async move { sdk(&grpc, "grpc", &["--tenant", "acme", "--spans", "12000", "--spans-per-export", "50"]).await });
+    let globex = tokio::spawn(async move { sdk(&http, "http", &["--tenant", "globex", "--spans", "6000", "--spans-per-export", "40", "--logs", "30"]).await });
+    // Kills while the apps still send (18,000 spans in all).
+    let accepted = |n: u64| {
+        let agent = &agent;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            loop {
+                let text = agent.service.metrics().await.unwrap();
+                let now = sample(&text, "tally_agent_items_total{signal=\"traces\",outcome=\"accepted\"}");
+                if now >= n {
+                    return now;
+                }
+                assert!(Instant::now() < deadline, "the agent never accepted {n} spans: {text}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    assert!(accepted(3000).await < 18000, "mid-stream");
+    a.kill9();
+    // The server B writes through; B spools what it acknowledges until the server is back.
+    assert!(accepted(6000).await < 18000, "mid-stream");
+    cluster.kill9(2);
+    for sender in [acme, globex] {
+        let r = sender.await.unwrap();
+        assert_eq!(r["spans_ok"], true, "{r}");
+    }
+    agent.drained().await;
+    cluster.restart(2).unwrap();
+    // A, restarted on its spool, writes what it acknowledged before it died.
+    a.start(&[]).await;
+    for c in [&a, &b] {
+        c.service.wait_for_line("tally_collector_spool_bytes 0", Duration::from_secs(180)).await.unwrap();
+    }
+    for i in 0..4 {
+        for table in ["usage_local", "sla_local"] {
+            cluster.sync_replica(i, &format!("{db}.{table}"), Duration::from_secs(180)).unwrap();
+        }
+    }
+
+    let want = [
+        ("acme", "spans", 12000),
+        ("acme", "requests", 3000),
+        ("acme", "agent_accepted_spans", 12000),
+        ("acme", "agent_acked_spans", 12000),
+        ("globex", "spans", 6000),
+        ("globex", "requests", 1500),
+        ("globex", "log_records", 30),
+        ("globex", "agent_acked_spans", 6000),
+    ];
+    let (serve0, serve3) = (serve(&cluster, 0, &db).await, serve(&cluster, 3, &db).await);
+    let got = usage(&serve0).await;
+    for (tenant, meter, n) in want {
+        assert_eq!(got.get(&(tenant.to_owned(), meter.to_owned())), Some(&n), "{tenant} {meter}: {got:?}");
+    }
+    assert_eq!(got.get(&("acme".to_owned(), "dropped_spans".to_owned())), None, "{got:?}");
+    // Any node answers the same.
+    assert_eq!(usage(&serve3).await, got);
+
+    // The failures happened: B wrote through a dead server, and the agent failed over from A.
+    let tb = b.metrics().await;
+    assert!(sample(&tb, "tally_collector_clickhouse_write_errors_total") >= 1, "{tb}");
+    let (retried, text) = agent.batches("retried").await;
+    assert!(retried >= 1, "{text}");
+}
