@@ -40,8 +40,9 @@ async fn main() -> anyhow::Result<()> {
     let agent_id = identity::agent_id(&s.data_dir)?;
     let boot = identity::random_u64()?;
     let fsync = if s.wal_fsync_ms == 0 { Fsync::Always } else { Fsync::Every(Duration::from_millis(s.wal_fsync_ms)) };
-    // Small segments: a segment is read whole when it is shipped, so this bounds memory.
-    let segment_bytes = (s.wal_max_bytes / 8).clamp(1 << 20, 8 << 20);
+    // Small segments: a segment is read whole when it is shipped, so this bounds memory. They
+    // hold two batches at least, else a larger --batch-max-bytes would not make larger batches.
+    let segment_bytes = (s.wal_max_bytes / 8).clamp(1 << 20, (8 << 20).max(2 * s.batch_max_bytes as u64));
     let seal_after = Some(Duration::from_millis(s.flush_interval_ms.max(1)));
     let wal_options = WalOptions { max_bytes: s.wal_max_bytes, segment_bytes, fsync, seal_after };
     let backlog = Arc::new(Backlog::default());

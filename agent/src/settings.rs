@@ -46,7 +46,9 @@ pub struct Settings {
     /// How often accepted data is cut into batches and forwarded, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     pub flush_interval_ms: u64,
-    /// Largest batch sent to a collector, in bytes before compression.
+    /// Largest batch sent to a collector, in bytes before compression. Usage is stored per
+    /// batch (its identity is what makes resends free), so larger batches mean fewer ClickHouse
+    /// rows per span (see "Scaling" in the README), at the cost of memory.
     #[arg(long, default_value_t = 4 << 20)]
     pub batch_max_bytes: usize,
     /// How batches are compressed for the collectors: `zstd` (Tally's collectors take it; about
@@ -54,7 +56,7 @@ pub struct Settings {
     /// (collectors on a fast network).
     #[arg(long, value_enum, default_value = "zstd")]
     pub compression: Compression,
-    /// WAL segments forwarded at once (each up to 8 MiB, read whole): more overlaps the
+    /// WAL segments forwarded at once (each up to 8 MiB or two batches, read whole): more overlaps the
     /// collectors' round trips, at the cost of memory.
     #[arg(long, default_value_t = 2)]
     pub segments_in_flight: usize,

@@ -3,17 +3,19 @@
 //!
 //! ```text
 //! cargo bench -p tally-collector --bench end_to_end -- \
-//!     [--runs 5] [--seconds 10] [--spans-per-request 1000] [--tenants 5] [--concurrency 8] [--gzip] [--no-batch]
+//!     [--runs 5] [--seconds 10] [--spans-per-request 1000] [--tenants 5] [--concurrency 8] [--collectors 1] [--gzip] [--no-batch]
 //! ```
 //!
-//! Each run gets a fresh database and a fresh collector process (so its peak
-//! RSS is its own), a short warm-up, then `--seconds` of load from
-//! `testkit::loadgen` in this process, as fast as the collector answers. Per
-//! run and as medians it prints: spans/s accepted, collector CPU-seconds per
-//! million spans (utime + stime from `/proc/<pid>/stat`), the collector's peak
-//! RSS (`VmHWM`), ClickHouse server CPU per million spans, `usage` rows and
-//! INSERTs (ClickHouse's `InsertQuery` event) per million spans, INSERTs/s,
-//! and request latency.
+//! Each run gets a fresh database and fresh collector processes (so their peak
+//! RSS is their own), a short warm-up, then `--seconds` of load from
+//! `testkit::loadgen` in this process, as fast as the collectors answer; with
+//! `--collectors N` the load generator's connections are spread over N
+//! collectors, as a load balancer would. Per run and as medians it prints:
+//! spans/s accepted, the collectors' CPU-seconds per million spans (utime +
+//! stime from `/proc/<pid>/stat`, summed) and spans per collector CPU-second,
+//! the largest collector peak RSS (`VmHWM`), ClickHouse server CPU per million
+//! spans, `usage` rows and INSERTs (ClickHouse's `InsertQuery` event) per
+//! million spans, INSERTs/s, and request latency.
 //!
 //! Correctness is checked after every run, and the bench fails loudly when it
 //! does not hold: the `spans` meter stored in ClickHouse, summed over tenants
@@ -48,7 +50,7 @@ use testkit::ClickHouseServer;
 const COLLECTOR_ARGS: &[&str] = &["--allow-anonymous", "--clickhouse-timeout-secs", "30", "--data-dir", "{run_dir}"];
 
 const USAGE: &str = "usage: cargo bench -p tally-collector --bench end_to_end -- [--runs N] [--seconds S] \
-    [--spans-per-request N] [--tenants N] [--concurrency N] [--gzip] [--no-batch]";
+    [--spans-per-request N] [--tenants N] [--concurrency N] [--collectors N] [--gzip] [--no-batch]";
 
 /// How long stored usage may take to reach what was acknowledged.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -102,13 +104,14 @@ struct Args {
     spans_per_request: u64,
     tenants: usize,
     concurrency: usize,
+    collectors: usize,
     gzip: bool,
     batch: bool,
 }
 
 impl Args {
     fn parse(mut args: impl Iterator<Item = String>) -> Result<Self> {
-        let mut p = Self { runs: 5, seconds: 10.0, spans_per_request: 1000, tenants: 5, concurrency: 8, gzip: false, batch: true };
+        let mut p = Self { runs: 5, seconds: 10.0, spans_per_request: 1000, tenants: 5, concurrency: 8, collectors: 1, gzip: false, batch: true };
         while let Some(arg) = args.next() {
             let mut value = || args.next().with_context(|| format!("{arg} needs a value\n{USAGE}")).map(|v| v.replace(['_', ','], ""));
             match arg.as_str() {
@@ -120,6 +123,7 @@ impl Args {
                 "--spans-per-request" => p.spans_per_request = value()?.parse()?,
                 "--tenants" => p.tenants = value()?.parse()?,
                 "--concurrency" => p.concurrency = value()?.parse()?,
+                "--collectors" => p.collectors = value()?.parse()?,
                 "-h" | "--help" => {
                     println!("{USAGE}");
                     std::process::exit(0);
@@ -127,7 +131,7 @@ impl Args {
                 other => bail!("unknown argument {other:?}\n{USAGE}"),
             }
         }
-        ensure!(p.runs > 0 && p.seconds > 0.0 && p.spans_per_request > 0 && p.tenants > 0 && p.concurrency > 0, "every option must be positive\n{USAGE}");
+        ensure!(p.runs > 0 && p.seconds > 0.0 && p.spans_per_request > 0 && p.tenants > 0 && p.concurrency > 0 && p.collectors > 0, "every option must be positive\n{USAGE}");
         Ok(p)
     }
 }
@@ -153,6 +157,9 @@ impl Sample {
     fn collector_cpu_per_m(&self) -> f64 {
         self.collector_cpu / self.millions()
     }
+    fn spans_per_collector_cpu_second(&self) -> f64 {
+        self.report.accepted_spans as f64 / self.collector_cpu
+    }
     fn server_cpu_per_m(&self) -> f64 {
         self.server_cpu / self.millions()
     }
@@ -172,12 +179,13 @@ impl Sample {
         let r = &self.report;
         format!(
             "{:>9} spans/s accepted ({} spans, {} refused)  collector {:.2} CPU-s/M, peak RSS {:.1} MiB  \
-             ClickHouse {:.2} CPU-s/M  loadgen {:.2} CPU-s/M  {:.0} rows/M  {:.1} INSERTs/s  p50 {:.1} ms p99 {:.1} ms  drain {:.2} s",
+             {} spans per collector CPU-s  ClickHouse {:.2} CPU-s/M  loadgen {:.2} CPU-s/M  {:.0} rows/M  {:.1} INSERTs/s  p50 {:.1} ms p99 {:.1} ms  drain {:.2} s",
             thousands(r.accepted_spans_per_second),
             thousands(r.accepted_spans as f64),
             thousands(self.refused() as f64),
             self.collector_cpu_per_m(),
             self.collector_peak_rss_kib as f64 / 1024.0,
+            thousands(self.spans_per_collector_cpu_second()),
             self.server_cpu_per_m(),
             self.loadgen_cpu_per_m(),
             self.rows_per_m(),
@@ -195,17 +203,22 @@ async fn measure(server: &ClickHouseServer, server_pid: u32, load: &Config, pool
     let db = server.database("bench_e2e")?;
     migrate(&ch, &db).await?;
     wait_until_quiet(server_pid)?;
-    let mut collector = Collector::start(server, &db).await?;
+    let mut collectors = Vec::new();
+    for _ in 0..args.collectors {
+        collectors.push(Collector::start(server, &db).await?);
+    }
+    let urls = collectors.iter().map(|c| c.grpc_url.as_str()).collect::<Vec<_>>().join(",");
+    let collectors_cpu = || collectors.iter().map(|c| cpu_seconds(c.pid())).sum::<Result<f64>>();
     let batch = |phase: &str| args.batch.then(|| format!("bench-{}-run{run}-{phase}", std::process::id()));
 
     // One round of requests, so connections, allocator and ClickHouse caches are warm.
-    let warm = Config { seconds: 0.0, total_spans: load.spans_per_request * load.concurrency as u64, batch_source: batch("warm"), url: collector.grpc_url.clone(), ..load.clone() };
+    let warm = Config { seconds: 0.0, total_spans: load.spans_per_request * load.concurrency as u64, batch_source: batch("warm"), url: urls.clone(), ..load.clone() };
     let warm = loadgen::run(&warm, pool).await?;
     ensure!(warm.all_accepted(), "warm-up refused: {:?}", warm.refused);
 
     let (rows0, inserts0) = (count_rows(server, &db)?, insert_queries(server)?);
-    let (collector0, server0, me0) = (cpu_seconds(collector.pid())?, cpu_seconds(server_pid)?, cpu_seconds(std::process::id())?);
-    let main = Config { batch_source: batch("load"), url: collector.grpc_url.clone(), ..load.clone() };
+    let (collector0, server0, me0) = (collectors_cpu()?, cpu_seconds(server_pid)?, cpu_seconds(std::process::id())?);
+    let main = Config { batch_source: batch("load"), url: urls.clone(), ..load.clone() };
     let report = loadgen::run(&main, pool).await?;
     let loadgen_cpu = cpu_seconds(std::process::id())? - me0;
     if !report.refused.is_empty() || report.rejected_spans > 0 {
@@ -221,8 +234,8 @@ async fn measure(server: &ClickHouseServer, server_pid: u32, load: &Config, pool
     }
     let drain = drained.elapsed();
     let sample = Sample {
-        collector_cpu: cpu_seconds(collector.pid())? - collector0,
-        collector_peak_rss_kib: peak_rss_kib(collector.pid())?,
+        collector_cpu: collectors_cpu()? - collector0,
+        collector_peak_rss_kib: collectors.iter().map(|c| peak_rss_kib(c.pid())).collect::<Result<Vec<_>>>()?.into_iter().max().unwrap_or(0),
         server_cpu: cpu_seconds(server_pid)? - server0,
         loadgen_cpu,
         rows: count_rows(server, &db)? - rows0,
@@ -230,9 +243,11 @@ async fn measure(server: &ClickHouseServer, server_pid: u32, load: &Config, pool
         drain,
         report,
     };
-    want.check(&stored, run, "while the collector runs", &collector)?;
-    collector.stop()?;
-    want.check(&stored_usage(&ch, &db).await?, run, "after the collector exited on SIGTERM", &collector)?;
+    want.check(&stored, run, "while the collectors run", &collectors)?;
+    for c in &mut collectors {
+        c.stop()?;
+    }
+    want.check(&stored_usage(&ch, &db).await?, run, "after the collectors exited on SIGTERM", &collectors)?;
     Ok(sample)
 }
 
@@ -257,7 +272,7 @@ impl Expected {
         e
     }
 
-    fn check(&self, stored: &Stored, run: usize, when: &str, collector: &Collector) -> Result<()> {
+    fn check(&self, stored: &Stored, run: usize, when: &str, collectors: &[Collector]) -> Result<()> {
         // Per tenant holds only when no request was partially rejected (the generator cannot attribute those).
         let whole = self.by_tenant.values().sum::<u64>() == self.spans;
         let ok = stored.spans() == self.spans && (!whole || (stored.spans == self.by_tenant && stored.requests == self.requests));
@@ -272,7 +287,7 @@ impl Expected {
                 stored.spans(),
                 stored.requests,
                 stored.spans,
-                collector.log_tail()
+                collectors.iter().map(Collector::log_tail).collect::<Vec<_>>().join("\n")
             );
         }
         Ok(())
@@ -403,7 +418,7 @@ fn insert_queries(server: &ClickHouseServer) -> Result<u64> {
 fn print_table(args: &Args, load: &Config, version: &str, data_fs: &str, load_before: &str, samples: &[Sample]) {
     println!(
         "{} (UTC), nproc {}, load {} → {}, ClickHouse {version} (data on {data_fs}); {} spans/request, {} attributes/span, \
-         {} tenants, {} in flight{}{}, {} runs of {} s:",
+         {} tenants, {} in flight, {} collector(s){}{}, {} runs of {} s:",
         time::OffsetDateTime::now_utc().date(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         load_before,
@@ -412,20 +427,22 @@ fn print_table(args: &Args, load: &Config, version: &str, data_fs: &str, load_be
         load.attributes_per_span,
         load.tenants,
         load.concurrency,
+        args.collectors,
         if args.gzip { ", gzip" } else { "" },
         if args.batch { ", tally-batch" } else { "" },
         args.runs,
         args.seconds,
     );
     println!();
-    println!("| run | spans/s accepted | collector CPU-s / M spans | collector peak RSS MiB | ClickHouse CPU-s / M spans | loadgen CPU-s / M spans | usage rows / M spans | INSERTs/s | p50 / p99 ms | refused spans |");
-    println!("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+    println!("| run | spans/s accepted | collector CPU-s / M spans | spans per collector CPU-s | collector peak RSS MiB | ClickHouse CPU-s / M spans | loadgen CPU-s / M spans | usage rows / M spans | INSERTs/s | p50 / p99 ms | refused spans |");
+    println!("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
     let line = |label: &str, s: &[&Sample]| {
         let m = |f: &dyn Fn(&Sample) -> f64| median(s.iter().map(|x| f(x)));
         println!(
-            "| {label} | {} | {:.2} | {:.1} | {:.2} | {:.2} | {:.0} | {:.1} | {:.1} / {:.1} | {} |",
+            "| {label} | {} | {:.2} | {} | {:.1} | {:.2} | {:.2} | {:.0} | {:.1} | {:.1} / {:.1} | {} |",
             thousands(m(&|x| x.report.accepted_spans_per_second)),
             m(&|x| x.collector_cpu_per_m()),
+            thousands(m(&|x| x.spans_per_collector_cpu_second())),
             m(&|x| x.collector_peak_rss_kib as f64 / 1024.0),
             m(&|x| x.server_cpu_per_m()),
             m(&|x| x.loadgen_cpu_per_m()),

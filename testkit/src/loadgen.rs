@@ -41,7 +41,8 @@ use client::{Connection, Target};
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "tally-loadgen", about = "OTLP/gRPC trace load generator; prints one JSON report line")]
 pub struct Config {
-    /// The OTLP/gRPC endpoint, `http://host:port` (h2c).
+    /// The OTLP/gRPC endpoint, `http://host:port` (h2c); several, comma-separated, spread the
+    /// connections over them round-robin, as a load balancer in front of collectors would.
     #[arg(long, default_value = "http://127.0.0.1:4417")]
     pub url: String,
     /// Tenants (`tenant.id` = tenant-0 … tenant-N-1, a resource attribute).
@@ -66,7 +67,7 @@ pub struct Config {
     /// Requests in flight at once.
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
-    /// HTTP/2 connections the in-flight requests share.
+    /// HTTP/2 connections the in-flight requests share (at least one per endpoint).
     #[arg(long, default_value_t = 1)]
     pub connections: usize,
     /// Stop starting requests after this many seconds (0: no time limit).
@@ -203,7 +204,7 @@ pub async fn run(config: &Config, pool: &Pool) -> Result<Report> {
     ensure!(!pool.requests.is_empty(), "the request pool is empty");
     ensure!(config.concurrency > 0 && config.connections > 0, "concurrency and connections must be at least 1");
     ensure!(config.seconds > 0.0 || config.total_spans > 0, "give a duration (--seconds) or a span count (--total-spans)");
-    let target = Target::parse(&config.url)?;
+    let targets: Vec<Target> = config.url.split(',').map(Target::parse).collect::<Result<_>>()?;
     let mut headers = HeaderMap::new();
     if let Some(key) = &config.key {
         headers.insert("authorization", HeaderValue::from_str(&format!("Bearer {key}")).context("the key is not a valid header value")?);
@@ -222,7 +223,7 @@ pub async fn run(config: &Config, pool: &Pool) -> Result<Report> {
         headers,
     });
     let connections: Vec<Arc<Connection>> =
-        (0..config.connections).map(|_| Arc::new(Connection::new(target.clone()))).collect();
+        (0..config.connections.max(targets.len())).map(|i| Arc::new(Connection::new(targets[i % targets.len()].clone()))).collect();
     let pool = Arc::new(pool.clone());
     let workers: Vec<_> = (0..config.concurrency)
         .map(|w| {
