@@ -11,10 +11,10 @@ use metering::clickhouse::ClickHouse;
 use metering::meter::Catalog;
 use metering::record::UsageBatch;
 use metering::sla::{encode_sla_batch, insert_sla, query_sla, SlaGrouping, SlaQuery, SlaRecord};
-use metering::store::migrate::{migrate_on_cluster, ClusterTarget};
+use metering::store::migrate::{cluster_script, migrate_on_cluster, ClusterTarget};
 use metering::store::rollup::{query_usage, Granularity, UsageQuery};
 use metering::store::writer::UsageWriter;
-use metering::store::{StoreError, StoreSettings};
+use metering::store::{Dialect, StoreError, StoreSettings};
 use testkit::cluster::{ClickHouseCluster, CLUSTER};
 use time::macros::datetime;
 
@@ -95,6 +95,46 @@ async fn migrations_lay_out_replicated_sharded_tables_and_run_twice_as_a_no_op()
         );
     }
     sla_reads_through_the_distributed_table_count_a_resent_batch_once(&cluster, &db).await;
+    the_migrations_script_makes_the_same_tables(&cluster, &db);
+}
+
+/// `cluster_script` (what deploy/clickhouse/cluster/schema.sql shows) run by hand as its notes say
+/// makes the very tables `tally migrate` made.
+fn the_migrations_script_makes_the_same_tables(cluster: &ClickHouseCluster, migrated: &str) {
+    let db = format!("{migrated}_script");
+    let script = cluster_script(CLUSTER, &db, Dialect::Legacy).unwrap();
+    for statement in script.split(";\n\n").filter(|s| !s.trim().is_empty()) {
+        let servers: &[usize] = if statement.contains("-- on one server of each shard:") { &[0, 2] } else { &[0] };
+        let sql: String = statement.lines().filter(|l| !l.starts_with("--")).collect::<Vec<_>>().join("\n");
+        for &i in servers {
+            cluster.query(i, &sql).unwrap_or_else(|e| panic!("{sql}: {e:#}"));
+        }
+    }
+    for i in 0..4 {
+        let tables = |db: &str| cluster.query(i, &format!("SELECT name FROM system.tables WHERE database = '{db}' ORDER BY name")).unwrap();
+        assert_eq!(tables(&db), tables(migrated), "server {i}");
+        for table in tables(migrated).lines() {
+            let show = |db: &str| cluster.query(i, &format!("SHOW CREATE TABLE {db}.{table}")).unwrap().replace(db, "DB");
+            assert_eq!(show(&db), show(migrated), "server {i}: {table}");
+        }
+    }
+}
+
+/// deploy/clickhouse/cluster/schema.sql is what the migrations emit for a cluster named `tally`
+/// of current servers (`TALLY_BLESS=1` rewrites it).
+#[test]
+fn the_deploy_schema_is_what_the_migrations_emit() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/clickhouse/cluster/schema.sql");
+    let want = format!(
+        "-- What `tally migrate --clickhouse-cluster tally` runs on a fresh cluster of ClickHouse >= 20.1\n\
+         -- servers, database `tally` (generated from metering/src/store/migrate.rs by\n\
+         -- metering/tests/cluster.rs; do not edit). Statements without a note run once, through any server.\n\n{}",
+        cluster_script("tally", "tally", Dialect::Modern).unwrap()
+    );
+    if std::env::var_os("TALLY_BLESS").is_some_and(|v| v == "1") {
+        std::fs::write(&path, &want).unwrap();
+    }
+    assert_eq!(std::fs::read_to_string(&path).unwrap_or_default(), want, "{} is out of date; rerun with TALLY_BLESS=1", path.display());
 }
 
 /// SLA rows of acme (shard 1) and globex (shard 2); batch 0 resent through another server.

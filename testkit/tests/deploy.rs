@@ -61,7 +61,7 @@ fn every_kubernetes_manifest_is_valid() {
     let manifests = files(&root().join("deploy/kubernetes"), &[".yaml"]);
     assert_eq!(manifests.len(), 11, "{manifests:#?}");
     let resources: usize = manifests.iter().map(|m| documents(m).len()).sum();
-    assert_eq!(resources, 29);
+    assert_eq!(resources, 30);
     let (ok, stdout, stderr) = run(Command::new(venv_tool("kubernetes-validate")).arg("--strict").args(&manifests));
     assert!(ok, "kubernetes-validate failed:\n{stdout}{stderr}");
     // One "passed" line per resource, and every file among them.
@@ -215,7 +215,20 @@ fn containers<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
     }
 }
 
+/// The keys of every ConfigMap in deploy/kubernetes, by name (what `envFrom` turns into variables).
+fn config_map_keys() -> BTreeMap<String, Vec<String>> {
+    let mut out = BTreeMap::new();
+    for file in files(&root().join("deploy/kubernetes"), &[".yaml"]) {
+        for doc in documents(&file).into_iter().filter(|d| d["kind"] == "ConfigMap") {
+            let keys = doc["data"].as_mapping().into_iter().flatten().map(|(k, _)| scalar(k)).collect();
+            out.insert(scalar(&doc["metadata"]["name"]), keys);
+        }
+    }
+    out
+}
+
 fn kubernetes_invocations(out: &mut Vec<Invocation>) {
+    let config_maps = config_map_keys();
     for file in files(&root().join("deploy/kubernetes"), &[".yaml"]) {
         for doc in documents(&file) {
             let mut found = Vec::new();
@@ -224,7 +237,12 @@ fn kubernetes_invocations(out: &mut Vec<Invocation>) {
                 let image = c["image"].as_str().unwrap();
                 let Some(bin) = binary_of_image(image) else { continue };
                 let at = format!("{} container {}", file.display(), c["name"].as_str().unwrap());
-                let env: Vec<String> = c["env"].as_sequence().into_iter().flatten().map(|e| scalar(&e["name"])).collect();
+                let mut env: Vec<String> = c["env"].as_sequence().into_iter().flatten().map(|e| scalar(&e["name"])).collect();
+                for from in c["envFrom"].as_sequence().into_iter().flatten() {
+                    let name = scalar(&from["configMapRef"]["name"]);
+                    let keys = config_maps.get(&name).unwrap_or_else(|| panic!("{at}: envFrom names no ConfigMap in deploy/kubernetes: {name}"));
+                    env.extend(keys.iter().cloned());
+                }
                 let command = strings(&c["command"]);
                 let args = strings(&c["args"]);
                 if command.first().is_some_and(|c| c.ends_with("sh")) {
@@ -316,7 +334,8 @@ fn every_flag_and_variable_in_deploy_is_one_the_binary_has() {
     // serve ×3, migrate ×2, and the CronJob's seal, verify, report usage, report sla.
     assert_eq!((per_binary("tally-agent"), per_binary("tally-collector"), per_binary("tally")), (4, 4, 9), "{all:#?}");
     // The CronJob's variable counts once for each of its four commands.
-    assert_eq!((flags, vars), (65, 12));
+    // TALLY_CLICKHOUSE_CLUSTER (envFrom) counts for the collectors, migrate, serve and the CronJob.
+    assert_eq!((flags, vars), (65, 20));
 }
 
 #[test]

@@ -151,6 +151,35 @@ impl ClusterTarget {
     }
 }
 
+/// What `tally migrate --clickhouse-cluster cluster` runs on a fresh cluster of `dialect`
+/// servers, as a SQL script (`deploy/clickhouse/cluster/schema.sql` is this, for review).
+pub fn cluster_script(cluster: &str, db: &str, dialect: Dialect) -> Result<String, StoreError> {
+    let mut ddl = ClusterDdl::new(cluster, db, dialect)?;
+    let mut out = String::new();
+    let emit = |out: &mut String, steps: Vec<Step>| {
+        for step in steps {
+            let (note, sql) = match step {
+                Step::OnCluster(sql) => ("", sql),
+                Step::PerShard(sql) => ("-- on one server of each shard:\n", sql),
+                Step::Local(sql) => ("-- on any one server:\n", sql),
+            };
+            out.push_str(&format!("{note}{};\n\n", sql.as_str()));
+        }
+    };
+    for statement in bootstrap(db)? {
+        emit(&mut out, ddl.rewrite(&statement)?);
+    }
+    for m in MIGRATIONS {
+        out.push_str(&format!("-- migration {}: {}\n", m.version, m.name));
+        for statement in (m.statements)(db, dialect)? {
+            emit(&mut out, ddl.rewrite(&statement)?);
+        }
+        // Recorded through one server; `tally_migrations` replicates to every other.
+        emit(&mut out, vec![Step::Local(record_applied(db, m, dialect)?)]);
+    }
+    Ok(out)
+}
+
 /// Brings database `db` up to the latest version.
 pub async fn migrate(ch: &ClickHouse, db: &str) -> Result<MigrationReport, StoreError> {
     run(ch, db, None).await

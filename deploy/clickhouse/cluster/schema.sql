@@ -1,0 +1,54 @@
+-- What `tally migrate --clickhouse-cluster tally` runs on a fresh cluster of ClickHouse >= 20.1
+-- servers, database `tally` (generated from metering/src/store/migrate.rs by
+-- metering/tests/cluster.rs; do not edit). Statements without a note run once, through any server.
+
+CREATE DATABASE IF NOT EXISTS `tally` ON CLUSTER `tally`;
+
+CREATE TABLE IF NOT EXISTS `tally`.tally_migrations ON CLUSTER `tally` (version UInt32, name String, dialect String, applied_at DateTime('UTC') DEFAULT now()) ENGINE = ReplicatedMergeTree('/clickhouse/tables/all/tally.tally_migrations', '{shard}-{replica}') ORDER BY version;
+
+-- migration 1: usage table
+CREATE TABLE IF NOT EXISTS `tally`.usage_local ON CLUSTER `tally` (tenant LowCardinality(String), meter LowCardinality(String), window_start DateTime('UTC') CODEC(DoubleDelta, ZSTD), service LowCardinality(String), route LowCardinality(String), dimensions String, value Decimal(38, 9) CODEC(ZSTD), unit LowCardinality(String), source_id LowCardinality(String), batch_seq UInt64, inserted_at DateTime('UTC') DEFAULT now()) ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/tally.usage', '{replica}') PARTITION BY toYYYYMM(window_start) ORDER BY (tenant, meter, window_start, service, route, dimensions, source_id, batch_seq);
+
+CREATE TABLE IF NOT EXISTS `tally`.usage ON CLUSTER `tally` AS `tally`.usage_local ENGINE = Distributed(`tally`, `tally`, usage_local, cityHash64(tenant));
+
+-- on any one server:
+INSERT INTO `tally`.tally_migrations (version, name, dialect) VALUES (1, 'usage table', 'modern');
+
+-- migration 2: sla table
+CREATE TABLE IF NOT EXISTS `tally`.sla_local ON CLUSTER `tally` (tenant LowCardinality(String), service LowCardinality(String), route LowCardinality(String), window_start DateTime('UTC') CODEC(DoubleDelta, ZSTD), requests UInt64 CODEC(ZSTD), errors UInt64 CODEC(ZSTD), latency_buckets Array(UInt16) CODEC(ZSTD), latency_counts Array(UInt64) CODEC(ZSTD), exemplar_trace_ids Array(String) CODEC(ZSTD), exemplar_latencies_ns Array(UInt64) CODEC(ZSTD), exemplar_errors Array(UInt8) CODEC(ZSTD), source_id LowCardinality(String), batch_seq UInt64, inserted_at DateTime('UTC') DEFAULT now()) ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/tally.sla', '{replica}') PARTITION BY toYYYYMM(window_start) ORDER BY (tenant, service, route, window_start, source_id, batch_seq);
+
+CREATE TABLE IF NOT EXISTS `tally`.sla ON CLUSTER `tally` AS `tally`.sla_local ENGINE = Distributed(`tally`, `tally`, sla_local, cityHash64(tenant));
+
+-- on any one server:
+INSERT INTO `tally`.tally_migrations (version, name, dialect) VALUES (2, 'sla table', 'modern');
+
+-- migration 3: usage.unique_value and usage.aggregation for custom meters
+ALTER TABLE `tally`.usage_local ON CLUSTER `tally` ADD COLUMN unique_value String AFTER dimensions, ADD COLUMN aggregation String AFTER unit, MODIFY ORDER BY (tenant, meter, window_start, service, route, dimensions, source_id, batch_seq, unique_value);
+
+DROP TABLE IF EXISTS `tally`.usage__dist_new ON CLUSTER `tally`;
+
+DROP TABLE IF EXISTS `tally`.usage__dist_old ON CLUSTER `tally`;
+
+CREATE TABLE IF NOT EXISTS `tally`.usage__dist_new ON CLUSTER `tally` AS `tally`.usage_local ENGINE = Distributed(`tally`, `tally`, usage_local, cityHash64(tenant));
+
+RENAME TABLE `tally`.usage TO `tally`.usage__dist_old, `tally`.usage__dist_new TO `tally`.usage ON CLUSTER `tally`;
+
+DROP TABLE IF EXISTS `tally`.usage__dist_old ON CLUSTER `tally`;
+
+-- on any one server:
+INSERT INTO `tally`.tally_migrations (version, name, dialect) VALUES (3, 'usage.unique_value and usage.aggregation for custom meters', 'modern');
+
+-- migration 4: sealed_usage, sealed_sla and periods tables for sealed months
+CREATE TABLE IF NOT EXISTS `tally`.sealed_usage_local ON CLUSTER `tally` (seal_id String, tenant String, meter String, window_start DateTime('UTC'), service String, route String, dimensions String, unique_value String, value Decimal(38, 9), unit String, aggregation String, source_id String, batch_seq UInt64) ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/tally.sealed_usage', '{replica}') PARTITION BY toYYYYMM(window_start) ORDER BY (seal_id, tenant, meter, window_start, service, route, dimensions, source_id, batch_seq, unique_value);
+
+CREATE TABLE IF NOT EXISTS `tally`.sealed_usage ON CLUSTER `tally` AS `tally`.sealed_usage_local ENGINE = Distributed(`tally`, `tally`, sealed_usage_local, cityHash64(tenant));
+
+CREATE TABLE IF NOT EXISTS `tally`.sealed_sla_local ON CLUSTER `tally` (seal_id String, tenant String, service String, route String, window_start DateTime('UTC'), requests UInt64, errors UInt64, latency_buckets Array(UInt16), latency_counts Array(UInt64), exemplar_trace_ids Array(String), exemplar_latencies_ns Array(UInt64), exemplar_errors Array(UInt8), source_id String, batch_seq UInt64) ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/tally.sealed_sla', '{replica}') PARTITION BY toYYYYMM(window_start) ORDER BY (seal_id, tenant, service, route, window_start, source_id, batch_seq);
+
+CREATE TABLE IF NOT EXISTS `tally`.sealed_sla ON CLUSTER `tally` AS `tally`.sealed_sla_local ENGINE = Distributed(`tally`, `tally`, sealed_sla_local, cityHash64(tenant));
+
+CREATE TABLE IF NOT EXISTS `tally`.periods ON CLUSTER `tally` (month String, seal_id String, rows UInt64, sla_rows UInt64, digest String, previous_digest String, sealed_at DateTime('UTC')) ENGINE = ReplicatedMergeTree('/clickhouse/tables/all/tally.periods', '{shard}-{replica}') ORDER BY (month, sealed_at, seal_id);
+
+-- on any one server:
+INSERT INTO `tally`.tally_migrations (version, name, dialect) VALUES (4, 'sealed_usage, sealed_sla and periods tables for sealed months', 'modern');
+
