@@ -148,6 +148,10 @@ struct Sample {
     inserts: u64,
     /// From the end of the load until the store held everything acknowledged.
     drain: Duration,
+    /// Compressed and uncompressed bytes per `usage` row once merged (what a month of rows
+    /// costs on disk: this load's values repeat, so real data compresses less; uncompressed
+    /// bounds it).
+    bytes_per_row: (f64, f64),
 }
 
 impl Sample {
@@ -242,13 +246,14 @@ async fn measure(server: &ClickHouseServer, server_pid: u32, load: &Config, pool
         inserts: insert_queries(server)? - inserts0,
         drain,
         report,
+        bytes_per_row: (0.0, 0.0),
     };
     want.check(&stored, run, "while the collectors run", &collectors)?;
     for c in &mut collectors {
         c.stop()?;
     }
     want.check(&stored_usage(&ch, &db).await?, run, "after the collectors exited on SIGTERM", &collectors)?;
-    Ok(sample)
+    Ok(Sample { bytes_per_row: bytes_per_row(server, &db)?, ..sample })
 }
 
 /// What the acknowledgements say ClickHouse must hold.
@@ -408,6 +413,18 @@ fn count_rows(server: &ClickHouseServer, db: &str) -> Result<u64> {
     Ok(server.query(&format!("SELECT count() FROM {db}.usage"))?.trim().parse()?)
 }
 
+/// Compressed and uncompressed bytes per row of `db.usage` after merging its parts into one per partition.
+fn bytes_per_row(server: &ClickHouseServer, db: &str) -> Result<(f64, f64)> {
+    server.query(&format!("OPTIMIZE TABLE {db}.usage FINAL"))?;
+    let text = server.query(&format!(
+        "SELECT sum(data_compressed_bytes), sum(data_uncompressed_bytes), sum(rows) FROM system.parts \
+         WHERE database = '{db}' AND table = 'usage' AND active"
+    ))?;
+    let sums: Vec<f64> = text.split_whitespace().map(str::parse).collect::<Result<_, _>>()?;
+    ensure!(sums.len() == 3, "system.parts answered {text:?}");
+    Ok((sums[0] / sums[2].max(1.0), sums[1] / sums[2].max(1.0)))
+}
+
 /// INSERT statements the server has run since it started (all databases).
 fn insert_queries(server: &ClickHouseServer) -> Result<u64> {
     let text = server.query("SELECT sum(value) FROM system.events WHERE event = 'InsertQuery'")?;
@@ -434,12 +451,12 @@ fn print_table(args: &Args, load: &Config, version: &str, data_fs: &str, load_be
         args.seconds,
     );
     println!();
-    println!("| run | spans/s accepted | collector CPU-s / M spans | spans per collector CPU-s | collector peak RSS MiB | ClickHouse CPU-s / M spans | loadgen CPU-s / M spans | usage rows / M spans | INSERTs/s | p50 / p99 ms | refused spans |");
-    println!("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+    println!("| run | spans/s accepted | collector CPU-s / M spans | spans per collector CPU-s | collector peak RSS MiB | ClickHouse CPU-s / M spans | loadgen CPU-s / M spans | usage rows / M spans | bytes / row on disk (compressed / raw) | INSERTs/s | p50 / p99 ms | refused spans |");
+    println!("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
     let line = |label: &str, s: &[&Sample]| {
         let m = |f: &dyn Fn(&Sample) -> f64| median(s.iter().map(|x| f(x)));
         println!(
-            "| {label} | {} | {:.2} | {} | {:.1} | {:.2} | {:.2} | {:.0} | {:.1} | {:.1} / {:.1} | {} |",
+            "| {label} | {} | {:.2} | {} | {:.1} | {:.2} | {:.2} | {:.0} | {:.1} / {:.0} | {:.1} | {:.1} / {:.1} | {} |",
             thousands(m(&|x| x.report.accepted_spans_per_second)),
             m(&|x| x.collector_cpu_per_m()),
             thousands(m(&|x| x.spans_per_collector_cpu_second())),
@@ -447,6 +464,8 @@ fn print_table(args: &Args, load: &Config, version: &str, data_fs: &str, load_be
             m(&|x| x.server_cpu_per_m()),
             m(&|x| x.loadgen_cpu_per_m()),
             m(&|x| x.rows_per_m()),
+            m(&|x| x.bytes_per_row.0),
+            m(&|x| x.bytes_per_row.1),
             m(&|x| x.inserts_per_s()),
             m(&|x| x.report.latency_ms.p50),
             m(&|x| x.report.latency_ms.p99),
