@@ -96,6 +96,36 @@ async fn migrations_lay_out_replicated_sharded_tables_and_run_twice_as_a_no_op()
     }
     sla_reads_through_the_distributed_table_count_a_resent_batch_once(&cluster, &db).await;
     the_migrations_script_makes_the_same_tables(&cluster, &db);
+    a_migration_stopped_before_the_distributed_rebuild_finishes_on_rerun(&cluster, &db).await;
+}
+
+/// Migration 3 as a run stopped after its ALTER: `usage_local` has the new columns, the
+/// Distributed `usage` still the old ones, and version 3 is not recorded. A rerun must not ALTER
+/// again (the columns exist) but must still rebuild `usage`.
+async fn a_migration_stopped_before_the_distributed_rebuild_finishes_on_rerun(cluster: &ClickHouseCluster, migrated: &str) {
+    let db = format!("{migrated}_stopped");
+    migrate_on_cluster(&client(cluster, 0), &db, &target(cluster)).await.unwrap();
+    let run = |sql: String| cluster.query(0, &sql).unwrap_or_else(|e| panic!("{sql}: {e:#}"));
+    run(format!("DROP TABLE {db}.usage ON CLUSTER {CLUSTER}"));
+    run(format!(
+        "CREATE TABLE {db}.usage ON CLUSTER {CLUSTER} (tenant String, meter String, window_start DateTime('UTC'), value Decimal(38, 9)) \
+         ENGINE = Distributed({CLUSTER}, {db}, usage_local, cityHash64(tenant))"
+    ));
+    run(format!("ALTER TABLE {db}.tally_migrations DELETE WHERE version = 3"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while run(format!("SELECT count() FROM {db}.tally_migrations WHERE version = 3")).trim() != "0" {
+        assert!(std::time::Instant::now() < deadline, "the mutation did not finish");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let rerun = migrate_on_cluster(&client(cluster, 0), &db, &target(cluster)).await.unwrap();
+    assert_eq!((rerun.applied, rerun.skipped), (vec![3], vec![1, 2, 4]));
+    for i in 0..4 {
+        let columns = |table: &str| {
+            cluster.query(i, &format!("SELECT name, type FROM system.columns WHERE database = '{db}' AND table = '{table}'")).unwrap()
+        };
+        assert_eq!(columns("usage"), columns("usage_local"), "server {i}");
+        assert!(columns("usage").contains("unique_value\tString\n"), "server {i}");
+    }
 }
 
 /// `cluster_script` (what deploy/clickhouse/cluster/schema.sql shows) run by hand as its notes say

@@ -127,6 +127,19 @@ impl ClusterDdl {
         Err(unsupported("only CREATE DATABASE IF NOT EXISTS, CREATE TABLE IF NOT EXISTS and ALTER TABLE are known"))
     }
 
+    /// The steps of `statement` still to run when its change is already in place (a migration
+    /// stopped part-way, after an ALTER ran and before it was recorded): the rebuild of the
+    /// Distributed table that follows a column change, idempotent as a whole; nothing else.
+    pub fn rewrite_in_place(&mut self, statement: &Sql) -> Result<Vec<Step>, ClusterDdlError> {
+        let mut steps = self.rewrite(statement)?;
+        if !statement.as_str().starts_with("ALTER TABLE ") || steps.is_empty() {
+            return Ok(vec![]);
+        }
+        // An ALTER's first step is the change itself (`alter_table`).
+        steps.remove(0);
+        Ok(steps)
+    }
+
     fn sql(&self, text: String) -> Sql {
         Sql::rewritten(text)
     }
@@ -201,6 +214,7 @@ impl ClusterDdl {
         }
         let parts = split_top_level(clauses);
         let queue_takes_all = self.dialect == Dialect::Modern || parts.iter().all(|c| legacy_ddl_queue_takes(c));
+        // The change first, then what follows from it (`rewrite_in_place` relies on this order).
         let mut steps = vec![if queue_takes_all {
             Step::OnCluster(self.sql(format!("ALTER TABLE `{db}`.{table}{LOCAL_SUFFIX} ON CLUSTER `{cluster}` {clauses}")))
         } else {

@@ -197,7 +197,12 @@ async fn execute(ch: &ClickHouse, cluster: Option<(&mut ClusterDdl, &ClusterTarg
     let Some((ddl, target)) = cluster else {
         return Ok(ch.execute(statement).await?);
     };
-    for step in ddl.rewrite(statement)? {
+    let steps = ddl.rewrite(statement)?;
+    run_steps(ch, target, steps).await
+}
+
+async fn run_steps(ch: &ClickHouse, target: &ClusterTarget, steps: Vec<Step>) -> Result<(), StoreError> {
+    for step in steps {
         match step {
             Step::OnCluster(sql) | Step::Local(sql) => ch.execute(&sql).await?,
             Step::PerShard(sql) => {
@@ -241,17 +246,30 @@ async fn run(ch: &ClickHouse, db: &str, cluster: Option<&ClusterTarget>) -> Resu
         }
         let in_place = match m.already_done {
             Some(check) => {
-                let rows = ch.query_tsv(&check(db)?).await?;
-                rows.first().and_then(|r| r.first()).is_some_and(|n| n != "0")
+                // On a cluster the change is per shard (a run may stop between them): ask each.
+                let servers: Vec<&ClickHouse> = cluster.map_or_else(|| vec![ch], |c| c.shards.iter().collect());
+                let mut done = Vec::new();
+                for server in &servers {
+                    let rows = server.query_tsv(&check(db)?).await?;
+                    done.push(rows.first().and_then(|r| r.first()).is_some_and(|n| n != "0"));
+                }
+                if done.iter().any(|d| *d) && !done.iter().all(|d| *d) {
+                    let (with, without): (Vec<_>, Vec<_>) = servers.iter().zip(&done).partition(|(_, d)| **d);
+                    let urls = |v: Vec<(&&ClickHouse, &bool)>| v.into_iter().map(|(s, _)| s.url().to_owned()).collect();
+                    return Err(StoreError::PartlyApplied { version: m.version, name: m.name, done: urls(with), missing: urls(without) });
+                }
+                done.iter().all(|d| *d)
             }
             None => false,
         };
         for statement in &statements {
             if !in_place {
                 execute(ch, ddl.as_mut().zip(cluster), statement).await?;
-            } else if let Some(ddl) = &mut ddl {
-                // Not run, but learnt: a later ALTER may need this table's layout.
-                ddl.rewrite(statement)?;
+            } else if let Some((ddl, target)) = ddl.as_mut().zip(cluster) {
+                // The change itself is not run again, but what follows it on a cluster (the
+                // Distributed table's rebuild) may not have run before the stop.
+                let rest = ddl.rewrite_in_place(statement)?;
+                run_steps(ch, target, rest).await?;
             }
         }
         ch.execute(&record_applied(db, m, dialect)?).await?;

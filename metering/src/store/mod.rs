@@ -115,6 +115,19 @@ pub enum StoreError {
         /// The server asked.
         url: String,
     },
+    /// A migration's change is in place on some shards and not on others (a run stopped
+    /// between them, or a shard was changed by hand).
+    #[error("migration {version} ({name}) is in place on {done:?} but not on {missing:?}; finish it there by hand (see the statements in deploy/clickhouse/cluster/schema.sql), then run migrate again")]
+    PartlyApplied {
+        /// The migration.
+        version: u32,
+        /// Its name.
+        name: &'static str,
+        /// Shards' servers that have it.
+        done: Vec<String>,
+        /// Shards' servers that do not.
+        missing: Vec<String>,
+    },
     /// The servers named per shard are not one per shard of the cluster.
     #[error("cluster {cluster:?} in system.clusters of {url} has {shards} shards, but {given} shard URLs were given")]
     ShardCount {

@@ -52,12 +52,13 @@ pub fn add_custom_meter_columns(db: &str) -> Result<Sql, BadIdentifier> {
     ))
 }
 
-/// Whether migration 2 is in place: one row with a non-zero count when it is. 18.16
+/// Whether migration 3 is in place: one row with a non-zero count when it is. 18.16
 /// has no `ADD COLUMN IF NOT EXISTS`, so a migration interrupted after the ALTER asks this.
 pub fn has_custom_meter_columns(db: &str) -> Sql {
     Sql::new("SELECT count() FROM system.columns WHERE database = ")
         .bind(db)
-        .push(" AND table = 'usage' AND name = 'unique_value'")
+        // `usage_local` on a cluster: the ALTER changes it first, the Distributed `usage` after.
+        .push(" AND table IN ('usage', 'usage_local') AND name = 'unique_value'")
 }
 
 /// The target of the writer's INSERT: `db.usage (columns)`.
