@@ -333,3 +333,68 @@ async fn resent_batches_through_other_servers_and_a_killed_replica_count_once() 
     assert_eq!(rows(1), rows(0));
     assert_exact(&cluster, &db, &data, &[0, 1, 2, 3]).await;
 }
+
+/// Sealing reads its snapshot back to digest it. On a cluster the snapshot lands on one replica
+/// per shard first; read back from another that has not fetched it yet, the digest would cover
+/// part of it and every later verification would fail. With fetches stopped for a while on every
+/// server but the one sealing, the seal still digests the whole snapshot (without the wait, a read
+/// back from shard 2's other replica misses half the time), and verifies through every server.
+#[tokio::test]
+async fn a_seal_on_a_cluster_digests_the_whole_snapshot_and_verifies_through_every_server() {
+    let cluster = ClickHouseCluster::start().unwrap();
+    let db = unique_db("cluster_seal");
+    migrate_on_cluster(&client(&cluster, 0), &db, &target(&cluster)).await.unwrap();
+    let mut writer = UsageWriter::new(client(&cluster, 0), &db, Catalog::builtin()).unwrap();
+    for b in dataset() {
+        writer.push(&b).unwrap();
+    }
+    writer.flush().await.unwrap();
+    sync_replicas(&cluster, &db, &[0, 1, 2, 3]);
+    let live = cluster
+        .query(
+            0,
+            &format!(
+                "SELECT count() FROM (SELECT 1 FROM {db}.usage WHERE window_start >= toDateTime('2026-01-01 00:00:00', 'UTC') \
+                 AND window_start < toDateTime('2026-02-01 00:00:00', 'UTC') \
+                 GROUP BY tenant, meter, window_start, service, route, dimensions, unique_value, source_id, batch_seq)"
+            ),
+        )
+        .unwrap();
+    let live: u64 = live.trim().parse().unwrap();
+    assert!(live > 100, "{live}");
+
+    for i in [1, 2, 3] {
+        for table in ["sealed_usage_local", "sealed_sla_local"] {
+            cluster.query(i, &format!("SYSTEM STOP FETCHES {db}.{table}")).unwrap();
+        }
+    }
+    let restarted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let restart = {
+        let urls: Vec<String> = [1, 2, 3].iter().map(|&i| cluster.node(i).http_url()).collect();
+        let (db, restarted) = (db.clone(), restarted.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            restarted.store(true, std::sync::atomic::Ordering::SeqCst);
+            for url in urls {
+                for table in ["sealed_usage_local", "sealed_sla_local"] {
+                    let sql = format!("SYSTEM START FETCHES {db}.{table}");
+                    reqwest::Client::new().post(&url).body(sql).send().await.unwrap().error_for_status().unwrap();
+                }
+            }
+        })
+    };
+    let month = metering::pricing::BillingMonth::parse("2026-01").unwrap();
+    let sealed = metering::seal::seal(&client(&cluster, 0), &db, month, datetime!(2026-12-01 00:00 UTC)).await.unwrap();
+    // It waited for the replicas: no replica but the one written could have the snapshot sooner.
+    assert!(restarted.load(std::sync::atomic::Ordering::SeqCst), "the seal returned while fetches were stopped");
+    restart.await.unwrap();
+    assert_eq!(sealed.rows, live);
+    for i in 0..4 {
+        cluster.sync_replica(i, &format!("{db}.sealed_usage_local"), Duration::from_secs(60)).unwrap();
+    }
+    for i in 0..4 {
+        let v = metering::seal::verify(&client(&cluster, i), &db, month).await.unwrap().unwrap();
+        assert!(v.verified, "server {i}: {v:?}");
+        assert_eq!((v.recomputed_rows, &v.period.digest), (live, &sealed.digest), "server {i}");
+    }
+}

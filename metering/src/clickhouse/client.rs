@@ -98,7 +98,7 @@ impl ClickHouse {
 
     /// The same client with a ClickHouse setting sent on every call (e.g.
     /// `insert_distributed_sync=1` for writes through Distributed tables).
-    pub fn with_setting(mut self, name: &'static str, value: &'static str) -> Self {
+    pub fn with_setting(mut self, name: &str, value: &str) -> Self {
         self.base.query_pairs_mut().append_pair(name, value);
         self
     }

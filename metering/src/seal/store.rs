@@ -5,6 +5,7 @@ use time::OffsetDateTime;
 
 use super::digest::{digest, SealedRow, SealedSlaRow, GENESIS};
 use super::schema;
+use crate::clickhouse::sql::Sql;
 use crate::clickhouse::ClickHouse;
 use crate::pricing::BillingMonth;
 use crate::store::StoreError;
@@ -164,6 +165,32 @@ fn previous_digest(all: &[Period], month: &str) -> String {
     all.iter().rfind(|p| p.month.as_str() < month).map_or_else(|| GENESIS.to_owned(), |p| p.digest.clone())
 }
 
+/// The client that writes a snapshot. On a cluster (`sealed_usage` is Distributed) the snapshot
+/// lands on one replica per shard first, and reading it back from another replica that has not
+/// fetched it yet would digest part of it: so the write waits until every replica of each shard
+/// has it (`insert_quorum`, the fewest replicas of any shard; sealing then needs them all up).
+async fn snapshot_writer(ch: &ClickHouse, db: &str) -> Result<ClickHouse, StoreError> {
+    let engine = ch
+        .query_tsv(&Sql::new("SELECT engine_full FROM system.tables WHERE database = ").bind(db).push(" AND name = 'sealed_usage'"))
+        .await?;
+    let engine = engine.first().and_then(|r| r.first()).map_or("", String::as_str);
+    let Some(args) = engine.strip_prefix("Distributed(") else { return Ok(ch.clone()) };
+    let cluster = args.split(',').next().unwrap_or_default().trim().trim_matches(['`', '\'', '"']);
+    let replicas = ch
+        .query_tsv(
+            &Sql::new("SELECT min(n) FROM (SELECT count() AS n FROM system.clusters WHERE cluster = ")
+                .bind(cluster)
+                .push(" GROUP BY shard_num)"),
+        )
+        .await?;
+    let quorum: u64 = replicas.first().and_then(|r| r.first()).and_then(|n| n.parse().ok()).unwrap_or(0);
+    if quorum == 0 {
+        return Err(StoreError::NoCluster { cluster: cluster.to_owned(), url: ch.url().to_owned() });
+    }
+    let writer = ch.clone().with_setting("insert_distributed_sync", "1");
+    Ok(if quorum > 1 { writer.with_setting("insert_quorum", &quorum.to_string()) } else { writer })
+}
+
 /// Seals `month` (which must have ended by `now`, and be later than every sealed month).
 pub async fn seal(ch: &ClickHouse, db: &str, month: BillingMonth, now: OffsetDateTime) -> Result<Period, SealError> {
     let name = month.to_string();
@@ -180,8 +207,9 @@ pub async fn seal(ch: &ClickHouse, db: &str, month: BillingMonth, now: OffsetDat
     }
     let previous = previous_digest(&all, &name);
     let seal_id = format!("{name}/{}/{}", now.unix_timestamp_nanos(), std::process::id());
+    let writer = snapshot_writer(ch, db).await?;
     for snapshot in [schema::snapshot(db, &seal_id, from, to), schema::snapshot_sla(db, &seal_id, from, to)] {
-        ch.execute(&snapshot.map_err(StoreError::from)?).await.map_err(StoreError::from)?;
+        writer.execute(&snapshot.map_err(StoreError::from)?).await.map_err(StoreError::from)?;
     }
     // Digest what was stored, not what was meant to be: the snapshot read back.
     let rows = read_rows(ch, db, &seal_id).await?;
