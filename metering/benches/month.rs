@@ -125,8 +125,7 @@ fn main() -> Result<()> {
     for run in 0..args.runs {
         for phase in Phase::ALL {
             wait_until_quiet(server_pid)?;
-            // A client per phase, as each CLI run has: a pooled connection idle for longer than the
-            // server's keep-alive (3 s) fails the next request ("connection closed before message completed").
+            // A client per phase, as each CLI run has.
             let ch = client(&server)?;
             let ctx = Ctx {
                 ch: &ch,

@@ -261,3 +261,21 @@ async fn an_unreachable_server_is_a_retryable_error_and_keeps_the_buffer() {
     }
     assert_eq!(writer.pending_rows(), 1);
 }
+
+/// ClickHouse closes a keep-alive connection idle for `keep_alive_timeout` (10 s by default, 3 s in
+/// Debian's shipped config); a client reusing one just as the server closes it got "connection
+/// closed before message completed" (1 call in 8 spaced at ~10 s, before idle connections were
+/// dropped after 2 s). Calls spaced right around the timeout all succeed.
+#[tokio::test]
+async fn calls_spaced_around_the_servers_keep_alive_timeout_all_succeed() {
+    let server = testkit::ClickHouseServer::start().unwrap();
+    let ch = ClickHouse::new(&server.http_url(), Duration::from_secs(10)).unwrap();
+    let mut failures = Vec::new();
+    for (i, gap_ms) in [9_980, 9_995, 10_005, 10_020, 0].into_iter().enumerate() {
+        if let Err(e) = ch.query_tsv(&Sql::new("SELECT 1")).await {
+            failures.push(format!("call {i}: {e}"));
+        }
+        tokio::time::sleep(Duration::from_millis(gap_ms)).await;
+    }
+    assert_eq!(failures, Vec::<String>::new());
+}

@@ -90,6 +90,9 @@ impl ClickHouse {
         let _ = base.set_password(None);
         let http = reqwest::Client::builder()
             .timeout(timeout)
+            // Shorter than any server's keep_alive_timeout (3 s in Debian's config, 10 s by
+            // default): a connection the server closes as it is reused fails the call.
+            .pool_idle_timeout(Duration::from_secs(2))
             .build()
             .map_err(|e| bad(&e.to_string()))?;
         let display = base.as_str().trim_end_matches('/').to_owned();
