@@ -121,9 +121,10 @@ fn main() -> Result<()> {
     std::fs::write(plans.path(), plans_yaml(&shape))?;
     let book = plan::load(plans.path(), &catalog).context("loading the generated plans file")?;
 
-    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); Phase::ALL.len()];
-    for run in 0..args.runs {
-        for phase in Phase::ALL {
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); Phase::ALL.len() + Phase::ONCE.len()];
+    let once = Phase::ONCE.map(|p| (args.runs, p));
+    for (run, phase) in (0..args.runs).flat_map(|run| Phase::ALL.map(|p| (run, p))).chain(once) {
+        {
             wait_until_quiet(server_pid)?;
             // A client per phase, as each CLI run has.
             let ch = client(&server)?;
@@ -138,7 +139,7 @@ fn main() -> Result<()> {
             let sample = measure(server_pid, || rt.block_on(ctx.run(phase)))?;
             eprintln!(
                 "run {}/{}  {:<34} {}",
-                run + 1,
+                (run + 1).min(args.runs),
                 args.runs,
                 phase.label(),
                 sample.describe()
@@ -169,10 +170,12 @@ fn main() -> Result<()> {
     println!("| phase | wall s (median) | wall s (min – max) | our CPU s | our peak RSS | ClickHouse CPU s | ClickHouse peak RSS | output |");
     println!("|---|--:|--:|--:|--:|--:|--:|--:|");
     let mut total = 0.0;
-    for phase in Phase::ALL {
+    for phase in Phase::ALL.into_iter().chain(Phase::ONCE) {
         let s = &samples[phase as usize];
         let wall: Vec<f64> = s.iter().map(|s| s.wall.as_secs_f64()).collect();
-        total += median(wall.iter().copied());
+        if Phase::ALL.contains(&phase) {
+            total += median(wall.iter().copied());
+        }
         println!(
             "| {} | {:.2} | {:.2} – {:.2} | {:.2} | {} | {:.2} | {} | {} |",
             phase.label(),
@@ -433,21 +436,28 @@ fn plans_yaml(shape: &Shape) -> String {
 }
 
 /// The measured phases.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Invoices,
     UsageReport,
     SlaReport,
+    Seal,
+    Verify,
 }
 
 impl Phase {
+    /// Measured `--runs` times.
     const ALL: [Phase; 3] = [Phase::Invoices, Phase::UsageReport, Phase::SlaReport];
+    /// Measured once, after them (a month is sealed once).
+    const ONCE: [Phase; 2] = [Phase::Seal, Phase::Verify];
 
     fn label(self) -> &'static str {
         match self {
             Phase::Invoices => "every tenant's invoice",
             Phase::UsageReport => "usage report, all tenants",
             Phase::SlaReport => "SLA report, all tenants, credits",
+            Phase::Seal => "seal the month (once)",
+            Phase::Verify => "verify the seal (once)",
         }
     }
 }
@@ -538,6 +548,18 @@ impl Ctx<'_> {
                     );
                 }
                 Ok(bytes)
+            }
+            Phase::Seal => {
+                let now = time::OffsetDateTime::now_utc();
+                let p = metering::seal::seal(ch, db, month, now).await.context("sealing")?;
+                ensure!(p.rows == self.shape.usage_rows(), "sealed {} usage rows, generated {}", p.rows, self.shape.usage_rows());
+                ensure!(p.sla_rows == self.shape.sla_rows(), "sealed {} SLA rows, generated {}", p.sla_rows, self.shape.sla_rows());
+                Ok(serde_json::to_vec_pretty(&p)?.len())
+            }
+            Phase::Verify => {
+                let v = metering::seal::verify(ch, db, month).await.context("verifying")?.context("the month is not sealed")?;
+                ensure!(v.verified && v.recomputed_rows == self.shape.usage_rows(), "the seal does not verify: {v:?}");
+                Ok(serde_json::to_vec_pretty(&v)?.len())
             }
         }
     }

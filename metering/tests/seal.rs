@@ -256,8 +256,11 @@ fn seal_sql_runs_on_the_modern_dialect_with_the_same_digest() {
         common::chdb_insert_rowbinary(&mut chdb, &format!("{db}.sla"), &insert_sla(db).unwrap(), SLA_INSERT_STRUCTURE, &sla);
         chdb.query(schema::snapshot(db, "s1", from, to).unwrap().as_str()).unwrap();
         chdb.query(schema::snapshot_sla(db, "s1", from, to).unwrap().as_str()).unwrap();
-        let rows = parse_snapshot(parse_tsv(&chdb.query(schema::read_snapshot(db, "s1").unwrap().as_str()).unwrap())).unwrap();
-        let sla_rows = parse_sla_snapshot(parse_tsv(&chdb.query(schema::read_sla_snapshot(db, "s1").unwrap().as_str()).unwrap())).unwrap();
+        let tenants = |chdb: &mut Chdb, table| parse_tsv(&chdb.query(schema::snapshot_tenants(db, "s1", table).unwrap().as_str()).unwrap());
+        assert_eq!(tenants(&mut chdb, schema::Snapshot::Usage), [["acme", "1"]]);
+        assert_eq!(tenants(&mut chdb, schema::Snapshot::Sla), [["acme", "1"]]);
+        let rows = parse_snapshot(parse_tsv(&chdb.query(schema::read_snapshot(db, "s1", "acme").unwrap().as_str()).unwrap())).unwrap();
+        let sla_rows = parse_sla_snapshot(parse_tsv(&chdb.query(schema::read_sla_snapshot(db, "s1", "acme").unwrap().as_str()).unwrap())).unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].value, 5000.into());
         assert_eq!((sla_rows.len(), sla_rows[0].requests, sla_rows[0].errors, sla_rows[0].exemplars.as_str()), (1, 1000, 2, ""));

@@ -93,51 +93,114 @@ fn field(out: &mut String, s: &str) {
     out.push('\t');
 }
 
+/// The canonical text's first lines, before the usage rows.
+fn header(out: &mut String, month: &str, previous: &str, usage_rows: u64) {
+    let _ = write!(out, "tally-seal-v1\n{month}\n{previous}\n{usage_rows}\n");
+}
+
+/// The lines of `rows` (in any order), sorted.
+fn usage_lines(out: &mut String, rows: &[SealedRow]) {
+    let mut sorted: Vec<&SealedRow> = rows.iter().collect();
+    sorted.sort_by_cached_key(|r| {
+        (r.tenant.clone(), r.meter.clone(), r.window_start, r.service.clone(), r.route.clone(), r.dimensions.clone(), r.unique_value.clone(), r.value.normalize().to_string(), r.unit.clone(), r.aggregation.clone(), r.source_id.clone(), r.batch_seq)
+    });
+    for r in sorted {
+        field(out, &r.tenant);
+        field(out, &r.meter);
+        let _ = write!(out, "{}\t", r.window_start);
+        field(out, &r.service);
+        field(out, &r.route);
+        field(out, &r.dimensions);
+        field(out, &r.unique_value);
+        let _ = write!(out, "{}\t", r.value.normalize());
+        field(out, &r.unit);
+        field(out, &r.aggregation);
+        field(out, &r.source_id);
+        let _ = writeln!(out, "{}", r.batch_seq);
+    }
+}
+
+/// The lines of `rows` (in any order), sorted: the derived order is the field order above.
+fn sla_lines(out: &mut String, rows: &[SealedSlaRow]) {
+    let mut sorted: Vec<&SealedSlaRow> = rows.iter().collect();
+    sorted.sort();
+    for r in sorted {
+        field(out, &r.tenant);
+        field(out, &r.service);
+        field(out, &r.route);
+        let _ = write!(out, "{}\t{}\t{}\t", r.window_start, r.requests, r.errors);
+        field(out, &r.latency);
+        field(out, &r.exemplars);
+        field(out, &r.source_id);
+        let _ = writeln!(out, "{}", r.batch_seq);
+    }
+}
+
 /// The canonical text of `rows` and `sla` (in any order) for `month` chained to `previous`.
 pub fn canonical(month: &str, previous: &str, rows: &[SealedRow], sla: &[SealedSlaRow]) -> String {
-    let mut sorted: Vec<&SealedRow> = rows.iter().collect();
-    sorted.sort_by(|a, b| {
-        let key = |r: &SealedRow| (r.tenant.clone(), r.meter.clone(), r.window_start, r.service.clone(), r.route.clone(), r.dimensions.clone(), r.unique_value.clone(), r.value.normalize().to_string(), r.unit.clone(), r.aggregation.clone(), r.source_id.clone(), r.batch_seq);
-        key(a).cmp(&key(b))
-    });
-    let mut out = format!("tally-seal-v1\n{month}\n{previous}\n{}\n", rows.len());
-    for r in sorted {
-        field(&mut out, &r.tenant);
-        field(&mut out, &r.meter);
-        let _ = write!(out, "{}\t", r.window_start);
-        field(&mut out, &r.service);
-        field(&mut out, &r.route);
-        field(&mut out, &r.dimensions);
-        field(&mut out, &r.unique_value);
-        let _ = write!(out, "{}\t", r.value.normalize());
-        field(&mut out, &r.unit);
-        field(&mut out, &r.aggregation);
-        field(&mut out, &r.source_id);
-        let _ = writeln!(out, "{}", r.batch_seq);
-    }
-    // The derived order is the field order above: the canonical order.
-    let mut sla: Vec<&SealedSlaRow> = sla.iter().collect();
-    sla.sort();
+    let mut out = String::new();
+    header(&mut out, month, previous, rows.len() as u64);
+    usage_lines(&mut out, rows);
     let _ = writeln!(out, "sla {}", sla.len());
-    for r in sla {
-        field(&mut out, &r.tenant);
-        field(&mut out, &r.service);
-        field(&mut out, &r.route);
-        let _ = write!(out, "{}\t{}\t{}\t", r.window_start, r.requests, r.errors);
-        field(&mut out, &r.latency);
-        field(&mut out, &r.exemplars);
-        field(&mut out, &r.source_id);
-        let _ = writeln!(out, "{}", r.batch_seq);
-    }
+    sla_lines(&mut out, sla);
     out
 }
 
 /// The lowercase hex SHA-256 of [`canonical`].
 pub fn digest(month: &str, previous: &str, rows: &[SealedRow], sla: &[SealedSlaRow]) -> String {
-    Sha256::digest(canonical(month, previous, rows, sla).as_bytes()).iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    let mut d = Digester::new(month, previous, rows.len() as u64);
+    d.usage(rows);
+    d.sla_section(sla.len() as u64);
+    d.sla(sla);
+    d.finish()
+}
+
+/// [`digest`] fed a part at a time, so that a month of any size is digested without holding
+/// it whole: the canonical order is tenant first, so a part is one or more whole tenants, after
+/// every tenant fed before it (usage parts, then [`sla_section`](Self::sla_section), then SLA parts).
+pub struct Digester {
+    hasher: Sha256,
+    text: String,
+}
+
+impl Digester {
+    /// A digest of `month` chained to `previous`, of `usage_rows` usage rows in all.
+    pub fn new(month: &str, previous: &str, usage_rows: u64) -> Self {
+        let mut text = String::new();
+        header(&mut text, month, previous, usage_rows);
+        Self { hasher: Sha256::new(), text }
+    }
+
+    /// Adds whole tenants' usage rows, in any order within the part.
+    pub fn usage(&mut self, rows: &[SealedRow]) {
+        usage_lines(&mut self.text, rows);
+        self.flush();
+    }
+
+    /// Ends the usage rows; `sla_rows` SLA rows follow.
+    pub fn sla_section(&mut self, sla_rows: u64) {
+        let _ = writeln!(self.text, "sla {sla_rows}");
+    }
+
+    /// Adds whole tenants' SLA rows, in any order within the part.
+    pub fn sla(&mut self, rows: &[SealedSlaRow]) {
+        sla_lines(&mut self.text, rows);
+        self.flush();
+    }
+
+    fn flush(&mut self) {
+        self.hasher.update(self.text.as_bytes());
+        self.text.clear();
+    }
+
+    /// The lowercase hex digest.
+    pub fn finish(mut self) -> String {
+        self.flush();
+        self.hasher.finalize().iter().fold(String::with_capacity(64), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+    }
 }
 
 #[cfg(test)]
@@ -166,5 +229,22 @@ mod tests {
         assert_ne!(digest("2026-11", GENESIS, &[], &[]), digest("2026-11", &"1".repeat(64), &[], &[]));
         // The empty month's digest, as `printf 'tally-seal-v1\n2026-11\n0…0\n0\nsla 0\n' | sha256sum` gives it.
         assert_eq!(digest("2026-11", GENESIS, &[], &[]), "525b6142dcbeb5bd6e100ba002390fb13286f2bb7b12c89c3ed673965f49b6c3");
+    }
+
+    #[test]
+    fn a_digest_fed_a_tenant_at_a_time_is_the_digest_of_the_whole() {
+        let sla = |tenant: &str, requests| SealedSlaRow { tenant: tenant.into(), requests, ..Default::default() };
+        let rows = [row("globex", "3"), row("acme", "2"), row("acme", "1"), row("initech", "4")];
+        let slas = [sla("initech", 5), sla("acme", 7), sla("acme", 6)];
+        let whole = digest("2026-11", GENESIS, &rows, &slas);
+        let mut d = Digester::new("2026-11", GENESIS, 4);
+        // Tenants in order, rows within a tenant in any order.
+        d.usage(&[row("acme", "1"), row("acme", "2")]);
+        d.usage(&[row("globex", "3")]);
+        d.usage(&[row("initech", "4")]);
+        d.sla_section(3);
+        d.sla(&[sla("acme", 6), sla("acme", 7)]);
+        d.sla(&[sla("initech", 5)]);
+        assert_eq!(d.finish(), whole);
     }
 }

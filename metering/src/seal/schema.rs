@@ -64,8 +64,8 @@ pub fn snapshot_sla(db: &str, seal_id: &str, from: OffsetDateTime, to: OffsetDat
         .push(" GROUP BY tenant, service, route, window_start, source_id, batch_seq)"))
 }
 
-/// The SLA rows of a snapshot, as [`super::digest::SealedSlaRow`] fields.
-pub fn read_sla_snapshot(db: &str, seal_id: &str) -> Result<Sql, BadIdentifier> {
+/// One tenant's SLA rows of a snapshot, as [`super::digest::SealedSlaRow`] fields.
+pub fn read_sla_snapshot(db: &str, seal_id: &str, tenant: &str) -> Result<Sql, BadIdentifier> {
     Ok(Sql::new(
         "SELECT tenant, service, route, toUInt32(window_start), requests, errors, \
          arrayStringConcat(arrayMap((b, c) -> concat(toString(b), ':', toString(c)), latency_buckets, latency_counts), ','), \
@@ -74,7 +74,9 @@ pub fn read_sla_snapshot(db: &str, seal_id: &str) -> Result<Sql, BadIdentifier> 
     )
     .ident(db)?
     .push(".sealed_sla WHERE seal_id = ")
-    .bind(seal_id))
+    .bind(seal_id)
+    .push(" AND tenant = ")
+    .bind(tenant))
 }
 
 /// The month's live usage, collapsed to one row per key (as the roll-ups keep it),
@@ -99,15 +101,39 @@ pub fn snapshot(db: &str, seal_id: &str, from: OffsetDateTime, to: OffsetDateTim
         .push(" GROUP BY tenant, meter, window_start, service, route, dimensions, unique_value, source_id, batch_seq"))
 }
 
-/// The rows of a snapshot, as [`super::digest::SealedRow`] fields.
-pub fn read_snapshot(db: &str, seal_id: &str) -> Result<Sql, BadIdentifier> {
+/// One tenant's rows of a snapshot, as [`super::digest::SealedRow`] fields.
+pub fn read_snapshot(db: &str, seal_id: &str, tenant: &str) -> Result<Sql, BadIdentifier> {
     Ok(Sql::new(
         "SELECT tenant, meter, toUInt32(window_start), service, route, dimensions, unique_value, toString(value), unit, \
          aggregation, source_id, batch_seq FROM ",
     )
     .ident(db)?
     .push(".sealed_usage WHERE seal_id = ")
-    .bind(seal_id))
+    .bind(seal_id)
+    .push(" AND tenant = ")
+    .bind(tenant))
+}
+
+/// The tenants of a snapshot's `table` (`usage` or `sla`) and its row count, one row per tenant.
+pub fn snapshot_tenants(db: &str, seal_id: &str, table: Snapshot) -> Result<Sql, BadIdentifier> {
+    Ok(Sql::new("SELECT tenant, count() FROM ")
+        .ident(db)?
+        .push(match table {
+            Snapshot::Usage => ".sealed_usage",
+            Snapshot::Sla => ".sealed_sla",
+        })
+        .push(" WHERE seal_id = ")
+        .bind(seal_id)
+        .push(" GROUP BY tenant"))
+}
+
+/// The two tables of a snapshot.
+#[derive(Debug, Clone, Copy)]
+pub enum Snapshot {
+    /// `sealed_usage`.
+    Usage,
+    /// `sealed_sla`.
+    Sla,
 }
 
 /// Records a seal of `rows` usage and `sla_rows` SLA rows.
