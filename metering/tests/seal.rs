@@ -10,6 +10,7 @@ mod common;
 use std::time::Duration;
 
 use common::serve::{start, tally, Serve};
+use metering::store::rollup::{Granularity, UsageQuery};
 use metering::clickhouse::client::parse_tsv;
 use metering::clickhouse::ClickHouse;
 use metering::meter::Catalog;
@@ -271,6 +272,13 @@ fn seal_sql_runs_on_the_modern_dialect_with_the_same_digest() {
         q.sealed = Some("s1".into());
         let sealed = q.parse_rows(parse_tsv(&chdb.query(q.to_sql(db).unwrap().as_str()).unwrap())).unwrap();
         assert_eq!((sealed.len(), &sealed), (1, &live));
+        let mut q = UsageQuery::new(from, to);
+        q.granularity = Granularity::Month;
+        let live = q.parse_rows(parse_tsv(&chdb.query(q.to_sql(db).unwrap().as_str()).unwrap())).unwrap();
+        q.sealed = Some("s1".into());
+        let sealed = q.parse_rows(parse_tsv(&chdb.query(q.to_sql(db).unwrap().as_str()).unwrap())).unwrap();
+        assert_eq!(sealed.iter().map(|p| (&p.tenant, &p.meter, p.value)).collect::<Vec<_>>(), [(&"acme".to_owned(), &"spans".to_owned(), 5000.into())]);
+        assert_eq!(sealed, live);
         let late_rows = |chdb: &mut Chdb| chdb.query(schema::count_late(db, "s1", from, to).unwrap().as_str()).unwrap();
         assert_eq!(late_rows(&mut chdb), "0\n");
         let mut bytes = Vec::new();

@@ -112,10 +112,12 @@ impl SlaQuery {
                 " AS bucket, sum(r.1) AS req, sum(r.2) AS err, sumMap(r.3, r.4) AS lat, \
                  arrayReverseSort(groupArrayArray(arrayMap((l, t, e) -> (l, t, e), r.6, r.5, r.7))) AS ex, \
                  arrayConcat(arraySlice(ex, 1, 3), arraySlice(arrayFilter(x -> x.3 = 1, ex), 1, 3)) AS kept \
-                 FROM (SELECT tenant, service, route, window_start, \
-                 any((requests, errors, latency_buckets, latency_counts, exemplar_trace_ids, \
-                 exemplar_latencies_ns, exemplar_errors)) AS r FROM ",
+                 FROM (SELECT tenant, service, route, window_start, ",
             )
+            // A snapshot is one row per key already: no per-key pass over it (see the usage roll-up).
+            .push(if self.sealed.is_some() { "(" } else { "any((" })
+            .push("requests, errors, latency_buckets, latency_counts, exemplar_trace_ids, exemplar_latencies_ns, exemplar_errors)")
+            .push(if self.sealed.is_some() { " AS r FROM " } else { ") AS r FROM " })
             .ident(db)?
             // A snapshot has sla's columns, so the same read serves it.
             .push(if self.sealed.is_some() { ".sealed_sla WHERE window_start >= " } else { ".sla WHERE window_start >= " })
@@ -131,10 +133,10 @@ impl SlaQuery {
         if let Some(service) = &self.service {
             sql = sql.push(" AND service = ").bind(service);
         }
-        Ok(sql.push(
-            " GROUP BY tenant, service, route, window_start, source_id, batch_seq) \
-             GROUP BY tenant, service, rt, bucket) ORDER BY tenant, service, rt, bucket",
-        ))
+        if self.sealed.is_none() {
+            sql = sql.push(" GROUP BY tenant, service, route, window_start, source_id, batch_seq");
+        }
+        Ok(sql.push(") GROUP BY tenant, service, rt, bucket) ORDER BY tenant, service, rt, bucket"))
     }
 
     /// Reads the rows [`to_sql`](Self::to_sql) returns (as TabSeparated fields).

@@ -264,9 +264,15 @@ impl UsageQuery {
             .push(
                 " AS dims, multiIf(any(a) = 'max', max(v), \
                  any(a) = 'unique_count', toDecimal128(uniqExact(unique_value), 9), sum(v)) AS total, \
-                 any(u) AS unit FROM (SELECT tenant, meter, window_start, service, dimensions, unique_value, \
-                 max(value) AS v, any(unit) AS u, any(aggregation) AS a FROM ",
+                 any(u) AS unit FROM (SELECT tenant, meter, window_start, service, dimensions, unique_value, ",
             )
+            // A snapshot is already one row per key (sealing collapsed it): read as it is, without
+            // the per-key hash of every row that live usage needs (about 10× the cost).
+            .push(if self.sealed.is_some() {
+                "value AS v, unit AS u, aggregation AS a FROM "
+            } else {
+                "max(value) AS v, any(unit) AS u, any(aggregation) AS a FROM "
+            })
             .ident(db)?
             // A snapshot has usage's columns, so the same roll-up reads it.
             .push(if self.sealed.is_some() { ".sealed_usage WHERE window_start >= " } else { ".usage WHERE window_start >= " })
@@ -282,10 +288,10 @@ impl UsageQuery {
         if let Some(meter) = &self.meter {
             sql = sql.push(" AND meter = ").bind(meter);
         }
-        sql = sql.push(
-            " GROUP BY tenant, meter, window_start, service, route, dimensions, source_id, batch_seq, unique_value) \
-             GROUP BY tenant, meter, bucket, svc, dims",
-        );
+        if self.sealed.is_none() {
+            sql = sql.push(" GROUP BY tenant, meter, window_start, service, route, dimensions, source_id, batch_seq, unique_value");
+        }
+        sql = sql.push(") GROUP BY tenant, meter, bucket, svc, dims");
         if let Some(after) = &self.after {
             sql = sql
                 .push(" HAVING (tenant, meter, bucket, svc, dims) > (")
