@@ -17,9 +17,11 @@
 //! * the usage report of all tenants (`report::read_usage_report`), as JSON;
 //! * the SLA report of all tenants with credits (`report::read_sla_report`), as JSON;
 //!
-//! with wall time, CPU and peak resident memory of this process and of the
-//! server per phase (peaks reset through `/proc/<pid>/clear_refs` before each),
-//! and prints the medians as a Markdown table.
+//! Then it seals the month and verifies the seal once (`seal::seal`, `seal::verify`, as
+//! `tally seal|verify`), and measures the three again, `--runs` times, now from the
+//! seal (as billing reads a closed month). Every phase gets wall time, CPU and peak
+//! resident memory of this process and of the server (peaks reset through
+//! `/proc/<pid>/clear_refs` before each), and the medians are printed as a Markdown table.
 //!
 //! Values are a closed-form function of tenant, meter and minute, so the bench
 //! checks exactness: some tenants' invoice lines, report totals and request
@@ -121,30 +123,27 @@ fn main() -> Result<()> {
     std::fs::write(plans.path(), plans_yaml(&shape))?;
     let book = plan::load(plans.path(), &catalog).context("loading the generated plans file")?;
 
-    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); Phase::ALL.len() + Phase::ONCE.len()];
-    let once = Phase::ONCE.map(|p| (args.runs, p));
-    for (run, phase) in (0..args.runs).flat_map(|run| Phase::ALL.map(|p| (run, p))).chain(once) {
-        {
-            wait_until_quiet(server_pid)?;
-            // A client per phase, as each CLI run has.
-            let ch = client(&server)?;
-            let ctx = Ctx {
-                ch: &ch,
-                db: &db,
-                book: &book,
-                catalog: &catalog,
-                month,
-                shape: &shape,
-            };
-            let sample = measure(server_pid, || rt.block_on(ctx.run(phase)))?;
-            eprintln!(
-                "run {}/{}  {:<34} {}",
-                (run + 1).min(args.runs),
-                args.runs,
-                phase.label(),
-                sample.describe()
-            );
-            samples[phase as usize].push(sample);
+    // The live month `--runs` times; then it is sealed and verified once; then read `--runs` times
+    // from its seal, as billing reads a closed month.
+    let live = (0..args.runs).flat_map(|run| Phase::ALL.map(|p| (run, p, false)));
+    let sealed = (0..args.runs).flat_map(|run| Phase::ALL.map(|p| (run, p, true)));
+    // (label, which "all three" total it counts in, samples)
+    let mut rows: Vec<(String, Option<usize>, Vec<Sample>)> = Vec::new();
+    for (run, phase, after_seal) in live.chain(Phase::ONCE.map(|p| (0, p, true))).chain(sealed) {
+        wait_until_quiet(server_pid)?;
+        // A client per phase, as each CLI run has.
+        let ch = client(&server)?;
+        let ctx = Ctx { ch: &ch, db: &db, book: &book, catalog: &catalog, month, shape: &shape };
+        let sample = measure(server_pid, || rt.block_on(ctx.run(phase)))?;
+        let (label, total) = match (after_seal, Phase::ALL.contains(&phase)) {
+            (false, _) => (phase.label().to_owned(), Some(0)),
+            (true, true) => (format!("{}, from the seal", phase.label()), Some(1)),
+            (true, false) => (phase.label().to_owned(), None),
+        };
+        eprintln!("run {}/{}  {label:<50} {}", run + 1, args.runs, sample.describe());
+        match rows.iter_mut().find(|r| r.0 == label) {
+            Some(row) => row.2.push(sample),
+            None => rows.push((label, total, vec![sample])),
         }
     }
 
@@ -169,16 +168,14 @@ fn main() -> Result<()> {
     println!();
     println!("| phase | wall s (median) | wall s (min – max) | our CPU s | our peak RSS | ClickHouse CPU s | ClickHouse peak RSS | output |");
     println!("|---|--:|--:|--:|--:|--:|--:|--:|");
-    let mut total = 0.0;
-    for phase in Phase::ALL.into_iter().chain(Phase::ONCE) {
-        let s = &samples[phase as usize];
+    let mut totals = [0.0; 2];
+    for (label, total, s) in &rows {
         let wall: Vec<f64> = s.iter().map(|s| s.wall.as_secs_f64()).collect();
-        if Phase::ALL.contains(&phase) {
-            total += median(wall.iter().copied());
+        if let Some(t) = total {
+            totals[*t] += median(wall.iter().copied());
         }
         println!(
-            "| {} | {:.2} | {:.2} – {:.2} | {:.2} | {} | {:.2} | {} | {} |",
-            phase.label(),
+            "| {label} | {:.2} | {:.2} – {:.2} | {:.2} | {} | {:.2} | {} | {} |",
             median(wall.iter().copied()),
             wall.iter().copied().fold(f64::INFINITY, f64::min),
             wall.iter().copied().fold(0.0, f64::max),
@@ -189,7 +186,8 @@ fn main() -> Result<()> {
             mib(median(s.iter().map(|s| s.output_bytes as f64 / 1024.0))),
         );
     }
-    println!("| **all three** | **{total:.2}** | | | | | | |");
+    println!("| **all three, live** | **{:.2}** | | | | | | |", totals[0]);
+    println!("| **all three, from the seal** | **{:.2}** | | | | | | |", totals[1]);
     println!();
     println!(
         "Peak RSS: `VmHWM`, reset before each phase (`/proc/<pid>/clear_refs`). ClickHouse's CPU includes any \
