@@ -255,8 +255,11 @@ fn seal_sql_runs_on_the_modern_dialect_with_the_same_digest() {
         let mut sla = sla_bytes(false);
         sla.extend(sla_bytes(false)); // a retry: the same rows
         common::chdb_insert_rowbinary(&mut chdb, &format!("{db}.sla"), &insert_sla(db).unwrap(), SLA_INSERT_STRUCTURE, &sla);
-        chdb.query(schema::snapshot(db, "s1", from, to).unwrap().as_str()).unwrap();
-        chdb.query(schema::snapshot_sla(db, "s1", from, to).unwrap().as_str()).unwrap();
+        for table in [schema::Snapshot::Usage, schema::Snapshot::Sla] {
+            assert_eq!(parse_tsv(&chdb.query(schema::live_tenants(db, table, from, to).unwrap().as_str()).unwrap()), [["acme"]]);
+        }
+        chdb.query(schema::snapshot(db, "s1", "acme", from, to).unwrap().as_str()).unwrap();
+        chdb.query(schema::snapshot_sla(db, "s1", "acme", from, to).unwrap().as_str()).unwrap();
         let tenants = |chdb: &mut Chdb, table| parse_tsv(&chdb.query(schema::snapshot_tenants(db, "s1", table).unwrap().as_str()).unwrap());
         assert_eq!(tenants(&mut chdb, schema::Snapshot::Usage), [["acme", "1"]]);
         assert_eq!(tenants(&mut chdb, schema::Snapshot::Sla), [["acme", "1"]]);

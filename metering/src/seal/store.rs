@@ -241,8 +241,15 @@ pub async fn seal(ch: &ClickHouse, db: &str, month: BillingMonth, now: OffsetDat
     let previous = previous_digest(&all, &name);
     let seal_id = format!("{name}/{}/{}", now.unix_timestamp_nanos(), std::process::id());
     let writer = snapshot_writer(ch, db).await?;
-    for snapshot in [schema::snapshot(db, &seal_id, from, to), schema::snapshot_sla(db, &seal_id, from, to)] {
-        writer.execute(&snapshot.map_err(StoreError::from)?).await.map_err(StoreError::from)?;
+    for table in [schema::Snapshot::Usage, schema::Snapshot::Sla] {
+        let tenants = ch.query_tsv(&schema::live_tenants(db, table, from, to).map_err(StoreError::from)?).await.map_err(StoreError::from)?;
+        for tenant in tenants.into_iter().filter_map(|r| r.into_iter().next()) {
+            let snapshot = match table {
+                schema::Snapshot::Usage => schema::snapshot(db, &seal_id, &tenant, from, to),
+                schema::Snapshot::Sla => schema::snapshot_sla(db, &seal_id, &tenant, from, to),
+            };
+            writer.execute(&snapshot.map_err(StoreError::from)?).await.map_err(StoreError::from)?;
+        }
     }
     // Digest what was stored, not what was meant to be: the snapshot read back.
     let (digest, rows, sla_rows) = digest_snapshot(ch, db, &seal_id, &name, &previous).await?;
