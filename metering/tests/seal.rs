@@ -282,7 +282,7 @@ fn seal_sql_runs_on_the_modern_dialect_with_the_same_digest() {
         let sealed = q.parse_rows(parse_tsv(&chdb.query(q.to_sql(db).unwrap().as_str()).unwrap())).unwrap();
         assert_eq!(sealed.iter().map(|p| (&p.tenant, &p.meter, p.value)).collect::<Vec<_>>(), [(&"acme".to_owned(), &"spans".to_owned(), 5000.into())]);
         assert_eq!(sealed, live);
-        let late_rows = |chdb: &mut Chdb| chdb.query(schema::count_late(db, "s1", from, to).unwrap().as_str()).unwrap();
+        let late_rows = |chdb: &mut Chdb| chdb.query(schema::count_late(db, "s1", "acme", from, to).unwrap().as_str()).unwrap();
         assert_eq!(late_rows(&mut chdb), "0\n");
         let mut bytes = Vec::new();
         encode_batch(&late(), &Catalog::builtin(), &mut bytes).unwrap();

@@ -185,11 +185,14 @@ pub fn read_seals(db: &str) -> Result<Sql, BadIdentifier> {
         .push(".periods ORDER BY month, sealed_at, seal_id"))
 }
 
-/// How many of the month's live collapsed rows are not in the snapshot (late rows).
-pub fn count_late(db: &str, seal_id: &str, from: OffsetDateTime, to: OffsetDateTime) -> Result<Sql, BadIdentifier> {
+/// How many of a tenant's live collapsed rows of the month are not in the snapshot (late rows);
+/// per tenant, as the snapshot is taken.
+pub fn count_late(db: &str, seal_id: &str, tenant: &str, from: OffsetDateTime, to: OffsetDateTime) -> Result<Sql, BadIdentifier> {
     Ok(Sql::new("SELECT count() FROM (SELECT tenant, meter, window_start, service, route, dimensions, unique_value, source_id, batch_seq FROM ")
         .ident(db)?
-        .push(".usage WHERE window_start >= ")
+        .push(".usage WHERE tenant = ")
+        .bind(tenant)
+        .push(" AND window_start >= ")
         .bind(Param::DateTime(from.unix_timestamp() as u32))
         .push(" AND window_start < ")
         .bind(Param::DateTime(to.unix_timestamp() as u32))
@@ -199,5 +202,7 @@ pub fn count_late(db: &str, seal_id: &str, from: OffsetDateTime, to: OffsetDateT
         .ident(db)?
         .push(".sealed_usage WHERE seal_id = ")
         .bind(seal_id)
+        .push(" AND tenant = ")
+        .bind(tenant)
         .push(")"))
 }

@@ -224,6 +224,12 @@ async fn snapshot_writer(ch: &ClickHouse, db: &str) -> Result<ClickHouse, StoreE
     Ok(if quorum > 1 { writer.with_setting("insert_quorum", &quorum.to_string()) } else { writer })
 }
 
+/// The tenants with live `table` rows in the month.
+async fn live_tenants(ch: &ClickHouse, db: &str, table: schema::Snapshot, from: OffsetDateTime, to: OffsetDateTime) -> Result<Vec<String>, StoreError> {
+    let rows = ch.query_tsv(&schema::live_tenants(db, table, from, to)?).await?;
+    Ok(rows.into_iter().filter_map(|r| r.into_iter().next()).collect())
+}
+
 /// Seals `month` (which must have ended by `now`, and be later than every sealed month).
 pub async fn seal(ch: &ClickHouse, db: &str, month: BillingMonth, now: OffsetDateTime) -> Result<Period, SealError> {
     let name = month.to_string();
@@ -242,8 +248,7 @@ pub async fn seal(ch: &ClickHouse, db: &str, month: BillingMonth, now: OffsetDat
     let seal_id = format!("{name}/{}/{}", now.unix_timestamp_nanos(), std::process::id());
     let writer = snapshot_writer(ch, db).await?;
     for table in [schema::Snapshot::Usage, schema::Snapshot::Sla] {
-        let tenants = ch.query_tsv(&schema::live_tenants(db, table, from, to).map_err(StoreError::from)?).await.map_err(StoreError::from)?;
-        for tenant in tenants.into_iter().filter_map(|r| r.into_iter().next()) {
+        for tenant in live_tenants(ch, db, table, from, to).await? {
             let snapshot = match table {
                 schema::Snapshot::Usage => schema::snapshot(db, &seal_id, &tenant, from, to),
                 schema::Snapshot::Sla => schema::snapshot_sla(db, &seal_id, &tenant, from, to),
@@ -274,8 +279,11 @@ pub async fn verify(ch: &ClickHouse, db: &str, month: BillingMonth) -> Result<Op
     let (recomputed, rows, sla_rows) = digest_snapshot(ch, db, &p.seal_id, &name, &p.previous_digest).await?;
     let expected_previous = previous_digest(&all, &name);
     let (from, to) = bounds(month);
-    let late = ch.query_tsv(&schema::count_late(db, &p.seal_id, from, to)?).await?;
-    let late_rows = late.first().and_then(|r| r.first()).and_then(|n| n.parse().ok()).unwrap_or(0);
+    let mut late_rows = 0;
+    for tenant in live_tenants(ch, db, schema::Snapshot::Usage, from, to).await? {
+        let late = ch.query_tsv(&schema::count_late(db, &p.seal_id, &tenant, from, to)?).await?;
+        late_rows += late.first().and_then(|r| r.first()).and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+    }
     Ok(Some(Verification {
         verified: recomputed == p.digest && rows == p.rows && sla_rows == p.sla_rows && expected_previous == p.previous_digest,
         recomputed_digest: recomputed,
