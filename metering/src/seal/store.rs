@@ -147,10 +147,12 @@ pub fn parse_snapshot(rows: Vec<Vec<String>>) -> Result<Vec<SealedRow>, StoreErr
             let f: [String; 12] = <[String; 12]>::try_from(row).map_err(|r| bad(&r, "expected 12 fields"))?;
             let num = |i: usize| f[i].parse::<u64>().map_err(|_| bad(&f, "not an integer"));
             let value = f[7].parse().map_err(|_| bad(&f, "value is not a decimal"))?;
-            let [tenant, meter, _, service, route, dimensions, unique_value, _, unit, aggregation, source_id, _] = f.clone();
+            let window_start = u32::try_from(num(2)?).map_err(|_| bad(&f, "window_start"))?;
+            let batch_seq = num(11)?;
+            let [tenant, meter, _, service, route, dimensions, unique_value, _, unit, aggregation, source_id, _] = f;
             Ok(SealedRow {
-                window_start: u32::try_from(num(2)?).map_err(|_| bad(&f, "window_start"))?,
-                batch_seq: num(11)?,
+                window_start,
+                batch_seq,
                 value,
                 tenant,
                 meter,
@@ -172,12 +174,14 @@ pub fn parse_sla_snapshot(rows: Vec<Vec<String>>) -> Result<Vec<SealedSlaRow>, S
         .map(|row| {
             let f: [String; 10] = <[String; 10]>::try_from(row).map_err(|r| bad(&r, "expected 10 fields"))?;
             let num = |i: usize| f[i].parse::<u64>().map_err(|_| bad(&f, "not an integer"));
-            let [tenant, service, route, _, _, _, latency, exemplars, source_id, _] = f.clone();
+            let window_start = u32::try_from(num(3)?).map_err(|_| bad(&f, "window_start"))?;
+            let (requests, errors, batch_seq) = (num(4)?, num(5)?, num(9)?);
+            let [tenant, service, route, _, _, _, latency, exemplars, source_id, _] = f;
             Ok(SealedSlaRow {
-                window_start: u32::try_from(num(3)?).map_err(|_| bad(&f, "window_start"))?,
-                requests: num(4)?,
-                errors: num(5)?,
-                batch_seq: num(9)?,
+                window_start,
+                requests,
+                errors,
+                batch_seq,
                 tenant,
                 service,
                 route,
