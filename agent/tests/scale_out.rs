@@ -11,49 +11,24 @@
 mod collector_harness;
 #[allow(dead_code)]
 mod common;
+#[path = "../../metering/tests/common/serve.rs"]
+#[allow(dead_code)]
+mod serve;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use collector_harness::start_collector_at;
 use common::start_agent;
+use serve::{tally, Serve};
 use testkit::cluster::{ClickHouseCluster, CLUSTER};
-use testkit::service::{binary, free_port, sample};
+use testkit::service::sample;
 
 const BILLING_KEY: &str = "billing-key";
 
-fn tally(args: &[&str]) -> Output {
-    Command::new(binary("tally")).args(args).env_remove("TALLY_CONFIG").output().unwrap()
-}
-
 /// `tally serve --clickhouse-cluster` on server `i`, killed on drop.
-struct Serve {
-    child: std::process::Child,
-    base: String,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn serve(cluster: &ClickHouseCluster, i: usize, db: &str) -> Serve {
-    let listen = format!("127.0.0.1:{}", free_port());
-    let mut cmd = Command::new(binary("tally"));
-    cmd.args(["serve", "--listen", &listen, "--clickhouse-url", &cluster.node(i).http_url(), "--clickhouse-database", db])
-        .args(["--clickhouse-cluster", CLUSTER, "--billing-key", BILLING_KEY])
-        .env_remove("TALLY_CONFIG")
-        .stderr(Stdio::null());
-    let serve = Serve { child: testkit::spawn::spawn_tied(cmd).unwrap(), base: format!("http://{listen}") };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while reqwest::get(format!("{}/healthz", serve.base)).await.is_err() {
-        assert!(Instant::now() < deadline, "tally serve on server {i} did not come up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    serve
+async fn serve_on(cluster: &ClickHouseCluster, i: usize, db: &str) -> Serve {
+    serve::start(&cluster.node(i).http_url(), db, &["--clickhouse-cluster", CLUSTER, "--billing-key", BILLING_KEY]).await
 }
 
 /// Today's usage per (tenant, meter) from `/v1/usage`, every page.
@@ -163,7 +138,7 @@ async fn sdk_through_one_agent_and_two_collectors_into_a_cluster_is_exact_throug
         ("globex", "log_records", 30),
         ("globex", "agent_acked_spans", 6000),
     ];
-    let (serve0, serve3) = (serve(&cluster, 0, &db).await, serve(&cluster, 3, &db).await);
+    let (serve0, serve3) = (serve_on(&cluster, 0, &db).await, serve_on(&cluster, 3, &db).await);
     let got = usage(&serve0).await;
     for (tenant, meter, n) in want {
         assert_eq!(got.get(&(tenant.to_owned(), meter.to_owned())), Some(&n), "{tenant} {meter}: {got:?}");

@@ -1,4 +1,5 @@
-//! `tally` as a process: the CLI, and `tally serve` on a free loopback port.
+//! `tally` as a process: the CLI, and `tally serve` on a free loopback port. Other crates'
+//! tests include this file too (`#[path]`), so it names the binary through testkit.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -17,25 +18,22 @@ impl Drop for Serve {
     }
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+pub use testkit::service::free_port;
 
 /// Runs `tally` with `args` to completion (no config file from the environment).
 pub fn tally(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_tally")).args(args).env_remove("TALLY_CONFIG").output().unwrap()
+    Command::new(testkit::service::binary("tally")).args(args).env_remove("TALLY_CONFIG").output().unwrap()
 }
 
 /// Starts `tally serve` on `clickhouse_url`/`db` with `args` (keys included) and waits for /healthz.
 pub async fn start(clickhouse_url: &str, db: &str, args: &[&str]) -> Serve {
     let listen = format!("127.0.0.1:{}", free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_tally"))
-        .args(["serve", "--listen", &listen, "--clickhouse-url", clickhouse_url, "--clickhouse-database", db])
+    let mut cmd = Command::new(testkit::service::binary("tally"));
+    cmd.args(["serve", "--listen", &listen, "--clickhouse-url", clickhouse_url, "--clickhouse-database", db])
         .args(args)
         .env_remove("TALLY_CONFIG")
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::null());
+    let child = testkit::spawn::spawn_tied(cmd).unwrap();
     let serve = Serve { child, base: format!("http://{listen}") };
     let deadline = Instant::now() + Duration::from_secs(30);
     while reqwest::get(format!("{}/healthz", serve.base)).await.is_err() {
