@@ -256,7 +256,7 @@ fn seal_sql_runs_on_the_modern_dialect_with_the_same_digest() {
         sla.extend(sla_bytes(false)); // a retry: the same rows
         common::chdb_insert_rowbinary(&mut chdb, &format!("{db}.sla"), &insert_sla(db).unwrap(), SLA_INSERT_STRUCTURE, &sla);
         for table in [schema::Snapshot::Usage, schema::Snapshot::Sla] {
-            assert_eq!(parse_tsv(&chdb.query(schema::live_tenants(db, table, from, to).unwrap().as_str()).unwrap()), [["acme"]]);
+            assert_eq!(parse_tsv(&chdb.query(schema::tenants(db, table, None, from, to).unwrap().as_str()).unwrap()), [["acme"]]);
         }
         chdb.query(schema::snapshot(db, "s1", "acme", from, to).unwrap().as_str()).unwrap();
         chdb.query(schema::snapshot_sla(db, "s1", "acme", from, to).unwrap().as_str()).unwrap();

@@ -138,6 +138,11 @@ impl ClickHouse {
         Ok(parse_tsv(&text))
     }
 
+    /// The first field of every row of a query (a list of names, or one value).
+    pub async fn query_column(&self, sql: &Sql) -> Result<Vec<String>, ClickHouseError> {
+        Ok(self.query_tsv(sql).await?.into_iter().filter_map(|row| row.into_iter().next()).collect())
+    }
+
     /// Inserts RowBinary-encoded `rows` with `INSERT INTO <insert> FORMAT RowBinary`.
     pub async fn insert_rowbinary(&self, insert: &Sql, rows: bytes::Bytes) -> Result<(), ClickHouseError> {
         let query = format!("INSERT INTO {} FORMAT RowBinary", insert.as_str());
@@ -146,10 +151,10 @@ impl ClickHouse {
 
     /// The server's version, e.g. `18.16.1`.
     pub async fn version(&self) -> Result<String, ClickHouseError> {
-        let rows = self.query_tsv(&Sql::new("SELECT version()")).await?;
-        rows.into_iter()
+        self.query_column(&Sql::new("SELECT version()"))
+            .await?
+            .into_iter()
             .next()
-            .and_then(|r| r.into_iter().next())
             .ok_or_else(|| ClickHouseError::Decode { query: "SELECT version()".into(), reason: "no rows".into() })
     }
 

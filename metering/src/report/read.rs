@@ -9,13 +9,13 @@ use time::OffsetDateTime;
 
 use super::sla::{self, Credits, Objective, Pricing, SlaReport};
 use super::usage::{self, UsageReport};
-use crate::clickhouse::sql::{Param, Sql};
 use crate::clickhouse::ClickHouse;
 use crate::meter::Catalog;
 use crate::pricing::invoice::InvoiceError;
 use crate::pricing::plan::PriceBook;
 use crate::pricing::store::{invoice, InvoiceFailure};
 use crate::pricing::BillingMonth;
+use crate::seal::schema::Snapshot;
 use crate::sla::{query_sla, SlaGrouping, SlaPoint, SlaQuery};
 use crate::store::rollup::{query_usage_all, Granularity, UsagePoint, UsageQuery};
 use crate::store::StoreError;
@@ -61,8 +61,8 @@ pub fn sla_query(month: BillingMonth, tenant: Option<&str>, granularity: Granula
     }
 }
 
-/// `tenant`, or every tenant with rows in `table` (`usage` or `sla`; their
-/// snapshots when `sealed`) in `month`, by name.
+/// `tenant`, or every tenant with rows in `table` (their snapshots when `sealed`) in `month`,
+/// by name.
 ///
 /// Reports read one tenant at a time: a roll-up of all tenants keeps one entry
 /// per stored row in ClickHouse's memory until it ends (8.7 GB for 50 tenants'
@@ -71,7 +71,7 @@ pub fn sla_query(month: BillingMonth, tenant: Option<&str>, granularity: Granula
 async fn report_tenants(
     ch: &ClickHouse,
     db: &str,
-    table: &'static str,
+    table: Snapshot,
     month: BillingMonth,
     tenant: Option<&str>,
     sealed: Option<&str>,
@@ -79,16 +79,8 @@ async fn report_tenants(
     if let Some(t) = tenant {
         return Ok(vec![t.to_owned()]);
     }
-    let seconds = |day| Param::DateTime(midnight(day).unix_timestamp() as u32);
-    let mut sql = Sql::new("SELECT DISTINCT tenant FROM ").ident(db)?;
-    // `table` is one of two static names; user input never enters.
-    sql = sql.push(if sealed.is_some() { ".sealed_" } else { "." }).push(table);
-    sql = sql.push(" WHERE window_start >= ").bind(seconds(month.first_day())).push(" AND window_start < ").bind(seconds(month.end()));
-    if let Some(seal_id) = sealed {
-        sql = sql.push(" AND seal_id = ").bind(seal_id);
-    }
-    let rows = ch.query_tsv(&sql.push(" ORDER BY tenant")).await?;
-    Ok(rows.into_iter().filter_map(|row| row.into_iter().next()).collect())
+    let sql = crate::seal::schema::tenants(db, table, sealed, midnight(month.first_day()), midnight(month.end()))?;
+    Ok(ch.query_column(&sql).await?)
 }
 
 /// The usage report of `month` for one tenant or all: from the month's seal when
@@ -97,7 +89,7 @@ pub async fn read_usage_report(ch: &ClickHouse, db: &str, month: BillingMonth, t
     let seal = crate::seal::period(ch, db, month).await?;
     let sealed = seal.as_ref().map(|s| s.seal_id.as_str());
     let (mut days, mut totals): (Vec<UsagePoint>, Vec<UsagePoint>) = Default::default();
-    for t in report_tenants(ch, db, "usage", month, tenant, sealed).await? {
+    for t in report_tenants(ch, db, Snapshot::Usage, month, tenant, sealed).await? {
         let query = |g| {
             let mut q = usage_query(month, Some(&t), g);
             q.sealed = sealed.map(str::to_owned);
@@ -117,7 +109,7 @@ pub async fn read_sla_points(ch: &ClickHouse, db: &str, month: BillingMonth, ten
     let seal = crate::seal::period(ch, db, month).await?;
     let sealed = seal.as_ref().map(|s| s.seal_id.as_str());
     let mut out: [Vec<SlaPoint>; 3] = Default::default();
-    for t in report_tenants(ch, db, "sla", month, tenant, sealed).await? {
+    for t in report_tenants(ch, db, Snapshot::Sla, month, tenant, sealed).await? {
         for (slot, g) in out.iter_mut().zip([Granularity::Month, Granularity::Day, Granularity::Hour]) {
             let mut q = sla_query(month, Some(&t), g);
             q.sealed = sealed.map(str::to_owned);

@@ -106,18 +106,25 @@ pub fn snapshot(db: &str, seal_id: &str, tenant: &str, from: OffsetDateTime, to:
         .push(" GROUP BY tenant, meter, window_start, service, route, dimensions, unique_value, source_id, batch_seq"))
 }
 
-/// The tenants with live `table` rows (`usage` or `sla`) in the month: whom a seal snapshots.
-pub fn live_tenants(db: &str, table: Snapshot, from: OffsetDateTime, to: OffsetDateTime) -> Result<Sql, BadIdentifier> {
-    Ok(Sql::new("SELECT DISTINCT tenant FROM ")
+/// The tenants with `table` rows (`usage` or `sla`; of snapshot `seal_id` when given) from
+/// `from` to `to`, by name: whom a seal snapshots, or a report reads.
+pub fn tenants(db: &str, table: Snapshot, seal_id: Option<&str>, from: OffsetDateTime, to: OffsetDateTime) -> Result<Sql, BadIdentifier> {
+    let mut sql = Sql::new("SELECT DISTINCT tenant FROM ")
         .ident(db)?
-        .push(match table {
-            Snapshot::Usage => ".usage",
-            Snapshot::Sla => ".sla",
+        .push(match (table, seal_id.is_some()) {
+            (Snapshot::Usage, false) => ".usage",
+            (Snapshot::Sla, false) => ".sla",
+            (Snapshot::Usage, true) => ".sealed_usage",
+            (Snapshot::Sla, true) => ".sealed_sla",
         })
         .push(" WHERE window_start >= ")
         .bind(Param::DateTime(from.unix_timestamp() as u32))
         .push(" AND window_start < ")
-        .bind(Param::DateTime(to.unix_timestamp() as u32)))
+        .bind(Param::DateTime(to.unix_timestamp() as u32));
+    if let Some(seal_id) = seal_id {
+        sql = sql.push(" AND seal_id = ").bind(seal_id);
+    }
+    Ok(sql.push(" ORDER BY tenant"))
 }
 
 /// One tenant's rows of a snapshot, as [`super::digest::SealedRow`] fields.

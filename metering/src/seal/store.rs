@@ -208,19 +208,19 @@ fn previous_digest(all: &[Period], month: &str) -> String {
 /// has it (`insert_quorum`, the fewest replicas of any shard; sealing then needs them all up).
 async fn snapshot_writer(ch: &ClickHouse, db: &str) -> Result<ClickHouse, StoreError> {
     let engine = ch
-        .query_tsv(&Sql::new("SELECT engine_full FROM system.tables WHERE database = ").bind(db).push(" AND name = 'sealed_usage'"))
+        .query_column(&Sql::new("SELECT engine_full FROM system.tables WHERE database = ").bind(db).push(" AND name = 'sealed_usage'"))
         .await?;
-    let engine = engine.first().and_then(|r| r.first()).map_or("", String::as_str);
+    let engine = engine.first().map_or("", String::as_str);
     let Some(args) = engine.strip_prefix("Distributed(") else { return Ok(ch.clone()) };
     let cluster = args.split(',').next().unwrap_or_default().trim().trim_matches(['`', '\'', '"']);
     let replicas = ch
-        .query_tsv(
+        .query_column(
             &Sql::new("SELECT min(n) FROM (SELECT count() AS n FROM system.clusters WHERE cluster = ")
                 .bind(cluster)
                 .push(" GROUP BY shard_num)"),
         )
         .await?;
-    let quorum: u64 = replicas.first().and_then(|r| r.first()).and_then(|n| n.parse().ok()).unwrap_or(0);
+    let quorum: u64 = replicas.first().and_then(|n| n.parse().ok()).unwrap_or(0);
     if quorum == 0 {
         return Err(StoreError::NoCluster { cluster: cluster.to_owned(), url: ch.url().to_owned() });
     }
@@ -230,8 +230,7 @@ async fn snapshot_writer(ch: &ClickHouse, db: &str) -> Result<ClickHouse, StoreE
 
 /// The tenants with live `table` rows in the month.
 async fn live_tenants(ch: &ClickHouse, db: &str, table: schema::Snapshot, from: OffsetDateTime, to: OffsetDateTime) -> Result<Vec<String>, StoreError> {
-    let rows = ch.query_tsv(&schema::live_tenants(db, table, from, to)?).await?;
-    Ok(rows.into_iter().filter_map(|r| r.into_iter().next()).collect())
+    Ok(ch.query_column(&schema::tenants(db, table, None, from, to)?).await?)
 }
 
 /// Seals `month` (which must have ended by `now`, and be later than every sealed month).
@@ -285,8 +284,8 @@ pub async fn verify(ch: &ClickHouse, db: &str, month: BillingMonth) -> Result<Op
     let (from, to) = bounds(month);
     let mut late_rows = 0;
     for tenant in live_tenants(ch, db, schema::Snapshot::Usage, from, to).await? {
-        let late = ch.query_tsv(&schema::count_late(db, &p.seal_id, &tenant, from, to)?).await?;
-        late_rows += late.first().and_then(|r| r.first()).and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+        let late = ch.query_column(&schema::count_late(db, &p.seal_id, &tenant, from, to)?).await?;
+        late_rows += late.first().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
     }
     Ok(Some(Verification {
         verified: recomputed == p.digest && rows == p.rows && sla_rows == p.sla_rows && expected_previous == p.previous_digest,

@@ -115,9 +115,13 @@ impl SlaQuery {
                  FROM (SELECT tenant, service, route, window_start, ",
             )
             // A snapshot is one row per key already: no per-key pass over it (see the usage roll-up).
-            .push(if self.sealed.is_some() { "(" } else { "any((" })
-            .push("requests, errors, latency_buckets, latency_counts, exemplar_trace_ids, exemplar_latencies_ns, exemplar_errors)")
-            .push(if self.sealed.is_some() { " AS r FROM " } else { ") AS r FROM " })
+            .push(if self.sealed.is_some() {
+                "(requests, errors, latency_buckets, latency_counts, exemplar_trace_ids, exemplar_latencies_ns, \
+                 exemplar_errors) AS r FROM "
+            } else {
+                "any((requests, errors, latency_buckets, latency_counts, exemplar_trace_ids, exemplar_latencies_ns, \
+                 exemplar_errors)) AS r FROM "
+            })
             .ident(db)?
             // A snapshot has sla's columns, so the same read serves it.
             .push(if self.sealed.is_some() { ".sealed_sla WHERE window_start >= " } else { ".sla WHERE window_start >= " })

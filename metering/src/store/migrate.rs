@@ -134,16 +134,13 @@ impl ClusterTarget {
 
     /// The host of each shard's first replica, in shard order.
     async fn first_replicas(ch: &ClickHouse, name: &str) -> Result<Vec<String>, StoreError> {
-        let hosts: Vec<String> = ch
-            .query_tsv(
+        let hosts = ch
+            .query_column(
                 &Sql::new("SELECT host_name FROM system.clusters WHERE cluster = ")
                     .bind(name)
                     .push(" AND replica_num = 1 ORDER BY shard_num"),
             )
-            .await?
-            .into_iter()
-            .filter_map(|r| r.into_iter().next())
-            .collect();
+            .await?;
         if hosts.is_empty() {
             return Err(StoreError::NoCluster { cluster: name.to_owned(), url: ch.url().to_owned() });
         }
@@ -248,17 +245,16 @@ async fn run(ch: &ClickHouse, db: &str, cluster: Option<&ClusterTarget>) -> Resu
             Some(check) => {
                 // On a cluster the change is per shard (a run may stop between them): ask each.
                 let servers: Vec<&ClickHouse> = cluster.map_or_else(|| vec![ch], |c| c.shards.iter().collect());
-                let mut done = Vec::new();
-                for server in &servers {
-                    let rows = server.query_tsv(&check(db)?).await?;
-                    done.push(rows.first().and_then(|r| r.first()).is_some_and(|n| n != "0"));
+                let (mut done, mut missing) = (Vec::new(), Vec::new());
+                for server in servers {
+                    let count = server.query_column(&check(db)?).await?;
+                    let urls = if count.first().is_some_and(|n| n != "0") { &mut done } else { &mut missing };
+                    urls.push(server.url().to_owned());
                 }
-                if done.iter().any(|d| *d) && !done.iter().all(|d| *d) {
-                    let (with, without): (Vec<_>, Vec<_>) = servers.iter().zip(&done).partition(|(_, d)| **d);
-                    let urls = |v: Vec<(&&ClickHouse, &bool)>| v.into_iter().map(|(s, _)| s.url().to_owned()).collect();
-                    return Err(StoreError::PartlyApplied { version: m.version, name: m.name, done: urls(with), missing: urls(without) });
+                if !done.is_empty() && !missing.is_empty() {
+                    return Err(StoreError::PartlyApplied { version: m.version, name: m.name, done, missing });
                 }
-                done.iter().all(|d| *d)
+                missing.is_empty()
             }
             None => false,
         };
