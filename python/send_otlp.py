@@ -3,13 +3,15 @@
 
 Used by the tests (and the quickstart) to drive Tally's receivers with a real client:
   send_otlp.py --endpoint http://127.0.0.1:4318 --protocol http --spans 100 --metric-points 10 \
-      --logs 5 --tenant acme --key KEY [--gzip] [--service checkout]
+      --logs 5 --tenant acme --key KEY [--gzip] [--service checkout] [--gate 500:/tmp/go ...]
 Prints one JSON line with what the SDK reported: {"spans": ..., "spans_ok": true, ...}.
 """
 import argparse
 import json
 import logging
+import os
 import sys
+import time
 
 from opentelemetry._logs import LogRecord
 from opentelemetry.sdk._logs import LoggerProvider
@@ -36,6 +38,9 @@ def main():
     p.add_argument("--key")
     p.add_argument("--service", default="checkout")
     p.add_argument("--gzip", action="store_true")
+    # A test that injects faults mid-stream pauses the app at known points: after N spans the
+    # sender exports everything it holds, then waits for PATH to exist before it goes on.
+    p.add_argument("--gate", action="append", default=[], type=gate, metavar="N:PATH")
     a = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -53,7 +58,11 @@ def main():
         provider.add_span_processor(BatchSpanProcessor(rec, max_export_batch_size=a.spans_per_export,
                                                        max_queue_size=max(2048, a.spans)))
         tracer = provider.get_tracer("tally-test")
+        gates = dict(a.gate)
         for i in range(a.spans):
+            if i in gates:
+                provider.force_flush()
+                wait_for(gates[i])
             # Every fourth span is a SERVER span: a metered request.
             kind = SpanKind.SERVER if i % 4 == 0 else SpanKind.INTERNAL
             with tracer.start_as_current_span(f"op-{i % 7}", kind=kind) as span:
@@ -86,6 +95,21 @@ def main():
 
     print(json.dumps(report))
     return 0
+
+
+def gate(text):
+    n, _, path = text.partition(":")
+    if not n.isdigit() or not path:
+        raise argparse.ArgumentTypeError(f"want N:PATH, got {text!r}")
+    return int(n), path
+
+
+def wait_for(path, timeout_s=600):
+    deadline = time.monotonic() + timeout_s
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            sys.exit(f"gate {path} was not opened within {timeout_s} s")
+        time.sleep(0.02)
 
 
 if __name__ == "__main__":

@@ -16,13 +16,12 @@ mod common;
 mod serve;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use collector_harness::start_collector_at;
 use common::start_agent;
 use serve::{tally, Serve};
 use testkit::cluster::{ClickHouseCluster, CLUSTER};
-use testkit::service::sample;
 
 const BILLING_KEY: &str = "billing-key";
 
@@ -84,38 +83,59 @@ async fn sdk_through_one_agent_and_two_collectors_into_a_cluster_is_exact_throug
     // Collector A writes through server 1 (shard 1), B through server 2 (shard 2).
     let mut a = start_collector_at(&cluster.node(1).http_url(), &db, dir_a.path(), &on_cluster).await;
     let b = start_collector_at(&cluster.node(2).http_url(), &db, dir_b.path(), &on_cluster).await;
-    let agent = start_agent(&[&a.grpc_url, &b.grpc_url], dir_agent.path(), &["--flush-interval-ms", "50"]).await;
+    let mut agent = start_agent(&[&a.grpc_url, &b.grpc_url], dir_agent.path(), &["--flush-interval-ms", "50"]).await;
 
-    // acme lives on shard 1, globex on shard 2 (cityHash64(tenant) % 2).
+    // acme lives on shard 1, globex on shard 2 (cityHash64(tenant) % 2). The apps pause at
+    // gates (3,000, 9,000 and 15,000 spans between them) so each kill lands while they still
+    // have spans to send, however fast this machine runs them.
+    let gates = tempfile::tempdir().unwrap();
+    let gate = |i: usize| gates.path().join(format!("g{i}")).display().to_string();
+    let gate_args = |every: usize| -> Vec<String> {
+        (1..=3).flat_map(|i| ["--gate".to_owned(), format!("{}:{}", every * (2 * i - 1), gate(i))]).collect()
+    };
+    let open = |i: usize| std::fs::write(gate(i), b"").unwrap();
     let (grpc, http) = (agent.grpc_url.clone(), agent.http_url.clone());
-    let acme = tokio::spawn(async move { sdk(&grpc, "grpc", &["--tenant", "acme", "--spans", "12000", "--spans-per-export", "50"]).await });
-    let globex = tokio::spawn(async move { sdk(&http, "http", &["--tenant", "globex", "--spans", "6000", "--spans-per-export", "40", "--logs", "30"]).await });
-    // Kills while the apps still send (18,000 spans in all).
+    let (acme_gates, globex_gates) = (gate_args(2000), gate_args(1000));
+    let acme = tokio::spawn(async move {
+        let mut args = vec!["--tenant", "acme", "--spans", "12000", "--spans-per-export", "50"];
+        args.extend(acme_gates.iter().map(String::as_str));
+        sdk(&grpc, "grpc", &args).await
+    });
+    let globex = tokio::spawn(async move {
+        let mut args = vec!["--tenant", "globex", "--spans", "6000", "--spans-per-export", "40", "--logs", "30"];
+        args.extend(globex_gates.iter().map(String::as_str));
+        sdk(&http, "http", &args).await
+    });
     let accepted = |n: u64| {
         let agent = &agent;
         async move {
-            let deadline = Instant::now() + Duration::from_secs(120);
-            loop {
-                let text = agent.service.metrics().await.unwrap();
-                let now = sample(&text, "tally_agent_items_total{signal=\"traces\",outcome=\"accepted\"}");
-                if now >= n {
-                    return now;
-                }
-                assert!(Instant::now() < deadline, "the agent never accepted {n} spans: {text}");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            let name = "tally_agent_items_total{signal=\"traces\",outcome=\"accepted\"}";
+            agent.service.wait_for_sample(name, n, Duration::from_secs(120)).await.unwrap();
         }
     };
-    assert!(accepted(3000).await < 18000, "mid-stream");
+    accepted(3000).await;
+    open(1);
+    accepted(4000).await;
     a.kill9();
     // The server B writes through; B spools what it acknowledges until the server is back.
-    assert!(accepted(6000).await < 18000, "mid-stream");
+    accepted(9000).await;
+    open(2);
+    accepted(10000).await;
     cluster.kill9(2);
+    open(3);
     for sender in [acme, globex] {
         let r = sender.await.unwrap();
         assert_eq!(r["spans_ok"], true, "{r}");
     }
     agent.drained().await;
+    // The agent failed over from A.
+    let (retried, text) = agent.batches("retried").await;
+    assert!(retried >= 1, "{text}");
+    // Stopping, it ships its last report: its books then hold every span it acknowledged.
+    assert!(agent.service.terminate().unwrap().success());
+    // B has tried the dead server (and spooled) before it comes back.
+    let errors = "tally_collector_clickhouse_write_errors_total";
+    b.service.wait_for_sample(errors, 1, Duration::from_secs(60)).await.unwrap();
     cluster.restart(2).unwrap();
     // A, restarted on its spool, writes what it acknowledged before it died.
     a.start(&[]).await;
@@ -146,10 +166,4 @@ async fn sdk_through_one_agent_and_two_collectors_into_a_cluster_is_exact_throug
     assert_eq!(got.get(&("acme".to_owned(), "dropped_spans".to_owned())), None, "{got:?}");
     // Any node answers the same.
     assert_eq!(usage(&serve3).await, got);
-
-    // The failures happened: B wrote through a dead server, and the agent failed over from A.
-    let tb = b.metrics().await;
-    assert!(sample(&tb, "tally_collector_clickhouse_write_errors_total") >= 1, "{tb}");
-    let (retried, text) = agent.batches("retried").await;
-    assert!(retried >= 1, "{text}");
 }

@@ -130,6 +130,22 @@ impl Service {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+
+    /// Waits (up to `timeout`) until the sample `name` (with its labels) is at least `n`.
+    pub async fn wait_for_sample(&self, name: &str, n: u64, timeout: Duration) -> Result<u64> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let text = self.metrics().await?;
+            let now = sample(&text, name);
+            if now >= n {
+                return Ok(now);
+            }
+            if Instant::now() > deadline {
+                bail!("{name} is {now}, not {n}, after {timeout:?} in\n{text}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 /// `base` with every flag that `more` sets again replaced by `more`'s.
