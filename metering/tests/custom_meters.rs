@@ -10,6 +10,7 @@ use std::time::Duration;
 use metering::clickhouse::client::parse_tsv;
 use metering::clickhouse::ClickHouse;
 use metering::meter::{definition, Catalog};
+use metering::pricing::BillingMonth;
 use metering::record::{RecordProblem, UsageBatch, UsageRecord};
 use metering::store::migrate::migrate;
 use metering::store::rollup::{query_usage, Granularity, UsagePoint, UsageQuery};
@@ -141,6 +142,15 @@ fn check(mut run: impl FnMut(&UsageQuery) -> Vec<UsagePoint>) {
         ])
     );
     assert!(hour.iter().all(|p| p.unit == "count"));
+    // By day: each day's users counted over the day, its peak.
+    let day: BTreeMap<(String, String), Decimal> =
+        run(&query(Granularity::Day, false)).iter().map(|p| ((p.meter.clone(), p.start.date().to_string()), p.value)).collect();
+    let at = |m: &str, d: &str| day[&(m.to_owned(), d.to_owned())];
+    assert_eq!(
+        [at("llm_users", "2026-05-04"), at("llm_users", "2026-05-05"), at("llm_peak_tokens", "2026-05-04"), at("llm_peak_tokens", "2026-05-05")],
+        [4, 1, 120, 5].map(Decimal::from)
+    );
+    assert_eq!((day.len(), at("llm_tokens", "2026-05-04")), (7, "187.5".parse().unwrap()));
     // By month: every user once, the peak of the month.
     let month = got(&run(&query(Granularity::Month, false)));
     let at = |m: &str| month[&(m.to_string(), "0:00:00.0".to_string(), String::new())];
@@ -195,6 +205,35 @@ async fn custom_meters_roll_up_exactly_on_18_16() {
     tokio::task::block_in_place(|| {
         check(|q| rt.block_on(query_usage(&ch, &db, q)).unwrap());
     });
+    // Sealed, May reads the same: days and months from the seal's daily roll-up, hours and
+    // minutes from its snapshot.
+    let may = BillingMonth::parse("2026-05").unwrap();
+    let period = metering::seal::seal(&ch, &db, may, TO).await.unwrap();
+    assert!(period.rollups);
+    let sealed = |q: &UsageQuery| {
+        let mut q = q.clone();
+        q.sealed = Some(period.sealed());
+        let daily = q.to_sql(&db).unwrap().as_str().contains(".sealed_usage_daily");
+        assert_eq!(daily, matches!(q.granularity, Granularity::Day | Granularity::Month), "{q:?}");
+        q
+    };
+    tokio::task::block_in_place(|| {
+        check(|q| rt.block_on(query_usage(&ch, &db, &sealed(q))).unwrap());
+    });
+    let rolled = server.query(&format!("SELECT count() FROM {db}.sealed_usage_daily FORMAT TSV")).unwrap();
+    // 05-04: tokens × 2 models, calls, peak, spans, 5 (model, user) pairs; 05-05: peak, 1 pair.
+    assert_eq!(rolled.trim(), "12", "one row per meter, day, model and unique value");
+    let v = metering::seal::verify(&ch, &db, may).await.unwrap().unwrap();
+    assert!(v.verified && v.rollups_verified, "{v:?}");
+    // A roll-up row forged after the seal fails verification, though the snapshot still digests.
+    server
+        .query(&format!(
+            "INSERT INTO {db}.sealed_usage_daily VALUES ('{}', 'acme', 'spans', '2026-05-04 00:00:00', 'chat', '', '', 1, 'count', 'sum')",
+            period.seal_id
+        ))
+        .unwrap();
+    let v = metering::seal::verify(&ch, &db, may).await.unwrap().unwrap();
+    assert_eq!((v.verified, v.rollups_verified, v.recomputed_digest == v.period.digest), (false, false, true));
 }
 
 #[test]

@@ -10,13 +10,14 @@ mod common;
 use std::time::Duration;
 
 use common::serve::{start, tally, Serve};
-use metering::store::rollup::{Granularity, UsageQuery};
+use metering::store::rollup::{Granularity, Sealed, UsageQuery};
 use metering::clickhouse::client::parse_tsv;
 use metering::clickhouse::ClickHouse;
 use metering::meter::Catalog;
 use metering::pricing::BillingMonth;
 use metering::record::{UsageBatch, UsageRecord};
 use metering::seal::digest::{digest, GENESIS};
+use metering::seal::rollup::Rollup;
 use metering::sla::schema::SLA_INSERT_STRUCTURE;
 use metering::sla::{encode_sla_batch, insert_sla, SlaRecord};
 use metering::seal::schema;
@@ -260,6 +261,14 @@ fn seal_sql_runs_on_the_modern_dialect_with_the_same_digest() {
         }
         chdb.query(schema::snapshot(db, "s1", "acme", from, to).unwrap().as_str()).unwrap();
         chdb.query(schema::snapshot_sla(db, "s1", "acme", from, to).unwrap().as_str()).unwrap();
+        // The roll-ups written from the snapshot read back as they are recomputed.
+        for rollup in Rollup::ALL {
+            chdb.query(rollup.write(db, "s1", "acme").unwrap().as_str()).unwrap();
+            let stored = chdb.query(rollup.read_stored(db, "s1", "acme").unwrap().as_str()).unwrap();
+            assert_eq!(stored.lines().count(), 1, "{stored}");
+            assert_eq!(stored, chdb.query(rollup.read_computed(db, "s1", "acme").unwrap().as_str()).unwrap());
+            assert_eq!(parse_tsv(&chdb.query(rollup.tenants(db, "s1").unwrap().as_str()).unwrap()), [["acme"]]);
+        }
         let tenants = |chdb: &mut Chdb, table| parse_tsv(&chdb.query(schema::snapshot_tenants(db, "s1", table).unwrap().as_str()).unwrap());
         assert_eq!(tenants(&mut chdb, schema::Snapshot::Usage), [["acme", "1"]]);
         assert_eq!(tenants(&mut chdb, schema::Snapshot::Sla), [["acme", "1"]]);
@@ -272,16 +281,25 @@ fn seal_sql_runs_on_the_modern_dialect_with_the_same_digest() {
         // A sealed read of the snapshot is the live read of the same month.
         let mut q = metering::sla::SlaQuery::new(from, to);
         let live = q.parse_rows(parse_tsv(&chdb.query(q.to_sql(db).unwrap().as_str()).unwrap())).unwrap();
-        q.sealed = Some("s1".into());
-        let sealed = q.parse_rows(parse_tsv(&chdb.query(q.to_sql(db).unwrap().as_str()).unwrap())).unwrap();
-        assert_eq!((sealed.len(), &sealed), (1, &live));
+        // From the snapshot, and from its hourly roll-up.
+        for rollups in [false, true] {
+            q.sealed = Some(Sealed { seal_id: "s1".into(), rollups });
+            let sql = q.to_sql(db).unwrap();
+            assert_eq!(sql.as_str().contains(".sealed_sla_hourly"), rollups);
+            let sealed = q.parse_rows(parse_tsv(&chdb.query(sql.as_str()).unwrap())).unwrap();
+            assert_eq!((sealed.len(), &sealed), (1, &live));
+        }
         let mut q = UsageQuery::new(from, to);
         q.granularity = Granularity::Month;
         let live = q.parse_rows(parse_tsv(&chdb.query(q.to_sql(db).unwrap().as_str()).unwrap())).unwrap();
-        q.sealed = Some("s1".into());
-        let sealed = q.parse_rows(parse_tsv(&chdb.query(q.to_sql(db).unwrap().as_str()).unwrap())).unwrap();
-        assert_eq!(sealed.iter().map(|p| (&p.tenant, &p.meter, p.value)).collect::<Vec<_>>(), [(&"acme".to_owned(), &"spans".to_owned(), 5000.into())]);
-        assert_eq!(sealed, live);
+        for rollups in [false, true] {
+            q.sealed = Some(Sealed { seal_id: "s1".into(), rollups });
+            let sql = q.to_sql(db).unwrap();
+            assert_eq!(sql.as_str().contains(".sealed_usage_daily"), rollups);
+            let sealed = q.parse_rows(parse_tsv(&chdb.query(sql.as_str()).unwrap())).unwrap();
+            assert_eq!(sealed.iter().map(|p| (&p.tenant, &p.meter, p.value)).collect::<Vec<_>>(), [(&"acme".to_owned(), &"spans".to_owned(), 5000.into())]);
+            assert_eq!(sealed, live);
+        }
         let late_rows = |chdb: &mut Chdb| chdb.query(schema::count_late(db, "s1", "acme", from, to).unwrap().as_str()).unwrap();
         assert_eq!(late_rows(&mut chdb), "0\n");
         let mut bytes = Vec::new();

@@ -173,3 +173,62 @@ fn sla_ddl_bytes_and_reads_run_on_the_modern_dialect() {
         }
     }
 }
+
+/// Three days of May in 37 spread hours: two tenants, two services, two routes, latencies
+/// from a fixed generator, 1 in 13 failed; the trace id starts with the request's hour.
+fn spread_batches() -> Vec<(&'static str, u64, Vec<SlaRecord>)> {
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut out: Vec<_> = (1..=3).map(|seq| ("collector-a", seq, Vec::new())).collect();
+    for i in 0..6000u64 {
+        let hour = (i * 37 / 6000) * 2; // 0, 2, ..., 72: three days
+        let at = datetime!(2026-05-07 00:00 UTC) + time::Duration::hours(hour as i64) + time::Duration::seconds((next() % 3600) as i64);
+        let (tenant, service, route) = [("acme", "checkout", "/pay"), ("acme", "checkout", "/cart"), ("acme", "search", ""), ("globex", "api", "/")][i as usize % 4];
+        let mut r = SlaRecord::new(tenant, service, route, at);
+        r.observe(1_000 + next() % 2_000_000_000, next() % 13 == 0, &format!("{hour:04}{i:028x}"));
+        out[i as usize % 3].2.push(r);
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_seals_hourly_roll_up_answers_as_live_rows_do() {
+    let server = ClickHouseServer::start().unwrap();
+    let db = server.database("sla_sealed").unwrap();
+    let ch = ClickHouse::new(&server.http_url(), Duration::from_secs(30)).unwrap();
+    migrate(&ch, &db).await.unwrap();
+    let all = spread_batches();
+    let mut bytes = Vec::new();
+    for (source, seq, records) in all.iter().chain(std::iter::once(&all[0])) {
+        encode_sla_batch(source, *seq, records, &mut bytes).unwrap();
+    }
+    ch.insert_rowbinary(&insert_sla(&db).unwrap(), bytes.into()).await.unwrap();
+    let period = metering::seal::seal(&ch, &db, metering::pricing::BillingMonth::parse("2026-05").unwrap(), TO).await.unwrap();
+    let mut queries = queries();
+    queries.extend([Granularity::Minute].map(|g| SlaQuery { granularity: g, ..SlaQuery::new(FROM, TO) }));
+    let mut day_failed_hours = Vec::new();
+    for q in queries {
+        let live = query_sla(&ch, &db, &q).await.unwrap();
+        let sealed_q = SlaQuery { sealed: Some(period.sealed()), ..q.clone() };
+        let hourly = sealed_q.to_sql(&db).unwrap().as_str().contains(".sealed_sla_hourly");
+        assert_eq!(hourly, q.granularity != Granularity::Minute, "{q:?}");
+        let sealed = query_sla(&ch, &db, &sealed_q).await.unwrap();
+        assert_eq!((live.len(), live.iter().map(|p| p.requests).sum::<u64>()), (sealed.len(), 6000), "{q:?}");
+        assert_eq!(sealed, live, "{q:?}");
+        if q.granularity == Granularity::Day {
+            for p in &live {
+                let hours: std::collections::BTreeSet<&str> = p.exemplars.iter().filter(|e| e.error).map(|e| &e.trace_id[..4]).collect();
+                day_failed_hours.push(hours.len());
+            }
+        }
+    }
+    // A day's failed exemplars come from several hours: the roll-up's per-hour picks were merged.
+    assert!(day_failed_hours.iter().any(|&n| n >= 2), "{day_failed_hours:?}");
+    let v = metering::seal::verify(&ch, &db, metering::pricing::BillingMonth::parse("2026-05").unwrap()).await.unwrap().unwrap();
+    assert!(v.verified && v.rollups_verified, "{v:?}");
+}

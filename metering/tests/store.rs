@@ -213,17 +213,18 @@ async fn migrations_run_twice_are_a_no_op() {
     let db = server.database("mig").unwrap();
     let ch = ClickHouse::new(&server.http_url(), Duration::from_secs(30)).unwrap();
     let first = migrate(&ch, &db).await.unwrap();
-    assert_eq!((first.dialect, first.applied, first.skipped), (Dialect::Legacy, vec![1, 2, 3, 4], vec![]));
+    assert_eq!((first.dialect, first.applied, first.skipped), (Dialect::Legacy, vec![1, 2, 3, 4, 5], vec![]));
     let second = migrate(&ch, &db).await.unwrap();
-    assert_eq!((second.applied, second.skipped), (vec![], vec![1, 2, 3, 4]));
+    assert_eq!((second.applied, second.skipped), (vec![], vec![1, 2, 3, 4, 5]));
     let recorded = server.query(&format!("SELECT version, name, dialect FROM {db}.tally_migrations ORDER BY version FORMAT TSV")).unwrap();
     assert_eq!(
         recorded,
-        "1\tusage table\tlegacy\n2\tsla table\tlegacy\n3\tusage.unique_value and usage.aggregation for custom meters\tlegacy\n4\tsealed_usage, sealed_sla and periods tables for sealed months\tlegacy\n"
+        "1\tusage table\tlegacy\n2\tsla table\tlegacy\n3\tusage.unique_value and usage.aggregation for custom meters\tlegacy\n4\tsealed_usage, sealed_sla and periods tables for sealed months\tlegacy\n\
+         5\tsealed_usage_daily and sealed_sla_hourly roll-ups of seals, periods.rollups\tlegacy\n"
     );
     // A database that does not exist yet is created.
     let fresh = format!("{db}_new");
-    assert_eq!(migrate(&ch, &fresh).await.unwrap().applied, vec![1, 2, 3, 4]);
+    assert_eq!(migrate(&ch, &fresh).await.unwrap().applied, vec![1, 2, 3, 4, 5]);
     // A run interrupted after migration 3's ALTER but before recording it: the next run
     // finds the columns in place and records it (18.16 has no ADD COLUMN IF NOT EXISTS).
     let interrupted = format!("{db}_cut");
@@ -239,7 +240,7 @@ async fn migrations_run_twice_are_a_no_op() {
         ch.execute(&metering::store::migrate::record_applied(&interrupted, m, Dialect::Legacy).unwrap()).await.unwrap();
     }
     let resumed = migrate(&ch, &interrupted).await.unwrap();
-    assert_eq!((resumed.applied, resumed.skipped), (vec![3, 4], vec![1, 2]));
+    assert_eq!((resumed.applied, resumed.skipped), (vec![3, 4, 5], vec![1, 2]));
     // A bad database name is refused before anything runs.
     let err = migrate(&ch, "tally; DROP DATABASE x").await.unwrap_err();
     assert!(err.to_string().contains("is not a valid ClickHouse identifier"), "{err}");

@@ -52,3 +52,18 @@ CREATE TABLE IF NOT EXISTS `tally`.periods ON CLUSTER `tally` (month String, sea
 -- on any one server:
 INSERT INTO `tally`.tally_migrations (version, name, dialect) VALUES (4, 'sealed_usage, sealed_sla and periods tables for sealed months', 'modern');
 
+-- migration 5: sealed_usage_daily and sealed_sla_hourly roll-ups of seals, periods.rollups
+CREATE TABLE IF NOT EXISTS `tally`.sealed_usage_daily_local ON CLUSTER `tally` (seal_id String, tenant String, meter String, window_start DateTime('UTC'), service String, dimensions String, unique_value String, value Decimal(38, 9), unit String, aggregation String) ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/tally.sealed_usage_daily', '{replica}') PARTITION BY toYYYYMM(window_start) ORDER BY (seal_id, tenant, meter, window_start, service, dimensions, unique_value);
+
+CREATE TABLE IF NOT EXISTS `tally`.sealed_usage_daily ON CLUSTER `tally` AS `tally`.sealed_usage_daily_local ENGINE = Distributed(`tally`, `tally`, sealed_usage_daily_local, cityHash64(tenant));
+
+CREATE TABLE IF NOT EXISTS `tally`.sealed_sla_hourly_local ON CLUSTER `tally` (seal_id String, tenant String, service String, route String, window_start DateTime('UTC'), requests UInt64, errors UInt64, latency_buckets Array(UInt16), latency_counts Array(UInt64), exemplar_trace_ids Array(String), exemplar_latencies_ns Array(UInt64), exemplar_errors Array(UInt8)) ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/tally.sealed_sla_hourly', '{replica}') PARTITION BY toYYYYMM(window_start) ORDER BY (seal_id, tenant, service, route, window_start);
+
+CREATE TABLE IF NOT EXISTS `tally`.sealed_sla_hourly ON CLUSTER `tally` AS `tally`.sealed_sla_hourly_local ENGINE = Distributed(`tally`, `tally`, sealed_sla_hourly_local, cityHash64(tenant));
+
+-- on any one server:
+ALTER TABLE `tally`.periods ADD COLUMN rollups UInt8;
+
+-- on any one server:
+INSERT INTO `tally`.tally_migrations (version, name, dialect) VALUES (5, 'sealed_usage_daily and sealed_sla_hourly roll-ups of seals, periods.rollups', 'modern');
+

@@ -351,10 +351,12 @@ fn periods(error: &Value) -> Value {
                     "digest": hex.clone(),
                     "previous_digest": {"allOf": [hex.clone()], "description": "the previous sealed month's digest; 64 zeros for the first seal"},
                     "sealed_at": {"type": "string", "format": "date-time"},
+                    "rollups": {"type": "boolean", "description": "written with daily usage and hourly SLA roll-ups, which the month's invoices and reports read (every seal since migration 5)"},
+                    "rollups_verified": {"type": "boolean", "description": "GET only: the roll-ups equal those recomputed from the snapshot (true without roll-ups)"},
                     "recomputed_digest": {"allOf": [hex.clone()], "description": "GET only: recomputed from the snapshot now"},
                     "recomputed_rows": {"type": "integer", "description": "GET only"},
                     "expected_previous_digest": {"allOf": [hex], "description": "GET only: the digest the chain says previous_digest must be"},
-                    "verified": {"type": "boolean", "description": "GET only: recomputed digest, rows and chain link all match"},
+                    "verified": {"type": "boolean", "description": "GET only: recomputed digest, rows, chain link and roll-ups all match"},
                     "late_rows": {"type": "integer", "description": "GET only: usage rows for the month stored after the seal (billed as adjustments on the next month's invoice)"}
                 }
             }

@@ -13,7 +13,7 @@ use super::BillingMonth;
 use crate::clickhouse::ClickHouse;
 use crate::meter::Catalog;
 use crate::sla::{query_sla, SlaGrouping, SlaPoint, SlaQuery};
-use crate::store::rollup::{query_usage_all, Granularity, UsagePoint, UsageQuery, MAX_LIMIT};
+use crate::store::rollup::{query_usage_all, Granularity, Sealed, UsagePoint, UsageQuery, MAX_LIMIT};
 use crate::store::StoreError;
 
 /// Why an invoice could not be produced.
@@ -88,18 +88,19 @@ async fn price(
     catalog: &Catalog,
     tenant: &str,
     month: BillingMonth,
-    sealed: Option<&str>,
+    sealed: Option<&Sealed>,
 ) -> Result<Invoice, InvoiceFailure> {
     let mut usage = Usage::new();
     for window in windows(book, tenant, month)? {
         let mut query = usage_query(tenant, &window);
-        query.sealed = sealed.map(str::to_owned);
+        query.sealed = sealed.cloned();
         let points = query_usage_all(ch, db, &query).await?;
         record_usage(&mut usage, &window, &points);
     }
     let mut sla = sla_query(tenant, month);
-    sla.sealed = sealed.map(str::to_owned);
+    sla.sealed = sealed.cloned();
     let availability = availability(&query_sla(ch, db, &sla).await?);
+    let sealed = sealed.map(|s| s.seal_id.as_str());
     tracing::debug!(tenant, %month, sealed, requests = availability.requests, errors = availability.errors, "pricing month");
     Ok(compute(book, tenant, month, Inputs { usage: &usage, availability, catalog })?)
 }
@@ -116,11 +117,11 @@ pub async fn invoice(
     month: BillingMonth,
 ) -> Result<Invoice, InvoiceFailure> {
     let seal = crate::seal::period(ch, db, month).await?;
-    let mut invoice = price(ch, db, book, catalog, tenant, month, seal.as_ref().map(|s| s.seal_id.as_str())).await?;
+    let mut invoice = price(ch, db, book, catalog, tenant, month, seal.as_ref().map(crate::seal::Period::sealed).as_ref()).await?;
     invoice.sealed_digest = seal.map(|s| s.digest);
     let previous = month.previous();
     let Some(prev_seal) = crate::seal::period(ch, db, previous).await? else { return Ok(invoice) };
-    let sealed = price(ch, db, book, catalog, tenant, previous, Some(&prev_seal.seal_id)).await;
+    let sealed = price(ch, db, book, catalog, tenant, previous, Some(&prev_seal.sealed())).await;
     let live = price(ch, db, book, catalog, tenant, previous, None).await;
     match (sealed, live) {
         (Ok(sealed), Ok(live)) => Ok(add_adjustments(invoice, adjustments(&sealed, &live))?),

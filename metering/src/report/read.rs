@@ -15,9 +15,11 @@ use crate::pricing::invoice::InvoiceError;
 use crate::pricing::plan::PriceBook;
 use crate::pricing::store::{invoice, InvoiceFailure};
 use crate::pricing::BillingMonth;
+use crate::seal::rollup::Rollup;
 use crate::seal::schema::Snapshot;
+use crate::seal::Period;
 use crate::sla::{query_sla, SlaGrouping, SlaPoint, SlaQuery};
-use crate::store::rollup::{query_usage_all, Granularity, UsagePoint, UsageQuery};
+use crate::store::rollup::{query_usage_all, Granularity, Sealed, UsagePoint, UsageQuery};
 use crate::store::StoreError;
 
 /// Why a report could not be produced.
@@ -74,12 +76,19 @@ async fn report_tenants(
     table: Snapshot,
     month: BillingMonth,
     tenant: Option<&str>,
-    sealed: Option<&str>,
+    sealed: Option<&Sealed>,
 ) -> Result<Vec<String>, StoreError> {
     if let Some(t) = tenant {
         return Ok(vec![t.to_owned()]);
     }
-    let sql = crate::seal::schema::tenants(db, table, sealed, midnight(month.first_day()), midnight(month.end()))?;
+    let sql = match sealed {
+        Some(s) if s.rollups => match table {
+            Snapshot::Usage => Rollup::UsageDaily,
+            Snapshot::Sla => Rollup::SlaHourly,
+        }
+        .tenants(db, &s.seal_id)?,
+        _ => crate::seal::schema::tenants(db, table, sealed.map(|s| s.seal_id.as_str()), midnight(month.first_day()), midnight(month.end()))?,
+    };
     Ok(ch.query_column(&sql).await?)
 }
 
@@ -87,12 +96,12 @@ async fn report_tenants(
 /// it is sealed (as its invoices are), else from live usage.
 pub async fn read_usage_report(ch: &ClickHouse, db: &str, month: BillingMonth, tenant: Option<&str>) -> Result<UsageReport, StoreError> {
     let seal = crate::seal::period(ch, db, month).await?;
-    let sealed = seal.as_ref().map(|s| s.seal_id.as_str());
+    let sealed = seal.as_ref().map(Period::sealed);
     let (mut days, mut totals): (Vec<UsagePoint>, Vec<UsagePoint>) = Default::default();
-    for t in report_tenants(ch, db, Snapshot::Usage, month, tenant, sealed).await? {
+    for t in report_tenants(ch, db, Snapshot::Usage, month, tenant, sealed.as_ref()).await? {
         let query = |g| {
             let mut q = usage_query(month, Some(&t), g);
-            q.sealed = sealed.map(str::to_owned);
+            q.sealed = sealed.clone();
             q
         };
         days.extend(query_usage_all(ch, db, &query(Granularity::Day)).await?);
@@ -107,12 +116,12 @@ pub async fn read_usage_report(ch: &ClickHouse, db: &str, month: BillingMonth, t
 /// at a time), from the month's seal when it is sealed.
 pub async fn read_sla_points(ch: &ClickHouse, db: &str, month: BillingMonth, tenant: Option<&str>) -> Result<[Vec<SlaPoint>; 3], StoreError> {
     let seal = crate::seal::period(ch, db, month).await?;
-    let sealed = seal.as_ref().map(|s| s.seal_id.as_str());
+    let sealed = seal.as_ref().map(Period::sealed);
     let mut out: [Vec<SlaPoint>; 3] = Default::default();
-    for t in report_tenants(ch, db, Snapshot::Sla, month, tenant, sealed).await? {
+    for t in report_tenants(ch, db, Snapshot::Sla, month, tenant, sealed.as_ref()).await? {
         for (slot, g) in out.iter_mut().zip([Granularity::Month, Granularity::Day, Granularity::Hour]) {
             let mut q = sla_query(month, Some(&t), g);
-            q.sealed = sealed.map(str::to_owned);
+            q.sealed = sealed.clone();
             slot.extend(query_sla(ch, db, &q).await?);
         }
     }

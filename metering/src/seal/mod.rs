@@ -23,6 +23,7 @@
 //! ```
 
 pub mod digest;
+pub mod rollup;
 pub mod schema;
 pub mod store;
 

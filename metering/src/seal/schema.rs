@@ -162,12 +162,12 @@ pub enum Snapshot {
     Sla,
 }
 
-/// Records a seal of `rows` usage and `sla_rows` SLA rows.
+/// Records a seal of `rows` usage and `sla_rows` SLA rows, with its roll-ups.
 #[allow(clippy::too_many_arguments)]
 pub fn record_seal(db: &str, month: &str, seal_id: &str, rows: u64, sla_rows: u64, digest: &str, previous: &str, sealed_at: OffsetDateTime) -> Result<Sql, BadIdentifier> {
     Ok(Sql::new("INSERT INTO ")
         .ident(db)?
-        .push(".periods (month, seal_id, rows, sla_rows, digest, previous_digest, sealed_at) VALUES (")
+        .push(".periods (month, seal_id, rows, sla_rows, digest, previous_digest, sealed_at, rollups) VALUES (")
         .bind(month)
         .push(", ")
         .bind(seal_id)
@@ -181,13 +181,13 @@ pub fn record_seal(db: &str, month: &str, seal_id: &str, rows: u64, sla_rows: u6
         .bind(previous)
         .push(", ")
         .bind(Param::DateTime(sealed_at.unix_timestamp() as u32))
-        .push(")"))
+        .push(", 1)"))
 }
 
 /// Every seal, the one that counts for each month first: month, seal id, rows,
-/// SLA rows, digest, previous digest, sealed at (Unix seconds).
+/// SLA rows, digest, previous digest, sealed at (Unix seconds), whether it has roll-ups.
 pub fn read_seals(db: &str) -> Result<Sql, BadIdentifier> {
-    Ok(Sql::new("SELECT month, seal_id, rows, sla_rows, digest, previous_digest, toUInt32(sealed_at) FROM ")
+    Ok(Sql::new("SELECT month, seal_id, rows, sla_rows, digest, previous_digest, toUInt32(sealed_at), rollups FROM ")
         .ident(db)?
         .push(".periods ORDER BY month, sealed_at, seal_id"))
 }

@@ -8,7 +8,9 @@ use super::schema;
 use crate::clickhouse::sql::Sql;
 use crate::clickhouse::ClickHouse;
 use crate::pricing::BillingMonth;
+use crate::store::rollup::Sealed;
 use crate::store::StoreError;
+use super::rollup::Rollup;
 
 /// A sealed month.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -28,6 +30,18 @@ pub struct Period {
     /// When it was sealed.
     #[serde(with = "time::serde::rfc3339")]
     pub sealed_at: OffsetDateTime,
+    /// Written with its daily usage and hourly SLA roll-ups (every seal since migration 5).
+    pub rollups: bool,
+}
+
+impl Period {
+    /// What a read of this month takes instead of live rows.
+    pub fn sealed(&self) -> Sealed {
+        Sealed {
+            seal_id: self.seal_id.clone(),
+            rollups: self.rollups,
+        }
+    }
 }
 
 /// The outcome of recomputing a seal.
@@ -44,7 +58,10 @@ pub struct Verification {
     pub recomputed_sla_rows: u64,
     /// The digest the chain says `previous_digest` must be.
     pub expected_previous_digest: String,
-    /// Recomputed digest, row count and chain link all match.
+    /// The roll-ups as stored equal the roll-ups recomputed from the snapshot (true for a seal
+    /// without roll-ups: there is nothing to differ).
+    pub rollups_verified: bool,
+    /// Recomputed digest, row count, chain link and roll-ups all match.
     pub verified: bool,
     /// Usage rows for the month that arrived after the seal (not in it; billed as an
     /// adjustment on the next month's invoice).
@@ -81,14 +98,14 @@ fn bad(row: &[String], reason: &str) -> StoreError {
 pub async fn seals(ch: &ClickHouse, db: &str) -> Result<Vec<Period>, StoreError> {
     let mut out: Vec<Period> = Vec::new();
     for row in ch.query_tsv(&schema::read_seals(db)?).await? {
-        let [month, seal_id, rows, sla_rows, digest, previous, at] = <[String; 7]>::try_from(row.clone()).map_err(|r| bad(&r, "expected 7 fields"))?;
+        let [month, seal_id, rows, sla_rows, digest, previous, at, rollups] = <[String; 8]>::try_from(row.clone()).map_err(|r| bad(&r, "expected 8 fields"))?;
         if out.last().is_some_and(|p| p.month == month) {
             continue;
         }
         let sealed_at = at.parse::<i64>().ok().and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok()).ok_or_else(|| bad(&row, "sealed_at"))?;
         let rows = rows.parse().map_err(|_| bad(&row, "rows is not a UInt64"))?;
         let sla_rows = sla_rows.parse().map_err(|_| bad(&row, "sla_rows is not a UInt64"))?;
-        out.push(Period { month, seal_id, rows, sla_rows, digest, previous_digest: previous, sealed_at });
+        out.push(Period { month, seal_id, rows, sla_rows, digest, previous_digest: previous, sealed_at, rollups: rollups == "1" });
     }
     Ok(out)
 }
@@ -250,13 +267,15 @@ pub async fn seal(ch: &ClickHouse, db: &str, month: BillingMonth, now: OffsetDat
     let previous = previous_digest(&all, &name);
     let seal_id = format!("{name}/{}/{}", now.unix_timestamp_nanos(), std::process::id());
     let writer = snapshot_writer(ch, db).await?;
-    for table in [schema::Snapshot::Usage, schema::Snapshot::Sla] {
+    for (table, rollup) in [schema::Snapshot::Usage, schema::Snapshot::Sla].into_iter().zip(Rollup::ALL) {
         for tenant in live_tenants(ch, db, table, from, to).await? {
             let snapshot = match table {
                 schema::Snapshot::Usage => schema::snapshot(db, &seal_id, &tenant, from, to),
                 schema::Snapshot::Sla => schema::snapshot_sla(db, &seal_id, &tenant, from, to),
             };
-            writer.execute(&snapshot.map_err(StoreError::from)?).await.map_err(StoreError::from)?;
+            for step in [snapshot, rollup.write(db, &seal_id, &tenant)] {
+                writer.execute(&step.map_err(StoreError::from)?).await.map_err(StoreError::from)?;
+            }
         }
     }
     // Digest what was stored, not what was meant to be: the snapshot read back.
@@ -274,6 +293,32 @@ pub async fn seal(ch: &ClickHouse, db: &str, month: BillingMonth, now: OffsetDat
     }
 }
 
+/// Whether seal `seal_id`'s roll-ups, tenant by tenant, are what its snapshot rolls up to
+/// (a roll-up row forged, lost or added fails it). Tenants come from both sides, so a
+/// tenant missing from either is a mismatch too.
+async fn rollups_match(ch: &ClickHouse, db: &str, seal_id: &str) -> Result<bool, StoreError> {
+    for (table, rollup) in [schema::Snapshot::Usage, schema::Snapshot::Sla].into_iter().zip(Rollup::ALL) {
+        let mut tenants: Vec<String> = ch
+            .query_tsv(&schema::snapshot_tenants(db, seal_id, table)?)
+            .await?
+            .into_iter()
+            .filter_map(|r| r.into_iter().next())
+            .collect();
+        tenants.extend(ch.query_column(&rollup.tenants(db, seal_id)?).await?);
+        tenants.sort();
+        tenants.dedup();
+        for tenant in &tenants {
+            let stored = ch.query_tsv(&rollup.read_stored(db, seal_id, tenant)?).await?;
+            let computed = ch.query_tsv(&rollup.read_computed(db, seal_id, tenant)?).await?;
+            if stored != computed {
+                tracing::error!(seal_id, tenant, table = rollup.table(), stored = stored.len(), computed = computed.len(), "a seal's roll-up differs from its snapshot");
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
+}
+
 /// Recomputes `month`'s seal from its snapshot; `None` when it is not sealed.
 pub async fn verify(ch: &ClickHouse, db: &str, month: BillingMonth) -> Result<Option<Verification>, StoreError> {
     let all = seals(ch, db).await?;
@@ -282,13 +327,15 @@ pub async fn verify(ch: &ClickHouse, db: &str, month: BillingMonth) -> Result<Op
     let (recomputed, rows, sla_rows) = digest_snapshot(ch, db, &p.seal_id, &name, &p.previous_digest).await?;
     let expected_previous = previous_digest(&all, &name);
     let (from, to) = bounds(month);
+    let rollups_verified = !p.rollups || rollups_match(ch, db, &p.seal_id).await?;
     let mut late_rows = 0;
     for tenant in live_tenants(ch, db, schema::Snapshot::Usage, from, to).await? {
         let late = ch.query_column(&schema::count_late(db, &p.seal_id, &tenant, from, to)?).await?;
         late_rows += late.first().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
     }
     Ok(Some(Verification {
-        verified: recomputed == p.digest && rows == p.rows && sla_rows == p.sla_rows && expected_previous == p.previous_digest,
+        verified: recomputed == p.digest && rows == p.rows && sla_rows == p.sla_rows && expected_previous == p.previous_digest && rollups_verified,
+        rollups_verified,
         recomputed_digest: recomputed,
         recomputed_rows: rows,
         recomputed_sla_rows: sla_rows,

@@ -14,7 +14,8 @@ use super::sketch::LatencySketch;
 use crate::clickhouse::sql::{BadIdentifier, Param, Sql};
 use crate::clickhouse::ClickHouse;
 use crate::record::validate_tenant;
-use crate::store::rollup::{rfc3339, unix_seconds, Granularity, QueryError};
+use crate::seal::rollup::Rollup;
+use crate::store::rollup::{rfc3339, unix_seconds, Granularity, QueryError, Sealed};
 use crate::store::StoreError;
 
 // The SQL below keeps 3 of each literally.
@@ -44,8 +45,8 @@ pub struct SlaQuery {
     pub granularity: Granularity,
     /// Per service, or per service and route.
     pub grouping: SlaGrouping,
-    /// Read a sealed month's snapshot (`sealed_sla` rows of this seal id) instead of live rows.
-    pub sealed: Option<String>,
+    /// Read a sealed month's snapshot instead of live rows.
+    pub sealed: Option<Sealed>,
 }
 
 /// One bucket of merged SLA data.
@@ -123,13 +124,17 @@ impl SlaQuery {
                  exemplar_errors)) AS r FROM "
             })
             .ident(db)?
-            // A snapshot has sla's columns, so the same read serves it.
-            .push(if self.sealed.is_some() { ".sealed_sla WHERE window_start >= " } else { ".sla WHERE window_start >= " })
+            // A snapshot and its hourly roll-up have sla's columns, so the same read serves them.
+            .push(match &self.sealed {
+                None => ".sla",
+                Some(s) => s.table(self.granularity, self.from, self.to, (".sealed_sla", Rollup::SlaHourly.table(), 3_600)),
+            })
+            .push(" WHERE window_start >= ")
             .bind(Param::DateTime(self.from.unix_timestamp() as u32))
             .push(" AND window_start < ")
             .bind(Param::DateTime(self.to.unix_timestamp() as u32));
-        if let Some(seal_id) = &self.sealed {
-            sql = sql.push(" AND seal_id = ").bind(seal_id);
+        if let Some(s) = &self.sealed {
+            sql = sql.push(" AND seal_id = ").bind(&s.seal_id);
         }
         if let Some(tenant) = &self.tenant {
             sql = sql.push(" AND tenant = ").bind(tenant);

@@ -53,6 +53,17 @@ pub const MIGRATIONS: &[Migration] = &[
         },
         already_done: None,
     },
+    Migration {
+        version: 5,
+        name: "sealed_usage_daily and sealed_sla_hourly roll-ups of seals, periods.rollups",
+        statements: |db, _| {
+            use crate::seal::rollup::{add_periods_rollups, create_sla_hourly, create_usage_daily};
+            // The ALTER last: a run interrupted before it creates the tables again (IF NOT
+            // EXISTS); one interrupted after it is found done by `already_done`.
+            Ok(vec![create_usage_daily(db)?, create_sla_hourly(db)?, add_periods_rollups(db)?])
+        },
+        already_done: Some(|db| Ok(crate::seal::rollup::has_periods_rollups(db))),
+    },
 ];
 
 /// What [`migrate`] did.

@@ -18,6 +18,7 @@ use super::StoreError;
 use crate::clickhouse::sql::{BadIdentifier, Param, Sql};
 use crate::clickhouse::ClickHouse;
 use crate::meter::Catalog;
+use crate::seal::rollup::Rollup;
 use crate::record::{validate_tenant, TenantError};
 
 /// The largest page a query may ask for.
@@ -130,8 +131,43 @@ pub struct UsageQuery {
     pub after: Option<UsageKey>,
     /// At most this many points.
     pub limit: u32,
-    /// Read a sealed month's snapshot (`sealed_usage` rows of this seal id) instead of live usage.
-    pub sealed: Option<String>,
+    /// Read a sealed month's snapshot instead of live usage.
+    pub sealed: Option<Sealed>,
+}
+
+/// A seal whose snapshot a read takes instead of live rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sealed {
+    /// Its id in the snapshot tables.
+    pub seal_id: String,
+    /// It was written with roll-ups (migration 5), which serve reads of whole days (usage) and
+    /// hours (SLA) in place of the snapshot's minutes.
+    pub rollups: bool,
+}
+
+impl Sealed {
+    /// The table a read of `[from, to)` in `granularity` buckets takes: the roll-up
+    /// (`.<rollup>`) when the seal has one of buckets of `rollup_seconds` that tile the read,
+    /// else the snapshot.
+    pub(crate) fn table(
+        &self,
+        granularity: Granularity,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+        (snapshot, rollup, rollup_seconds): (&'static str, &'static str, i64),
+    ) -> &'static str {
+        let whole = |t: OffsetDateTime| t.unix_timestamp() % rollup_seconds == 0;
+        let coarse = match granularity {
+            Granularity::Minute => false,
+            Granularity::Hour => rollup_seconds <= 3600,
+            Granularity::Day | Granularity::Month => true,
+        };
+        if self.rollups && coarse && whole(from) && whole(to) {
+            rollup
+        } else {
+            snapshot
+        }
+    }
 }
 
 /// One bucket of usage.
@@ -274,13 +310,17 @@ impl UsageQuery {
                 "max(value) AS v, any(unit) AS u, any(aggregation) AS a FROM "
             })
             .ident(db)?
-            // A snapshot has usage's columns, so the same roll-up reads it.
-            .push(if self.sealed.is_some() { ".sealed_usage WHERE window_start >= " } else { ".usage WHERE window_start >= " })
+            // A snapshot and its daily roll-up have usage's columns, so the same roll-up reads them.
+            .push(match &self.sealed {
+                None => ".usage",
+                Some(s) => s.table(self.granularity, self.from, self.to, (".sealed_usage", Rollup::UsageDaily.table(), 86_400)),
+            })
+            .push(" WHERE window_start >= ")
             .bind(Param::DateTime(self.from.unix_timestamp() as u32))
             .push(" AND window_start < ")
             .bind(Param::DateTime(self.to.unix_timestamp() as u32));
-        if let Some(seal_id) = &self.sealed {
-            sql = sql.push(" AND seal_id = ").bind(seal_id);
+        if let Some(s) = &self.sealed {
+            sql = sql.push(" AND seal_id = ").bind(&s.seal_id);
         }
         if let Some(tenant) = &self.tenant {
             sql = sql.push(" AND tenant = ").bind(tenant);
