@@ -367,6 +367,20 @@ async fn tally_report_writes_the_same_reports() {
     let out = tally(&[&["report", "sla"], &base[..2], &["--clickhouse-database", &f.db, "--month", "2026-1"]].concat());
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("\"2026-1\" is not a month written YYYY-MM"), "{}", String::from_utf8_lossy(&out.stderr));
+    // Sealed, November's reports read every tenant at once from the seal's roll-ups: the same
+    // hand-computed figures, worst hours, exemplars and credits.
+    let out = tally(&[&["seal"], &base[..]].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let digest = serde_json::from_slice::<Value>(&out.stdout).unwrap()["digest"].clone();
+    assert_eq!(digest.as_str().map(str::len), Some(64), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = tally(&[&["report", "sla"], &base[..], &["--plans", f.plans.path().to_str().unwrap()]].concat());
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    check_sla(&report);
+    assert_eq!(report["sealed_digest"], digest);
+    let out = tally(&[&["report", "usage"], &base[..], &["--format", "json"]].concat());
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    check_usage(&report, &["acme", "globex"]);
+    assert_eq!(report["sealed_digest"], digest);
 }
 
 #[tokio::test]

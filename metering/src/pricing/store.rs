@@ -73,8 +73,8 @@ pub fn sla_query(tenant: &str, month: BillingMonth) -> SlaQuery {
 }
 
 /// The month's availability from the points of [`sla_query`]: every service's requests and errors.
-pub fn availability(points: &[SlaPoint]) -> Availability {
-    points.iter().fold(Availability::default(), |a, p| Availability {
+pub fn availability<'a>(points: impl IntoIterator<Item = &'a SlaPoint>) -> Availability {
+    points.into_iter().fold(Availability::default(), |a, p| Availability {
         requests: a.requests.saturating_add(p.requests),
         errors: a.errors.saturating_add(p.errors),
     })
@@ -90,6 +90,25 @@ async fn price(
     month: BillingMonth,
     sealed: Option<&Sealed>,
 ) -> Result<Invoice, InvoiceFailure> {
+    let mut sla = sla_query(tenant, month);
+    sla.sealed = sealed.cloned();
+    let availability = availability(&query_sla(ch, db, &sla).await?);
+    price_with(ch, db, book, catalog, tenant, month, sealed, availability).await
+}
+
+/// [`price`] with the month's availability already read (an SLA report has it), so only
+/// the usage is read: the month's charges and credits, without adjustments.
+#[allow(clippy::too_many_arguments)]
+pub async fn price_with(
+    ch: &ClickHouse,
+    db: &str,
+    book: &PriceBook,
+    catalog: &Catalog,
+    tenant: &str,
+    month: BillingMonth,
+    sealed: Option<&Sealed>,
+    availability: Availability,
+) -> Result<Invoice, InvoiceFailure> {
     let mut usage = Usage::new();
     for window in windows(book, tenant, month)? {
         let mut query = usage_query(tenant, &window);
@@ -97,9 +116,6 @@ async fn price(
         let points = query_usage_all(ch, db, &query).await?;
         record_usage(&mut usage, &window, &points);
     }
-    let mut sla = sla_query(tenant, month);
-    sla.sealed = sealed.cloned();
-    let availability = availability(&query_sla(ch, db, &sla).await?);
     let sealed = sealed.map(|s| s.seal_id.as_str());
     tracing::debug!(tenant, %month, sealed, requests = availability.requests, errors = availability.errors, "pricing month");
     Ok(compute(book, tenant, month, Inputs { usage: &usage, availability, catalog })?)
@@ -116,11 +132,14 @@ pub async fn invoice(
     tenant: &str,
     month: BillingMonth,
 ) -> Result<Invoice, InvoiceFailure> {
-    let seal = crate::seal::period(ch, db, month).await?;
-    let mut invoice = price(ch, db, book, catalog, tenant, month, seal.as_ref().map(crate::seal::Period::sealed).as_ref()).await?;
-    invoice.sealed_digest = seal.map(|s| s.digest);
+    // One read of the seals serves this month and the previous one.
+    let seals = crate::seal::store::seals(ch, db).await?;
+    let seal_of = |m: BillingMonth| seals.iter().find(|p| p.month == m.to_string());
+    let seal = seal_of(month);
+    let mut invoice = price(ch, db, book, catalog, tenant, month, seal.map(crate::seal::Period::sealed).as_ref()).await?;
+    invoice.sealed_digest = seal.map(|s| s.digest.clone());
     let previous = month.previous();
-    let Some(prev_seal) = crate::seal::period(ch, db, previous).await? else { return Ok(invoice) };
+    let Some(prev_seal) = seal_of(previous) else { return Ok(invoice) };
     let sealed = price(ch, db, book, catalog, tenant, previous, Some(&prev_seal.sealed())).await;
     let live = price(ch, db, book, catalog, tenant, previous, None).await;
     match (sealed, live) {

@@ -11,11 +11,11 @@ use super::sla::{self, Credits, Objective, Pricing, SlaReport};
 use super::usage::{self, UsageReport};
 use crate::clickhouse::ClickHouse;
 use crate::meter::Catalog;
+use crate::pricing::credit::Availability;
 use crate::pricing::invoice::InvoiceError;
 use crate::pricing::plan::PriceBook;
-use crate::pricing::store::{invoice, InvoiceFailure};
+use crate::pricing::store::{availability, price_with, InvoiceFailure};
 use crate::pricing::BillingMonth;
-use crate::seal::rollup::Rollup;
 use crate::seal::schema::Snapshot;
 use crate::seal::Period;
 use crate::sla::{query_sla, SlaGrouping, SlaPoint, SlaQuery};
@@ -63,33 +63,30 @@ pub fn sla_query(month: BillingMonth, tenant: Option<&str>, granularity: Granula
     }
 }
 
-/// `tenant`, or every tenant with rows in `table` (their snapshots when `sealed`) in `month`,
-/// by name.
+/// The tenant each of a report's reads is for: `tenant`; else every tenant at once when the
+/// month is read from a seal's roll-ups (a few hundred thousand rows for 1,000 tenants); else
+/// every tenant with rows in `table` (their snapshots when `sealed`) in `month`, one at a time.
 ///
-/// Reports read one tenant at a time: a roll-up of all tenants keeps one entry
-/// per stored row in ClickHouse's memory until it ends (8.7 GB for 50 tenants'
-/// minute usage, past the server's default 10 GB limit well before 1,000
-/// tenants), and each 10,000-point page of it re-reads the whole month.
-async fn report_tenants(
+/// Live (and snapshot) reads go one tenant at a time: a roll-up of all tenants keeps one entry
+/// per stored row in ClickHouse's memory until it ends (8.7 GB for 50 tenants' minute usage,
+/// past the server's default 10 GB limit well before 1,000 tenants), and each 10,000-point
+/// page of it re-reads the whole month. One read of roll-ups saves a query per tenant.
+async fn reads(
     ch: &ClickHouse,
     db: &str,
     table: Snapshot,
     month: BillingMonth,
     tenant: Option<&str>,
     sealed: Option<&Sealed>,
-) -> Result<Vec<String>, StoreError> {
+) -> Result<Vec<Option<String>>, StoreError> {
     if let Some(t) = tenant {
-        return Ok(vec![t.to_owned()]);
+        return Ok(vec![Some(t.to_owned())]);
     }
-    let sql = match sealed {
-        Some(s) if s.rollups => match table {
-            Snapshot::Usage => Rollup::UsageDaily,
-            Snapshot::Sla => Rollup::SlaHourly,
-        }
-        .tenants(db, &s.seal_id)?,
-        _ => crate::seal::schema::tenants(db, table, sealed.map(|s| s.seal_id.as_str()), midnight(month.first_day()), midnight(month.end()))?,
-    };
-    Ok(ch.query_column(&sql).await?)
+    if sealed.is_some_and(|s| s.rollups) {
+        return Ok(vec![None]);
+    }
+    let sql = crate::seal::schema::tenants(db, table, sealed.map(|s| s.seal_id.as_str()), midnight(month.first_day()), midnight(month.end()))?;
+    Ok(ch.query_column(&sql).await?.into_iter().map(Some).collect())
 }
 
 /// The usage report of `month` for one tenant or all: from the month's seal when
@@ -98,9 +95,9 @@ pub async fn read_usage_report(ch: &ClickHouse, db: &str, month: BillingMonth, t
     let seal = crate::seal::period(ch, db, month).await?;
     let sealed = seal.as_ref().map(Period::sealed);
     let (mut days, mut totals): (Vec<UsagePoint>, Vec<UsagePoint>) = Default::default();
-    for t in report_tenants(ch, db, Snapshot::Usage, month, tenant, sealed.as_ref()).await? {
+    for t in reads(ch, db, Snapshot::Usage, month, tenant, sealed.as_ref()).await? {
         let query = |g| {
-            let mut q = usage_query(month, Some(&t), g);
+            let mut q = usage_query(month, t.as_deref(), g);
             q.sealed = sealed.clone();
             q
         };
@@ -112,15 +109,20 @@ pub async fn read_usage_report(ch: &ClickHouse, db: &str, month: BillingMonth, t
     Ok(report)
 }
 
-/// The SLA reads of `month` (month, day, hour) for one tenant or all (one tenant
-/// at a time), from the month's seal when it is sealed.
-pub async fn read_sla_points(ch: &ClickHouse, db: &str, month: BillingMonth, tenant: Option<&str>) -> Result<[Vec<SlaPoint>; 3], StoreError> {
-    let seal = crate::seal::period(ch, db, month).await?;
-    let sealed = seal.as_ref().map(Period::sealed);
+/// The SLA reads of `month` (month, day, hour) for one tenant or all, from its seal `seal`
+/// when it is sealed.
+pub async fn read_sla_points(
+    ch: &ClickHouse,
+    db: &str,
+    month: BillingMonth,
+    tenant: Option<&str>,
+    seal: Option<&Period>,
+) -> Result<[Vec<SlaPoint>; 3], StoreError> {
+    let sealed = seal.map(Period::sealed);
     let mut out: [Vec<SlaPoint>; 3] = Default::default();
-    for t in report_tenants(ch, db, Snapshot::Sla, month, tenant, sealed.as_ref()).await? {
+    for t in reads(ch, db, Snapshot::Sla, month, tenant, sealed.as_ref()).await? {
         for (slot, g) in out.iter_mut().zip([Granularity::Month, Granularity::Day, Granularity::Hour]) {
-            let mut q = sla_query(month, Some(&t), g);
+            let mut q = sla_query(month, t.as_deref(), g);
             q.sealed = sealed.clone();
             slot.extend(query_sla(ch, db, &q).await?);
         }
@@ -137,8 +139,10 @@ pub fn objective(book: &PriceBook, tenant: &str, month: BillingMonth) -> Option<
     Some(Objective { plan: plan.name.clone(), availability_percent: plan.slo_availability, p99_ms: plan.slo_p99_ms })
 }
 
-/// `tenant`'s objective and credits: the credits of its invoice for `month`. A
-/// tenant without a plan that month has neither.
+/// `tenant`'s objective and credits: the credits of its invoice for `month` (read from seal
+/// `sealed` when given), whose `availability` the caller has read. A tenant without a plan
+/// that month has neither.
+#[allow(clippy::too_many_arguments)]
 pub async fn pricing(
     ch: &ClickHouse,
     db: &str,
@@ -146,8 +150,10 @@ pub async fn pricing(
     catalog: &Catalog,
     tenant: &str,
     month: BillingMonth,
+    sealed: Option<&Sealed>,
+    availability: Availability,
 ) -> Result<Pricing, ReportError> {
-    match invoice(ch, db, book, catalog, tenant, month).await {
+    match price_with(ch, db, book, catalog, tenant, month, sealed, availability).await {
         Ok(inv) => Ok(Pricing {
             slo: objective(book, tenant, month),
             credits: Some(Credits { currency: inv.currency.code().to_owned(), credits: inv.credits, total: inv.sla_credit }),
@@ -169,17 +175,21 @@ pub async fn read_sla_report(
     plans: Option<(&PriceBook, &Catalog)>,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<SlaReport, ReportError> {
-    let [months, days, hours] = read_sla_points(ch, db, month, tenant).await?;
+    let seal = crate::seal::period(ch, db, month).await?;
+    let [months, days, hours] = read_sla_points(ch, db, month, tenant, seal.as_ref()).await?;
     let mut tenants: Vec<&str> = months.iter().map(|p| p.tenant.as_str()).collect();
     tenants.dedup();
     let mut priced = BTreeMap::new();
     if let Some((book, catalog)) = plans {
+        let sealed = seal.as_ref().map(Period::sealed);
         for (n, t) in tenants.iter().enumerate() {
-            priced.insert((*t).to_owned(), pricing(ch, db, book, catalog, t, month).await?);
+            // The month's points are the invoice's availability read: only its usage is read again.
+            let availability = availability(months.iter().filter(|p| p.tenant == *t));
+            priced.insert((*t).to_owned(), pricing(ch, db, book, catalog, t, month, sealed.as_ref(), availability).await?);
             progress(n + 1, tenants.len());
         }
     }
     let mut report = sla::build(month, &months, &days, &hours, &priced);
-    report.sealed_digest = crate::seal::period(ch, db, month).await?.map(|s| s.digest);
+    report.sealed_digest = seal.map(|s| s.digest);
     Ok(report)
 }
