@@ -4,6 +4,8 @@
 //! usage and SLA reads run, so they run on ClickHouse 18.16 and on current servers
 //! alike; the steps are public so tests can run them on chDB too.
 
+use std::future::Future;
+
 use time::{Date, OffsetDateTime};
 
 use super::credit::Availability;
@@ -92,12 +94,12 @@ async fn price(
 ) -> Result<Invoice, InvoiceFailure> {
     let mut sla = sla_query(tenant, month);
     sla.sealed = sealed.cloned();
-    let availability = availability(&query_sla(ch, db, &sla).await?);
-    price_with(ch, db, book, catalog, tenant, month, sealed, availability).await
+    let read = async { Ok(availability(&query_sla(ch, db, &sla).await?)) };
+    price_with(ch, db, book, catalog, tenant, month, sealed, read).await
 }
 
-/// [`price`] with the month's availability already read (an SLA report has it), so only
-/// the usage is read: the month's charges and credits, without adjustments.
+/// [`price`] with the month's availability from `availability` (an SLA report has read it
+/// already), read while the usage is: the month's charges and credits, without adjustments.
 #[allow(clippy::too_many_arguments)]
 pub async fn price_with(
     ch: &ClickHouse,
@@ -107,15 +109,20 @@ pub async fn price_with(
     tenant: &str,
     month: BillingMonth,
     sealed: Option<&Sealed>,
-    availability: Availability,
+    availability: impl Future<Output = Result<Availability, StoreError>>,
 ) -> Result<Invoice, InvoiceFailure> {
-    let mut usage = Usage::new();
-    for window in windows(book, tenant, month)? {
-        let mut query = usage_query(tenant, &window);
-        query.sealed = sealed.cloned();
-        let points = query_usage_all(ch, db, &query).await?;
-        record_usage(&mut usage, &window, &points);
-    }
+    let usage = async {
+        let mut usage = Usage::new();
+        for window in windows(book, tenant, month)? {
+            let mut query = usage_query(tenant, &window);
+            query.sealed = sealed.cloned();
+            let points = query_usage_all(ch, db, &query).await?;
+            record_usage(&mut usage, &window, &points);
+        }
+        Ok::<_, InvoiceFailure>(usage)
+    };
+    // Two reads at once: an invoice waits for the slower, not for both in turn.
+    let (usage, availability) = tokio::try_join!(usage, async { Ok(availability.await?) })?;
     let sealed = sealed.map(|s| s.seal_id.as_str());
     tracing::debug!(tenant, %month, sealed, requests = availability.requests, errors = availability.errors, "pricing month");
     Ok(compute(book, tenant, month, Inputs { usage: &usage, availability, catalog })?)
