@@ -223,11 +223,11 @@ fn worse(a: &SlaPoint, b: &SlaPoint) -> Ordering {
 pub fn build(month: BillingMonth, months: &[SlaPoint], days: &[SlaPoint], hours: &[SlaPoint], pricing: &BTreeMap<String, Pricing>) -> SlaReport {
     let mut tenants = Vec::new();
     let all_days: Vec<Date> = std::iter::successors(Some(month.first_day()), |d| d.next_day()).take_while(|d| *d < month.end()).collect();
-    let mut by_tenant: BTreeMap<&str, Vec<&SlaPoint>> = BTreeMap::new();
-    for p in months {
-        by_tenant.entry(&p.tenant).or_default().push(p);
-    }
-    for (tenant, points) in by_tenant {
+    // Each tenant's points found once: filtering all tenants' points per tenant was quadratic
+    // (1.4 M hours for 1,000 tenants, scanned 1,000 times).
+    let (mut days_of, mut hours_of) = (by_tenant(days), by_tenant(hours));
+    for (tenant, points) in by_tenant(months) {
+        let (days, hours) = (days_of.remove(tenant).unwrap_or_default(), hours_of.remove(tenant).unwrap_or_default());
         let (mut requests, mut errors, mut latency) = (0u64, 0u64, LatencySketch::new());
         let mut services = Vec::new();
         for p in &points {
@@ -241,7 +241,7 @@ pub fn build(month: BillingMonth, months: &[SlaPoint], days: &[SlaPoint], hours:
             .iter()
             .map(|&day| {
                 let (mut r, mut e, mut l) = (0u64, 0u64, LatencySketch::new());
-                for p in days.iter().filter(|p| p.tenant == tenant && p.start.date() == day) {
+                for p in days.iter().filter(|p| p.start.date() == day) {
                     r = r.saturating_add(p.requests);
                     e = e.saturating_add(p.errors);
                     l.merge(&p.latency);
@@ -249,7 +249,7 @@ pub fn build(month: BillingMonth, months: &[SlaPoint], days: &[SlaPoint], hours:
                 DaySla { day, figures: Figures::of(r, e, &l) }
             })
             .collect();
-        let mut worst: Vec<&SlaPoint> = hours.iter().filter(|p| p.tenant == tenant && p.errors > 0).collect();
+        let mut worst: Vec<&SlaPoint> = hours.into_iter().filter(|p| p.errors > 0).collect();
         worst.sort_by(|a, b| worse(a, b));
         let worst_hours = worst
             .into_iter()
@@ -279,4 +279,12 @@ pub fn build(month: BillingMonth, months: &[SlaPoint], days: &[SlaPoint], hours:
         });
     }
     SlaReport { month: month.to_string(), sealed_digest: None, tenants }
+}
+
+fn by_tenant(points: &[SlaPoint]) -> BTreeMap<&str, Vec<&SlaPoint>> {
+    let mut out: BTreeMap<&str, Vec<&SlaPoint>> = BTreeMap::new();
+    for p in points {
+        out.entry(&p.tenant).or_default().push(p);
+    }
+    out
 }
