@@ -142,47 +142,19 @@ async fn digest_snapshot(ch: &ClickHouse, db: &str, seal_id: &str, month: &str, 
     let (usage_tenants, sla_tenants) = (tenants(schema::Snapshot::Usage).await?, tenants(schema::Snapshot::Sla).await?);
     let mut d = Digester::new(month, previous, usage_tenants.iter().map(|t| t.1).sum());
     let mut usage_rows = 0;
-    let reads = usage_tenants.iter().map(|(t, _)| schema::read_snapshot(db, seal_id, t));
-    read_ahead(ch, reads.collect::<Result<_, _>>()?, |rows| {
-        let rows = parse_snapshot(rows)?;
+    for (tenant, _) in &usage_tenants {
+        let rows = parse_snapshot(ch.query_tsv(&schema::read_snapshot(db, seal_id, tenant)?).await?)?;
         usage_rows += rows.len() as u64;
         d.usage(&rows);
-        Ok(())
-    })
-    .await?;
+    }
     d.sla_section(sla_tenants.iter().map(|t| t.1).sum());
     let mut sla_rows = 0;
-    let reads = sla_tenants.iter().map(|(t, _)| schema::read_sla_snapshot(db, seal_id, t));
-    read_ahead(ch, reads.collect::<Result<_, _>>()?, |rows| {
-        let rows = parse_sla_snapshot(rows)?;
+    for (tenant, _) in &sla_tenants {
+        let rows = parse_sla_snapshot(ch.query_tsv(&schema::read_sla_snapshot(db, seal_id, tenant)?).await?)?;
         sla_rows += rows.len() as u64;
         d.sla(&rows);
-        Ok(())
-    })
-    .await?;
-    Ok((d.finish(), usage_rows, sla_rows))
-}
-
-/// Runs `reads` in order and hands each one's rows to `each`, the next read already running
-/// (with its parsing) while `each` digests this one: the server reads tenant N + 1 while we
-/// hash tenant N, so a seal or a verification takes about the longer of the two, not their sum.
-async fn read_ahead(
-    ch: &ClickHouse,
-    reads: Vec<Sql>,
-    mut each: impl FnMut(Vec<Vec<String>>) -> Result<(), StoreError>,
-) -> Result<(), StoreError> {
-    let start = |sql: Sql| {
-        let ch = ch.clone();
-        tokio::spawn(async move { ch.query_tsv(&sql).await })
-    };
-    let mut reads = reads.into_iter();
-    let mut next = reads.next().map(start);
-    while let Some(reading) = next.take() {
-        next = reads.next().map(start);
-        let rows = reading.await.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
-        each(rows)?;
     }
-    Ok(())
+    Ok((d.finish(), usage_rows, sla_rows))
 }
 
 /// Reads the rows [`schema::read_snapshot`] returns (as TabSeparated fields).
