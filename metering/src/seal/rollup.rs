@@ -13,6 +13,7 @@
 //! They are derived data, outside the digest: verification recomputes them from the
 //! snapshot and compares them row for row.
 
+use super::schema::Snapshot;
 use crate::clickhouse::sql::{BadIdentifier, Sql};
 
 /// The two roll-ups of a seal.
@@ -28,11 +29,35 @@ impl Rollup {
     /// Both, in the order sealing writes them.
     pub const ALL: [Rollup; 2] = [Rollup::UsageDaily, Rollup::SlaHourly];
 
+    /// The roll-up of a snapshot table.
+    pub const fn of(table: Snapshot) -> Self {
+        match table {
+            Snapshot::Usage => Rollup::UsageDaily,
+            Snapshot::Sla => Rollup::SlaHourly,
+        }
+    }
+
     /// `.table` (after the database).
     pub const fn table(self) -> &'static str {
         match self {
             Rollup::UsageDaily => ".sealed_usage_daily",
             Rollup::SlaHourly => ".sealed_sla_hourly",
+        }
+    }
+
+    /// `.table` of the snapshot it is made from.
+    pub const fn snapshot_table(self) -> &'static str {
+        match self {
+            Rollup::UsageDaily => ".sealed_usage",
+            Rollup::SlaHourly => ".sealed_sla",
+        }
+    }
+
+    /// The length of its buckets, in seconds.
+    pub const fn bucket_seconds(self) -> i64 {
+        match self {
+            Rollup::UsageDaily => 86_400,
+            Rollup::SlaHourly => 3_600,
         }
     }
 
@@ -79,7 +104,7 @@ impl Rollup {
                  any(unit) AS u FROM ",
             )
             .ident(db)?
-            .push(".sealed_usage"),
+            .push(self.snapshot_table()),
             Rollup::SlaHourly => Sql::new(
                 "SELECT seal_id, tenant, service, route, hour AS window_start, req AS requests, err AS errors, \
                  lat.1 AS latency_buckets, lat.2 AS latency_counts, arrayMap(x -> x.2, kept) AS exemplar_trace_ids, \
@@ -92,7 +117,7 @@ impl Rollup {
                  FROM ",
             )
             .ident(db)?
-            .push(".sealed_sla"),
+            .push(self.snapshot_table()),
         };
         Ok(sql
             .push(" WHERE seal_id = ")
@@ -140,8 +165,7 @@ impl Rollup {
             .push(self.order()))
     }
 
-    /// The tenants with rows in this roll-up of `seal_id`, by name (a report's tenants, read
-    /// from a few hundred thousand roll-up rows rather than the snapshot's hundreds of millions).
+    /// The tenants with rows in this roll-up of `seal_id`, by name.
     pub fn tenants(self, db: &str, seal_id: &str) -> Result<Sql, BadIdentifier> {
         Ok(Sql::new("SELECT DISTINCT tenant FROM ")
             .ident(db)?

@@ -4,13 +4,13 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::digest::{Digester, SealedRow, SealedSlaRow, GENESIS};
+use super::rollup::Rollup;
 use super::schema;
 use crate::clickhouse::sql::Sql;
 use crate::clickhouse::ClickHouse;
 use crate::pricing::BillingMonth;
 use crate::store::rollup::Sealed;
 use crate::store::StoreError;
-use super::rollup::Rollup;
 
 /// A sealed month.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -116,30 +116,44 @@ pub async fn period(ch: &ClickHouse, db: &str, month: BillingMonth) -> Result<Op
     Ok(seals(ch, db).await?.into_iter().find(|p| p.month == month))
 }
 
-/// The digest of snapshot `seal_id` of `month` chained to `previous`, and the usage and SLA rows
-/// read for it. Read one tenant at a time: a month of 1,000 tenants' minute usage is hundreds of
+/// A snapshot read back and digested.
+struct Digested {
+    /// The digest, chained to the previous seal's.
+    digest: String,
+    /// Usage rows read.
+    rows: u64,
+    /// SLA rows read.
+    sla_rows: u64,
+    /// The tenants of `sealed_usage` and of `sealed_sla`, in canonical order.
+    tenants: [Vec<String>; 2],
+}
+
+/// The tenants of a snapshot's `table` and their row counts, in the canonical order's tenant
+/// order (bytes, as Rust's and ClickHouse's strings compare).
+async fn snapshot_tenants(ch: &ClickHouse, db: &str, seal_id: &str, table: schema::Snapshot) -> Result<Vec<(String, u64)>, StoreError> {
+    let mut rows: Vec<(String, u64)> = ch
+        .query_tsv(&schema::snapshot_tenants(db, seal_id, table)?)
+        .await?
+        .into_iter()
+        .map(|r| match <[String; 2]>::try_from(r) {
+            Ok([tenant, n]) => match n.parse() {
+                Ok(count) => Ok((tenant, count)),
+                Err(_) => Err(bad(&[tenant, n], "count is not an integer")),
+            },
+            Err(r) => Err(bad(&r, "expected tenant and count")),
+        })
+        .collect::<Result<_, _>>()?;
+    rows.sort();
+    Ok(rows)
+}
+
+/// Snapshot `seal_id` of `month` digested, chained to `previous`. Read one tenant at a time: a month of 1,000 tenants' minute usage is hundreds of
 /// millions of rows, far more than memory (the whole canonical text of 432 M rows is ~40 GB).
 /// Each tenant's rows are read on its own, so a count from before the read (the header's) that
 /// differs from the rows read gives a digest that does not verify, never a wrong one that does.
-async fn digest_snapshot(ch: &ClickHouse, db: &str, seal_id: &str, month: &str, previous: &str) -> Result<(String, u64, u64), StoreError> {
-    let tenants = |table| async move {
-        let mut rows: Vec<(String, u64)> = ch
-            .query_tsv(&schema::snapshot_tenants(db, seal_id, table)?)
-            .await?
-            .into_iter()
-            .map(|r| match <[String; 2]>::try_from(r) {
-                Ok([tenant, n]) => match n.parse() {
-                    Ok(count) => Ok((tenant, count)),
-                    Err(_) => Err(bad(&[tenant, n], "count is not an integer")),
-                },
-                Err(r) => Err(bad(&r, "expected tenant and count")),
-            })
-            .collect::<Result<_, _>>()?;
-        // The canonical order's first field: bytes, as Rust's and ClickHouse's strings compare.
-        rows.sort();
-        Ok::<_, StoreError>(rows)
-    };
-    let (usage_tenants, sla_tenants) = (tenants(schema::Snapshot::Usage).await?, tenants(schema::Snapshot::Sla).await?);
+async fn digest_snapshot(ch: &ClickHouse, db: &str, seal_id: &str, month: &str, previous: &str) -> Result<Digested, StoreError> {
+    let usage_tenants = snapshot_tenants(ch, db, seal_id, schema::Snapshot::Usage).await?;
+    let sla_tenants = snapshot_tenants(ch, db, seal_id, schema::Snapshot::Sla).await?;
     let mut d = Digester::new(month, previous, usage_tenants.iter().map(|t| t.1).sum());
     let mut usage_rows = 0;
     for (tenant, _) in &usage_tenants {
@@ -154,7 +168,8 @@ async fn digest_snapshot(ch: &ClickHouse, db: &str, seal_id: &str, month: &str, 
         sla_rows += rows.len() as u64;
         d.sla(&rows);
     }
-    Ok((d.finish(), usage_rows, sla_rows))
+    let names = |tenants: Vec<(String, u64)>| tenants.into_iter().map(|t| t.0).collect();
+    Ok(Digested { digest: d.finish(), rows: usage_rows, sla_rows, tenants: [names(usage_tenants), names(sla_tenants)] })
 }
 
 /// Reads the rows [`schema::read_snapshot`] returns (as TabSeparated fields).
@@ -267,7 +282,8 @@ pub async fn seal(ch: &ClickHouse, db: &str, month: BillingMonth, now: OffsetDat
     let previous = previous_digest(&all, &name);
     let seal_id = format!("{name}/{}/{}", now.unix_timestamp_nanos(), std::process::id());
     let writer = snapshot_writer(ch, db).await?;
-    for (table, rollup) in [schema::Snapshot::Usage, schema::Snapshot::Sla].into_iter().zip(Rollup::ALL) {
+    for table in [schema::Snapshot::Usage, schema::Snapshot::Sla] {
+        let rollup = Rollup::of(table);
         for tenant in live_tenants(ch, db, table, from, to).await? {
             let snapshot = match table {
                 schema::Snapshot::Usage => schema::snapshot(db, &seal_id, &tenant, from, to),
@@ -279,7 +295,7 @@ pub async fn seal(ch: &ClickHouse, db: &str, month: BillingMonth, now: OffsetDat
         }
     }
     // Digest what was stored, not what was meant to be: the snapshot read back.
-    let (digest, rows, sla_rows) = digest_snapshot(ch, db, &seal_id, &name, &previous).await?;
+    let Digested { digest, rows, sla_rows, .. } = digest_snapshot(ch, db, &seal_id, &name, &previous).await?;
     let record = schema::record_seal(db, &name, &seal_id, rows, sla_rows, &digest, &previous, now).map_err(StoreError::from)?;
     ch.execute(&record).await.map_err(StoreError::from)?;
     // Two seals may have raced; the first recorded is the one everybody reads.
@@ -294,16 +310,12 @@ pub async fn seal(ch: &ClickHouse, db: &str, month: BillingMonth, now: OffsetDat
 }
 
 /// Whether seal `seal_id`'s roll-ups, tenant by tenant, are what its snapshot rolls up to
-/// (a roll-up row forged, lost or added fails it). Tenants come from both sides, so a
-/// tenant missing from either is a mismatch too.
-async fn rollups_match(ch: &ClickHouse, db: &str, seal_id: &str) -> Result<bool, StoreError> {
-    for (table, rollup) in [schema::Snapshot::Usage, schema::Snapshot::Sla].into_iter().zip(Rollup::ALL) {
-        let mut tenants: Vec<String> = ch
-            .query_tsv(&schema::snapshot_tenants(db, seal_id, table)?)
-            .await?
-            .into_iter()
-            .filter_map(|r| r.into_iter().next())
-            .collect();
+/// (a roll-up row forged, lost or added fails it). `snapshot_tenants` are those of
+/// `sealed_usage` and `sealed_sla` (as [`Digested`] has them); the roll-ups' own tenants are
+/// added, so a tenant missing from either side is a mismatch too.
+async fn rollups_match(ch: &ClickHouse, db: &str, seal_id: &str, snapshot_tenants: [Vec<String>; 2]) -> Result<bool, StoreError> {
+    for (table, mut tenants) in [schema::Snapshot::Usage, schema::Snapshot::Sla].into_iter().zip(snapshot_tenants) {
+        let rollup = Rollup::of(table);
         tenants.extend(ch.query_column(&rollup.tenants(db, seal_id)?).await?);
         tenants.sort();
         tenants.dedup();
@@ -324,10 +336,10 @@ pub async fn verify(ch: &ClickHouse, db: &str, month: BillingMonth) -> Result<Op
     let all = seals(ch, db).await?;
     let name = month.to_string();
     let Some(p) = all.iter().find(|p| p.month == name).cloned() else { return Ok(None) };
-    let (recomputed, rows, sla_rows) = digest_snapshot(ch, db, &p.seal_id, &name, &p.previous_digest).await?;
+    let Digested { digest: recomputed, rows, sla_rows, tenants } = digest_snapshot(ch, db, &p.seal_id, &name, &p.previous_digest).await?;
     let expected_previous = previous_digest(&all, &name);
     let (from, to) = bounds(month);
-    let rollups_verified = !p.rollups || rollups_match(ch, db, &p.seal_id).await?;
+    let rollups_verified = !p.rollups || rollups_match(ch, db, &p.seal_id, tenants).await?;
     let mut late_rows = 0;
     for tenant in live_tenants(ch, db, schema::Snapshot::Usage, from, to).await? {
         let late = ch.query_column(&schema::count_late(db, &p.seal_id, &tenant, from, to)?).await?;

@@ -127,7 +127,7 @@ impl SlaQuery {
             // A snapshot and its hourly roll-up have sla's columns, so the same read serves them.
             .push(match &self.sealed {
                 None => ".sla",
-                Some(s) => s.table(self.granularity, self.from, self.to, (".sealed_sla", Rollup::SlaHourly.table(), 3_600)),
+                Some(s) => s.table(Rollup::SlaHourly, self.granularity, self.from, self.to),
             })
             .push(" WHERE window_start >= ")
             .bind(Param::DateTime(self.from.unix_timestamp() as u32))

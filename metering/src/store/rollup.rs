@@ -146,26 +146,20 @@ pub struct Sealed {
 }
 
 impl Sealed {
-    /// The table a read of `[from, to)` in `granularity` buckets takes: the roll-up
-    /// (`.<rollup>`) when the seal has one of buckets of `rollup_seconds` that tile the read,
-    /// else the snapshot.
-    pub(crate) fn table(
-        &self,
-        granularity: Granularity,
-        from: OffsetDateTime,
-        to: OffsetDateTime,
-        (snapshot, rollup, rollup_seconds): (&'static str, &'static str, i64),
-    ) -> &'static str {
-        let whole = |t: OffsetDateTime| t.unix_timestamp() % rollup_seconds == 0;
+    /// The table a read of `[from, to)` in `granularity` buckets takes: `rollup` when the seal
+    /// has it and its buckets tile the read, else the snapshot `rollup` is made from.
+    pub(crate) fn table(&self, rollup: Rollup, granularity: Granularity, from: OffsetDateTime, to: OffsetDateTime) -> &'static str {
+        let seconds = rollup.bucket_seconds();
+        let whole = |t: OffsetDateTime| t.unix_timestamp() % seconds == 0;
         let coarse = match granularity {
             Granularity::Minute => false,
-            Granularity::Hour => rollup_seconds <= 3600,
+            Granularity::Hour => seconds <= 3600,
             Granularity::Day | Granularity::Month => true,
         };
         if self.rollups && coarse && whole(from) && whole(to) {
-            rollup
+            rollup.table()
         } else {
-            snapshot
+            rollup.snapshot_table()
         }
     }
 }
@@ -313,7 +307,7 @@ impl UsageQuery {
             // A snapshot and its daily roll-up have usage's columns, so the same roll-up reads them.
             .push(match &self.sealed {
                 None => ".usage",
-                Some(s) => s.table(self.granularity, self.from, self.to, (".sealed_usage", Rollup::UsageDaily.table(), 86_400)),
+                Some(s) => s.table(Rollup::UsageDaily, self.granularity, self.from, self.to),
             })
             .push(" WHERE window_start >= ")
             .bind(Param::DateTime(self.from.unix_timestamp() as u32))
