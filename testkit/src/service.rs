@@ -118,30 +118,25 @@ impl Service {
 
     /// Waits (up to `timeout`) until `/metrics` has the exact line `line`.
     pub async fn wait_for_line(&self, line: &str, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let text = self.metrics().await?;
-            if text.lines().any(|l| l == line) {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("no `{line}` after {timeout:?} in\n{text}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.wait_until(timeout, |text| text.lines().any(|l| l == line).then_some(()), || format!("no `{line}`")).await
     }
 
     /// Waits (up to `timeout`) until the sample `name` (with its labels) is at least `n`.
     pub async fn wait_for_sample(&self, name: &str, n: u64, timeout: Duration) -> Result<u64> {
+        self.wait_until(timeout, |text| Some(sample(text, name)).filter(|now| *now >= n), || format!("{name} is not {n}")).await
+    }
+
+    /// Polls `/metrics` until `check` finds what it wants in it, or fails after `timeout`
+    /// saying `missing` and showing the last exposition.
+    async fn wait_until<T>(&self, timeout: Duration, check: impl Fn(&str) -> Option<T>, missing: impl Fn() -> String) -> Result<T> {
         let deadline = Instant::now() + timeout;
         loop {
             let text = self.metrics().await?;
-            let now = sample(&text, name);
-            if now >= n {
-                return Ok(now);
+            if let Some(found) = check(&text) {
+                return Ok(found);
             }
             if Instant::now() > deadline {
-                bail!("{name} is {now}, not {n}, after {timeout:?} in\n{text}");
+                bail!("{} after {timeout:?} in\n{text}", missing());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
