@@ -20,16 +20,11 @@ fn main() {
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
 
     let multiarch = match Command::new(&clang).arg("-print-multiarch").output() {
-        Ok(output) if output.status.success() => {
-            String::from_utf8_lossy(&output.stdout).trim().to_string()
+        Ok(output) if output.status.success() => String::from_utf8_lossy(&output.stdout).trim().to_string(),
+        Ok(output) => {
+            fail(&format!("`{clang} -print-multiarch` failed: {}", String::from_utf8_lossy(&output.stderr).trim()))
         }
-        Ok(output) => fail(&format!(
-            "`{clang} -print-multiarch` failed: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        )),
-        Err(error) => fail(&format!(
-            "clang not found ({clang}: {error}); it compiles the eBPF programs"
-        )),
+        Err(error) => fail(&format!("clang not found ({clang}: {error}); it compiles the eBPF programs")),
     };
     if !Path::new("/usr/include/bpf/bpf_helpers.h").exists() {
         fail("libbpf-dev's headers are missing (/usr/include/bpf/bpf_helpers.h)");
@@ -39,9 +34,7 @@ fn main() {
     // The kernel's uapi <linux/types.h> includes <asm/types.h>, which Debian keeps in the
     // multiarch directory; -mcpu=v3 for the atomic adds and 32-bit jumps (kernel >= 5.1).
     let status = Command::new(&clang)
-        .args([
-            "-O2", "-g", "-target", "bpf", "-mcpu=v3", "-Wall", "-Werror",
-        ])
+        .args(["-O2", "-g", "-target", "bpf", "-mcpu=v3", "-Wall", "-Werror"])
         .arg("-Ibpf")
         .arg(format!("-I/usr/include/{multiarch}"))
         .args(["-c", "bpf/usage.bpf.c", "-o"])
@@ -49,9 +42,7 @@ fn main() {
         .status();
     match status {
         Ok(status) if status.success() => {}
-        Ok(status) => fail(&format!(
-            "clang failed to compile bpf/usage.bpf.c ({status})"
-        )),
+        Ok(status) => fail(&format!("clang failed to compile bpf/usage.bpf.c ({status})")),
         Err(error) => fail(&format!("could not run {clang}: {error}")),
     }
 }

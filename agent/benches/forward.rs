@@ -118,7 +118,8 @@ async fn bench(args: Args) -> Result<()> {
     migrate(&ch, &db).await?;
     let dir = tempfile::Builder::new().prefix("tally-bench-agent-").tempdir()?;
     let (_collector, collector_url) = start_collector(&server, &db, dir.path()).await?;
-    let load = Config { tenants: 5, spans_per_request: 500, concurrency: 8, seconds: args.seconds, ..Config::default() };
+    let load =
+        Config { tenants: 5, spans_per_request: 500, concurrency: 8, seconds: args.seconds, ..Config::default() };
     let pool = Pool::build(&load);
     let load_before = load_average();
     let mut acknowledged = 0u64;
@@ -175,9 +176,19 @@ async fn bench(args: Args) -> Result<()> {
 async fn start_collector(server: &ClickHouseServer, db: &str, dir: &Path) -> Result<(Service, String)> {
     let (grpc, http, admin) = (free_port(), free_port(), free_port());
     let args: Vec<String> = [
-        "--grpc-listen", &format!("127.0.0.1:{grpc}"), "--http-listen", &format!("127.0.0.1:{http}"),
-        "--admin-listen", &format!("127.0.0.1:{admin}"), "--clickhouse-url", &server.http_url(), "--clickhouse-database", db,
-        "--data-dir", &dir.join("collector").to_string_lossy(), "--allow-anonymous",
+        "--grpc-listen",
+        &format!("127.0.0.1:{grpc}"),
+        "--http-listen",
+        &format!("127.0.0.1:{http}"),
+        "--admin-listen",
+        &format!("127.0.0.1:{admin}"),
+        "--clickhouse-url",
+        &server.http_url(),
+        "--clickhouse-database",
+        db,
+        "--data-dir",
+        &dir.join("collector").to_string_lossy(),
+        "--allow-anonymous",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -190,14 +201,23 @@ async fn start_collector(server: &ClickHouseServer, db: &str, dir: &Path) -> Res
 async fn start_agent(collector_url: &str, data_dir: &Path, extra: &[&str]) -> Result<(Service, String)> {
     let (grpc, http, admin) = (free_port(), free_port(), free_port());
     let args: Vec<String> = [
-        "--otlp-grpc-listen", &format!("127.0.0.1:{grpc}"), "--otlp-http-listen", &format!("127.0.0.1:{http}"),
-        "--admin-listen", &format!("127.0.0.1:{admin}"), "--collector", collector_url,
-        "--data-dir", &data_dir.to_string_lossy(), "--no-ebpf",
+        "--otlp-grpc-listen",
+        &format!("127.0.0.1:{grpc}"),
+        "--otlp-http-listen",
+        &format!("127.0.0.1:{http}"),
+        "--admin-listen",
+        &format!("127.0.0.1:{admin}"),
+        "--collector",
+        collector_url,
+        "--data-dir",
+        &data_dir.to_string_lossy(),
+        "--no-ebpf",
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let mut agent = Service::new(PathBuf::from(env!("CARGO_BIN_EXE_tally-agent")), args, format!("http://127.0.0.1:{admin}"));
+    let mut agent =
+        Service::new(PathBuf::from(env!("CARGO_BIN_EXE_tally-agent")), args, format!("http://127.0.0.1:{admin}"));
     agent.start(extra).await?;
     Ok((agent, format!("http://127.0.0.1:{grpc}")))
 }
@@ -207,7 +227,15 @@ async fn drained(agent: &Service) -> Result<()> {
     agent.wait_for_line("tally_agent_wal_bytes 0", Duration::from_secs(120)).await
 }
 
-async fn measure(setup: Setup, run: usize, disk: &Path, collector_url: &str, load: &Config, pool: &Pool, args: &Args) -> Result<Sample> {
+async fn measure(
+    setup: Setup,
+    run: usize,
+    disk: &Path,
+    collector_url: &str,
+    load: &Config,
+    pool: &Pool,
+    args: &Args,
+) -> Result<Sample> {
     let data_dir = tempfile::Builder::new().prefix("tally-bench-agent-wal-").tempdir_in(setup.base_dir(disk))?;
     let label = setup.label();
     let (mut agent, url) = start_agent(collector_url, data_dir.path(), setup.args()).await?;
@@ -236,7 +264,8 @@ async fn measure(setup: Setup, run: usize, disk: &Path, collector_url: &str, loa
     // 100k spans/s for the peak RSS, on a fresh agent so the saturation run's peak does not count.
     let (mut agent, url) = start_agent(collector_url, data_dir.path(), setup.args()).await?;
     let pid = agent.pid().context("agent not running")?;
-    let fast = loadgen::run(&Config { url, rate: 100_000, seconds: args.seconds.min(5.0), ..load.clone() }, pool).await?;
+    let fast =
+        loadgen::run(&Config { url, rate: 100_000, seconds: args.seconds.min(5.0), ..load.clone() }, pool).await?;
     ensure!(fast.all_accepted(), "{label} run {run}: refused at 100k/s {:?}", fast.refused);
     drained(&agent).await?;
     let rss_100k_kib = peak_rss_kib(pid)?;
@@ -259,8 +288,14 @@ async fn check_stored(ch: &ClickHouse, db: &str, want: u64) -> Result<()> {
         if stored == want {
             return Ok(());
         }
-        ensure!(stored < want, "ClickHouse holds {stored} spans, more than the {want} the agent acknowledged: counted twice");
-        ensure!(Instant::now() < deadline, "ClickHouse holds {stored} spans after 120 s; the agent acknowledged {want}");
+        ensure!(
+            stored < want,
+            "ClickHouse holds {stored} spans, more than the {want} the agent acknowledged: counted twice"
+        );
+        ensure!(
+            Instant::now() < deadline,
+            "ClickHouse holds {stored} spans after 120 s; the agent acknowledged {want}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

@@ -72,7 +72,8 @@ pub fn cut(segment_id: u64, records: &[Vec<u8>], max_bytes: usize) -> Cut {
             }
         };
         let i = slot(r.signal);
-        let fits = open[i].as_ref().is_some_and(|(b, body)| b.boot == r.boot && body.len() + r.request.len() <= max_bytes);
+        let fits =
+            open[i].as_ref().is_some_and(|(b, body)| b.boot == r.boot && body.len() + r.request.len() <= max_bytes);
         if !fits {
             if let Some(b) = open[i].take() {
                 close(b, &mut out);
@@ -111,8 +112,13 @@ mod tests {
 
     fn traces(n: usize) -> Vec<u8> {
         let spans = (0..n).map(|i| Span { name: format!("s{i}"), ..Default::default() }).collect();
-        ExportTraceServiceRequest { resource_spans: vec![ResourceSpans { scope_spans: vec![ScopeSpans { spans, ..Default::default() }], ..Default::default() }] }
-            .encode_to_vec()
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec()
     }
 
     fn record(signal: Signal, boot: u64, millis: u64, request: &[u8]) -> Vec<u8> {
@@ -133,7 +139,8 @@ mod tests {
         let max = a.len() + b.len();
         let first = cut(5, &records, max);
         assert_eq!(first.unreadable, vec!["a WAL record of 4 bytes is shorter than its header".to_owned()]);
-        let shape: Vec<_> = first.batches.iter().map(|b| (b.signal, b.seq - 5 * PER_SEGMENT, b.requests, b.accepted_millis)).collect();
+        let shape: Vec<_> =
+            first.batches.iter().map(|b| (b.signal, b.seq - 5 * PER_SEGMENT, b.requests, b.accepted_millis)).collect();
         assert_eq!(shape, vec![(Signal::Traces, 0, 2, 1000), (Signal::Traces, 1, 1, 1003), (Signal::Logs, 2, 1, 1001)]);
         assert_eq!(first.batches[0].items, BTreeMap::from([("t".to_owned(), 2)]));
         let merged = ExportTraceServiceRequest::decode(&first.batches[0].body[..]).unwrap();
@@ -144,7 +151,11 @@ mod tests {
     #[test]
     fn a_request_larger_than_a_batch_goes_alone_and_boots_never_mix() {
         let big = traces(50);
-        let records = vec![record(Signal::Traces, 1, 1, &big), record(Signal::Traces, 1, 2, &traces(1)), record(Signal::Traces, 2, 3, &traces(1))];
+        let records = vec![
+            record(Signal::Traces, 1, 1, &big),
+            record(Signal::Traces, 1, 2, &traces(1)),
+            record(Signal::Traces, 2, 3, &traces(1)),
+        ];
         let c = cut(1, &records, 10);
         assert_eq!(c.batches.iter().map(|b| (b.boot, b.requests)).collect::<Vec<_>>(), vec![(1, 1), (1, 1), (2, 1)]);
         assert_eq!(c.batches[0].body, big);

@@ -52,7 +52,9 @@ impl Collector {
             Signal::Metrics => METRICS_PATH,
             Signal::Logs => LOGS_PATH,
         };
-        let mut grpc = tonic::client::Grpc::new(self.channel.clone()).accept_compressed(CompressionEncoding::Gzip).max_encoding_message_size(usize::MAX);
+        let mut grpc = tonic::client::Grpc::new(self.channel.clone())
+            .accept_compressed(CompressionEncoding::Gzip)
+            .max_encoding_message_size(usize::MAX);
         if let Some(compression) = self.compression {
             grpc = grpc.send_compressed(compression);
         }
@@ -68,14 +70,20 @@ impl Collector {
                 Ok(v) => {
                     md.insert("authorization", v);
                 }
-                Err(_) => return Verdict::Final { code: "BadKey".into(), reason: "the agent key is not a valid header value".into() },
+                Err(_) => {
+                    return Verdict::Final {
+                        code: "BadKey".into(),
+                        reason: "the agent key is not a valid header value".into(),
+                    }
+                }
             }
         }
         let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
         match grpc.unary(request, path, Raw).await {
             Ok(response) => {
                 let partial = ExportResponse::decode(response.into_inner()).ok().and_then(|r| r.partial_success);
-                let (rejected, message) = partial.map(|p| (p.rejected.max(0) as u64, p.error_message)).unwrap_or_default();
+                let (rejected, message) =
+                    partial.map(|p| (p.rejected.max(0) as u64, p.error_message)).unwrap_or_default();
                 Verdict::Accepted { rejected, message }
             }
             Err(status) => classify(&status, &self.url),
@@ -124,9 +132,12 @@ pub fn classify(status: &Status, url: &str) -> Verdict {
         return Verdict::Retry { after, reason: format!("{reason} (no answer from the collector)") };
     }
     match status.code() {
-        Code::Cancelled | Code::DeadlineExceeded | Code::Aborted | Code::OutOfRange | Code::Unavailable | Code::DataLoss => {
-            Verdict::Retry { after, reason }
-        }
+        Code::Cancelled
+        | Code::DeadlineExceeded
+        | Code::Aborted
+        | Code::OutOfRange
+        | Code::Unavailable
+        | Code::DataLoss => Verdict::Retry { after, reason },
         Code::ResourceExhausted if after.is_some() => Verdict::Retry { after, reason },
         code => Verdict::Final { code: format!("{code:?}"), reason },
     }
@@ -204,10 +215,24 @@ mod tests {
 
     #[test]
     fn the_spec_decides_what_is_retried() {
-        for code in [Code::Unavailable, Code::Cancelled, Code::DeadlineExceeded, Code::Aborted, Code::OutOfRange, Code::DataLoss] {
+        for code in [
+            Code::Unavailable,
+            Code::Cancelled,
+            Code::DeadlineExceeded,
+            Code::Aborted,
+            Code::OutOfRange,
+            Code::DataLoss,
+        ] {
             assert!(matches!(classify(&Status::new(code, "x"), "c"), Verdict::Retry { after: None, .. }), "{code:?}");
         }
-        for code in [Code::InvalidArgument, Code::Unauthenticated, Code::PermissionDenied, Code::Internal, Code::Unimplemented, Code::ResourceExhausted] {
+        for code in [
+            Code::InvalidArgument,
+            Code::Unauthenticated,
+            Code::PermissionDenied,
+            Code::Internal,
+            Code::Unimplemented,
+            Code::ResourceExhausted,
+        ] {
             assert!(matches!(classify(&Status::new(code, "x"), "c"), Verdict::Final { .. }), "{code:?}");
         }
         // A failure of the connection, not an answer: whatever code tonic gives it, retried.
@@ -216,7 +241,15 @@ mod tests {
             assert!(matches!(classify(&status, "c"), Verdict::Retry { .. }), "{kind:?} became {:?}", status.code());
         }
         let throttled = classify(&with_retry_info(Code::ResourceExhausted, Duration::from_millis(1500)), "c");
-        assert_eq!(throttled, Verdict::Retry { after: Some(Duration::from_millis(1500)), reason: "c: ResourceExhausted: slow down".into() });
-        assert!(matches!(classify(&with_retry_info(Code::Unavailable, Duration::from_secs(5)), "c"), Verdict::Retry { after: Some(d), .. } if d == Duration::from_secs(5)));
+        assert_eq!(
+            throttled,
+            Verdict::Retry {
+                after: Some(Duration::from_millis(1500)),
+                reason: "c: ResourceExhausted: slow down".into()
+            }
+        );
+        assert!(
+            matches!(classify(&with_retry_info(Code::Unavailable, Duration::from_secs(5)), "c"), Verdict::Retry { after: Some(d), .. } if d == Duration::from_secs(5))
+        );
     }
 }

@@ -18,7 +18,11 @@ pub fn agent_id(dir: &Path) -> anyhow::Result<String> {
     let path = dir.join("agent-id");
     match std::fs::read_to_string(&path) {
         Ok(id) if valid(id.trim()) => return Ok(id.trim().to_owned()),
-        Ok(id) => anyhow::bail!("{}: {:?} is not an agent id (1-64 of A-Z a-z 0-9 . _ -); fix or remove the file", path.display(), id.trim()),
+        Ok(id) => anyhow::bail!(
+            "{}: {:?} is not an agent id (1-64 of A-Z a-z 0-9 . _ -); fix or remove the file",
+            path.display(),
+            id.trim()
+        ),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     }

@@ -50,7 +50,15 @@ pub struct Intake {
 impl Intake {
     /// An intake appending to `wal` for the process `boot`, stamping `tenant`
     /// on resources that name none.
-    pub fn new(wal: Wal, boot: u64, tenant: Option<String>, when_full: WhenFull, backlog: Arc<Backlog>, ledger: Arc<Ledger>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        wal: Wal,
+        boot: u64,
+        tenant: Option<String>,
+        when_full: WhenFull,
+        backlog: Arc<Backlog>,
+        ledger: Arc<Ledger>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self { wal, boot, tenant, when_full, backlog, ledger, metrics }
     }
 
@@ -59,10 +67,12 @@ impl Intake {
         let (request, items, rejected, message) = match delivery.request {
             // Protobuf spans and logs with nothing to stamp go to the WAL as they came:
             // counted per tenant in place, never decoded or encoded again.
-            Request::Protobuf(p) if self.tenant.is_none() && signal != Signal::Metrics => match p.with_view(|v| items_by_tenant(v)) {
-                Ok(items) => (p.bytes().clone(), items, 0, String::new()),
-                Err(e) => return Outcome::Invalid(e.to_string()),
-            },
+            Request::Protobuf(p) if self.tenant.is_none() && signal != Signal::Metrics => {
+                match p.with_view(|v| items_by_tenant(v)) {
+                    Ok(items) => (p.bytes().clone(), items, 0, String::new()),
+                    Err(e) => return Outcome::Invalid(e.to_string()),
+                }
+            }
             other => {
                 let mut payload = match other.into_payload() {
                     Ok(payload) => payload,
@@ -81,7 +91,14 @@ impl Intake {
             }
         };
         let millis = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
-        let record = Record { signal, boot: self.boot, accepted_millis: millis as u64, items: items.clone().into_iter().collect(), request: &request }.encode();
+        let record = Record {
+            signal,
+            boot: self.boot,
+            accepted_millis: millis as u64,
+            items: items.clone().into_iter().collect(),
+            request: &request,
+        }
+        .encode();
         let total: u64 = items.values().sum();
         if total == 0 {
             // Nothing to meter or forward (an empty export, or only the reserved scope).
@@ -101,7 +118,13 @@ impl Intake {
                     return Outcome::Accepted { rejected, message };
                 }
                 Err(AppendError::Full { .. }) if self.when_full == WhenFull::DropOldest => {
-                    let Some(dropped) = self.backlog.drop_oldest(&self.wal) else { return self.refuse(signal, total, AppendError::Full { pending: self.wal.pending_bytes(), max: 0 }) };
+                    let Some(dropped) = self.backlog.drop_oldest(&self.wal) else {
+                        return self.refuse(
+                            signal,
+                            total,
+                            AppendError::Full { pending: self.wal.pending_bytes(), max: 0 },
+                        );
+                    };
                     for (sig, by_tenant) in dropped {
                         self.metrics.count_items(sig.name(), "dropped", by_tenant.values().sum());
                         self.ledger.dropped(sig, "wal full", &by_tenant);
@@ -138,7 +161,11 @@ fn refuse_reserved_scope(payload: &mut Payload) -> (u64, String) {
         rm.scope_metrics.retain(|s| s.scope.as_ref().is_none_or(|sc| sc.name != SCOPE));
         rejected += before - metric_points(rm);
     }
-    let message = if rejected > 0 { format!("the instrumentation scope {SCOPE:?} is reserved for Tally agents' usage reports") } else { String::new() };
+    let message = if rejected > 0 {
+        format!("the instrumentation scope {SCOPE:?} is reserved for Tally agents' usage reports")
+    } else {
+        String::new()
+    };
     (rejected, message)
 }
 
@@ -148,7 +175,10 @@ fn items_by_tenant<R: RequestView + ?Sized>(request: &R) -> BTreeMap<String, u64
     let mut out = BTreeMap::new();
     let mut add = |attrs: &R::Resource, n: u64| {
         if n > 0 {
-            let tenant = attrs.string(TENANT_ATTRIBUTE).filter(|t| metering::record::validate_tenant(t).is_ok()).unwrap_or(UNKNOWN_TENANT);
+            let tenant = attrs
+                .string(TENANT_ATTRIBUTE)
+                .filter(|t| metering::record::validate_tenant(t).is_ok())
+                .unwrap_or(UNKNOWN_TENANT);
             *out.entry(tenant.to_owned()).or_default() += n;
         }
     };
@@ -189,25 +219,41 @@ mod tests {
 
     fn resource(tenant: Option<&str>) -> Option<Resource> {
         let attributes = tenant
-            .map(|t| KeyValue { key: TENANT_ATTRIBUTE.into(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(t.into())) }), ..Default::default() })
+            .map(|t| KeyValue {
+                key: TENANT_ATTRIBUTE.into(),
+                value: Some(AnyValue { value: Some(any_value::Value::StringValue(t.into())) }),
+                ..Default::default()
+            })
             .into_iter()
             .collect();
         Some(Resource { attributes, ..Default::default() })
     }
 
     fn spans(tenant: Option<&str>, n: usize) -> ResourceSpans {
-        ResourceSpans { resource: resource(tenant), scope_spans: vec![ScopeSpans { spans: vec![Span::default(); n], ..Default::default() }], ..Default::default() }
+        ResourceSpans {
+            resource: resource(tenant),
+            scope_spans: vec![ScopeSpans { spans: vec![Span::default(); n], ..Default::default() }],
+            ..Default::default()
+        }
     }
 
     #[test]
     fn items_are_counted_per_tenant_as_collectors_attribute_them() {
         let mut payload = Payload::Traces(ExportTraceServiceRequest {
-            resource_spans: vec![spans(Some("acme"), 3), spans(None, 2), spans(Some("bad tenant"), 1), spans(Some("acme"), 4)],
+            resource_spans: vec![
+                spans(Some("acme"), 3),
+                spans(None, 2),
+                spans(Some("bad tenant"), 1),
+                spans(Some("acme"), 4),
+            ],
         });
         assert_eq!(items_by_tenant(&payload), BTreeMap::from([("acme".to_owned(), 7), ("unknown".to_owned(), 3)]));
         // Sidecar mode: resources naming no tenant get the agent's.
         stamp(&mut payload, "sidecar");
-        assert_eq!(items_by_tenant(&payload), BTreeMap::from([("acme".to_owned(), 7), ("sidecar".to_owned(), 2), ("unknown".to_owned(), 1)]));
+        assert_eq!(
+            items_by_tenant(&payload),
+            BTreeMap::from([("acme".to_owned(), 7), ("sidecar".to_owned(), 2), ("unknown".to_owned(), 1)])
+        );
     }
 
     #[test]
@@ -218,10 +264,17 @@ mod tests {
             ..Default::default()
         };
         let mut payload = Payload::Metrics(ExportMetricsServiceRequest {
-            resource_metrics: vec![ResourceMetrics { resource: resource(Some("acme")), scope_metrics: vec![scope(SCOPE, 2), scope("app", 3)], ..Default::default() }],
+            resource_metrics: vec![ResourceMetrics {
+                resource: resource(Some("acme")),
+                scope_metrics: vec![scope(SCOPE, 2), scope("app", 3)],
+                ..Default::default()
+            }],
         });
         let (rejected, message) = refuse_reserved_scope(&mut payload);
-        assert_eq!((rejected, message.as_str()), (2, "the instrumentation scope \"tally.usage\" is reserved for Tally agents' usage reports"));
+        assert_eq!(
+            (rejected, message.as_str()),
+            (2, "the instrumentation scope \"tally.usage\" is reserved for Tally agents' usage reports")
+        );
         assert_eq!(items_by_tenant(&payload), BTreeMap::from([("acme".to_owned(), 3)]));
     }
 }

@@ -79,7 +79,12 @@ impl Ledger {
     /// Takes the counts since the last call.
     pub fn take(&self) -> Entries {
         let take = |m: &Mutex<Counts>| std::mem::take(&mut *m.lock().unwrap_or_else(|e| e.into_inner()));
-        Entries { accepted: take(&self.accepted), acked: take(&self.acked), dropped: take(&self.dropped), measured: take(&self.measured) }
+        Entries {
+            accepted: take(&self.accepted),
+            acked: take(&self.acked),
+            dropped: take(&self.dropped),
+            measured: take(&self.measured),
+        }
     }
 
     /// Puts back counts a report could not carry, to go with the next one.

@@ -13,11 +13,11 @@ use tally_agent::identity;
 use tally_agent::intake::Intake;
 use tally_agent::kernel::{Collecting, KernelError, KernelOptions, KernelUsage};
 use tally_agent::ledger::Ledger;
-use tally_agent::report;
 use tally_agent::metrics::Metrics;
+use tally_agent::report;
 use tally_agent::settings::{Compression, Settings};
-use tonic::codec::CompressionEncoding;
 use tally_agent::ship::{Backlog, ShipOptions, Shipper};
+use tonic::codec::CompressionEncoding;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -35,7 +35,12 @@ async fn main() -> anyhow::Result<()> {
         Compression::Gzip => Some(CompressionEncoding::Gzip),
         Compression::None => None,
     };
-    let collectors = s.collector.iter().map(|url| Collector::new(url, timeout, compression)).collect::<Result<Vec<_>, _>>().map_err(anyhow::Error::msg)?;
+    let collectors = s
+        .collector
+        .iter()
+        .map(|url| Collector::new(url, timeout, compression))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(&s.data_dir).with_context(|| format!("creating --data-dir {}", s.data_dir.display()))?;
     let agent_id = identity::agent_id(&s.data_dir)?;
     let boot = identity::random_u64()?;
@@ -47,8 +52,14 @@ async fn main() -> anyhow::Result<()> {
     let wal_options = WalOptions { max_bytes: s.wal_max_bytes, segment_bytes, fsync, seal_after };
     let backlog = Arc::new(Backlog::default());
     let sealed = backlog.clone();
-    let wal = Wal::open(&s.data_dir.join("wal"), wal_options, move |segment| sealed.sealed(segment)).context("opening the WAL (--data-dir)")?;
-    tracing::info!(agent_id, boot = format!("{boot:016x}"), pending_bytes = wal.pending_bytes(), "tally-agent starting");
+    let wal = Wal::open(&s.data_dir.join("wal"), wal_options, move |segment| sealed.sealed(segment))
+        .context("opening the WAL (--data-dir)")?;
+    tracing::info!(
+        agent_id,
+        boot = format!("{boot:016x}"),
+        pending_bytes = wal.pending_bytes(),
+        "tally-agent starting"
+    );
 
     let metrics = Arc::new(Metrics::default());
     metrics.watch_wal(wal.clone());
@@ -60,14 +71,32 @@ async fn main() -> anyhow::Result<()> {
         segments_in_flight: s.segments_in_flight.max(1),
     };
     let ledger = Arc::new(Ledger::default());
-    let shipper = Shipper::new(collectors, s.key.clone(), agent_id, wal.clone(), backlog.clone(), ledger.clone(), boot, metrics.clone(), ship_options);
+    let shipper = Shipper::new(
+        collectors,
+        s.key.clone(),
+        agent_id,
+        wal.clone(),
+        backlog.clone(),
+        ledger.clone(),
+        boot,
+        metrics.clone(),
+        ship_options,
+    );
     let (stop_shipper, shipper_stopped) = tokio::sync::watch::channel(());
     let shipper = tokio::spawn(shipper.run(shipper_stopped));
 
     let report_interval = Duration::from_secs(s.report_interval_secs.max(1));
     let kernel = kernel_usage(&s, ledger.clone(), metrics.clone(), report_interval)?;
     let reporter = tokio::spawn(report::run(ledger.clone(), wal.clone(), boot, report_interval));
-    let intake = Arc::new(Intake::new(wal.clone(), boot, s.tenant.clone(), s.wal_full, backlog, ledger.clone(), metrics.clone()));
+    let intake = Arc::new(Intake::new(
+        wal.clone(),
+        boot,
+        s.tenant.clone(),
+        s.wal_full,
+        backlog,
+        ledger.clone(),
+        metrics.clone(),
+    ));
     let exposition = metrics.clone();
     let wal_max = s.wal_max_bytes;
     let admin = serve::admin_router(
@@ -101,7 +130,12 @@ async fn main() -> anyhow::Result<()> {
 
 /// The eBPF probes reading into `ledger`, or `None` when they are off: turned off, or not
 /// possible here (the agent then runs OTLP-only and says why). A malformed rule stops the agent.
-fn kernel_usage(s: &Settings, ledger: Arc<Ledger>, metrics: Arc<Metrics>, every: Duration) -> anyhow::Result<Option<Collecting>> {
+fn kernel_usage(
+    s: &Settings,
+    ledger: Arc<Ledger>,
+    metrics: Arc<Metrics>,
+    every: Duration,
+) -> anyhow::Result<Option<Collecting>> {
     if s.no_ebpf {
         tracing::info!("eBPF usage probes off (--no-ebpf)");
         metrics.ebpf_state("disabled", "");
@@ -110,7 +144,10 @@ fn kernel_usage(s: &Settings, ledger: Arc<Ledger>, metrics: Arc<Metrics>, every:
     let options = KernelOptions { cgroup_root: s.cgroup_root.clone(), rules: s.cgroup_tenant.clone() };
     match KernelUsage::load(&options) {
         Ok(usage) => {
-            tracing::info!(rules = options.rules.len(), "eBPF usage probes on: cpu_seconds, net_rx_bytes, net_tx_bytes, tcp_connections per tenant");
+            tracing::info!(
+                rules = options.rules.len(),
+                "eBPF usage probes on: cpu_seconds, net_rx_bytes, net_tx_bytes, tcp_connections per tenant"
+            );
             metrics.ebpf_state("on", "");
             Ok(Some(Collecting::start(usage, ledger, metrics, every)))
         }

@@ -90,21 +90,45 @@ impl Default for Metrics {
         let wal_segments = Gauge::default();
         registry.register("wal_segments", "WAL segment files", wal_segments.clone());
         let wal_oldest_seconds = Gauge::default();
-        registry.register("wal_oldest_seconds", "Age of the oldest WAL segment waiting to be shipped", wal_oldest_seconds.clone());
+        registry.register(
+            "wal_oldest_seconds",
+            "Age of the oldest WAL segment waiting to be shipped",
+            wal_oldest_seconds.clone(),
+        );
         let wal_damaged_bytes = Counter::default();
         registry.register("wal_damaged_bytes", "WAL bytes or records skipped as damaged", wal_damaged_bytes.clone());
         let ebpf_probes = Family::default();
-        registry.register("ebpf_probes", "State of the eBPF usage probes (1 for the current state)", ebpf_probes.clone());
+        registry.register(
+            "ebpf_probes",
+            "State of the eBPF usage probes (1 for the current state)",
+            ebpf_probes.clone(),
+        );
         let ebpf_program_runs = Family::default();
         registry.register("ebpf_program_runs", "Runs of each eBPF program", ebpf_program_runs.clone());
         let ebpf_program_run_seconds = Family::default();
-        registry.register("ebpf_program_run_seconds", "Kernel CPU time of each eBPF program", ebpf_program_run_seconds.clone());
+        registry.register(
+            "ebpf_program_run_seconds",
+            "Kernel CPU time of each eBPF program",
+            ebpf_program_run_seconds.clone(),
+        );
         let ebpf_map_full = Family::default();
-        registry.register("ebpf_map_full", "Updates a full eBPF map refused (usage: usage lost)", ebpf_map_full.clone());
+        registry.register(
+            "ebpf_map_full",
+            "Updates a full eBPF map refused (usage: usage lost)",
+            ebpf_map_full.clone(),
+        );
         let ebpf_task_storage_failed = Counter::default();
-        registry.register("ebpf_task_storage_failed", "Threads whose CPU time was counted from their next switch", ebpf_task_storage_failed.clone());
+        registry.register(
+            "ebpf_task_storage_failed",
+            "Threads whose CPU time was counted from their next switch",
+            ebpf_task_storage_failed.clone(),
+        );
         let ebpf_sock_cgroup_unknown = Counter::default();
-        registry.register("ebpf_sock_cgroup_unknown", "Connections whose socket's cgroup could not be read", ebpf_sock_cgroup_unknown.clone());
+        registry.register(
+            "ebpf_sock_cgroup_unknown",
+            "Connections whose socket's cgroup could not be read",
+            ebpf_sock_cgroup_unknown.clone(),
+        );
         let ebpf_cgroups = Gauge::default();
         registry.register("ebpf_cgroups", "Cgroups the eBPF probes track", ebpf_cgroups.clone());
         let ebpf_read_errors = Counter::default();

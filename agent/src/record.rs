@@ -92,7 +92,13 @@ mod tests {
     #[test]
     fn round_trip_and_refusals() {
         let items = vec![("acme".to_owned(), 7), ("globex".to_owned(), 1 << 40)];
-        let r = Record { signal: Signal::Logs, boot: 0xfeed, accepted_millis: 1_700_000_000_123, items, request: b"\x0a\x00" };
+        let r = Record {
+            signal: Signal::Logs,
+            boot: 0xfeed,
+            accepted_millis: 1_700_000_000_123,
+            items,
+            request: b"\x0a\x00",
+        };
         let bytes = r.encode();
         assert_eq!(Record::decode(&bytes), Ok(r));
         assert_eq!(Record::decode(&bytes[..HEADER + 5]).unwrap_err(), "a WAL record's tenant counts run past its end");

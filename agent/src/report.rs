@@ -24,7 +24,12 @@ pub fn request(entries: &Entries, time_unix_nano: u64) -> ExportMetricsServiceRe
     // tenant → meter → (dimensions, value) points
     type Points = Vec<(Vec<(String, String)>, i64)>;
     let mut by_tenant: BTreeMap<&str, BTreeMap<String, Points>> = BTreeMap::new();
-    let books = [("agent_accepted_", &entries.accepted), ("agent_acked_", &entries.acked), ("dropped_", &entries.dropped), ("", &entries.measured)];
+    let books = [
+        ("agent_accepted_", &entries.accepted),
+        ("agent_acked_", &entries.acked),
+        ("dropped_", &entries.dropped),
+        ("", &entries.measured),
+    ];
     for (prefix, counts) in books {
         for ((tenant, items, reason), n) in counts {
             let dims = if reason.is_empty() { vec![] } else { vec![("reason".to_owned(), reason.clone())] };
@@ -45,7 +50,10 @@ pub fn request(entries: &Entries, time_unix_nano: u64) -> ExportMetricsServiceRe
             }),
             scope_metrics: vec![ScopeMetrics {
                 scope: Some(InstrumentationScope { name: SCOPE.to_owned(), ..Default::default() }),
-                metrics: meters.into_iter().map(|(meter, points)| metric(&meter, unit(&meter), points, time_unix_nano)).collect(),
+                metrics: meters
+                    .into_iter()
+                    .map(|(meter, points)| metric(&meter, unit(&meter), points, time_unix_nano))
+                    .collect(),
                 ..Default::default()
             }],
             ..Default::default()
@@ -72,7 +80,13 @@ pub async fn write(ledger: &Ledger, wal: &Wal, boot: u64) {
     }
     let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
     let body = request(&entries, now as u64).encode_to_vec();
-    let record = Record { signal: Signal::Metrics, boot, accepted_millis: (now / 1_000_000) as u64, items: vec![], request: &body };
+    let record = Record {
+        signal: Signal::Metrics,
+        boot,
+        accepted_millis: (now / 1_000_000) as u64,
+        items: vec![],
+        request: &body,
+    };
     if let Err(e) = wal.append(record.encode()).await {
         tracing::warn!(error = %e, "the usage report waits for room in the WAL");
         ledger.restore(entries);
@@ -98,7 +112,10 @@ mod tests {
     #[test]
     fn the_collector_reads_back_what_the_agent_counted() {
         let entries = Entries {
-            accepted: Counts::from([(("acme".into(), "spans", String::new()), 100), (("globex".into(), "log_records", String::new()), 4)]),
+            accepted: Counts::from([
+                (("acme".into(), "spans", String::new()), 100),
+                (("globex".into(), "log_records", String::new()), 4),
+            ]),
             acked: Counts::from([(("acme".into(), "spans", String::new()), 60)]),
             dropped: Counts::from([(("acme".into(), "spans", "wal full".into()), 40)]),
             measured: Counts::from([
@@ -110,7 +127,11 @@ mod tests {
         let mut req = request(&entries, 1);
         let got = collector::reports::extract(&mut req, &Catalog::builtin(), time::OffsetDateTime::now_utc());
         assert_eq!(got.rejected, 0, "{}", got.reason);
-        let mut summary: Vec<_> = got.records.iter().map(|r| (r.tenant.clone(), r.meter.clone(), r.value.to_string(), r.dimensions.get("reason").cloned())).collect();
+        let mut summary: Vec<_> = got
+            .records
+            .iter()
+            .map(|r| (r.tenant.clone(), r.meter.clone(), r.value.to_string(), r.dimensions.get("reason").cloned()))
+            .collect();
         summary.sort();
         assert_eq!(
             summary,

@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use collector::otlp::Signal;
-use futures_util::stream::{FuturesUnordered, StreamExt};
 use collector::wal::{segment, Segment, Wal};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{watch, Notify};
 
 use crate::batches::{cut, Batch};
@@ -208,12 +208,20 @@ impl Shipper {
         if self.wal.pending_bytes() == 0 {
             tracing::info!("WAL shipped");
         } else {
-            tracing::warn!(bytes = self.wal.pending_bytes(), "shutdown deadline reached; the rest stays in the WAL for the next start");
+            tracing::warn!(
+                bytes = self.wal.pending_bytes(),
+                "shutdown deadline reached; the rest stays in the WAL for the next start"
+            );
         }
     }
 
     /// Ships one segment and removes it; `Stopped` when asked to stop or past the deadline first.
-    async fn ship(&self, s: &Segment, mut stop: Option<&mut watch::Receiver<()>>, deadline: Option<Instant>) -> Shipped {
+    async fn ship(
+        &self,
+        s: &Segment,
+        mut stop: Option<&mut watch::Receiver<()>>,
+        deadline: Option<Instant>,
+    ) -> Shipped {
         let contents = match segment::read(&s.path) {
             Ok(c) => c,
             Err(e) => {
@@ -245,7 +253,12 @@ impl Shipper {
     }
 
     /// Sends a batch until it is acknowledged or refused for good.
-    async fn deliver(&self, batch: &Batch, mut stop: Option<&mut watch::Receiver<()>>, deadline: Option<Instant>) -> Shipped {
+    async fn deliver(
+        &self,
+        batch: &Batch,
+        mut stop: Option<&mut watch::Receiver<()>>,
+        deadline: Option<Instant>,
+    ) -> Shipped {
         let source = format!("agent:{}:{:016x}", self.agent_id, batch.boot);
         let signal = batch.signal.name();
         let mut wait = self.options.backoff_min;
@@ -260,7 +273,12 @@ impl Shipper {
                     self.ledger.acked(batch.signal, &batch.items);
                     if rejected > 0 {
                         self.metrics.rejected_items.inc_by(rejected);
-                        tracing::warn!(collector = collector.url(), rejected, message, "the collector refused part of a batch (partial success); not retried");
+                        tracing::warn!(
+                            collector = collector.url(),
+                            rejected,
+                            message,
+                            "the collector refused part of a batch (partial success); not retried"
+                        );
                     }
                     return Shipped::Done;
                 }
@@ -268,7 +286,12 @@ impl Shipper {
                     self.metrics.count_batch(signal, "dropped");
                     self.metrics.count_items(signal, "dropped", batch.items.values().sum());
                     self.ledger.dropped(batch.signal, &format!("refused by a collector: {code}"), &batch.items);
-                    tracing::error!(reason, seq = batch.seq, requests = batch.requests, "the collector refused a batch for good; dropped");
+                    tracing::error!(
+                        reason,
+                        seq = batch.seq,
+                        requests = batch.requests,
+                        "the collector refused a batch for good; dropped"
+                    );
                     return Shipped::Done;
                 }
                 Verdict::Retry { after, reason } => {
@@ -304,7 +327,8 @@ impl Shipper {
 /// `d` scaled by a pseudo-random factor in [0.5, 1), so agents that failed
 /// together do not retry together.
 fn jitter(d: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|t| t.subsec_nanos()).unwrap_or(0);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|t| t.subsec_nanos()).unwrap_or(0);
     let mut x = u64::from(nanos) | 1;
     x ^= x << 13;
     x ^= x >> 7;

@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use collector_harness::{setup, start_collector, totals, value, Running};
-use rust_decimal::Decimal;
 use common::start_agent;
+use rust_decimal::Decimal;
 use testkit::service::sample;
 
 /// Runs python/send_otlp.py (the official SDK and exporters) against `base`.
@@ -22,7 +22,13 @@ async fn sdk(base: &str, protocol: &str, args: &[&str]) -> serde_json::Value {
 }
 
 /// Waits (up to 60 s) until the stored `meter` of `tenant` is `want`; returns all totals then.
-async fn eventually(ch: &metering::clickhouse::ClickHouse, db: &str, tenant: &str, meter: &str, want: u64) -> std::collections::BTreeMap<(String, String), Decimal> {
+async fn eventually(
+    ch: &metering::clickhouse::ClickHouse,
+    db: &str,
+    tenant: &str,
+    meter: &str,
+    want: u64,
+) -> std::collections::BTreeMap<(String, String), Decimal> {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let got = totals(ch, db).await;
@@ -46,9 +52,16 @@ async fn sdk_traffic_through_the_agent_lands_exactly_per_tenant_and_meter() {
     let dir = tempfile::tempdir().unwrap();
     let collector = start_collector(&server, &db, dir.path(), &[]).await;
     let agent = start_agent(&[&collector.grpc_url], dir.path(), &["--tenant", "sidecar"]).await;
-    let r = sdk(&agent.http_url, "http", &["--tenant", "acme", "--spans", "300", "--metric-points", "20", "--logs", "10"]).await;
+    let r =
+        sdk(&agent.http_url, "http", &["--tenant", "acme", "--spans", "300", "--metric-points", "20", "--logs", "10"])
+            .await;
     ok(&r, &["spans_ok", "metric_points_ok", "logs_ok"]);
-    let r = sdk(&agent.grpc_url, "grpc", &["--tenant", "globex", "--gzip", "--spans", "250", "--metric-points", "15", "--logs", "5"]).await;
+    let r = sdk(
+        &agent.grpc_url,
+        "grpc",
+        &["--tenant", "globex", "--gzip", "--spans", "250", "--metric-points", "15", "--logs", "5"],
+    )
+    .await;
     ok(&r, &["spans_ok", "metric_points_ok", "logs_ok"]);
     // No tenant named: the agent's --tenant (sidecar mode).
     let r = sdk(&agent.grpc_url, "grpc", &["--spans", "100", "--logs", "3"]).await;
@@ -73,7 +86,12 @@ async fn sdk_traffic_through_the_agent_lands_exactly_per_tenant_and_meter() {
     }
     let tenants: std::collections::BTreeSet<_> = got.keys().map(|k| k.0.as_str()).collect();
     assert_eq!(tenants.into_iter().collect::<Vec<_>>(), ["acme", "globex", "sidecar"]);
-    assert!(got.keys().all(|k| k.1 != "metric_points" || k.0 != "acme" || value(&got, "acme", "metric_points") == Decimal::from(20)), "the agent's reports are not metric points");
+    assert!(
+        got.keys().all(|k| k.1 != "metric_points"
+            || k.0 != "acme"
+            || value(&got, "acme", "metric_points") == Decimal::from(20)),
+        "the agent's reports are not metric points"
+    );
     // The agent's books reach the collectors too: what it accepted, and what they acknowledged.
     // They come in periodic reports, so a tenant's counts may land a report after another's.
     for (tenant, meter, n) in [
@@ -105,7 +123,10 @@ async fn a_30_second_collector_outage_loses_nothing_and_doubles_nothing() {
     let started = std::time::Instant::now();
     let mut sent = 50;
     while started.elapsed() < Duration::from_secs(30) {
-        ok(&sdk(&agent.grpc_url, "grpc", &["--tenant", "acme", "--spans", "40", "--logs", "2"]).await, &["spans_ok", "logs_ok"]);
+        ok(
+            &sdk(&agent.grpc_url, "grpc", &["--tenant", "acme", "--spans", "40", "--logs", "2"]).await,
+            &["spans_ok", "logs_ok"],
+        );
         sent += 40;
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
@@ -130,7 +151,9 @@ async fn kill_9_of_the_agent_mid_stream_loses_nothing_acknowledged_and_doubles_n
     for round in 0..4 {
         // Batches of 25 while the agent ships every 20 ms; the kill lands mid-stream.
         let url = agent.grpc_url.clone();
-        let sender = tokio::spawn(async move { sdk(&url, "grpc", &["--tenant", "acme", "--spans", "200", "--spans-per-export", "25"]).await });
+        let sender = tokio::spawn(async move {
+            sdk(&url, "grpc", &["--tenant", "acme", "--spans", "200", "--spans-per-export", "25"]).await
+        });
         tokio::time::sleep(Duration::from_millis(300 + 150 * round)).await;
         agent.service.kill9();
         // What the SDK was told was kept counts; exports refused by the dead agent do not.
@@ -168,7 +191,10 @@ async fn a_full_wal_pushes_back_on_apps() {
     assert_eq!(resp.headers()["retry-after"], "2");
     let status: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(status["code"], 14);
-    assert_eq!(status["message"], "the agent cannot take data now: the WAL is full (0 of 1 bytes waiting to be delivered)");
+    assert_eq!(
+        status["message"],
+        "the agent cannot take data now: the WAL is full (0 of 1 bytes waiting to be delivered)"
+    );
     // The SDK over gRPC is told UNAVAILABLE, retries, and reports failure: nothing was kept.
     let r = sdk(&agent.grpc_url, "grpc", &["--tenant", "acme", "--spans", "5"]).await;
     assert_eq!(r["spans_ok"], false);
@@ -176,11 +202,23 @@ async fn a_full_wal_pushes_back_on_apps() {
     assert!(sample(&text, "tally_agent_items_total{signal=\"traces\",outcome=\"refused\"}") >= 6, "{text}");
     assert_eq!(sample(&text, "tally_agent_items_total{signal=\"traces\",outcome=\"accepted\"}"), 0);
     // Bad input gets the collector's answers: the same receiver.
-    let resp = reqwest::Client::new().post(format!("{}/v1/traces", agent.http_url)).header("content-type", "application/json").body("{").send().await.unwrap();
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/traces", agent.http_url))
+        .header("content-type", "application/json")
+        .body("{")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 400);
     let status: serde_json::Value = resp.json().await.unwrap();
     assert!(status["message"].as_str().unwrap().starts_with("malformed OTLP JSON traces request"), "{status}");
-    let resp = reqwest::Client::new().post(format!("{}/v1/traces", agent.http_url)).header("content-type", "text/plain").body("x").send().await.unwrap();
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/traces", agent.http_url))
+        .header("content-type", "text/plain")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 415);
 }
 
@@ -191,18 +229,32 @@ async fn a_damaged_wal_segment_is_skipped_and_counted_and_the_rest_delivered() {
     let mut collector: Running = start_collector(&server, &db, dir.path(), &[]).await;
     collector.kill9();
     // No periodic report: the one written at shutdown gets a segment of its own.
-    let mut agent = start_agent(&[&collector.grpc_url], dir.path(), &["--report-interval-secs", "3600", "--shutdown-timeout-secs", "1"]).await;
+    let mut agent = start_agent(
+        &[&collector.grpc_url],
+        dir.path(),
+        &["--report-interval-secs", "3600", "--shutdown-timeout-secs", "1"],
+    )
+    .await;
     // Three exports, each sealed into its own segment while the collector is down.
     for (tenant, n) in [("acme", "30"), ("globex", "40"), ("initech", "50")] {
-        ok(&sdk(&agent.http_url, "http", &["--tenant", tenant, "--spans", n, "--spans-per-export", n]).await, &["spans_ok"]);
+        ok(
+            &sdk(&agent.http_url, "http", &["--tenant", tenant, "--spans", n, "--spans-per-export", n]).await,
+            &["spans_ok"],
+        );
         tokio::time::sleep(Duration::from_millis(400)).await;
     }
     // SIGTERM with the collector down: what waits stays in the WAL, and the agent's books join it.
     assert!(agent.service.terminate().unwrap().success());
     let wal = agent.data_dir.join("wal");
-    let segments: Vec<_> = std::fs::read_dir(&wal).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "wal")).collect();
+    let segments: Vec<_> = std::fs::read_dir(&wal)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+        .collect();
     let has = |p: &PathBuf, text: &[u8]| std::fs::read(p).unwrap().windows(text.len()).any(|w| w == text);
-    let holding = |tenant: &[u8]| -> Vec<&PathBuf> { segments.iter().filter(|p| has(p, tenant) && !has(p, b"agent_accepted_")).collect() };
+    let holding = |tenant: &[u8]| -> Vec<&PathBuf> {
+        segments.iter().filter(|p| has(p, tenant) && !has(p, b"agent_accepted_")).collect()
+    };
     let globex = holding(b"globex");
     assert_eq!(globex.len(), 1, "{segments:?}");
     assert!(holding(b"acme").iter().chain(&holding(b"initech")).all(|p| *p != globex[0]), "{segments:?}");
@@ -235,24 +287,40 @@ async fn drop_oldest_keeps_apps_going_and_the_dropped_count_is_exact() {
     let mut collector = start_collector(&server, &db, dir.path(), &[]).await;
     collector.kill9();
     // A WAL of 12 KB: a few exports of 20 spans; reports only at shutdown.
-    let mut agent = start_agent(&[&collector.grpc_url], dir.path(), &["--wal-max-bytes", "12000", "--wal-full", "drop-oldest", "--report-interval-secs", "3600"]).await;
+    let mut agent = start_agent(
+        &[&collector.grpc_url],
+        dir.path(),
+        &["--wal-max-bytes", "12000", "--wal-full", "drop-oldest", "--report-interval-secs", "3600"],
+    )
+    .await;
     let mut sent = 0;
     for _ in 0..15 {
         // Each export is sealed into its own segment; the WAL fills and drops its oldest.
-        ok(&sdk(&agent.http_url, "http", &["--tenant", "acme", "--spans", "20", "--spans-per-export", "20"]).await, &["spans_ok"]);
+        ok(
+            &sdk(&agent.http_url, "http", &["--tenant", "acme", "--spans", "20", "--spans-per-export", "20"]).await,
+            &["spans_ok"],
+        );
         sent += 20;
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
     let text = agent.service.metrics().await.unwrap();
     let dropped = sample(&text, "tally_agent_items_total{signal=\"traces\",outcome=\"dropped\"}");
     assert!(dropped >= 20 && dropped.is_multiple_of(20), "{text}");
-    assert_eq!(sample(&text, "tally_agent_items_total{signal=\"traces\",outcome=\"refused\"}"), 0, "apps were never pushed back");
+    assert_eq!(
+        sample(&text, "tally_agent_items_total{signal=\"traces\",outcome=\"refused\"}"),
+        0,
+        "apps were never pushed back"
+    );
     collector.start(&[]).await;
     // SIGTERM: the agent's last report (with the drops) goes out with the last batches.
     assert!(agent.service.terminate().unwrap().success());
     let got = eventually(&ch, &db, "acme", "dropped_spans", dropped).await;
     collector.settle().await;
-    let got = if value(&got, "acme", "spans") + Decimal::from(dropped) == Decimal::from(sent) { got } else { totals(&ch, &db).await };
+    let got = if value(&got, "acme", "spans") + Decimal::from(dropped) == Decimal::from(sent) {
+        got
+    } else {
+        totals(&ch, &db).await
+    };
     assert_eq!(value(&got, "acme", "spans") + value(&got, "acme", "dropped_spans"), Decimal::from(sent), "{got:?}");
     assert_eq!(value(&got, "acme", "agent_accepted_spans"), Decimal::from(sent));
     assert_eq!(value(&got, "acme", "agent_acked_spans"), value(&got, "acme", "spans"));
@@ -267,11 +335,16 @@ async fn two_collectors_share_the_load_and_one_killed_mid_stream_loses_nothing()
     let b = start_collector(&server, &db, dir_b.path(), &[]).await;
     let agent = start_agent(&[&a.grpc_url, &b.grpc_url], dir_a.path(), &["--flush-interval-ms", "50"]).await;
     let url = agent.grpc_url.clone();
-    let sender = tokio::spawn(async move { sdk(&url, "grpc", &["--tenant", "acme", "--spans", "2000", "--spans-per-export", "50"]).await });
+    let sender = tokio::spawn(async move {
+        sdk(&url, "grpc", &["--tenant", "acme", "--spans", "2000", "--spans-per-export", "50"]).await
+    });
     tokio::time::sleep(Duration::from_millis(700)).await;
     a.kill9();
     ok(&sender.await.unwrap(), &["spans_ok"]);
-    ok(&sdk(&agent.http_url, "http", &["--tenant", "globex", "--spans", "300", "--logs", "9"]).await, &["spans_ok", "logs_ok"]);
+    ok(
+        &sdk(&agent.http_url, "http", &["--tenant", "globex", "--spans", "300", "--logs", "9"]).await,
+        &["spans_ok", "logs_ok"],
+    );
     agent.drained().await;
     b.settle().await;
     // Whatever a took before it died was spooled: its next start writes it.

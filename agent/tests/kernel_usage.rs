@@ -28,7 +28,10 @@ fn is_root() -> bool {
 /// The cgroup2 mount, from /proc/self/mountinfo.
 fn cgroup2() -> PathBuf {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let line = info.lines().find(|l| l.split(" - ").nth(1).is_some_and(|t| t.starts_with("cgroup2 "))).expect("a cgroup2 mount");
+    let line = info
+        .lines()
+        .find(|l| l.split(" - ").nth(1).is_some_and(|t| t.starts_with("cgroup2 ")))
+        .expect("a cgroup2 mount");
     PathBuf::from(line.split_whitespace().nth(4).unwrap())
 }
 
@@ -50,7 +53,8 @@ impl TestCgroup {
     /// Runs `script` with sh inside this cgroup, to completion.
     fn run(&self, script: &str) {
         let procs = self.0.join("cgroup.procs");
-        let status = Command::new("sh").arg("-c").arg(format!("echo $$ > {} && {script}", procs.display())).status().unwrap();
+        let status =
+            Command::new("sh").arg("-c").arg(format!("echo $$ > {} && {script}", procs.display())).status().unwrap();
         assert!(status.success(), "{script}");
     }
 }
@@ -100,10 +104,16 @@ async fn a_tenants_cpu_and_connections_reach_clickhouse_from_the_kernel() {
         agent.drained().await;
         collector.settle().await;
         let got = totals(&ch, &db).await;
-        if value(&got, "burner", "tcp_connections") == Decimal::from(N) && value(&got, "burner", "cpu_seconds") * Decimal::from(1_000_000) >= Decimal::from(usec) * Decimal::new(98, 2) {
+        if value(&got, "burner", "tcp_connections") == Decimal::from(N)
+            && value(&got, "burner", "cpu_seconds") * Decimal::from(1_000_000)
+                >= Decimal::from(usec) * Decimal::new(98, 2)
+        {
             break got;
         }
-        assert!(Instant::now() < deadline, "burner's usage never arrived (cpu.stat {usec} µs, {N} connections): {got:?}");
+        assert!(
+            Instant::now() < deadline,
+            "burner's usage never arrived (cpu.stat {usec} µs, {N} connections): {got:?}"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     let cpu_usec = (value(&got, "burner", "cpu_seconds") * Decimal::from(1_000_000)).to_f64().unwrap();
@@ -114,7 +124,10 @@ async fn a_tenants_cpu_and_connections_reach_clickhouse_from_the_kernel() {
     assert_eq!(value(&got, "burner", "net_tx_bytes") + value(&got, "burner", "net_rx_bytes"), Decimal::ZERO, "{got:?}");
     let metrics = agent.service.metrics().await.unwrap();
     assert!(sample(&metrics, "tally_agent_ebpf_program_runs_total{name=\"tally_sched_switch\"}") > 0, "{metrics}");
-    assert!(sample(&metrics, "tally_agent_ebpf_program_runs_total{name=\"tally_inet_sock_set_state\"}") >= 2 * N, "{metrics}");
+    assert!(
+        sample(&metrics, "tally_agent_ebpf_program_runs_total{name=\"tally_inet_sock_set_state\"}") >= 2 * N,
+        "{metrics}"
+    );
     assert_eq!(sample(&metrics, "tally_agent_ebpf_map_full_total{name=\"usage\"}"), 0);
     eprintln!("cpu_seconds {cpu_usec:.0} µs vs cpu.stat {usec} µs ({:.4}% apart); {N} connections", error * 100.0);
 }
@@ -133,9 +146,19 @@ async fn without_capabilities_the_agent_serves_otlp_and_says_why_probes_are_off(
     // No collector is reachable: the agent still takes data into its WAL.
     let agent = start_agent_as(Some(&setpriv), &["http://127.0.0.1:9"], dir.path(), &[]).await;
     let metrics = agent.service.metrics().await.unwrap();
-    assert_eq!(sample(&metrics, "tally_agent_ebpf_probes{state=\"off\",missing=\"CAP_BPF CAP_PERFMON CAP_NET_ADMIN\"}"), 1, "{metrics}");
+    assert_eq!(
+        sample(&metrics, "tally_agent_ebpf_probes{state=\"off\",missing=\"CAP_BPF CAP_PERFMON CAP_NET_ADMIN\"}"),
+        1,
+        "{metrics}"
+    );
     let body = r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","name":"a","kind":2,"startTimeUnixNano":"1","endTimeUnixNano":"2"}]}]}]}"#;
-    let r = reqwest::Client::new().post(format!("{}/v1/traces", agent.http_url)).header("content-type", "application/json").body(body).send().await.unwrap();
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/traces", agent.http_url))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let metrics = agent.service.metrics().await.unwrap();
     assert_eq!(sample(&metrics, "tally_agent_items_total{signal=\"traces\",outcome=\"accepted\"}"), 1);

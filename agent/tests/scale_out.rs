@@ -27,14 +27,19 @@ const BILLING_KEY: &str = "billing-key";
 
 /// `tally serve --clickhouse-cluster` on server `i`, killed on drop.
 async fn serve_on(cluster: &ClickHouseCluster, i: usize, db: &str) -> Serve {
-    serve::start(&cluster.node(i).http_url(), db, &["--clickhouse-cluster", CLUSTER, "--billing-key", BILLING_KEY]).await
+    serve::start(&cluster.node(i).http_url(), db, &["--clickhouse-cluster", CLUSTER, "--billing-key", BILLING_KEY])
+        .await
 }
 
 /// Today's usage per (tenant, meter) from `/v1/usage`, every page.
 async fn usage(serve: &Serve) -> BTreeMap<(String, String), u64> {
     let today = time::OffsetDateTime::now_utc().replace_time(time::Time::MIDNIGHT);
     let day = |d: time::OffsetDateTime| d.format(&time::format_description::well_known::Rfc3339).unwrap();
-    let query = format!("from={}&to={}&granularity=day&limit=100", day(today - time::Duration::days(1)), day(today + time::Duration::days(2)));
+    let query = format!(
+        "from={}&to={}&granularity=day&limit=100",
+        day(today - time::Duration::days(1)),
+        day(today + time::Duration::days(2))
+    );
     let mut got = BTreeMap::new();
     let mut cursor: Option<String> = None;
     loop {
@@ -69,16 +74,23 @@ async fn sdk_through_one_agent_and_two_collectors_into_a_cluster_is_exact_throug
     let migrate = |via: usize| {
         let url = cluster.node(via).http_url();
         let args = ["migrate", "--clickhouse-url", &url, "--clickhouse-database", &db, "--clickhouse-cluster", CLUSTER];
-        tally(&[&args[..], &["--clickhouse-shard-url", &shard_urls[0], "--clickhouse-shard-url", &shard_urls[1]]].concat())
+        tally(
+            &[&args[..], &["--clickhouse-shard-url", &shard_urls[0], "--clickhouse-shard-url", &shard_urls[1]]]
+                .concat(),
+        )
     };
     let first = migrate(0);
     assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
     assert!(String::from_utf8_lossy(&first.stdout).contains("applied [1, 2, 3, 4, 5], already applied []"));
     // Again through a server of the other shard: nothing to do.
     let second = migrate(3);
-    assert!(String::from_utf8_lossy(&second.stdout).contains("applied [], already applied [1, 2, 3, 4, 5]"), "{second:?}");
+    assert!(
+        String::from_utf8_lossy(&second.stdout).contains("applied [], already applied [1, 2, 3, 4, 5]"),
+        "{second:?}"
+    );
 
-    let (dir_a, dir_b, dir_agent) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (dir_a, dir_b, dir_agent) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let on_cluster = ["--clickhouse-cluster", CLUSTER];
     // Collector A writes through server 1 (shard 1), B through server 2 (shard 2).
     let mut a = start_collector_at(&cluster.node(1).http_url(), &db, dir_a.path(), &on_cluster).await;

@@ -24,11 +24,13 @@ pub fn measure_all(pool: &Pool, runs: usize, seconds: f64) -> Vec<(&'static str,
     };
     let view = |m: &bytes::Bytes| {
         let request = Protobuf::new(Signal::Traces, m.clone()).expect("the pool's requests frame");
-        let measured = request.with_view(|v| measure(v, &Tenancy::FromResource, now)).expect("the pool's requests meter");
+        let measured =
+            request.with_view(|v| measure(v, &Tenancy::FromResource, now)).expect("the pool's requests meter");
         std::hint::black_box(measured);
     };
     type Stage<'a> = &'a dyn Fn(&bytes::Bytes);
-    let stages: [(&'static str, Stage); 2] = [("prost decode alone", &prost), ("Tally's collector path: view framing check + metering in place", &view)];
+    let stages: [(&'static str, Stage); 2] =
+        [("prost decode alone", &prost), ("Tally's collector path: view framing check + metering in place", &view)];
     stages
         .into_iter()
         .map(|(name, stage)| {

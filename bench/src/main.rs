@@ -90,7 +90,12 @@ enum Setup {
 impl Setup {
     /// For file names.
     fn slug(self) -> String {
-        self.label().to_lowercase().split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()).collect::<Vec<_>>().join("-")
+        self.label()
+            .to_lowercase()
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .collect::<Vec<_>>()
+            .join("-")
     }
 
     fn label(self) -> String {
@@ -130,7 +135,15 @@ fn main() -> Result<()> {
     let rotel = systems::find_rotel(args.rotel.clone())?;
     let version = std::process::Command::new(&rotel).arg("--version").output().context("running rotel --version")?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let load = Config { tenants: 5, services_per_tenant: 2, spans_per_request: 500, attributes_per_span: 13, concurrency: 8, seconds: args.seconds, ..Config::default() };
+    let load = Config {
+        tenants: 5,
+        services_per_tenant: 2,
+        spans_per_request: 500,
+        attributes_per_span: 13,
+        concurrency: 8,
+        seconds: args.seconds,
+        ..Config::default()
+    };
     let pool = Pool::build(&load);
     let clickhouse = ClickHouseServer::start()?;
     let ch = ClickHouse::new(&clickhouse.http_url(), Duration::from_secs(120))?;
@@ -172,7 +185,8 @@ fn main() -> Result<()> {
     }
     let decode = ceiling::measure_all(&bench.pool, bench.args.runs, bench.args.seconds.min(3.0));
 
-    let bytes_per_span = bench.pool.requests.iter().map(|r| r.message_len as f64).sum::<f64>() / bench.pool.requests.iter().map(|r| r.spans as f64).sum::<f64>();
+    let bytes_per_span = bench.pool.requests.iter().map(|r| r.message_len as f64).sum::<f64>()
+        / bench.pool.requests.iter().map(|r| r.spans as f64).sum::<f64>();
     println!(
         "\n{} UTC; {}; nproc {}; load {load_before} → {}; peer: {}.\nTraffic: OTLP/gRPC from tally-loadgen, {} spans/request, {} attributes and ~{bytes_per_span:.0} bytes per span, {} tenants × {} services, {} requests in flight; {} runs of {} s each, medians.\n",
         time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339)?,
@@ -189,10 +203,21 @@ fn main() -> Result<()> {
         bench.args.seconds,
     );
     println!("Agent path: OTLP in → forward to the same OTLP sink. Spans/s = spans that reached the sink ÷ (load + drain).\n");
-    table(&samples[..agent_path.len()], &[("gzip", Setup::TallyAgent("gzip"), Setup::RotelForward("gzip")), ("none", Setup::TallyAgent("none"), Setup::RotelForward("none"))]);
+    table(
+        &samples[..agent_path.len()],
+        &[
+            ("gzip", Setup::TallyAgent("gzip"), Setup::RotelForward("gzip")),
+            ("none", Setup::TallyAgent("none"), Setup::RotelForward("none")),
+        ],
+    );
     println!("\nIngest ceiling: OTLP in → Tally's collector metering into ClickHouse vs rotel discarding. Spans/s = acknowledged ÷ load time; CPU over the load and the spool's drain.\n");
     table(&samples[agent_path.len()..], &[("", Setup::TallyCollector, Setup::RotelBlackhole)]);
-    let collector_cpu = median(samples.iter().filter(|(s, _)| *s == Setup::TallyCollector).flat_map(|(_, v)| v.iter().map(|s| s.cpu_per_million)));
+    let collector_cpu = median(
+        samples
+            .iter()
+            .filter(|(s, _)| *s == Setup::TallyCollector)
+            .flat_map(|(_, v)| v.iter().map(|s| s.cpu_per_million)),
+    );
     println!("\nThe machine's ceiling for the same bytes, one core (no network):\n");
     println!("| stage | spans/s | CPU-s / M spans |\n|---|--:|--:|");
     for (name, rate) in &decode {
@@ -207,8 +232,12 @@ fn main() -> Result<()> {
 }
 
 fn table(samples: &[(Setup, Vec<Sample>)], pairs: &[(&str, Setup, Setup)]) {
-    let med = |setup: Setup, f: fn(&Sample) -> f64| median(samples.iter().filter(|(s, _)| *s == setup).flat_map(|(_, v)| v.iter().map(f)));
-    println!("| system | spans/s | CPU-s / M spans | peak RSS | accepted → delivered (all runs) |\n|---|--:|--:|--:|--:|");
+    let med = |setup: Setup, f: fn(&Sample) -> f64| {
+        median(samples.iter().filter(|(s, _)| *s == setup).flat_map(|(_, v)| v.iter().map(f)))
+    };
+    println!(
+        "| system | spans/s | CPU-s / M spans | peak RSS | accepted → delivered (all runs) |\n|---|--:|--:|--:|--:|"
+    );
     for (setup, v) in samples {
         let accepted: u64 = v.iter().map(|s| s.accepted).sum();
         let delivered: u64 = v.iter().map(|s| s.delivered).sum();
@@ -224,22 +253,38 @@ fn table(samples: &[(Setup, Vec<Sample>)], pairs: &[(&str, Setup, Setup)]) {
     }
     for (name, tally, rotel) in pairs {
         let ratio = |f: fn(&Sample) -> f64| med(*tally, f) / med(*rotel, f);
-        let label = if name.is_empty() { "**Tally ÷ rotel**".to_owned() } else { format!("**Tally ÷ rotel, {name}**") };
-        println!("| {label} | {:.2}× | {:.2}× | {:.2}× | |", ratio(|s| s.spans_per_second), ratio(|s| s.cpu_per_million), ratio(|s| s.peak_rss_mib));
+        let label =
+            if name.is_empty() { "**Tally ÷ rotel**".to_owned() } else { format!("**Tally ÷ rotel, {name}**") };
+        println!(
+            "| {label} | {:.2}× | {:.2}× | {:.2}× | |",
+            ratio(|s| s.spans_per_second),
+            ratio(|s| s.cpu_per_million),
+            ratio(|s| s.peak_rss_mib)
+        );
     }
 }
 
 fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|m| m.trim().to_owned()))
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
         .unwrap_or_else(|| "unknown CPU".into())
 }
 
 impl Bench {
     async fn measure(&self, setup: Setup, run: usize) -> Result<Sample> {
         // The first run of each set-up is profiled when asked: the same load, under `perf`.
-        let profile = self.args.profile.as_ref().filter(|_| run == 1).map(|dir| dir.join(format!("profile-{}.txt", setup.slug())));
+        let profile = self
+            .args
+            .profile
+            .as_ref()
+            .filter(|_| run == 1)
+            .map(|dir| dir.join(format!("profile-{}.txt", setup.slug())));
         let profile = profile.as_deref();
         match setup {
             Setup::TallyAgent(_) | Setup::RotelForward(_) => self.forward(setup, profile).await,
@@ -254,9 +299,18 @@ impl Bench {
         let sink = Sink::start().await?;
         let wal = tempfile::Builder::new().prefix("agent-").tempdir_in(self.dir.path())?;
         let (process, url) = match setup {
-            Setup::TallyAgent(compression) => systems::tally_agent(&sink.url, wal.path(), &["--compression", compression]).await?,
+            Setup::TallyAgent(compression) => {
+                systems::tally_agent(&sink.url, wal.path(), &["--compression", compression]).await?
+            }
             Setup::RotelForward(compression) => {
-                let args = ["--exporter", "otlp", "--otlp-exporter-endpoint", &sink.url, "--otlp-exporter-compression", compression];
+                let args = [
+                    "--exporter",
+                    "otlp",
+                    "--otlp-exporter-endpoint",
+                    &sink.url,
+                    "--otlp-exporter-compression",
+                    compression,
+                ];
                 systems::rotel(&self.rotel, &args).await?
             }
             _ => unreachable!("not a forwarder"),
@@ -295,7 +349,8 @@ impl Bench {
         migrate(&self.ch, &db).await?;
         let spool = tempfile::Builder::new().prefix("collector-").tempdir_in(self.dir.path())?;
         let (process, url) = systems::tally_collector(&self.clickhouse.http_url(), &db, spool.path()).await?;
-        self.ingest(Setup::TallyCollector, process, url, profile, |accepted| stored_spans(&self.ch, &db, accepted)).await
+        self.ingest(Setup::TallyCollector, process, url, profile, |accepted| stored_spans(&self.ch, &db, accepted))
+            .await
     }
 
     /// The ingest ceiling for rotel: load → blackhole.

@@ -47,7 +47,10 @@ impl Perf {
             .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
             .map(|l| format!("{}\n", l.split_whitespace().collect::<Vec<_>>().join(" ").trim_end_matches([' ', '-'])))
             .collect();
-        std::fs::write(&self.out, format!("# {title}: where the CPU went under saturating load (perf, cpu-clock, self time)\n\n{body}"))?;
+        std::fs::write(
+            &self.out,
+            format!("# {title}: where the CPU went under saturating load (perf, cpu-clock, self time)\n\n{body}"),
+        )?;
         let _ = std::fs::remove_file(&self.data);
         Ok(())
     }

@@ -62,10 +62,16 @@ impl Drop for Running {
 pub async fn rotel(bin: &Path, args: &[&str]) -> Result<(Running, String)> {
     let (grpc, http) = (free_port(), free_port());
     let mut cmd = Command::new(bin);
-    cmd.args(["start", "--otlp-grpc-endpoint", &format!("127.0.0.1:{grpc}"), "--otlp-http-endpoint", &format!("127.0.0.1:{http}")])
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(if std::env::var_os("TALLY_TEST_LOGS").is_some() { Stdio::inherit() } else { Stdio::null() });
+    cmd.args([
+        "start",
+        "--otlp-grpc-endpoint",
+        &format!("127.0.0.1:{grpc}"),
+        "--otlp-http-endpoint",
+        &format!("127.0.0.1:{http}"),
+    ])
+    .args(args)
+    .stdout(Stdio::null())
+    .stderr(if std::env::var_os("TALLY_TEST_LOGS").is_some() { Stdio::inherit() } else { Stdio::null() });
     let mut child = testkit::spawn::spawn_tied(cmd).with_context(|| format!("starting {}", bin.display()))?;
     let deadline = Instant::now() + Duration::from_secs(30);
     while tokio::net::TcpStream::connect(("127.0.0.1", grpc)).await.is_err() {
@@ -84,10 +90,18 @@ pub async fn rotel(bin: &Path, args: &[&str]) -> Result<(Running, String)> {
 pub async fn tally_agent(collector_url: &str, data_dir: &Path, args: &[&str]) -> Result<(Running, String)> {
     let (grpc, http, admin) = (free_port(), free_port(), free_port());
     let base = [
-        "--otlp-grpc-listen", &format!("127.0.0.1:{grpc}"), "--otlp-http-listen", &format!("127.0.0.1:{http}"),
-        "--admin-listen", &format!("127.0.0.1:{admin}"), "--collector", collector_url,
+        "--otlp-grpc-listen",
+        &format!("127.0.0.1:{grpc}"),
+        "--otlp-http-listen",
+        &format!("127.0.0.1:{http}"),
+        "--admin-listen",
+        &format!("127.0.0.1:{admin}"),
+        "--collector",
+        collector_url,
         // rotel has no kernel probes: compare the OTLP path alone.
-        "--data-dir", &data_dir.to_string_lossy(), "--no-ebpf",
+        "--data-dir",
+        &data_dir.to_string_lossy(),
+        "--no-ebpf",
     ]
     .map(String::from);
     let mut agent = Service::new(binary("tally-agent"), base.to_vec(), format!("http://127.0.0.1:{admin}"));
@@ -99,9 +113,19 @@ pub async fn tally_agent(collector_url: &str, data_dir: &Path, args: &[&str]) ->
 pub async fn tally_collector(clickhouse_url: &str, database: &str, data_dir: &Path) -> Result<(Running, String)> {
     let (grpc, http, admin) = (free_port(), free_port(), free_port());
     let args = [
-        "--grpc-listen", &format!("127.0.0.1:{grpc}"), "--http-listen", &format!("127.0.0.1:{http}"),
-        "--admin-listen", &format!("127.0.0.1:{admin}"), "--clickhouse-url", clickhouse_url, "--clickhouse-database", database,
-        "--data-dir", &data_dir.to_string_lossy(), "--allow-anonymous",
+        "--grpc-listen",
+        &format!("127.0.0.1:{grpc}"),
+        "--http-listen",
+        &format!("127.0.0.1:{http}"),
+        "--admin-listen",
+        &format!("127.0.0.1:{admin}"),
+        "--clickhouse-url",
+        clickhouse_url,
+        "--clickhouse-database",
+        database,
+        "--data-dir",
+        &data_dir.to_string_lossy(),
+        "--allow-anonymous",
     ]
     .map(String::from);
     let mut collector = Service::new(binary("tally-collector"), args.to_vec(), format!("http://127.0.0.1:{admin}"));

@@ -24,7 +24,11 @@ fn arg(name: &str, default: u64) -> u64 {
 }
 
 fn kv(key: &str, value: String) -> KeyValue {
-    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(value)) }), ..Default::default() }
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(any_value::Value::StringValue(value)) }),
+        ..Default::default()
+    }
 }
 
 /// One request: `spans` spans spread over `tenants` resources, each span with `attrs` string attributes.
@@ -45,7 +49,9 @@ fn request(spans: u64, attrs: u64, tenants: u64) -> Vec<u8> {
                         kind: if i % 4 == 0 { 2 } else { 1 },
                         start_time_unix_nano: 1_700_000_000_000_000_000 + i * 1000,
                         end_time_unix_nano: 1_700_000_000_000_500_000 + i * 1000,
-                        attributes: (0..attrs).map(|a| kv(&format!("attr.key.{a}"), format!("value-{a}-{}", i % 97))).collect(),
+                        attributes: (0..attrs)
+                            .map(|a| kv(&format!("attr.key.{a}"), format!("value-{a}-{}", i % 97)))
+                            .collect(),
                         ..Default::default()
                     })
                     .collect(),

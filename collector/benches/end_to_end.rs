@@ -39,8 +39,8 @@ use metering::clickhouse::ClickHouse;
 use metering::store::migrate::migrate;
 use metering::store::rollup::{query_usage, Granularity, UsageQuery};
 use rust_decimal::Decimal;
-use testkit::loadgen::{self, Config, Pool, Report};
 use testkit::bench::{cpu_seconds, filesystem_of, load_average, median, peak_rss_kib, thousands, wait_until_quiet};
+use testkit::loadgen::{self, Config, Pool, Report};
 use testkit::ClickHouseServer;
 
 /// Extra arguments of every collector started here, besides the listen
@@ -111,9 +111,20 @@ struct Args {
 
 impl Args {
     fn parse(mut args: impl Iterator<Item = String>) -> Result<Self> {
-        let mut p = Self { runs: 5, seconds: 10.0, spans_per_request: 1000, tenants: 5, concurrency: 8, collectors: 1, gzip: false, batch: true };
+        let mut p = Self {
+            runs: 5,
+            seconds: 10.0,
+            spans_per_request: 1000,
+            tenants: 5,
+            concurrency: 8,
+            collectors: 1,
+            gzip: false,
+            batch: true,
+        };
         while let Some(arg) = args.next() {
-            let mut value = || args.next().with_context(|| format!("{arg} needs a value\n{USAGE}")).map(|v| v.replace(['_', ','], ""));
+            let mut value = || {
+                args.next().with_context(|| format!("{arg} needs a value\n{USAGE}")).map(|v| v.replace(['_', ','], ""))
+            };
             match arg.as_str() {
                 "--bench" => {}
                 "--gzip" => p.gzip = true,
@@ -131,7 +142,15 @@ impl Args {
                 other => bail!("unknown argument {other:?}\n{USAGE}"),
             }
         }
-        ensure!(p.runs > 0 && p.seconds > 0.0 && p.spans_per_request > 0 && p.tenants > 0 && p.concurrency > 0 && p.collectors > 0, "every option must be positive\n{USAGE}");
+        ensure!(
+            p.runs > 0
+                && p.seconds > 0.0
+                && p.spans_per_request > 0
+                && p.tenants > 0
+                && p.concurrency > 0
+                && p.collectors > 0,
+            "every option must be positive\n{USAGE}"
+        );
         Ok(p)
     }
 }
@@ -202,7 +221,14 @@ impl Sample {
 }
 
 /// One run: fresh database and collector, warm-up, timed load, drain, checks.
-async fn measure(server: &ClickHouseServer, server_pid: u32, load: &Config, pool: &Pool, args: &Args, run: usize) -> Result<Sample> {
+async fn measure(
+    server: &ClickHouseServer,
+    server_pid: u32,
+    load: &Config,
+    pool: &Pool,
+    args: &Args,
+    run: usize,
+) -> Result<Sample> {
     let ch = ClickHouse::new(&server.http_url(), Duration::from_secs(120))?;
     let db = server.database("bench_e2e")?;
     migrate(&ch, &db).await?;
@@ -216,7 +242,13 @@ async fn measure(server: &ClickHouseServer, server_pid: u32, load: &Config, pool
     let batch = |phase: &str| args.batch.then(|| format!("bench-{}-run{run}-{phase}", std::process::id()));
 
     // One round of requests, so connections, allocator and ClickHouse caches are warm.
-    let warm = Config { seconds: 0.0, total_spans: load.spans_per_request * load.concurrency as u64, batch_source: batch("warm"), url: urls.clone(), ..load.clone() };
+    let warm = Config {
+        seconds: 0.0,
+        total_spans: load.spans_per_request * load.concurrency as u64,
+        batch_source: batch("warm"),
+        url: urls.clone(),
+        ..load.clone()
+    };
     let warm = loadgen::run(&warm, pool).await?;
     ensure!(warm.all_accepted(), "warm-up refused: {:?}", warm.refused);
 
@@ -226,7 +258,10 @@ async fn measure(server: &ClickHouseServer, server_pid: u32, load: &Config, pool
     let report = loadgen::run(&main, pool).await?;
     let loadgen_cpu = cpu_seconds(std::process::id())? - me0;
     if !report.refused.is_empty() || report.rejected_spans > 0 {
-        eprintln!("run {run}: NOT ACCEPTED: {} spans partially rejected; refused {:?}", report.rejected_spans, report.refused);
+        eprintln!(
+            "run {run}: NOT ACCEPTED: {} spans partially rejected; refused {:?}",
+            report.rejected_spans, report.refused
+        );
     }
 
     let want = Expected::of(&[&warm, &report]);
@@ -239,7 +274,13 @@ async fn measure(server: &ClickHouseServer, server_pid: u32, load: &Config, pool
     let drain = drained.elapsed();
     let sample = Sample {
         collector_cpu: collectors_cpu()? - collector0,
-        collector_peak_rss_kib: collectors.iter().map(|c| peak_rss_kib(c.pid())).collect::<Result<Vec<_>>>()?.into_iter().max().unwrap_or(0),
+        collector_peak_rss_kib: collectors
+            .iter()
+            .map(|c| peak_rss_kib(c.pid()))
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .max()
+            .unwrap_or(0),
         server_cpu: cpu_seconds(server_pid)? - server0,
         loadgen_cpu,
         rows: count_rows(server, &db)? - rows0,
@@ -280,7 +321,8 @@ impl Expected {
     fn check(&self, stored: &Stored, run: usize, when: &str, collectors: &[Collector]) -> Result<()> {
         // Per tenant holds only when no request was partially rejected (the generator cannot attribute those).
         let whole = self.by_tenant.values().sum::<u64>() == self.spans;
-        let ok = stored.spans() == self.spans && (!whole || (stored.spans == self.by_tenant && stored.requests == self.requests));
+        let ok = stored.spans() == self.spans
+            && (!whole || (stored.spans == self.by_tenant && stored.requests == self.requests));
         if !ok {
             bail!(
                 "run {run}, {when}: ClickHouse does not hold what the collector acknowledged!\n\
@@ -383,7 +425,11 @@ impl Collector {
                 self.child = None;
                 return Ok(());
             }
-            ensure!(Instant::now() < deadline, "tally-collector did not exit within 30 s of SIGTERM\n{}", self.log_tail());
+            ensure!(
+                Instant::now() < deadline,
+                "tally-collector did not exit within 30 s of SIGTERM\n{}",
+                self.log_tail()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -484,4 +530,3 @@ fn print_table(args: &Args, load: &Config, version: &str, data_fs: &str, load_be
          the refused column is a sum, not a median."
     );
 }
-

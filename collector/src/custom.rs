@@ -87,7 +87,10 @@ impl<'a, A: Attributes + ?Sized, R: Attributes + ?Sized> Item<'a, A, R> {
 }
 
 /// An item's number for a sum or max meter: `Ok(None)` when it has none.
-fn number<A: Attributes + ?Sized, R: Attributes + ?Sized>(item: &Item<'_, A, R>, def: &MeterDefinition) -> Result<Option<Decimal>, String> {
+fn number<A: Attributes + ?Sized, R: Attributes + ?Sized>(
+    item: &Item<'_, A, R>,
+    def: &MeterDefinition,
+) -> Result<Option<Decimal>, String> {
     let value = match (&def.attribute, item.point) {
         (None, Some(PointValue::AsInt(i))) => Decimal::from(i),
         (None, Some(PointValue::AsDouble(d))) => double(d)?,
@@ -147,11 +150,15 @@ fn outcome<A: Attributes + ?Sized, R: Attributes + ?Sized>(item: &Item<'_, A, R>
         Aggregation::UniqueCount => match item.find(attribute) {
             None => Outcome::Skip,
             Some(_) => match item.text(attribute) {
-                None => Outcome::Bad(format!("custom meter {}: {attribute} is not a string, number or boolean", def.name)),
-                Some(s) if s.is_empty() => Outcome::Skip,
-                Some(s) if s.len() > MAX_DIMENSION_LEN => {
-                    Outcome::Bad(format!("custom meter {}: {attribute} is {} bytes long; the limit is {MAX_DIMENSION_LEN}", def.name, s.len()))
+                None => {
+                    Outcome::Bad(format!("custom meter {}: {attribute} is not a string, number or boolean", def.name))
                 }
+                Some(s) if s.is_empty() => Outcome::Skip,
+                Some(s) if s.len() > MAX_DIMENSION_LEN => Outcome::Bad(format!(
+                    "custom meter {}: {attribute} is {} bytes long; the limit is {MAX_DIMENSION_LEN}",
+                    def.name,
+                    s.len()
+                )),
                 Some(s) => Outcome::Value(Decimal::ONE, s),
             },
         },
@@ -180,7 +187,12 @@ struct Acc {
 }
 
 impl Acc {
-    fn item<A: Attributes + ?Sized, R: Attributes + ?Sized>(&mut self, item: &Item<'_, A, R>, who: &(String, String), meters: &[(usize, &MeterDefinition)]) {
+    fn item<A: Attributes + ?Sized, R: Attributes + ?Sized>(
+        &mut self,
+        item: &Item<'_, A, R>,
+        who: &(String, String),
+        meters: &[(usize, &MeterDefinition)],
+    ) {
         let mut bad = None;
         for &(index, def) in meters {
             let (value, unique) = match outcome(item, def) {
@@ -191,7 +203,8 @@ impl Acc {
                 }
                 Outcome::Value(v, u) => (v, u),
             };
-            let dims = def.group_by.iter().map(|k| truncate(item.text(k).unwrap_or_default(), MAX_DIMENSION_LEN)).collect();
+            let dims =
+                def.group_by.iter().map(|k| truncate(item.text(k).unwrap_or_default(), MAX_DIMENSION_LEN)).collect();
             let key = (who.0.clone(), who.1.clone(), index, dims, unique);
             match self.totals.get_mut(&key) {
                 None => {
@@ -199,7 +212,12 @@ impl Acc {
                 }
                 Some(total) => match def.aggregation.combine(*total, value) {
                     Some(v) => *total = v,
-                    None => bad = Some(format!("custom meter {}: the request's values sum past the largest storable value", def.name)),
+                    None => {
+                        bad = Some(format!(
+                            "custom meter {}: the request's values sum past the largest storable value",
+                            def.name
+                        ))
+                    }
                 },
             }
         }
@@ -246,7 +264,12 @@ impl<'m> Evaluator<'m> {
     }
 
     /// The metrics of one resource: each data point is an item.
-    pub fn metrics<R: Attributes + ?Sized, M: MetricView>(&mut self, resource: &R, metrics: &[&M], who: &(String, String)) {
+    pub fn metrics<R: Attributes + ?Sized, M: MetricView>(
+        &mut self,
+        resource: &R,
+        metrics: &[&M],
+        who: &(String, String),
+    ) {
         if self.mine.is_empty() {
             return;
         }

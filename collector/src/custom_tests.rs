@@ -8,11 +8,13 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use opentelemetry_proto::tonic::metrics::v1::{number_data_point, Metric};
+use opentelemetry_proto::tonic::metrics::v1::{
+    Gauge, Histogram, HistogramDataPoint, NumberDataPoint, ResourceMetrics, ScopeMetrics,
+};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
-use opentelemetry_proto::tonic::metrics::v1::{Gauge, Histogram, HistogramDataPoint, NumberDataPoint, ResourceMetrics, ScopeMetrics};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
 use super::*;
@@ -110,8 +112,13 @@ fn filters_group_by_and_each_aggregation() {
     );
     assert!(e.records.iter().all(|r| r.tenant == "acme" && r.service == "chat"));
     // Filters on numbers and booleans compare as text; a filter value that never matches counts nothing.
-    let defs = meters("  - {name: ok_calls, signal: traces, aggregation: count, filter: {http.status_code: 200, cached: false}}\n");
-    let p = traces(vec![], vec![vec![i("http.status_code", 200), kv("cached", Value::BoolValue(false))], vec![i("http.status_code", 500)]]);
+    let defs = meters(
+        "  - {name: ok_calls, signal: traces, aggregation: count, filter: {http.status_code: 200, cached: false}}\n",
+    );
+    let p = traces(
+        vec![],
+        vec![vec![i("http.status_code", 200), kv("cached", Value::BoolValue(false))], vec![i("http.status_code", 500)]],
+    );
     assert_eq!(table(&run(&p, &defs)), BTreeMap::from([row("ok_calls", "", "", "1")]));
     // Meters of other signals see nothing; a refused resource counts nothing.
     assert!(run(&traces(vec![], vec![vec![]]), &meters(LLM)).records.is_empty());
@@ -127,7 +134,10 @@ fn bad_values_refuse_the_item_with_a_reason() {
         (f("llm.tokens", f64::NAN), "custom meter llm_tokens: llm.tokens NaN is not a finite number"),
         (f("llm.tokens", f64::INFINITY), "custom meter llm_tokens: llm.tokens inf is not a finite number"),
         (s("llm.tokens", "12 tokens"), "custom meter llm_tokens: llm.tokens \"12 tokens\" is not a decimal number"),
-        (s("llm.tokens", "0.0000000001"), "custom meter llm_tokens: llm.tokens \"0.0000000001\" has more than 9 decimal places"),
+        (
+            s("llm.tokens", "0.0000000001"),
+            "custom meter llm_tokens: llm.tokens \"0.0000000001\" has more than 9 decimal places",
+        ),
         (kv("llm.tokens", Value::BoolValue(true)), "custom meter llm_tokens: llm.tokens is not a number"),
     ] {
         let e = run(&traces(vec![s("llm.vendor", "openai")], vec![vec![bad], vec![i("llm.tokens", 4)]]), &defs);
@@ -139,11 +149,25 @@ fn bad_values_refuse_the_item_with_a_reason() {
     }
     // A double is its shortest decimal, rounded to 9 places (half to even); a tiny one is 0:
     // 0.1 + 0.2 + 1.0000000005 + 1e-300 is exactly 1.3.
-    let e = run(&traces(vec![s("llm.vendor", "openai")], vec![vec![f("llm.tokens", 0.1)], vec![f("llm.tokens", 0.2)], vec![f("llm.tokens", 1.0000000005)], vec![f("llm.tokens", 1e-300)]]), &defs);
+    let e = run(
+        &traces(
+            vec![s("llm.vendor", "openai")],
+            vec![
+                vec![f("llm.tokens", 0.1)],
+                vec![f("llm.tokens", 0.2)],
+                vec![f("llm.tokens", 1.0000000005)],
+                vec![f("llm.tokens", 1e-300)],
+            ],
+        ),
+        &defs,
+    );
     assert_eq!(table(&e)[&("llm_tokens".into(), "model=".into(), String::new())], "1.3");
     // A unique value too long to store whole, or not a scalar.
     let long = "x".repeat(MAX_DIMENSION_LEN + 1);
-    let e = run(&traces(vec![], vec![vec![s("user.id", &long)], vec![kv("user.id", Value::ArrayValue(ArrayValue::default()))]]), &defs);
+    let e = run(
+        &traces(vec![], vec![vec![s("user.id", &long)], vec![kv("user.id", Value::ArrayValue(ArrayValue::default()))]]),
+        &defs,
+    );
     assert_eq!(e.rejected, 2);
     assert!(e.reason.contains("user.id is not a string, number or boolean"), "{}", e.reason);
     assert!(!e.records.iter().any(|r| r.meter == "llm_users"));
@@ -160,17 +184,34 @@ fn metric_points_and_logs() {
     let gauge = |name: &str, points: Vec<(Vec<KeyValue>, number_data_point::Value)>| Metric {
         name: name.into(),
         data: Some(Data::Gauge(Gauge {
-            data_points: points.into_iter().map(|(attributes, v)| NumberDataPoint { attributes, value: Some(v), ..Default::default() }).collect(),
+            data_points: points
+                .into_iter()
+                .map(|(attributes, v)| NumberDataPoint { attributes, value: Some(v), ..Default::default() })
+                .collect(),
         })),
         ..Default::default()
     };
     use number_data_point::Value::{AsDouble, AsInt};
-    let hist = Metric { name: "latency".into(), data: Some(Data::Histogram(Histogram { data_points: vec![HistogramDataPoint::default()], ..Default::default() })), ..Default::default() };
+    let hist = Metric {
+        name: "latency".into(),
+        data: Some(Data::Histogram(Histogram {
+            data_points: vec![HistogramDataPoint::default()],
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
     let payload = Payload::Metrics(ExportMetricsServiceRequest {
         resource_metrics: vec![ResourceMetrics {
             scope_metrics: vec![ScopeMetrics {
                 metrics: vec![
-                    gauge("queue.depth", vec![(vec![s("queue", "a")], AsInt(7)), (vec![s("queue", "a")], AsDouble(9.5)), (vec![s("queue", "b")], AsInt(3))]),
+                    gauge(
+                        "queue.depth",
+                        vec![
+                            (vec![s("queue", "a")], AsInt(7)),
+                            (vec![s("queue", "a")], AsDouble(9.5)),
+                            (vec![s("queue", "b")], AsInt(3)),
+                        ],
+                    ),
                     gauge("other", vec![(vec![s("queue", "a")], AsInt(99))]),
                     hist,
                 ],
@@ -201,5 +242,8 @@ fn metric_points_and_logs() {
             ..Default::default()
         }],
     });
-    assert_eq!(table(&run(&logs, &defs)), BTreeMap::from([row("log_users", "", "a", "1"), row("log_users", "", "b", "1")]));
+    assert_eq!(
+        table(&run(&logs, &defs)),
+        BTreeMap::from([row("log_users", "", "a", "1"), row("log_users", "", "b", "1")])
+    );
 }

@@ -59,7 +59,8 @@ pub enum KeysError {
 impl Keys {
     /// Loads a keys file.
     pub fn load(path: &Path) -> Result<Self, KeysError> {
-        let text = std::fs::read_to_string(path).map_err(|source| KeysError::Read { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| KeysError::Read { path: path.display().to_string(), source })?;
         Self::parse(&text).map_err(|reason| KeysError::Invalid { path: path.display().to_string(), reason })
     }
 

@@ -1,8 +1,8 @@
 //! tally-collector: OTLP in, per-tenant usage out to ClickHouse.
 
+pub mod custom;
 pub mod keys;
 pub mod limits;
-pub mod custom;
 pub mod measure;
 pub mod metrics;
 pub mod otlp;

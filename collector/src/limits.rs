@@ -24,7 +24,8 @@ impl FromStr for Limit {
 
     /// `RATE` or `RATE/BURST`, e.g. `1000` or `1000/5000`.
     fn from_str(s: &str) -> Result<Self, String> {
-        let number = |v: &str| v.trim().parse::<NonZeroU32>().map_err(|_| format!("{v:?} is not a positive whole number"));
+        let number =
+            |v: &str| v.trim().parse::<NonZeroU32>().map_err(|_| format!("{v:?} is not a positive whole number"));
         match s.split_once('/') {
             Some((rate, burst)) => Ok(Limit { per_second: number(rate)?, burst: number(burst)? }),
             None => {
@@ -90,7 +91,9 @@ impl Limits {
             limiters
                 .entry(tenant.to_owned())
                 .or_insert_with(|| {
-                    std::sync::Arc::new(RateLimiter::direct(Quota::per_second(limit.per_second).allow_burst(limit.burst)))
+                    std::sync::Arc::new(RateLimiter::direct(
+                        Quota::per_second(limit.per_second).allow_burst(limit.burst),
+                    ))
                 })
                 .clone()
         };
@@ -109,7 +112,10 @@ impl Limits {
             // More than a whole burst at once: it will never fit as one request.
             Err(_) => Err(Throttle {
                 retry_after: Duration::from_secs(1),
-                message: format!("tenant {tenant}: {items} items in one request exceed its burst of {}; send smaller batches", limit.burst),
+                message: format!(
+                    "tenant {tenant}: {items} items in one request exceed its burst of {}; send smaller batches",
+                    limit.burst
+                ),
             }),
         }
     }
@@ -121,7 +127,10 @@ mod tests {
 
     #[test]
     fn parsing() {
-        assert_eq!("10/20".parse::<Limit>().unwrap(), Limit { per_second: 10.try_into().unwrap(), burst: 20.try_into().unwrap() });
+        assert_eq!(
+            "10/20".parse::<Limit>().unwrap(),
+            Limit { per_second: 10.try_into().unwrap(), burst: 20.try_into().unwrap() }
+        );
         assert_eq!("5".parse::<Limit>().unwrap().burst.get(), 5);
         assert_eq!("0".parse::<Limit>().unwrap_err(), "\"0\" is not a positive whole number");
         assert_eq!("acme=7/9".parse::<TenantLimit>().unwrap().limit.burst.get(), 9);

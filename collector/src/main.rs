@@ -35,7 +35,12 @@ async fn main() -> anyhow::Result<()> {
     let spool_dir = s.data_dir.join("spool");
     // Every acknowledged request is synced before its answer (group commit keeps that cheap).
     let flush_interval = Duration::from_millis(s.flush_interval_ms.max(1));
-    let wal_options = WalOptions { max_bytes: s.spool_max_bytes, segment_bytes: 16 << 20, fsync: Fsync::Always, seal_after: Some(flush_interval) };
+    let wal_options = WalOptions {
+        max_bytes: s.spool_max_bytes,
+        segment_bytes: 16 << 20,
+        fsync: Fsync::Always,
+        seal_after: Some(flush_interval),
+    };
     let (sealed_tx, sealed) = tokio::sync::mpsc::unbounded_channel();
     let spool = Wal::open(&spool_dir, wal_options, move |s| {
         let _ = sealed_tx.send(s);
@@ -46,17 +51,23 @@ async fn main() -> anyhow::Result<()> {
     }
     let metrics = Arc::new(Metrics::default());
     metrics.watch_spool(spool.clone());
-    let sink_options = SinkOptions {
-        max_insert_bytes: 64 << 20,
-        shutdown_timeout: Duration::from_secs(s.shutdown_timeout_secs),
-    };
+    let sink_options =
+        SinkOptions { max_insert_bytes: 64 << 20, shutdown_timeout: Duration::from_secs(s.shutdown_timeout_secs) };
     let sink = Sink::new(ch.clone(), &s.store.clickhouse_database, spool.clone(), metrics.clone(), sink_options)?;
     let (stop_sink, sink_stopped) = tokio::sync::watch::channel(());
     let sink = tokio::spawn(sink.run(sealed, sink_stopped));
     let started = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
     let source_id = format!("collector:{}:{started}", std::process::id());
     let limits = Limits::new(&s.tenant_limit, s.default_tenant_limit);
-    let pipeline = Arc::new(Pipeline::new(keys, s.allow_anonymous, spool.clone(), source_id, metrics.clone(), limits, meters.into()));
+    let pipeline = Arc::new(Pipeline::new(
+        keys,
+        s.allow_anonymous,
+        spool.clone(),
+        source_id,
+        metrics.clone(),
+        limits,
+        meters.into(),
+    ));
     let counted = |transport: &'static str, router: Router| {
         let metrics = metrics.clone();
         router.layer(axum::middleware::from_fn(move |req, next| count_responses(metrics.clone(), transport, req, next)))

@@ -84,7 +84,12 @@ pub fn measure<R: RequestView + ?Sized>(request: &R, tenancy: &Tenancy, now: Off
 
 /// Measures a request as the receiver delivered it: protobuf in place (a
 /// malformed field metering reads is the error), JSON from its prost types.
-pub fn measure_request(request: &Request, tenancy: &Tenancy, now: OffsetDateTime, meters: &[MeterDefinition]) -> Result<Measured, DecodeError> {
+pub fn measure_request(
+    request: &Request,
+    tenancy: &Tenancy,
+    now: OffsetDateTime,
+    meters: &[MeterDefinition],
+) -> Result<Measured, DecodeError> {
     match request {
         Request::Protobuf(p) => p.with_view(|view| measure_with(view, tenancy, now, meters)),
         Request::Decoded(p) => Ok(measure_with(p, tenancy, now, meters)),
@@ -92,7 +97,12 @@ pub fn measure_request(request: &Request, tenancy: &Tenancy, now: OffsetDateTime
 }
 
 /// Measures `request` for `tenancy`, at `now`, with the built-in meters and the custom `meters`.
-pub fn measure_with<R: RequestView + ?Sized>(request: &R, tenancy: &Tenancy, now: OffsetDateTime, meters: &[MeterDefinition]) -> Measured {
+pub fn measure_with<R: RequestView + ?Sized>(
+    request: &R,
+    tenancy: &Tenancy,
+    now: OffsetDateTime,
+    meters: &[MeterDefinition],
+) -> Measured {
     let mut totals = Totals::default();
     let mut out = Measured::default();
     let mut custom = crate::custom::Evaluator::new(request.signal(), meters);
@@ -147,7 +157,9 @@ pub fn measure_with<R: RequestView + ?Sized>(request: &R, tenancy: &Tenancy, now
     out.records = totals
         .0
         .into_iter()
-        .map(|((tenant, service, meter), n)| UsageRecord::new(&tenant, meter, now, Decimal::from(n)).with_service(&service))
+        .map(|((tenant, service, meter), n)| {
+            UsageRecord::new(&tenant, meter, now, Decimal::from(n)).with_service(&service)
+        })
         .collect();
     // The same tenants and services as the built-ins (refusals are already counted above).
     custom.finish(now).add_to(&mut out);
@@ -162,11 +174,15 @@ mod tests {
     use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
     use opentelemetry_proto::tonic::resource::v1::Resource;
     use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
-    use prost::Message;
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use prost::Message;
 
     fn kv(key: &str, value: &str) -> KeyValue {
-        KeyValue { key: key.into(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.into())) }), ..Default::default() }
+        KeyValue {
+            key: key.into(),
+            value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.into())) }),
+            ..Default::default()
+        }
     }
 
     fn spans(attrs: Vec<KeyValue>, kinds: &[SpanKind]) -> ResourceSpans {
@@ -190,7 +206,10 @@ mod tests {
         let req = Payload::Traces(ExportTraceServiceRequest {
             resource_spans: vec![
                 // Duplicate keys: the last one wins, here as everywhere.
-                spans(vec![kv(TENANT_ATTRIBUTE, "first"), kv("service.name", "api"), kv(TENANT_ATTRIBUTE, "acme")], &[SpanKind::Server, SpanKind::Internal, SpanKind::Consumer]),
+                spans(
+                    vec![kv(TENANT_ATTRIBUTE, "first"), kv("service.name", "api"), kv(TENANT_ATTRIBUTE, "acme")],
+                    &[SpanKind::Server, SpanKind::Internal, SpanKind::Consumer],
+                ),
                 spans(vec![kv("service.name", "web")], &[SpanKind::Client]),
                 spans(vec![kv(TENANT_ATTRIBUTE, "bad tenant")], &[SpanKind::Server, SpanKind::Server]),
             ],
@@ -198,9 +217,15 @@ mod tests {
         let m = measure(&req, &Tenancy::FromResource, now);
         assert_eq!((value(&m, "acme", "spans"), value(&m, "acme", "requests")), (Decimal::from(3), Decimal::from(2)));
         assert_eq!(value(&m, "first", "spans"), Decimal::ZERO);
-        assert_eq!((value(&m, UNKNOWN_TENANT, "spans"), value(&m, UNKNOWN_TENANT, "requests")), (Decimal::from(1), Decimal::ZERO));
+        assert_eq!(
+            (value(&m, UNKNOWN_TENANT, "spans"), value(&m, UNKNOWN_TENANT, "requests")),
+            (Decimal::from(1), Decimal::ZERO)
+        );
         assert_eq!(m.rejected, 2);
-        assert_eq!(m.reason, "tenant.id: tenant id \"bad tenant\" contains ' '; allowed are letters, digits and . _ : @ -");
+        assert_eq!(
+            m.reason,
+            "tenant.id: tenant id \"bad tenant\" contains ' '; allowed are letters, digits and . _ : @ -"
+        );
         assert!(m.records.iter().all(|r| r.time == now));
         assert_eq!(m.records.iter().find(|r| r.tenant == "acme").unwrap().service, "api");
         let span_bytes = value(&m, "acme", "span_bytes");
@@ -217,7 +242,9 @@ mod tests {
     #[test]
     fn overlong_service_names_are_cut_not_refused() {
         let long = "é".repeat(600);
-        let req = Payload::Traces(ExportTraceServiceRequest { resource_spans: vec![spans(vec![kv("service.name", &long)], &[SpanKind::Server])] });
+        let req = Payload::Traces(ExportTraceServiceRequest {
+            resource_spans: vec![spans(vec![kv("service.name", &long)], &[SpanKind::Server])],
+        });
         let m = measure(&req, &Tenancy::FromResource, OffsetDateTime::now_utc());
         assert_eq!(m.records[0].service.len(), MAX_DIMENSION_LEN);
     }

@@ -85,11 +85,19 @@ impl Default for Metrics {
         let clickhouse_rows = Counter::default();
         registry.register("clickhouse_rows", "Rows written to ClickHouse", clickhouse_rows.clone());
         let spool_bytes = Gauge::default();
-        registry.register("spool_bytes", "Acknowledged usage rows waiting on disk for ClickHouse, in bytes", spool_bytes.clone());
+        registry.register(
+            "spool_bytes",
+            "Acknowledged usage rows waiting on disk for ClickHouse, in bytes",
+            spool_bytes.clone(),
+        );
         let spool_segments = Gauge::default();
         registry.register("spool_segments", "Spool segment files on disk", spool_segments.clone());
         let spool_damaged_bytes = Counter::default();
-        registry.register("spool_damaged_bytes", "Spool bytes found damaged (checksum, framing) and skipped", spool_damaged_bytes.clone());
+        registry.register(
+            "spool_damaged_bytes",
+            "Spool bytes found damaged (checksum, framing) and skipped",
+            spool_damaged_bytes.clone(),
+        );
         Self {
             registry,
             items,

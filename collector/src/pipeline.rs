@@ -85,7 +85,12 @@ impl Pipeline {
     /// (a bug of ours: they are built from validated parts) cannot be billed; they
     /// are replaced by `dropped_*` usage with the reason, never lost silently.
     /// `Ok(dropped)` is the number of items that were dropped.
-    async fn write(&self, (source_id, seq): (String, u64), records: Vec<UsageRecord>, sla: &[SlaRecord]) -> Result<u64, String> {
+    async fn write(
+        &self,
+        (source_id, seq): (String, u64),
+        records: Vec<UsageRecord>,
+        sla: &[SlaRecord],
+    ) -> Result<u64, String> {
         let mut batch = UsageBatch { source_id, seq, records };
         let mut rows = Vec::new();
         let mut dropped = 0;
@@ -194,7 +199,8 @@ impl Pipeline {
                 self.metrics.dropped_items.inc_by(dropped);
                 Outcome::Accepted {
                     rejected: measured.rejected + dropped,
-                    message: "internal error: the usage of these items could not be metered (counted as dropped)".to_owned(),
+                    message: "internal error: the usage of these items could not be metered (counted as dropped)"
+                        .to_owned(),
                 }
             }
             Err(message) => Outcome::Unavailable { retry_after: STORE_RETRY_AFTER, message },
@@ -212,7 +218,11 @@ fn dropped_records(records: &[UsageRecord], reason: &str) -> (Vec<UsageRecord>, 
         .filter(|r| ITEM_METERS.contains(&r.meter.as_str()))
         .map(|r| {
             items += u64::try_from(r.value.trunc().mantissa()).unwrap_or(0);
-            let tenant = if metering::record::validate_tenant(&r.tenant).is_ok() { r.tenant.as_str() } else { crate::measure::UNKNOWN_TENANT };
+            let tenant = if metering::record::validate_tenant(&r.tenant).is_ok() {
+                r.tenant.as_str()
+            } else {
+                crate::measure::UNKNOWN_TENANT
+            };
             let mut d = UsageRecord::new(tenant, &format!("dropped_{}", r.meter), r.time, r.value.trunc());
             d.dimensions.insert("reason".to_owned(), reason.to_owned());
             d
@@ -253,7 +263,10 @@ mod tests {
         ];
         let (dropped, items) = dropped_records(&records, "record 0: service is 2000 bytes long");
         assert_eq!(items, 9);
-        let got: Vec<_> = dropped.iter().map(|r| (r.tenant.as_str(), r.meter.as_str(), r.value, r.dimensions["reason"].as_str())).collect();
+        let got: Vec<_> = dropped
+            .iter()
+            .map(|r| (r.tenant.as_str(), r.meter.as_str(), r.value, r.dimensions["reason"].as_str()))
+            .collect();
         assert_eq!(
             got,
             [

@@ -20,7 +20,7 @@ use opentelemetry_proto::tonic::metrics::v1::Metric;
 use rust_decimal::Decimal;
 use time::OffsetDateTime;
 
-use crate::measure::{attribute, UNKNOWN_TENANT, TENANT_ATTRIBUTE};
+use crate::measure::{attribute, TENANT_ATTRIBUTE, UNKNOWN_TENANT};
 
 /// The instrumentation scope name of usage reports.
 pub const SCOPE: &str = "tally.usage";
@@ -41,8 +41,9 @@ pub struct Reported {
 pub fn extract(request: &mut ExportMetricsServiceRequest, catalog: &Catalog, when: OffsetDateTime) -> Reported {
     let mut out = Reported::default();
     for rm in &mut request.resource_metrics {
-        let (reports, rest): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut rm.scope_metrics).into_iter().partition(|s| s.scope.as_ref().is_some_and(|sc| sc.name == SCOPE));
+        let (reports, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut rm.scope_metrics)
+            .into_iter()
+            .partition(|s| s.scope.as_ref().is_some_and(|sc| sc.name == SCOPE));
         rm.scope_metrics = rest;
         if reports.is_empty() {
             continue;
@@ -67,7 +68,13 @@ pub fn extract(request: &mut ExportMetricsServiceRequest, catalog: &Catalog, whe
     out
 }
 
-fn records(metric: &Metric, tenant: &str, service: &str, catalog: &Catalog, when: OffsetDateTime) -> Result<Vec<UsageRecord>, String> {
+fn records(
+    metric: &Metric,
+    tenant: &str,
+    service: &str,
+    catalog: &Catalog,
+    when: OffsetDateTime,
+) -> Result<Vec<UsageRecord>, String> {
     validate_tenant(tenant).map_err(|e| format!("{TENANT_ATTRIBUTE}: {e}"))?;
     let meter = catalog.get(&metric.name).filter(|m| is_reported(&m.name)).ok_or("not a meter agents report")?;
     let Some(Data::Sum(sum)) = &metric.data else { return Err("a usage report is a Sum".into()) };
@@ -106,7 +113,11 @@ pub fn metric(meter: &str, unit: &str, points: Vec<(Vec<(String, String)>, i64)>
         .map(|(dims, n)| NumberDataPoint {
             attributes: dims
                 .into_iter()
-                .map(|(k, v)| KeyValue { key: k, value: Some(AnyValue { value: Some(any_value::Value::StringValue(v)) }), ..Default::default() })
+                .map(|(k, v)| KeyValue {
+                    key: k,
+                    value: Some(AnyValue { value: Some(any_value::Value::StringValue(v)) }),
+                    ..Default::default()
+                })
                 .collect(),
             time_unix_nano,
             value: Some(Value::AsInt(n)),
@@ -116,7 +127,11 @@ pub fn metric(meter: &str, unit: &str, points: Vec<(Vec<(String, String)>, i64)>
     Metric {
         name: meter.to_owned(),
         unit: unit.to_owned(),
-        data: Some(Data::Sum(Sum { data_points, aggregation_temporality: AggregationTemporality::Delta as i32, is_monotonic: true })),
+        data: Some(Data::Sum(Sum {
+            data_points,
+            aggregation_temporality: AggregationTemporality::Delta as i32,
+            is_monotonic: true,
+        })),
         ..Default::default()
     }
 }
@@ -129,12 +144,24 @@ mod tests {
     use opentelemetry_proto::tonic::resource::v1::Resource;
 
     fn resource(tenant: &str, scopes: Vec<ScopeMetrics>) -> ResourceMetrics {
-        let attr = KeyValue { key: TENANT_ATTRIBUTE.into(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(tenant.into())) }), ..Default::default() };
-        ResourceMetrics { resource: Some(Resource { attributes: vec![attr], ..Default::default() }), scope_metrics: scopes, ..Default::default() }
+        let attr = KeyValue {
+            key: TENANT_ATTRIBUTE.into(),
+            value: Some(AnyValue { value: Some(any_value::Value::StringValue(tenant.into())) }),
+            ..Default::default()
+        };
+        ResourceMetrics {
+            resource: Some(Resource { attributes: vec![attr], ..Default::default() }),
+            scope_metrics: scopes,
+            ..Default::default()
+        }
     }
 
     fn scope(name: &str, metrics: Vec<Metric>) -> ScopeMetrics {
-        ScopeMetrics { scope: Some(InstrumentationScope { name: name.into(), ..Default::default() }), metrics, ..Default::default() }
+        ScopeMetrics {
+            scope: Some(InstrumentationScope { name: name.into(), ..Default::default() }),
+            metrics,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -145,16 +172,40 @@ mod tests {
                 resource(
                     "acme",
                     vec![
-                        scope(SCOPE, vec![metric("dropped_spans", "1", vec![(reason("wal full"), 40), (reason("rejected"), 2)], 0), metric("cpu_seconds", "ns", vec![(vec![], 1_500_000_001)], 0)]),
+                        scope(
+                            SCOPE,
+                            vec![
+                                metric(
+                                    "dropped_spans",
+                                    "1",
+                                    vec![(reason("wal full"), 40), (reason("rejected"), 2)],
+                                    0,
+                                ),
+                                metric("cpu_seconds", "ns", vec![(vec![], 1_500_000_001)], 0),
+                            ],
+                        ),
                         scope("app", vec![metric("http.requests", "1", vec![(vec![], 9)], 0)]),
                     ],
                 ),
-                resource("globex", vec![scope(SCOPE, vec![metric("spans", "1", vec![(vec![], 5)], 0), metric("agent_accepted_spans", "1", vec![(vec![], 7)], 0)])]),
+                resource(
+                    "globex",
+                    vec![scope(
+                        SCOPE,
+                        vec![
+                            metric("spans", "1", vec![(vec![], 5)], 0),
+                            metric("agent_accepted_spans", "1", vec![(vec![], 7)], 0),
+                        ],
+                    )],
+                ),
             ],
         };
         let when = OffsetDateTime::now_utc();
         let got = extract(&mut request, &Catalog::builtin(), when);
-        let summary: Vec<_> = got.records.iter().map(|r| (r.tenant.as_str(), r.meter.as_str(), r.value.to_string(), r.dimensions.get("reason").cloned())).collect();
+        let summary: Vec<_> = got
+            .records
+            .iter()
+            .map(|r| (r.tenant.as_str(), r.meter.as_str(), r.value.to_string(), r.dimensions.get("reason").cloned()))
+            .collect();
         assert_eq!(
             summary,
             [
@@ -175,7 +226,16 @@ mod tests {
     #[test]
     fn seconds_must_come_as_nanoseconds_and_values_as_non_negative_integers() {
         let mut request = ExportMetricsServiceRequest {
-            resource_metrics: vec![resource("acme", vec![scope(SCOPE, vec![metric("cpu_seconds", "s", vec![(vec![], 2)], 0), metric("dropped_spans", "1", vec![(vec![], -1)], 0)])])],
+            resource_metrics: vec![resource(
+                "acme",
+                vec![scope(
+                    SCOPE,
+                    vec![
+                        metric("cpu_seconds", "s", vec![(vec![], 2)], 0),
+                        metric("dropped_spans", "1", vec![(vec![], -1)], 0),
+                    ],
+                )],
+            )],
         };
         let got = extract(&mut request, &Catalog::builtin(), OffsetDateTime::now_utc());
         assert!(got.records.is_empty());

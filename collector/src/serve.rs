@@ -41,11 +41,16 @@ pub async fn start(servers: Vec<(&'static str, SocketAddr, Router)>) -> anyhow::
     let (stop, stopped) = watch::channel(());
     let mut tasks = Vec::new();
     for (name, addr, router) in servers {
-        let listener = TcpListener::bind(addr).await.with_context(|| format!("binding the {name} listener to {addr}"))?;
+        let listener =
+            TcpListener::bind(addr).await.with_context(|| format!("binding the {name} listener to {addr}"))?;
         tracing::info!(%addr, "{name} listening");
         let mut stopped = stopped.clone();
         tasks.push(tokio::spawn(async move {
-            axum::serve(listener, router).with_graceful_shutdown(async move { let _ = stopped.changed().await; }).await
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.changed().await;
+                })
+                .await
         }));
     }
     Ok(Servers { tasks, stop })

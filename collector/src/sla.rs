@@ -70,7 +70,12 @@ fn hex<'a>(id: &[u8; 16], out: &'a mut [u8; 32]) -> &'a str {
 
 /// One record per route seen among `spans`' requests, in route order, all at `when`.
 /// Spans that are not requests are ignored; no requests, no records.
-pub fn observe<'a, S: SpanView + 'a>(spans: impl Iterator<Item = &'a S>, tenant: &str, service: &str, when: OffsetDateTime) -> Vec<SlaRecord> {
+pub fn observe<'a, S: SpanView + 'a>(
+    spans: impl Iterator<Item = &'a S>,
+    tenant: &str,
+    service: &str,
+    when: OffsetDateTime,
+) -> Vec<SlaRecord> {
     let mut routes: BTreeMap<&str, SlaRecord> = BTreeMap::new();
     for span in spans.filter(|s| is_request(*s)) {
         let route = truncate(span.attributes().string(HTTP_ROUTE).unwrap_or(""), MAX_DIMENSION_LEN);
@@ -81,10 +86,11 @@ pub fn observe<'a, S: SpanView + 'a>(spans: impl Iterator<Item = &'a S>, tenant:
             Ok(id) => hex(id, &mut buf),
             Err(_) => "",
         };
-        routes
-            .entry(route)
-            .or_insert_with(|| SlaRecord::new(tenant, service, route, when))
-            .observe(latency, is_error(span), trace_id);
+        routes.entry(route).or_insert_with(|| SlaRecord::new(tenant, service, route, when)).observe(
+            latency,
+            is_error(span),
+            trace_id,
+        );
     }
     routes.into_values().collect()
 }
@@ -179,8 +185,12 @@ mod tests {
         assert_eq!((r.requests, r.errors), (7, 1));
         assert_eq!(r.latency.quantile(0.0), Some(0));
         // The three slowest with a trace id, then the failed one; the 900 ms span had none.
-        let kept: Vec<_> = r.exemplars.iter().map(|e| (e.latency_ns / 1_000_000, e.error, e.trace_id[..2].to_owned())).collect();
-        assert_eq!(kept, [(500, false, "02".into()), (400, false, "04".into()), (300, false, "03".into()), (5, true, "07".into())]);
+        let kept: Vec<_> =
+            r.exemplars.iter().map(|e| (e.latency_ns / 1_000_000, e.error, e.trace_id[..2].to_owned())).collect();
+        assert_eq!(
+            kept,
+            [(500, false, "02".into()), (400, false, "04".into()), (300, false, "03".into()), (5, true, "07".into())]
+        );
         assert!(r.latency.quantile(1.0).unwrap().abs_diff(900_000_000) * 256 <= 900_000_000);
     }
 }

@@ -33,9 +33,13 @@ async fn two_collectors_write_through_the_distributed_table_exactly_once() {
 
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     // Collector A writes through server 1 (shard 1), B through server 2 (shard 2).
-    let a = start_collector_at(&cluster.node(1).http_url(), &db, dir_a.path(), &["--clickhouse-cluster", CLUSTER]).await;
-    let b = start_collector_at(&cluster.node(2).http_url(), &db, dir_b.path(), &["--clickhouse-cluster", CLUSTER]).await;
-    let send = |url: String, protocol: &'static str, args: Vec<&'static str>| async move { common::sdk(&url, protocol, &args).await };
+    let a =
+        start_collector_at(&cluster.node(1).http_url(), &db, dir_a.path(), &["--clickhouse-cluster", CLUSTER]).await;
+    let b =
+        start_collector_at(&cluster.node(2).http_url(), &db, dir_b.path(), &["--clickhouse-cluster", CLUSTER]).await;
+    let send = |url: String, protocol: &'static str, args: Vec<&'static str>| async move {
+        common::sdk(&url, protocol, &args).await
+    };
     let r = send(a.http_url.clone(), "http", vec!["--tenant", "acme", "--spans", "300", "--logs", "10"]).await;
     assert_eq!((r["spans_ok"].as_bool(), r["logs_ok"].as_bool()), (Some(true), Some(true)));
     let r = send(b.grpc_url.clone(), "grpc", vec!["--key", "agent-key", "--tenant", "globex", "--spans", "250"]).await;
@@ -71,7 +75,8 @@ async fn two_collectors_write_through_the_distributed_table_exactly_once() {
         assert_eq!(tenants.into_iter().collect::<Vec<_>>(), ["acme", "globex", "initech"], "server {i}");
     }
     // Each tenant's rows on its shard only (cityHash64(tenant) % 2: acme 0, globex and initech 1).
-    let tenants = |i: usize| cluster.query(i, &format!("SELECT DISTINCT tenant FROM {db}.usage_local ORDER BY tenant")).unwrap();
+    let tenants =
+        |i: usize| cluster.query(i, &format!("SELECT DISTINCT tenant FROM {db}.usage_local ORDER BY tenant")).unwrap();
     assert_eq!((tenants(0), tenants(1)), ("acme\n".to_owned(), "acme\n".to_owned()));
     assert_eq!((tenants(2), tenants(3)), ("globex\ninitech\n".to_owned(), "globex\ninitech\n".to_owned()));
     for running in [&a, &b] {
@@ -105,6 +110,10 @@ async fn two_collectors_write_through_the_distributed_table_exactly_once() {
     }
     for i in 0..4 {
         let got = totals(&client(&cluster, i), &db).await;
-        assert_eq!((value(&got, "umbrella", "spans"), value(&got, "umbrella", "requests")), (Decimal::from(3), Decimal::from(2)), "server {i}: {got:?}");
+        assert_eq!(
+            (value(&got, "umbrella", "spans"), value(&got, "umbrella", "requests")),
+            (Decimal::from(3), Decimal::from(2)),
+            "server {i}: {got:?}"
+        );
     }
 }

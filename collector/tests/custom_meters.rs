@@ -45,7 +45,8 @@ fn tokens(i: u32) -> Option<Decimal> {
 
 /// Independently computed: (tokens per model, openai calls, peak tokens, distinct users) of one run.
 fn expected_run() -> (BTreeMap<String, Decimal>, Decimal, Decimal, usize) {
-    let (mut per_model, mut calls, mut peak, mut users) = (BTreeMap::new(), Decimal::ZERO, Decimal::ZERO, std::collections::BTreeSet::new());
+    let (mut per_model, mut calls, mut peak, mut users) =
+        (BTreeMap::new(), Decimal::ZERO, Decimal::ZERO, std::collections::BTreeSet::new());
     for i in 0..SPANS {
         let openai = i % 5 != 4;
         users.insert(i % 17);
@@ -71,7 +72,8 @@ async fn sdk_spans_meter_custom_sums_counts_max_and_unique_users() {
     let dir = tempfile::tempdir().unwrap();
     let meters = dir.path().join("meters.yaml");
     std::fs::write(&meters, METERS).unwrap();
-    let running = common::collector::start_collector(&server, &db, dir.path(), &["--meters", meters.to_str().unwrap()]).await;
+    let running =
+        common::collector::start_collector(&server, &db, dir.path(), &["--meters", meters.to_str().unwrap()]).await;
     let (http_url, grpc_url) = (running.http_url.clone(), running.grpc_url.clone());
     // The same workload twice (over HTTP, then gRPC): sums and counts double, the peak
     // and the distinct users do not. Another tenant's traffic stays its own.

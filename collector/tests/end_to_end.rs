@@ -7,11 +7,11 @@ mod common;
 use std::time::Duration;
 
 use common::collector::{start_collector, totals, value};
-use testkit::service::sample;
 use metering::clickhouse::ClickHouse;
 use metering::store::migrate::migrate;
 use metering::store::rollup::{query_usage, Granularity, UsageQuery};
 use rust_decimal::Decimal;
+use testkit::service::sample;
 use testkit::ClickHouseServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -23,19 +23,51 @@ async fn sdk_traffic_lands_exactly_per_tenant_and_meter() {
     let dir = tempfile::tempdir().unwrap();
     let running = start_collector(&server, &db, dir.path(), &[]).await;
     let (http_url, grpc_url) = (running.http_url.clone(), running.grpc_url.clone());
-    let run = |url: String, protocol: &'static str, args: Vec<&'static str>| async move { common::sdk(&url, protocol, &args).await };
+    let run = |url: String, protocol: &'static str, args: Vec<&'static str>| async move {
+        common::sdk(&url, protocol, &args).await
+    };
     // Anonymous over HTTP, naming its tenant.
-    let r = run(http_url.clone(), "http", vec!["--tenant", "acme", "--spans", "300", "--metric-points", "20", "--logs", "10"]).await;
-    assert_eq!((r["spans_ok"].as_bool(), r["metric_points_ok"].as_bool(), r["logs_ok"].as_bool()), (Some(true), Some(true), Some(true)));
+    let r = run(
+        http_url.clone(),
+        "http",
+        vec!["--tenant", "acme", "--spans", "300", "--metric-points", "20", "--logs", "10"],
+    )
+    .await;
+    assert_eq!(
+        (r["spans_ok"].as_bool(), r["metric_points_ok"].as_bool(), r["logs_ok"].as_bool()),
+        (Some(true), Some(true), Some(true))
+    );
     // An agent key over gRPC, with gzip, naming its tenant.
-    let r = run(grpc_url.clone(), "grpc", vec!["--key", "agent-key", "--tenant", "globex", "--gzip", "--spans", "250", "--metric-points", "15", "--logs", "5"]).await;
-    assert_eq!((r["spans_ok"].as_bool(), r["metric_points_ok"].as_bool(), r["logs_ok"].as_bool()), (Some(true), Some(true), Some(true)));
+    let r = run(
+        grpc_url.clone(),
+        "grpc",
+        vec![
+            "--key",
+            "agent-key",
+            "--tenant",
+            "globex",
+            "--gzip",
+            "--spans",
+            "250",
+            "--metric-points",
+            "15",
+            "--logs",
+            "5",
+        ],
+    )
+    .await;
+    assert_eq!(
+        (r["spans_ok"].as_bool(), r["metric_points_ok"].as_bool(), r["logs_ok"].as_bool()),
+        (Some(true), Some(true), Some(true))
+    );
     // A tenant key claiming another tenant: pinned to its own.
     let r = run(grpc_url.clone(), "grpc", vec!["--key", "initech-key", "--tenant", "acme", "--spans", "100"]).await;
     assert_eq!(r["spans_ok"], true);
     // A wrong key stores nothing, on either transport.
     for (url, protocol) in [(http_url.clone(), "http"), (grpc_url.clone(), "grpc")] {
-        let r = run(url, protocol, vec!["--key", "wrong", "--tenant", "acme", "--spans", "7", "--spans-per-export", "7"]).await;
+        let r =
+            run(url, protocol, vec!["--key", "wrong", "--tenant", "acme", "--spans", "7", "--spans-per-export", "7"])
+                .await;
         assert_eq!(r["spans_ok"], false);
     }
 
@@ -89,10 +121,13 @@ async fn over_the_limit_senders_are_told_when_to_retry_and_the_refused_volume_is
     let running = start_collector(&server, &db, dir.path(), &["--tenant-limit", "acme=100/100"]).await;
     // 80 spans fit the burst; the next 70 do not until the bucket refills, so the SDK is refused
     // (429 + Retry-After) and resends them.
-    let r = common::sdk(&running.http_url, "http", &["--tenant", "acme", "--spans", "150", "--spans-per-export", "80"]).await;
+    let r = common::sdk(&running.http_url, "http", &["--tenant", "acme", "--spans", "150", "--spans-per-export", "80"])
+        .await;
     assert_eq!(r["spans_ok"], true);
     // globex has no limit.
-    let r = common::sdk(&running.http_url, "http", &["--tenant", "globex", "--spans", "500", "--spans-per-export", "500"]).await;
+    let r =
+        common::sdk(&running.http_url, "http", &["--tenant", "globex", "--spans", "500", "--spans-per-export", "500"])
+            .await;
     assert_eq!(r["spans_ok"], true);
     running.settle().await;
     let got = totals(&ch, &db).await;
@@ -107,11 +142,22 @@ async fn over_the_limit_senders_are_told_when_to_retry_and_the_refused_volume_is
 
     // What a sender sees, exactly: drain the bucket, then one more span.
     let json = |n: usize| {
-        let spans: Vec<String> = (0..n).map(|i| format!(r#"{{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"{i:016x}","name":"x"}}"#)).collect();
-        format!(r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"tenant.id","value":{{"stringValue":"acme"}}}}]}},"scopeSpans":[{{"spans":[{}]}}]}}]}}"#, spans.join(","))
+        let spans: Vec<String> = (0..n)
+            .map(|i| format!(r#"{{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"{i:016x}","name":"x"}}"#))
+            .collect();
+        format!(
+            r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"tenant.id","value":{{"stringValue":"acme"}}}}]}},"scopeSpans":[{{"spans":[{}]}}]}}]}}"#,
+            spans.join(",")
+        )
     };
     let client = reqwest::Client::new();
-    let post = |n: usize| client.post(format!("{}/v1/traces", running.http_url)).header("content-type", "application/json").body(json(n)).send();
+    let post = |n: usize| {
+        client
+            .post(format!("{}/v1/traces", running.http_url))
+            .header("content-type", "application/json")
+            .body(json(n))
+            .send()
+    };
     let mut refused = None;
     for _ in 0..3 {
         let resp = post(100).await.unwrap();
@@ -125,7 +171,10 @@ async fn over_the_limit_senders_are_told_when_to_retry_and_the_refused_volume_is
     assert_eq!(retry_after, 1);
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["code"], 8);
-    assert!(body["message"].as_str().unwrap().starts_with("tenant acme is over its limit of 100 items/s (burst 100)"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().starts_with("tenant acme is over its limit of 100 items/s (burst 100)"),
+        "{body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,18 +201,27 @@ async fn a_resent_batch_counts_once_on_either_transport() {
             .body(body)
             .send()
     };
-    for batch in [format!("agent:a1:boot1 1 {millis}"), format!("agent:a1:boot1 1 {millis}"), format!("agent:a1:boot1 2 {millis}")] {
+    for batch in [
+        format!("agent:a1:boot1 1 {millis}"),
+        format!("agent:a1:boot1 1 {millis}"),
+        format!("agent:a1:boot1 2 {millis}"),
+    ] {
         assert_eq!(http(batch).await.unwrap().status(), 200);
     }
     // The same batch 1 again over gRPC, a minute later in wall time: the same rows, stored once.
-    let resp = common::grpc_export_traces(&running.grpc_url, body, &[("tally-batch", format!("agent:a1:boot1 1 {millis}"))]).await;
+    let resp =
+        common::grpc_export_traces(&running.grpc_url, body, &[("tally-batch", format!("agent:a1:boot1 1 {millis}"))])
+            .await;
     assert!(resp.headers().get("grpc-status").is_none(), "accepted: {:?}", resp.headers());
     running.settle().await;
     let got = totals(&ch, &db).await;
     assert_eq!(got[&("acme".to_owned(), "spans".to_owned())], Decimal::from(6), "batches 1 and 2, once each: {got:?}");
     assert_eq!(got[&("acme".to_owned(), "requests".to_owned())], Decimal::from(4));
     // Billed in the minute the sender accepted the data.
-    let mut q = UsageQuery::new(accepted_at.replace_second(0).unwrap().replace_nanosecond(0).unwrap(), accepted_at + time::Duration::minutes(1));
+    let mut q = UsageQuery::new(
+        accepted_at.replace_second(0).unwrap().replace_nanosecond(0).unwrap(),
+        accepted_at + time::Duration::minutes(1),
+    );
     q.granularity = Granularity::Minute;
     q.meter = Some("spans".into());
     running.settle().await;
@@ -209,27 +267,86 @@ async fn bad_input_gets_precise_errors_while_other_tenants_traffic_in_flight_lan
     let running = start_collector(&server, &db, dir.path(), &["--max-request-bytes", "200000"]).await;
     // Two tenants' SDKs send while the bad requests arrive.
     let (grpc_url, http_url) = (running.grpc_url.clone(), running.http_url.clone());
-    let acme = tokio::spawn(async move { common::sdk(&grpc_url, "grpc", &["--tenant", "acme", "--spans", "3000", "--spans-per-export", "100", "--logs", "40"]).await });
-    let globex = tokio::spawn(async move { common::sdk(&http_url, "http", &["--tenant", "globex", "--gzip", "--spans", "1500", "--spans-per-export", "100"]).await });
+    let acme = tokio::spawn(async move {
+        common::sdk(
+            &grpc_url,
+            "grpc",
+            &["--tenant", "acme", "--spans", "3000", "--spans-per-export", "100", "--logs", "40"],
+        )
+        .await
+    });
+    let globex = tokio::spawn(async move {
+        common::sdk(
+            &http_url,
+            "http",
+            &["--tenant", "globex", "--gzip", "--spans", "1500", "--spans-per-export", "100"],
+        )
+        .await
+    });
     let mut gzipped = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gzipped.write_all(&vec![0u8; 1 << 20]).unwrap();
     let bomb = gzipped.finish().unwrap();
     // (path, content type, content encoding, body, status, message)
     type Case = (&'static str, &'static str, Option<&'static str>, Vec<u8>, u16, &'static str);
     let cases: Vec<Case> = vec![
-        ("/v1/traces", "application/x-protobuf", None, vec![0x0a, 0xff, 0xff], 400, "malformed OTLP protobuf traces request: "),
-        ("/v1/logs", "application/json", None, b"{\"resourceLogs\": [".to_vec(), 400, "malformed OTLP JSON logs request: EOF"),
-        ("/v1/traces", "application/x-protobuf", None, vec![0; 300_000], 413, "request body is more than 200000 bytes, the limit; split the batch"),
-        ("/v1/traces", "application/x-protobuf", Some("gzip"), bomb, 413, "request body inflates to more than 200000 bytes, the limit; split the batch"),
-        ("/v1/traces", "application/x-protobuf", Some("gzip"), b"\x1f\x8bnot really".to_vec(), 400, "the request body is not a valid gzip stream"),
-        ("/v1/traces", "text/plain", None, b"hi".to_vec(), 415, "unsupported Content-Type \"text/plain\"; use application/x-protobuf or application/json"),
+        (
+            "/v1/traces",
+            "application/x-protobuf",
+            None,
+            vec![0x0a, 0xff, 0xff],
+            400,
+            "malformed OTLP protobuf traces request: ",
+        ),
+        (
+            "/v1/logs",
+            "application/json",
+            None,
+            b"{\"resourceLogs\": [".to_vec(),
+            400,
+            "malformed OTLP JSON logs request: EOF",
+        ),
+        (
+            "/v1/traces",
+            "application/x-protobuf",
+            None,
+            vec![0; 300_000],
+            413,
+            "request body is more than 200000 bytes, the limit; split the batch",
+        ),
+        (
+            "/v1/traces",
+            "application/x-protobuf",
+            Some("gzip"),
+            bomb,
+            413,
+            "request body inflates to more than 200000 bytes, the limit; split the batch",
+        ),
+        (
+            "/v1/traces",
+            "application/x-protobuf",
+            Some("gzip"),
+            b"\x1f\x8bnot really".to_vec(),
+            400,
+            "the request body is not a valid gzip stream",
+        ),
+        (
+            "/v1/traces",
+            "text/plain",
+            None,
+            b"hi".to_vec(),
+            415,
+            "unsupported Content-Type \"text/plain\"; use application/x-protobuf or application/json",
+        ),
     ];
     let client = reqwest::Client::new();
     // Bad requests keep coming until both SDKs are done, so they overlap the good traffic.
     let mut round = 0;
     while round < 10 || !(acme.is_finished() && globex.is_finished()) {
         for (path, content_type, encoding, body, status, message) in &cases {
-            let mut req = client.post(format!("{}{path}", running.http_url)).header("content-type", *content_type).body(body.clone());
+            let mut req = client
+                .post(format!("{}{path}", running.http_url))
+                .header("content-type", *content_type)
+                .body(body.clone());
             if let Some(e) = encoding {
                 req = req.header("content-encoding", *e);
             }
@@ -247,7 +364,10 @@ async fn bad_input_gets_precise_errors_while_other_tenants_traffic_in_flight_lan
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
     let (acme, globex) = (acme.await.unwrap(), globex.await.unwrap());
-    assert_eq!((acme["spans_ok"].as_bool(), acme["logs_ok"].as_bool(), globex["spans_ok"].as_bool()), (Some(true), Some(true), Some(true)));
+    assert_eq!(
+        (acme["spans_ok"].as_bool(), acme["logs_ok"].as_bool(), globex["spans_ok"].as_bool()),
+        (Some(true), Some(true), Some(true))
+    );
     running.settle().await;
     let got = totals(&ch, &db).await;
     assert_eq!(value(&got, "acme", "spans"), Decimal::from(3000), "{got:?}");

@@ -10,7 +10,16 @@ use tally_collector::otlp::{grpc, Outcome, DEFAULT_MAX_REQUEST_BYTES};
 use testkit::loadgen::{self, Config, Pool};
 
 fn base(url: String) -> Config {
-    Config { url, tenants: 4, services_per_tenant: 3, spans_per_request: 250, pool: 3, concurrency: 4, seconds: 0.0, ..Config::default() }
+    Config {
+        url,
+        tenants: 4,
+        services_per_tenant: 3,
+        spans_per_request: 250,
+        pool: 3,
+        concurrency: 4,
+        seconds: 0.0,
+        ..Config::default()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -26,11 +35,17 @@ async fn accepted_spans_are_exactly_what_the_receiver_took() {
         assert_eq!((report.requests, report.sent_spans, report.accepted_spans), (41, 10_250, 10_250));
         assert_eq!(recorder.total("spans") - before, 10_250);
         assert_eq!(report.accepted_by_tenant.values().sum::<u64>(), 10_250);
-        assert_eq!(report.accepted_by_tenant.keys().collect::<Vec<_>>(), ["tenant-0", "tenant-1", "tenant-2", "tenant-3"]);
+        assert_eq!(
+            report.accepted_by_tenant.keys().collect::<Vec<_>>(),
+            ["tenant-0", "tenant-1", "tenant-2", "tenant-3"]
+        );
         assert!(report.accepted_server_spans > 0 && report.accepted_server_spans < 10_250 / 2, "{report:?}");
         assert!(report.latency_ms.p50 > 0.0 && report.latency_ms.p50 <= report.latency_ms.max);
     }
-    assert!(recorder.seen.lock().unwrap().iter().all(|s| s.2.as_deref() == Some("k1")), "the key travels as a bearer token");
+    assert!(
+        recorder.seen.lock().unwrap().iter().all(|s| s.2.as_deref() == Some("k1")),
+        "the key travels as a bearer token"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,7 +58,10 @@ async fn refusals_are_counted_by_status_and_never_as_accepted() {
         Outcome::Accepted { rejected: 0, message: String::new() },
         Outcome::Accepted { rejected: 7, message: "7 spans had no tenant".into() },
     ]);
-    recorder.set(Outcome::Unavailable { retry_after: Duration::from_secs(5), message: "usage store unavailable: 100% down".into() });
+    recorder.set(Outcome::Unavailable {
+        retry_after: Duration::from_secs(5),
+        message: "usage store unavailable: 100% down".into(),
+    });
     let config = Config { total_spans: 1_250, concurrency: 1, ..base(url) };
     let report = loadgen::run(&config, &Pool::build(&config)).await.unwrap();
     assert!(!report.all_accepted());

@@ -26,8 +26,15 @@ async fn sdk(base: &str, args: &[&str]) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_sdk_is_received_exactly() {
     let (rec, base) = start(64 << 20).await;
-    let report = sdk(&base, &["--spans", "1234", "--spans-per-export", "100", "--metric-points", "37", "--logs", "55", "--key", "k1"]).await;
-    assert_eq!(report, serde_json::json!({"spans": 1234, "spans_ok": true, "metric_points": 37, "metric_points_ok": true, "logs": 55, "logs_ok": true}));
+    let report = sdk(
+        &base,
+        &["--spans", "1234", "--spans-per-export", "100", "--metric-points", "37", "--logs", "55", "--key", "k1"],
+    )
+    .await;
+    assert_eq!(
+        report,
+        serde_json::json!({"spans": 1234, "spans_ok": true, "metric_points": 37, "metric_points_ok": true, "logs": 55, "logs_ok": true})
+    );
     assert_eq!((rec.total("spans"), rec.total("metric_points"), rec.total("logs")), (1234, 37, 55));
     assert!(rec.seen.lock().unwrap().iter().all(|s| s.2.as_deref() == Some("k1")));
     // gzip, as the SDK compresses it.
@@ -124,27 +131,53 @@ async fn every_bad_request_gets_its_status_and_a_precise_message() {
 
     // Small on the wire, too large once inflated: refused without inflating it all.
     let r = post(&base, "/v1/logs", "application/x-protobuf", Some("gzip"), gz(&vec![0; 1 << 20])).await;
-    assert_eq!((r.status, proto_status(&r).message.as_str()), (413, "request body inflates to more than 4096 bytes, the limit; split the batch"));
+    assert_eq!(
+        (r.status, proto_status(&r).message.as_str()),
+        (413, "request body inflates to more than 4096 bytes, the limit; split the batch")
+    );
 
     let r = post(&base, "/v1/traces", "application/x-protobuf", Some("gzip"), b"\x1f\x8bnot really".to_vec()).await;
     assert_eq!(r.status, 400);
     assert!(proto_status(&r).message.starts_with("the request body is not a valid gzip stream"));
 
-    let r = post(&base, "/v1/logs", "application/x-protobuf", Some("zstd"), zstd::encode_all(&vec![0u8; 1 << 20][..], 3).unwrap()).await;
-    assert_eq!((r.status, proto_status(&r).message.as_str()), (413, "request body inflates to more than 4096 bytes, the limit; split the batch"));
+    let r = post(
+        &base,
+        "/v1/logs",
+        "application/x-protobuf",
+        Some("zstd"),
+        zstd::encode_all(&vec![0u8; 1 << 20][..], 3).unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (r.status, proto_status(&r).message.as_str()),
+        (413, "request body inflates to more than 4096 bytes, the limit; split the batch")
+    );
     let r = post(&base, "/v1/traces", "application/x-protobuf", Some("zstd"), b"not zstd".to_vec()).await;
     assert_eq!(r.status, 400);
     assert!(proto_status(&r).message.starts_with("the request body is not a valid zstd stream"));
-    let ok = post(&base, "/v1/traces", "application/json", Some("zstd"), zstd::encode_all(SPANS_JSON.as_bytes(), 3).unwrap()).await;
+    let ok = post(
+        &base,
+        "/v1/traces",
+        "application/json",
+        Some("zstd"),
+        zstd::encode_all(SPANS_JSON.as_bytes(), 3).unwrap(),
+    )
+    .await;
     assert_eq!((ok.status, json(&ok)), (200, serde_json::json!({})));
     assert_eq!(rec.total("spans"), 4, "zstd bodies are taken like gzip ones");
 
     let r = post(&base, "/v1/traces", "application/x-protobuf", Some("br"), vec![]).await;
-    assert_eq!((r.status, proto_status(&r).message.as_str()), (415, "unsupported Content-Encoding \"br\"; use gzip, zstd or none"));
+    assert_eq!(
+        (r.status, proto_status(&r).message.as_str()),
+        (415, "unsupported Content-Encoding \"br\"; use gzip, zstd or none")
+    );
 
     let r = post(&base, "/v1/traces", "text/plain", None, b"hi".to_vec()).await;
     assert_eq!(r.status, 415);
-    assert_eq!(json(&r)["message"], "unsupported Content-Type \"text/plain\"; use application/x-protobuf or application/json");
+    assert_eq!(
+        json(&r)["message"],
+        "unsupported Content-Type \"text/plain\"; use application/x-protobuf or application/json"
+    );
 
     let r = reqwest::get(format!("{base}/v1/traces")).await.unwrap();
     assert_eq!(r.status(), 405);
@@ -162,7 +195,14 @@ async fn consumer_outcomes_map_to_the_spec_statuses() {
     let (rec, base) = start(1 << 20).await;
     let cases = [
         (Outcome::Accepted { rejected: 1, message: "span 2 has no trace id".into() }, 200, None),
-        (Outcome::Throttled { retry_after: Duration::from_millis(1500), message: "tenant acme over 100 spans/s".into() }, 429, Some("2")),
+        (
+            Outcome::Throttled {
+                retry_after: Duration::from_millis(1500),
+                message: "tenant acme over 100 spans/s".into(),
+            },
+            429,
+            Some("2"),
+        ),
         (Outcome::Unavailable { retry_after: Duration::ZERO, message: "buffer full".into() }, 503, Some("1")),
         (Outcome::Unauthenticated("unknown key".into()), 401, None),
         (Outcome::Invalid("Span.attributes (field 9): runs past the end of its message at byte 7".into()), 400, None),
@@ -174,9 +214,14 @@ async fn consumer_outcomes_map_to_the_spec_statuses() {
         let body = json(&r);
         match outcome {
             Outcome::Accepted { .. } => {
-                assert_eq!(body, serde_json::json!({"partialSuccess": {"rejectedSpans": "1", "errorMessage": "span 2 has no trace id"}}))
+                assert_eq!(
+                    body,
+                    serde_json::json!({"partialSuccess": {"rejectedSpans": "1", "errorMessage": "span 2 has no trace id"}})
+                )
             }
-            Outcome::Throttled { .. } => assert_eq!(body, serde_json::json!({"code": 8, "message": "tenant acme over 100 spans/s"})),
+            Outcome::Throttled { .. } => {
+                assert_eq!(body, serde_json::json!({"code": 8, "message": "tenant acme over 100 spans/s"}))
+            }
             Outcome::Unavailable { .. } => assert_eq!(body, serde_json::json!({"code": 14, "message": "buffer full"})),
             Outcome::Unauthenticated(_) => assert_eq!(body, serde_json::json!({"code": 16, "message": "unknown key"})),
             Outcome::Invalid(m) => assert_eq!(body, serde_json::json!({"code": 3, "message": m})),

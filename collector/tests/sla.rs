@@ -75,7 +75,10 @@ async fn sdk_spans_become_exact_sla_per_route_over_http_and_grpc() {
             assert_eq!((p.requests, p.errors), (reqs.len() as u64, reqs.iter().filter(|r| r.1).count() as u64));
             // Error rate, in parts per million: exact.
             let rate = p.errors * 1_000_000 / p.requests;
-            assert_eq!(rate, [0, 100_000, 200_000][["", "/pay", "/users/{id}"].iter().position(|r| *r == route).unwrap()]);
+            assert_eq!(
+                rate,
+                [0, 100_000, 200_000][["", "/pay", "/users/{id}"].iter().position(|r| *r == route).unwrap()]
+            );
             reqs.sort();
             for ppm in [500_000u32, 900_000, 950_000, 990_000] {
                 let rank = (u64::from(ppm) * reqs.len() as u64).div_ceil(1_000_000) as usize;

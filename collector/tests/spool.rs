@@ -7,8 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::collector::{setup, start_collector, totals, value};
-use testkit::service::sample;
 use rust_decimal::Decimal;
+use testkit::service::sample;
 
 /// Three spans of tenant acme (two of them requests) as OTLP/JSON.
 const BATCH: &str = r#"{"resourceSpans":[{"resource":{"attributes":[{"key":"tenant.id","value":{"stringValue":"acme"}}]},
@@ -33,12 +33,14 @@ async fn clickhouse_down_spools_to_disk_and_everything_lands_once() {
     let (mut server, db, ch) = setup("down").await;
     let dir = tempfile::tempdir().unwrap();
     let running = start_collector(&server, &db, dir.path(), &[]).await;
-    let r = common::sdk(&running.http_url, "http", &["--tenant", "acme", "--spans", "40", "--spans-per-export", "40"]).await;
+    let r = common::sdk(&running.http_url, "http", &["--tenant", "acme", "--spans", "40", "--spans-per-export", "40"])
+        .await;
     assert_eq!(r["spans_ok"], true);
     running.settle().await;
     // ClickHouse dies: senders are still answered OK, from the spool.
     server.kill9();
-    let r = common::sdk(&running.grpc_url, "grpc", &["--tenant", "acme", "--spans", "60", "--spans-per-export", "20"]).await;
+    let r = common::sdk(&running.grpc_url, "grpc", &["--tenant", "acme", "--spans", "60", "--spans-per-export", "20"])
+        .await;
     assert_eq!(r["spans_ok"], true);
     let r = common::sdk(&running.http_url, "http", &["--tenant", "globex", "--spans", "25", "--logs", "4"]).await;
     assert_eq!((r["spans_ok"].as_bool(), r["logs_ok"].as_bool()), (Some(true), Some(true)));
@@ -66,8 +68,16 @@ async fn kill_9_after_acknowledging_loses_nothing_and_doubles_nothing() {
     let dir = tempfile::tempdir().unwrap();
     // Nothing is flushed for an hour: every acknowledged row is only in the spool.
     let mut running = start_collector(&server, &db, dir.path(), &["--flush-interval-ms", "3600000"]).await;
-    let r = common::sdk(&running.grpc_url, "grpc", &["--key", "agent-key", "--tenant", "acme", "--spans", "300", "--metric-points", "12", "--logs", "7"]).await;
-    assert_eq!((r["spans_ok"].as_bool(), r["metric_points_ok"].as_bool(), r["logs_ok"].as_bool()), (Some(true), Some(true), Some(true)));
+    let r = common::sdk(
+        &running.grpc_url,
+        "grpc",
+        &["--key", "agent-key", "--tenant", "acme", "--spans", "300", "--metric-points", "12", "--logs", "7"],
+    )
+    .await;
+    assert_eq!(
+        (r["spans_ok"].as_bool(), r["metric_points_ok"].as_bool(), r["logs_ok"].as_bool()),
+        (Some(true), Some(true), Some(true))
+    );
     // An agent's batch, acknowledged; the agent will resend it after the crash (its ack "lost").
     let millis = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
     let identity = format!("agent:a1:boot1 7 {millis}");
@@ -101,7 +111,8 @@ async fn sigterm_writes_the_spool_before_exiting() {
     assert_eq!(value(&got, "globex", "spans"), Decimal::from(90), "{got:?}");
     assert_eq!(value(&got, "globex", "log_records"), Decimal::from(3));
     // Nothing is left behind to be written twice.
-    let left: Vec<_> = std::fs::read_dir(running.data_dir.join("spool")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let left: Vec<_> =
+        std::fs::read_dir(running.data_dir.join("spool")).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(left, vec![std::ffi::OsString::from("lock")]);
 }
 

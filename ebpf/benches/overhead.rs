@@ -19,10 +19,7 @@ use tally_ebpf::{ProbeConfig, Probes};
 
 fn workload(args: &[&str]) -> Duration {
     let start = Instant::now();
-    let status = Command::new(env!("CARGO_BIN_EXE_tally-ebpf-workload"))
-        .args(args)
-        .status()
-        .expect("run the workload");
+    let status = Command::new(env!("CARGO_BIN_EXE_tally-ebpf-workload")).args(args).status().expect("run the workload");
     assert!(status.success(), "{args:?} failed: {status}");
     start.elapsed()
 }
@@ -41,10 +38,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let rounds: u64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(200_000);
     let reps: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(5);
     // SAFETY: geteuid has no preconditions.
@@ -69,10 +63,7 @@ fn main() {
     let mut total_time = Duration::ZERO;
     for _ in 0..reps {
         run_both(&mut off);
-        let quiet = ProbeConfig {
-            run_stats: false,
-            ..ProbeConfig::default()
-        };
+        let quiet = ProbeConfig { run_stats: false, ..ProbeConfig::default() };
         let probes = Probes::load(&quiet).expect("load the probes");
         run_both(&mut on_no_stats);
         probes.detach();

@@ -31,10 +31,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut probes = match Probes::load(&config) {
         Ok(probes) => probes,
         Err(error) => {
-            eprintln!(
-                "probes unavailable (missing: {}): {error}",
-                error.missing().unwrap_or_else(|| "-".into())
-            );
+            eprintln!("probes unavailable (missing: {}): {error}", error.missing().unwrap_or_else(|| "-".into()));
             std::process::exit(2);
         }
     };
@@ -49,10 +46,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut cgroups: Vec<(u64, CgroupUsage)> = deltas.into_iter().collect();
         cgroups.sort_by_key(|(_, u)| std::cmp::Reverse(u.cpu_ns));
         for (id, d) in &cgroups {
-            tenants
-                .entry(attributor.attribute(*id).tenant.clone())
-                .or_default()
-                .add(d);
+            tenants.entry(attributor.attribute(*id).tenant.clone()).or_default().add(d);
         }
         let secs = interval.as_secs_f64();
         println!(
@@ -73,15 +67,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("top cgroups by CPU:");
         for (id, d) in cgroups.iter().take(5) {
             let a = attributor.attribute(*id);
-            let path = a
-                .path
-                .as_deref()
-                .map_or("?".into(), |p| format!("/{}", p.display()));
-            println!(
-                "  {:>7.2}%  {:<12} {path}",
-                d.cpu_ns as f64 / 1e7 / secs,
-                a.tenant
-            );
+            let path = a.path.as_deref().map_or("?".into(), |p| format!("/{}", p.display()));
+            println!("  {:>7.2}%  {:<12} {path}", d.cpu_ns as f64 / 1e7 / secs, a.tenant);
         }
         let s = &snapshot.stats;
         let kernel_ns: u128 = s.programs.iter().map(|p| p.run_time.as_nanos()).sum();

@@ -47,8 +47,7 @@ pub(crate) mod names {
 }
 
 /// The compiled eBPF object, embedded in the binary.
-pub(crate) static OBJECT: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/usage.bpf.o"));
+pub(crate) static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/usage.bpf.o"));
 
 #[cfg(test)]
 mod tests {
@@ -61,13 +60,9 @@ mod tests {
     /// The u32 values of `tally_abi_layout`, as clang computed them for the BPF target.
     fn c_layout() -> Vec<u32> {
         let file = object::File::parse(OBJECT).expect("the embedded object is ELF");
-        let symbol = file
-            .symbols()
-            .find(|s| s.name() == Ok("tally_abi_layout"))
-            .expect("usage.bpf.c defines tally_abi_layout");
-        let section = file
-            .section_by_index(symbol.section_index().expect("in a section"))
-            .expect("section exists");
+        let symbol =
+            file.symbols().find(|s| s.name() == Ok("tally_abi_layout")).expect("usage.bpf.c defines tally_abi_layout");
+        let section = file.section_by_index(symbol.section_index().expect("in a section")).expect("section exists");
         let data = section.data().expect("section data");
         let start = symbol.address() as usize;
         data[start..start + symbol.size() as usize]

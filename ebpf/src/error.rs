@@ -56,9 +56,7 @@ pub enum ProbeError {
     #[error("tracefs is not mounted (at /sys/kernel/tracing or /sys/kernel/debug/tracing) and mounting it at /sys/kernel/tracing failed: {0} (needs CAP_SYS_ADMIN, or mount it before starting)")]
     NoTracefs(#[source] io::Error),
     /// The kernel exposes no BTF, which the TCP probe needs to read a socket's cgroup.
-    #[error(
-        "the kernel has no BTF (/sys/kernel/btf/vmlinux: {0}); it needs CONFIG_DEBUG_INFO_BTF=y"
-    )]
+    #[error("the kernel has no BTF (/sys/kernel/btf/vmlinux: {0}); it needs CONFIG_DEBUG_INFO_BTF=y")]
     NoBtf(#[source] io::Error),
     /// The object could not be loaded (maps created, relocations applied).
     #[error("loading the eBPF object failed: {0}")]
@@ -100,9 +98,7 @@ impl ProbeError {
     /// is not a missing privilege or feature (then the error's message tells what happened).
     pub fn missing(&self) -> Option<String> {
         match self {
-            ProbeError::MissingCapabilities(caps) => {
-                Some(caps.iter().map(|c| c.name()).collect::<Vec<_>>().join(" "))
-            }
+            ProbeError::MissingCapabilities(caps) => Some(caps.iter().map(|c| c.name()).collect::<Vec<_>>().join(" ")),
             ProbeError::NoCgroup2 | ProbeError::NotCgroup2 { .. } => Some("cgroup2".into()),
             ProbeError::NoTracefs(_) => Some("tracefs".into()),
             ProbeError::NoBtf(_) => Some("btf".into()),
@@ -111,10 +107,7 @@ impl ProbeError {
     }
 
     pub(crate) fn map(map: &'static str, source: aya::maps::MapError) -> Self {
-        ProbeError::Map {
-            map,
-            source: Box::new(source),
-        }
+        ProbeError::Map { map, source: Box::new(source) }
     }
 }
 
@@ -130,14 +123,9 @@ mod tests {
     fn missing_names_each_capability() {
         let e = ProbeError::MissingCapabilities(vec![Capability::Bpf, Capability::NetAdmin]);
         assert_eq!(e.missing().as_deref(), Some("CAP_BPF CAP_NET_ADMIN"));
-        assert!(e
-            .to_string()
-            .starts_with("missing capabilities CAP_BPF, CAP_NET_ADMIN:"));
+        assert!(e.to_string().starts_with("missing capabilities CAP_BPF, CAP_NET_ADMIN:"));
         assert_eq!(ProbeError::NoCgroup2.missing().as_deref(), Some("cgroup2"));
         let io = io::Error::from_raw_os_error(libc::EPERM);
-        assert_eq!(
-            ProbeError::NoTracefs(io).missing().as_deref(),
-            Some("tracefs")
-        );
+        assert_eq!(ProbeError::NoTracefs(io).missing().as_deref(), Some("tracefs"));
     }
 }

@@ -50,11 +50,7 @@ fn parse_mountinfo_line(line: &str) -> Option<Mount<'_>> {
     let root = fields.nth(3)?;
     let mount_point = unescape_octal(fields.next()?);
     let fs_type = after.split(' ').next()?;
-    Some(Mount {
-        root,
-        mount_point: PathBuf::from(mount_point),
-        fs_type,
-    })
+    Some(Mount { root, mount_point: PathBuf::from(mount_point), fs_type })
 }
 
 /// mountinfo escapes space, tab, newline and backslash as `\ooo`.
@@ -63,15 +59,8 @@ fn unescape_octal(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4]
-                .iter()
-                .all(|b| (b'0'..=b'7').contains(b))
-        {
-            out.push(
-                (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0'),
-            );
+        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
+            out.push((bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0'));
             i += 4;
         } else {
             out.push(bytes[i]);
@@ -99,19 +88,13 @@ pub(crate) fn hierarchy_from_mountinfo(mountinfo: &str) -> Option<Hierarchy> {
 
 /// Detects the cgroup hierarchy from `/proc/self/mountinfo`.
 pub fn cgroup2_mount() -> Result<Hierarchy, ProbeError> {
-    let text = fs::read_to_string(MOUNTINFO).map_err(|source| ProbeError::Io {
-        path: MOUNTINFO.into(),
-        source,
-    })?;
+    let text = fs::read_to_string(MOUNTINFO).map_err(|source| ProbeError::Io { path: MOUNTINFO.into(), source })?;
     hierarchy_from_mountinfo(&text).ok_or(ProbeError::NoCgroup2)
 }
 
 /// Fails unless `path` is a directory on a cgroup2 filesystem.
 pub(crate) fn check_cgroup2_dir(path: &Path) -> Result<(), ProbeError> {
-    let not = |reason: String| ProbeError::NotCgroup2 {
-        path: path.to_path_buf(),
-        reason,
-    };
+    let not = |reason: String| ProbeError::NotCgroup2 { path: path.to_path_buf(), reason };
     let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| not("contains NUL".into()))?;
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: c is a valid C string, st a valid out-pointer.
@@ -145,10 +128,7 @@ pub(crate) fn missing_capabilities(status: &str) -> Vec<Capability> {
 
 pub(crate) fn check_capabilities() -> Result<(), ProbeError> {
     let path = "/proc/self/status";
-    let status = fs::read_to_string(path).map_err(|source| ProbeError::Io {
-        path: path.into(),
-        source,
-    })?;
+    let status = fs::read_to_string(path).map_err(|source| ProbeError::Io { path: path.into(), source })?;
     let missing = missing_capabilities(&status);
     if missing.is_empty() {
         Ok(())
@@ -159,33 +139,21 @@ pub(crate) fn check_capabilities() -> Result<(), ProbeError> {
 
 fn tracefs_mounted(mountinfo: &str) -> bool {
     mountinfo.lines().filter_map(parse_mountinfo_line).any(|m| {
-        m.fs_type == "tracefs"
-            && (m.mount_point == Path::new(TRACEFS) || m.mount_point == Path::new(TRACEFS_DEBUGFS))
+        m.fs_type == "tracefs" && (m.mount_point == Path::new(TRACEFS) || m.mount_point == Path::new(TRACEFS_DEBUGFS))
     })
 }
 
 /// Makes sure tracefs is mounted where aya looks (tracepoint ids are read from it): mounts it at
 /// `/sys/kernel/tracing` when it is absent.
 pub(crate) fn ensure_tracefs() -> Result<(), ProbeError> {
-    let text = fs::read_to_string(MOUNTINFO).map_err(|source| ProbeError::Io {
-        path: MOUNTINFO.into(),
-        source,
-    })?;
+    let text = fs::read_to_string(MOUNTINFO).map_err(|source| ProbeError::Io { path: MOUNTINFO.into(), source })?;
     if tracefs_mounted(&text) {
         return Ok(());
     }
     let target = CString::new(TRACEFS).expect("no NUL");
     let fstype = CString::new("tracefs").expect("no NUL");
     // SAFETY: valid C strings; no data argument.
-    let rc = unsafe {
-        libc::mount(
-            fstype.as_ptr(),
-            target.as_ptr(),
-            fstype.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
+    let rc = unsafe { libc::mount(fstype.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
     if rc != 0 {
         return Err(ProbeError::NoTracefs(io::Error::last_os_error()));
     }
@@ -194,9 +162,7 @@ pub(crate) fn ensure_tracefs() -> Result<(), ProbeError> {
 }
 
 pub(crate) fn check_btf() -> Result<(), ProbeError> {
-    fs::metadata(BTF_VMLINUX)
-        .map(|_| ())
-        .map_err(ProbeError::NoBtf)
+    fs::metadata(BTF_VMLINUX).map(|_| ()).map_err(ProbeError::NoBtf)
 }
 
 #[cfg(test)]
@@ -219,21 +185,11 @@ mod tests {
     fn detects_hybrid_and_unified() {
         assert_eq!(
             hierarchy_from_mountinfo(HYBRID),
-            Some(Hierarchy::Hybrid {
-                mount: "/sys/fs/cgroup/unified".into()
-            })
+            Some(Hierarchy::Hybrid { mount: "/sys/fs/cgroup/unified".into() })
         );
         // A bind mount of a subtree (root /kubepods) is not the hierarchy's mount.
-        assert_eq!(
-            hierarchy_from_mountinfo(UNIFIED),
-            Some(Hierarchy::Unified {
-                mount: "/sys/fs/cgroup".into()
-            })
-        );
-        assert_eq!(
-            hierarchy_from_mountinfo("25 30 0:23 / /sys rw - sysfs sysfs rw\n"),
-            None
-        );
+        assert_eq!(hierarchy_from_mountinfo(UNIFIED), Some(Hierarchy::Unified { mount: "/sys/fs/cgroup".into() }));
+        assert_eq!(hierarchy_from_mountinfo("25 30 0:23 / /sys rw - sysfs sysfs rw\n"), None);
     }
 
     #[test]
@@ -257,15 +213,9 @@ mod tests {
             vec![Capability::Bpf, Capability::Perfmon, Capability::NetAdmin]
         );
         // CAP_SYS_ADMIN alone covers BPF and PERFMON, not NET_ADMIN.
-        assert_eq!(
-            missing_capabilities("CapEff:\t0000000000200000\n"),
-            vec![Capability::NetAdmin]
-        );
+        assert_eq!(missing_capabilities("CapEff:\t0000000000200000\n"), vec![Capability::NetAdmin]);
         // root without CAP_NET_ADMIN (bit 12).
         let all_but_net_admin = 0x1ff_ffff_ffffu64 & !(1 << 12);
-        assert_eq!(
-            missing_capabilities(&format!("CapEff:\t{all_but_net_admin:016x}\n")),
-            vec![Capability::NetAdmin]
-        );
+        assert_eq!(missing_capabilities(&format!("CapEff:\t{all_but_net_admin:016x}\n")), vec![Capability::NetAdmin]);
     }
 }

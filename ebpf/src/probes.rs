@@ -11,8 +11,8 @@ use std::{
 use aya::{
     maps::{HashMap as BpfHashMap, MapError, PerCpuArray, PerCpuHashMap},
     programs::{
-        cgroup_skb::CgroupSkbLinkId, tp_btf::BtfTracePointLinkId, trace_point::TracePointLinkId,
-        BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, TracePoint,
+        cgroup_skb::CgroupSkbLinkId, tp_btf::BtfTracePointLinkId, trace_point::TracePointLinkId, BtfTracePoint,
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, TracePoint,
     },
     Btf, Ebpf, EbpfLoader,
 };
@@ -43,11 +43,7 @@ pub struct ProbeConfig {
 
 impl Default for ProbeConfig {
     fn default() -> Self {
-        Self {
-            cgroup_root: None,
-            max_cgroups: 16_384,
-            run_stats: true,
-        }
+        Self { cgroup_root: None, max_cgroups: 16_384, run_stats: true }
     }
 }
 
@@ -97,10 +93,8 @@ const TRACEPOINTS: &[(&str, &str, &str)] = &[
     (names::SOCK_STATE, "sock", "inet_sock_set_state"),
     (names::CGROUP_RMDIR, "cgroup", "cgroup_rmdir"),
 ];
-const CGROUP_SKB: &[(&str, CgroupSkbAttachType)] = &[
-    (names::SKB_INGRESS, CgroupSkbAttachType::Ingress),
-    (names::SKB_EGRESS, CgroupSkbAttachType::Egress),
-];
+const CGROUP_SKB: &[(&str, CgroupSkbAttachType)] =
+    &[(names::SKB_INGRESS, CgroupSkbAttachType::Ingress), (names::SKB_EGRESS, CgroupSkbAttachType::Egress)];
 
 /// The loaded and attached probes. Dropping them (or [`Probes::detach`]) detaches every program
 /// and frees the maps.
@@ -129,10 +123,7 @@ impl Probes {
                  the v2 tree are told apart; cgroups of v1-only runtimes share their v2 cgroup"
             );
         }
-        let cgroup_root = config
-            .cgroup_root
-            .clone()
-            .unwrap_or_else(|| hierarchy.mount().to_path_buf());
+        let cgroup_root = config.cgroup_root.clone().unwrap_or_else(|| hierarchy.mount().to_path_buf());
         host::check_cgroup2_dir(&cgroup_root)?;
         host::check_capabilities()?;
         host::ensure_tracefs()?;
@@ -182,23 +173,17 @@ impl Probes {
             })?;
             attached.push(Attached::TracePoint(program, link));
         }
-        let root_dir = File::open(&cgroup_root).map_err(|source| ProbeError::Io {
-            path: cgroup_root.clone(),
-            source,
-        })?;
+        let root_dir =
+            File::open(&cgroup_root).map_err(|source| ProbeError::Io { path: cgroup_root.clone(), source })?;
         for &(program, attach_type) in CGROUP_SKB {
             let skb: &mut CgroupSkb = program_mut(&mut ebpf, program)?;
             skb.load().map_err(|e| load_error(program, e))?;
             // On kernels >= 5.7 aya attaches through a BPF link, which always runs alongside the
             // cgroup's other programs (another agent, Cilium, a test) and takes no flags:
             // `Single` is the only mode link_create accepts. Ours only counts and passes packets.
-            let link = skb
-                .attach(&root_dir, attach_type, CgroupAttachMode::Single)
-                .map_err(|e| ProbeError::Attach {
-                    program,
-                    target: format!("cgroup {}", cgroup_root.display()),
-                    source: Box::new(e),
-                })?;
+            let link = skb.attach(&root_dir, attach_type, CgroupAttachMode::Single).map_err(|e| {
+                ProbeError::Attach { program, target: format!("cgroup {}", cgroup_root.display()), source: Box::new(e) }
+            })?;
             attached.push(Attached::CgroupSkb(program, link));
         }
         tracing::info!(
@@ -260,30 +245,18 @@ impl Probes {
         }
         let cgroups_tracked = usage.len();
 
-        let due: Vec<u64> = self
-            .removal_queue
-            .iter()
-            .filter(|&(_, &seen)| seen < poll)
-            .map(|(&id, _)| id)
-            .collect();
+        let due: Vec<u64> = self.removal_queue.iter().filter(|&(_, &seen)| seen < poll).map(|(&id, _)| id).collect();
         // A failed delete is logged and retried at the next poll, never returned as an error:
         // this snapshot already holds the final counters of the ids deleted before it.
         let mut retired = BTreeSet::new();
         for id in due {
-            let deleted = delete_key::<PerCpuHashMap<_, u64, RawUsage>>(
-                &mut self.ebpf,
-                names::USAGE_MAP,
-                id,
-                |m, id| m.remove(id),
-            )
-            .and_then(|()| {
-                delete_key::<BpfHashMap<_, u64, u64>>(
-                    &mut self.ebpf,
-                    names::REMOVED_MAP,
-                    id,
-                    |m, id| m.remove(id),
-                )
-            });
+            let deleted =
+                delete_key::<PerCpuHashMap<_, u64, RawUsage>>(&mut self.ebpf, names::USAGE_MAP, id, |m, id| {
+                    m.remove(id)
+                })
+                .and_then(|()| {
+                    delete_key::<BpfHashMap<_, u64, u64>>(&mut self.ebpf, names::REMOVED_MAP, id, |m, id| m.remove(id))
+                });
             match deleted {
                 Ok(()) => {
                     self.removal_queue.remove(&id);
@@ -297,20 +270,12 @@ impl Probes {
             }
         }
         if !retired.is_empty() {
-            tracing::debug!(
-                count = retired.len(),
-                "retired removed cgroups after their final read"
-            );
+            tracing::debug!(count = retired.len(), "retired removed cgroups after their final read");
         }
 
         let mut stats = self.stats()?;
         stats.cgroups_tracked = cgroups_tracked;
-        Ok(Snapshot {
-            taken_at: Instant::now(),
-            usage,
-            retired,
-            stats,
-        })
+        Ok(Snapshot { taken_at: Instant::now(), usage, retired, stats })
     }
 
     /// The programs' cost and health counters, without reading the usage.
@@ -326,14 +291,8 @@ impl Probes {
             programs.push(self.program_stats(name)?);
         }
         let counters: PerCpuArray<_, RawCounters> = map(&self.ebpf, names::COUNTERS_MAP)?;
-        let per_cpu = counters
-            .get(&0, 0)
-            .map_err(|e| ProbeError::map(names::COUNTERS_MAP, e))?;
-        let mut stats = ProbeStats {
-            programs,
-            max_cgroups: self.max_cgroups,
-            ..Default::default()
-        };
+        let per_cpu = counters.get(&0, 0).map_err(|e| ProbeError::map(names::COUNTERS_MAP, e))?;
+        let mut stats = ProbeStats { programs, max_cgroups: self.max_cgroups, ..Default::default() };
         for c in per_cpu.iter() {
             stats.usage_map_full += c.usage_map_full;
             stats.removed_map_full += c.removed_map_full;
@@ -344,16 +303,9 @@ impl Probes {
     }
 
     fn program_stats(&self, name: &'static str) -> Result<ProgramStats, ProbeError> {
-        let program = self
-            .ebpf
-            .program(name)
-            .expect("program names are those of usage.bpf.c");
+        let program = self.ebpf.program(name).expect("program names are those of usage.bpf.c");
         let info = program.info().map_err(|e| load_error(name, e))?;
-        Ok(ProgramStats {
-            name,
-            run_count: info.run_count(),
-            run_time: info.run_time(),
-        })
+        Ok(ProgramStats { name, run_count: info.run_count(), run_time: info.run_time() })
     }
 
     /// Detaches every program (as dropping does), logging any program that fails to detach.
@@ -387,9 +339,7 @@ fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut 
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {
-    let program = ebpf
-        .program_mut(name)
-        .expect("program names are those of usage.bpf.c");
+    let program = ebpf.program_mut(name).expect("program names are those of usage.bpf.c");
     program.try_into().map_err(|e| load_error(name, e))
 }
 
@@ -411,10 +361,7 @@ fn delete_key<'a, M>(
 where
     M: TryFrom<&'a mut aya::maps::Map, Error = MapError>,
 {
-    let mut map = M::try_from(
-        ebpf.map_mut(name)
-            .expect("map names are those of usage.bpf.c"),
-    )?;
+    let mut map = M::try_from(ebpf.map_mut(name).expect("map names are those of usage.bpf.c"))?;
     ignore_missing(remove(&mut map, &id))
 }
 
@@ -426,8 +373,5 @@ fn ignore_missing(result: Result<(), MapError>) -> Result<(), MapError> {
 }
 
 fn load_error(program: &'static str, e: aya::programs::ProgramError) -> ProbeError {
-    ProbeError::Load {
-        program,
-        source: Box::new(e),
-    }
+    ProbeError::Load { program, source: Box::new(e) }
 }

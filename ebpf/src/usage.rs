@@ -186,8 +186,7 @@ impl DeltaTracker {
             self.previous.insert(id, *now);
         }
         // Ids absent from the snapshot had their kernel slot deleted: start them from zero.
-        self.previous
-            .retain(|id, _| snapshot.usage.contains_key(id));
+        self.previous.retain(|id, _| snapshot.usage.contains_key(id));
         for id in &snapshot.retired {
             self.previous.remove(id);
         }
@@ -204,16 +203,7 @@ mod tests {
             taken_at: Instant::now(),
             usage: usage
                 .iter()
-                .map(|&(id, cpu, tx)| {
-                    (
-                        id,
-                        CgroupUsage {
-                            cpu_ns: cpu,
-                            net_tx_bytes: tx,
-                            ..Default::default()
-                        },
-                    )
-                })
+                .map(|&(id, cpu, tx)| (id, CgroupUsage { cpu_ns: cpu, net_tx_bytes: tx, ..Default::default() }))
                 .collect(),
             retired: retired.iter().copied().collect(),
             stats: ProbeStats::default(),
@@ -227,15 +217,9 @@ mod tests {
     #[test]
     fn deltas_between_snapshots() {
         let mut t = DeltaTracker::new();
-        assert_eq!(
-            cpu(&t.update(&snap(&[(1, 100, 0), (2, 50, 0)], &[]))),
-            vec![(1, 100), (2, 50)]
-        );
+        assert_eq!(cpu(&t.update(&snap(&[(1, 100, 0), (2, 50, 0)], &[]))), vec![(1, 100), (2, 50)]);
         // 2 did nothing: left out.
-        assert_eq!(
-            cpu(&t.update(&snap(&[(1, 130, 0), (2, 50, 0)], &[]))),
-            vec![(1, 30)]
-        );
+        assert_eq!(cpu(&t.update(&snap(&[(1, 130, 0), (2, 50, 0)], &[]))), vec![(1, 30)]);
     }
 
     #[test]
@@ -261,18 +245,9 @@ mod tests {
 
     #[test]
     fn since_and_tcp_connections() {
-        let a = CgroupUsage {
-            tcp_active: 3,
-            tcp_passive: 2,
-            ..Default::default()
-        };
+        let a = CgroupUsage { tcp_active: 3, tcp_passive: 2, ..Default::default() };
         assert_eq!(a.tcp_connections(), 5);
-        let b = CgroupUsage {
-            tcp_active: 5,
-            tcp_passive: 2,
-            cpu_ns: 9,
-            ..Default::default()
-        };
+        let b = CgroupUsage { tcp_active: 5, tcp_passive: 2, cpu_ns: 9, ..Default::default() };
         let d = b.since(&a).unwrap();
         assert_eq!((d.tcp_active, d.tcp_passive, d.cpu_ns), (2, 0, 9));
         assert_eq!(a.since(&b), None);

@@ -31,12 +31,7 @@ fn loopback_bytes_between_two_cgroups() {
 
     let (server, port) = start_server(&server_cg, Some(&ns), "127.0.0.1:0", 1);
     let client = workload(&client_cg, Some(&ns))
-        .args([
-            "send",
-            &format!("127.0.0.1:{port}"),
-            "1",
-            &PAYLOAD.to_string(),
-        ])
+        .args(["send", &format!("127.0.0.1:{port}"), "1", &PAYLOAD.to_string()])
         .spawn()
         .expect("spawn client");
     wait_ok(client);
@@ -44,40 +39,17 @@ fn loopback_bytes_between_two_cgroups() {
     assert_eq!(received, PAYLOAD);
 
     let snapshot = settle_and_read(&mut probes);
-    let (c, s) = (
-        usage_of(&snapshot, &client_cg),
-        usage_of(&snapshot, &server_cg),
-    );
+    let (c, s) = (usage_of(&snapshot, &client_cg), usage_of(&snapshot, &server_cg));
     eprintln!("client {c:?}\nserver {s:?}");
 
-    assert!(
-        c.loopback_tx_bytes >= PAYLOAD,
-        "client loopback tx {} < payload",
-        c.loopback_tx_bytes
-    );
-    assert_within(
-        "client loopback tx vs payload",
-        c.loopback_tx_bytes as f64,
-        PAYLOAD as f64,
-        0.02,
-    );
+    assert!(c.loopback_tx_bytes >= PAYLOAD, "client loopback tx {} < payload", c.loopback_tx_bytes);
+    assert_within("client loopback tx vs payload", c.loopback_tx_bytes as f64, PAYLOAD as f64, 0.02);
     let with_headers = PAYLOAD + TCP_IP_HEADERS * c.loopback_tx_packets;
-    assert_within(
-        "client loopback tx vs payload + headers",
-        c.loopback_tx_bytes as f64,
-        with_headers as f64,
-        0.02,
-    );
+    assert_within("client loopback tx vs payload + headers", c.loopback_tx_bytes as f64, with_headers as f64, 0.02);
     // The same segments, seen leaving one socket and reaching the other.
-    assert_eq!(
-        c.loopback_tx_bytes, s.loopback_rx_bytes,
-        "every byte A sent reached B's socket"
-    );
+    assert_eq!(c.loopback_tx_bytes, s.loopback_rx_bytes, "every byte A sent reached B's socket");
     assert_eq!(c.loopback_tx_packets, s.loopback_rx_packets);
-    assert_eq!(
-        s.loopback_tx_bytes, c.loopback_rx_bytes,
-        "every ACK B sent reached A's socket"
-    );
+    assert_eq!(s.loopback_tx_bytes, c.loopback_rx_bytes, "every ACK B sent reached A's socket");
 
     let counted = c.loopback_tx_bytes + s.loopback_tx_bytes;
     assert_within(
@@ -88,12 +60,7 @@ fn loopback_bytes_between_two_cgroups() {
     );
 
     assert_eq!(
-        (
-            c.net_rx_bytes,
-            c.net_tx_bytes,
-            s.net_rx_bytes,
-            s.net_tx_bytes
-        ),
+        (c.net_rx_bytes, c.net_tx_bytes, s.net_rx_bytes, s.net_tx_bytes),
         (0, 0, 0, 0),
         "loopback is not network"
     );
@@ -109,13 +76,7 @@ fn veth_bytes_between_two_network_namespaces() {
     let b = NetNs::new("vb");
     let pid = std::process::id();
     let (va, vb) = (format!("tva{pid}"), format!("tvb{pid}"));
-    run(
-        "ip",
-        &[
-            "-n", &a.name, "link", "add", &va, "type", "veth", "peer", "name", &vb, "netns",
-            &b.name,
-        ],
-    );
+    run("ip", &["-n", &a.name, "link", "add", &va, "type", "veth", "peer", "name", &vb, "netns", &b.name]);
     for (ns, dev, addr) in [(&a, &va, "10.254.77.1/30"), (&b, &vb, "10.254.77.2/30")] {
         // No IPv6 on the pair: its neighbour discovery would add packets that are not ours.
         let ipv6_off = format!("echo 1 > /proc/sys/net/ipv6/conf/{dev}/disable_ipv6");
@@ -128,47 +89,21 @@ fn veth_bytes_between_two_network_namespaces() {
 
     let (server, port) = start_server(&server_cg, Some(&b), "10.254.77.2:0", 1);
     let client = workload(&client_cg, Some(&a))
-        .args([
-            "send",
-            &format!("10.254.77.2:{port}"),
-            "1",
-            &PAYLOAD.to_string(),
-        ])
+        .args(["send", &format!("10.254.77.2:{port}"), "1", &PAYLOAD.to_string()])
         .spawn()
         .expect("spawn client");
     wait_ok(client);
-    assert_eq!(
-        wait_ok(server).trim().parse::<u64>().expect("bytes"),
-        PAYLOAD
-    );
+    assert_eq!(wait_ok(server).trim().parse::<u64>().expect("bytes"), PAYLOAD);
 
     let snapshot = settle_and_read(&mut probes);
-    let (c, s) = (
-        usage_of(&snapshot, &client_cg),
-        usage_of(&snapshot, &server_cg),
-    );
+    let (c, s) = (usage_of(&snapshot, &client_cg), usage_of(&snapshot, &server_cg));
     eprintln!("client {c:?}\nserver {s:?}");
 
     let with_headers = PAYLOAD + TCP_IP_HEADERS * c.net_tx_packets;
-    assert!(
-        c.net_tx_bytes >= PAYLOAD,
-        "client net tx {} < payload",
-        c.net_tx_bytes
-    );
-    assert_within(
-        "client net tx vs payload + headers",
-        c.net_tx_bytes as f64,
-        with_headers as f64,
-        0.02,
-    );
-    assert_eq!(
-        c.net_tx_bytes, s.net_rx_bytes,
-        "every byte A sent reached B's socket"
-    );
-    assert_eq!(
-        s.net_tx_bytes, c.net_rx_bytes,
-        "every ACK B sent reached A's socket"
-    );
+    assert!(c.net_tx_bytes >= PAYLOAD, "client net tx {} < payload", c.net_tx_bytes);
+    assert_within("client net tx vs payload + headers", c.net_tx_bytes as f64, with_headers as f64, 0.02);
+    assert_eq!(c.net_tx_bytes, s.net_rx_bytes, "every byte A sent reached B's socket");
+    assert_eq!(s.net_tx_bytes, c.net_rx_bytes, "every ACK B sent reached A's socket");
     // Each is the only socket in its namespace: its bytes are all its namespace sent.
     assert_within(
         "client net tx vs its namespace's wire bytes",
@@ -183,12 +118,7 @@ fn veth_bytes_between_two_network_namespaces() {
         0.001,
     );
     assert_eq!(
-        (
-            c.loopback_rx_bytes,
-            c.loopback_tx_bytes,
-            s.loopback_rx_bytes,
-            s.loopback_tx_bytes
-        ),
+        (c.loopback_rx_bytes, c.loopback_tx_bytes, s.loopback_rx_bytes, s.loopback_tx_bytes),
         (0, 0, 0, 0),
         "veth traffic is not loopback"
     );
@@ -204,34 +134,21 @@ fn network_counts_only_under_the_cgroup_root() {
     let inside = root.child("inside");
     let server_cg = root.child("server");
     let outside = TestCgroup::new("netroot-outside");
-    let config = tally_ebpf::ProbeConfig {
-        cgroup_root: Some(root.path.clone()),
-        ..Default::default()
-    };
+    let config = tally_ebpf::ProbeConfig { cgroup_root: Some(root.path.clone()), ..Default::default() };
     let mut probes = tally_ebpf::Probes::load(&config).expect("load at a subtree");
     assert_eq!(probes.cgroup_root(), root.path.as_path());
 
     let (server, port) = start_server(&server_cg, None, "127.0.0.1:0", 2);
     for cg in [&inside, &outside] {
-        let client = workload(cg, None)
-            .args(["send", &format!("127.0.0.1:{port}"), "1", "100000"])
-            .spawn()
-            .expect("spawn");
+        let client =
+            workload(cg, None).args(["send", &format!("127.0.0.1:{port}"), "1", "100000"]).spawn().expect("spawn");
         wait_ok(client);
     }
     assert_eq!(wait_ok(server).trim(), "200000");
     let snapshot = settle_and_read(&mut probes);
-    let (i, o, s) = (
-        usage_of(&snapshot, &inside),
-        usage_of(&snapshot, &outside),
-        usage_of(&snapshot, &server_cg),
-    );
+    let (i, o, s) = (usage_of(&snapshot, &inside), usage_of(&snapshot, &outside), usage_of(&snapshot, &server_cg));
     assert!(i.loopback_tx_bytes >= 100_000, "inside: {i:?}");
-    assert_eq!(
-        (o.loopback_tx_bytes, o.loopback_rx_bytes),
-        (0, 0),
-        "outside the root: {o:?}"
-    );
+    assert_eq!((o.loopback_tx_bytes, o.loopback_rx_bytes), (0, 0), "outside the root: {o:?}");
     assert!(s.loopback_rx_bytes >= 200_000, "server: {s:?}");
     // CPU and connections are host-wide whatever the root.
     assert_eq!(o.tcp_active, 1);

@@ -21,11 +21,8 @@ fn no_usage_leaks_between_tenants() {
     let mut parent = TestCgroup::new("tenants");
     let a = parent.child("team-a");
     let b = parent.child("team-b");
-    let rules = TenantRules::parse([
-        "tally-test-*-tenants/team-a=tenant-a",
-        "tally-test-*-tenants/team-b/**=tenant-b",
-    ])
-    .expect("rules");
+    let rules = TenantRules::parse(["tally-test-*-tenants/team-a=tenant-a", "tally-test-*-tenants/team-b/**=tenant-b"])
+        .expect("rules");
     let mut attributor = Attributor::new(cgroup2(), rules);
     let mut tracker = DeltaTracker::new();
     let mut by_tenant: BTreeMap<String, CgroupUsage> = BTreeMap::new();
@@ -34,9 +31,7 @@ fn no_usage_leaks_between_tenants() {
             if id != a.id && id != b.id {
                 continue; // the rest of the host
             }
-            let total = by_tenant
-                .entry(attributor.attribute(id).tenant.clone())
-                .or_default();
+            let total = by_tenant.entry(attributor.attribute(id).tenant.clone()).or_default();
             total.cpu_ns += delta.cpu_ns;
             total.loopback_tx_bytes += delta.loopback_tx_bytes;
             total.loopback_rx_bytes += delta.loopback_rx_bytes;
@@ -47,18 +42,9 @@ fn no_usage_leaks_between_tenants() {
     bill(&probes.read().unwrap(), &mut attributor);
 
     let (server, port) = start_server(&b, None, "127.0.0.1:0", 7);
-    let burn_b = workload(&b, None)
-        .args(["burn", "500"])
-        .spawn()
-        .expect("spawn");
-    let burn_a = workload(&a, None)
-        .args(["burn", "1500"])
-        .spawn()
-        .expect("spawn");
-    let client = workload(&a, None)
-        .args(["send", &format!("127.0.0.1:{port}"), "7", "100000"])
-        .spawn()
-        .expect("spawn");
+    let burn_b = workload(&b, None).args(["burn", "500"]).spawn().expect("spawn");
+    let burn_a = workload(&a, None).args(["burn", "1500"]).spawn().expect("spawn");
+    let client = workload(&a, None).args(["send", &format!("127.0.0.1:{port}"), "7", "100000"]).spawn().expect("spawn");
     // A read in the middle, as the agent's interval would do.
     std::thread::sleep(std::time::Duration::from_millis(700));
     bill(&probes.read().unwrap(), &mut attributor);
@@ -70,24 +56,11 @@ fn no_usage_leaks_between_tenants() {
     let ta = by_tenant.get("tenant-a").copied().unwrap_or_default();
     let tb = by_tenant.get("tenant-b").copied().unwrap_or_default();
     eprintln!("tenant-a {ta:?}\ntenant-b {tb:?}");
-    assert_within(
-        "tenant-a cpu vs its cgroup",
-        ta.cpu_ns as f64,
-        a.usage_usec() as f64 * 1000.0,
-        0.02,
-    );
-    assert_within(
-        "tenant-b cpu vs its cgroup",
-        tb.cpu_ns as f64,
-        b.usage_usec() as f64 * 1000.0,
-        0.02,
-    );
+    assert_within("tenant-a cpu vs its cgroup", ta.cpu_ns as f64, a.usage_usec() as f64 * 1000.0, 0.02);
+    assert_within("tenant-b cpu vs its cgroup", tb.cpu_ns as f64, b.usage_usec() as f64 * 1000.0, 0.02);
     assert_eq!((ta.tcp_active, ta.tcp_passive), (7, 0));
     assert_eq!((tb.tcp_active, tb.tcp_passive), (0, 7));
     assert_eq!(ta.loopback_tx_bytes, tb.loopback_rx_bytes);
     assert!(ta.loopback_tx_bytes >= 700_000);
-    assert!(
-        !by_tenant.contains_key(UNKNOWN_TENANT),
-        "test cgroups fell to unknown: {by_tenant:?}"
-    );
+    assert!(!by_tenant.contains_key(UNKNOWN_TENANT), "test cgroups fell to unknown: {by_tenant:?}");
 }

@@ -15,10 +15,7 @@ fn load_probes_with(setpriv_args: &[&str]) -> (i32, String) {
         .arg("load-probes")
         .output()
         .expect("setpriv (util-linux)");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 #[test]
@@ -33,10 +30,7 @@ fn nobody_is_told_every_missing_capability() {
     ]);
     assert_eq!(code, 2, "{out}");
     let mut lines = out.lines();
-    assert_eq!(
-        lines.next(),
-        Some("missing: CAP_BPF CAP_PERFMON CAP_NET_ADMIN")
-    );
+    assert_eq!(lines.next(), Some("missing: CAP_BPF CAP_PERFMON CAP_NET_ADMIN"));
     assert_eq!(
         lines.next(),
         Some(
@@ -55,10 +49,7 @@ fn root_without_one_capability_is_told_that_one() {
 
     // CAP_SYS_ADMIN grants BPF and PERFMON: losing only CAP_BPF changes nothing then, losing both
     // is reported as CAP_BPF.
-    let (code, out) = load_probes_with(&[
-        "--inh-caps=-bpf,-sys_admin",
-        "--bounding-set=-bpf,-sys_admin",
-    ]);
+    let (code, out) = load_probes_with(&["--inh-caps=-bpf,-sys_admin", "--bounding-set=-bpf,-sys_admin"]);
     assert_eq!(code, 2, "{out}");
     assert_eq!(out.lines().next(), Some("missing: CAP_BPF"));
 }
@@ -74,29 +65,20 @@ fn root_loads() {
 /// `setpriv_args` (none: as root).
 fn load_probes_without_tracefs(setpriv_args: &[&str]) -> (i32, String) {
     let workload = env!("CARGO_BIN_EXE_tally-ebpf-workload");
-    let mut script = String::from(
-        "umount /sys/kernel/tracing 2>/dev/null; umount /sys/kernel/debug/tracing 2>/dev/null; ",
-    );
-    script.push_str(
-        "grep -q ' - tracefs ' /proc/self/mountinfo && { echo 'tracefs still mounted'; exit 9; }; ",
-    );
+    let mut script =
+        String::from("umount /sys/kernel/tracing 2>/dev/null; umount /sys/kernel/debug/tracing 2>/dev/null; ");
+    script.push_str("grep -q ' - tracefs ' /proc/self/mountinfo && { echo 'tracefs still mounted'; exit 9; }; ");
     if setpriv_args.is_empty() {
         script.push_str(&format!("{workload} load-probes; rc=$?; "));
     } else {
-        script.push_str(&format!(
-            "setpriv {} {workload} load-probes; rc=$?; ",
-            setpriv_args.join(" ")
-        ));
+        script.push_str(&format!("setpriv {} {workload} load-probes; rc=$?; ", setpriv_args.join(" ")));
     }
     script.push_str("grep ' - tracefs ' /proc/self/mountinfo | cut -d' ' -f5; exit $rc");
     let out = Command::new("unshare")
         .args(["--mount", "--propagation", "private", "sh", "-c", &script])
         .output()
         .expect("unshare (util-linux)");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// tracefs absent: the loader mounts it at /sys/kernel/tracing and loads.
@@ -111,17 +93,12 @@ fn mounts_tracefs_when_absent() {
 #[test]
 fn tracefs_absent_without_the_right_to_mount_it() {
     require_root();
-    let (code, out) =
-        load_probes_without_tracefs(&["--inh-caps=-sys_admin", "--bounding-set=-sys_admin"]);
+    let (code, out) = load_probes_without_tracefs(&["--inh-caps=-sys_admin", "--bounding-set=-sys_admin"]);
     assert_eq!(code, 2, "{out}");
     let mut lines = out.lines();
     assert_eq!(lines.next(), Some("missing: tracefs"));
     let error = lines.next().unwrap_or_default();
-    assert!(
-        error.starts_with("error: tracefs is not mounted")
-            && error.contains("Operation not permitted"),
-        "{error}"
-    );
+    assert!(error.starts_with("error: tracefs is not mounted") && error.contains("Operation not permitted"), "{error}");
 }
 
 /// CAP_SYS_ADMIN is not needed when tracefs is there: CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN do.
@@ -139,27 +116,11 @@ fn loads_without_cap_sys_admin() {
 #[test]
 fn cgroup_root_must_be_cgroup2() {
     require_root();
-    let config = tally_ebpf::ProbeConfig {
-        cgroup_root: Some("/proc".into()),
-        ..Default::default()
-    };
-    let error = tally_ebpf::Probes::load(&config)
-        .err()
-        .expect("/proc is not cgroup2");
+    let config = tally_ebpf::ProbeConfig { cgroup_root: Some("/proc".into()), ..Default::default() };
+    let error = tally_ebpf::Probes::load(&config).err().expect("/proc is not cgroup2");
     assert_eq!(error.missing().as_deref(), Some("cgroup2"));
-    assert_eq!(
-        error.to_string(),
-        "cgroup root /proc is not a cgroup2 directory (filesystem type 0x9fa0)"
-    );
-    let config = tally_ebpf::ProbeConfig {
-        cgroup_root: Some("/nonexistent".into()),
-        ..Default::default()
-    };
-    let error = tally_ebpf::Probes::load(&config)
-        .err()
-        .expect("no such directory");
-    assert!(
-        error.to_string().contains("No such file or directory"),
-        "{error}"
-    );
+    assert_eq!(error.to_string(), "cgroup root /proc is not a cgroup2 directory (filesystem type 0x9fa0)");
+    let config = tally_ebpf::ProbeConfig { cgroup_root: Some("/nonexistent".into()), ..Default::default() };
+    let error = tally_ebpf::Probes::load(&config).err().expect("no such directory");
+    assert!(error.to_string().contains("No such file or directory"), "{error}");
 }

@@ -42,9 +42,7 @@ use metering::sla::sketch::bucket_of;
 use metering::store::migrate::migrate;
 use metering::store::schema::INSERT_COLUMNS;
 use rust_decimal::Decimal;
-use testkit::bench::{
-    cpu_times, filesystem_of, load_average, median, peak_rss_kib, thousands, wait_until_quiet,
-};
+use testkit::bench::{cpu_times, filesystem_of, load_average, median, peak_rss_kib, thousands, wait_until_quiet};
 use testkit::ClickHouseServer;
 
 const USAGE: &str =
@@ -65,29 +63,16 @@ fn main() -> Result<()> {
     let args = Args::parse(std::env::args().skip(1))?;
     let month = BillingMonth::parse(MONTH)?;
     let minutes = args.days * 1440;
-    ensure!(
-        args.days <= u64::from(month.days()),
-        "--days must be at most {} ({MONTH})",
-        month.days()
-    );
-    ensure!(
-        args.tenants < 10_000,
-        "--tenants must be under 10,000 (tenant names have 4 digits)"
-    );
+    ensure!(args.days <= u64::from(month.days()), "--days must be at most {} ({MONTH})", month.days());
+    ensure!(args.tenants < 10_000, "--tenants must be under 10,000 (tenant names have 4 digits)");
     let meters = &BUILTIN[..METERS];
-    ensure!(
-        meters.iter().all(|m| !m.name.starts_with("agent_")),
-        "a generated meter is one of the agents' books"
-    );
+    ensure!(meters.iter().all(|m| !m.name.starts_with("agent_")), "a generated meter is one of the agents' books");
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let server = ClickHouseServer::start()?;
     let server_pid = server.pid().context("server not running")?;
     let db = server.database("bench_month")?;
-    rt.block_on(migrate(&client(&server)?, &db))
-        .context("migrating")?;
+    rt.block_on(migrate(&client(&server)?, &db)).context("migrating")?;
     let load_before = load_average();
     eprintln!(
         "ClickHouse {} (data on {} in {}); {} tenants × {METERS} meters × {} minutes = {} usage rows, {} SLA rows",
@@ -100,11 +85,7 @@ fn main() -> Result<()> {
         thousands((args.tenants * SERVICES.len() as u64 * minutes) as f64),
     );
 
-    let shape = Shape {
-        tenants: args.tenants,
-        minutes,
-        start: month_start(month),
-    };
+    let shape = Shape { tenants: args.tenants, minutes, start: month_start(month) };
     let generated = generate(&server, &db, &shape)?;
     let disk = server.query(&format!(
         "SELECT formatReadableSize(sum(bytes_on_disk)) FROM system.parts WHERE active AND database = '{db}'"
@@ -117,10 +98,7 @@ fn main() -> Result<()> {
     );
 
     let catalog = Catalog::builtin();
-    let plans = tempfile::Builder::new()
-        .prefix("tally-bench-plans-")
-        .suffix(".yaml")
-        .tempfile()?;
+    let plans = tempfile::Builder::new().prefix("tally-bench-plans-").suffix(".yaml").tempfile()?;
     std::fs::write(plans.path(), plans_yaml(&shape))?;
     let book = plan::load(plans.path(), &catalog).context("loading the generated plans file")?;
 
@@ -210,12 +188,7 @@ struct Args {
 
 impl Args {
     fn parse(mut args: impl Iterator<Item = String>) -> Result<Self> {
-        let mut parsed = Self {
-            tenants: 1000,
-            days: 30,
-            runs: 3,
-            live: false,
-        };
+        let mut parsed = Self { tenants: 1000, days: 30, runs: 3, live: false };
         while let Some(arg) = args.next() {
             if arg == "--bench" {
                 continue;
@@ -228,14 +201,9 @@ impl Args {
                 parsed.live = true;
                 continue;
             }
-            let value = args
-                .next()
-                .with_context(|| format!("{arg} needs a value\n{USAGE}"))?;
+            let value = args.next().with_context(|| format!("{arg} needs a value\n{USAGE}"))?;
             // Accept 1_000 and 1,000 as well as 1000.
-            let n: u64 = value
-                .replace(['_', ','], "")
-                .parse()
-                .with_context(|| format!("{arg} {value:?}\n{USAGE}"))?;
+            let n: u64 = value.replace(['_', ','], "").parse().with_context(|| format!("{arg} {value:?}\n{USAGE}"))?;
             ensure!(n > 0, "{arg} must be positive");
             match arg.as_str() {
                 "--tenants" => parsed.tenants = n,
@@ -272,10 +240,7 @@ fn month_start(month: BillingMonth) -> u64 {
 /// A client for the bench's server. A month at full scale takes minutes per query on a small
 /// machine; the CLI's 30 s default timeout would cut it off.
 fn client(server: &ClickHouseServer) -> Result<ClickHouse> {
-    Ok(ClickHouse::new(
-        &server.http_url(),
-        Duration::from_secs(3600),
-    )?)
+    Ok(ClickHouse::new(&server.http_url(), Duration::from_secs(3600))?)
 }
 
 /// Tenant names sort as their numbers do, so "first, middle, last" are what they say.
@@ -311,38 +276,23 @@ const ERRORS_SQL: &str = "if(k % 30 = 0, t % 7, 0)";
 /// The month's (requests, errors) of tenant `t`, all services, over `minutes` (a multiple of 30).
 fn expected_requests(t: u64, minutes: u64) -> (u64, u64) {
     let services = SERVICES.len() as u64;
-    let per_service =
-        |s: u64| minutes * (100 + (t % 13) * 10 + s * 50) + minutes / 10 * (0..10).sum::<u64>();
+    let per_service = |s: u64| minutes * (100 + (t % 13) * 10 + s * 50) + minutes / 10 * (0..10).sum::<u64>();
     let requests = (0..services).map(per_service).sum();
     (requests, services * minutes / 30 * (t % 7))
 }
 
 /// Generates the month, `TENANTS_PER_INSERT` tenants per INSERT, each chunk in key order.
 fn generate(server: &ClickHouseServer, db: &str, shape: &Shape) -> Result<Duration> {
-    let names = BUILTIN[..METERS]
-        .iter()
-        .map(|m| format!("'{}'", m.name))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let units = BUILTIN[..METERS]
-        .iter()
-        .map(|m| format!("'{}'", m.unit.as_str()))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let names = BUILTIN[..METERS].iter().map(|m| format!("'{}'", m.name)).collect::<Vec<_>>().join(", ");
+    let units = BUILTIN[..METERS].iter().map(|m| format!("'{}'", m.unit.as_str())).collect::<Vec<_>>().join(", ");
     let divisors = BUILTIN[..METERS]
         .iter()
         .map(|m| if m.unit == Unit::Seconds { "1000" } else { "1" })
         .collect::<Vec<_>>()
         .join(", ");
-    let services = SERVICES
-        .iter()
-        .map(|s| format!("'{s}'"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let services = SERVICES.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ");
     // Three latency buckets (20, 80 and 400 ms) and exemplars, as the collector's encoder writes them.
-    let buckets = [20_000_000, 80_000_000, 400_000_000]
-        .map(|ns| bucket_of(ns).to_string())
-        .join(", ");
+    let buckets = [20_000_000, 80_000_000, 400_000_000].map(|ns| bucket_of(ns).to_string()).join(", ");
     let start = Instant::now();
     let mut first = 0;
     while first < shape.tenants {
@@ -376,21 +326,12 @@ fn generate(server: &ClickHouseServer, db: &str, shape: &Shape) -> Result<Durati
         server.query(&sla).context("generating SLA rows")?;
         first += tenants;
         wait_for_merges(server, db)?;
-        eprint!(
-            "\rgenerated {first}/{} tenants in {:.0} s",
-            shape.tenants,
-            start.elapsed().as_secs_f64()
-        );
+        eprint!("\rgenerated {first}/{} tenants in {:.0} s", shape.tenants, start.elapsed().as_secs_f64());
     }
     eprintln!();
-    let counts = server.query(&format!(
-        "SELECT (SELECT count() FROM {db}.usage), (SELECT count() FROM {db}.sla)"
-    ))?;
+    let counts = server.query(&format!("SELECT (SELECT count() FROM {db}.usage), (SELECT count() FROM {db}.sla)"))?;
     let expected = format!("{}\t{}", shape.usage_rows(), shape.sla_rows());
-    ensure!(
-        counts.trim() == expected,
-        "generated {counts:?} rows (usage, sla), expected {expected:?}"
-    );
+    ensure!(counts.trim() == expected, "generated {counts:?} rows (usage, sla), expected {expected:?}");
     Ok(start.elapsed())
 }
 
@@ -399,13 +340,7 @@ fn wait_for_merges(server: &ClickHouseServer, db: &str) -> Result<()> {
     let sql = format!(
         "SELECT max(c) FROM (SELECT count() AS c FROM system.parts WHERE active AND database = '{db}' GROUP BY table, partition)"
     );
-    while server
-        .query(&sql)?
-        .trim()
-        .parse::<u64>()
-        .context("parts per partition")?
-        > 100
-    {
+    while server.query(&sql)?.trim().parse::<u64>().context("parts per partition")? > 100 {
         std::thread::sleep(Duration::from_millis(500));
     }
     Ok(())
@@ -433,12 +368,12 @@ fn plans_yaml(shape: &Shape) -> String {
          tenants:\n",
     );
     for t in 0..shape.tenants {
-        let (region, currency) = if t % 2 == 0 {
-            ("us", "USD")
-        } else {
-            ("de", "EUR")
-        };
-        let _ = writeln!(y, "  {}: {{region: {region}, currency: {currency}, plans: [{{plan: metered, from: 2026-01-01}}]}}", tenant_name(t));
+        let (region, currency) = if t % 2 == 0 { ("us", "USD") } else { ("de", "EUR") };
+        let _ = writeln!(
+            y,
+            "  {}: {{region: {region}, currency: {currency}, plans: [{{plan: metered, from: 2026-01-01}}]}}",
+            tenant_name(t)
+        );
     }
     y
 }
@@ -489,10 +424,9 @@ impl Ctx<'_> {
                 let (mut bytes, mut invoices) = (0, Vec::new());
                 for t in 0..self.shape.tenants {
                     let tenant = tenant_name(t);
-                    let invoice =
-                        pricing::store::invoice(ch, db, self.book, self.catalog, &tenant, month)
-                            .await
-                            .with_context(|| format!("invoicing {tenant}"))?;
+                    let invoice = pricing::store::invoice(ch, db, self.book, self.catalog, &tenant, month)
+                        .await
+                        .with_context(|| format!("invoicing {tenant}"))?;
                     bytes += serde_json::to_vec_pretty(&invoice)?.len();
                     if self.checked().contains(&t) {
                         invoices.push(invoice);
@@ -504,24 +438,14 @@ impl Ctx<'_> {
                 Ok(bytes)
             }
             Phase::UsageReport => {
-                let r = report::read_usage_report(ch, db, month, None)
-                    .await
-                    .context("usage report")?;
+                let r = report::read_usage_report(ch, db, month, None).await.context("usage report")?;
                 let bytes = serde_json::to_vec_pretty(&r)?.len();
                 self.check_tenants("usage report", r.tenants.len())?;
                 for t in self.checked() {
                     let tenant = &r.tenants[t as usize];
-                    ensure!(
-                        tenant.tenant == tenant_name(t),
-                        "usage report: tenant {} at {t}",
-                        tenant.tenant
-                    );
+                    ensure!(tenant.tenant == tenant_name(t), "usage report: tenant {} at {t}", tenant.tenant);
                     for (m, meter) in BUILTIN[..METERS].iter().enumerate() {
-                        let got = tenant
-                            .meters
-                            .iter()
-                            .find(|u| u.meter == meter.name)
-                            .map(|u| u.total);
+                        let got = tenant.meters.iter().find(|u| u.meter == meter.name).map(|u| u.total);
                         self.check(
                             &tenant.tenant,
                             &meter.name,
@@ -535,9 +459,7 @@ impl Ctx<'_> {
             }
             Phase::SlaReport => {
                 let plans = Some((self.book, self.catalog));
-                let r = report::read_sla_report(ch, db, month, None, plans, |_, _| {})
-                    .await
-                    .context("SLA report")?;
+                let r = report::read_sla_report(ch, db, month, None, plans, |_, _| {}).await.context("SLA report")?;
                 let bytes = serde_json::to_vec_pretty(&r)?.len();
                 self.check_tenants("SLA report", r.tenants.len())?;
                 for t in self.checked() {
@@ -549,23 +471,32 @@ impl Ctx<'_> {
                         "SLA report of {}: (requests, errors) {got:?}, expected {expected:?}",
                         tenant.tenant
                     );
-                    ensure!(
-                        tenant.credits.is_some(),
-                        "SLA report of {}: no credits priced",
-                        tenant.tenant
-                    );
+                    ensure!(tenant.credits.is_some(), "SLA report of {}: no credits priced", tenant.tenant);
                 }
                 Ok(bytes)
             }
             Phase::Seal => {
                 let now = time::OffsetDateTime::now_utc();
                 let p = metering::seal::seal(ch, db, month, now).await.context("sealing")?;
-                ensure!(p.rows == self.shape.usage_rows(), "sealed {} usage rows, generated {}", p.rows, self.shape.usage_rows());
-                ensure!(p.sla_rows == self.shape.sla_rows(), "sealed {} SLA rows, generated {}", p.sla_rows, self.shape.sla_rows());
+                ensure!(
+                    p.rows == self.shape.usage_rows(),
+                    "sealed {} usage rows, generated {}",
+                    p.rows,
+                    self.shape.usage_rows()
+                );
+                ensure!(
+                    p.sla_rows == self.shape.sla_rows(),
+                    "sealed {} SLA rows, generated {}",
+                    p.sla_rows,
+                    self.shape.sla_rows()
+                );
                 Ok(serde_json::to_vec_pretty(&p)?.len())
             }
             Phase::Verify => {
-                let v = metering::seal::verify(ch, db, month).await.context("verifying")?.context("the month is not sealed")?;
+                let v = metering::seal::verify(ch, db, month)
+                    .await
+                    .context("verifying")?
+                    .context("the month is not sealed")?;
                 ensure!(v.verified && v.recomputed_rows == self.shape.usage_rows(), "the seal does not verify: {v:?}");
                 Ok(serde_json::to_vec_pretty(&v)?.len())
             }
@@ -574,10 +505,7 @@ impl Ctx<'_> {
 
     fn check_tenants(&self, what: &str, got: usize) -> Result<()> {
         let expected = self.shape.tenants;
-        ensure!(
-            got as u64 == expected,
-            "{what}: {got} tenants, expected {expected}"
-        );
+        ensure!(got as u64 == expected, "{what}: {got} tenants, expected {expected}");
         Ok(())
     }
 
@@ -588,10 +516,8 @@ impl Ctx<'_> {
     fn check_invoice(&self, invoice: &Invoice) -> Result<()> {
         let t: u64 = invoice.tenant.trim_start_matches("tenant-").parse()?;
         for (m, meter) in BUILTIN[..METERS].iter().enumerate() {
-            let line = invoice
-                .lines
-                .iter()
-                .find(|l| l.kind == LineKind::Usage && l.meter.as_deref() == Some(&*meter.name));
+            let line =
+                invoice.lines.iter().find(|l| l.kind == LineKind::Usage && l.meter.as_deref() == Some(&*meter.name));
             self.check(
                 &invoice.tenant,
                 &meter.name,
@@ -602,22 +528,11 @@ impl Ctx<'_> {
         }
         let got = (invoice.sla.requests, invoice.sla.errors);
         let expected = expected_requests(t, self.shape.minutes);
-        ensure!(
-            got == expected,
-            "invoice of {}: (requests, errors) {got:?}, expected {expected:?}",
-            invoice.tenant
-        );
+        ensure!(got == expected, "invoice of {}: (requests, errors) {got:?}, expected {expected:?}", invoice.tenant);
         Ok(())
     }
 
-    fn check(
-        &self,
-        tenant: &str,
-        meter: &str,
-        what: &str,
-        got: Option<Decimal>,
-        expected: Decimal,
-    ) -> Result<()> {
+    fn check(&self, tenant: &str, meter: &str, what: &str, got: Option<Decimal>, expected: Decimal) -> Result<()> {
         ensure!(
             got.map(|g| g.normalize()) == Some(expected.normalize()),
             "{what} of {tenant}, {meter}: {got:?}, expected {expected} (the generated rows' closed form)"
@@ -671,8 +586,7 @@ fn measure(server_pid: u32, phase: impl FnOnce() -> Result<usize>) -> Result<Sam
 
 /// Resets a process's `VmHWM` to its current RSS, so the next read is this phase's peak.
 fn reset_peak(pid: u32) -> Result<()> {
-    std::fs::write(format!("/proc/{pid}/clear_refs"), "5")
-        .with_context(|| format!("resetting the peak RSS of {pid}"))
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").with_context(|| format!("resetting the peak RSS of {pid}"))
 }
 
 fn mib(kib: f64) -> String {

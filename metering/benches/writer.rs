@@ -584,4 +584,3 @@ fn print_table(args: &Args, data: &Dataset, env: &Environment, summaries: &[Summ
          `clickhouse-server` while inserting, including background merges that ran meanwhile."
     );
 }
-

@@ -56,10 +56,16 @@ pub enum ExportError {
 }
 
 /// Each (tenant, meter, unit, day, value) with usage, in report order.
-fn days<'r>(report: &'r UsageReport, meters: &'r [String]) -> impl Iterator<Item = (&'r str, &'r str, &'r str, time::Date, Decimal)> + 'r {
+fn days<'r>(
+    report: &'r UsageReport,
+    meters: &'r [String],
+) -> impl Iterator<Item = (&'r str, &'r str, &'r str, time::Date, Decimal)> + 'r {
     report.tenants.iter().flat_map(move |t| {
         t.meters.iter().filter(move |m| meters.is_empty() || meters.contains(&m.meter)).flat_map(move |m| {
-            m.daily.iter().filter(|d| !d.value.is_zero()).map(move |d| (t.tenant.as_str(), m.meter.as_str(), m.unit.as_str(), d.day, d.value))
+            m.daily
+                .iter()
+                .filter(|d| !d.value.is_zero())
+                .map(move |d| (t.tenant.as_str(), m.meter.as_str(), m.unit.as_str(), d.day, d.value))
         })
     })
 }
@@ -101,8 +107,17 @@ pub fn cloudevents(report: &UsageReport, meters: &[String], source: &str) -> Str
 
 /// Stripe meter events, one per line, for `meters` (all when empty), with each
 /// tenant's Stripe customer from `customers`.
-pub fn stripe(report: &UsageReport, meters: &[String], customers: &BTreeMap<String, String>) -> Result<String, ExportError> {
-    let missing: Vec<&str> = days(report, meters).map(|d| d.0).filter(|t| !customers.contains_key(*t)).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+pub fn stripe(
+    report: &UsageReport,
+    meters: &[String],
+    customers: &BTreeMap<String, String>,
+) -> Result<String, ExportError> {
+    let missing: Vec<&str> = days(report, meters)
+        .map(|d| d.0)
+        .filter(|t| !customers.contains_key(*t))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
     if !missing.is_empty() {
         return Err(ExportError::NoCustomer(missing.join(", ")));
     }
@@ -142,7 +157,15 @@ mod tests {
                 tenant: "acme".into(),
                 meters: vec![
                     meter("cpu_seconds", "seconds", &[(date!(2026 - 11 - 01), "1.25")]),
-                    meter("spans", "count", &[(date!(2026 - 11 - 01), "1500"), (date!(2026 - 11 - 02), "0"), (date!(2026 - 11 - 30), "250")]),
+                    meter(
+                        "spans",
+                        "count",
+                        &[
+                            (date!(2026 - 11 - 01), "1500"),
+                            (date!(2026 - 11 - 02), "0"),
+                            (date!(2026 - 11 - 30), "250"),
+                        ],
+                    ),
                 ],
             }],
         }
@@ -168,7 +191,10 @@ mod tests {
         let customers: BTreeMap<String, String> = [("acme".to_owned(), "cus_123".to_owned())].into();
         let out = stripe(&report(), &["spans".into()], &customers).unwrap();
         let first: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
-        assert_eq!(first, json!({"event_name": "spans", "identifier": "tally-acme-spans-2026-11-01", "timestamp": 1_793_491_200, "payload": {"stripe_customer_id": "cus_123", "value": "1500"}}));
+        assert_eq!(
+            first,
+            json!({"event_name": "spans", "identifier": "tally-acme-spans-2026-11-01", "timestamp": 1_793_491_200, "payload": {"stripe_customer_id": "cus_123", "value": "1500"}})
+        );
         assert_eq!(out.lines().count(), 2);
         assert_eq!(stripe(&report(), &[], &BTreeMap::new()), Err(ExportError::NoCustomer("acme".into())));
         let err = stripe(&report(), &[], &customers).unwrap_err();

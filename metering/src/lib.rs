@@ -21,8 +21,8 @@
 
 pub mod api;
 pub mod cli;
-pub mod export;
 pub mod clickhouse;
+pub mod export;
 pub mod meter;
 pub mod pricing;
 pub mod reconcile;

@@ -94,11 +94,16 @@ pub fn lines(rows: Vec<Vec<String>>) -> Result<Vec<Line>, StoreError> {
     let mut out: BTreeMap<(String, String, String), Line> = BTreeMap::new();
     for row in rows {
         let bad = |reason: &str| StoreError::BadRow { row: row.clone(), reason: reason.to_owned() };
-        let [source, tenant, meter, reason, value] = <[String; 5]>::try_from(row.clone()).map_err(|_| bad("expected 5 fields"))?;
+        let [source, tenant, meter, reason, value] =
+            <[String; 5]>::try_from(row.clone()).map_err(|_| bad("expected 5 fields"))?;
         let value: Decimal = value.parse().map_err(|_| bad("sum is not a decimal"))?;
         let Some(agent) = agent_of(&source) else { continue };
-        let books = [("accepted", "agent_accepted_"), ("acked", "agent_acked_"), ("dropped", "dropped_"), ("stored", "")];
-        let Some((book, signal)) = books.iter().find_map(|(book, prefix)| meter.strip_prefix(prefix).filter(|s| SIGNALS.contains(s)).map(|s| (*book, s))) else {
+        let books =
+            [("accepted", "agent_accepted_"), ("acked", "agent_acked_"), ("dropped", "dropped_"), ("stored", "")];
+        let Some((book, signal)) = books
+            .iter()
+            .find_map(|(book, prefix)| meter.strip_prefix(prefix).filter(|s| SIGNALS.contains(s)).map(|s| (*book, s)))
+        else {
             continue;
         };
         let line = out.entry((agent.to_owned(), tenant.clone(), signal.to_owned())).or_insert_with(|| Line {
@@ -131,6 +136,11 @@ pub fn lines(rows: Vec<Vec<String>>) -> Result<Vec<Line>, StoreError> {
 }
 
 /// Reconciles `[from, to)`.
-pub async fn reconcile(ch: &ClickHouse, db: &str, from: OffsetDateTime, to: OffsetDateTime) -> Result<Vec<Line>, StoreError> {
+pub async fn reconcile(
+    ch: &ClickHouse,
+    db: &str,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+) -> Result<Vec<Line>, StoreError> {
     lines(ch.query_tsv(&to_sql(db, from, to)?).await?)
 }

@@ -77,7 +77,10 @@ fn migrate_twice_reports_what_it_did() {
     let first = tally(&args);
     let stdout = String::from_utf8_lossy(&first.stdout);
     assert!(first.status.success());
-    assert!(stdout.contains("is at version 5 (legacy dialect): applied [1, 2, 3, 4, 5], already applied []"), "{stdout}");
+    assert!(
+        stdout.contains("is at version 5 (legacy dialect): applied [1, 2, 3, 4, 5], already applied []"),
+        "{stdout}"
+    );
     // The same settings from a config file: the second run finds nothing to do.
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("tally.yaml");
@@ -96,30 +99,56 @@ fn migrate_twice_reports_what_it_did() {
     let down = tally(&["migrate", "--clickhouse-url", "http://127.0.0.1:9", "--clickhouse-timeout-secs", "2"]);
     assert!(!down.status.success());
     let stderr = String::from_utf8_lossy(&down.stderr);
-    assert!(stderr.contains("migrating database tally on http://127.0.0.1:9") && stderr.contains("unreachable"), "{stderr}");
+    assert!(
+        stderr.contains("migrating database tally on http://127.0.0.1:9") && stderr.contains("unreachable"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
 async fn usage_is_exact_and_pages_with_cursors() {
     let (_server, _db, serve) = setup().await;
     let data = dataset();
-    let (status, body) = get(&serve, "from=2026-01-01T00:00:00Z&to=2026-04-01T00:00:00Z&granularity=month", Some(KEY)).await;
+    let (status, body) =
+        get(&serve, "from=2026-01-01T00:00:00Z&to=2026-04-01T00:00:00Z&granularity=month", Some(KEY)).await;
     assert_eq!(status, 200, "{body}");
     let want = expected(&data, Granularity::Month, false, None, FROM, TO);
     let items = body["data"].as_array().unwrap();
     assert_eq!(items.len(), want.len());
     assert_eq!(body["next_cursor"], Value::Null);
     for item in items {
-        let start = time::OffsetDateTime::parse(item["start"].as_str().unwrap(), &time::format_description::well_known::Rfc3339).unwrap();
-        let key = (item["tenant"].as_str().unwrap().to_owned(), item["meter"].as_str().unwrap().to_owned(), String::new(), start.unix_timestamp());
+        let start = time::OffsetDateTime::parse(
+            item["start"].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
+        let key = (
+            item["tenant"].as_str().unwrap().to_owned(),
+            item["meter"].as_str().unwrap().to_owned(),
+            String::new(),
+            start.unix_timestamp(),
+        );
         // The value is an exact JSON number: compare its digits with the expected decimal.
         assert_eq!(item["value"].as_str().unwrap(), want[&key].normalize().to_string(), "{item}");
-        let unit = if key.1 == "cpu_seconds" { "seconds" } else if key.1 == "span_bytes" { "bytes" } else { "count" };
+        let unit = if key.1 == "cpu_seconds" {
+            "seconds"
+        } else if key.1 == "span_bytes" {
+            "bytes"
+        } else {
+            "count"
+        };
         assert_eq!(item["unit"], unit);
     }
     // One tenant, one meter, by service and by day, three points a page.
     let q = "tenant=acme&meter=spans&from=2026-01-31T00:00:00Z&to=2026-03-01T00:00:00Z&granularity=day&group_by=service&limit=3";
-    let want = expected(&data, Granularity::Day, true, Some("acme"), time::macros::datetime!(2026-01-31 00:00 UTC), time::macros::datetime!(2026-03-01 00:00 UTC));
+    let want = expected(
+        &data,
+        Granularity::Day,
+        true,
+        Some("acme"),
+        time::macros::datetime!(2026-01-31 00:00 UTC),
+        time::macros::datetime!(2026-03-01 00:00 UTC),
+    );
     let want: Vec<_> = want.into_iter().filter(|(k, _)| k.1 == "spans").collect();
     let mut got = Vec::new();
     let mut cursor: Option<String> = None;
@@ -133,7 +162,11 @@ async fn usage_is_exact_and_pages_with_cursors() {
         let page = body["data"].as_array().unwrap();
         assert!(page.len() <= 3);
         for item in page {
-            let start = time::OffsetDateTime::parse(item["start"].as_str().unwrap(), &time::format_description::well_known::Rfc3339).unwrap();
+            let start = time::OffsetDateTime::parse(
+                item["start"].as_str().unwrap(),
+                &time::format_description::well_known::Rfc3339,
+            )
+            .unwrap();
             let service = item["service"].as_str().unwrap().to_owned();
             got.push(((start.unix_timestamp(), service), item["value"].as_str().unwrap().parse::<Decimal>().unwrap()));
         }
@@ -163,16 +196,51 @@ async fn bad_requests_get_precise_errors() {
     let (_server, _db, serve) = setup().await;
     let ok = "from=2026-02-01T00:00:00Z&to=2026-03-01T00:00:00Z";
     let cases: Vec<(String, u16, &str, &str)> = vec![
-        (format!("{ok}&meter=spanz"), 400, "unknown_meter", "unknown meter \"spanz\"; known meters: spans, span_bytes,"),
-        ("from=2026-03-01T00:00:00Z&to=2026-02-01T00:00:00Z".into(), 400, "invalid_range", "`from` (2026-03-01T00:00:00Z) must be before `to` (2026-02-01T00:00:00Z)"),
+        (
+            format!("{ok}&meter=spanz"),
+            400,
+            "unknown_meter",
+            "unknown meter \"spanz\"; known meters: spans, span_bytes,",
+        ),
+        (
+            "from=2026-03-01T00:00:00Z&to=2026-02-01T00:00:00Z".into(),
+            400,
+            "invalid_range",
+            "`from` (2026-03-01T00:00:00Z) must be before `to` (2026-02-01T00:00:00Z)",
+        ),
         ("from=2026-02-01T00:00:00Z&to=2026-02-01T00:00:00Z".into(), 400, "invalid_range", "must be before"),
-        ("from=2026-02-30&to=2026-03-01T00:00:00Z".into(), 400, "invalid_parameter", "`from`: \"2026-02-30\" is not an RFC 3339 time"),
-        ("from=yesterday&to=2026-03-01T00:00:00Z".into(), 400, "invalid_parameter", "`from`: \"yesterday\" is not an RFC 3339 time"),
+        (
+            "from=2026-02-30&to=2026-03-01T00:00:00Z".into(),
+            400,
+            "invalid_parameter",
+            "`from`: \"2026-02-30\" is not an RFC 3339 time",
+        ),
+        (
+            "from=yesterday&to=2026-03-01T00:00:00Z".into(),
+            400,
+            "invalid_parameter",
+            "`from`: \"yesterday\" is not an RFC 3339 time",
+        ),
         ("to=2026-03-01T00:00:00Z".into(), 400, "missing_parameter", "`from` is required"),
-        ("from=2026-02-01T00:00:30Z&to=2026-03-01T00:00:00Z".into(), 400, "invalid_parameter", "must be on a whole minute"),
-        (format!("{ok}&tenant=acme%27%20OR%201%3D1%20--"), 400, "invalid_parameter", "tenant: tenant id \"acme' OR 1=1 --\" contains '\\''"),
+        (
+            "from=2026-02-01T00:00:30Z&to=2026-03-01T00:00:00Z".into(),
+            400,
+            "invalid_parameter",
+            "must be on a whole minute",
+        ),
+        (
+            format!("{ok}&tenant=acme%27%20OR%201%3D1%20--"),
+            400,
+            "invalid_parameter",
+            "tenant: tenant id \"acme' OR 1=1 --\" contains '\\''",
+        ),
         (format!("{ok}&tenant=%27%3B%20DROP%20TABLE%20usage"), 400, "invalid_parameter", "contains '\\''"),
-        (format!("{ok}&granularity=week"), 400, "invalid_parameter", "`granularity`: \"week\" is not one of minute, hour, day, month"),
+        (
+            format!("{ok}&granularity=week"),
+            400,
+            "invalid_parameter",
+            "`granularity`: \"week\" is not one of minute, hour, day, month",
+        ),
         (format!("{ok}&group_by=route"), 400, "invalid_parameter", "`group_by`: \"route\" is not supported"),
         (format!("{ok}&limit=0"), 400, "invalid_parameter", "`limit` must be between 1 and 10000, got 0"),
         (format!("{ok}&limit=ten"), 400, "invalid_parameter", "`limit`: \"ten\" is not a whole number"),
@@ -210,7 +278,12 @@ async fn bad_requests_get_precise_errors() {
     let resp = reqwest::Client::new().post(format!("{}/v1/usage", serve.base)).send().await.unwrap();
     assert_eq!(resp.status(), 405);
     // Without --plans no tenant has a plan, and the answer says why.
-    let resp = reqwest::Client::new().get(format!("{}/v1/tenants/acme/invoices/2026-02", serve.base)).bearer_auth(KEY).send().await.unwrap();
+    let resp = reqwest::Client::new()
+        .get(format!("{}/v1/tenants/acme/invoices/2026-02", serve.base))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 404);
     let body = resp.json::<Value>().await.unwrap();
     assert_eq!(body["error"]["code"], "unknown_tenant");
@@ -225,8 +298,26 @@ async fn openapi_describes_the_routes_and_a_down_store_is_503() {
     let doc: Value = reqwest::get(format!("{}/openapi.json", serve.base)).await.unwrap().json().await.unwrap();
     assert_eq!(doc["openapi"], "3.0.3");
     let paths: Vec<_> = doc["paths"].as_object().unwrap().keys().cloned().collect();
-    assert_eq!(paths, vec!["/healthz", "/openapi.json", "/v1/periods/{month}", "/v1/periods/{month}/seal", "/v1/reconciliation", "/v1/reports/sla/{month}", "/v1/reports/usage/{month}", "/v1/tenants/{tenant}/invoices/{month}", "/v1/usage"]);
-    let params: Vec<_> = doc["paths"]["/v1/usage"]["get"]["parameters"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(
+        paths,
+        vec![
+            "/healthz",
+            "/openapi.json",
+            "/v1/periods/{month}",
+            "/v1/periods/{month}/seal",
+            "/v1/reconciliation",
+            "/v1/reports/sla/{month}",
+            "/v1/reports/usage/{month}",
+            "/v1/tenants/{tenant}/invoices/{month}",
+            "/v1/usage"
+        ]
+    );
+    let params: Vec<_> = doc["paths"]["/v1/usage"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(params, metering::api::usage::PARAMS);
     drop(server);
     let (status, body) = get(&serve, "from=2026-02-01T00:00:00Z&to=2026-03-01T00:00:00Z", Some(KEY)).await;
@@ -271,7 +362,13 @@ async fn custom_meters_are_known_with_the_meters_file_only() {
         assert_eq!(body["data"][0]["unit"], unit, "{body}");
     }
     let doc: Value = reqwest::get(format!("{}/openapi.json", with.base)).await.unwrap().json().await.unwrap();
-    let meter_param = doc["paths"]["/v1/usage"]["get"]["parameters"].as_array().unwrap().iter().find(|p| p["name"] == "meter").unwrap().clone();
+    let meter_param = doc["paths"]["/v1/usage"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "meter")
+        .unwrap()
+        .clone();
     assert!(meter_param["schema"]["enum"].as_array().unwrap().iter().any(|m| m == "llm_tokens"), "{meter_param}");
     drop(with);
 
@@ -285,5 +382,11 @@ async fn custom_meters_are_known_with_the_meters_file_only() {
     let out = tally(&["serve", "--billing-key", KEY, "--meters", meters.to_str().unwrap()]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(&format!("meters file {} line 2: meter #0 (\"spans\"): name \"spans\" is a built-in meter's", meters.display())), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "meters file {} line 2: meter #0 (\"spans\"): name \"spans\" is a built-in meter's",
+            meters.display()
+        )),
+        "{stderr}"
+    );
 }

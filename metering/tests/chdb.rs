@@ -62,7 +62,8 @@ fn ddl_writer_bytes_and_rollups_run_on_the_modern_dialect() {
                 let want = expected(&data, g, false, Some("initech"), FROM, TO);
                 assert_eq!(actual(&rollup(&mut chdb, db, &q)), want);
                 q.meter = Some("span_bytes".into());
-                let want: std::collections::BTreeMap<_, _> = want.into_iter().filter(|(k, _)| k.1 == "span_bytes").collect();
+                let want: std::collections::BTreeMap<_, _> =
+                    want.into_iter().filter(|(k, _)| k.1 == "span_bytes").collect();
                 assert!(!want.is_empty());
                 assert_eq!(actual(&rollup(&mut chdb, db, &q)), want);
             }

@@ -77,11 +77,16 @@ async fn migrations_lay_out_replicated_sharded_tables_and_run_twice_as_a_no_op()
         );
         let columns = |table: &str| {
             cluster
-                .query(i, &format!("SELECT name, type FROM system.columns WHERE database = '{db}' AND table = '{table}' "))
+                .query(
+                    i,
+                    &format!("SELECT name, type FROM system.columns WHERE database = '{db}' AND table = '{table}' "),
+                )
                 .unwrap()
         };
         assert_eq!(columns("usage"), columns("usage_local"), "server {i}");
-        assert!(columns("usage").contains("unique_value\tString\n") && columns("usage").contains("aggregation\tString\n"));
+        assert!(
+            columns("usage").contains("unique_value\tString\n") && columns("usage").contains("aggregation\tString\n")
+        );
         assert_eq!(columns("sla"), columns("sla_local"), "server {i}");
         let usage_local = cluster.query(i, &format!("SHOW CREATE TABLE {db}.usage_local")).unwrap();
         let n = cluster.node(i);
@@ -105,7 +110,10 @@ async fn migrations_lay_out_replicated_sharded_tables_and_run_twice_as_a_no_op()
 /// Migration 3 as a run stopped after its ALTER: `usage_local` has the new columns, the
 /// Distributed `usage` still the old ones, and version 3 is not recorded. A rerun must not ALTER
 /// again (the columns exist) but must still rebuild `usage`.
-async fn a_migration_stopped_before_the_distributed_rebuild_finishes_on_rerun(cluster: &ClickHouseCluster, migrated: &str) {
+async fn a_migration_stopped_before_the_distributed_rebuild_finishes_on_rerun(
+    cluster: &ClickHouseCluster,
+    migrated: &str,
+) {
     let db = format!("{migrated}_stopped");
     migrate_on_cluster(&client(cluster, 0), &db, &target(cluster)).await.unwrap();
     let run = |sql: String| cluster.query(0, &sql).unwrap_or_else(|e| panic!("{sql}: {e:#}"));
@@ -124,7 +132,12 @@ async fn a_migration_stopped_before_the_distributed_rebuild_finishes_on_rerun(cl
     assert_eq!((rerun.applied, rerun.skipped), (vec![3], vec![1, 2, 4, 5]));
     for i in 0..4 {
         let columns = |table: &str| {
-            cluster.query(i, &format!("SELECT name, type FROM system.columns WHERE database = '{db}' AND table = '{table}'")).unwrap()
+            cluster
+                .query(
+                    i,
+                    &format!("SELECT name, type FROM system.columns WHERE database = '{db}' AND table = '{table}'"),
+                )
+                .unwrap()
         };
         assert_eq!(columns("usage"), columns("usage_local"), "server {i}");
         assert!(columns("usage").contains("unique_value\tString\n"), "server {i}");
@@ -144,10 +157,13 @@ fn the_migrations_script_makes_the_same_tables(cluster: &ClickHouseCluster, migr
         }
     }
     for i in 0..4 {
-        let tables = |db: &str| cluster.query(i, &format!("SELECT name FROM system.tables WHERE database = '{db}' ORDER BY name")).unwrap();
+        let tables = |db: &str| {
+            cluster.query(i, &format!("SELECT name FROM system.tables WHERE database = '{db}' ORDER BY name")).unwrap()
+        };
         assert_eq!(tables(&db), tables(migrated), "server {i}");
         for table in tables(migrated).lines() {
-            let show = |db: &str| cluster.query(i, &format!("SHOW CREATE TABLE {db}.{table}")).unwrap().replace(db, "DB");
+            let show =
+                |db: &str| cluster.query(i, &format!("SHOW CREATE TABLE {db}.{table}")).unwrap().replace(db, "DB");
             assert_eq!(show(&db), show(migrated), "server {i}: {table}");
         }
     }
@@ -167,7 +183,12 @@ fn the_deploy_schema_is_what_the_migrations_emit() {
     if std::env::var_os("TALLY_BLESS").is_some_and(|v| v == "1") {
         std::fs::write(&path, &want).unwrap();
     }
-    assert_eq!(std::fs::read_to_string(&path).unwrap_or_default(), want, "{} is out of date; rerun with TALLY_BLESS=1", path.display());
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap_or_default(),
+        want,
+        "{} is out of date; rerun with TALLY_BLESS=1",
+        path.display()
+    );
 }
 
 /// SLA rows of acme (shard 1) and globex (shard 2); batch 0 resent through another server.
@@ -205,7 +226,8 @@ async fn sla_reads_through_the_distributed_table_count_a_resent_batch_once(clust
     q.grouping = SlaGrouping::Service;
     for i in 0..4 {
         let points = query_sla(&client(cluster, i), db, &q).await.unwrap();
-        let got: Vec<_> = points.iter().map(|p| (p.tenant.as_str(), p.service.as_str(), p.requests, p.errors)).collect();
+        let got: Vec<_> =
+            points.iter().map(|p| (p.tenant.as_str(), p.service.as_str(), p.requests, p.errors)).collect();
         assert_eq!(got, [("acme", "api", 1100, 11), ("globex", "web", 500, 5)], "server {i}");
         assert_eq!(points[0].latency, acme.latency, "server {i}");
         assert_eq!(points[1].latency, batch0[1].latency, "server {i}");
@@ -241,7 +263,12 @@ async fn assert_exact(cluster: &ClickHouseCluster, db: &str, data: &[UsageBatch]
                 let got = actual(&query_usage(&client(cluster, i), db, &q).await.unwrap());
                 let want = expected(data, g, by_service, None, FROM, TO);
                 assert_eq!(got.len(), want.len(), "server {i}, {g:?}, by service {by_service}");
-                let diff: Vec<_> = want.iter().filter(|(k, v)| got.get(*k) != Some(*v)).take(3).map(|(k, v)| (k.clone(), *v, got.get(k).copied())).collect();
+                let diff: Vec<_> = want
+                    .iter()
+                    .filter(|(k, v)| got.get(*k) != Some(*v))
+                    .take(3)
+                    .map(|(k, v)| (k.clone(), *v, got.get(k).copied()))
+                    .collect();
                 assert!(diff.is_empty(), "server {i}, {g:?}, by service {by_service}: {diff:?}");
                 assert_eq!(got, want, "server {i}, {g:?}, by service {by_service}");
             }
@@ -261,7 +288,12 @@ async fn assert_never_over(cluster: &ClickHouseCluster, db: &str, data: &[UsageB
         let want = expected(data, Granularity::Minute, false, None, FROM, TO);
         let over: Vec<_> = got.iter().filter(|(k, v)| want.get(*k).is_none_or(|w| *v > w)).take(3).collect();
         assert!(over.is_empty(), "server {i} read more than was written: {over:?}");
-        assert!(got.len() * 10 >= want.len() * 9, "server {i} lost more than one replica's share: {} of {}", got.len(), want.len());
+        assert!(
+            got.len() * 10 >= want.len() * 9,
+            "server {i} lost more than one replica's share: {} of {}",
+            got.len(),
+            want.len()
+        );
     }
 }
 
@@ -269,7 +301,9 @@ async fn assert_never_over(cluster: &ClickHouseCluster, db: &str, data: &[UsageB
 fn placement(cluster: &ClickHouseCluster, db: &str) -> BTreeMap<String, Vec<u32>> {
     let mut out: BTreeMap<String, Vec<u32>> = BTreeMap::new();
     for i in [0, 2] {
-        for tenant in cluster.query(i, &format!("SELECT DISTINCT tenant FROM {db}.usage_local ORDER BY tenant")).unwrap().lines() {
+        for tenant in
+            cluster.query(i, &format!("SELECT DISTINCT tenant FROM {db}.usage_local ORDER BY tenant")).unwrap().lines()
+        {
             out.entry(tenant.to_owned()).or_default().push(cluster.node(i).shard);
         }
     }

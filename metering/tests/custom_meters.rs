@@ -51,7 +51,8 @@ fn user(time: OffsetDateTime, model: &str, id: &str) -> UsageRecord {
 /// Three minutes of one hour and one minute of the next day, from two
 /// sources; batches 1 and 2 of source `c1` are then sent again whole.
 fn batches() -> Vec<UsageBatch> {
-    let (m0, m1, m30) = (datetime!(2026-05-04 10:00:10 UTC), datetime!(2026-05-04 10:01:59 UTC), datetime!(2026-05-04 10:30 UTC));
+    let (m0, m1, m30) =
+        (datetime!(2026-05-04 10:00:10 UTC), datetime!(2026-05-04 10:01:59 UTC), datetime!(2026-05-04 10:30 UTC));
     let next_day = datetime!(2026-05-05 08:00 UTC);
     let b1 = UsageBatch {
         source_id: "c1".into(),
@@ -143,11 +144,18 @@ fn check(mut run: impl FnMut(&UsageQuery) -> Vec<UsagePoint>) {
     );
     assert!(hour.iter().all(|p| p.unit == "count"));
     // By day: each day's users counted over the day, its peak.
-    let day: BTreeMap<(String, String), Decimal> =
-        run(&query(Granularity::Day, false)).iter().map(|p| ((p.meter.clone(), p.start.date().to_string()), p.value)).collect();
+    let day: BTreeMap<(String, String), Decimal> = run(&query(Granularity::Day, false))
+        .iter()
+        .map(|p| ((p.meter.clone(), p.start.date().to_string()), p.value))
+        .collect();
     let at = |m: &str, d: &str| day[&(m.to_owned(), d.to_owned())];
     assert_eq!(
-        [at("llm_users", "2026-05-04"), at("llm_users", "2026-05-05"), at("llm_peak_tokens", "2026-05-04"), at("llm_peak_tokens", "2026-05-05")],
+        [
+            at("llm_users", "2026-05-04"),
+            at("llm_users", "2026-05-05"),
+            at("llm_peak_tokens", "2026-05-04"),
+            at("llm_peak_tokens", "2026-05-05")
+        ],
         [4, 1, 120, 5].map(Decimal::from)
     );
     assert_eq!((day.len(), at("llm_tokens", "2026-05-04")), (7, "187.5".parse().unwrap()));
@@ -253,7 +261,8 @@ fn custom_meters_roll_up_exactly_on_the_modern_dialect() {
 fn unique_values_belong_to_unique_count_meters_only() {
     let t = datetime!(2026-05-04 10:00 UTC);
     let encode = |r: UsageRecord| {
-        encode_batch(&UsageBatch { source_id: "s".into(), seq: 1, records: vec![r] }, &catalog(), &mut Vec::new()).map_err(|e| e.reason)
+        encode_batch(&UsageBatch { source_id: "s".into(), seq: 1, records: vec![r] }, &catalog(), &mut Vec::new())
+            .map_err(|e| e.reason)
     };
     assert!(matches!(encode(rec("llm_users", t, "1", None)), Err(RecordProblem::Unique { .. })));
     assert!(matches!(encode(rec("llm_tokens", t, "1", None).with_unique("u1")), Err(RecordProblem::Unique { .. })));

@@ -43,7 +43,10 @@ fn clickhouse_queries(name: &str) -> Vec<(String, String)> {
     for p in d["panels"].as_array().unwrap() {
         for t in p["targets"].as_array().unwrap() {
             if t["datasource"]["type"] == CLICKHOUSE {
-                out.push((format!("{name}: panel {} {}", p["title"], t["refId"]), t["rawSql"].as_str().unwrap().to_owned()));
+                out.push((
+                    format!("{name}: panel {} {}", p["title"], t["refId"]),
+                    t["rawSql"].as_str().unwrap().to_owned(),
+                ));
             }
         }
     }
@@ -85,7 +88,8 @@ fn usage(t: &Times) -> Vec<UsageBatch> {
         for (tenant, n) in [("acme", 1000), ("globex", 250)] {
             for service in ["checkout", "search"] {
                 records.push(UsageRecord::new(tenant, "spans", at, Decimal::from(n)).with_service(service));
-                records.push(UsageRecord::new(tenant, "cpu_seconds", at, Decimal::new(12_345, 3)).with_service(service));
+                records
+                    .push(UsageRecord::new(tenant, "cpu_seconds", at, Decimal::new(12_345, 3)).with_service(service));
             }
             records.push(UsageRecord::new(tenant, "dropped_spans", at, Decimal::from(3)));
             records.push(UsageRecord::new(tenant, "throttled_spans", at, Decimal::from(7)));
@@ -178,7 +182,9 @@ fn check_percentiles(rows: &[Vec<String>], sketch: &LatencySketch) {
     let got: BTreeMap<&str, f64> =
         rows.iter().filter(|r| r[1].starts_with("checkout ")).map(|r| (r[1].as_str(), r[2].parse().unwrap())).collect();
     assert_eq!(got.len(), 4, "{rows:?}");
-    for (label, ppm) in [("checkout p50", 500_000), ("checkout p90", 900_000), ("checkout p95", 950_000), ("checkout p99", 990_000)] {
+    for (label, ppm) in
+        [("checkout p50", 500_000), ("checkout p90", 900_000), ("checkout p95", 950_000), ("checkout p99", 990_000)]
+    {
         let want = sketch.quantile_ppm(ppm).unwrap() as f64 / 1e6;
         assert_eq!(got[label], want, "{label}: {rows:?}");
     }
@@ -250,22 +256,34 @@ async fn pipeline_dashboard_metrics_are_exposed() {
     let dir = tempfile::tempdir().unwrap();
     let port = |p: u16| format!("127.0.0.1:{p}");
     let (grpc, c_admin, a_admin) = (free_port(), free_port(), free_port());
-    let collector_args = ["--allow-anonymous", "--clickhouse-url", "http://127.0.0.1:9", "--http-listen", &port(free_port())];
+    let collector_args =
+        ["--allow-anonymous", "--clickhouse-url", "http://127.0.0.1:9", "--http-listen", &port(free_port())];
     let mut collector = Service::new(
         binary("tally-collector"),
         collector_args.iter().map(|s| s.to_string()).collect(),
         format!("http://{}", port(c_admin)),
     );
     let data = dir.path().join("spool").display().to_string();
-    collector.start(&["--grpc-listen", &port(grpc), "--admin-listen", &port(c_admin), "--data-dir", &data]).await.unwrap();
+    collector
+        .start(&["--grpc-listen", &port(grpc), "--admin-listen", &port(c_admin), "--data-dir", &data])
+        .await
+        .unwrap();
     let mut agent = Service::new(binary("tally-agent"), vec!["--no-ebpf".into()], format!("http://{}", port(a_admin)));
     let wal = dir.path().join("wal").display().to_string();
     let collector_url = format!("http://{}", port(grpc));
     let (otlp_grpc, otlp_http) = (port(free_port()), port(free_port()));
     agent
         .start(&[
-            "--collector", &collector_url, "--admin-listen", &port(a_admin), "--data-dir", &wal,
-            "--otlp-grpc-listen", &otlp_grpc, "--otlp-http-listen", &otlp_http,
+            "--collector",
+            &collector_url,
+            "--admin-listen",
+            &port(a_admin),
+            "--data-dir",
+            &wal,
+            "--otlp-grpc-listen",
+            &otlp_grpc,
+            "--otlp-http-listen",
+            &otlp_http,
         ])
         .await
         .unwrap();

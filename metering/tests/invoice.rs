@@ -9,21 +9,21 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::serve::{start, tally, Serve};
+use metering::clickhouse::client::parse_tsv;
 use metering::clickhouse::ClickHouse;
 use metering::meter::{definition, Catalog};
-use metering::record::{UsageBatch, UsageRecord};
-use metering::sla::{encode_sla_batch, insert_sla, SlaRecord};
-use metering::store::migrate::migrate;
-use metering::store::writer::UsageWriter;
-use serde_json::Value;
-use metering::clickhouse::client::parse_tsv;
 use metering::pricing::invoice::{compute, windows, Inputs, Usage};
 use metering::pricing::{plan, store, BillingMonth};
+use metering::record::{UsageBatch, UsageRecord};
 use metering::sla::schema::SLA_INSERT_STRUCTURE;
+use metering::sla::{encode_sla_batch, insert_sla, SlaRecord};
+use metering::store::migrate::migrate;
 use metering::store::rollup::MAX_LIMIT;
 use metering::store::schema::{insert_usage, INSERT_STRUCTURE};
 use metering::store::writer::encode_batch;
+use metering::store::writer::UsageWriter;
 use metering::store::Dialect;
+use serde_json::Value;
 use testkit::{Chdb, ClickHouseServer};
 use time::macros::datetime;
 use time::OffsetDateTime;
@@ -146,23 +146,56 @@ fn line<'v>(inv: &'v Value, plan: &str, kind: &str, meter: Option<&str>) -> &'v 
 
 /// The figures of `hand_computed_invoice_with_plan_change_conversion_credit_and_tax`.
 fn check_acme(inv: &Value) {
-    assert_eq!((inv["tenant"].as_str(), inv["month"].as_str(), inv["currency"].as_str()), (Some("acme"), Some("2026-11"), Some("EUR")), "{inv}");
-    let plans: Vec<_> = inv["plans"].as_array().unwrap().iter().map(|p| (p["plan"].as_str().unwrap(), p["from"].as_str().unwrap(), p["until"].as_str().unwrap(), p["days"].as_u64().unwrap())).collect();
+    assert_eq!(
+        (inv["tenant"].as_str(), inv["month"].as_str(), inv["currency"].as_str()),
+        (Some("acme"), Some("2026-11"), Some("EUR")),
+        "{inv}"
+    );
+    let plans: Vec<_> = inv["plans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["plan"].as_str().unwrap(),
+                p["from"].as_str().unwrap(),
+                p["until"].as_str().unwrap(),
+                p["days"].as_u64().unwrap(),
+            )
+        })
+        .collect();
     assert_eq!(plans, [("starter", "2026-11-01", "2026-11-21", 20), ("growth", "2026-11-21", "2026-12-01", 10)]);
-    assert_eq!(inv["plans"][0]["conversion"], serde_json::json!({"from": "USD", "to": "EUR", "rate": "0.8634", "date": "2026-11-30"}));
+    assert_eq!(
+        inv["plans"][0]["conversion"],
+        serde_json::json!({"from": "USD", "to": "EUR", "rate": "0.8634", "date": "2026-11-30"})
+    );
     let spans = line(inv, "starter", "usage", Some("spans"));
-    let fields: Vec<_> = ["usage", "allowance", "free", "billable", "amount"].iter().map(|k| spans[k].as_str().unwrap()).collect();
+    let fields: Vec<_> =
+        ["usage", "allowance", "free", "billable", "amount"].iter().map(|k| spans[k].as_str().unwrap()).collect();
     assert_eq!(fields, ["7345678", "1000000", "1000000", "6345678", "23.64"]);
-    let tiers: Vec<_> = spans["tiers"].as_array().unwrap().iter().map(|t| (t["quantity"].as_str().unwrap(), t["amount"].as_str().unwrap())).collect();
+    let tiers: Vec<_> = spans["tiers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["quantity"].as_str().unwrap(), t["amount"].as_str().unwrap()))
+        .collect();
     assert_eq!(tiers, [("2000000", "8.63"), ("4345678", "15.01"), ("0", "0.00")]);
     assert_eq!(line(inv, "starter", "usage", Some("requests"))["amount"], "7.46");
     assert_eq!(line(inv, "starter", "base_fee", None)["amount"], "17.27");
     let growth = line(inv, "growth", "usage", Some("spans"));
-    assert_eq!((growth["usage"].as_str(), growth["billable"].as_str(), growth["amount"].as_str()), (Some("9809662"), Some("7809662"), Some("23.60")));
+    assert_eq!(
+        (growth["usage"].as_str(), growth["billable"].as_str(), growth["amount"].as_str()),
+        (Some("9809662"), Some("7809662"), Some("23.60"))
+    );
     assert_eq!(line(inv, "growth", "base_fee", None)["amount"], "25.90");
     assert_eq!(inv["lines"].as_array().unwrap().len(), 5);
     assert_eq!(inv["sla"], serde_json::json!({"requests": 200_000, "errors": 300, "availability_percent": "99.85"}));
-    let credits: Vec<_> = inv["credits"].as_array().unwrap().iter().map(|c| (c["plan"].as_str().unwrap(), c["charges"].as_str().unwrap(), c["amount"].as_str().unwrap())).collect();
+    let credits: Vec<_> = inv["credits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["plan"].as_str().unwrap(), c["charges"].as_str().unwrap(), c["amount"].as_str().unwrap()))
+        .collect();
     assert_eq!(credits, [("starter", "48.37", "4.84"), ("growth", "49.50", "7.43")]);
     assert_eq!(amounts(inv), ["97.87", "12.27", "85.60", "16.26", "101.86"]);
 }
@@ -171,7 +204,10 @@ fn check_acme(inv: &Value) {
 fn check_lotus(inv: &Value) {
     assert_eq!((inv["tenant"].as_str(), inv["currency"].as_str()), (Some("lotus"), Some("JPY")), "{inv}");
     let c = line(inv, "origin", "usage", Some("counter_points"));
-    assert_eq!((c["usage"].as_str(), c["free"].as_str(), c["billable"].as_str(), c["amount"].as_str()), (Some("2134568"), Some("1400000"), Some("734568"), Some("1256")));
+    assert_eq!(
+        (c["usage"].as_str(), c["free"].as_str(), c["billable"].as_str(), c["amount"].as_str()),
+        (Some("2134568"), Some("1400000"), Some("734568"), Some("1256"))
+    );
     assert_eq!(line(inv, "origin", "usage", Some("histogram_points"))["amount"], "1336");
     assert_eq!(line(inv, "origin", "usage", Some("gauge_points"))["amount"], "26");
     assert_eq!(amounts(inv), ["2618", "0", "2618", "157", "2775"]);
@@ -185,9 +221,21 @@ async fn tally_invoice_prints_the_hand_computed_invoices() {
     let meters = fixture("meters.yaml");
     let run = |tenant: &str, format: &str| {
         tally(&[
-            "invoice", "--clickhouse-url", &server.http_url(), "--clickhouse-database", &db,
-            "--plans", plans.to_str().unwrap(), "--meters", meters.to_str().unwrap(),
-            "--tenant", tenant, "--month", "2026-11", "--format", format,
+            "invoice",
+            "--clickhouse-url",
+            &server.http_url(),
+            "--clickhouse-database",
+            &db,
+            "--plans",
+            plans.to_str().unwrap(),
+            "--meters",
+            meters.to_str().unwrap(),
+            "--tenant",
+            tenant,
+            "--month",
+            "2026-11",
+            "--format",
+            format,
         ])
     };
     let out = run("acme", "json");
@@ -207,14 +255,46 @@ async fn tally_invoice_prints_the_hand_computed_invoices() {
     assert!(text.lines().any(|l| l.starts_with("  total") && l.ends_with(" 101.86 EUR")), "{text}");
 
     // A month without a plan, and a bad plans file, fail with the reason.
-    let out = tally(&["invoice", "--clickhouse-url", &server.http_url(), "--clickhouse-database", &db, "--plans", plans.to_str().unwrap(), "--meters", meters.to_str().unwrap(), "--tenant", "lotus", "--month", "2026-10"]);
+    let out = tally(&[
+        "invoice",
+        "--clickhouse-url",
+        &server.http_url(),
+        "--clickhouse-database",
+        &db,
+        "--plans",
+        plans.to_str().unwrap(),
+        "--meters",
+        meters.to_str().unwrap(),
+        "--tenant",
+        "lotus",
+        "--month",
+        "2026-10",
+    ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("tenant \"lotus\" has no plan in effect in 2026-10"));
     // Without the meters file, the plans' custom meters are unknown: refused at load with the line.
-    let out = tally(&["invoice", "--clickhouse-url", &server.http_url(), "--clickhouse-database", &db, "--plans", plans.to_str().unwrap(), "--tenant", "lotus", "--month", "2026-11"]);
+    let out = tally(&[
+        "invoice",
+        "--clickhouse-url",
+        &server.http_url(),
+        "--clickhouse-database",
+        &db,
+        "--plans",
+        plans.to_str().unwrap(),
+        "--tenant",
+        "lotus",
+        "--month",
+        "2026-11",
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains(&format!("plans file {} line 40: plans.origin.meters.counter_points: unknown meter \"counter_points\"", plans.display())), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "plans file {} line 40: plans.origin.meters.counter_points: unknown meter \"counter_points\"",
+            plans.display()
+        )),
+        "{stderr}"
+    );
 }
 
 async fn get(serve: &Serve, path: &str, key: &str) -> (u16, Value) {
@@ -227,11 +307,24 @@ async fn the_api_serves_invoices_and_tenant_keys_read_only_their_own() {
     let (server, db) = setup().await;
     let plans = fixture("plans.yaml");
     let meters = fixture("meters.yaml");
-    let lotus_digest = "sha256:".to_owned() + &metering::api::auth::digest(LOTUS_KEY).iter().map(|b| format!("{b:02x}")).collect::<String>();
-    let serve = start(&server.http_url(), &db, &[
-        "--billing-key", BILLING, "--plans", plans.to_str().unwrap(), "--meters", meters.to_str().unwrap(),
-        "--tenant-key", &format!("acme={ACME_KEY}"), "--tenant-key", &format!("lotus={lotus_digest}"),
-    ])
+    let lotus_digest = "sha256:".to_owned()
+        + &metering::api::auth::digest(LOTUS_KEY).iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let serve = start(
+        &server.http_url(),
+        &db,
+        &[
+            "--billing-key",
+            BILLING,
+            "--plans",
+            plans.to_str().unwrap(),
+            "--meters",
+            meters.to_str().unwrap(),
+            "--tenant-key",
+            &format!("acme={ACME_KEY}"),
+            "--tenant-key",
+            &format!("lotus={lotus_digest}"),
+        ],
+    )
     .await;
 
     for key in [BILLING, ACME_KEY] {
@@ -274,20 +367,41 @@ async fn the_api_serves_invoices_and_tenant_keys_read_only_their_own() {
     // The OpenAPI document describes the route, its parameters, statuses and body.
     let doc: Value = reqwest::get(format!("{}/openapi.json", serve.base)).await.unwrap().json().await.unwrap();
     let route = &doc["paths"]["/v1/tenants/{tenant}/invoices/{month}"]["get"];
-    let params: Vec<_> = route["parameters"].as_array().unwrap().iter().map(|p| (p["name"].as_str().unwrap(), p["in"].as_str().unwrap())).collect();
+    let params: Vec<_> = route["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap(), p["in"].as_str().unwrap()))
+        .collect();
     assert_eq!(params, [("tenant", "path"), ("month", "path")]);
     let statuses: Vec<_> = route["responses"].as_object().unwrap().keys().cloned().collect();
     assert_eq!(statuses, ["200", "400", "401", "403", "404", "500", "503"]);
-    assert_eq!(route["responses"]["200"]["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/Invoice");
+    assert_eq!(
+        route["responses"]["200"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/Invoice"
+    );
     // Every field the invoice has is described, and only those.
-    let described: Vec<_> = doc["components"]["schemas"]["Invoice"]["properties"].as_object().unwrap().keys().cloned().collect();
-    let mut present: Vec<_> = get(&serve, "/v1/tenants/acme/invoices/2026-11", BILLING).await.1.as_object().unwrap().keys().cloned().collect();
+    let described: Vec<_> =
+        doc["components"]["schemas"]["Invoice"]["properties"].as_object().unwrap().keys().cloned().collect();
+    let mut present: Vec<_> = get(&serve, "/v1/tenants/acme/invoices/2026-11", BILLING)
+        .await
+        .1
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
     present.sort();
     // Only for sealed months and the month after one: see tests/seal.rs.
-    let mut described_sorted: Vec<_> = described.iter().filter(|k| !["sealed_digest", "adjustments"].contains(&k.as_str())).cloned().collect();
+    let mut described_sorted: Vec<_> =
+        described.iter().filter(|k| !["sealed_digest", "adjustments"].contains(&k.as_str())).cloned().collect();
     described_sorted.sort();
     assert_eq!(described_sorted, present);
-    assert!(doc["components"]["schemas"]["InvoiceLine"]["properties"]["meter"]["enum"].as_array().unwrap().iter().any(|m| m == "counter_points"));
+    assert!(doc["components"]["schemas"]["InvoiceLine"]["properties"]["meter"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m == "counter_points"));
 }
 
 /// The same reads on chDB (ClickHouse 26.x), with tables of both dialects, give the same invoices.
@@ -303,8 +417,20 @@ fn invoice_reads_run_on_the_modern_dialect() {
         for b in usage_batches() {
             encode_batch(&b, &catalog, &mut bytes).unwrap();
         }
-        common::chdb_insert_rowbinary(&mut chdb, &format!("{db}.usage"), &insert_usage(db).unwrap(), INSERT_STRUCTURE, &bytes);
-        common::chdb_insert_rowbinary(&mut chdb, &format!("{db}.sla"), &insert_sla(db).unwrap(), SLA_INSERT_STRUCTURE, &sla_bytes());
+        common::chdb_insert_rowbinary(
+            &mut chdb,
+            &format!("{db}.usage"),
+            &insert_usage(db).unwrap(),
+            INSERT_STRUCTURE,
+            &bytes,
+        );
+        common::chdb_insert_rowbinary(
+            &mut chdb,
+            &format!("{db}.sla"),
+            &insert_sla(db).unwrap(),
+            SLA_INSERT_STRUCTURE,
+            &sla_bytes(),
+        );
         let mut price = |tenant: &str| {
             let mut usage = Usage::new();
             for window in windows(&book, tenant, month).unwrap() {

@@ -43,24 +43,55 @@ fn rec(tenant: &str, meter: &str, at: OffsetDateTime, value: u64, reason: Option
 fn batches() -> Vec<UsageBatch> {
     let t = datetime!(2026-11-10 10:00 UTC);
     let next_day = datetime!(2026-11-11 00:00 UTC);
-    let batch = |source: &str, seq: u64, records: Vec<UsageRecord>| UsageBatch { source_id: source.into(), seq, records };
-    let first = batch(A1, 1, vec![
-        rec("acme", "spans", t, 600, None),
-        rec("acme", "agent_accepted_spans", t, 1000, None),
-        rec("acme", "agent_acked_spans", t, 600, None),
-    ]);
+    let batch =
+        |source: &str, seq: u64, records: Vec<UsageRecord>| UsageBatch { source_id: source.into(), seq, records };
+    let first = batch(
+        A1,
+        1,
+        vec![
+            rec("acme", "spans", t, 600, None),
+            rec("acme", "agent_accepted_spans", t, 1000, None),
+            rec("acme", "agent_acked_spans", t, 600, None),
+        ],
+    );
     vec![
         first.clone(),
-        batch(A1, 2, vec![rec("globex", "log_records", t, 50, None), rec("globex", "agent_accepted_log_records", t, 55, None), rec("globex", "log_bytes", t, 5000, None)]),
-        batch(A2, 1, vec![
-            rec("acme", "spans", t + Duration::from_secs(300), 300, None),
-            rec("acme", "dropped_spans", t + Duration::from_secs(300), 60, Some("wal full")),
-            rec("acme", "dropped_spans", t + Duration::from_secs(300), 40, Some("refused by a collector: InvalidArgument")),
-            rec("acme", "agent_acked_spans", t + Duration::from_secs(300), 300, None),
-        ]),
-        batch(B1, 1, vec![rec("acme", "metric_points", t, 70, None), rec("acme", "agent_accepted_metric_points", t, 70, None)]),
+        batch(
+            A1,
+            2,
+            vec![
+                rec("globex", "log_records", t, 50, None),
+                rec("globex", "agent_accepted_log_records", t, 55, None),
+                rec("globex", "log_bytes", t, 5000, None),
+            ],
+        ),
+        batch(
+            A2,
+            1,
+            vec![
+                rec("acme", "spans", t + Duration::from_secs(300), 300, None),
+                rec("acme", "dropped_spans", t + Duration::from_secs(300), 60, Some("wal full")),
+                rec(
+                    "acme",
+                    "dropped_spans",
+                    t + Duration::from_secs(300),
+                    40,
+                    Some("refused by a collector: InvalidArgument"),
+                ),
+                rec("acme", "agent_acked_spans", t + Duration::from_secs(300), 300, None),
+            ],
+        ),
+        batch(
+            B1,
+            1,
+            vec![rec("acme", "metric_points", t, 70, None), rec("acme", "agent_accepted_metric_points", t, 70, None)],
+        ),
         batch("collector:1:2", 1, vec![rec("acme", "spans", t, 999, None)]),
-        batch(A2, 2, vec![rec("acme", "spans", next_day, 7, None), rec("acme", "agent_accepted_spans", next_day, 7, None)]),
+        batch(
+            A2,
+            2,
+            vec![rec("acme", "spans", next_day, 7, None), rec("acme", "agent_accepted_spans", next_day, 7, None)],
+        ),
         // node-1's first batch again, as a resend: it counts once.
         first,
     ]
@@ -91,7 +122,8 @@ async fn reconciliation_is_exact_per_agent_tenant_and_signal() {
         writer.push(&b).unwrap();
         writer.flush().await.unwrap();
     }
-    let serve = start(&server.http_url(), &db, &["--billing-key", BILLING, "--tenant-key", &format!("acme={ACME_KEY}")]).await;
+    let serve =
+        start(&server.http_url(), &db, &["--billing-key", BILLING, "--tenant-key", &format!("acme={ACME_KEY}")]).await;
     let get = |path: &str, key: &str| {
         let (url, key) = (format!("{}{path}", serve.base), key.to_owned());
         async move {
@@ -101,11 +133,17 @@ async fn reconciliation_is_exact_per_agent_tenant_and_signal() {
     };
     let (status, body) = get("/v1/reconciliation?from=2026-11-10T00:00:00Z&to=2026-11-11T00:00:00Z", BILLING).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!((body["from"].as_str(), body["to"].as_str()), (Some("2026-11-10T00:00:00Z"), Some("2026-11-11T00:00:00Z")));
+    assert_eq!(
+        (body["from"].as_str(), body["to"].as_str()),
+        (Some("2026-11-10T00:00:00Z"), Some("2026-11-11T00:00:00Z"))
+    );
     assert_eq!(body["data"], expected());
     // With the next day: node-1's later 7 spans are accepted and stored (gap still 0).
     let (_, body) = get("/v1/reconciliation?from=2026-11-10T00:00:00Z&to=2026-11-12T00:00:00Z", BILLING).await;
-    assert_eq!((body["data"][0]["accepted"].as_str(), body["data"][0]["stored"].as_str(), body["data"][0]["gap"].as_str()), (Some("1007"), Some("907"), Some("0")));
+    assert_eq!(
+        (body["data"][0]["accepted"].as_str(), body["data"][0]["stored"].as_str(), body["data"][0]["gap"].as_str()),
+        (Some("1007"), Some("907"), Some("0"))
+    );
 
     let (status, body) = get("/v1/reconciliation?from=2026-11-10T00:00:00Z&to=2026-11-11T00:00:00Z", ACME_KEY).await;
     assert_eq!((status, body["error"]["code"].as_str()), (403, Some("forbidden")), "{body}");

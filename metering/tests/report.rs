@@ -66,7 +66,11 @@ fn usage_batches() -> Vec<UsageBatch> {
         rec("acme", "agent_accepted_spans", datetime!(2026-11-01 00:00 UTC), "1750"),
     ];
     let acme = UsageBatch { source_id: "agent-a:boot-1".into(), seq: 1, records: acme };
-    let globex = UsageBatch { source_id: "agent-b:boot-1".into(), seq: 1, records: vec![rec("globex", "spans", datetime!(2026-11-02 12:00 UTC), "42")] };
+    let globex = UsageBatch {
+        source_id: "agent-b:boot-1".into(),
+        seq: 1,
+        records: vec![rec("globex", "spans", datetime!(2026-11-02 12:00 UTC), "42")],
+    };
     // acme's batch again, as a retry: it counts once.
     vec![acme.clone(), globex, acme]
 }
@@ -88,13 +92,27 @@ fn requests() -> Vec<Request> {
     let mut out = Vec::new();
     let at = |base: OffsetDateTime, i: u64| base + time::Duration::minutes((i % 60) as i64);
     for i in 0..10_000u64 {
-        out.push(("acme", "api", at(datetime!(2026-11-03 10:00 UTC), i), (i % 100 + 1) * MS, i % 200 == 0, String::new()));
+        out.push((
+            "acme",
+            "api",
+            at(datetime!(2026-11-03 10:00 UTC), i),
+            (i % 100 + 1) * MS,
+            i % 200 == 0,
+            String::new(),
+        ));
     }
     for i in 0..20_000u64 {
         out.push(("acme", "api", at(datetime!(2026-11-03 11:00 UTC), i), (5 + i % 10) * MS, false, String::new()));
     }
     for i in 1..=1000u64 {
-        out.push(("acme", "api", at(datetime!(2026-11-17 02:00 UTC), i), i * MS, i % 50 == 0, format!("{:032x}", 0x1700_0000 + i)));
+        out.push((
+            "acme",
+            "api",
+            at(datetime!(2026-11-17 02:00 UTC), i),
+            i * MS,
+            i % 50 == 0,
+            format!("{:032x}", 0x1700_0000 + i),
+        ));
     }
     for i in 0..5000u64 {
         out.push(("acme", "web", datetime!(2026-11-17 02:30 UTC), 2 * MS, i < 5, String::new()));
@@ -118,7 +136,11 @@ fn sla_bytes() -> Vec<u8> {
     for (n, (tenant, service, time, ns, err, trace)) in requests().into_iter().enumerate() {
         let mut r = SlaRecord::new(tenant, service, "", time);
         r.observe(ns, err, &trace);
-        if n % 2 == 0 { a.push(r) } else { b.push(r) }
+        if n % 2 == 0 {
+            a.push(r)
+        } else {
+            b.push(r)
+        }
     }
     let mut bytes = Vec::new();
     encode_sla_batch("collector-a:boot-1", 1, &a, &mut bytes).unwrap();
@@ -150,7 +172,19 @@ async fn setup() -> Fixture {
 }
 
 async fn serve(f: &Fixture) -> Serve {
-    start(&f.server.http_url(), &f.db, &["--billing-key", BILLING, "--tenant-key", &format!("acme={ACME_KEY}"), "--plans", f.plans.path().to_str().unwrap()]).await
+    start(
+        &f.server.http_url(),
+        &f.db,
+        &[
+            "--billing-key",
+            BILLING,
+            "--tenant-key",
+            &format!("acme={ACME_KEY}"),
+            "--plans",
+            f.plans.path().to_str().unwrap(),
+        ],
+    )
+    .await
 }
 
 async fn get(serve: &Serve, path: &str, key: &str) -> (u16, String, String) {
@@ -168,7 +202,11 @@ async fn get_json(serve: &Serve, path: &str, key: &str) -> (u16, Value) {
 fn nonzero_days(meter: &Value) -> Vec<(String, String)> {
     let daily = meter["daily"].as_array().unwrap();
     assert_eq!(daily.len(), 30, "every day of November");
-    daily.iter().filter(|d| d["value"] != "0").map(|d| (d["day"].as_str().unwrap()[8..].to_owned(), d["value"].as_str().unwrap().to_owned())).collect()
+    daily
+        .iter()
+        .filter(|d| d["value"] != "0")
+        .map(|d| (d["day"].as_str().unwrap()[8..].to_owned(), d["value"].as_str().unwrap().to_owned()))
+        .collect()
 }
 
 fn check_usage(report: &Value, tenants: &[&str]) {
@@ -176,11 +214,19 @@ fn check_usage(report: &Value, tenants: &[&str]) {
     let names: Vec<_> = report["tenants"].as_array().unwrap().iter().map(|t| t["tenant"].as_str().unwrap()).collect();
     assert_eq!(names, tenants, "{report}");
     for t in report["tenants"].as_array().unwrap() {
-        let meters: Vec<_> = t["meters"].as_array().unwrap().iter().map(|m| (m["meter"].as_str().unwrap(), m["unit"].as_str().unwrap(), m["total"].as_str().unwrap())).collect();
+        let meters: Vec<_> = t["meters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| (m["meter"].as_str().unwrap(), m["unit"].as_str().unwrap(), m["total"].as_str().unwrap()))
+            .collect();
         match t["tenant"].as_str().unwrap() {
             "acme" => {
                 // No agent_accepted_spans, nothing from October or December, the retry counted once.
-                assert_eq!(meters, [("cpu_seconds", "seconds", "1.75"), ("requests", "count", "123"), ("spans", "count", "1750")]);
+                assert_eq!(
+                    meters,
+                    [("cpu_seconds", "seconds", "1.75"), ("requests", "count", "123"), ("spans", "count", "1750")]
+                );
                 let m = &t["meters"];
                 assert_eq!(nonzero_days(&m[0]), [("15".into(), "1.5".into()), ("16".into(), "0.25".into())]);
                 assert_eq!(nonzero_days(&m[1]), [("15".into(), "123".into())]);
@@ -200,7 +246,10 @@ fn check_sla(report: &Value) {
     let acme = &report["tenants"][0];
     assert_eq!(acme["tenant"], "acme", "{report}");
     // 40,000 requests, 100 failed: 39,900 / 40,000 = 99.75 %.
-    assert_eq!((acme["requests"].as_u64(), acme["errors"].as_u64(), acme["availability_percent"].as_str()), (Some(40_000), Some(100), Some("99.75")));
+    assert_eq!(
+        (acme["requests"].as_u64(), acme["errors"].as_u64(), acme["availability_percent"].as_str()),
+        (Some(40_000), Some(100), Some("99.75"))
+    );
     assert_eq!(acme["slo"], json!({"plan": "pro", "availability_percent": "99.9", "p99_ms": 500}));
     // 99.9 % of 40,000 allows 40 errors; 100 is 250 % of the budget.
     assert_eq!(acme["error_budget_used_percent"], "250");
@@ -212,28 +261,91 @@ fn check_sla(report: &Value) {
         acme["credits"],
         json!({"currency": "USD", "total": "30.18", "credits": [{"plan": "pro", "plan_from": "2026-11-01", "target": "99.9", "below": "99.9", "percent": "10", "charges": "301.75", "amount": "30.18"}]})
     );
-    let services: Vec<_> = acme["services"].as_array().unwrap().iter().map(|s| (s["service"].as_str().unwrap(), s["requests"].as_u64().unwrap(), s["errors"].as_u64().unwrap(), s["availability_percent"].as_str().unwrap())).collect();
+    let services: Vec<_> = acme["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["service"].as_str().unwrap(),
+                s["requests"].as_u64().unwrap(),
+                s["errors"].as_u64().unwrap(),
+                s["availability_percent"].as_str().unwrap(),
+            )
+        })
+        .collect();
     // api: 31,000 with 70 failed = 99.7742 % (99.774193…); web: 9,000 with 30 = 99.6667 % (99.666…).
     assert_eq!(services, [("api", 31_000, 70, "99.7742"), ("web", 9_000, 30, "99.6667")]);
     // Worst hours: 20/1,000 = 2 %, 25/4,000 = 0.625 %, 50/10,000 = 0.5 %, 5/5,000 = 0.1 %; 11:00 on the 3rd had none.
-    let worst: Vec<_> = acme["worst_hours"].as_array().unwrap().iter().map(|h| (h["service"].as_str().unwrap(), h["start"].as_str().unwrap(), h["requests"].as_u64().unwrap(), h["errors"].as_u64().unwrap(), h["availability_percent"].as_str().unwrap())).collect();
-    assert_eq!(worst, [
-        ("api", "2026-11-17T02:00:00Z", 1000, 20, "98"),
-        ("web", "2026-11-25T23:00:00Z", 4000, 25, "99.375"),
-        ("api", "2026-11-03T10:00:00Z", 10_000, 50, "99.5"),
-        ("web", "2026-11-17T02:00:00Z", 5000, 5, "99.9"),
-    ]);
+    let worst: Vec<_> = acme["worst_hours"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["service"].as_str().unwrap(),
+                h["start"].as_str().unwrap(),
+                h["requests"].as_u64().unwrap(),
+                h["errors"].as_u64().unwrap(),
+                h["availability_percent"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        worst,
+        [
+            ("api", "2026-11-17T02:00:00Z", 1000, 20, "98"),
+            ("web", "2026-11-25T23:00:00Z", 4000, 25, "99.375"),
+            ("api", "2026-11-03T10:00:00Z", 10_000, 50, "99.5"),
+            ("web", "2026-11-17T02:00:00Z", 5000, 5, "99.9"),
+        ]
+    );
     // The worst hour's traces: the 3 slowest (1,000 ms failed, 999, 998) and the slowest failed (950, 900).
-    let ex: Vec<_> = acme["worst_hours"][0]["exemplars"].as_array().unwrap().iter().map(|e| (e["trace_id"].as_str().unwrap().to_owned(), e["latency_ms"].as_str().unwrap().to_owned(), e["error"].as_bool().unwrap())).collect();
-    let want: Vec<_> = [(1000u64, true), (999, false), (998, false), (950, true), (900, true)].iter().map(|&(ms, e)| (format!("{:032x}", 0x1700_0000 + ms), ms.to_string(), e)).collect();
+    let ex: Vec<_> = acme["worst_hours"][0]["exemplars"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["trace_id"].as_str().unwrap().to_owned(),
+                e["latency_ms"].as_str().unwrap().to_owned(),
+                e["error"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    let want: Vec<_> = [(1000u64, true), (999, false), (998, false), (950, true), (900, true)]
+        .iter()
+        .map(|&(ms, e)| (format!("{:032x}", 0x1700_0000 + ms), ms.to_string(), e))
+        .collect();
     assert_eq!(ex, want);
     // Daily: the 3rd 29,950/30,000, the 17th 5,975/6,000, the 25th 3,975/4,000; other days have no requests.
-    let days: Vec<_> = acme["daily"].as_array().unwrap().iter().filter(|d| d["requests"] != 0).map(|d| (d["day"].as_str().unwrap(), d["requests"].as_u64().unwrap(), d["errors"].as_u64().unwrap(), d["availability_percent"].as_str().unwrap())).collect();
-    assert_eq!(days, [("2026-11-03", 30_000, 50, "99.8333"), ("2026-11-17", 6000, 25, "99.5833"), ("2026-11-25", 4000, 25, "99.375")]);
+    let days: Vec<_> = acme["daily"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["requests"] != 0)
+        .map(|d| {
+            (
+                d["day"].as_str().unwrap(),
+                d["requests"].as_u64().unwrap(),
+                d["errors"].as_u64().unwrap(),
+                d["availability_percent"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        days,
+        [
+            ("2026-11-03", 30_000, 50, "99.8333"),
+            ("2026-11-17", 6000, 25, "99.5833"),
+            ("2026-11-25", 4000, 25, "99.375")
+        ]
+    );
     assert_eq!(acme["daily"].as_array().unwrap().len(), 30);
     assert_eq!(acme["daily"][0]["availability_percent"], Value::Null);
     // Percentiles within 1/256 of the exact value at rank ⌈q·n⌉ of acme's November latencies.
-    let mut lat: Vec<u64> = requests().iter().filter(|r| r.0 == "acme" && r.2.month() == time::Month::November).map(|r| r.3).collect();
+    let mut lat: Vec<u64> =
+        requests().iter().filter(|r| r.0 == "acme" && r.2.month() == time::Month::November).map(|r| r.3).collect();
     lat.sort();
     for (field, ppm) in [("p50_ms", 500_000u64), ("p95_ms", 950_000), ("p99_ms", 990_000)] {
         let exact = lat[((ppm * lat.len() as u64).div_ceil(1_000_000) - 1) as usize];
@@ -244,8 +356,14 @@ fn check_sla(report: &Value) {
     assert_eq!(lat[39_599], 600 * MS);
 
     let globex = &report["tenants"][1];
-    assert_eq!((globex["tenant"].as_str(), globex["requests"].as_u64(), globex["availability_percent"].as_str()), (Some("globex"), Some(100), Some("100")));
-    assert_eq!((&globex["slo"], &globex["credits"], &globex["error_budget_used_percent"]), (&Value::Null, &Value::Null, &Value::Null));
+    assert_eq!(
+        (globex["tenant"].as_str(), globex["requests"].as_u64(), globex["availability_percent"].as_str()),
+        (Some("globex"), Some(100), Some("100"))
+    );
+    assert_eq!(
+        (&globex["slo"], &globex["credits"], &globex["error_budget_used_percent"]),
+        (&Value::Null, &Value::Null, &Value::Null)
+    );
     assert_eq!(globex["worst_hours"], json!([]));
 }
 
@@ -317,12 +435,23 @@ async fn reports_over_the_api_have_the_hand_computed_figures() {
     let doc: Value = reqwest::get(format!("{}/openapi.json", serve.base)).await.unwrap().json().await.unwrap();
     for (route, schema) in [("/v1/reports/usage/{month}", "UsageReport"), ("/v1/reports/sla/{month}", "SlaReport")] {
         let get = &doc["paths"][route]["get"];
-        let params: Vec<_> = get["parameters"].as_array().unwrap().iter().map(|p| (p["name"].as_str().unwrap(), p["in"].as_str().unwrap())).collect();
+        let params: Vec<_> = get["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p["name"].as_str().unwrap(), p["in"].as_str().unwrap()))
+            .collect();
         assert_eq!(params, [("month", "path"), ("format", "query"), ("tenant", "query")], "{route}");
         let media: Vec<_> = get["responses"]["200"]["content"].as_object().unwrap().keys().cloned().collect();
         assert_eq!(media, ["application/json", "text/csv", "text/html"]);
-        assert_eq!(get["responses"]["200"]["content"]["application/json"]["schema"]["$ref"], format!("#/components/schemas/{schema}"));
-        assert_eq!(get["responses"]["403"]["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/Error");
+        assert_eq!(
+            get["responses"]["200"]["content"]["application/json"]["schema"]["$ref"],
+            format!("#/components/schemas/{schema}")
+        );
+        assert_eq!(
+            get["responses"]["403"]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/Error"
+        );
     }
     let keys = |v: &Value| -> Vec<String> {
         let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
@@ -336,7 +465,8 @@ async fn reports_over_the_api_have_the_hand_computed_figures() {
     described.sort();
     assert_eq!(described, keys(&sla["tenants"][0]));
     let (_, usage) = get_json(&serve, "/v1/reports/usage/2026-11", BILLING).await;
-    let meter_schema = &doc["components"]["schemas"]["UsageReport"]["properties"]["tenants"]["items"]["properties"]["meters"]["items"]["properties"];
+    let meter_schema = &doc["components"]["schemas"]["UsageReport"]["properties"]["tenants"]["items"]["properties"]
+        ["meters"]["items"]["properties"];
     assert_eq!(keys(meter_schema), keys(&usage["tenants"][0]["meters"][0]));
 }
 
@@ -347,9 +477,11 @@ async fn tally_report_writes_the_same_reports() {
     let dir = tempfile::tempdir().unwrap();
     let url = f.server.http_url();
     let base = ["--clickhouse-url", url.as_str(), "--clickhouse-database", f.db.as_str(), "--month", "2026-11"];
-    let out = tally(&[&["report", "usage"], &base[..], &["--format", "csv", "--out", dir.path().to_str().unwrap()]].concat());
+    let out =
+        tally(&[&["report", "usage"], &base[..], &["--format", "csv", "--out", dir.path().to_str().unwrap()]].concat());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let mut files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let mut files: Vec<_> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     files.sort();
     assert_eq!(files, ["usage-2026-11-acme.csv", "usage-2026-11-globex.csv"]);
     for t in ["acme", "globex"] {
@@ -363,10 +495,17 @@ async fn tally_report_writes_the_same_reports() {
     // Without plans: the same figures, no objective, no credits.
     let out = tally(&[&["report", "sla"], &base[..], &["--tenant", "acme", "--format", "json"]].concat());
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!((report["tenants"][0]["requests"].as_u64(), &report["tenants"][0]["credits"], &report["tenants"][0]["slo"]), (Some(40_000), &Value::Null, &Value::Null));
+    assert_eq!(
+        (report["tenants"][0]["requests"].as_u64(), &report["tenants"][0]["credits"], &report["tenants"][0]["slo"]),
+        (Some(40_000), &Value::Null, &Value::Null)
+    );
     let out = tally(&[&["report", "sla"], &base[..2], &["--clickhouse-database", &f.db, "--month", "2026-1"]].concat());
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("\"2026-1\" is not a month written YYYY-MM"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("\"2026-1\" is not a month written YYYY-MM"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Sealed, November's reports read every tenant at once from the seal's roll-ups: the same
     // hand-computed figures, worst hours, exemplars and credits.
     let out = tally(&[&["seal"], &base[..]].concat());
@@ -387,7 +526,8 @@ async fn tally_report_writes_the_same_reports() {
 async fn tally_export_writes_cloudevents_stripe_meter_events_and_csv() {
     let f = setup().await;
     let url = f.server.http_url();
-    let base = ["export", "--clickhouse-url", url.as_str(), "--clickhouse-database", f.db.as_str(), "--month", "2026-11"];
+    let base =
+        ["export", "--clickhouse-url", url.as_str(), "--clickhouse-database", f.db.as_str(), "--month", "2026-11"];
     let run = |extra: &[&str]| tally(&[&base[..], extra].concat());
     let json_lines = |out: &std::process::Output| -> Vec<Value> {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -397,19 +537,53 @@ async fn tally_export_writes_cloudevents_stripe_meter_events_and_csv() {
     // spans (2), globex's spans (1); no agent_* books.
     let events = json_lines(&run(&["--format", "cloudevents"]));
     let ids: Vec<_> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
-    assert_eq!(ids, ["acme/cpu_seconds/2026-11-15", "acme/cpu_seconds/2026-11-16", "acme/requests/2026-11-15", "acme/spans/2026-11-01", "acme/spans/2026-11-30", "globex/spans/2026-11-02"]);
-    assert_eq!(events[0]["data"], json!({"tenant": "acme", "meter": "cpu_seconds", "unit": "seconds", "start": "2026-11-15T00:00:00Z", "end": "2026-11-16T00:00:00Z", "value": "1.5"}));
-    assert_eq!((events[3]["source"].as_str(), events[3]["specversion"].as_str(), events[3]["data"]["value"].as_str()), (Some(format!("tally/{}", f.db).as_str()), Some("1.0"), Some("1500")));
+    assert_eq!(
+        ids,
+        [
+            "acme/cpu_seconds/2026-11-15",
+            "acme/cpu_seconds/2026-11-16",
+            "acme/requests/2026-11-15",
+            "acme/spans/2026-11-01",
+            "acme/spans/2026-11-30",
+            "globex/spans/2026-11-02"
+        ]
+    );
+    assert_eq!(
+        events[0]["data"],
+        json!({"tenant": "acme", "meter": "cpu_seconds", "unit": "seconds", "start": "2026-11-15T00:00:00Z", "end": "2026-11-16T00:00:00Z", "value": "1.5"})
+    );
+    assert_eq!(
+        (events[3]["source"].as_str(), events[3]["specversion"].as_str(), events[3]["data"]["value"].as_str()),
+        (Some(format!("tally/{}", f.db).as_str()), Some("1.0"), Some("1500"))
+    );
 
-    let stripe = json_lines(&run(&["--format", "stripe", "--meter", "spans", "--stripe-customer", "acme=cus_A", "--stripe-customer", "globex=cus_G"]));
+    let stripe = json_lines(&run(&[
+        "--format",
+        "stripe",
+        "--meter",
+        "spans",
+        "--stripe-customer",
+        "acme=cus_A",
+        "--stripe-customer",
+        "globex=cus_G",
+    ]));
     assert_eq!(stripe.len(), 3);
-    assert_eq!(stripe[1], json!({"event_name": "spans", "identifier": "tally-acme-spans-2026-11-30", "timestamp": datetime!(2026-11-30 00:00 UTC).unix_timestamp(),
-                                 "payload": {"stripe_customer_id": "cus_A", "value": "250"}}));
+    assert_eq!(
+        stripe[1],
+        json!({"event_name": "spans", "identifier": "tally-acme-spans-2026-11-30", "timestamp": datetime!(2026-11-30 00:00 UTC).unix_timestamp(),
+                                 "payload": {"stripe_customer_id": "cus_A", "value": "250"}})
+    );
     assert_eq!(stripe[2]["payload"], json!({"stripe_customer_id": "cus_G", "value": "42"}));
     // Refused, never rounded or guessed: fractional seconds, a tenant without a customer, an unknown meter.
     for (extra, message) in [
-        (&["--format", "stripe", "--stripe-customer", "acme=cus_A", "--stripe-customer", "globex=cus_G"][..], "acme's cpu_seconds on 2026-11-15 is 1.5, and Stripe meter events take whole numbers"),
-        (&["--format", "stripe", "--meter", "spans", "--stripe-customer", "acme=cus_A"][..], "no Stripe customer for tenant(s) globex"),
+        (
+            &["--format", "stripe", "--stripe-customer", "acme=cus_A", "--stripe-customer", "globex=cus_G"][..],
+            "acme's cpu_seconds on 2026-11-15 is 1.5, and Stripe meter events take whole numbers",
+        ),
+        (
+            &["--format", "stripe", "--meter", "spans", "--stripe-customer", "acme=cus_A"][..],
+            "no Stripe customer for tenant(s) globex",
+        ),
         (&["--format", "csv", "--meter", "spanz"][..], "--meter \"spanz\": no such meter in 2026-11's usage"),
     ] {
         let out = run(extra);
@@ -419,7 +593,11 @@ async fn tally_export_writes_cloudevents_stripe_meter_events_and_csv() {
     let out = run(&["--format", "csv", "--tenant", "globex"]);
     let csv = String::from_utf8(out.stdout).unwrap();
     assert_eq!(csv.lines().count(), 1 + 31);
-    assert!(csv.contains("\r\nglobex,spans,count,2026-11-02,42\r\n") && csv.ends_with("\r\nglobex,spans,count,2026-11,42\r\n"), "{csv}");
+    assert!(
+        csv.contains("\r\nglobex,spans,count,2026-11-02,42\r\n")
+            && csv.ends_with("\r\nglobex,spans,count,2026-11,42\r\n"),
+        "{csv}"
+    );
 }
 
 fn screenshot_dir() -> PathBuf {
@@ -437,14 +615,24 @@ async fn html_reports_render_in_chromium_without_errors() {
     for kind in ["usage", "sla"] {
         let (status, ct, html) = get(&serve, &format!("/v1/reports/{kind}/2026-11?format=html"), BILLING).await;
         assert_eq!((status, ct.as_str()), (200, "text/html; charset=utf-8"));
-        assert!(!html.contains("http://") || html.matches("http://").all(|_| html.contains("xmlns=\"http://www.w3.org/2000/svg\"")), "no external assets");
+        assert!(
+            !html.contains("http://")
+                || html.matches("http://").all(|_| html.contains("xmlns=\"http://www.w3.org/2000/svg\"")),
+            "no external assets"
+        );
         assert!(!html.contains("<script") && !html.contains("<link") && !html.contains("src="));
         let path = dir.path().join(format!("{kind}.html"));
         std::fs::write(&path, &html).unwrap();
         let mut tab = chromium.open(&format!("file://{}", path.display()), 900).unwrap();
-        let count = |tab: &mut testkit::chromium::Tab, selector: &str| tab.eval(&format!("document.querySelectorAll({selector:?}).length")).unwrap().as_u64().unwrap();
+        let count = |tab: &mut testkit::chromium::Tab, selector: &str| {
+            tab.eval(&format!("document.querySelectorAll({selector:?}).length")).unwrap().as_u64().unwrap()
+        };
         // Charts are laid out at their size (not collapsed).
-        let width = tab.eval("Math.round(document.querySelector('svg.chart').getBoundingClientRect().width)").unwrap().as_u64().unwrap();
+        let width = tab
+            .eval("Math.round(document.querySelector('svg.chart').getBoundingClientRect().width)")
+            .unwrap()
+            .as_u64()
+            .unwrap();
         assert_eq!(width, 720, "{kind}");
         match kind {
             "usage" => {
@@ -452,7 +640,17 @@ async fn html_reports_render_in_chromium_without_errors() {
                 assert_eq!(count(&mut tab, "svg.chart"), 4);
                 assert_eq!(count(&mut tab, "svg.chart rect.bar"), 120);
                 let drawn = tab.eval("[...document.querySelectorAll('rect.bar')].filter(r => r.getBoundingClientRect().height > 0).map(r => r.querySelector('title').textContent)").unwrap();
-                assert_eq!(drawn, json!(["2026-11-15: 1.5 seconds", "2026-11-16: 0.25 seconds", "2026-11-15: 123 count", "2026-11-01: 1,500 count", "2026-11-30: 250 count", "2026-11-02: 42 count"]));
+                assert_eq!(
+                    drawn,
+                    json!([
+                        "2026-11-15: 1.5 seconds",
+                        "2026-11-16: 0.25 seconds",
+                        "2026-11-15: 123 count",
+                        "2026-11-01: 1,500 count",
+                        "2026-11-30: 250 count",
+                        "2026-11-02: 42 count"
+                    ])
+                );
                 // The tallest bar of a chart reaches half its frame or more (a readable scale).
                 let tallest = tab.eval("Math.max(...[...document.querySelectorAll('svg.chart')[2].querySelectorAll('rect.bar')].map(r => r.getBoundingClientRect().height))").unwrap().as_f64().unwrap();
                 assert!(tallest >= 71.0, "{tallest}");
@@ -467,7 +665,10 @@ async fn html_reports_render_in_chromium_without_errors() {
                 assert_eq!(count(&mut tab, "circle.dot.s-availability"), 4);
                 assert_eq!(count(&mut tab, "circle.dot.s-p99"), 4);
                 // acme's targets: 99.9 % and p99 500 ms.
-                assert_eq!(tab.eval("[...document.querySelectorAll('line.target title')].map(t => t.textContent)").unwrap(), json!(["target 99.9 %", "p99 target 500 ms"]));
+                assert_eq!(
+                    tab.eval("[...document.querySelectorAll('line.target title')].map(t => t.textContent)").unwrap(),
+                    json!(["target 99.9 %", "p99 target 500 ms"])
+                );
                 assert_eq!(count(&mut tab, "table.worst tr"), 5, "a header and acme's 4 worst hours");
                 let first = tab.eval("document.querySelector('table.worst tr:nth-child(2)').innerText").unwrap();
                 assert_eq!(
@@ -499,8 +700,10 @@ fn chromium_reports_console_errors_exceptions_and_failed_loads() {
     let path = dir.path().join("broken.html");
     // A port nothing listens on: the image load is refused.
     let port = common::serve::free_port();
-    let page = format!("<!DOCTYPE html><html><body><p>x</p><img src=\"http://127.0.0.1:{port}/missing.png\">\
-        <script>console.log('fine'); console.error('boom'); null.x;</script></body></html>");
+    let page = format!(
+        "<!DOCTYPE html><html><body><p>x</p><img src=\"http://127.0.0.1:{port}/missing.png\">\
+        <script>console.log('fine'); console.error('boom'); null.x;</script></body></html>"
+    );
     std::fs::write(&path, page).unwrap();
     let mut chromium = Chromium::start().unwrap();
     let tab = chromium.open(&format!("file://{}", path.display()), 800).unwrap();

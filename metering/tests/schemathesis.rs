@@ -55,10 +55,20 @@ async fn the_api_keeps_its_openapi_document_and_never_answers_5xx() {
         writer.push(&batch).unwrap();
     }
     writer.flush().await.unwrap();
-    let serve = start(&server.http_url(), &db, &[
-        "--billing-key", "billing-key-1", "--tenant-key", "acme=acme-key-1",
-        "--plans", &fixture("plans.yaml"), "--meters", &fixture("meters.yaml"),
-    ])
+    let serve = start(
+        &server.http_url(),
+        &db,
+        &[
+            "--billing-key",
+            "billing-key-1",
+            "--tenant-key",
+            "acme=acme-key-1",
+            "--plans",
+            &fixture("plans.yaml"),
+            "--meters",
+            &fixture("meters.yaml"),
+        ],
+    )
     .await;
     let billing = schemathesis(&serve.base, "billing-key-1");
     let tenant = schemathesis(&serve.base, "acme-key-1");

@@ -10,7 +10,6 @@ mod common;
 use std::time::Duration;
 
 use common::serve::{start, tally, Serve};
-use metering::store::rollup::{Granularity, Sealed, UsageQuery};
 use metering::clickhouse::client::parse_tsv;
 use metering::clickhouse::ClickHouse;
 use metering::meter::Catalog;
@@ -18,11 +17,12 @@ use metering::pricing::BillingMonth;
 use metering::record::{UsageBatch, UsageRecord};
 use metering::seal::digest::{digest, GENESIS};
 use metering::seal::rollup::Rollup;
-use metering::sla::schema::SLA_INSERT_STRUCTURE;
-use metering::sla::{encode_sla_batch, insert_sla, SlaRecord};
 use metering::seal::schema;
 use metering::seal::store::{parse_sla_snapshot, parse_snapshot};
+use metering::sla::schema::SLA_INSERT_STRUCTURE;
+use metering::sla::{encode_sla_batch, insert_sla, SlaRecord};
 use metering::store::migrate::migrate;
+use metering::store::rollup::{Granularity, Sealed, UsageQuery};
 use metering::store::schema::{insert_usage, INSERT_STRUCTURE};
 use metering::store::writer::{encode_batch, UsageWriter};
 use metering::store::Dialect;
@@ -55,7 +55,11 @@ tenants:
 ";
 
 fn batch(seq: u64, at: time::OffsetDateTime, spans: u64) -> UsageBatch {
-    UsageBatch { source_id: "agent-a:boot-1".into(), seq, records: vec![UsageRecord::new("acme", "spans", at, spans.into())] }
+    UsageBatch {
+        source_id: "agent-a:boot-1".into(),
+        seq,
+        records: vec![UsageRecord::new("acme", "spans", at, spans.into())],
+    }
 }
 
 /// October's 5,000 spans, sealed; then 8,000 more for October (a new batch: late); November's 3,000.
@@ -72,7 +76,8 @@ fn november() -> UsageBatch {
 /// October's requests as a collector writes them: 1,000 of 1 ms on the 10th, 2 failed (99.8 %)
 /// in batch 1; then, late, 1,000 more without errors (batch 2), which would lift October to 99.9 %.
 fn sla_bytes(late: bool) -> Vec<u8> {
-    let (seq, at, errors) = if late { (2, datetime!(2026-10-21 00:00 UTC), 0) } else { (1, datetime!(2026-10-10 00:00 UTC), 2) };
+    let (seq, at, errors) =
+        if late { (2, datetime!(2026-10-21 00:00 UTC), 0) } else { (1, datetime!(2026-10-10 00:00 UTC), 2) };
     let mut r = SlaRecord::new("acme", "api", "", at);
     for i in 0..1000 {
         r.observe(1_000_000, i < errors, "");
@@ -91,14 +96,19 @@ async fn write(ch: &ClickHouse, db: &str, batches: &[UsageBatch]) {
 }
 
 async fn call(serve: &Serve, method: reqwest::Method, path: &str, key: &str) -> (u16, Value) {
-    let resp = reqwest::Client::new().request(method, format!("{}{path}", serve.base)).bearer_auth(key).send().await.unwrap();
+    let resp =
+        reqwest::Client::new().request(method, format!("{}{path}", serve.base)).bearer_auth(key).send().await.unwrap();
     (resp.status().as_u16(), resp.json().await.unwrap())
 }
 
 /// The canonical text of the month's rows as `SELECT ... FROM usage` shows them, hashed by `sha256sum`.
 fn sha256sum(text: &str) -> String {
     use std::io::Write;
-    let mut child = std::process::Command::new("sha256sum").stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut child = std::process::Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_owned()
@@ -118,7 +128,19 @@ async fn a_sealed_month_verifies_after_late_usage_which_is_adjusted_next_month()
     ch.insert_rowbinary(&insert_sla(&db).unwrap(), sla_bytes(false).into()).await.unwrap();
     let plans = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(plans.path(), PLANS).unwrap();
-    let serve = start(&server.http_url(), &db, &["--billing-key", BILLING, "--tenant-key", &format!("acme={ACME_KEY}"), "--plans", plans.path().to_str().unwrap()]).await;
+    let serve = start(
+        &server.http_url(),
+        &db,
+        &[
+            "--billing-key",
+            BILLING,
+            "--tenant-key",
+            &format!("acme={ACME_KEY}"),
+            "--plans",
+            plans.path().to_str().unwrap(),
+        ],
+    )
+    .await;
     let post = reqwest::Method::POST;
     let get = reqwest::Method::GET;
 
@@ -135,7 +157,15 @@ async fn a_sealed_month_verifies_after_late_usage_which_is_adjusted_next_month()
 
     let (status, sealed) = call(&serve, post.clone(), "/v1/periods/2026-10/seal", BILLING).await;
     assert_eq!(status, 201, "{sealed}");
-    assert_eq!((sealed["month"].as_str(), sealed["rows"].as_u64(), sealed["sla_rows"].as_u64(), sealed["previous_digest"].as_str()), (Some("2026-10"), Some(1), Some(1), Some(GENESIS)));
+    assert_eq!(
+        (
+            sealed["month"].as_str(),
+            sealed["rows"].as_u64(),
+            sealed["sla_rows"].as_u64(),
+            sealed["previous_digest"].as_str()
+        ),
+        (Some("2026-10"), Some(1), Some(1), Some(GENESIS))
+    );
     // The digest, recomputed without the code under test: the month's one row as the server stores it.
     let stored = server.query(&format!(
         "SELECT tenant, meter, toUInt32(window_start), service, route, dimensions, unique_value, value, unit, aggregation, source_id, batch_seq \
@@ -147,7 +177,11 @@ async fn a_sealed_month_verifies_after_late_usage_which_is_adjusted_next_month()
     let mut line: Vec<String> = fields.iter().map(|f| f.to_string()).collect();
     line[7] = "5000".into();
     // The SLA row: 1,000 requests of 1 ms (one latency bucket), 2 failed, no trace ids.
-    let sla = server.query(&format!("SELECT toUInt32(window_start), latency_buckets[1], latency_counts[1] FROM {db}.sla FORMAT TSV")).unwrap();
+    let sla = server
+        .query(&format!(
+            "SELECT toUInt32(window_start), latency_buckets[1], latency_counts[1] FROM {db}.sla FORMAT TSV"
+        ))
+        .unwrap();
     let sla: Vec<&str> = sla.trim_end().split('\t').collect();
     let sla_line = format!("acme\tapi\t\t{}\t1000\t2\t{}:{}\t\tcollector-a:boot-1\t1", sla[0], sla[1], sla[2]);
     assert_eq!(sla[2], "1000");
@@ -160,8 +194,15 @@ async fn a_sealed_month_verifies_after_late_usage_which_is_adjusted_next_month()
     ch.insert_rowbinary(&insert_sla(&db).unwrap(), sla_bytes(true).into()).await.unwrap();
     let (status, period) = call(&serve, get.clone(), "/v1/periods/2026-10", ACME_KEY).await;
     assert_eq!(status, 200, "{period}");
-    assert_eq!((period["sealed"].as_bool(), period["verified"].as_bool(), period["late_rows"].as_u64()), (Some(true), Some(true), Some(1)), "{period}");
-    assert_eq!((period["digest"].as_str(), period["recomputed_digest"].as_str()), (Some(october_digest.as_str()), Some(october_digest.as_str())));
+    assert_eq!(
+        (period["sealed"].as_bool(), period["verified"].as_bool(), period["late_rows"].as_u64()),
+        (Some(true), Some(true), Some(1)),
+        "{period}"
+    );
+    assert_eq!(
+        (period["digest"].as_str(), period["recomputed_digest"].as_str()),
+        (Some(october_digest.as_str()), Some(october_digest.as_str()))
+    );
 
     // October's invoice keeps the sealed figures, usage and availability, and says so (live
     // October is now 13,000 spans and 1,998 good of 2,000 requests = 99.9 %: no credit).
@@ -172,28 +213,68 @@ async fn a_sealed_month_verifies_after_late_usage_which_is_adjusted_next_month()
     assert_eq!(inv["sealed_digest"], october_digest.as_str());
     // So do its reports (the late 8,000 spans and 1,000 requests are not in them).
     let (_, report) = call(&serve, get.clone(), "/v1/reports/usage/2026-10", BILLING).await;
-    assert_eq!((report["sealed_digest"].as_str(), report["tenants"][0]["meters"][0]["total"].as_str()), (Some(october_digest.as_str()), Some("5000")), "{report}");
+    assert_eq!(
+        (report["sealed_digest"].as_str(), report["tenants"][0]["meters"][0]["total"].as_str()),
+        (Some(october_digest.as_str()), Some("5000")),
+        "{report}"
+    );
     let (_, report) = call(&serve, get.clone(), "/v1/reports/sla/2026-10", BILLING).await;
     let acme = &report["tenants"][0];
-    assert_eq!((report["sealed_digest"].as_str(), acme["requests"].as_u64(), acme["availability_percent"].as_str(), acme["credits"]["total"].as_str()), (Some(october_digest.as_str()), Some(1000), Some("99.8"), Some("0.80")), "{report}");
+    assert_eq!(
+        (
+            report["sealed_digest"].as_str(),
+            acme["requests"].as_u64(),
+            acme["availability_percent"].as_str(),
+            acme["credits"]["total"].as_str()
+        ),
+        (Some(october_digest.as_str()), Some(1000), Some("99.8"), Some("0.80")),
+        "{report}"
+    );
     // November: its own 3,000 − 1,000 free = 2,000 × 2 / 1,000 = 4.00, plus October's late 8,000 spans:
     // October at 13,000 would have been 12,000 billable = 10,000 × 2 / 1,000 + 2,000 × 1 / 1,000 = 22.00,
     // 14.00 more than sealed. Charges 18.00, tax 1.80, total 19.80.
     let (_, inv) = call(&serve, get.clone(), "/v1/tenants/acme/invoices/2026-11", BILLING).await;
     assert_eq!(inv["lines"][0]["amount"], "4.00", "{inv}");
-    assert_eq!(inv["adjustments"], json!([{"month": "2026-10", "plan": "pro", "plan_from": "2026-10-01", "meter": "spans", "unit": "count", "late_usage": "8000", "amount": "14.00"}]));
+    assert_eq!(
+        inv["adjustments"],
+        json!([{"month": "2026-10", "plan": "pro", "plan_from": "2026-10-01", "meter": "spans", "unit": "count", "late_usage": "8000", "amount": "14.00"}])
+    );
     assert_eq!(amounts(&inv), ["18.00", "0.00", "18.00", "1.80", "19.80"]);
-    let out = tally(&["invoice", "--clickhouse-url", &server.http_url(), "--clickhouse-database", &db, "--plans", plans.path().to_str().unwrap(), "--tenant", "acme", "--month", "2026-11", "--format", "text"]);
+    let out = tally(&[
+        "invoice",
+        "--clickhouse-url",
+        &server.http_url(),
+        "--clickhouse-database",
+        &db,
+        "--plans",
+        plans.path().to_str().unwrap(),
+        "--tenant",
+        "acme",
+        "--month",
+        "2026-11",
+        "--format",
+        "text",
+    ]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.lines().any(|l| l.starts_with("  adjustment 2026-10 spans [pro]: late usage 8000 count") && l.ends_with(" 14.00 USD")), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("  adjustment 2026-10 spans [pro]: late usage 8000 count")
+                && l.ends_with(" 14.00 USD")),
+        "{text}"
+    );
 
     // November seals onto October's digest (the chain); the CLI verifies both.
     let url = server.http_url();
-    let cli = |cmd: &str, month: &str| tally(&[cmd, "--clickhouse-url", &url, "--clickhouse-database", &db, "--month", month]);
+    let cli = |cmd: &str, month: &str| {
+        tally(&[cmd, "--clickhouse-url", &url, "--clickhouse-database", &db, "--month", month])
+    };
     let out = cli("seal", "2026-11");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let november_seal: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!((november_seal["previous_digest"].as_str(), november_seal["rows"].as_u64()), (Some(october_digest.as_str()), Some(1)));
+    assert_eq!(
+        (november_seal["previous_digest"].as_str(), november_seal["rows"].as_u64()),
+        (Some(october_digest.as_str()), Some(1))
+    );
     for month in ["2026-10", "2026-11"] {
         let out = cli("verify", month);
         assert!(out.status.success(), "{month}: {}", String::from_utf8_lossy(&out.stderr));
@@ -214,12 +295,18 @@ async fn a_sealed_month_verifies_after_late_usage_which_is_adjusted_next_month()
 
     // A row slipped into October's snapshot is caught by verification.
     let seal_id = sealed["seal_id"].as_str().unwrap();
-    server.query(&format!(
-        "INSERT INTO {db}.sealed_usage (seal_id, tenant, meter, window_start, value, unit, source_id, batch_seq) \
+    server
+        .query(&format!(
+            "INSERT INTO {db}.sealed_usage (seal_id, tenant, meter, window_start, value, unit, source_id, batch_seq) \
          VALUES ('{seal_id}', 'acme', 'spans', toDateTime('2026-10-11 00:00:00', 'UTC'), 1, 'count', 'forged', 1)"
-    )).unwrap();
+        ))
+        .unwrap();
     let (_, period) = call(&serve, get.clone(), "/v1/periods/2026-10", BILLING).await;
-    assert_eq!((period["verified"].as_bool(), period["recomputed_rows"].as_u64(), period["rows"].as_u64()), (Some(false), Some(2), Some(1)), "{period}");
+    assert_eq!(
+        (period["verified"].as_bool(), period["recomputed_rows"].as_u64(), period["rows"].as_u64()),
+        (Some(false), Some(2), Some(1)),
+        "{period}"
+    );
     // And so is an SLA row slipped into November's (which sealed none): credits follow them.
     let (_, november) = call(&serve, get.clone(), "/v1/periods/2026-11", BILLING).await;
     assert_eq!((november["verified"].as_bool(), november["sla_rows"].as_u64()), (Some(true), Some(0)), "{november}");
@@ -229,11 +316,19 @@ async fn a_sealed_month_verifies_after_late_usage_which_is_adjusted_next_month()
         november["seal_id"].as_str().unwrap()
     )).unwrap();
     let (_, november) = call(&serve, get.clone(), "/v1/periods/2026-11", BILLING).await;
-    assert_eq!((november["verified"].as_bool(), november["recomputed_sla_rows"].as_u64()), (Some(false), Some(1)), "{november}");
+    assert_eq!(
+        (november["verified"].as_bool(), november["recomputed_sla_rows"].as_u64()),
+        (Some(false), Some(1)),
+        "{november}"
+    );
     assert_ne!(period["recomputed_digest"], period["digest"]);
     let out = cli("verify", "2026-10");
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("2026-10 does not verify"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("2026-10 does not verify"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = cli("verify", "2026-08");
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("2026-08 is not sealed"));
 }
@@ -255,9 +350,18 @@ fn seal_sql_runs_on_the_modern_dialect_with_the_same_digest() {
         common::chdb_insert_rowbinary(&mut chdb, db, &insert_usage(db).unwrap(), INSERT_STRUCTURE, &bytes);
         let mut sla = sla_bytes(false);
         sla.extend(sla_bytes(false)); // a retry: the same rows
-        common::chdb_insert_rowbinary(&mut chdb, &format!("{db}.sla"), &insert_sla(db).unwrap(), SLA_INSERT_STRUCTURE, &sla);
+        common::chdb_insert_rowbinary(
+            &mut chdb,
+            &format!("{db}.sla"),
+            &insert_sla(db).unwrap(),
+            SLA_INSERT_STRUCTURE,
+            &sla,
+        );
         for table in [schema::Snapshot::Usage, schema::Snapshot::Sla] {
-            assert_eq!(parse_tsv(&chdb.query(schema::tenants(db, table, None, from, to).unwrap().as_str()).unwrap()), [["acme"]]);
+            assert_eq!(
+                parse_tsv(&chdb.query(schema::tenants(db, table, None, from, to).unwrap().as_str()).unwrap()),
+                [["acme"]]
+            );
         }
         chdb.query(schema::snapshot(db, "s1", "acme", from, to).unwrap().as_str()).unwrap();
         chdb.query(schema::snapshot_sla(db, "s1", "acme", from, to).unwrap().as_str()).unwrap();
@@ -269,14 +373,24 @@ fn seal_sql_runs_on_the_modern_dialect_with_the_same_digest() {
             assert_eq!(stored, chdb.query(rollup.read_computed(db, "s1", "acme").unwrap().as_str()).unwrap());
             assert_eq!(parse_tsv(&chdb.query(rollup.tenants(db, "s1").unwrap().as_str()).unwrap()), [["acme"]]);
         }
-        let tenants = |chdb: &mut Chdb, table| parse_tsv(&chdb.query(schema::snapshot_tenants(db, "s1", table).unwrap().as_str()).unwrap());
+        let tenants = |chdb: &mut Chdb, table| {
+            parse_tsv(&chdb.query(schema::snapshot_tenants(db, "s1", table).unwrap().as_str()).unwrap())
+        };
         assert_eq!(tenants(&mut chdb, schema::Snapshot::Usage), [["acme", "1"]]);
         assert_eq!(tenants(&mut chdb, schema::Snapshot::Sla), [["acme", "1"]]);
-        let rows = parse_snapshot(parse_tsv(&chdb.query(schema::read_snapshot(db, "s1", "acme").unwrap().as_str()).unwrap())).unwrap();
-        let sla_rows = parse_sla_snapshot(parse_tsv(&chdb.query(schema::read_sla_snapshot(db, "s1", "acme").unwrap().as_str()).unwrap())).unwrap();
+        let rows =
+            parse_snapshot(parse_tsv(&chdb.query(schema::read_snapshot(db, "s1", "acme").unwrap().as_str()).unwrap()))
+                .unwrap();
+        let sla_rows = parse_sla_snapshot(parse_tsv(
+            &chdb.query(schema::read_sla_snapshot(db, "s1", "acme").unwrap().as_str()).unwrap(),
+        ))
+        .unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].value, 5000.into());
-        assert_eq!((sla_rows.len(), sla_rows[0].requests, sla_rows[0].errors, sla_rows[0].exemplars.as_str()), (1, 1000, 2, ""));
+        assert_eq!(
+            (sla_rows.len(), sla_rows[0].requests, sla_rows[0].errors, sla_rows[0].exemplars.as_str()),
+            (1, 1000, 2, "")
+        );
         digests.push(digest("2026-10", GENESIS, &rows, &sla_rows));
         // A sealed read of the snapshot is the live read of the same month.
         let mut q = metering::sla::SlaQuery::new(from, to);
@@ -297,17 +411,31 @@ fn seal_sql_runs_on_the_modern_dialect_with_the_same_digest() {
             let sql = q.to_sql(db).unwrap();
             assert_eq!(sql.as_str().contains(".sealed_usage_daily"), rollups);
             let sealed = q.parse_rows(parse_tsv(&chdb.query(sql.as_str()).unwrap())).unwrap();
-            assert_eq!(sealed.iter().map(|p| (&p.tenant, &p.meter, p.value)).collect::<Vec<_>>(), [(&"acme".to_owned(), &"spans".to_owned(), 5000.into())]);
+            assert_eq!(
+                sealed.iter().map(|p| (&p.tenant, &p.meter, p.value)).collect::<Vec<_>>(),
+                [(&"acme".to_owned(), &"spans".to_owned(), 5000.into())]
+            );
             assert_eq!(sealed, live);
         }
-        let late_rows = |chdb: &mut Chdb| chdb.query(schema::count_late(db, "s1", "acme", from, to).unwrap().as_str()).unwrap();
+        let late_rows =
+            |chdb: &mut Chdb| chdb.query(schema::count_late(db, "s1", "acme", from, to).unwrap().as_str()).unwrap();
         assert_eq!(late_rows(&mut chdb), "0\n");
         let mut bytes = Vec::new();
         encode_batch(&late(), &Catalog::builtin(), &mut bytes).unwrap();
-        common::chdb_insert_rowbinary(&mut chdb, &format!("{db}_late"), &insert_usage(db).unwrap(), INSERT_STRUCTURE, &bytes);
+        common::chdb_insert_rowbinary(
+            &mut chdb,
+            &format!("{db}_late"),
+            &insert_usage(db).unwrap(),
+            INSERT_STRUCTURE,
+            &bytes,
+        );
         assert_eq!(late_rows(&mut chdb), "1\n");
-        chdb.query(schema::record_seal(db, "2026-10", "s1", 1, 1, &digests[0], GENESIS, from).unwrap().as_str()).unwrap();
-        assert_eq!(parse_tsv(&chdb.query(schema::read_seals(db).unwrap().as_str()).unwrap())[0][..2], ["2026-10", "s1"]);
+        chdb.query(schema::record_seal(db, "2026-10", "s1", 1, 1, &digests[0], GENESIS, from).unwrap().as_str())
+            .unwrap();
+        assert_eq!(
+            parse_tsv(&chdb.query(schema::read_seals(db).unwrap().as_str()).unwrap())[0][..2],
+            ["2026-10", "s1"]
+        );
     }
     // The same one row as on 18.16: 2026-10-10 00:00, 5,000 spans of batch agent-a:boot-1 #1.
     assert_eq!(digests[0], digests[1]);

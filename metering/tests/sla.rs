@@ -166,7 +166,13 @@ fn sla_ddl_bytes_and_reads_run_on_the_modern_dialect() {
     let mut chdb = Chdb::start().unwrap();
     for (db, dialect) in [("modern", Dialect::Modern), ("legacy", Dialect::Legacy)] {
         common::chdb_migrate(&mut chdb, db, dialect);
-        common::chdb_insert_rowbinary(&mut chdb, &format!("{db}.sla"), &insert_sla(db).unwrap(), SLA_INSERT_STRUCTURE, &encoded());
+        common::chdb_insert_rowbinary(
+            &mut chdb,
+            &format!("{db}.sla"),
+            &insert_sla(db).unwrap(),
+            SLA_INSERT_STRUCTURE,
+            &encoded(),
+        );
         for q in queries() {
             let out = chdb.query(q.to_sql(db).unwrap().as_str()).unwrap();
             check(&q.parse_rows(parse_tsv(&out)).unwrap(), q.grouping);
@@ -187,8 +193,15 @@ fn spread_batches() -> Vec<(&'static str, u64, Vec<SlaRecord>)> {
     let mut out: Vec<_> = (1..=3).map(|seq| ("collector-a", seq, Vec::new())).collect();
     for i in 0..6000u64 {
         let hour = (i * 37 / 6000) * 2; // 0, 2, ..., 72: three days
-        let at = datetime!(2026-05-07 00:00 UTC) + time::Duration::hours(hour as i64) + time::Duration::seconds((next() % 3600) as i64);
-        let (tenant, service, route) = [("acme", "checkout", "/pay"), ("acme", "checkout", "/cart"), ("acme", "search", ""), ("globex", "api", "/")][i as usize % 4];
+        let at = datetime!(2026-05-07 00:00 UTC)
+            + time::Duration::hours(hour as i64)
+            + time::Duration::seconds((next() % 3600) as i64);
+        let (tenant, service, route) = [
+            ("acme", "checkout", "/pay"),
+            ("acme", "checkout", "/cart"),
+            ("acme", "search", ""),
+            ("globex", "api", "/"),
+        ][i as usize % 4];
         let mut r = SlaRecord::new(tenant, service, route, at);
         r.observe(1_000 + next() % 2_000_000_000, next() % 13 == 0, &format!("{hour:04}{i:028x}"));
         out[i as usize % 3].2.push(r);
@@ -208,7 +221,8 @@ async fn a_seals_hourly_roll_up_answers_as_live_rows_do() {
         encode_sla_batch(source, *seq, records, &mut bytes).unwrap();
     }
     ch.insert_rowbinary(&insert_sla(&db).unwrap(), bytes.into()).await.unwrap();
-    let period = metering::seal::seal(&ch, &db, metering::pricing::BillingMonth::parse("2026-05").unwrap(), TO).await.unwrap();
+    let period =
+        metering::seal::seal(&ch, &db, metering::pricing::BillingMonth::parse("2026-05").unwrap(), TO).await.unwrap();
     let mut queries = queries();
     queries.extend([Granularity::Minute].map(|g| SlaQuery { granularity: g, ..SlaQuery::new(FROM, TO) }));
     let mut day_failed_hours = Vec::new();
@@ -222,13 +236,17 @@ async fn a_seals_hourly_roll_up_answers_as_live_rows_do() {
         assert_eq!(sealed, live, "{q:?}");
         if q.granularity == Granularity::Day {
             for p in &live {
-                let hours: std::collections::BTreeSet<&str> = p.exemplars.iter().filter(|e| e.error).map(|e| &e.trace_id[..4]).collect();
+                let hours: std::collections::BTreeSet<&str> =
+                    p.exemplars.iter().filter(|e| e.error).map(|e| &e.trace_id[..4]).collect();
                 day_failed_hours.push(hours.len());
             }
         }
     }
     // A day's failed exemplars come from several hours: the roll-up's per-hour picks were merged.
     assert!(day_failed_hours.iter().any(|&n| n >= 2), "{day_failed_hours:?}");
-    let v = metering::seal::verify(&ch, &db, metering::pricing::BillingMonth::parse("2026-05").unwrap()).await.unwrap().unwrap();
+    let v = metering::seal::verify(&ch, &db, metering::pricing::BillingMonth::parse("2026-05").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(v.verified && v.rollups_verified, "{v:?}");
 }

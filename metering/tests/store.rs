@@ -161,7 +161,8 @@ async fn bad_input_is_refused_precisely_and_loses_nothing_else() {
     let server = ClickHouseServer::start().unwrap();
     let (ch, db) = setup(&server).await;
     let t = datetime!(2026-03-05 12:00 UTC);
-    let good = UsageBatch { source_id: "s".into(), seq: 1, records: vec![UsageRecord::new("acme", "spans", t, 5.into())] };
+    let good =
+        UsageBatch { source_id: "s".into(), seq: 1, records: vec![UsageRecord::new("acme", "spans", t, 5.into())] };
     let mut writer = UsageWriter::new(ch.clone(), &db, Catalog::builtin()).unwrap();
     writer.push(&good).unwrap();
     let cases = [
@@ -181,7 +182,8 @@ async fn bad_input_is_refused_precisely_and_loses_nothing_else() {
         let text = err.to_string();
         assert!(text.starts_with("batch s#2, record 1: ") && text.contains(message), "{text}");
     }
-    let quoted = UsageBatch { source_id: "s".into(), seq: 3, records: vec![UsageRecord::new("a'b", "spans", t, 1.into())] };
+    let quoted =
+        UsageBatch { source_id: "s".into(), seq: 3, records: vec![UsageRecord::new("a'b", "spans", t, 1.into())] };
     assert_eq!(
         writer.push(&quoted).unwrap_err().reason,
         RecordProblem::Tenant(TenantError::BadChar { tenant: "a'b".into(), ch: '\'' })
@@ -216,7 +218,9 @@ async fn migrations_run_twice_are_a_no_op() {
     assert_eq!((first.dialect, first.applied, first.skipped), (Dialect::Legacy, vec![1, 2, 3, 4, 5], vec![]));
     let second = migrate(&ch, &db).await.unwrap();
     assert_eq!((second.applied, second.skipped), (vec![], vec![1, 2, 3, 4, 5]));
-    let recorded = server.query(&format!("SELECT version, name, dialect FROM {db}.tally_migrations ORDER BY version FORMAT TSV")).unwrap();
+    let recorded = server
+        .query(&format!("SELECT version, name, dialect FROM {db}.tally_migrations ORDER BY version FORMAT TSV"))
+        .unwrap();
     assert_eq!(
         recorded,
         "1\tusage table\tlegacy\n2\tsla table\tlegacy\n3\tusage.unique_value and usage.aggregation for custom meters\tlegacy\n4\tsealed_usage, sealed_sla and periods tables for sealed months\tlegacy\n\
@@ -253,7 +257,8 @@ async fn an_unreachable_server_is_a_retryable_error_and_keeps_the_buffer() {
     // Nothing listens on port 9 of loopback.
     let dead = ClickHouse::new("http://127.0.0.1:9", Duration::from_secs(2)).unwrap();
     let mut writer = UsageWriter::new(dead, &db, Catalog::builtin()).unwrap();
-    let batch = UsageBatch { source_id: "s".into(), seq: 1, records: vec![UsageRecord::new("acme", "spans", FROM, 1.into())] };
+    let batch =
+        UsageBatch { source_id: "s".into(), seq: 1, records: vec![UsageRecord::new("acme", "spans", FROM, 1.into())] };
     writer.push(&batch).unwrap();
     let err = writer.flush().await.unwrap_err();
     match err {

@@ -10,7 +10,8 @@ use anyhow::{ensure, Context, Result};
 /// CPU seconds of a process: `(own, reaped children)`, every thread included
 /// (`/proc/<pid>/stat` fields 14-17, in clock ticks of 1/100 s).
 pub fn cpu_times(pid: u32) -> Result<(f64, f64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("reading /proc/{pid}/stat"))?;
+    let stat =
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("reading /proc/{pid}/stat"))?;
     // The command name may hold spaces and parentheses; the fields after its last ')' are fixed.
     let rest = stat.rsplit_once(')').context("malformed /proc stat")?.1;
     let ticks: Vec<u64> = rest.split_whitespace().skip(11).take(4).map(str::parse).collect::<Result<_, _>>()?;

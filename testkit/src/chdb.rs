@@ -64,15 +64,9 @@ impl Chdb {
     /// `chdb-core` installed).
     pub fn start_with_python(python: &Path) -> Result<Self> {
         if !python.exists() {
-            bail!(
-                "Python interpreter for chDB not found at {}; {INSTALL_HINT}",
-                python.display()
-            );
+            bail!("Python interpreter for chDB not found at {}; {INSTALL_HINT}", python.display());
         }
-        let dir = tempfile::Builder::new()
-            .prefix("tally-chdb-")
-            .tempdir()
-            .context("create temp dir for chDB")?;
+        let dir = tempfile::Builder::new().prefix("tally-chdb-").tempdir().context("create temp dir for chDB")?;
         let script = dir.path().join("chdb_runner.py");
         fs::write(&script, RUNNER).context("write chdb_runner.py")?;
         let session_dir = dir.path().join("session");
@@ -85,27 +79,16 @@ impl Chdb {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(stderr);
-        let mut child = crate::spawn::spawn_tied(cmd)
-            .with_context(|| format!("spawn {}; {INSTALL_HINT}", python.display()))?;
+        let mut child =
+            crate::spawn::spawn_tied(cmd).with_context(|| format!("spawn {}; {INSTALL_HINT}", python.display()))?;
         let stdin = child.stdin.take().context("child stdin")?;
         let stdout = BufReader::new(child.stdout.take().context("child stdout")?);
-        let mut chdb = Self {
-            child,
-            stdin: Some(stdin),
-            stdout,
-            dir,
-        };
-        let line = chdb
-            .read_line()
-            .with_context(|| format!("chDB runner ({}) failed to start", python.display()))?;
-        let hs: Handshake = serde_json::from_str(&line)
-            .with_context(|| format!("bad handshake from chDB runner: {line:?}"))?;
+        let mut chdb = Self { child, stdin: Some(stdin), stdout, dir };
+        let line = chdb.read_line().with_context(|| format!("chDB runner ({}) failed to start", python.display()))?;
+        let hs: Handshake =
+            serde_json::from_str(&line).with_context(|| format!("bad handshake from chDB runner: {line:?}"))?;
         if !hs.ready {
-            bail!(
-                "chDB is not usable with {}: {}; {INSTALL_HINT}",
-                python.display(),
-                hs.error
-            );
+            bail!("chDB is not usable with {}: {}; {INSTALL_HINT}", python.display(), hs.error);
         }
         Ok(chdb)
     }
@@ -122,8 +105,8 @@ impl Chdb {
             .and_then(|()| stdin.flush())
             .map_err(|e| anyhow!("write to chDB runner: {e}\n{}", self.stderr_tail()))?;
         let line = self.read_line()?;
-        let reply: Reply = serde_json::from_str(&line)
-            .with_context(|| format!("bad reply from chDB runner: {line:?}"))?;
+        let reply: Reply =
+            serde_json::from_str(&line).with_context(|| format!("bad reply from chDB runner: {line:?}"))?;
         if !reply.ok {
             bail!("chDB query failed: {}\nSQL: {sql}", reply.error.trim_end());
         }
@@ -143,16 +126,10 @@ impl Chdb {
 
     fn read_line(&mut self) -> Result<String> {
         let mut line = String::new();
-        let n = self
-            .stdout
-            .read_line(&mut line)
-            .context("read from chDB runner")?;
+        let n = self.stdout.read_line(&mut line).context("read from chDB runner")?;
         if n == 0 {
             let status = self.child.try_wait().ok().flatten();
-            bail!(
-                "chDB runner exited (status {status:?})\n{}",
-                self.stderr_tail()
-            );
+            bail!("chDB runner exited (status {status:?})\n{}", self.stderr_tail());
         }
         Ok(line)
     }
@@ -160,10 +137,7 @@ impl Chdb {
     fn stderr_tail(&self) -> String {
         let text = fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
-        format!(
-            "--- tail of chDB runner stderr ---\n{}",
-            lines[lines.len().saturating_sub(30)..].join("\n")
-        )
+        format!("--- tail of chDB runner stderr ---\n{}", lines[lines.len().saturating_sub(30)..].join("\n"))
     }
 }
 
@@ -186,9 +160,6 @@ impl Drop for Chdb {
 fn python_path() -> PathBuf {
     match std::env::var_os("TALLY_PYTHON") {
         Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .unwrap_or(Path::new("."))
-            .join(".venv/bin/python"),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(Path::new(".")).join(".venv/bin/python"),
     }
 }

@@ -138,13 +138,18 @@ impl Chromium {
     /// Opens `url` in a new tab `width` pixels wide and waits for its load event.
     pub fn open(&mut self, url: &str, width: u32) -> Result<Tab<'_>> {
         let target = self.call(None, "Target.createTarget", json!({"url": "about:blank"}))?;
-        let attached = self.call(None, "Target.attachToTarget", json!({"targetId": target["targetId"], "flatten": true}))?;
+        let attached =
+            self.call(None, "Target.attachToTarget", json!({"targetId": target["targetId"], "flatten": true}))?;
         let session = attached["sessionId"].as_str().ok_or_else(|| anyhow!("no session id"))?.to_owned();
         for method in ["Runtime.enable", "Log.enable", "Page.enable"] {
             self.call(Some(&session), method, json!({}))?;
         }
         let s = Some(session.as_str());
-        self.call(s, "Emulation.setDeviceMetricsOverride", json!({"width": width, "height": 800, "deviceScaleFactor": 1, "mobile": false}))?;
+        self.call(
+            s,
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": width, "height": 800, "deviceScaleFactor": 1, "mobile": false}),
+        )?;
         self.events.clear();
         self.call(s, "Page.navigate", json!({"url": url}))?;
         let deadline = Instant::now() + TIMEOUT;
@@ -159,7 +164,11 @@ impl Chromium {
 impl Tab<'_> {
     /// Evaluates `expression` in the page and returns its value (JSON-serializable results).
     pub fn eval(&mut self, expression: &str) -> Result<Value> {
-        let r = self.chromium.call(Some(&self.session), "Runtime.evaluate", json!({"expression": expression, "returnByValue": true}))?;
+        let r = self.chromium.call(
+            Some(&self.session),
+            "Runtime.evaluate",
+            json!({"expression": expression, "returnByValue": true}),
+        )?;
         if let Some(e) = r.get("exceptionDetails") {
             bail!("{expression}: {e}");
         }
@@ -176,7 +185,9 @@ impl Tab<'_> {
             .filter_map(|e| {
                 let p = &e["params"];
                 match e["method"].as_str()? {
-                    "Runtime.consoleAPICalled" if matches!(p["type"].as_str(), Some("error" | "warning" | "assert")) => {
+                    "Runtime.consoleAPICalled"
+                        if matches!(p["type"].as_str(), Some("error" | "warning" | "assert")) =>
+                    {
                         Some(format!("console.{}: {}", p["type"].as_str().unwrap_or(""), p["args"]))
                     }
                     "Runtime.exceptionThrown" => Some(format!("exception: {}", p["exceptionDetails"])),
@@ -189,7 +200,11 @@ impl Tab<'_> {
 
     /// A PNG of the whole page (not just the viewport) written to `path`.
     pub fn screenshot(&mut self, path: &Path) -> Result<()> {
-        let r = self.chromium.call(Some(&self.session), "Page.captureScreenshot", json!({"format": "png", "captureBeyondViewport": true}))?;
+        let r = self.chromium.call(
+            Some(&self.session),
+            "Page.captureScreenshot",
+            json!({"format": "png", "captureBeyondViewport": true}),
+        )?;
         let data = r["data"].as_str().ok_or_else(|| anyhow!("no screenshot data"))?;
         let png = base64::engine::general_purpose::STANDARD.decode(data)?;
         std::fs::write(path, png).with_context(|| format!("writing {}", path.display()))

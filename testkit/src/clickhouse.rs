@@ -15,8 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
-const MISSING_BINARY: &str =
-    "clickhouse-server not found on PATH or in /usr/sbin: install it with \
+const MISSING_BINARY: &str = "clickhouse-server not found on PATH or in /usr/sbin: install it with \
     apt-get install -y clickhouse-server clickhouse-client (scripts/test does this)";
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -57,13 +56,7 @@ impl ClickHouseServer {
                 .tempdir()
                 .context("create temp dir for clickhouse-server")?;
             write_config(dir.path(), http_port, tcp_port)?;
-            let mut server = Self {
-                child: None,
-                binary: binary.clone(),
-                http_port,
-                tcp_port,
-                dir,
-            };
+            let mut server = Self { child: None, binary: binary.clone(), http_port, tcp_port, dir };
             match server.launch() {
                 Ok(()) => return Ok(server),
                 Err(e) if server.port_clashed() => last_err = Some(e),
@@ -72,9 +65,7 @@ impl ClickHouseServer {
         }
         Err(last_err
             .unwrap_or_else(|| anyhow!("no attempt made"))
-            .context(format!(
-                "clickhouse-server: ports clashed {START_ATTEMPTS} times"
-            )))
+            .context(format!("clickhouse-server: ports clashed {START_ATTEMPTS} times")))
     }
 
     /// Base URL of the HTTP interface, e.g. `http://127.0.0.1:40123`.
@@ -119,25 +110,10 @@ impl ClickHouseServer {
     /// instead of being appended to a partial result; the error carries the
     /// server's message and the SQL.
     pub fn query(&self, sql: &str) -> Result<String> {
-        let resp = http::request(
-            self.http_port,
-            "POST",
-            "/?wait_end_of_query=1",
-            sql.as_bytes(),
-            QUERY_TIMEOUT,
-        )
-        .with_context(|| {
-            format!(
-                "ClickHouse HTTP request to {} failed\nSQL: {sql}",
-                self.http_url()
-            )
-        })?;
+        let resp = http::request(self.http_port, "POST", "/?wait_end_of_query=1", sql.as_bytes(), QUERY_TIMEOUT)
+            .with_context(|| format!("ClickHouse HTTP request to {} failed\nSQL: {sql}", self.http_url()))?;
         if resp.status != 200 {
-            bail!(
-                "ClickHouse query failed (HTTP {}): {}\nSQL: {sql}",
-                resp.status,
-                resp.body.trim_end()
-            );
+            bail!("ClickHouse query failed (HTTP {}): {}\nSQL: {sql}", resp.status, resp.body.trim_end());
         }
         Ok(resp.body)
     }
@@ -178,23 +154,16 @@ impl ClickHouseServer {
         let stdout = fs::File::create(dir.join("stdout.log"))?;
         let stderr = fs::File::create(dir.join("stderr.log"))?;
         let mut cmd = Command::new(&self.binary);
-        cmd.arg(format!(
-            "--config-file={}",
-            dir.join("config.xml").display()
-        ))
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(stderr);
-        let child = crate::spawn::spawn_tied(cmd)
-            .with_context(|| format!("spawn {}", self.binary.display()))?;
+        cmd.arg(format!("--config-file={}", dir.join("config.xml").display()))
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr);
+        let child = crate::spawn::spawn_tied(cmd).with_context(|| format!("spawn {}", self.binary.display()))?;
         self.child = Some(child);
         if let Err(e) = self.wait_ready() {
             self.kill9();
-            return Err(e.context(format!(
-                "clickhouse-server did not start\n{}",
-                self.log_tail()
-            )));
+            return Err(e.context(format!("clickhouse-server did not start\n{}", self.log_tail())));
         }
         Ok(())
     }
@@ -273,10 +242,7 @@ fn signal(child: &Child, sig: libc::c_int) {
 }
 
 pub(crate) fn find_binary() -> Result<PathBuf> {
-    find_binary_in(
-        &std::env::var_os("PATH").unwrap_or_default(),
-        Path::new("/usr/sbin"),
-    )
+    find_binary_in(&std::env::var_os("PATH").unwrap_or_default(), Path::new("/usr/sbin"))
 }
 
 fn find_binary_in(path: &std::ffi::OsStr, fallback: &Path) -> Result<PathBuf> {
@@ -300,16 +266,8 @@ fn free_ports() -> Result<(u16, u16)> {
 }
 
 fn unique_name(prefix: &str) -> String {
-    let mut clean: String = prefix
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let mut clean: String =
+        prefix.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
     if clean.is_empty() {
         clean.push_str("db");
     } else if !clean.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
@@ -342,8 +300,7 @@ mod tests {
 
     #[test]
     fn missing_binary_fails_loudly() {
-        let err = find_binary_in("/nonexistent/bin".as_ref(), Path::new("/nonexistent/sbin"))
-            .unwrap_err();
+        let err = find_binary_in("/nonexistent/bin".as_ref(), Path::new("/nonexistent/sbin")).unwrap_err();
         assert_eq!(
             err.to_string(),
             "clickhouse-server not found on PATH or in /usr/sbin: install it with apt-get install -y \
@@ -358,10 +315,7 @@ mod tests {
         let a = unique_name("my-test");
         let b = unique_name("my-test");
         assert_ne!(a, b);
-        assert!(
-            a.starts_with(&format!("my_test_{}_", std::process::id())),
-            "{a}"
-        );
+        assert!(a.starts_with(&format!("my_test_{}_", std::process::id())), "{a}");
         assert!(unique_name("9x").starts_with("db_9x_"));
         assert!(unique_name("").starts_with(&format!("db_{}_", std::process::id())));
     }

@@ -274,7 +274,8 @@ impl ClickHouseCluster {
     }
 
     fn try_start(binary: &Path, java: &Path) -> Result<Self> {
-        let dir = tempfile::Builder::new().prefix("tally-cluster-").tempdir().context("create temp dir for the cluster")?;
+        let dir =
+            tempfile::Builder::new().prefix("tally-cluster-").tempdir().context("create temp dir for the cluster")?;
         let count = (SHARDS * REPLICAS) as usize;
         // Hold every listener while picking, so the ports are distinct.
         let ports = free_ports(1 + 3 * count)?;
@@ -324,7 +325,12 @@ impl ClickHouseCluster {
             match (listed, zk) {
                 (Ok(n), Ok(_)) if n.trim() == want => return Ok(()),
                 (listed, zk) if Instant::now() > deadline => {
-                    bail!("server s{}r{} never saw the cluster: {listed:?} {zk:?}\n{}", node.shard, node.replica, node.log_tail())
+                    bail!(
+                        "server s{}r{} never saw the cluster: {listed:?} {zk:?}\n{}",
+                        node.shard,
+                        node.replica,
+                        node.log_tail()
+                    )
                 }
                 _ => std::thread::sleep(Duration::from_millis(100)),
             }
@@ -406,7 +412,9 @@ impl ClickHouseCluster {
                         return Ok(());
                     }
                 }
-                Err(e) if Instant::now() > deadline => return Err(e.context(format!("sync replica {table} on node {i}"))),
+                Err(e) if Instant::now() > deadline => {
+                    return Err(e.context(format!("sync replica {table} on node {i}")))
+                }
                 Err(_) => {}
             }
             if Instant::now() > deadline {
@@ -439,9 +447,8 @@ fn find_java() -> Result<PathBuf> {
 }
 
 fn free_ports(n: usize) -> Result<Vec<u16>> {
-    let listeners = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0"))
-        .collect::<Result<Vec<_>>>()?;
+    let listeners =
+        (0..n).map(|_| TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")).collect::<Result<Vec<_>>>()?;
     listeners.iter().map(|l| Ok(l.local_addr()?.port())).collect()
 }
 
@@ -485,7 +492,11 @@ fn log_tail(dir: &Path, names: &[&str]) -> String {
         .map(|name| {
             let text = fs::read_to_string(dir.join(name)).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
-            format!("--- tail of {} ---\n{}", dir.join(name).display(), lines[lines.len().saturating_sub(30)..].join("\n"))
+            format!(
+                "--- tail of {} ---\n{}",
+                dir.join(name).display(),
+                lines[lines.len().saturating_sub(30)..].join("\n")
+            )
         })
         .collect::<Vec<_>>()
         .join("\n")

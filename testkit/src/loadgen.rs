@@ -203,11 +203,17 @@ struct Plan {
 pub async fn run(config: &Config, pool: &Pool) -> Result<Report> {
     ensure!(!pool.requests.is_empty(), "the request pool is empty");
     ensure!(config.concurrency > 0 && config.connections > 0, "concurrency and connections must be at least 1");
-    ensure!(config.seconds > 0.0 || config.total_spans > 0, "give a duration (--seconds) or a span count (--total-spans)");
+    ensure!(
+        config.seconds > 0.0 || config.total_spans > 0,
+        "give a duration (--seconds) or a span count (--total-spans)"
+    );
     let targets: Vec<Target> = config.url.split(',').map(Target::parse).collect::<Result<_>>()?;
     let mut headers = HeaderMap::new();
     if let Some(key) = &config.key {
-        headers.insert("authorization", HeaderValue::from_str(&format!("Bearer {key}")).context("the key is not a valid header value")?);
+        headers.insert(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer {key}")).context("the key is not a valid header value")?,
+        );
     }
     if pool.gzip {
         headers.insert("grpc-encoding", HeaderValue::from_static("gzip"));
@@ -222,8 +228,9 @@ pub async fn run(config: &Config, pool: &Pool) -> Result<Report> {
         deadline: (config.seconds > 0.0).then(|| start + Duration::from_secs_f64(config.seconds)),
         headers,
     });
-    let connections: Vec<Arc<Connection>> =
-        (0..config.connections.max(targets.len())).map(|i| Arc::new(Connection::new(targets[i % targets.len()].clone()))).collect();
+    let connections: Vec<Arc<Connection>> = (0..config.connections.max(targets.len()))
+        .map(|i| Arc::new(Connection::new(targets[i % targets.len()].clone())))
+        .collect();
     let pool = Arc::new(pool.clone());
     let workers: Vec<_> = (0..config.concurrency)
         .map(|w| {
@@ -250,7 +257,8 @@ async fn worker(plan: &Plan, pool: &Pool, config: &Config, connection: &Connecti
         }
         if config.rate > 0 {
             // Request `index` is due when the rate has made room for its spans.
-            let due = plan.start + Duration::from_secs_f64(index as f64 * config.spans_per_request as f64 / config.rate as f64);
+            let due = plan.start
+                + Duration::from_secs_f64(index as f64 * config.spans_per_request as f64 / config.rate as f64);
             if plan.deadline.is_some_and(|d| due >= d) {
                 return tally;
             }
@@ -329,7 +337,16 @@ fn report(tallies: Vec<Tally>, seconds: f64, tenants: usize) -> Report {
     r.accepted_spans_per_second = r.accepted_spans as f64 / seconds.max(1e-9);
     r.sent_spans_per_second = r.sent_spans as f64 / seconds.max(1e-9);
     latencies.sort_unstable();
-    let at = |q: f64| latencies.get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1))).map_or(0.0, |&us| us as f64 / 1000.0);
-    r.latency_ms = Latency { p50: at(0.50), p90: at(0.90), p99: at(0.99), max: latencies.last().map_or(0.0, |&us| us as f64 / 1000.0) };
+    let at = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .map_or(0.0, |&us| us as f64 / 1000.0)
+    };
+    r.latency_ms = Latency {
+        p50: at(0.50),
+        p90: at(0.90),
+        p99: at(0.99),
+        max: latencies.last().map_or(0.0, |&us| us as f64 / 1000.0),
+    };
     r
 }

@@ -10,7 +10,10 @@ use anyhow::{bail, Context, Result};
 
 /// A free loopback port.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
 }
 
 /// The workspace binary `name`, built beside the running test (or bench) executable
@@ -79,7 +82,10 @@ impl Service {
             }
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 self.child = None;
-                bail!("{} exited with {status} before it was ready (TALLY_TEST_LOGS=1 shows its log)", self.bin.display());
+                bail!(
+                    "{} exited with {status} before it was ready (TALLY_TEST_LOGS=1 shows its log)",
+                    self.bin.display()
+                );
             }
             if Instant::now() > deadline {
                 bail!("{} not ready after 30 s", self.bin.display());
@@ -123,12 +129,22 @@ impl Service {
 
     /// Waits (up to `timeout`) until the sample `name` (with its labels) is at least `n`.
     pub async fn wait_for_sample(&self, name: &str, n: u64, timeout: Duration) -> Result<u64> {
-        self.wait_until(timeout, |text| Some(sample(text, name)).filter(|now| *now >= n), || format!("{name} is not {n}")).await
+        self.wait_until(
+            timeout,
+            |text| Some(sample(text, name)).filter(|now| *now >= n),
+            || format!("{name} is not {n}"),
+        )
+        .await
     }
 
     /// Polls `/metrics` until `check` finds what it wants in it, or fails after `timeout`
     /// saying `missing` and showing the last exposition.
-    async fn wait_until<T>(&self, timeout: Duration, check: impl Fn(&str) -> Option<T>, missing: impl Fn() -> String) -> Result<T> {
+    async fn wait_until<T>(
+        &self,
+        timeout: Duration,
+        check: impl Fn(&str) -> Option<T>,
+        missing: impl Fn() -> String,
+    ) -> Result<T> {
         let deadline = Instant::now() + timeout;
         loop {
             let text = self.metrics().await?;

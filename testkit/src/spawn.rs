@@ -22,14 +22,7 @@ pub fn spawn_tied(mut cmd: Command) -> io::Result<Child> {
     // SAFETY: the hook only calls async-signal-safe functions (prctl, getppid, _exit).
     unsafe {
         cmd.pre_exec(move || {
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) != 0
-            {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
                 return Err(io::Error::last_os_error());
             }
             // The parent may have died before prctl took effect.
@@ -56,9 +49,6 @@ pub fn spawn_tied(mut cmd: Command) -> io::Result<Child> {
         .unwrap_or_else(|e| e.into_inner())
         .clone();
     let (tx, rx) = channel();
-    sender
-        .send((cmd, tx))
-        .map_err(|_| io::Error::other("testkit spawner thread is gone"))?;
-    rx.recv()
-        .map_err(|_| io::Error::other("testkit spawner thread is gone"))?
+    sender.send((cmd, tx)).map_err(|_| io::Error::other("testkit spawner thread is gone"))?;
+    rx.recv().map_err(|_| io::Error::other("testkit spawner thread is gone"))?
 }

@@ -8,11 +8,8 @@ use testkit::cluster::{ClickHouseCluster, CLUSTER};
 #[test]
 fn cluster_replicates_survives_kill9_and_cleans_up() {
     let mut cluster = ClickHouseCluster::start().unwrap();
-    let expected: String = cluster
-        .nodes()
-        .iter()
-        .map(|n| format!("{}\t{}\t127.0.0.1\t{}\n", n.shard, n.replica, n.tcp_port()))
-        .collect();
+    let expected: String =
+        cluster.nodes().iter().map(|n| format!("{}\t{}\t127.0.0.1\t{}\n", n.shard, n.replica, n.tcp_port())).collect();
     for i in 0..4 {
         let listed = cluster
             .query(i, &format!("SELECT shard_num, replica_num, host_address, port FROM system.clusters WHERE cluster = '{CLUSTER}' ORDER BY shard_num, replica_num"))

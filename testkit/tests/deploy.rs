@@ -65,7 +65,8 @@ fn every_kubernetes_manifest_is_valid() {
     let (ok, stdout, stderr) = run(Command::new(venv_tool("kubernetes-validate")).arg("--strict").args(&manifests));
     assert!(ok, "kubernetes-validate failed:\n{stdout}{stderr}");
     // One "passed" line per resource, and every file among them.
-    let passed: Vec<&str> = stdout.lines().chain(stderr.lines()).filter(|l| l.contains(" passed for resource ")).collect();
+    let passed: Vec<&str> =
+        stdout.lines().chain(stderr.lines()).filter(|l| l.contains(" passed for resource ")).collect();
     assert_eq!(passed.len(), resources, "{stdout}{stderr}");
     for m in &manifests {
         let name = m.to_string_lossy();
@@ -102,7 +103,8 @@ fn every_yaml_file_passes_yamllint() {
     ours.sort();
     listed_sorted.sort();
     assert_eq!(listed_sorted, ours.iter().map(String::as_str).collect::<Vec<_>>());
-    let (ok, stdout, stderr) = run(Command::new(&yamllint).args(["--strict", "-f", "parsable"]).args(&listed).current_dir(root()));
+    let (ok, stdout, stderr) =
+        run(Command::new(&yamllint).args(["--strict", "-f", "parsable"]).args(&listed).current_dir(root()));
     assert!(ok && stdout.is_empty(), "yamllint:\n{stdout}{stderr}");
 }
 
@@ -237,10 +239,13 @@ fn kubernetes_invocations(out: &mut Vec<Invocation>) {
                 let image = c["image"].as_str().unwrap();
                 let Some(bin) = binary_of_image(image) else { continue };
                 let at = format!("{} container {}", file.display(), c["name"].as_str().unwrap());
-                let mut env: Vec<String> = c["env"].as_sequence().into_iter().flatten().map(|e| scalar(&e["name"])).collect();
+                let mut env: Vec<String> =
+                    c["env"].as_sequence().into_iter().flatten().map(|e| scalar(&e["name"])).collect();
                 for from in c["envFrom"].as_sequence().into_iter().flatten() {
                     let name = scalar(&from["configMapRef"]["name"]);
-                    let keys = config_maps.get(&name).unwrap_or_else(|| panic!("{at}: envFrom names no ConfigMap in deploy/kubernetes: {name}"));
+                    let keys = config_maps
+                        .get(&name)
+                        .unwrap_or_else(|| panic!("{at}: envFrom names no ConfigMap in deploy/kubernetes: {name}"));
                     env.extend(keys.iter().cloned());
                 }
                 let command = strings(&c["command"]);
@@ -354,9 +359,16 @@ fn docker_compose_services_are_real() {
             if let Some(file) = svc["build"]["dockerfile"].as_str() {
                 let text = std::fs::read_to_string(root().join(file)).unwrap_or_else(|e| panic!("{name}: {file}: {e}"));
                 assert!(text.contains(&format!("--bin {bin}\n")), "{name}: {file} does not build {bin}");
-                assert_eq!(scalar(&svc["build"]["context"]), "../..", "{name}: Dockerfiles build from the repository root");
+                assert_eq!(
+                    scalar(&svc["build"]["context"]),
+                    "../..",
+                    "{name}: Dockerfiles build from the repository root"
+                );
             } else {
-                assert!(services.values().any(|s| s["image"] == svc["image"] && !s["build"].is_null()), "{name}: nothing builds {image}");
+                assert!(
+                    services.values().any(|s| s["image"] == svc["image"] && !s["build"].is_null()),
+                    "{name}: nothing builds {image}"
+                );
             }
         } else {
             assert!(image.starts_with("clickhouse/clickhouse-server:"), "{name}: unexpected image {image}");
@@ -380,7 +392,8 @@ fn docker_compose_services_are_real() {
         let help = help(bin, &subcommand, &mut BTreeMap::new());
         for port in strings(&svc["ports"]) {
             let inside = port.rsplit(':').next().unwrap();
-            let listens_in_cmd = cmd.windows(2).any(|w| w[0].ends_with("-listen") && w[1].ends_with(&format!(":{inside}")));
+            let listens_in_cmd =
+                cmd.windows(2).any(|w| w[0].ends_with("-listen") && w[1].ends_with(&format!(":{inside}")));
             let default = format!(":{inside}]");
             let listens_by_default = help.lines().any(|l| l.contains("[default: ") && l.trim_end().ends_with(&default));
             assert!(listens_in_cmd || listens_by_default, "{name}: publishes {inside}, which {bin} does not listen on");
@@ -432,7 +445,14 @@ fn files_in_configmaps_are_accepted_by_the_binaries() {
     let keys = dir.path().join("keys.yaml");
     std::fs::write(&keys, configmap_file("collector.yaml", "tally-collector-keys", "keys.yaml")).unwrap();
     let mut child = Command::new(testkit::service::binary("tally-collector"))
-        .args(["--clickhouse-url", "http://127.0.0.1:9", "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+        .args([
+            "--clickhouse-url",
+            "http://127.0.0.1:9",
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
         .args(["--admin-listen", "127.0.0.1:0", "--log-format", "json"])
         .arg("--data-dir")
         .arg(dir.path().join("spool"))
@@ -470,7 +490,8 @@ fn shell_scripts_in_manifests_parse() {
             let mut found = Vec::new();
             containers(&doc, &mut found);
             for c in found.into_iter().filter(|c| strings(&c["command"]).first().is_some_and(|s| s.ends_with("sh"))) {
-                scripts.push((format!("{} {}", file.display(), scalar(&c["name"])), strings(&c["args"]).pop().unwrap()));
+                scripts
+                    .push((format!("{} {}", file.display(), scalar(&c["name"])), strings(&c["args"]).pop().unwrap()));
             }
         }
     }

@@ -23,9 +23,22 @@ pub async fn start_agent_as(setpriv_args: Option<&[&str]>, collectors: &[&str], 
     let (grpc, http, admin) = (free_port(), free_port(), free_port());
     let data_dir = dir.join("agent");
     let mut args: Vec<String> = [
-        "--otlp-grpc-listen", &format!("127.0.0.1:{grpc}"), "--otlp-http-listen", &format!("127.0.0.1:{http}"),
-        "--admin-listen", &format!("127.0.0.1:{admin}"), "--key", "agent-key", "--data-dir", data_dir.to_str().unwrap(),
-        "--flush-interval-ms", "100", "--max-backoff-secs", "1", "--report-interval-secs", "1",
+        "--otlp-grpc-listen",
+        &format!("127.0.0.1:{grpc}"),
+        "--otlp-http-listen",
+        &format!("127.0.0.1:{http}"),
+        "--admin-listen",
+        &format!("127.0.0.1:{admin}"),
+        "--key",
+        "agent-key",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "--flush-interval-ms",
+        "100",
+        "--max-backoff-secs",
+        "1",
+        "--report-interval-secs",
+        "1",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -44,7 +57,12 @@ pub async fn start_agent_as(setpriv_args: Option<&[&str]>, collectors: &[&str], 
     };
     let mut service = Service::new(bin, args, format!("http://127.0.0.1:{admin}"));
     service.start(extra).await.unwrap();
-    Agent { service, data_dir, http_url: format!("http://127.0.0.1:{http}"), grpc_url: format!("http://127.0.0.1:{grpc}") }
+    Agent {
+        service,
+        data_dir,
+        http_url: format!("http://127.0.0.1:{http}"),
+        grpc_url: format!("http://127.0.0.1:{grpc}"),
+    }
 }
 
 impl Agent {
@@ -58,7 +76,12 @@ impl Agent {
         let text = self.service.metrics().await.unwrap();
         let n = ["traces", "metrics", "logs"]
             .iter()
-            .map(|signal| testkit::service::sample(&text, &format!("tally_agent_batches_total{{signal=\"{signal}\",outcome=\"{outcome}\"}}")))
+            .map(|signal| {
+                testkit::service::sample(
+                    &text,
+                    &format!("tally_agent_batches_total{{signal=\"{signal}\",outcome=\"{outcome}\"}}"),
+                )
+            })
             .sum();
         (n, text)
     }

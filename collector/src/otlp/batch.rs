@@ -54,7 +54,8 @@ pub fn parse(text: &str, now: OffsetDateTime) -> Result<BatchId, String> {
     }
     let seq = seq.parse().map_err(|_| bad("the sequence is not a whole number"))?;
     let millis: i64 = millis.parse().map_err(|_| bad("the time is not whole milliseconds"))?;
-    let time = OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000).map_err(|_| bad("the time is out of range"))?;
+    let time = OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
+        .map_err(|_| bad("the time is out of range"))?;
     if time > now + MAX_FUTURE {
         return Err(bad("the time is more than 5 minutes in the future"));
     }

@@ -107,9 +107,13 @@ impl Payload {
     /// The number of items: spans, data points (a histogram point counts 1) or log records.
     pub fn items(&self) -> u64 {
         match self {
-            Payload::Traces(r) => r.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len() as u64).sum(),
+            Payload::Traces(r) => {
+                r.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len() as u64).sum()
+            }
             Payload::Metrics(r) => r.resource_metrics.iter().map(metric_points).sum(),
-            Payload::Logs(r) => r.resource_logs.iter().flat_map(|r| &r.scope_logs).map(|s| s.log_records.len() as u64).sum(),
+            Payload::Logs(r) => {
+                r.resource_logs.iter().flat_map(|r| &r.scope_logs).map(|s| s.log_records.len() as u64).sum()
+            }
         }
     }
 }
@@ -177,7 +181,11 @@ fn check_json_metrics(request: &ExportMetricsServiceRequest) -> Result<(), Strin
     for metric in request.resource_metrics.iter().flat_map(|r| &r.scope_metrics).flat_map(|s| &s.metrics) {
         let name = &metric.name;
         let point = match &metric.data {
-            None => return Err(format!("metric {name:?} has no gauge, sum, histogram, exponentialHistogram or summary that could be read")),
+            None => {
+                return Err(format!(
+                    "metric {name:?} has no gauge, sum, histogram, exponentialHistogram or summary that could be read"
+                ))
+            }
             Some(Data::Gauge(g)) => valueless(&g.data_points),
             Some(Data::Sum(s)) => valueless(&s.data_points),
             Some(_) => None,

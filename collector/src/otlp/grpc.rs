@@ -46,7 +46,9 @@ pub fn router(consumer: Arc<dyn Consumer>, max_request_bytes: usize) -> Router {
         .route(TRACES_PATH, route(Signal::Traces))
         .route(METRICS_PATH, route(Signal::Metrics))
         .route(LOGS_PATH, route(Signal::Logs))
-        .fallback(|| async { status(code::UNIMPLEMENTED, "unknown method; this server implements the OTLP Export methods", None) })
+        .fallback(|| async {
+            status(code::UNIMPLEMENTED, "unknown method; this server implements the OTLP Export methods", None)
+        })
         .with_state(state)
 }
 
@@ -71,7 +73,11 @@ impl Receiver {
         let compressed = bytes[0] == 1;
         let len = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
         if bytes.len() != 5 + len {
-            return status(code::INVALID_ARGUMENT, "the gRPC frame length does not match the body (one message per unary call)", None);
+            return status(
+                code::INVALID_ARGUMENT,
+                "the gRPC frame length does not match the body (one message per unary call)",
+                None,
+            );
         }
         let message = bytes.slice(5..);
         let raw = if compressed {
@@ -100,7 +106,9 @@ impl Receiver {
             Outcome::Accepted { rejected, message } => success(signal, rejected, message),
             Outcome::Invalid(message) => status(code::INVALID_ARGUMENT, &message, None),
             Outcome::Unauthenticated(message) => status(code::UNAUTHENTICATED, &message, None),
-            Outcome::Throttled { retry_after, message } => status(code::RESOURCE_EXHAUSTED, &message, Some(retry_after)),
+            Outcome::Throttled { retry_after, message } => {
+                status(code::RESOURCE_EXHAUSTED, &message, Some(retry_after))
+            }
             Outcome::Unavailable { retry_after, message } => status(code::UNAVAILABLE, &message, Some(retry_after)),
         }
     }

@@ -33,10 +33,20 @@ pub fn router(consumer: Arc<dyn Consumer>, max_request_bytes: usize) -> Router {
         .route("/v1/metrics", route(Signal::Metrics))
         .route("/v1/logs", route(Signal::Logs))
         .method_not_allowed_fallback(|| async {
-            error(StatusCode::METHOD_NOT_ALLOWED, Encoding::Json, code::UNIMPLEMENTED, "OTLP/HTTP paths take POST only".into())
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                Encoding::Json,
+                code::UNIMPLEMENTED,
+                "OTLP/HTTP paths take POST only".into(),
+            )
         })
         .fallback(|| async {
-            error(StatusCode::NOT_FOUND, Encoding::Json, code::UNIMPLEMENTED, "no such path; OTLP/HTTP serves /v1/traces, /v1/metrics and /v1/logs".into())
+            error(
+                StatusCode::NOT_FOUND,
+                Encoding::Json,
+                code::UNIMPLEMENTED,
+                "no such path; OTLP/HTTP serves /v1/traces, /v1/metrics and /v1/logs".into(),
+            )
         })
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
@@ -49,27 +59,34 @@ impl Receiver {
         // The body is read before any answer, so the client is never cut off mid-upload.
         let body = read_body(body, self.max_request_bytes).await;
         let Some(encoding) = encoding else {
-            let message = format!("unsupported Content-Type {content_type:?}; use application/x-protobuf or application/json");
+            let message =
+                format!("unsupported Content-Type {content_type:?}; use application/x-protobuf or application/json");
             return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, Encoding::Json, code::INVALID_ARGUMENT, message);
         };
         let fail = |status, code, message| error(status, encoding, code, message);
         let too_large = |what: &str| {
-            let message = format!("request body {what} more than {} bytes, the limit; split the batch", self.max_request_bytes);
+            let message =
+                format!("request body {what} more than {} bytes, the limit; split the batch", self.max_request_bytes);
             fail(StatusCode::PAYLOAD_TOO_LARGE, code::RESOURCE_EXHAUSTED, message)
         };
         let bytes = match body {
             Ok(bytes) => bytes,
             Err(BodyError::TooLarge) => return too_large("is"),
-            Err(BodyError::Read(e)) => return fail(StatusCode::BAD_REQUEST, code::INVALID_ARGUMENT, format!("reading the request body: {e}")),
+            Err(BodyError::Read(e)) => {
+                return fail(StatusCode::BAD_REQUEST, code::INVALID_ARGUMENT, format!("reading the request body: {e}"))
+            }
         };
-        let content_encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).map(|v| v.trim().to_ascii_lowercase());
+        let content_encoding =
+            headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).map(|v| v.trim().to_ascii_lowercase());
         let raw = match content_encoding.as_deref() {
             None | Some("" | "identity") => bytes,
             Some(name) => match Compression::from_name(name) {
                 Some(compression) => match inflate(compression, &bytes, self.max_request_bytes) {
                     Ok(raw) => Bytes::from(raw),
                     Err(InflateError::TooLarge { .. }) => return too_large("inflates to"),
-                    Err(e @ InflateError::Corrupt(..)) => return fail(StatusCode::BAD_REQUEST, code::INVALID_ARGUMENT, e.to_string()),
+                    Err(e @ InflateError::Corrupt(..)) => {
+                        return fail(StatusCode::BAD_REQUEST, code::INVALID_ARGUMENT, e.to_string())
+                    }
                 },
                 None => {
                     let message = format!("unsupported Content-Encoding {name:?}; use gzip, zstd or none");

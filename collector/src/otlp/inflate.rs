@@ -58,7 +58,10 @@ pub fn inflate(compression: Compression, body: &[u8], limit: usize) -> Result<Ve
     let corrupt = |e: std::io::Error| InflateError::Corrupt(compression.name(), e.to_string());
     match compression {
         Compression::Gzip => bounded(MultiGzDecoder::new(body), body.len(), limit).map_err(corrupt)?,
-        Compression::Zstd => bounded(zstd::stream::read::Decoder::with_buffer(body).map_err(corrupt)?, body.len(), limit).map_err(corrupt)?,
+        Compression::Zstd => {
+            bounded(zstd::stream::read::Decoder::with_buffer(body).map_err(corrupt)?, body.len(), limit)
+                .map_err(corrupt)?
+        }
     }
     .ok_or(InflateError::TooLarge { limit })
 }

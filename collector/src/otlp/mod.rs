@@ -7,8 +7,8 @@ pub mod batch;
 pub mod consumer;
 pub mod decode;
 pub mod grpc;
-pub mod inflate;
 pub mod http;
+pub mod inflate;
 pub mod status;
 pub mod view;
 
@@ -39,14 +39,21 @@ impl Receiver {
     /// never builds the prost types; a consumer that needs them decodes it
     /// ([`Delivery::into_payload`]) and answers [`Outcome::Invalid`] if prost
     /// refuses what the framing check let through.
-    pub(crate) async fn deliver(&self, signal: Signal, encoding: Encoding, headers: &HeaderMap, raw: bytes::Bytes) -> Result<Outcome, String> {
+    pub(crate) async fn deliver(
+        &self,
+        signal: Signal,
+        encoding: Encoding,
+        headers: &HeaderMap,
+        raw: bytes::Bytes,
+    ) -> Result<Outcome, String> {
         let encoded_len = raw.len();
         let request = match encoding {
             Encoding::Protobuf => Request::Protobuf(view::Protobuf::new(signal, raw).map_err(|e| e.to_string())?),
             Encoding::Json => Request::Decoded(decode(signal, encoding, &raw).map_err(|e| e.to_string())?),
         };
         let batch = batch::from_headers(headers, time::OffsetDateTime::now_utc())?;
-        let delivery = Delivery { request, encoded_len, key: metering::api::auth::bearer(headers).map(str::to_owned), batch };
+        let delivery =
+            Delivery { request, encoded_len, key: metering::api::auth::bearer(headers).map(str::to_owned), batch };
         Ok(self.consumer.consume(delivery).await)
     }
 }
@@ -60,16 +67,20 @@ pub(crate) fn export_response(signal: Signal, rejected: u64, message: String) ->
     let rejected = rejected as i64;
     match signal {
         Signal::Traces => trace::ExportTraceServiceResponse {
-            partial_success: partial.then_some(trace::ExportTracePartialSuccess { rejected_spans: rejected, error_message: message }),
+            partial_success: partial
+                .then_some(trace::ExportTracePartialSuccess { rejected_spans: rejected, error_message: message }),
         }
         .encode_to_vec(),
         Signal::Metrics => metrics::ExportMetricsServiceResponse {
-            partial_success: partial
-                .then_some(metrics::ExportMetricsPartialSuccess { rejected_data_points: rejected, error_message: message }),
+            partial_success: partial.then_some(metrics::ExportMetricsPartialSuccess {
+                rejected_data_points: rejected,
+                error_message: message,
+            }),
         }
         .encode_to_vec(),
         Signal::Logs => logs::ExportLogsServiceResponse {
-            partial_success: partial.then_some(logs::ExportLogsPartialSuccess { rejected_log_records: rejected, error_message: message }),
+            partial_success: partial
+                .then_some(logs::ExportLogsPartialSuccess { rejected_log_records: rejected, error_message: message }),
         }
         .encode_to_vec(),
     }

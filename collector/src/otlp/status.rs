@@ -19,7 +19,10 @@ impl RpcStatus {
         RpcStatusWithDetails {
             code,
             message: message.to_owned(),
-            details: vec![Any { type_url: "type.googleapis.com/google.rpc.RetryInfo".into(), value: info.encode_to_vec() }],
+            details: vec![Any {
+                type_url: "type.googleapis.com/google.rpc.RetryInfo".into(),
+                value: info.encode_to_vec(),
+            }],
         }
     }
 }

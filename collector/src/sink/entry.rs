@@ -77,7 +77,8 @@ mod tests {
 
     #[test]
     fn round_trip_and_refusals() {
-        let sections = [Section { table: Table::Usage, rows: 2, data: b"abc" }, Section { table: Table::Sla, rows: 0, data: b"" }];
+        let sections =
+            [Section { table: Table::Usage, rows: 2, data: b"abc" }, Section { table: Table::Sla, rows: 0, data: b"" }];
         let bytes = encode(&sections);
         assert_eq!(decode(&bytes).unwrap(), sections);
         assert_eq!(decode(&bytes[..bytes.len() - 10]).unwrap_err(), "a section of 3 bytes runs past the record");

@@ -53,8 +53,15 @@ const RETRY: (Duration, Duration) = (Duration::from_millis(100), Duration::from_
 
 impl Sink {
     /// A sink writing `wal`'s sealed segments into `database` on `ch`.
-    pub fn new(ch: ClickHouse, database: &str, wal: Wal, metrics: Arc<Metrics>, options: SinkOptions) -> Result<Self, metering::clickhouse::sql::BadIdentifier> {
-        let (usage_insert, sla_insert) = (metering::store::schema::insert_usage(database)?, metering::sla::schema::insert_sla(database)?);
+    pub fn new(
+        ch: ClickHouse,
+        database: &str,
+        wal: Wal,
+        metrics: Arc<Metrics>,
+        options: SinkOptions,
+    ) -> Result<Self, metering::clickhouse::sql::BadIdentifier> {
+        let (usage_insert, sla_insert) =
+            (metering::store::schema::insert_usage(database)?, metering::sla::schema::insert_sla(database)?);
         Ok(Self { ch, usage_insert, sla_insert, wal, metrics, options })
     }
 
@@ -122,7 +129,10 @@ impl Sink {
             bytes += s.bytes;
         }
         let batch: Vec<Segment> = queue.iter().take(take).cloned().collect();
-        let read = tokio::task::spawn_blocking(move || batch.iter().map(|s| segment::read(&s.path)).collect::<Result<Vec<_>, _>>()).await;
+        let read = tokio::task::spawn_blocking(move || {
+            batch.iter().map(|s| segment::read(&s.path)).collect::<Result<Vec<_>, _>>()
+        })
+        .await;
         let contents = match read {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {

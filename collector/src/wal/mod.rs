@@ -117,10 +117,19 @@ impl Wal {
     /// Opens (creating if needed) the log in `dir`. Every sealed segment is
     /// handed to `on_sealed`, starting with those an earlier run left; it runs on
     /// the writer thread before [`Wal::seal`] returns, so it must be quick.
-    pub fn open(dir: &Path, options: WalOptions, on_sealed: impl Fn(Segment) + Send + 'static) -> Result<Self, WalError> {
+    pub fn open(
+        dir: &Path,
+        options: WalOptions,
+        on_sealed: impl Fn(Segment) + Send + 'static,
+    ) -> Result<Self, WalError> {
         let io = |action: &'static str| move |source| WalError::Io { dir: dir.to_owned(), action, source };
         std::fs::create_dir_all(dir).map_err(io("creating it"))?;
-        let lock = OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("lock")).map_err(io("opening its lock file"))?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("lock"))
+            .map_err(io("opening its lock file"))?;
         if lock.try_lock().is_err() {
             return Err(WalError::Locked(dir.to_owned()));
         }
@@ -143,7 +152,15 @@ impl Wal {
             on_sealed(s);
         }
         let (commands, rx) = std_mpsc::channel();
-        let writer = Writer { shared: shared.clone(), options, next_id, open: None, on_sealed: Box::new(on_sealed), _lock: lock, unsynced: None };
+        let writer = Writer {
+            shared: shared.clone(),
+            options,
+            next_id,
+            open: None,
+            on_sealed: Box::new(on_sealed),
+            _lock: lock,
+            unsynced: None,
+        };
         std::thread::Builder::new()
             .name("tally-wal-writer".into())
             .spawn(move || writer.run(rx))

@@ -77,7 +77,11 @@ pub fn read(path: &Path) -> std::io::Result<Contents> {
 /// Parses a segment's bytes.
 pub fn parse(data: &[u8]) -> Contents {
     let mut out = Contents::default();
-    let damaged = |offset: usize, reason: String| Damage { offset: offset as u64, bytes_lost: (data.len() - offset) as u64, reason };
+    let damaged = |offset: usize, reason: String| Damage {
+        offset: offset as u64,
+        bytes_lost: (data.len() - offset) as u64,
+        reason,
+    };
     if data.len() < MAGIC.len() {
         // Created but never written to: nothing was acknowledged from it.
         out.torn_tail = data.len() as u64;

@@ -130,7 +130,8 @@ async fn periodic_sync_keeps_every_record() {
 #[tokio::test]
 async fn an_old_open_segment_is_sealed_without_being_asked() {
     let dir = tempfile::tempdir().unwrap();
-    let (wal, mut sealed) = open(dir.path(), WalOptions { seal_after: Some(Duration::from_millis(50)), ..options(1 << 20) }).unwrap();
+    let (wal, mut sealed) =
+        open(dir.path(), WalOptions { seal_after: Some(Duration::from_millis(50)), ..options(1 << 20) }).unwrap();
     wal.append(b"a".to_vec()).await.unwrap();
     let first = tokio::time::timeout(Duration::from_secs(5), sealed.recv()).await.unwrap().unwrap();
     wal.append(b"b".to_vec()).await.unwrap();

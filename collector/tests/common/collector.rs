@@ -36,21 +36,50 @@ pub async fn start_collector_at(clickhouse_url: &str, db: &str, dir: &Path, extr
     let keys = dir.join("keys.yaml");
     std::fs::write(
         &keys,
-        format!("keys:\n  - sha256: {}\n    tenant: initech\n  - sha256: {}\n", sha256_hex("initech-key"), sha256_hex("agent-key")),
+        format!(
+            "keys:\n  - sha256: {}\n    tenant: initech\n  - sha256: {}\n",
+            sha256_hex("initech-key"),
+            sha256_hex("agent-key")
+        ),
     )
     .unwrap();
     let (grpc, http, admin) = (port(), port(), port());
     let data_dir = dir.join("data");
     let args = [
-        "--grpc-listen", &format!("127.0.0.1:{grpc}"), "--http-listen", &format!("127.0.0.1:{http}"),
-        "--admin-listen", &format!("127.0.0.1:{admin}"), "--clickhouse-url", clickhouse_url,
-        "--clickhouse-database", db, "--keys", keys.to_str().unwrap(), "--allow-anonymous",
-        "--clickhouse-timeout-secs", "5", "--data-dir", data_dir.to_str().unwrap(), "--flush-interval-ms", "100",
+        "--grpc-listen",
+        &format!("127.0.0.1:{grpc}"),
+        "--http-listen",
+        &format!("127.0.0.1:{http}"),
+        "--admin-listen",
+        &format!("127.0.0.1:{admin}"),
+        "--clickhouse-url",
+        clickhouse_url,
+        "--clickhouse-database",
+        db,
+        "--keys",
+        keys.to_str().unwrap(),
+        "--allow-anonymous",
+        "--clickhouse-timeout-secs",
+        "5",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "--flush-interval-ms",
+        "100",
     ];
     let admin_url = format!("http://127.0.0.1:{admin}");
-    let mut service = Service::new(testkit::service::binary("tally-collector"), args.iter().map(|s| s.to_string()).collect(), admin_url.clone());
+    let mut service = Service::new(
+        testkit::service::binary("tally-collector"),
+        args.iter().map(|s| s.to_string()).collect(),
+        admin_url.clone(),
+    );
     service.start(extra).await.unwrap();
-    Running { service, data_dir, http_url: format!("http://127.0.0.1:{http}"), grpc_url: format!("http://127.0.0.1:{grpc}"), admin_url }
+    Running {
+        service,
+        data_dir,
+        http_url: format!("http://127.0.0.1:{http}"),
+        grpc_url: format!("http://127.0.0.1:{grpc}"),
+        admin_url,
+    }
 }
 
 impl Running {

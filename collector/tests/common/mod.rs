@@ -70,7 +70,8 @@ pub fn grpc_frame(compressed: bool, message: &[u8]) -> Vec<u8> {
 /// Exports the OTLP/JSON trace request `json` over gRPC (h2c) with the agent key and `headers`.
 pub async fn grpc_export_traces(grpc_url: &str, json: &str, headers: &[(&str, String)]) -> reqwest::Response {
     use prost::Message;
-    let request: opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest = serde_json::from_str(json).unwrap();
+    let request: opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest =
+        serde_json::from_str(json).unwrap();
     let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
     let mut post = h2
         .post(format!("{grpc_url}{}", tally_collector::otlp::grpc::TRACES_PATH))

@@ -23,12 +23,7 @@ pub struct CgroupPaths {
 impl CgroupPaths {
     /// A resolver for the cgroups under `root` (a cgroup2 directory); nothing is read yet.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self {
-            root: root.into(),
-            by_id: HashMap::new(),
-            unknown: HashSet::new(),
-            scans: 0,
-        }
+        Self { root: root.into(), by_id: HashMap::new(), unknown: HashSet::new(), scans: 0 }
     }
 
     /// The cgroup id of a cgroup directory: its inode number.
@@ -76,9 +71,7 @@ impl CgroupPaths {
             if !meta.is_dir() {
                 continue;
             }
-            self.by_id
-                .entry(meta.ino())
-                .or_insert_with(|| relative.clone());
+            self.by_id.entry(meta.ino()).or_insert_with(|| relative.clone());
             let Ok(entries) = fs::read_dir(&dir) else {
                 continue;
             };
@@ -109,10 +102,7 @@ mod tests {
 
         let mut paths = CgroupPaths::new(&dir);
         assert_eq!(paths.resolve(ctr), Some(Path::new("kubepods/podabc/ctr")));
-        assert_eq!(
-            paths.resolve(svc),
-            Some(Path::new("system.slice/a.service"))
-        );
+        assert_eq!(paths.resolve(svc), Some(Path::new("system.slice/a.service")));
         assert_eq!(paths.resolve(root), Some(Path::new("")));
         assert_eq!(paths.scans(), 1, "one walk finds them all");
 

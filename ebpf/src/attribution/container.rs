@@ -107,19 +107,14 @@ fn container_scope(segment: &str) -> Option<(Runtime, &str)> {
 }
 
 fn is_container_id(s: &str) -> bool {
-    s.len() == 64
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// 8-4-4-4-12 hex digits.
 fn is_uid(s: &str) -> bool {
     let groups: Vec<&str> = s.split('-').collect();
     groups.len() == 5
-        && groups
-            .iter()
-            .zip([8, 4, 4, 4, 12])
-            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
+        && groups.iter().zip([8, 4, 4, 4, 12]).all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// systemd escapes bytes in unit names as `\xNN` (`-` as `\x2d`, since `-` means nesting).
@@ -129,10 +124,7 @@ pub(crate) fn systemd_unescape(s: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'\\' && bytes.get(i + 1) == Some(&b'x') {
-            if let Some(byte) = s
-                .get(i + 2..i + 4)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-            {
+            if let Some(byte) = s.get(i + 2..i + 4).and_then(|h| u8::from_str_radix(h, 16).ok()) {
                 out.push(byte);
                 i += 4;
                 continue;
@@ -166,8 +158,7 @@ mod tests {
 
     #[test]
     fn kubelet_systemd_containerd_crio_conmon() {
-        let base =
-            format!("kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice");
+        let base = format!("kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice");
         let c = ContainerRef::parse(&format!("{base}/cri-containerd-{ID}.scope"));
         assert_eq!(
             (c.pod_uid.as_deref(), c.container_id.as_deref(), c.runtime),
@@ -180,24 +171,16 @@ mod tests {
         assert_eq!(conmon.pod_uid.as_deref(), Some(UID));
         assert_eq!((conmon.container_id, conmon.runtime), (None, None));
         // Guaranteed pods: kubepods-pod<uid>.slice directly under kubepods.slice.
-        let g = ContainerRef::parse(&format!(
-            "kubepods.slice/kubepods-pod{UID_}.slice/cri-containerd-{ID}.scope"
-        ));
+        let g = ContainerRef::parse(&format!("kubepods.slice/kubepods-pod{UID_}.slice/cri-containerd-{ID}.scope"));
         assert_eq!(g.pod_uid.as_deref(), Some(UID));
     }
 
     #[test]
     fn docker_both_drivers() {
         let c = ContainerRef::parse(&format!("system.slice/docker-{ID}.scope"));
-        assert_eq!(
-            (c.container_id.as_deref(), c.runtime, c.systemd_unit),
-            (Some(ID), Some(Runtime::Docker), None)
-        );
+        assert_eq!((c.container_id.as_deref(), c.runtime, c.systemd_unit), (Some(ID), Some(Runtime::Docker), None));
         let c = ContainerRef::parse(&format!("/docker/{ID}"));
-        assert_eq!(
-            (c.container_id.as_deref(), c.runtime),
-            (Some(ID), Some(Runtime::Docker))
-        );
+        assert_eq!((c.container_id.as_deref(), c.runtime), (Some(ID), Some(Runtime::Docker)));
     }
 
     #[test]
@@ -207,10 +190,7 @@ mod tests {
         let c = ContainerRef::parse(r"machine.slice/machine-qemu\x2d1\x2dvm.scope");
         assert_eq!(c.systemd_unit.as_deref(), Some("machine-qemu-1-vm.scope"));
         // Not a uid, not a 64-hex id: nothing.
-        assert_eq!(
-            ContainerRef::parse("kubepods/podnot-a-uid/abc123"),
-            ContainerRef::default()
-        );
+        assert_eq!(ContainerRef::parse("kubepods/podnot-a-uid/abc123"), ContainerRef::default());
         assert_eq!(ContainerRef::parse(""), ContainerRef::default());
         assert_eq!(systemd_unescape(r"a\x2db\xZZ"), r"a-b\xZZ");
     }

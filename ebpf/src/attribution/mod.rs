@@ -35,20 +35,12 @@ pub struct Attributor {
 impl Attributor {
     /// An attributor for the cgroups under `cgroup_root` (the probes' root).
     pub fn new(cgroup_root: impl Into<PathBuf>, rules: TenantRules) -> Self {
-        Self {
-            paths: CgroupPaths::new(cgroup_root),
-            rules,
-            cache: HashMap::new(),
-        }
+        Self { paths: CgroupPaths::new(cgroup_root), rules, cache: HashMap::new() }
     }
 
     /// The attribution of cgroup `id`.
     pub fn attribute(&mut self, id: u64) -> &Attribution {
-        let Self {
-            paths,
-            rules,
-            cache,
-        } = self;
+        let Self { paths, rules, cache } = self;
         cache.entry(id).or_insert_with(|| {
             let path = paths.resolve(id).map(|p| p.to_path_buf());
             let text = path.as_deref().map(|p| p.to_string_lossy().into_owned());
@@ -57,11 +49,7 @@ impl Attributor {
                 Some(t) => rules.tenant_for(t).to_string(),
                 None => UNKNOWN_TENANT.to_string(),
             };
-            Attribution {
-                path,
-                container,
-                tenant,
-            }
+            Attribution { path, container, tenant }
         })
     }
 

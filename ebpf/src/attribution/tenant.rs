@@ -69,10 +69,7 @@ impl TenantRules {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let rules = rules
-            .into_iter()
-            .map(|r| parse_rule(r.as_ref()))
-            .collect::<Result<_, _>>()?;
+        let rules = rules.into_iter().map(|r| parse_rule(r.as_ref())).collect::<Result<_, _>>()?;
         Ok(TenantRules { rules })
     }
 
@@ -82,9 +79,7 @@ impl TenantRules {
         let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         self.rules
             .iter()
-            .find(|rule| {
-                (0..=segments.len()).any(|n| match_segments(&rule.segments, &segments[..n]))
-            })
+            .find(|rule| (0..=segments.len()).any(|n| match_segments(&rule.segments, &segments[..n])))
             .map_or(UNKNOWN_TENANT, |rule| rule.tenant.as_str())
     }
 
@@ -109,31 +104,21 @@ impl fmt::Display for TenantRules {
 fn parse_rule(text: &str) -> Result<Rule, RuleError> {
     let rule = || text.to_string();
     // The tenant cannot contain '=', the pattern may: split at the last one.
-    let (pattern, tenant) = text
-        .rsplit_once('=')
-        .ok_or_else(|| RuleError::MissingEquals { rule: rule() })?;
+    let (pattern, tenant) = text.rsplit_once('=').ok_or_else(|| RuleError::MissingEquals { rule: rule() })?;
     let (pattern, tenant) = (pattern.trim(), tenant.trim());
     let valid_tenant = !tenant.is_empty()
         && tenant.len() <= MAX_TENANT_LEN
-        && tenant
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '@' | '-'));
+        && tenant.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '@' | '-'));
     if !valid_tenant {
         // The same rule as the collector's tenant ids (metering::record::validate_tenant).
-        return Err(RuleError::BadTenant {
-            rule: rule(),
-            tenant: tenant.to_string(),
-        });
+        return Err(RuleError::BadTenant { rule: rule(), tenant: tenant.to_string() });
     }
     let mut segments = Vec::new();
     for segment in pattern.split('/').filter(|s| !s.is_empty()) {
         if segment == "**" {
             segments.push(Segment::AnySegments);
         } else if segment.contains("**") {
-            return Err(RuleError::BadDoubleStar {
-                rule: rule(),
-                segment: segment.to_string(),
-            });
+            return Err(RuleError::BadDoubleStar { rule: rule(), segment: segment.to_string() });
         } else {
             segments.push(Segment::Glob(segment.to_string()));
         }
@@ -141,23 +126,15 @@ fn parse_rule(text: &str) -> Result<Rule, RuleError> {
     if segments.is_empty() {
         return Err(RuleError::EmptyPattern { rule: rule() });
     }
-    Ok(Rule {
-        text: text.to_string(),
-        segments,
-        tenant: tenant.to_string(),
-    })
+    Ok(Rule { text: text.to_string(), segments, tenant: tenant.to_string() })
 }
 
 fn match_segments(pattern: &[Segment], path: &[&str]) -> bool {
     match pattern.split_first() {
         None => path.is_empty(),
-        Some((Segment::AnySegments, rest)) => {
-            (0..=path.len()).any(|skip| match_segments(rest, &path[skip..]))
-        }
+        Some((Segment::AnySegments, rest)) => (0..=path.len()).any(|skip| match_segments(rest, &path[skip..])),
         Some((Segment::Glob(glob), rest)) => match path.split_first() {
-            Some((first, others)) => {
-                match_glob(glob.as_bytes(), first.as_bytes()) && match_segments(rest, others)
-            }
+            Some((first, others)) => match_glob(glob.as_bytes(), first.as_bytes()) && match_segments(rest, others),
             None => false,
         },
     }
@@ -217,15 +194,8 @@ mod tests {
         assert_eq!(rules.tenant_for("tenants/acme/web/worker"), "acme");
         assert_eq!(rules.tenant_for("tenants/globex/special"), "special");
         assert_eq!(rules.tenant_for("tenants/globex/batch"), "other");
-        assert_eq!(
-            rules.tenant_for("system.slice/payments.service"),
-            "payments"
-        );
-        assert_eq!(
-            rules.tenant_for("payments.service"),
-            "payments",
-            "** matches zero segments"
-        );
+        assert_eq!(rules.tenant_for("system.slice/payments.service"), "payments");
+        assert_eq!(rules.tenant_for("payments.service"), "payments", "** matches zero segments");
         assert_eq!(rules.tenant_for("tenantsx/acme"), UNKNOWN_TENANT);
         assert_eq!(rules.tenant_for(""), UNKNOWN_TENANT);
         // `*` never crosses a `/`.
@@ -236,50 +206,18 @@ mod tests {
 
     #[test]
     fn precise_errors() {
-        assert_eq!(
-            TenantRules::parse(["kubepods"]),
-            Err(RuleError::MissingEquals {
-                rule: "kubepods".into()
-            })
-        );
-        assert_eq!(
-            TenantRules::parse(["=acme"]),
-            Err(RuleError::EmptyPattern {
-                rule: "=acme".into()
-            })
-        );
-        assert_eq!(
-            TenantRules::parse(["/=acme"]),
-            Err(RuleError::EmptyPattern {
-                rule: "/=acme".into()
-            })
-        );
+        assert_eq!(TenantRules::parse(["kubepods"]), Err(RuleError::MissingEquals { rule: "kubepods".into() }));
+        assert_eq!(TenantRules::parse(["=acme"]), Err(RuleError::EmptyPattern { rule: "=acme".into() }));
+        assert_eq!(TenantRules::parse(["/=acme"]), Err(RuleError::EmptyPattern { rule: "/=acme".into() }));
         assert_eq!(
             TenantRules::parse(["a/b**=acme"]),
-            Err(RuleError::BadDoubleStar {
-                rule: "a/b**=acme".into(),
-                segment: "b**".into()
-            })
+            Err(RuleError::BadDoubleStar { rule: "a/b**=acme".into(), segment: "b**".into() })
         );
         let e = TenantRules::parse(["a=ac me"]).unwrap_err();
-        assert_eq!(
-            e,
-            RuleError::BadTenant {
-                rule: "a=ac me".into(),
-                tenant: "ac me".into()
-            }
-        );
+        assert_eq!(e, RuleError::BadTenant { rule: "a=ac me".into(), tenant: "ac me".into() });
         assert!(e.to_string().contains("1 to 128 characters"));
-        assert!(matches!(
-            TenantRules::parse(["a="]),
-            Err(RuleError::BadTenant { .. })
-        ));
+        assert!(matches!(TenantRules::parse(["a="]), Err(RuleError::BadTenant { .. })));
         // The pattern may hold '=': the tenant is after the last one.
-        assert_eq!(
-            TenantRules::parse(["x=y/z=acme"])
-                .unwrap()
-                .tenant_for("x=y/z"),
-            "acme"
-        );
+        assert_eq!(TenantRules::parse(["x=y/z=acme"]).unwrap().tenant_for("x=y/z"), "acme");
     }
 }

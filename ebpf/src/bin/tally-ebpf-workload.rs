@@ -32,8 +32,7 @@ fn main() -> ExitCode {
         match flag.as_str() {
             "--cgroup" => {
                 let procs = format!("{value}/cgroup.procs");
-                fs::write(&procs, std::process::id().to_string())
-                    .unwrap_or_else(|e| panic!("joining {procs}: {e}"));
+                fs::write(&procs, std::process::id().to_string()).unwrap_or_else(|e| panic!("joining {procs}: {e}"));
             }
             "--netns" => {
                 let path = format!("/run/netns/{value}");
@@ -46,16 +45,8 @@ fn main() -> ExitCode {
             other => panic!("unknown flag {other}"),
         }
     }
-    let arg = |i: usize| -> &str {
-        args.get(i)
-            .map(String::as_str)
-            .unwrap_or_else(|| panic!("missing argument {i}"))
-    };
-    let num = |i: usize| -> u64 {
-        arg(i)
-            .parse()
-            .unwrap_or_else(|e| panic!("argument {i}: {e}"))
-    };
+    let arg = |i: usize| -> &str { args.get(i).map(String::as_str).unwrap_or_else(|| panic!("missing argument {i}")) };
+    let num = |i: usize| -> u64 { arg(i).parse().unwrap_or_else(|e| panic!("argument {i}: {e}")) };
     match arg(0) {
         "burn" => burn(Duration::from_millis(num(1))),
         "serve" => serve(arg(1), arg(2), num(3)),
@@ -73,9 +64,7 @@ fn burn(duration: Duration) {
     let mut x: u64 = 1;
     while start.elapsed() < duration {
         for _ in 0..10_000 {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         }
         std::hint::black_box(x);
     }
@@ -111,9 +100,7 @@ fn send(addr: &str, conns: u64, bytes: u64) {
             stream.write_all(&chunk[..n]).expect("write");
             left -= n as u64;
         }
-        stream
-            .shutdown(std::net::Shutdown::Write)
-            .expect("shutdown");
+        stream.shutdown(std::net::Shutdown::Write).expect("shutdown");
         // Wait for the server's close so the whole exchange is done when we exit.
         let mut rest = Vec::new();
         stream.read_to_end(&mut rest).expect("read");

@@ -14,11 +14,7 @@ use tally_ebpf::{attribution::CgroupPaths, CgroupUsage, ProbeConfig, Probes, Sna
 
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "the kernel tests load eBPF programs: run them as root"
-    );
+    assert_eq!(unsafe { libc::geteuid() }, 0, "the kernel tests load eBPF programs: run them as root");
 }
 
 pub fn load_probes() -> Probes {
@@ -27,10 +23,7 @@ pub fn load_probes() -> Probes {
 }
 
 pub fn cgroup2() -> PathBuf {
-    tally_ebpf::cgroup2_mount()
-        .expect("a cgroup2 mount")
-        .mount()
-        .to_path_buf()
+    tally_ebpf::cgroup2_mount().expect("a cgroup2 mount").mount().to_path_buf()
 }
 
 /// A cgroup v2 directory made for one test, removed when dropped (after its processes exited).
@@ -57,11 +50,7 @@ impl TestCgroup {
         let _ = fs::remove_dir(&path);
         fs::create_dir(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
         let id = CgroupPaths::id_of(&path).expect("cgroup inode");
-        TestCgroup {
-            path,
-            id,
-            children: Vec::new(),
-        }
+        TestCgroup { path, id, children: Vec::new() }
     }
 
     /// `usage_usec` of the cgroup's `cpu.stat` (present in cgroup2 without the cpu controller).
@@ -150,9 +139,7 @@ impl NetNs {
 
 impl Drop for NetNs {
     fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
     }
 }
 
@@ -163,11 +150,7 @@ pub fn run(program: &str, args: &[&str]) {
 
 pub fn output(program: &str, args: &[&str]) -> String {
     let out: Output = Command::new(program).args(args).output().expect(program);
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).expect("utf-8")
 }
 
@@ -180,8 +163,7 @@ pub fn workload(cgroup: &TestCgroup, netns: Option<&NetNs>) -> Command {
     if let Some(ns) = netns {
         cmd.args(["--netns", &ns.name]);
     }
-    let procs = std::ffi::CString::new(cgroup.path.join("cgroup.procs").as_os_str().as_bytes())
-        .expect("path");
+    let procs = std::ffi::CString::new(cgroup.path.join("cgroup.procs").as_os_str().as_bytes()).expect("path");
     // SAFETY: only async-signal-safe calls (open, write, close) on memory prepared before fork.
     unsafe {
         cmd.pre_exec(move || {
@@ -211,17 +193,8 @@ pub fn wait_ok(child: Child) -> String {
 /// Starts a `serve` workload and returns it with the port it listens on.
 // The server is returned for the caller to wait on (killed here only if it never starts).
 #[allow(clippy::zombie_processes)]
-pub fn start_server(
-    cgroup: &TestCgroup,
-    netns: Option<&NetNs>,
-    addr: &str,
-    conns: u64,
-) -> (Child, u16) {
-    let port_file = std::env::temp_dir().join(format!(
-        "tally-test-port-{}-{}",
-        std::process::id(),
-        cgroup.id
-    ));
+pub fn start_server(cgroup: &TestCgroup, netns: Option<&NetNs>, addr: &str, conns: u64) -> (Child, u16) {
+    let port_file = std::env::temp_dir().join(format!("tally-test-port-{}-{}", std::process::id(), cgroup.id));
     let _ = fs::remove_file(&port_file);
     let mut child = workload(cgroup, netns)
         .arg("serve")
@@ -232,10 +205,7 @@ pub fn start_server(
         .expect("spawn server");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if let Some(port) = fs::read_to_string(&port_file)
-            .ok()
-            .and_then(|t| t.trim().parse().ok())
-        {
+        if let Some(port) = fs::read_to_string(&port_file).ok().and_then(|t| t.trim().parse().ok()) {
             let _ = fs::remove_file(&port_file);
             return (child, port);
         }
@@ -261,10 +231,7 @@ pub fn usage_of(snapshot: &Snapshot, cgroup: &TestCgroup) -> CgroupUsage {
 /// Asserts |actual - expected| <= tolerance × expected and returns the relative error.
 pub fn assert_within(what: &str, actual: f64, expected: f64, tolerance: f64) -> f64 {
     let error = (actual - expected) / expected;
-    eprintln!(
-        "{what}: measured {actual:.0}, reference {expected:.0}, error {:+.4}%",
-        error * 100.0
-    );
+    eprintln!("{what}: measured {actual:.0}, reference {expected:.0}, error {:+.4}%", error * 100.0);
     assert!(
         error.abs() <= tolerance,
         "{what}: measured {actual}, reference {expected}: off by {:.3}% (> {:.1}%)",

@@ -194,11 +194,23 @@ mod tests {
         assert!(!Principal::Tenant("acme".into()).may_read("globex"));
         assert!(Principal::Billing.may_read("globex"));
         // Refusals never echo the key.
-        assert_eq!(ring.clone().with_tenant_key("no-equals-sign").unwrap_err().to_string(), "--tenant-key \"…\": expected TENANT=KEY or TENANT=sha256:<64 hex digits>");
+        assert_eq!(
+            ring.clone().with_tenant_key("no-equals-sign").unwrap_err().to_string(),
+            "--tenant-key \"…\": expected TENANT=KEY or TENANT=sha256:<64 hex digits>"
+        );
         assert_eq!(ring.clone().with_tenant_key("acme=").unwrap_err(), TenantKeyError::Format("acme=…".into()));
-        assert_eq!(ring.clone().with_tenant_key("acme=sha256:abc").unwrap_err(), TenantKeyError::Format("acme=sha256:…".into()));
-        assert_eq!(ring.clone().with_tenant_key("initech=a-secret").unwrap_err(), TenantKeyError::Duplicate("initech".into()));
-        assert_eq!(ring.clone().with_tenant_key("initech=b1").unwrap_err(), TenantKeyError::Duplicate("initech".into()));
+        assert_eq!(
+            ring.clone().with_tenant_key("acme=sha256:abc").unwrap_err(),
+            TenantKeyError::Format("acme=sha256:…".into())
+        );
+        assert_eq!(
+            ring.clone().with_tenant_key("initech=a-secret").unwrap_err(),
+            TenantKeyError::Duplicate("initech".into())
+        );
+        assert_eq!(
+            ring.clone().with_tenant_key("initech=b1").unwrap_err(),
+            TenantKeyError::Duplicate("initech".into())
+        );
         assert!(matches!(ring.with_tenant_key("a b=k").unwrap_err(), TenantKeyError::Tenant { .. }));
     }
 }

@@ -28,11 +28,18 @@ pub async fn get_invoice(
         return Err(ApiError::forbidden(format!("this key may not read tenant {tenant:?}")));
     }
     if let Some(unknown) = params.keys().next() {
-        return Err(ApiError::bad_request("invalid_parameter", format!("unknown parameter `{unknown}`; this route takes none")));
+        return Err(ApiError::bad_request(
+            "invalid_parameter",
+            format!("unknown parameter `{unknown}`; this route takes none"),
+        ));
     }
-    let month = BillingMonth::parse(&month).map_err(|e| ApiError::bad_request("invalid_parameter", format!("month: {e}")))?;
+    let month =
+        BillingMonth::parse(&month).map_err(|e| ApiError::bad_request("invalid_parameter", format!("month: {e}")))?;
     let Some(book) = &state.plans else {
-        return Err(not_found("unknown_tenant", "tally serve runs without a plans file (--plans), so no tenant has a plan".into()));
+        return Err(not_found(
+            "unknown_tenant",
+            "tally serve runs without a plans file (--plans), so no tenant has a plan".into(),
+        ));
     };
     match invoice(&state.ch, &state.database, book, &state.catalog, &tenant, month).await {
         Ok(invoice) => Ok(Json(invoice)),

@@ -41,7 +41,13 @@ impl AppState {
     /// State for a store at `ch`/`database` with the given keys.
     pub fn new(ch: ClickHouse, database: &str, keys: KeyRing) -> Result<Self, BadIdentifier> {
         check_identifier(database)?;
-        Ok(Self { ch, database: database.into(), catalog: Arc::new(Catalog::builtin()), keys: Arc::new(keys), plans: None })
+        Ok(Self {
+            ch,
+            database: database.into(),
+            catalog: Arc::new(Catalog::builtin()),
+            keys: Arc::new(keys),
+            plans: None,
+        })
     }
 
     /// The same state knowing `catalog`'s meters (the built-ins plus custom meters).
@@ -72,7 +78,11 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(move || async move { openapi }))
         .fallback(|| async { ApiError::not_found("no such route; see /openapi.json") })
         .method_not_allowed_fallback(|| async {
-            ApiError { status: axum::http::StatusCode::METHOD_NOT_ALLOWED, code: "method_not_allowed", message: "see /openapi.json for the methods each route takes".into() }
+            ApiError {
+                status: axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                code: "method_not_allowed",
+                message: "see /openapi.json for the methods each route takes".into(),
+            }
         })
         .with_state(state)
 }

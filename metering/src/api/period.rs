@@ -17,7 +17,10 @@ use crate::seal::{self, SealError};
 
 fn month_of(month: &str, params: &HashMap<String, String>) -> Result<BillingMonth, ApiError> {
     if let Some(unknown) = params.keys().next() {
-        return Err(ApiError::bad_request("invalid_parameter", format!("unknown parameter `{unknown}`; this route takes none")));
+        return Err(ApiError::bad_request(
+            "invalid_parameter",
+            format!("unknown parameter `{unknown}`; this route takes none"),
+        ));
     }
     BillingMonth::parse(month).map_err(|e| ApiError::bad_request("invalid_parameter", format!("month: {e}")))
 }
@@ -53,7 +56,8 @@ pub async fn seal_period(
         return Err(ApiError::forbidden("only a billing key may seal a month"));
     }
     let month = month_of(&month, &params)?;
-    let conflict = |code: &'static str, e: SealError| ApiError { status: StatusCode::CONFLICT, code, message: e.to_string() };
+    let conflict =
+        |code: &'static str, e: SealError| ApiError { status: StatusCode::CONFLICT, code, message: e.to_string() };
     match seal::seal(&state.ch, &state.database, month, time::OffsetDateTime::now_utc()).await {
         Ok(p) => {
             let mut body = serde_json::to_value(&p).map_err(|e| ApiError::internal(e.to_string()))?;

@@ -26,14 +26,20 @@ pub async fn get_reconciliation(
         return Err(ApiError::forbidden("reconciliation covers every tenant's agents: it needs a billing key"));
     }
     if let Some(unknown) = params.keys().find(|k| !["from", "to"].contains(&k.as_str())) {
-        return Err(ApiError::bad_request("invalid_parameter", format!("unknown parameter `{unknown}`; accepted: from, to")));
+        return Err(ApiError::bad_request(
+            "invalid_parameter",
+            format!("unknown parameter `{unknown}`; accepted: from, to"),
+        ));
     }
     let (from, to) = (time_param(&params, "from")?, time_param(&params, "to")?);
     for (name, t) in [("from", from), ("to", to)] {
         unix_seconds(name, t).map_err(|e| ApiError::bad_request("invalid_parameter", e.to_string()))?;
     }
     if from >= to {
-        return Err(ApiError::bad_request("invalid_range", format!("`from` ({}) must be before `to` ({})", rfc3339(from), rfc3339(to))));
+        return Err(ApiError::bad_request(
+            "invalid_range",
+            format!("`from` ({}) must be before `to` ({})", rfc3339(from), rfc3339(to)),
+        ));
     }
     let lines = reconcile(&state.ch, &state.database, from, to).await.map_err(store_error)?;
     Ok(Json(json!({"from": rfc3339(from), "to": rfc3339(to), "data": lines})))

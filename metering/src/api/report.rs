@@ -21,9 +21,16 @@ pub const PARAMS: &[&str] = &["format", "tenant"];
 
 /// The month, format and tenant of a request; a tenant key reads only its own
 /// tenant (the default), any other is 403.
-fn parse(principal: &Principal, month: &str, params: &HashMap<String, String>) -> Result<(BillingMonth, Format, Option<String>), ApiError> {
+fn parse(
+    principal: &Principal,
+    month: &str,
+    params: &HashMap<String, String>,
+) -> Result<(BillingMonth, Format, Option<String>), ApiError> {
     if let Some(unknown) = params.keys().find(|k| !PARAMS.contains(&k.as_str())) {
-        return Err(ApiError::bad_request("invalid_parameter", format!("unknown parameter `{unknown}`; accepted: {}", PARAMS.join(", "))));
+        return Err(ApiError::bad_request(
+            "invalid_parameter",
+            format!("unknown parameter `{unknown}`; accepted: {}", PARAMS.join(", ")),
+        ));
     }
     let tenant = params.get("tenant").cloned();
     if let Some(t) = &tenant {
@@ -38,9 +45,12 @@ fn parse(principal: &Principal, month: &str, params: &HashMap<String, String>) -
     };
     let format = match params.get("format") {
         None => Format::Json,
-        Some(f) => Format::parse(f).ok_or_else(|| ApiError::bad_request("invalid_parameter", format!("`format`: {f:?} is not one of json, csv, html")))?,
+        Some(f) => Format::parse(f).ok_or_else(|| {
+            ApiError::bad_request("invalid_parameter", format!("`format`: {f:?} is not one of json, csv, html"))
+        })?,
     };
-    let month = BillingMonth::parse(month).map_err(|e| ApiError::bad_request("invalid_parameter", format!("month: {e}")))?;
+    let month =
+        BillingMonth::parse(month).map_err(|e| ApiError::bad_request("invalid_parameter", format!("month: {e}")))?;
     Ok((month, format, tenant))
 }
 
@@ -59,7 +69,8 @@ pub async fn get_usage_report(
 ) -> Result<Response, ApiError> {
     let principal = state.keys.authenticate(&headers)?;
     let (month, format, tenant) = parse(&principal, &month, &params)?;
-    let r = report::read_usage_report(&state.ch, &state.database, month, tenant.as_deref()).await.map_err(store_error)?;
+    let r =
+        report::read_usage_report(&state.ch, &state.database, month, tenant.as_deref()).await.map_err(store_error)?;
     Ok(respond(
         format,
         match format {

@@ -43,7 +43,8 @@ pub struct UsageItem {
 /// `arbitrary_precision` would do it too, but it breaks `#[serde(flatten)]` on
 /// numbers workspace-wide, which silently empties OTLP/JSON metric values.)
 fn exact_number<S: serde::Serializer>(value: &Decimal, s: S) -> Result<S::Ok, S::Error> {
-    let raw = serde_json::value::RawValue::from_string(value.normalize().to_string()).map_err(serde::ser::Error::custom)?;
+    let raw =
+        serde_json::value::RawValue::from_string(value.normalize().to_string()).map_err(serde::ser::Error::custom)?;
     raw.serialize(s)
 }
 
@@ -56,7 +57,15 @@ pub struct UsagePage {
 
 impl From<UsagePoint> for UsageItem {
     fn from(p: UsagePoint) -> Self {
-        Self { tenant: p.tenant, meter: p.meter, service: p.service, start: p.start, end: p.end, value: p.value, unit: p.unit }
+        Self {
+            tenant: p.tenant,
+            meter: p.meter,
+            service: p.service,
+            start: p.start,
+            end: p.end,
+            value: p.value,
+            unit: p.unit,
+        }
     }
 }
 
@@ -71,11 +80,17 @@ struct Cursor {
 }
 
 pub(crate) fn time_param(params: &HashMap<String, String>, name: &'static str) -> Result<OffsetDateTime, ApiError> {
-    let raw = params
-        .get(name)
-        .ok_or_else(|| ApiError::bad_request("missing_parameter", format!("`{name}` is required (RFC 3339, e.g. 2026-05-01T00:00:00Z)")))?;
+    let raw = params.get(name).ok_or_else(|| {
+        ApiError::bad_request(
+            "missing_parameter",
+            format!("`{name}` is required (RFC 3339, e.g. 2026-05-01T00:00:00Z)"),
+        )
+    })?;
     OffsetDateTime::parse(raw, &Rfc3339).map_err(|e| {
-        ApiError::bad_request("invalid_parameter", format!("`{name}`: {raw:?} is not an RFC 3339 time such as 2026-05-01T00:00:00Z ({e})"))
+        ApiError::bad_request(
+            "invalid_parameter",
+            format!("`{name}`: {raw:?} is not an RFC 3339 time such as 2026-05-01T00:00:00Z ({e})"),
+        )
     })
 }
 
@@ -93,20 +108,26 @@ pub fn parse_query(params: &HashMap<String, String>, state: &AppState) -> Result
     query.meter = params.get("meter").cloned();
     if let Some(g) = params.get("granularity") {
         query.granularity = Granularity::parse(g).ok_or_else(|| {
-            ApiError::bad_request("invalid_parameter", format!("`granularity`: {g:?} is not one of minute, hour, day, month"))
+            ApiError::bad_request(
+                "invalid_parameter",
+                format!("`granularity`: {g:?} is not one of minute, hour, day, month"),
+            )
         })?;
     }
     match params.get("group_by").map(String::as_str) {
         None => {}
         Some("service") => query.group_by_service = true,
         Some(other) => {
-            return Err(ApiError::bad_request("invalid_parameter", format!("`group_by`: {other:?} is not supported; use `service`")))
+            return Err(ApiError::bad_request(
+                "invalid_parameter",
+                format!("`group_by`: {other:?} is not supported; use `service`"),
+            ))
         }
     }
     if let Some(limit) = params.get("limit") {
-        query.limit = limit
-            .parse()
-            .map_err(|_| ApiError::bad_request("invalid_parameter", format!("`limit`: {limit:?} is not a whole number")))?;
+        query.limit = limit.parse().map_err(|_| {
+            ApiError::bad_request("invalid_parameter", format!("`limit`: {limit:?} is not a whole number"))
+        })?;
     }
     query.validate(&state.catalog).map_err(|e| {
         let code = match e {
@@ -127,7 +148,13 @@ pub fn parse_query(params: &HashMap<String, String>, state: &AppState) -> Result
                 "`cursor` belongs to a different query; repeat the original parameters with it",
             ));
         }
-        query.after = Some(UsageKey { tenant: cursor.t, meter: cursor.m, bucket: cursor.b, service: cursor.s, dimensions: String::new() });
+        query.after = Some(UsageKey {
+            tenant: cursor.t,
+            meter: cursor.m,
+            bucket: cursor.b,
+            service: cursor.s,
+            dimensions: String::new(),
+        });
     }
     Ok((query, fingerprint))
 }
@@ -173,7 +200,13 @@ pub async fn get_usage(
         points.truncate(page);
         points.last().map(|p| {
             let k = &p.key;
-            let c = Cursor { t: k.tenant.clone(), m: k.meter.clone(), b: k.bucket, s: k.service.clone(), q: fingerprint.clone() };
+            let c = Cursor {
+                t: k.tenant.clone(),
+                m: k.meter.clone(),
+                b: k.bucket,
+                s: k.service.clone(),
+                q: fingerprint.clone(),
+            };
             URL_SAFE_NO_PAD.encode(serde_json::to_vec(&c).expect("cursor serializes"))
         })
     } else {
@@ -185,7 +218,9 @@ pub async fn get_usage(
 pub(crate) fn store_error(e: StoreError) -> ApiError {
     tracing::error!(error = %e, "usage query failed");
     match &e {
-        StoreError::ClickHouse(ch) if ch.is_retryable() => ApiError::unavailable(format!("usage store unavailable: {ch}")),
+        StoreError::ClickHouse(ch) if ch.is_retryable() => {
+            ApiError::unavailable(format!("usage store unavailable: {ch}"))
+        }
         _ => ApiError::internal(format!("usage query failed: {e}")),
     }
 }

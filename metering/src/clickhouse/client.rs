@@ -58,7 +58,10 @@ impl ClickHouseError {
                 // live replicas, 319 insert status unknown (a retry is safe: rows carry their
                 // batch identity), 999 ZooKeeper session errors.
                 *status >= 500
-                    && matches!(code, None | Some(159 | 164 | 202 | 209 | 210 | 225 | 241 | 242 | 252 | 279 | 285 | 319 | 999))
+                    && matches!(
+                        code,
+                        None | Some(159 | 164 | 202 | 209 | 210 | 225 | 241 | 242 | 252 | 279 | 285 | 319 | 999)
+                    )
                     || *status == 503
             }
             _ => false,
@@ -84,8 +87,8 @@ impl ClickHouse {
         if !matches!(base.scheme(), "http" | "https") {
             return Err(bad("the scheme must be http or https"));
         }
-        let user = (!base.username().is_empty())
-            .then(|| (base.username().to_owned(), base.password().map(str::to_owned)));
+        let user =
+            (!base.username().is_empty()).then(|| (base.username().to_owned(), base.password().map(str::to_owned)));
         let _ = base.set_username("");
         let _ = base.set_password(None);
         let http = reqwest::Client::builder()
@@ -109,7 +112,10 @@ impl ClickHouse {
     /// The same client (credentials, settings, port) for another host of a cluster.
     pub fn with_host(&self, host: &str) -> Result<Self, ClickHouseError> {
         let mut other = self.clone();
-        other.base.set_host(Some(host)).map_err(|e| ClickHouseError::BadUrl { url: host.to_owned(), reason: e.to_string() })?;
+        other
+            .base
+            .set_host(Some(host))
+            .map_err(|e| ClickHouseError::BadUrl { url: host.to_owned(), reason: e.to_string() })?;
         let mut shown = other.base.clone();
         shown.set_query(None);
         other.display = shown.as_str().trim_end_matches('/').to_owned();
@@ -131,10 +137,8 @@ impl ClickHouse {
     pub async fn query_tsv(&self, sql: &Sql) -> Result<Vec<Vec<String>>, ClickHouseError> {
         let query = format!("{} FORMAT TabSeparated", sql.as_str());
         let body = self.post(&query, bytes::Bytes::new()).await?;
-        let text = String::from_utf8(body).map_err(|e| ClickHouseError::Decode {
-            query: head(&query),
-            reason: e.to_string(),
-        })?;
+        let text = String::from_utf8(body)
+            .map_err(|e| ClickHouseError::Decode { query: head(&query), reason: e.to_string() })?;
         Ok(parse_tsv(&text))
     }
 

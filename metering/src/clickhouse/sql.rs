@@ -22,7 +22,9 @@ pub enum Param {
 
 /// An identifier that is not a safe ClickHouse name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{name:?} is not a valid ClickHouse identifier (use letters, digits and _, not starting with a digit, at most 64)")]
+#[error(
+    "{name:?} is not a valid ClickHouse identifier (use letters, digits and _, not starting with a digit, at most 64)"
+)]
 pub struct BadIdentifier {
     /// The rejected name.
     pub name: String,

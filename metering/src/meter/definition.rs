@@ -138,7 +138,11 @@ fn scalar_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String
                 serde_yaml::Value::String(s) => s,
                 serde_yaml::Value::Number(n) => n.to_string(),
                 serde_yaml::Value::Bool(b) => b.to_string(),
-                other => return Err(serde::de::Error::custom(format!("filter {k:?}: expected a string, number or boolean, got {other:?}"))),
+                other => {
+                    return Err(serde::de::Error::custom(format!(
+                        "filter {k:?}: expected a string, number or boolean, got {other:?}"
+                    )))
+                }
             };
             Ok((k, text))
         })
@@ -155,7 +159,12 @@ impl MeterDefinition {
                 agg => format!("{} of {what} over {}", agg.as_str(), self.signal.as_str()),
             }
         });
-        Meter { name: Cow::Owned(self.name.clone()), unit: self.unit, aggregation: self.aggregation, description: Cow::Owned(description) }
+        Meter {
+            name: Cow::Owned(self.name.clone()),
+            unit: self.unit,
+            aggregation: self.aggregation,
+            description: Cow::Owned(description),
+        }
     }
 
     /// Why this definition cannot be used, if it cannot.
@@ -175,7 +184,9 @@ impl MeterDefinition {
         let agg = self.aggregation.as_str();
         match (self.aggregation, &self.attribute, self.signal) {
             (Aggregation::Count, Some(_), _) => {
-                return Some("`attribute` is not used by count (it counts matching items); use `filter` to select them".into())
+                return Some(
+                    "`attribute` is not used by count (it counts matching items); use `filter` to select them".into(),
+                )
             }
             (Aggregation::Sum | Aggregation::Max, None, Signal::Traces | Signal::Logs) => {
                 return Some(format!("{agg} needs an `attribute` on {}", self.signal.as_str()))
@@ -298,7 +309,8 @@ mod tests {
 
     #[test]
     fn full_definition_parses() {
-        let yaml = "meters:\n  - name: llm_tokens\n    signal: traces\n    aggregation: sum\n    attribute: llm.tokens\n    \
+        let yaml =
+            "meters:\n  - name: llm_tokens\n    signal: traces\n    aggregation: sum\n    attribute: llm.tokens\n    \
                     filter: {llm.vendor: openai, http.status_code: 200, cached: false}\n    group_by: [model]\n";
         let defs = parse(yaml, Path::new("m.yaml")).unwrap();
         assert_eq!(defs.len(), 1);
@@ -314,16 +326,21 @@ mod tests {
 
     #[test]
     fn bad_definitions_name_file_meter_and_reason() {
-        let m = |body: &str| format!("meters:\n  - {{name: ok_one, signal: logs, aggregation: count}}\n  - {{{body}}}\n");
+        let m =
+            |body: &str| format!("meters:\n  - {{name: ok_one, signal: logs, aggregation: count}}\n  - {{{body}}}\n");
         assert_eq!(
             err(&m("name: Bad, signal: traces, aggregation: count")),
             r#"meters file m.yaml line 3: meter #1 ("Bad"): name must be lowercase a-z, 0-9 and _, starting with a letter"#
         );
-        assert!(err(&m("name: ok_one, signal: traces, aggregation: count")).contains("meter #1 (\"ok_one\"): another meter"));
+        assert!(err(&m("name: ok_one, signal: traces, aggregation: count"))
+            .contains("meter #1 (\"ok_one\"): another meter"));
         assert!(err(&m("name: x, signal: traces, aggregation: sum")).ends_with("sum needs an `attribute` on traces"));
         assert!(err(&m("name: x, signal: traces, aggregation: count, attribute: a")).contains("not used by count"));
-        assert!(err(&m("name: x, signal: traces, aggregation: unique_count")).contains("unique_count needs an `attribute`"));
-        assert!(err(&m("name: x, signal: traces, aggregation: unique_count, attribute: u, unit: bytes")).contains("unit must be count"));
+        assert!(
+            err(&m("name: x, signal: traces, aggregation: unique_count")).contains("unique_count needs an `attribute`")
+        );
+        assert!(err(&m("name: x, signal: traces, aggregation: unique_count, attribute: u, unit: bytes"))
+            .contains("unit must be count"));
         assert!(err(&m("name: x, signal: traces, aggregation: count, group_by: [a, a]")).contains("lists \"a\" twice"));
         // Metric point values need no attribute.
         assert!(parse(&m("name: x, signal: metrics, aggregation: max"), Path::new("m.yaml")).is_ok());

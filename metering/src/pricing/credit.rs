@@ -56,7 +56,11 @@ impl Availability {
             return None;
         }
         let good = Decimal::from(self.requests.saturating_sub(self.errors)) * Decimal::ONE_HUNDRED;
-        Some((good / Decimal::from(self.requests)).round_dp_with_strategy(4, rust_decimal::RoundingStrategy::MidpointAwayFromZero).normalize())
+        Some(
+            (good / Decimal::from(self.requests))
+                .round_dp_with_strategy(4, rust_decimal::RoundingStrategy::MidpointAwayFromZero)
+                .normalize(),
+        )
     }
 }
 

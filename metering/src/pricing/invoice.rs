@@ -24,9 +24,9 @@ use time::Date;
 
 use super::credit::{credit_band, Availability};
 use super::money::{scale, Currency};
+use super::month::ymd;
 use super::plan::{MeterPrice, Period, PriceBook, Segment};
 use super::tiers::{split, TierMode};
-use super::month::ymd;
 use super::BillingMonth;
 use crate::meter::Catalog;
 
@@ -325,8 +325,11 @@ pub fn adjustments(sealed: &Invoice, live: &Invoice) -> Vec<Adjustment> {
         .iter()
         .filter(|l| l.kind == LineKind::Usage)
         .filter_map(|l| {
-            let before = sealed.lines.iter().find(|s| s.kind == LineKind::Usage && s.plan == l.plan && s.plan_from == l.plan_from && s.meter == l.meter);
-            let (usage, amount) = before.map_or((Decimal::ZERO, Decimal::ZERO), |s| (s.usage.unwrap_or_default(), s.amount));
+            let before = sealed.lines.iter().find(|s| {
+                s.kind == LineKind::Usage && s.plan == l.plan && s.plan_from == l.plan_from && s.meter == l.meter
+            });
+            let (usage, amount) =
+                before.map_or((Decimal::ZERO, Decimal::ZERO), |s| (s.usage.unwrap_or_default(), s.amount));
             let late_usage = l.usage.unwrap_or_default() - usage;
             let delta = l.amount - amount;
             (!late_usage.is_zero() || !delta.is_zero()).then(|| Adjustment {
@@ -406,7 +409,12 @@ pub struct Invoice {
 }
 
 /// Prices `tenant`'s `month`.
-pub fn compute(book: &PriceBook, tenant: &str, month: BillingMonth, inputs: Inputs<'_>) -> Result<Invoice, InvoiceError> {
+pub fn compute(
+    book: &PriceBook,
+    tenant: &str,
+    month: BillingMonth,
+    inputs: Inputs<'_>,
+) -> Result<Invoice, InvoiceError> {
     let billing = book.tenants.get(tenant).ok_or_else(|| InvoiceError::UnknownTenant(tenant.to_owned()))?;
     let segments = book.segments(billing, month);
     if segments.is_empty() {
@@ -433,13 +441,16 @@ pub fn compute(book: &PriceBook, tenant: &str, month: BillingMonth, inputs: Inpu
             Some(Conversion { from: r.from, to: r.to, rate: r.rate, date: r.date })
         };
         let rate = conversion.as_ref().map_or(Decimal::ONE, |c| c.rate);
-        let convert = |amount: Decimal, what: &str| amount.checked_mul(rate).map(|a| currency.round(a)).ok_or_else(|| overflow(what));
+        let convert = |amount: Decimal, what: &str| {
+            amount.checked_mul(rate).map(|a| currency.round(a)).ok_or_else(|| overflow(what))
+        };
         let days = Decimal::from(segment.days());
         let first_line = lines.len();
 
         for (meter, price) in &plan.meters {
             let unit = inputs.catalog.get(meter).map(|m| m.unit.as_str().to_owned());
-            let mut line = price_meter(meter, price, segment, inputs.usage, month_days).ok_or_else(|| overflow(meter))?;
+            let mut line =
+                price_meter(meter, price, segment, inputs.usage, month_days).ok_or_else(|| overflow(meter))?;
             for tier in &mut line.tiers {
                 tier.amount = convert(tier.amount, meter)?;
             }
@@ -472,8 +483,18 @@ pub fn compute(book: &PriceBook, tenant: &str, month: BillingMonth, inputs: Inpu
 
         if let Some(band) = credit_band(&plan.credits, &inputs.availability) {
             let charges: Decimal = lines[first_line..].iter().map(|l| l.amount).sum();
-            let amount = scale(charges, band.percent, Decimal::ONE_HUNDRED).map(|a| currency.round(a)).ok_or_else(|| overflow("credit"))?;
-            credits.push(Credit { plan: plan.name.clone(), plan_from: segment.from, target: plan.slo_availability, below: band.below, percent: band.percent, charges, amount });
+            let amount = scale(charges, band.percent, Decimal::ONE_HUNDRED)
+                .map(|a| currency.round(a))
+                .ok_or_else(|| overflow("credit"))?;
+            credits.push(Credit {
+                plan: plan.name.clone(),
+                plan_from: segment.from,
+                target: plan.slo_availability,
+                below: band.below,
+                percent: band.percent,
+                charges,
+                amount,
+            });
         }
         plans.push(PlanPeriod {
             plan: plan.name.clone(),
@@ -490,7 +511,8 @@ pub fn compute(book: &PriceBook, tenant: &str, month: BillingMonth, inputs: Inpu
     let charges = lines.iter().map(|l| l.amount).fold(zero, |a, b| a + b);
     let sla_credit = credits.iter().map(|c| c.amount).fold(zero, |a, b| a + b);
     let subtotal = charges - sla_credit;
-    let tax = scale(subtotal, tax_percent, Decimal::ONE_HUNDRED).map(|t| currency.round(t)).ok_or_else(|| overflow("tax"))?;
+    let tax =
+        scale(subtotal, tax_percent, Decimal::ONE_HUNDRED).map(|t| currency.round(t)).ok_or_else(|| overflow("tax"))?;
     let a = inputs.availability;
     Ok(Invoice {
         tenant: tenant.to_owned(),
@@ -514,7 +536,13 @@ pub fn compute(book: &PriceBook, tenant: &str, month: BillingMonth, inputs: Inpu
 
 /// A meter's line under one plan segment, with tier amounts exact in the plan's
 /// currency (converted and rounded by the caller). `None` on overflow.
-fn price_meter(meter: &str, price: &MeterPrice, segment: &Segment<'_>, usage: &Usage, month_days: Decimal) -> Option<Line> {
+fn price_meter(
+    meter: &str,
+    price: &MeterPrice,
+    segment: &Segment<'_>,
+    usage: &Usage,
+    month_days: Decimal,
+) -> Option<Line> {
     // (usage, allowance, free, billable) and per tier (quantity, exact amount).
     let mut totals = [Decimal::ZERO; 4];
     let mut tiers = vec![(Decimal::ZERO, Decimal::ZERO); price.tiers.len()];
@@ -524,7 +552,9 @@ fn price_meter(meter: &str, price: &MeterPrice, segment: &Segment<'_>, usage: &U
         for (slot, add) in totals.iter_mut().zip([quantity, allowance, free, billable]) {
             *slot = slot.checked_add(add)?;
         }
-        for ((q, amount), (tier, part)) in tiers.iter_mut().zip(price.tiers.iter().zip(split(price.mode, &price.tiers, billable))) {
+        for ((q, amount), (tier, part)) in
+            tiers.iter_mut().zip(price.tiers.iter().zip(split(price.mode, &price.tiers, billable)))
+        {
             *q = q.checked_add(part)?;
             *amount = amount.checked_add(scale(part, tier.price, price.per)?)?;
         }
@@ -536,7 +566,8 @@ fn price_meter(meter: &str, price: &MeterPrice, segment: &Segment<'_>, usage: &U
             let allowance = if days == month_days {
                 price.allowance
             } else {
-                scale(price.allowance, days, month_days)?.round_dp_with_strategy(0, rust_decimal::RoundingStrategy::MidpointAwayFromZero)
+                scale(price.allowance, days, month_days)?
+                    .round_dp_with_strategy(0, rust_decimal::RoundingStrategy::MidpointAwayFromZero)
             };
             bill(usage.get(meter, segment.from, segment.until), allowance)?;
         }

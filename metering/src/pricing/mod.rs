@@ -43,5 +43,5 @@ pub mod tiers;
 #[cfg(test)]
 mod tests;
 
-pub use month::{BadMonth, BillingMonth};
 pub(crate) use month::ymd;
+pub use month::{BadMonth, BillingMonth};

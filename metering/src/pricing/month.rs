@@ -94,7 +94,10 @@ mod tests {
     #[test]
     fn months_parse_and_bound() {
         let dec = BillingMonth::parse("2026-12").unwrap();
-        assert_eq!((dec.first_day(), dec.last_day(), dec.end(), dec.days()), (date!(2026 - 12 - 01), date!(2026 - 12 - 31), date!(2027 - 01 - 01), 31));
+        assert_eq!(
+            (dec.first_day(), dec.last_day(), dec.end(), dec.days()),
+            (date!(2026 - 12 - 01), date!(2026 - 12 - 31), date!(2027 - 01 - 01), 31)
+        );
         assert_eq!(BillingMonth::parse("2026-11").unwrap().days(), 30);
         assert_eq!(BillingMonth::parse("2027-02").unwrap().days(), 28);
         assert_eq!(BillingMonth::of(date!(2026 - 11 - 16)), BillingMonth::parse("2026-11").unwrap());

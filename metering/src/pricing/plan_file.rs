@@ -133,7 +133,11 @@ struct RawAssignment {
 }
 
 /// Reads a scalar as its text, so serde_yaml's float parsing never touches a number.
-fn scalar_text<'de, D: Deserializer<'de>, T>(d: D, what: &'static str, parse: fn(&str) -> Result<T, String>) -> Result<T, D::Error> {
+fn scalar_text<'de, D: Deserializer<'de>, T>(
+    d: D,
+    what: &'static str,
+    parse: fn(&str) -> Result<T, String>,
+) -> Result<T, D::Error> {
     struct Text<T>(&'static str, fn(&str) -> Result<T, String>);
     impl<T> Visitor<'_> for Text<T> {
         type Value = T;
@@ -328,7 +332,10 @@ fn check_tenant<'a>(id: &'a str, raw: &'a RawTenant, book: &PriceBook) -> Result
         ));
     }
     if raw.plans.is_empty() {
-        return Err(problem(&[&path[..], &[Step::Key("plans")]].concat(), "a tenant needs at least one plan assignment".into()));
+        return Err(problem(
+            &[&path[..], &[Step::Key("plans")]].concat(),
+            "a tenant needs at least one plan assignment".into(),
+        ));
     }
     let mut assignments: Vec<(usize, Assignment)> = Vec::new();
     for (i, a) in raw.plans.iter().enumerate() {
@@ -341,13 +348,19 @@ fn check_tenant<'a>(id: &'a str, raw: &'a RawTenant, book: &PriceBook) -> Result
             ));
         }
         if a.until.is_some_and(|u| u <= a.from) {
-            return Err(problem(&[&at[..], &[Step::Key("until")]].concat(), format!("`until` must be after `from` ({})", a.from)));
+            return Err(problem(
+                &[&at[..], &[Step::Key("until")]].concat(),
+                format!("`until` must be after `from` ({})", a.from),
+            ));
         }
         let overlaps = |b: &Assignment| a.from < b.until.unwrap_or(Date::MAX) && b.from < a.until.unwrap_or(Date::MAX);
         if let Some((j, b)) = assignments.iter().find(|(_, b)| overlaps(b)) {
             return Err(problem(
                 &at,
-                format!("plan {:?} from {} overlaps assignment {j} (plan {:?} from {}); give the earlier one an `until`", a.plan, a.from, b.plan, b.from),
+                format!(
+                    "plan {:?} from {} overlaps assignment {j} (plan {:?} from {}); give the earlier one an `until`",
+                    a.plan, a.from, b.plan, b.from
+                ),
             ));
         }
         assignments.push((i, Assignment { plan: a.plan.clone(), from: a.from, until: a.until }));
@@ -367,7 +380,10 @@ fn check_tenant<'a>(id: &'a str, raw: &'a RawTenant, book: &PriceBook) -> Result
                     let codes: Vec<&str> = many.iter().map(|c| c.code()).collect();
                     return Err(problem(
                         &path,
-                        format!("the tenant's plans are priced in {}; set `currency` to the one its invoices use", codes.join(" and ")),
+                        format!(
+                            "the tenant's plans are priced in {}; set `currency` to the one its invoices use",
+                            codes.join(" and ")
+                        ),
                     ));
                 }
             }
@@ -415,4 +431,3 @@ pub(super) fn check<'a>(raw: &'a RawFile, catalog: &Catalog) -> Result<PriceBook
     }
     Ok(book)
 }
-

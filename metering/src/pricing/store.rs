@@ -143,7 +143,8 @@ pub async fn invoice(
     let seals = crate::seal::store::seals(ch, db).await?;
     let seal_of = |m: BillingMonth| seals.iter().find(|p| p.month == m.to_string());
     let seal = seal_of(month);
-    let mut invoice = price(ch, db, book, catalog, tenant, month, seal.map(crate::seal::Period::sealed).as_ref()).await?;
+    let mut invoice =
+        price(ch, db, book, catalog, tenant, month, seal.map(crate::seal::Period::sealed).as_ref()).await?;
     invoice.sealed_digest = seal.map(|s| s.digest.clone());
     let previous = month.previous();
     let Some(prev_seal) = seal_of(previous) else { return Ok(invoice) };

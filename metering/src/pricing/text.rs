@@ -20,7 +20,16 @@ pub fn render(invoice: &Invoice) -> String {
     };
     let _ = writeln!(out, "Invoice {} for tenant {} ({cur}, region {})", invoice.month, invoice.tenant, invoice.region);
     for p in &invoice.plans {
-        let _ = write!(out, "  plan {}: {} to {} (exclusive), {} of {} days, prices in {}", p.plan, ymd(p.from), ymd(p.until), p.days, p.month_days, p.price_currency);
+        let _ = write!(
+            out,
+            "  plan {}: {} to {} (exclusive), {} of {} days, prices in {}",
+            p.plan,
+            ymd(p.from),
+            ymd(p.until),
+            p.days,
+            p.month_days,
+            p.price_currency
+        );
         if let Some(c) = &p.conversion {
             let _ = write!(out, ", converted at 1 {} = {} {} (rate of {})", c.from, c.rate, c.to, ymd(c.date));
         }
@@ -56,7 +65,13 @@ pub fn render(invoice: &Invoice) -> String {
                 );
                 for t in &line.tiers {
                     let upper = t.up_to.map_or_else(|| "∞".to_owned(), |u| u.to_string());
-                    let label = format!("    tier {}–{upper}: {} × {} {price_currency} / {}", t.from, t.quantity, t.unit_price, text(line.per));
+                    let label = format!(
+                        "    tier {}–{upper}: {} × {} {price_currency} / {}",
+                        t.from,
+                        t.quantity,
+                        t.unit_price,
+                        text(line.per)
+                    );
                     row(&mut out, &label, &t.amount);
                 }
                 row(&mut out, &format!("    {meter} [{}]", line.plan), &line.amount);
@@ -69,7 +84,14 @@ pub fn render(invoice: &Invoice) -> String {
         }
     }
     for a in &invoice.adjustments {
-        let label = format!("  adjustment {} {} [{}]: late usage {} {}", a.month, a.meter, a.plan, a.late_usage, a.unit.as_deref().unwrap_or_default());
+        let label = format!(
+            "  adjustment {} {} [{}]: late usage {} {}",
+            a.month,
+            a.meter,
+            a.plan,
+            a.late_usage,
+            a.unit.as_deref().unwrap_or_default()
+        );
         row(&mut out, &label, &a.amount);
     }
     if let Some(digest) = &invoice.sealed_digest {
@@ -77,7 +99,11 @@ pub fn render(invoice: &Invoice) -> String {
     }
     out.push('\n');
     let availability = invoice.sla.availability_percent.map_or_else(|| "no requests".to_owned(), |p| format!("{p} %"));
-    let _ = writeln!(out, "  availability {availability} ({} requests, {} errors)", invoice.sla.requests, invoice.sla.errors);
+    let _ = writeln!(
+        out,
+        "  availability {availability} ({} requests, {} errors)",
+        invoice.sla.requests, invoice.sla.errors
+    );
     for c in &invoice.credits {
         let label = format!("  SLA credit [{}]: below {} % → {} % of {}", c.plan, c.below, c.percent, c.charges);
         row(&mut out, &label, &c.amount);

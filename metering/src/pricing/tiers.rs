@@ -104,7 +104,10 @@ mod tests {
         assert_eq!(split(TierMode::Graduated, &t, 100.into()), q(&[100, 0, 0]));
         assert_eq!(split(TierMode::Graduated, &t, 101.into()), q(&[100, 1, 0]));
         assert_eq!(split(TierMode::Graduated, &t, 5000.into()), q(&[100, 900, 4000]));
-        assert_eq!(split(TierMode::Graduated, &t, "100.5".parse().unwrap()), vec![100.into(), "0.5".parse().unwrap(), 0.into()]);
+        assert_eq!(
+            split(TierMode::Graduated, &t, "100.5".parse().unwrap()),
+            vec![100.into(), "0.5".parse().unwrap(), 0.into()]
+        );
     }
 
     #[test]

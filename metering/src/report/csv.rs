@@ -2,7 +2,6 @@
 //! they hold a comma, quote or line break). Decimals are written exactly; an absent
 //! figure is an empty field.
 
-
 use rust_decimal::Decimal;
 
 use super::sla::{Figures, SlaReport};
@@ -56,7 +55,14 @@ pub fn usage(report: &UsageReport) -> String {
 }
 
 fn figures(f: &Figures) -> [String; 6] {
-    [f.requests.to_string(), f.errors.to_string(), opt(f.availability_percent), opt(f.p50_ms), opt(f.p95_ms), opt(f.p99_ms)]
+    [
+        f.requests.to_string(),
+        f.errors.to_string(),
+        opt(f.availability_percent),
+        opt(f.p50_ms),
+        opt(f.p95_ms),
+        opt(f.p99_ms),
+    ]
 }
 
 /// One row per tenant (service empty: all services, with the objective, error
@@ -66,8 +72,20 @@ pub fn sla(report: &SlaReport) -> String {
     row(
         &mut out,
         &[
-            "month", "tenant", "service", "requests", "errors", "availability_percent", "p50_ms", "p95_ms", "p99_ms",
-            "slo_availability_percent", "slo_p99_ms", "error_budget_used_percent", "credit", "currency",
+            "month",
+            "tenant",
+            "service",
+            "requests",
+            "errors",
+            "availability_percent",
+            "p50_ms",
+            "p95_ms",
+            "p99_ms",
+            "slo_availability_percent",
+            "slo_p99_ms",
+            "error_budget_used_percent",
+            "credit",
+            "currency",
         ],
     );
     for t in &report.tenants {

@@ -72,23 +72,44 @@ fn opt(d: Option<Decimal>, suffix: &str) -> String {
 
 /// The usage report: per tenant, per meter its month total and a bar per day.
 pub fn usage(report: &UsageReport) -> String {
-    let mut body = format!("<h1>Usage report {}</h1><p class=\"sub\">Per tenant and meter: the month's total and each UTC day.", esc(&report.month));
+    let mut body = format!(
+        "<h1>Usage report {}</h1><p class=\"sub\">Per tenant and meter: the month's total and each UTC day.",
+        esc(&report.month)
+    );
     if let Some(digest) = &report.sealed_digest {
-        let _ = write!(body, " The month is sealed: these are its sealed figures (digest <code>{}</code>).", esc(digest));
+        let _ =
+            write!(body, " The month is sealed: these are its sealed figures (digest <code>{}</code>).", esc(digest));
     }
     body.push_str("</p>");
     if report.tenants.is_empty() {
         body.push_str("<section><p class=\"none\">No usage this month.</p></section>");
     }
     for t in &report.tenants {
-        let _ = write!(body, "<section class=\"tenant\"><h2>{}</h2><table><tr><th>meter</th><th>unit</th><th>month total</th></tr>", esc(&t.tenant));
+        let _ = write!(
+            body,
+            "<section class=\"tenant\"><h2>{}</h2><table><tr><th>meter</th><th>unit</th><th>month total</th></tr>",
+            esc(&t.tenant)
+        );
         for m in &t.meters {
-            let _ = write!(body, "<tr><td><code>{}</code></td><td>{}</td><td>{}</td></tr>", esc(&m.meter), esc(&m.unit), grouped(m.total));
+            let _ = write!(
+                body,
+                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
+                esc(&m.meter),
+                esc(&m.unit),
+                grouped(m.total)
+            );
         }
         body.push_str("</table>");
         for m in &t.meters {
-            let days: Vec<_> = m.daily.iter().map(|d| (d.day, draw(d.value), format!("{} {}", grouped(d.value), m.unit))).collect();
-            let _ = write!(body, "<h3><code>{}</code> per day ({}), total {}</h3>", esc(&m.meter), esc(&m.unit), grouped(m.total));
+            let days: Vec<_> =
+                m.daily.iter().map(|d| (d.day, draw(d.value), format!("{} {}", grouped(d.value), m.unit))).collect();
+            let _ = write!(
+                body,
+                "<h3><code>{}</code> per day ({}), total {}</h3>",
+                esc(&m.meter),
+                esc(&m.unit),
+                grouped(m.total)
+            );
             body.push_str(&bars(&format!("{} per day of {}", m.meter, report.month), &days));
         }
         body.push_str("</section>");
@@ -127,7 +148,11 @@ fn tenant_sla(body: &mut String, month: &str, t: &TenantSla) {
         (Some(_), Some(_)) => {
             // The exact comparison pricing uses, not the rounded percentage.
             let a = crate::pricing::credit::Availability { requests: t.figures.requests, errors: t.figures.errors };
-            if target.is_some_and(|t| a.is_below(t)) { "bad" } else { "good" }
+            if target.is_some_and(|t| a.is_below(t)) {
+                "bad"
+            } else {
+                "good"
+            }
         }
         _ => "",
     };
@@ -149,14 +174,20 @@ fn tenant_sla(body: &mut String, month: &str, t: &TenantSla) {
     };
     kpi(body, budget_class, &opt(t.error_budget_used_percent, " %"), "error budget used");
     match &t.credits {
-        Some(c) => kpi(body, if c.total.is_zero() { "" } else { "bad" }, &format!("{} {}", c.total, c.currency), "SLA credit owed"),
+        Some(c) => kpi(
+            body,
+            if c.total.is_zero() { "" } else { "bad" },
+            &format!("{} {}", c.total, c.currency),
+            "SLA credit owed",
+        ),
         None => kpi(body, "", "—", "SLA credit (no plan)"),
     }
     body.push_str("</div>");
 
     let days: Vec<_> = t.daily.iter().map(|d| d.day).collect();
     // Availability: from a little under the lowest day (or the target) up to 100 %.
-    let avail: Vec<Option<(f64, String)>> = t.daily.iter().map(|d| d.figures.availability_percent.map(|a| (draw(a), format!("{a} %")))).collect();
+    let avail: Vec<Option<(f64, String)>> =
+        t.daily.iter().map(|d| d.figures.availability_percent.map(|a| (draw(a), format!("{a} %")))).collect();
     // The axis spans a round distance (1, 2 or 5 × 10ⁿ points) below 100 % that
     // holds the lowest day and the target with some room.
     let low = avail.iter().flatten().map(|v| v.0).chain(target.map(draw)).fold(100.0, f64::min);
@@ -165,7 +196,14 @@ fn tenant_sla(body: &mut String, month: &str, t: &TenantSla) {
     let ticks: Vec<(f64, String)> = [lo, 100.0 - span / 2.0, 100.0].iter().map(|v| (*v, percent_label(*v))).collect();
     let _ = write!(body, "<h3>Availability per day</h3>");
     let target_line = target.map(|t| (draw(t), format!("target {t} %")));
-    body.push_str(&lines(&format!("availability per day of {month}"), &days, &[Series { name: "availability", values: avail }], (lo, 100.0), target_line, &ticks));
+    body.push_str(&lines(
+        &format!("availability per day of {month}"),
+        &days,
+        &[Series { name: "availability", values: avail }],
+        (lo, 100.0),
+        target_line,
+        &ticks,
+    ));
     body.push_str("<p class=\"legend\"><i style=\"background:#1e8449\"></i>availability");
     if target.is_some() {
         body.push_str("<i style=\"background:#c0392b\"></i>target");
@@ -181,7 +219,11 @@ fn tenant_sla(body: &mut String, month: &str, t: &TenantSla) {
         Series { name: "p99", values: pick(|f| f.p99_ms) },
     ];
     let p99_goal = t.slo.as_ref().and_then(|s| s.p99_ms);
-    let max = series.iter().flat_map(|s| s.values.iter().flatten().map(|v| v.0)).chain(p99_goal.map(|v| v as f64)).fold(0.0, f64::max);
+    let max = series
+        .iter()
+        .flat_map(|s| s.values.iter().flatten().map(|v| v.0))
+        .chain(p99_goal.map(|v| v as f64))
+        .fold(0.0, f64::max);
     let (range, ticks) = zero_based(max, |v| format!("{v} ms"));
     let _ = write!(body, "<h3>Latency per day</h3>");
     let goal_line = p99_goal.map(|ms| (ms as f64, format!("p99 target {ms} ms")));
@@ -209,7 +251,14 @@ fn tenant_sla(body: &mut String, month: &str, t: &TenantSla) {
             let traces: Vec<String> = h
                 .exemplars
                 .iter()
-                .map(|e| format!("<span class=\"trace\"><code>{}</code> {} ms{}</span>", esc(&e.trace_id), e.latency_ms, if e.error { " failed" } else { "" }))
+                .map(|e| {
+                    format!(
+                        "<span class=\"trace\"><code>{}</code> {} ms{}</span>",
+                        esc(&e.trace_id),
+                        e.latency_ms,
+                        if e.error { " failed" } else { "" }
+                    )
+                })
                 .collect();
             let _ = write!(
                 body,
@@ -255,7 +304,8 @@ pub fn sla(report: &SlaReport) -> String {
         esc(&report.month)
     );
     if let Some(digest) = &report.sealed_digest {
-        let _ = write!(body, " The month is sealed: these are its sealed figures (digest <code>{}</code>).", esc(digest));
+        let _ =
+            write!(body, " The month is sealed: these are its sealed figures (digest <code>{}</code>).", esc(digest));
     }
     body.push_str("</p>");
     if report.tenants.is_empty() {
@@ -272,6 +322,9 @@ mod tests {
     #[test]
     fn digits_are_grouped_exactly() {
         let g = |s: &str| super::grouped(s.parse().unwrap());
-        assert_eq!([g("0"), g("999"), g("1000"), g("1234567.891"), g("-12345")], ["0", "999", "1,000", "1,234,567.891", "-12,345"]);
+        assert_eq!(
+            [g("0"), g("999"), g("1000"), g("1234567.891"), g("-12345")],
+            ["0", "999", "1,000", "1,234,567.891", "-12,345"]
+        );
     }
 }

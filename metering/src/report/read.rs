@@ -85,13 +85,24 @@ async fn reads(
     if sealed.is_some_and(|s| s.rollups) {
         return Ok(vec![None]);
     }
-    let sql = crate::seal::schema::tenants(db, table, sealed.map(|s| s.seal_id.as_str()), midnight(month.first_day()), midnight(month.end()))?;
+    let sql = crate::seal::schema::tenants(
+        db,
+        table,
+        sealed.map(|s| s.seal_id.as_str()),
+        midnight(month.first_day()),
+        midnight(month.end()),
+    )?;
     Ok(ch.query_column(&sql).await?.into_iter().map(Some).collect())
 }
 
 /// The usage report of `month` for one tenant or all: from the month's seal when
 /// it is sealed (as its invoices are), else from live usage.
-pub async fn read_usage_report(ch: &ClickHouse, db: &str, month: BillingMonth, tenant: Option<&str>) -> Result<UsageReport, StoreError> {
+pub async fn read_usage_report(
+    ch: &ClickHouse,
+    db: &str,
+    month: BillingMonth,
+    tenant: Option<&str>,
+) -> Result<UsageReport, StoreError> {
     let seal = crate::seal::period(ch, db, month).await?;
     let sealed = seal.as_ref().map(Period::sealed);
     let (mut days, mut totals): (Vec<UsagePoint>, Vec<UsagePoint>) = Default::default();
@@ -156,9 +167,15 @@ pub async fn pricing(
     match price_with(ch, db, book, catalog, tenant, month, sealed, async { Ok(availability) }).await {
         Ok(inv) => Ok(Pricing {
             slo: objective(book, tenant, month),
-            credits: Some(Credits { currency: inv.currency.code().to_owned(), credits: inv.credits, total: inv.sla_credit }),
+            credits: Some(Credits {
+                currency: inv.currency.code().to_owned(),
+                credits: inv.credits,
+                total: inv.sla_credit,
+            }),
         }),
-        Err(InvoiceFailure::Invoice(InvoiceError::UnknownTenant(_) | InvoiceError::NoPlan { .. })) => Ok(Pricing::default()),
+        Err(InvoiceFailure::Invoice(InvoiceError::UnknownTenant(_) | InvoiceError::NoPlan { .. })) => {
+            Ok(Pricing::default())
+        }
         Err(InvoiceFailure::Invoice(source)) => Err(ReportError::Pricing { tenant: tenant.to_owned(), source }),
         Err(InvoiceFailure::Store(e)) => Err(e.into()),
     }
@@ -185,7 +202,10 @@ pub async fn read_sla_report(
         for (n, t) in tenants.iter().enumerate() {
             // The month's points are the invoice's availability read: only its usage is read again.
             let availability = availability(months.iter().filter(|p| p.tenant == *t));
-            priced.insert((*t).to_owned(), pricing(ch, db, book, catalog, t, month, sealed.as_ref(), availability).await?);
+            priced.insert(
+                (*t).to_owned(),
+                pricing(ch, db, book, catalog, t, month, sealed.as_ref(), availability).await?,
+            );
             progress(n + 1, tenants.len());
         }
     }

@@ -220,9 +220,16 @@ fn worse(a: &SlaPoint, b: &SlaPoint) -> Ordering {
 
 /// The report from the month's SLA reads per tenant and service at month, day and
 /// hour granularity, and each tenant's pricing (absent: no plan).
-pub fn build(month: BillingMonth, months: &[SlaPoint], days: &[SlaPoint], hours: &[SlaPoint], pricing: &BTreeMap<String, Pricing>) -> SlaReport {
+pub fn build(
+    month: BillingMonth,
+    months: &[SlaPoint],
+    days: &[SlaPoint],
+    hours: &[SlaPoint],
+    pricing: &BTreeMap<String, Pricing>,
+) -> SlaReport {
     let mut tenants = Vec::new();
-    let all_days: Vec<Date> = std::iter::successors(Some(month.first_day()), |d| d.next_day()).take_while(|d| *d < month.end()).collect();
+    let all_days: Vec<Date> =
+        std::iter::successors(Some(month.first_day()), |d| d.next_day()).take_while(|d| *d < month.end()).collect();
     // Each tenant's points found once: filtering all tenants' points per tenant was quadratic
     // (1.4 M hours for 1,000 tenants, scanned 1,000 times).
     let (mut days_of, mut hours_of) = (by_tenant(days), by_tenant(hours));
@@ -234,7 +241,10 @@ pub fn build(month: BillingMonth, months: &[SlaPoint], days: &[SlaPoint], hours:
             requests = requests.saturating_add(p.requests);
             errors = errors.saturating_add(p.errors);
             latency.merge(&p.latency);
-            services.push(ServiceSla { service: p.service.clone(), figures: Figures::of(p.requests, p.errors, &p.latency) });
+            services.push(ServiceSla {
+                service: p.service.clone(),
+                figures: Figures::of(p.requests, p.errors, &p.latency),
+            });
         }
         let figures = Figures::of(requests, errors, &latency);
         let daily = all_days

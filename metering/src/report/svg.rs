@@ -72,14 +72,31 @@ impl Frame {
 
     /// The frame, grid lines with labels at `ticks`, and day numbers below.
     fn axes(&self, out: &mut String, days: &[Date], ticks: &[(f64, String)], label: &str) {
-        let _ = write!(out, r#"<svg class="chart" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" aria-label="{}" xmlns="http://www.w3.org/2000/svg">"#, esc(label));
+        let _ = write!(
+            out,
+            r#"<svg class="chart" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" aria-label="{}" xmlns="http://www.w3.org/2000/svg">"#,
+            esc(label)
+        );
         for (v, text) in ticks {
             let y = self.y(*v);
-            let _ = write!(out, r#"<line class="grid" x1="{LEFT}" x2="{:.1}" y1="{y:.1}" y2="{y:.1}"/><text class="tick" x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#, W - RIGHT, LEFT - 6.0, y + 4.0, esc(text));
+            let _ = write!(
+                out,
+                r#"<line class="grid" x1="{LEFT}" x2="{:.1}" y1="{y:.1}" y2="{y:.1}"/><text class="tick" x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
+                W - RIGHT,
+                LEFT - 6.0,
+                y + 4.0,
+                esc(text)
+            );
         }
         for (i, d) in days.iter().enumerate() {
             if d.day() == 1 || d.day() % 5 == 0 {
-                let _ = write!(out, r#"<text class="tick" x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#, self.x(i), H - 8.0, d.day());
+                let _ = write!(
+                    out,
+                    r#"<text class="tick" x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
+                    self.x(i),
+                    H - 8.0,
+                    d.day()
+                );
             }
         }
     }
@@ -119,13 +136,25 @@ pub(crate) struct Series<'a> {
 
 /// Daily lines: per series a `polyline.series` per run of consecutive days with a
 /// value, a dot with the exact value per day, and an optional dashed `line.target`.
-pub(crate) fn lines(label: &str, days: &[Date], series: &[Series<'_>], range: (f64, f64), target: Option<(f64, String)>, ticks: &[(f64, String)]) -> String {
+pub(crate) fn lines(
+    label: &str,
+    days: &[Date],
+    series: &[Series<'_>],
+    range: (f64, f64),
+    target: Option<(f64, String)>,
+    ticks: &[(f64, String)],
+) -> String {
     let frame = Frame { days: days.len(), lo: range.0, hi: range.1 };
     let mut out = String::new();
     frame.axes(&mut out, days, ticks, label);
     if let Some((v, text)) = &target {
         let y = frame.y(*v);
-        let _ = write!(out, r#"<line class="target" x1="{LEFT}" x2="{:.1}" y1="{y:.1}" y2="{y:.1}"><title>{}</title></line>"#, W - RIGHT, esc(text));
+        let _ = write!(
+            out,
+            r#"<line class="target" x1="{LEFT}" x2="{:.1}" y1="{y:.1}" y2="{y:.1}"><title>{}</title></line>"#,
+            W - RIGHT,
+            esc(text)
+        );
     }
     for s in series {
         // One polyline per run of consecutive days with a value: a day without
@@ -172,8 +201,14 @@ mod tests {
 
     #[test]
     fn axis_bounds_and_labels() {
-        assert_eq!([nice_ceiling(0.0), nice_ceiling(7.0), nice_ceiling(10.0), nice_ceiling(1234.0), nice_ceiling(0.03)], [1.0, 10.0, 10.0, 2000.0, 0.05]);
-        assert_eq!([compact(1_234_567.0), compact(500.0), compact(2_500.0), compact(0.0)], ["1.23M", "500", "2.5k", "0"]);
+        assert_eq!(
+            [nice_ceiling(0.0), nice_ceiling(7.0), nice_ceiling(10.0), nice_ceiling(1234.0), nice_ceiling(0.03)],
+            [1.0, 10.0, 10.0, 2000.0, 0.05]
+        );
+        assert_eq!(
+            [compact(1_234_567.0), compact(500.0), compact(2_500.0), compact(0.0)],
+            ["1.23M", "500", "2.5k", "0"]
+        );
         assert_eq!(esc("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
     }
 }

@@ -79,7 +79,8 @@ pub fn reported(meter: &str) -> bool {
 /// ```
 pub fn build(month: BillingMonth, days: &[UsagePoint], totals: &[UsagePoint]) -> UsageReport {
     let mut tenants: BTreeMap<&str, BTreeMap<&str, MeterUsage>> = BTreeMap::new();
-    let all_days: Vec<Date> = std::iter::successors(Some(month.first_day()), |d| d.next_day()).take_while(|d| *d < month.end()).collect();
+    let all_days: Vec<Date> =
+        std::iter::successors(Some(month.first_day()), |d| d.next_day()).take_while(|d| *d < month.end()).collect();
     for p in totals.iter().filter(|p| reported(&p.meter)) {
         let daily = all_days.iter().map(|&day| DayValue { day, value: Decimal::ZERO }).collect();
         let meter = MeterUsage { meter: p.meter.clone(), unit: p.unit.clone(), total: p.value, daily };
@@ -119,7 +120,13 @@ mod tests {
             end,
             value: value.into(),
             unit: "count".into(),
-            key: UsageKey { tenant: "acme".into(), meter: meter.into(), bucket: start.unix_timestamp() as u32, service: String::new(), dimensions: String::new() },
+            key: UsageKey {
+                tenant: "acme".into(),
+                meter: meter.into(),
+                bucket: start.unix_timestamp() as u32,
+                service: String::new(),
+                dimensions: String::new(),
+            },
         }
     }
 
@@ -128,13 +135,18 @@ mod tests {
         let (nov, dec) = (datetime!(2026-11-01 00:00 UTC), datetime!(2026-12-01 00:00 UTC));
         let day = |d: u8| datetime!(2026-11-01 00:00 UTC).replace_day(d).unwrap();
         // 3 unique users on the 2nd and 4 on the 3rd, 5 over the month (some came back).
-        let days = [point("active_users", day(2), day(3), 3), point("active_users", day(3), day(4), 4), point("agent_accepted_spans", day(2), day(3), 9)];
+        let days = [
+            point("active_users", day(2), day(3), 3),
+            point("active_users", day(3), day(4), 4),
+            point("agent_accepted_spans", day(2), day(3), 9),
+        ];
         let totals = [point("active_users", nov, dec, 5), point("agent_accepted_spans", nov, dec, 9)];
         let report = build(BillingMonth::parse("2026-11").unwrap(), &days, &totals);
         let m = &report.tenants[0].meters;
         assert_eq!(m.len(), 1, "the agents' books are left out");
         assert_eq!((m[0].total, m[0].daily.len()), (5.into(), 30));
-        let nonzero: Vec<(u8, Decimal)> = m[0].daily.iter().filter(|d| !d.value.is_zero()).map(|d| (d.day.day(), d.value)).collect();
+        let nonzero: Vec<(u8, Decimal)> =
+            m[0].daily.iter().filter(|d| !d.value.is_zero()).map(|d| (d.day.day(), d.value)).collect();
         assert_eq!(nonzero, [(2, 3.into()), (3, 4.into())]);
     }
 }

@@ -105,7 +105,20 @@ fn usage_lines(out: &mut String, rows: &[SealedRow]) {
     let values: Vec<String> = rows.iter().map(|r| r.value.normalize().to_string()).collect();
     let key = |i: usize| {
         let r = &rows[i];
-        (&r.tenant, &r.meter, r.window_start, &r.service, &r.route, &r.dimensions, &r.unique_value, &values[i], &r.unit, &r.aggregation, &r.source_id, r.batch_seq)
+        (
+            &r.tenant,
+            &r.meter,
+            r.window_start,
+            &r.service,
+            &r.route,
+            &r.dimensions,
+            &r.unique_value,
+            &values[i],
+            &r.unit,
+            &r.aggregation,
+            &r.source_id,
+            r.batch_seq,
+        )
     };
     let mut order: Vec<usize> = (0..rows.len()).collect();
     // Unstable is exact here: rows with equal keys write equal lines.
@@ -215,15 +228,34 @@ mod tests {
     use super::*;
 
     fn row(tenant: &str, value: &str) -> SealedRow {
-        SealedRow { tenant: tenant.into(), meter: "spans".into(), window_start: 60, value: value.parse().unwrap(), unit: "count".into(), source_id: "s".into(), batch_seq: 1, ..Default::default() }
+        SealedRow {
+            tenant: tenant.into(),
+            meter: "spans".into(),
+            window_start: 60,
+            value: value.parse().unwrap(),
+            unit: "count".into(),
+            source_id: "s".into(),
+            batch_seq: 1,
+            ..Default::default()
+        }
     }
 
     #[test]
     fn canonical_text_is_ordered_escaped_and_normalized() {
         let mut tricky = row("acme", "1.500000000");
         tricky.service = "a\tb\\c\nd".into();
-        let sla = SealedSlaRow { tenant: "acme".into(), service: "api".into(), window_start: 120, requests: 10, errors: 1, latency: "300:9,301:1".into(),
-            exemplars: "0af7651916cd43dd8448eb211c80319c:5000000:1".into(), source_id: "c".into(), batch_seq: 2, ..Default::default() };
+        let sla = SealedSlaRow {
+            tenant: "acme".into(),
+            service: "api".into(),
+            window_start: 120,
+            requests: 10,
+            errors: 1,
+            latency: "300:9,301:1".into(),
+            exemplars: "0af7651916cd43dd8448eb211c80319c:5000000:1".into(),
+            source_id: "c".into(),
+            batch_seq: 2,
+            ..Default::default()
+        };
         let text = canonical("2026-11", GENESIS, &[row("globex", "2"), tricky], &[sla]);
         assert_eq!(
             text,
@@ -231,11 +263,20 @@ mod tests {
                      sla 1\nacme\tapi\t\t120\t10\t1\t300:9,301:1\t0af7651916cd43dd8448eb211c80319c:5000000:1\tc\t2\n")
         );
         // Order and the decimal's scale do not matter; content and the chain do.
-        assert_eq!(digest("2026-11", GENESIS, &[row("a", "1"), row("b", "2.0")], &[]), digest("2026-11", GENESIS, &[row("b", "2"), row("a", "1.000")], &[]));
-        assert_ne!(digest("2026-11", GENESIS, &[row("a", "1")], &[]), digest("2026-11", GENESIS, &[row("a", "1.000000001")], &[]));
+        assert_eq!(
+            digest("2026-11", GENESIS, &[row("a", "1"), row("b", "2.0")], &[]),
+            digest("2026-11", GENESIS, &[row("b", "2"), row("a", "1.000")], &[])
+        );
+        assert_ne!(
+            digest("2026-11", GENESIS, &[row("a", "1")], &[]),
+            digest("2026-11", GENESIS, &[row("a", "1.000000001")], &[])
+        );
         assert_ne!(digest("2026-11", GENESIS, &[], &[]), digest("2026-11", &"1".repeat(64), &[], &[]));
         // The empty month's digest, as `printf 'tally-seal-v1\n2026-11\n0…0\n0\nsla 0\n' | sha256sum` gives it.
-        assert_eq!(digest("2026-11", GENESIS, &[], &[]), "525b6142dcbeb5bd6e100ba002390fb13286f2bb7b12c89c3ed673965f49b6c3");
+        assert_eq!(
+            digest("2026-11", GENESIS, &[], &[]),
+            "525b6142dcbeb5bd6e100ba002390fb13286f2bb7b12c89c3ed673965f49b6c3"
+        );
     }
 
     #[test]

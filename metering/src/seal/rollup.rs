@@ -119,17 +119,12 @@ impl Rollup {
             .ident(db)?
             .push(self.snapshot_table()),
         };
-        Ok(sql
-            .push(" WHERE seal_id = ")
-            .bind(seal_id)
-            .push(" AND tenant = ")
-            .bind(tenant)
-            .push(match self {
-                Rollup::UsageDaily => {
-                    " GROUP BY seal_id, tenant, meter, day, service, dimensions, unique_value, aggregation)"
-                }
-                Rollup::SlaHourly => " GROUP BY seal_id, tenant, service, route, hour)",
-            }))
+        Ok(sql.push(" WHERE seal_id = ").bind(seal_id).push(" AND tenant = ").bind(tenant).push(match self {
+            Rollup::UsageDaily => {
+                " GROUP BY seal_id, tenant, meter, day, service, dimensions, unique_value, aggregation)"
+            }
+            Rollup::SlaHourly => " GROUP BY seal_id, tenant, service, route, hour)",
+        }))
     }
 
     /// Writes one tenant's roll-up from its snapshot.
@@ -200,9 +195,7 @@ pub fn create_sla_hourly(db: &str) -> Result<Sql, BadIdentifier> {
 /// `periods.rollups`: 1 for seals written with their roll-ups. Seals made before migration 5
 /// have none (0), and their reads keep reading the snapshot.
 pub fn add_periods_rollups(db: &str) -> Result<Sql, BadIdentifier> {
-    Ok(Sql::new("ALTER TABLE ")
-        .ident(db)?
-        .push(".periods ADD COLUMN rollups UInt8"))
+    Ok(Sql::new("ALTER TABLE ").ident(db)?.push(".periods ADD COLUMN rollups UInt8"))
 }
 
 /// Non-zero when `periods.rollups` exists.

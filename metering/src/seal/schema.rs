@@ -44,7 +44,13 @@ pub fn create_periods(db: &str) -> Result<Sql, BadIdentifier> {
 /// One tenant's SLA rows of the month, collapsed to one per key (as the SLA reads keep them),
 /// copied into `sealed_sla` under `seal_id`. Per tenant: collapsing keeps an entry per stored
 /// row in the server's memory (9 GB for 50 tenants' minute usage).
-pub fn snapshot_sla(db: &str, seal_id: &str, tenant: &str, from: OffsetDateTime, to: OffsetDateTime) -> Result<Sql, BadIdentifier> {
+pub fn snapshot_sla(
+    db: &str,
+    seal_id: &str,
+    tenant: &str,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+) -> Result<Sql, BadIdentifier> {
     Ok(Sql::new("INSERT INTO ")
         .ident(db)?
         .push(
@@ -84,7 +90,13 @@ pub fn read_sla_snapshot(db: &str, seal_id: &str, tenant: &str) -> Result<Sql, B
 
 /// One tenant's live usage of the month, collapsed to one row per key (as the roll-ups keep it),
 /// copied into `sealed_usage` under `seal_id` (per tenant, as [`snapshot_sla`]).
-pub fn snapshot(db: &str, seal_id: &str, tenant: &str, from: OffsetDateTime, to: OffsetDateTime) -> Result<Sql, BadIdentifier> {
+pub fn snapshot(
+    db: &str,
+    seal_id: &str,
+    tenant: &str,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+) -> Result<Sql, BadIdentifier> {
     Ok(Sql::new("INSERT INTO ")
         .ident(db)?
         .push(
@@ -108,7 +120,13 @@ pub fn snapshot(db: &str, seal_id: &str, tenant: &str, from: OffsetDateTime, to:
 
 /// The tenants with `table` rows (`usage` or `sla`; of snapshot `seal_id` when given) from
 /// `from` to `to`, by name: whom a seal snapshots, or a report reads.
-pub fn tenants(db: &str, table: Snapshot, seal_id: Option<&str>, from: OffsetDateTime, to: OffsetDateTime) -> Result<Sql, BadIdentifier> {
+pub fn tenants(
+    db: &str,
+    table: Snapshot,
+    seal_id: Option<&str>,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+) -> Result<Sql, BadIdentifier> {
     let mut sql = Sql::new("SELECT DISTINCT tenant FROM ")
         .ident(db)?
         .push(match (table, seal_id.is_some()) {
@@ -164,7 +182,16 @@ pub enum Snapshot {
 
 /// Records a seal of `rows` usage and `sla_rows` SLA rows, with its roll-ups.
 #[allow(clippy::too_many_arguments)]
-pub fn record_seal(db: &str, month: &str, seal_id: &str, rows: u64, sla_rows: u64, digest: &str, previous: &str, sealed_at: OffsetDateTime) -> Result<Sql, BadIdentifier> {
+pub fn record_seal(
+    db: &str,
+    month: &str,
+    seal_id: &str,
+    rows: u64,
+    sla_rows: u64,
+    digest: &str,
+    previous: &str,
+    sealed_at: OffsetDateTime,
+) -> Result<Sql, BadIdentifier> {
     Ok(Sql::new("INSERT INTO ")
         .ident(db)?
         .push(".periods (month, seal_id, rows, sla_rows, digest, previous_digest, sealed_at, rollups) VALUES (")
@@ -194,7 +221,13 @@ pub fn read_seals(db: &str) -> Result<Sql, BadIdentifier> {
 
 /// How many of a tenant's live collapsed rows of the month are not in the snapshot (late rows);
 /// per tenant, as the snapshot is taken.
-pub fn count_late(db: &str, seal_id: &str, tenant: &str, from: OffsetDateTime, to: OffsetDateTime) -> Result<Sql, BadIdentifier> {
+pub fn count_late(
+    db: &str,
+    seal_id: &str,
+    tenant: &str,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+) -> Result<Sql, BadIdentifier> {
     Ok(Sql::new("SELECT count() FROM (SELECT tenant, meter, window_start, service, route, dimensions, unique_value, source_id, batch_seq FROM ")
         .ident(db)?
         .push(".usage WHERE tenant = ")

@@ -37,10 +37,7 @@ pub struct Period {
 impl Period {
     /// What a read of this month takes instead of live rows.
     pub fn sealed(&self) -> Sealed {
-        Sealed {
-            seal_id: self.seal_id.clone(),
-            rollups: self.rollups,
-        }
+        Sealed { seal_id: self.seal_id.clone(), rollups: self.rollups }
     }
 }
 
@@ -98,14 +95,28 @@ fn bad(row: &[String], reason: &str) -> StoreError {
 pub async fn seals(ch: &ClickHouse, db: &str) -> Result<Vec<Period>, StoreError> {
     let mut out: Vec<Period> = Vec::new();
     for row in ch.query_tsv(&schema::read_seals(db)?).await? {
-        let [month, seal_id, rows, sla_rows, digest, previous, at, rollups] = <[String; 8]>::try_from(row.clone()).map_err(|r| bad(&r, "expected 8 fields"))?;
+        let [month, seal_id, rows, sla_rows, digest, previous, at, rollups] =
+            <[String; 8]>::try_from(row.clone()).map_err(|r| bad(&r, "expected 8 fields"))?;
         if out.last().is_some_and(|p| p.month == month) {
             continue;
         }
-        let sealed_at = at.parse::<i64>().ok().and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok()).ok_or_else(|| bad(&row, "sealed_at"))?;
+        let sealed_at = at
+            .parse::<i64>()
+            .ok()
+            .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok())
+            .ok_or_else(|| bad(&row, "sealed_at"))?;
         let rows = rows.parse().map_err(|_| bad(&row, "rows is not a UInt64"))?;
         let sla_rows = sla_rows.parse().map_err(|_| bad(&row, "sla_rows is not a UInt64"))?;
-        out.push(Period { month, seal_id, rows, sla_rows, digest, previous_digest: previous, sealed_at, rollups: rollups == "1" });
+        out.push(Period {
+            month,
+            seal_id,
+            rows,
+            sla_rows,
+            digest,
+            previous_digest: previous,
+            sealed_at,
+            rollups: rollups == "1",
+        });
     }
     Ok(out)
 }
@@ -130,7 +141,12 @@ struct Digested {
 
 /// The tenants of a snapshot's `table` and their row counts, in the canonical order's tenant
 /// order (bytes, as Rust's and ClickHouse's strings compare).
-async fn snapshot_tenants(ch: &ClickHouse, db: &str, seal_id: &str, table: schema::Snapshot) -> Result<Vec<(String, u64)>, StoreError> {
+async fn snapshot_tenants(
+    ch: &ClickHouse,
+    db: &str,
+    seal_id: &str,
+    table: schema::Snapshot,
+) -> Result<Vec<(String, u64)>, StoreError> {
     let mut rows: Vec<(String, u64)> = ch
         .query_tsv(&schema::snapshot_tenants(db, seal_id, table)?)
         .await?
@@ -151,7 +167,13 @@ async fn snapshot_tenants(ch: &ClickHouse, db: &str, seal_id: &str, table: schem
 /// millions of rows, far more than memory (the whole canonical text of 432 M rows is ~40 GB).
 /// Each tenant's rows are read on its own, so a count from before the read (the header's) that
 /// differs from the rows read gives a digest that does not verify, never a wrong one that does.
-async fn digest_snapshot(ch: &ClickHouse, db: &str, seal_id: &str, month: &str, previous: &str) -> Result<Digested, StoreError> {
+async fn digest_snapshot(
+    ch: &ClickHouse,
+    db: &str,
+    seal_id: &str,
+    month: &str,
+    previous: &str,
+) -> Result<Digested, StoreError> {
     let usage_tenants = snapshot_tenants(ch, db, seal_id, schema::Snapshot::Usage).await?;
     let sla_tenants = snapshot_tenants(ch, db, seal_id, schema::Snapshot::Sla).await?;
     let mut d = Digester::new(month, previous, usage_tenants.iter().map(|t| t.1).sum());
@@ -240,7 +262,11 @@ fn previous_digest(all: &[Period], month: &str) -> String {
 /// has it (`insert_quorum`, the fewest replicas of any shard; sealing then needs them all up).
 async fn snapshot_writer(ch: &ClickHouse, db: &str) -> Result<ClickHouse, StoreError> {
     let engine = ch
-        .query_column(&Sql::new("SELECT engine_full FROM system.tables WHERE database = ").bind(db).push(" AND name = 'sealed_usage'"))
+        .query_column(
+            &Sql::new("SELECT engine_full FROM system.tables WHERE database = ")
+                .bind(db)
+                .push(" AND name = 'sealed_usage'"),
+        )
         .await?;
     let engine = engine.first().map_or("", String::as_str);
     let Some(args) = engine.strip_prefix("Distributed(") else { return Ok(ch.clone()) };
@@ -261,7 +287,13 @@ async fn snapshot_writer(ch: &ClickHouse, db: &str) -> Result<ClickHouse, StoreE
 }
 
 /// The tenants with live `table` rows in the month.
-async fn live_tenants(ch: &ClickHouse, db: &str, table: schema::Snapshot, from: OffsetDateTime, to: OffsetDateTime) -> Result<Vec<String>, StoreError> {
+async fn live_tenants(
+    ch: &ClickHouse,
+    db: &str,
+    table: schema::Snapshot,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+) -> Result<Vec<String>, StoreError> {
     Ok(ch.query_column(&schema::tenants(db, table, None, from, to)?).await?)
 }
 
@@ -296,7 +328,8 @@ pub async fn seal(ch: &ClickHouse, db: &str, month: BillingMonth, now: OffsetDat
     }
     // Digest what was stored, not what was meant to be: the snapshot read back.
     let Digested { digest, rows, sla_rows, .. } = digest_snapshot(ch, db, &seal_id, &name, &previous).await?;
-    let record = schema::record_seal(db, &name, &seal_id, rows, sla_rows, &digest, &previous, now).map_err(StoreError::from)?;
+    let record =
+        schema::record_seal(db, &name, &seal_id, rows, sla_rows, &digest, &previous, now).map_err(StoreError::from)?;
     ch.execute(&record).await.map_err(StoreError::from)?;
     // Two seals may have raced; the first recorded is the one everybody reads.
     match period(ch, db, month).await? {
@@ -305,7 +338,10 @@ pub async fn seal(ch: &ClickHouse, db: &str, month: BillingMonth, now: OffsetDat
             Ok(p)
         }
         Some(p) => Err(SealError::AlreadySealed(Box::new(p))),
-        None => Err(SealError::Store(StoreError::BadRow { row: vec![seal_id], reason: "the seal just recorded is not in periods".into() })),
+        None => Err(SealError::Store(StoreError::BadRow {
+            row: vec![seal_id],
+            reason: "the seal just recorded is not in periods".into(),
+        })),
     }
 }
 
@@ -313,7 +349,12 @@ pub async fn seal(ch: &ClickHouse, db: &str, month: BillingMonth, now: OffsetDat
 /// (a roll-up row forged, lost or added fails it). `snapshot_tenants` are those of
 /// `sealed_usage` and `sealed_sla` (as [`Digested`] has them); the roll-ups' own tenants are
 /// added, so a tenant missing from either side is a mismatch too.
-async fn rollups_match(ch: &ClickHouse, db: &str, seal_id: &str, snapshot_tenants: [Vec<String>; 2]) -> Result<bool, StoreError> {
+async fn rollups_match(
+    ch: &ClickHouse,
+    db: &str,
+    seal_id: &str,
+    snapshot_tenants: [Vec<String>; 2],
+) -> Result<bool, StoreError> {
     for (table, mut tenants) in [schema::Snapshot::Usage, schema::Snapshot::Sla].into_iter().zip(snapshot_tenants) {
         let rollup = Rollup::of(table);
         tenants.extend(ch.query_column(&rollup.tenants(db, seal_id)?).await?);
@@ -323,7 +364,14 @@ async fn rollups_match(ch: &ClickHouse, db: &str, seal_id: &str, snapshot_tenant
             let stored = ch.query_tsv(&rollup.read_stored(db, seal_id, tenant)?).await?;
             let computed = ch.query_tsv(&rollup.read_computed(db, seal_id, tenant)?).await?;
             if stored != computed {
-                tracing::error!(seal_id, tenant, table = rollup.table(), stored = stored.len(), computed = computed.len(), "a seal's roll-up differs from its snapshot");
+                tracing::error!(
+                    seal_id,
+                    tenant,
+                    table = rollup.table(),
+                    stored = stored.len(),
+                    computed = computed.len(),
+                    "a seal's roll-up differs from its snapshot"
+                );
                 return Ok(false);
             }
         }
@@ -336,7 +384,8 @@ pub async fn verify(ch: &ClickHouse, db: &str, month: BillingMonth) -> Result<Op
     let all = seals(ch, db).await?;
     let name = month.to_string();
     let Some(p) = all.iter().find(|p| p.month == name).cloned() else { return Ok(None) };
-    let Digested { digest: recomputed, rows, sla_rows, tenants } = digest_snapshot(ch, db, &p.seal_id, &name, &p.previous_digest).await?;
+    let Digested { digest: recomputed, rows, sla_rows, tenants } =
+        digest_snapshot(ch, db, &p.seal_id, &name, &p.previous_digest).await?;
     let expected_previous = previous_digest(&all, &name);
     let (from, to) = bounds(month);
     let rollups_verified = !p.rollups || rollups_match(ch, db, &p.seal_id, tenants).await?;
@@ -346,7 +395,11 @@ pub async fn verify(ch: &ClickHouse, db: &str, month: BillingMonth) -> Result<Op
         late_rows += late.first().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
     }
     Ok(Some(Verification {
-        verified: recomputed == p.digest && rows == p.rows && sla_rows == p.sla_rows && expected_previous == p.previous_digest && rollups_verified,
+        verified: recomputed == p.digest
+            && rows == p.rows
+            && sla_rows == p.sla_rows
+            && expected_previous == p.previous_digest
+            && rollups_verified,
         rollups_verified,
         recomputed_digest: recomputed,
         recomputed_rows: rows,

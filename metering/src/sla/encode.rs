@@ -25,7 +25,12 @@ use crate::record::minute_of;
 /// let mut out = Vec::new();
 /// assert_eq!(encode_sla_batch("collector-1", 7, &[a, b], &mut out), Ok(1));
 /// ```
-pub fn encode_sla_batch(source_id: &str, seq: u64, records: &[SlaRecord], out: &mut Vec<u8>) -> Result<usize, SlaError> {
+pub fn encode_sla_batch(
+    source_id: &str,
+    seq: u64,
+    records: &[SlaRecord],
+    out: &mut Vec<u8>,
+) -> Result<usize, SlaError> {
     let reject = |index, reason| SlaError { source_id: source_id.to_owned(), seq, index, reason };
     if source_id.is_empty() {
         return Err(reject(0, SlaProblem::EmptySource));
@@ -60,7 +65,8 @@ mod tests {
     use time::macros::datetime;
 
     fn record(route: &str, secs: i64, latencies: &[(u64, bool, u8)]) -> SlaRecord {
-        let mut r = SlaRecord::new("acme", "api", route, datetime!(2026-05-01 10:00 UTC) + time::Duration::seconds(secs));
+        let mut r =
+            SlaRecord::new("acme", "api", route, datetime!(2026-05-01 10:00 UTC) + time::Duration::seconds(secs));
         for &(ns, err, id) in latencies {
             r.observe(ns, err, &format!("{id:032x}"));
         }

@@ -75,7 +75,15 @@ pub struct SlaPoint {
 impl SlaQuery {
     /// All tenants and services, per route, by day.
     pub fn new(from: OffsetDateTime, to: OffsetDateTime) -> Self {
-        Self { tenant: None, service: None, from, to, granularity: Granularity::Day, grouping: SlaGrouping::Route, sealed: None }
+        Self {
+            tenant: None,
+            service: None,
+            from,
+            to,
+            granularity: Granularity::Day,
+            grouping: SlaGrouping::Route,
+            sealed: None,
+        }
     }
 
     /// Checks the request against the store's bounds.
@@ -107,32 +115,32 @@ impl SlaQuery {
              arrayStringConcat(arrayMap(x -> toString(x.3), kept), ',') FROM (SELECT tenant, service, ",
         )
         .push(route)
-            .push(" AS rt, ")
-            .push(self.granularity.bucket_expr())
-            .push(
-                " AS bucket, sum(r.1) AS req, sum(r.2) AS err, sumMap(r.3, r.4) AS lat, \
+        .push(" AS rt, ")
+        .push(self.granularity.bucket_expr())
+        .push(
+            " AS bucket, sum(r.1) AS req, sum(r.2) AS err, sumMap(r.3, r.4) AS lat, \
                  arrayReverseSort(groupArrayArray(arrayMap((l, t, e) -> (l, t, e), r.6, r.5, r.7))) AS ex, \
                  arrayConcat(arraySlice(ex, 1, 3), arraySlice(arrayFilter(x -> x.3 = 1, ex), 1, 3)) AS kept \
                  FROM (SELECT tenant, service, route, window_start, ",
-            )
-            // A snapshot is one row per key already: no per-key pass over it (see the usage roll-up).
-            .push(if self.sealed.is_some() {
-                "(requests, errors, latency_buckets, latency_counts, exemplar_trace_ids, exemplar_latencies_ns, \
+        )
+        // A snapshot is one row per key already: no per-key pass over it (see the usage roll-up).
+        .push(if self.sealed.is_some() {
+            "(requests, errors, latency_buckets, latency_counts, exemplar_trace_ids, exemplar_latencies_ns, \
                  exemplar_errors) AS r FROM "
-            } else {
-                "any((requests, errors, latency_buckets, latency_counts, exemplar_trace_ids, exemplar_latencies_ns, \
+        } else {
+            "any((requests, errors, latency_buckets, latency_counts, exemplar_trace_ids, exemplar_latencies_ns, \
                  exemplar_errors)) AS r FROM "
-            })
-            .ident(db)?
-            // A snapshot and its hourly roll-up have sla's columns, so the same read serves them.
-            .push(match &self.sealed {
-                None => ".sla",
-                Some(s) => s.table(Rollup::SlaHourly, self.granularity, self.from, self.to),
-            })
-            .push(" WHERE window_start >= ")
-            .bind(Param::DateTime(self.from.unix_timestamp() as u32))
-            .push(" AND window_start < ")
-            .bind(Param::DateTime(self.to.unix_timestamp() as u32));
+        })
+        .ident(db)?
+        // A snapshot and its hourly roll-up have sla's columns, so the same read serves them.
+        .push(match &self.sealed {
+            None => ".sla",
+            Some(s) => s.table(Rollup::SlaHourly, self.granularity, self.from, self.to),
+        })
+        .push(" WHERE window_start >= ")
+        .bind(Param::DateTime(self.from.unix_timestamp() as u32))
+        .push(" AND window_start < ")
+        .bind(Param::DateTime(self.to.unix_timestamp() as u32));
         if let Some(s) = &self.sealed {
             sql = sql.push(" AND seal_id = ").bind(&s.seal_id);
         }
@@ -155,13 +163,18 @@ impl SlaQuery {
 
     fn parse_row(&self, row: Vec<String>) -> Result<SlaPoint, StoreError> {
         let bad = |row: &[String], reason: String| StoreError::BadRow { row: row.to_vec(), reason };
-        let fields: [String; 11] = <[String; 11]>::try_from(row).map_err(|row| bad(&row, "expected 11 fields".into()))?;
+        let fields: [String; 11] =
+            <[String; 11]>::try_from(row).map_err(|row| bad(&row, "expected 11 fields".into()))?;
         let num = |i: usize| fields[i].parse::<u64>().map_err(|_| bad(&fields, format!("field {i} is not a UInt64")));
         let nums = |i: usize| -> Result<Vec<u64>, StoreError> {
-            split(&fields[i]).map(|s| s.parse::<u64>()).collect::<Result<_, _>>().map_err(|_| bad(&fields, format!("field {i} is not a list of UInt64")))
+            split(&fields[i])
+                .map(|s| s.parse::<u64>())
+                .collect::<Result<_, _>>()
+                .map_err(|_| bad(&fields, format!("field {i} is not a list of UInt64")))
         };
         let bucket = num(3)?;
-        let latency = LatencySketch::from_buckets(nums(6)?, nums(7)?).map_err(|e| bad(&fields, format!("latency: {e}")))?;
+        let latency =
+            LatencySketch::from_buckets(nums(6)?, nums(7)?).map_err(|e| bad(&fields, format!("latency: {e}")))?;
         let (ids, latencies, errors) = (split(&fields[8]).collect::<Vec<_>>(), nums(9)?, nums(10)?);
         if ids.len() != latencies.len() || ids.len() != errors.len() {
             return Err(bad(&fields, "exemplar arrays differ in length".into()));

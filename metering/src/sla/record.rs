@@ -286,7 +286,10 @@ mod tests {
         let mut want = all.clone();
         bound_exemplars(&mut want);
         // Slowest three (900 ×3, greater trace id first), then the failed beyond them: 50, 10.
-        assert_eq!(want, vec![ex(8, 900, false), ex(4, 900, true), ex(2, 900, false), ex(3, 50, true), ex(6, 10, true)]);
+        assert_eq!(
+            want,
+            vec![ex(8, 900, false), ex(4, 900, true), ex(2, 900, false), ex(3, 50, true), ex(6, 10, true)]
+        );
         let t = OffsetDateTime::UNIX_EPOCH;
         for split in 0..all.len() {
             let (mut a, mut b) = (SlaRecord::new("t", "", "", t), SlaRecord::new("t", "", "", t));

@@ -119,10 +119,14 @@ impl ClusterDdl {
             return Ok(vec![Step::OnCluster(self.sql(format!("{text} ON CLUSTER `{}`", self.cluster)))]);
         }
         if let Some(rest) = text.strip_prefix("CREATE TABLE IF NOT EXISTS ") {
-            return self.create_table(rest).ok_or_else(|| unsupported("expected `db`.table (columns) ENGINE = *MergeTree ..."))?;
+            return self
+                .create_table(rest)
+                .ok_or_else(|| unsupported("expected `db`.table (columns) ENGINE = *MergeTree ..."))?;
         }
         if let Some(rest) = text.strip_prefix("ALTER TABLE ") {
-            return self.alter_table(rest).ok_or_else(|| unsupported("expected ALTER TABLE `db`.table of a table created before"))?;
+            return self
+                .alter_table(rest)
+                .ok_or_else(|| unsupported("expected ALTER TABLE `db`.table of a table created before"))?;
         }
         Err(unsupported("only CREATE DATABASE IF NOT EXISTS, CREATE TABLE IF NOT EXISTS and ALTER TABLE are known"))
     }
@@ -216,7 +220,9 @@ impl ClusterDdl {
         let queue_takes_all = self.dialect == Dialect::Modern || parts.iter().all(|c| legacy_ddl_queue_takes(c));
         // The change first, then what follows from it (`rewrite_in_place` relies on this order).
         let mut steps = vec![if queue_takes_all {
-            Step::OnCluster(self.sql(format!("ALTER TABLE `{db}`.{table}{LOCAL_SUFFIX} ON CLUSTER `{cluster}` {clauses}")))
+            Step::OnCluster(
+                self.sql(format!("ALTER TABLE `{db}`.{table}{LOCAL_SUFFIX} ON CLUSTER `{cluster}` {clauses}")),
+            )
         } else {
             Step::PerShard(self.sql(format!("ALTER TABLE `{db}`.{table}{LOCAL_SUFFIX} {clauses}")))
         }];
@@ -320,7 +326,10 @@ mod tests {
     #[test]
     fn scanners_skip_quoted_commas_and_parentheses() {
         let columns = r"a String DEFAULT 'x,(y', b Decimal(38, 9), c String DEFAULT 'it\'s, ok'";
-        assert_eq!(split_top_level(columns), ["a String DEFAULT 'x,(y'", "b Decimal(38, 9)", r"c String DEFAULT 'it\'s, ok'"]);
+        assert_eq!(
+            split_top_level(columns),
+            ["a String DEFAULT 'x,(y'", "b Decimal(38, 9)", r"c String DEFAULT 'it\'s, ok'"]
+        );
         assert_eq!(matching_paren("(a 'b)' `(` (c)) tail"), Some(15));
         assert_eq!(matching_paren(") (a)"), None);
         assert_eq!(matching_paren("(a"), None);
@@ -386,8 +395,10 @@ mod tests {
             .unwrap();
         assert_eq!(
             texts(&steps),
-            ["cluster: CREATE TABLE IF NOT EXISTS `db`.periods ON CLUSTER `c` (month String, v UInt64) ENGINE = \
-              ReplicatedReplacingMergeTree('/clickhouse/tables/all/db.periods', '{shard}-{replica}', v) ORDER BY month"]
+            [
+                "cluster: CREATE TABLE IF NOT EXISTS `db`.periods ON CLUSTER `c` (month String, v UInt64) ENGINE = \
+              ReplicatedReplacingMergeTree('/clickhouse/tables/all/db.periods', '{shard}-{replica}', v) ORDER BY month"
+            ]
         );
         let steps = ddl.rewrite(&Sql::new("ALTER TABLE `db`.periods ADD COLUMN x String")).unwrap();
         assert_eq!(texts(&steps), ["local: ALTER TABLE `db`.periods ADD COLUMN x String"]);
@@ -395,7 +406,8 @@ mod tests {
 
     #[test]
     fn alters_run_where_the_server_takes_them_and_rebuild_the_distributed_table() {
-        let create = Sql::new("CREATE TABLE IF NOT EXISTS `db`.usage (tenant String) ENGINE = MergeTree ORDER BY tenant");
+        let create =
+            Sql::new("CREATE TABLE IF NOT EXISTS `db`.usage (tenant String) ENGINE = MergeTree ORDER BY tenant");
         let alter = Sql::new("ALTER TABLE `db`.usage ADD COLUMN u String, MODIFY ORDER BY (tenant, u)");
         let mut legacy = ClusterDdl::new("c", "db", Dialect::Legacy).unwrap();
         legacy.rewrite(&create).unwrap();

@@ -138,7 +138,12 @@ impl ClusterTarget {
     pub async fn with_shards(ch: &ClickHouse, name: &str, shards: Vec<ClickHouse>) -> Result<Self, StoreError> {
         let found = Self::first_replicas(ch, name).await?.len();
         if found != shards.len() {
-            return Err(StoreError::ShardCount { cluster: name.to_owned(), url: ch.url().to_owned(), shards: found, given: shards.len() });
+            return Err(StoreError::ShardCount {
+                cluster: name.to_owned(),
+                url: ch.url().to_owned(),
+                shards: found,
+                given: shards.len(),
+            });
         }
         Ok(Self { name: name.to_owned(), shards })
     }
@@ -197,11 +202,19 @@ pub async fn migrate(ch: &ClickHouse, db: &str) -> Result<MigrationReport, Store
 /// migration's statements rewritten by [`ClusterDdl`], run `ON CLUSTER`
 /// through `ch` (or per shard where the server needs it). Applied versions are
 /// recorded in `tally_migrations`, which every server replicates.
-pub async fn migrate_on_cluster(ch: &ClickHouse, db: &str, cluster: &ClusterTarget) -> Result<MigrationReport, StoreError> {
+pub async fn migrate_on_cluster(
+    ch: &ClickHouse,
+    db: &str,
+    cluster: &ClusterTarget,
+) -> Result<MigrationReport, StoreError> {
     run(ch, db, Some(cluster)).await
 }
 
-async fn execute(ch: &ClickHouse, cluster: Option<(&mut ClusterDdl, &ClusterTarget)>, statement: &Sql) -> Result<(), StoreError> {
+async fn execute(
+    ch: &ClickHouse,
+    cluster: Option<(&mut ClusterDdl, &ClusterTarget)>,
+    statement: &Sql,
+) -> Result<(), StoreError> {
     let Some((ddl, target)) = cluster else {
         return Ok(ch.execute(statement).await?);
     };

@@ -18,8 +18,8 @@ use super::StoreError;
 use crate::clickhouse::sql::{BadIdentifier, Param, Sql};
 use crate::clickhouse::ClickHouse;
 use crate::meter::Catalog;
-use crate::seal::rollup::Rollup;
 use crate::record::{validate_tenant, TenantError};
+use crate::seal::rollup::Rollup;
 
 /// The largest page a query may ask for.
 pub const MAX_LIMIT: u32 = 10_000;
@@ -148,7 +148,13 @@ pub struct Sealed {
 impl Sealed {
     /// The table a read of `[from, to)` in `granularity` buckets takes: `rollup` when the seal
     /// has it and its buckets tile the read, else the snapshot `rollup` is made from.
-    pub(crate) fn table(&self, rollup: Rollup, granularity: Granularity, from: OffsetDateTime, to: OffsetDateTime) -> &'static str {
+    pub(crate) fn table(
+        &self,
+        rollup: Rollup,
+        granularity: Granularity,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> &'static str {
         let seconds = rollup.bucket_seconds();
         let whole = |t: OffsetDateTime| t.unix_timestamp() % seconds == 0;
         let coarse = match granularity {
@@ -323,7 +329,9 @@ impl UsageQuery {
             sql = sql.push(" AND meter = ").bind(meter);
         }
         if self.sealed.is_none() {
-            sql = sql.push(" GROUP BY tenant, meter, window_start, service, route, dimensions, source_id, batch_seq, unique_value");
+            sql = sql.push(
+                " GROUP BY tenant, meter, window_start, service, route, dimensions, source_id, batch_seq, unique_value",
+            );
         }
         sql = sql.push(") GROUP BY tenant, meter, bucket, svc, dims");
         if let Some(after) = &self.after {
@@ -350,9 +358,10 @@ impl UsageQuery {
 
     fn parse_row(&self, row: Vec<String>) -> Result<UsagePoint, StoreError> {
         let bad = |row: &[String], reason: &str| StoreError::BadRow { row: row.to_vec(), reason: reason.to_owned() };
-        let [tenant, meter, bucket, service, dims, total, unit] = <[String; 7]>::try_from(row)
-            .map_err(|row| bad(&row, "expected 7 fields"))?;
-        let fields = || vec![tenant.clone(), meter.clone(), bucket.clone(), service.clone(), dims.clone(), total.clone()];
+        let [tenant, meter, bucket, service, dims, total, unit] =
+            <[String; 7]>::try_from(row).map_err(|row| bad(&row, "expected 7 fields"))?;
+        let fields =
+            || vec![tenant.clone(), meter.clone(), bucket.clone(), service.clone(), dims.clone(), total.clone()];
         let bucket: u32 = bucket.parse().map_err(|_| bad(&fields(), "bucket is not a UInt32"))?;
         let value: Decimal = total.parse().map_err(|_| bad(&fields(), "total is not a decimal"))?;
         let start = i64::from(bucket).max(self.from.unix_timestamp());
@@ -361,7 +370,10 @@ impl UsageQuery {
         let dimensions = match (self.group_by_dimensions, dims.as_str()) {
             (false, _) => None,
             (true, "") => Some(BTreeMap::new()),
-            (true, json) => Some(serde_json::from_str(json).map_err(|_| bad(&fields(), "dimensions are not a JSON object of strings"))?),
+            (true, json) => Some(
+                serde_json::from_str(json)
+                    .map_err(|_| bad(&fields(), "dimensions are not a JSON object of strings"))?,
+            ),
         };
         Ok(UsagePoint {
             start: at(start)?,

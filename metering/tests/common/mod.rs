@@ -44,7 +44,10 @@ pub fn dataset() -> Vec<UsageBatch> {
                 0 => datetime!(2026-01-31 23:59:59.999999999 UTC),
                 1 => datetime!(2026-02-28 23:59:59.999 UTC),
                 2 => datetime!(2026-03-01 00:00 UTC),
-                _ => base + time::Duration::seconds(rng.next(30 * 86_400) as i64) + time::Duration::milliseconds(rng.next(1000) as i64),
+                _ => {
+                    base + time::Duration::seconds(rng.next(30 * 86_400) as i64)
+                        + time::Duration::milliseconds(rng.next(1000) as i64)
+                }
             };
             let value = match meter {
                 "cpu_seconds" => Decimal::new(rng.next(5_000_000_000) as i64, 9),
@@ -68,11 +71,9 @@ fn bucket(t: OffsetDateTime, g: Granularity) -> i64 {
         Granularity::Minute => s - s.rem_euclid(60),
         Granularity::Hour => s - s.rem_euclid(3600),
         Granularity::Day => s - s.rem_euclid(86_400),
-        Granularity::Month => Date::from_calendar_date(t.year(), t.month(), 1)
-            .unwrap()
-            .midnight()
-            .assume_utc()
-            .unix_timestamp(),
+        Granularity::Month => {
+            Date::from_calendar_date(t.year(), t.month(), 1).unwrap().midnight().assume_utc().unix_timestamp()
+        }
     }
 }
 
@@ -125,7 +126,13 @@ pub fn chdb_migrate(chdb: &mut testkit::Chdb, db: &str, dialect: metering::store
 
 /// Inserts `rows` (our encoders' exact RowBinary bytes, of `structure`) into `insert`'s
 /// table through chDB's `file()`, as the writer's INSERT sends them to a server.
-pub fn chdb_insert_rowbinary(chdb: &mut testkit::Chdb, name: &str, insert: &metering::clickhouse::sql::Sql, structure: &str, rows: &[u8]) {
+pub fn chdb_insert_rowbinary(
+    chdb: &mut testkit::Chdb,
+    name: &str,
+    insert: &metering::clickhouse::sql::Sql,
+    structure: &str,
+    rows: &[u8],
+) {
     let path = chdb.dir().join(format!("{name}.rowbinary"));
     std::fs::write(&path, rows).unwrap();
     let sql = format!(

@@ -46,7 +46,9 @@ impl Target {
         if authority.is_empty() || authority.contains('/') {
             bail!("{url:?}: expected http://host:port with no path (the gRPC path is fixed)");
         }
-        let uri = format!("http://{authority}{TRACES_PATH}").parse().with_context(|| format!("{url:?} is not a valid URL"))?;
+        let uri = format!("http://{authority}{TRACES_PATH}")
+            .parse()
+            .with_context(|| format!("{url:?} is not a valid URL"))?;
         Ok(Self { authority: authority.to_owned(), uri })
     }
 }
@@ -208,7 +210,10 @@ mod tests {
         assert_eq!(status_of(&h), None);
         h.insert("grpc-status", HeaderValue::from_static("14"));
         h.insert("grpc-message", HeaderValue::from_static("usage store unavailable: 100%25 down"));
-        assert_eq!(status_of(&h), Some(Answer::Status { code: 14, message: "usage store unavailable: 100% down".into() }));
+        assert_eq!(
+            status_of(&h),
+            Some(Answer::Status { code: 14, message: "usage store unavailable: 100% down".into() })
+        );
         assert_eq!(status_name(14), "UNAVAILABLE");
         assert_eq!(status_name(16), "UNAUTHENTICATED");
         assert_eq!(status_name(99), "CODE_99");

@@ -48,11 +48,9 @@ pub struct Pool {
 impl Pool {
     /// Encodes `config.pool` distinct requests as `config` describes them.
     pub fn build(config: &Config) -> Self {
-        let base_nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        let requests =
-            (0..config.pool.max(1)).map(|i| encode(&request(config, i, base_nanos), config.gzip)).collect();
+        let base_nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        let requests = (0..config.pool.max(1)).map(|i| encode(&request(config, i, base_nanos), config.gzip)).collect();
         Self { requests, gzip: config.gzip }
     }
 
@@ -125,7 +123,11 @@ fn request(config: &Config, index: usize, base_nanos: u64) -> (ExportTraceServic
                 ..Default::default()
             }),
             scope_spans: vec![ScopeSpans {
-                scope: Some(InstrumentationScope { name: "tally-loadgen".into(), version: "0.1.0".into(), ..Default::default() }),
+                scope: Some(InstrumentationScope {
+                    name: "tally-loadgen".into(),
+                    version: "0.1.0".into(),
+                    ..Default::default()
+                }),
                 spans,
                 ..Default::default()
             }],
@@ -207,11 +209,19 @@ fn span(config: &Config, rng: &mut SplitMix64, base_nanos: u64) -> Span {
 }
 
 fn string(key: &str, value: String) -> KeyValue {
-    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(value)) }), ..Default::default() }
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(any_value::Value::StringValue(value)) }),
+        ..Default::default()
+    }
 }
 
 fn int(key: &str, value: i64) -> KeyValue {
-    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(any_value::Value::IntValue(value)) }), ..Default::default() }
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(any_value::Value::IntValue(value)) }),
+        ..Default::default()
+    }
 }
 
 /// A small deterministic generator: the same pool on every run and machine
@@ -267,7 +277,15 @@ mod tests {
     #[test]
     fn requests_decode_to_exactly_the_configured_counts_and_tenants() {
         for gzip in [false, true] {
-            let config = Config { tenants: 3, services_per_tenant: 2, spans_per_request: 1000, attributes_per_span: 13, pool: 4, gzip, ..Config::default() };
+            let config = Config {
+                tenants: 3,
+                services_per_tenant: 2,
+                spans_per_request: 1000,
+                attributes_per_span: 13,
+                pool: 4,
+                gzip,
+                ..Config::default()
+            };
             let pool = Pool::build(&config);
             assert_eq!(pool.requests.len(), 4);
             let mut all_tenants = BTreeMap::new();
@@ -305,7 +323,14 @@ mod tests {
 
     #[test]
     fn small_requests_still_reach_every_tenant_and_extra_attributes_are_generated() {
-        let config = Config { tenants: 10, services_per_tenant: 1, spans_per_request: 3, attributes_per_span: 20, pool: 4, ..Config::default() };
+        let config = Config {
+            tenants: 10,
+            services_per_tenant: 1,
+            spans_per_request: 3,
+            attributes_per_span: 20,
+            pool: 4,
+            ..Config::default()
+        };
         let pool = Pool::build(&config);
         let mut by_tenant = vec![0u64; 10];
         for e in &pool.requests {

@@ -21,7 +21,9 @@ impl Attributes for [KeyValue] {
             any_value::Value::IntValue(i) => AnyValue::Int(*i),
             any_value::Value::DoubleValue(d) => AnyValue::Double(*d),
             any_value::Value::BytesValue(b) => AnyValue::Bytes(b),
-            any_value::Value::ArrayValue(_) | any_value::Value::KvlistValue(_) | any_value::Value::StringValueStrindex(_) => AnyValue::Other,
+            any_value::Value::ArrayValue(_)
+            | any_value::Value::KvlistValue(_)
+            | any_value::Value::StringValueStrindex(_) => AnyValue::Other,
         })
     }
 }

@@ -59,8 +59,10 @@ struct Shape {
     scope: &'static Schema,
 }
 
-const TRACES: Shape = Shape { request: &wire::TRACES_REQUEST, resource: &wire::RESOURCE_SPANS, scope: &wire::SCOPE_SPANS };
-const METRICS: Shape = Shape { request: &wire::METRICS_REQUEST, resource: &wire::RESOURCE_METRICS, scope: &wire::SCOPE_METRICS };
+const TRACES: Shape =
+    Shape { request: &wire::TRACES_REQUEST, resource: &wire::RESOURCE_SPANS, scope: &wire::SCOPE_SPANS };
+const METRICS: Shape =
+    Shape { request: &wire::METRICS_REQUEST, resource: &wire::RESOURCE_METRICS, scope: &wire::SCOPE_METRICS };
 const LOGS: Shape = Shape { request: &wire::LOGS_REQUEST, resource: &wire::RESOURCE_LOGS, scope: &wire::SCOPE_LOGS };
 
 const fn shape(signal: Signal) -> &'static Shape {
@@ -289,7 +291,8 @@ impl<'a> WireLog<'a> {
                 attrs.add(&field);
             }
         }
-        let attributes = WireAttributes { ctx, region: attrs.of(bytes), schema: &wire::LOG_RECORD, field: 6, inner: None };
+        let attributes =
+            WireAttributes { ctx, region: attrs.of(bytes), schema: &wire::LOG_RECORD, field: 6, inner: None };
         Ok(Self { attributes, len: bytes.len() as u64 })
     }
 }
@@ -394,7 +397,9 @@ impl<'a> MetricView for WireMetric<'a> {
                 let field = field?;
                 match (kind, field.number) {
                     (_, n) if n == attrs_field => attrs.add(&field),
-                    (DataKind::Gauge | DataKind::Sum, 4) => value = Some(PointValue::AsDouble(f64::from_bits(field.u64()))),
+                    (DataKind::Gauge | DataKind::Sum, 4) => {
+                        value = Some(PointValue::AsDouble(f64::from_bits(field.u64())))
+                    }
                     (DataKind::Gauge | DataKind::Sum, 6) => value = Some(PointValue::AsInt(field.u64() as i64)),
                     _ => {}
                 }
@@ -439,7 +444,13 @@ impl<'a> WireRequest<'a> {
                 items.push(read(ctx, item)?);
                 Ok(())
             })?;
-            let attributes = WireAttributes { ctx, region: region.of(resource), schema: shape.resource, field: 1, inner: Some(&wire::RESOURCE) };
+            let attributes = WireAttributes {
+                ctx,
+                region: region.of(resource),
+                schema: shape.resource,
+                field: 1,
+                inner: Some(&wire::RESOURCE),
+            };
             let refs: Vec<&T> = items.iter().collect();
             f(&attributes, &refs);
             Ok(())
@@ -547,7 +558,11 @@ impl Protobuf {
 
     /// The request decoded by prost into its generated types (every field, every string).
     pub fn decode(&self) -> Result<Payload, DecodeError> {
-        let fail = |e: prost::DecodeError| DecodeError { signal: self.signal, encoding: Encoding::Protobuf, reason: e.to_string() };
+        let fail = |e: prost::DecodeError| DecodeError {
+            signal: self.signal,
+            encoding: Encoding::Protobuf,
+            reason: e.to_string(),
+        };
         use opentelemetry_proto::tonic::collector::{logs::v1 as logs, metrics::v1 as metrics, trace::v1 as trace};
         match self.signal {
             Signal::Traces => trace::ExportTraceServiceRequest::decode(&self.bytes[..]).map(Payload::Traces),

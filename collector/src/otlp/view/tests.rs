@@ -12,8 +12,9 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue, KeyValueList};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::metrics::v1::{
-    exponential_histogram_data_point, metric, number_data_point, ExponentialHistogram, ExponentialHistogramDataPoint, Gauge, Histogram,
-    HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryDataPoint,
+    exponential_histogram_data_point, metric, number_data_point, ExponentialHistogram, ExponentialHistogramDataPoint,
+    Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, Summary,
+    SummaryDataPoint,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
@@ -122,15 +123,44 @@ fn value(rng: &mut Rng) -> Option<any_value::Value> {
         2 => IntValue(*rng.pick(&[0, 7, 200, 404, 500, 503, -3, i64::MAX])),
         3 => DoubleValue(*rng.pick(&[0.1, 0.25, 2.5, 1e-300, -1.5, f64::NAN, f64::INFINITY, 1e30])),
         4 => BytesValue(vec![1, 2, 3]),
-        5 => ArrayValue(opentelemetry_proto::tonic::common::v1::ArrayValue { values: vec![AnyValue { value: s("x") }] }),
+        5 => {
+            ArrayValue(opentelemetry_proto::tonic::common::v1::ArrayValue { values: vec![AnyValue { value: s("x") }] })
+        }
         6 => KvlistValue(KeyValueList { values: vec![kv("k", s("v"))] }),
         7 => StringValueStrindex(3),
-        _ => StringValue(rng.pick(&["openai", "gpt", "500", " 503 ", "200", "/a", "/b", "u1", "", "12.5", "0.0000000001", "x y", "é"]).to_string()),
+        _ => StringValue(
+            rng.pick(&[
+                "openai",
+                "gpt",
+                "500",
+                " 503 ",
+                "200",
+                "/a",
+                "/b",
+                "u1",
+                "",
+                "12.5",
+                "0.0000000001",
+                "x y",
+                "é",
+            ])
+            .to_string(),
+        ),
     })
 }
 
-const KEYS: [&str; 10] =
-    ["http.route", "http.response.status_code", "http.status_code", "llm.tokens", "llm.vendor", "model", "user.id", "queue", "other", "service.name"];
+const KEYS: [&str; 10] = [
+    "http.route",
+    "http.response.status_code",
+    "http.status_code",
+    "llm.tokens",
+    "llm.vendor",
+    "model",
+    "user.id",
+    "queue",
+    "other",
+    "service.name",
+];
 
 fn attributes(rng: &mut Rng, max: u64) -> Vec<KeyValue> {
     (0..rng.below(max + 1))
@@ -167,7 +197,11 @@ fn resource(rng: &mut Rng) -> Option<Resource> {
 }
 
 fn scope() -> Option<InstrumentationScope> {
-    Some(InstrumentationScope { name: "opentelemetry.instrumentation.flask".into(), version: "0.48b0".into(), ..Default::default() })
+    Some(InstrumentationScope {
+        name: "opentelemetry.instrumentation.flask".into(),
+        version: "0.48b0".into(),
+        ..Default::default()
+    })
 }
 
 fn span(rng: &mut Rng) -> Span {
@@ -181,8 +215,16 @@ fn span(rng: &mut Rng) -> Span {
         start_time_unix_nano: start,
         end_time_unix_nano: if rng.chance(10) { start / 2 } else { start + rng.below(1 << 32) },
         attributes: attributes(rng, 8),
-        events: if rng.chance(20) { vec![Event { name: "exception".into(), attributes: attributes(rng, 2), ..Default::default() }] } else { vec![] },
-        links: if rng.chance(10) { vec![Link { trace_id: vec![1; 16], span_id: vec![2; 8], ..Default::default() }] } else { vec![] },
+        events: if rng.chance(20) {
+            vec![Event { name: "exception".into(), attributes: attributes(rng, 2), ..Default::default() }]
+        } else {
+            vec![]
+        },
+        links: if rng.chance(10) {
+            vec![Link { trace_id: vec![1; 16], span_id: vec![2; 8], ..Default::default() }]
+        } else {
+            vec![]
+        },
         status: match rng.below(4) {
             0 => None,
             c => Some(Status { code: c as i32 - 1, message: if c == 3 { "boom".into() } else { String::new() } }),
@@ -196,7 +238,13 @@ fn traces(rng: &mut Rng) -> Payload {
     let resource_spans = (0..rng.below(4) + 1)
         .map(|_| ResourceSpans {
             resource: resource(rng),
-            scope_spans: (0..rng.below(3)).map(|_| ScopeSpans { scope: scope(), spans: (0..rng.below(12)).map(|_| span(rng)).collect(), ..Default::default() }).collect(),
+            scope_spans: (0..rng.below(3))
+                .map(|_| ScopeSpans {
+                    scope: scope(),
+                    spans: (0..rng.below(12)).map(|_| span(rng)).collect(),
+                    ..Default::default()
+                })
+                .collect(),
             schema_url: "https://opentelemetry.io/schemas/1.21.0".into(),
         })
         .collect();
@@ -223,10 +271,19 @@ fn metric(rng: &mut Rng) -> Metric {
     let data = match rng.below(7) {
         0 => None,
         1 => Some(metric::Data::Gauge(Gauge { data_points: number_points(rng) })),
-        2 => Some(metric::Data::Sum(Sum { data_points: number_points(rng), aggregation_temporality: 1, is_monotonic: true })),
+        2 => Some(metric::Data::Sum(Sum {
+            data_points: number_points(rng),
+            aggregation_temporality: 1,
+            is_monotonic: true,
+        })),
         3 => Some(metric::Data::Histogram(Histogram {
             data_points: (0..n)
-                .map(|_| HistogramDataPoint { attributes: attributes(rng, 2), bucket_counts: vec![1, 2, 3], explicit_bounds: vec![1.0, 2.0], ..Default::default() })
+                .map(|_| HistogramDataPoint {
+                    attributes: attributes(rng, 2),
+                    bucket_counts: vec![1, 2, 3],
+                    explicit_bounds: vec![1.0, 2.0],
+                    ..Default::default()
+                })
                 .collect(),
             aggregation_temporality: 2,
         })),
@@ -241,17 +298,32 @@ fn metric(rng: &mut Rng) -> Metric {
                 .collect(),
             aggregation_temporality: 1,
         })),
-        5 => Some(metric::Data::Summary(Summary { data_points: (0..n).map(|_| SummaryDataPoint { attributes: attributes(rng, 2), count: 3, ..Default::default() }).collect() })),
+        5 => Some(metric::Data::Summary(Summary {
+            data_points: (0..n)
+                .map(|_| SummaryDataPoint { attributes: attributes(rng, 2), count: 3, ..Default::default() })
+                .collect(),
+        })),
         _ => Some(metric::Data::Gauge(Gauge { data_points: vec![] })),
     };
-    Metric { name: rng.pick(&["queue.depth", "http.server.duration", "", "é"]).to_string(), unit: "ms".into(), data, ..Default::default() }
+    Metric {
+        name: rng.pick(&["queue.depth", "http.server.duration", "", "é"]).to_string(),
+        unit: "ms".into(),
+        data,
+        ..Default::default()
+    }
 }
 
 fn metrics(rng: &mut Rng) -> Payload {
     let resource_metrics = (0..rng.below(4) + 1)
         .map(|_| ResourceMetrics {
             resource: resource(rng),
-            scope_metrics: (0..rng.below(3)).map(|_| ScopeMetrics { scope: scope(), metrics: (0..rng.below(5)).map(|_| metric(rng)).collect(), ..Default::default() }).collect(),
+            scope_metrics: (0..rng.below(3))
+                .map(|_| ScopeMetrics {
+                    scope: scope(),
+                    metrics: (0..rng.below(5)).map(|_| metric(rng)).collect(),
+                    ..Default::default()
+                })
+                .collect(),
             ..Default::default()
         })
         .collect();
@@ -339,25 +411,54 @@ fn empty_and_sdk_shaped_requests_measure_the_same() {
         })
         .collect();
     let request = ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans { resource: Some(resource), scope_spans: vec![ScopeSpans { scope: scope(), spans, ..Default::default() }], ..Default::default() }],
+        resource_spans: vec![ResourceSpans {
+            resource: Some(resource),
+            scope_spans: vec![ScopeSpans { scope: scope(), spans, ..Default::default() }],
+            ..Default::default()
+        }],
     };
     assert_same(&Payload::Traces(request.clone()));
     // The SLA and usage came out of it, so the comparison compared something.
     let m = via_view(Signal::Traces, &request.encode_to_vec(), &Tenancy::FromResource, &[]).unwrap();
     assert_eq!((m.sla.len(), m.sla[0].requests, m.sla[0].errors), (1, 50, 12));
-    assert_eq!(m.records.iter().find(|r| r.meter == "span_bytes").unwrap().value, rust_decimal::Decimal::from(request.resource_spans[0].scope_spans[0].spans.iter().map(|s| s.encoded_len() as u64).sum::<u64>()));
+    assert_eq!(
+        m.records.iter().find(|r| r.meter == "span_bytes").unwrap().value,
+        rust_decimal::Decimal::from(
+            request.resource_spans[0].scope_spans[0].spans.iter().map(|s| s.encoded_len() as u64).sum::<u64>()
+        )
+    );
 }
 
 /// Protobuf semantics the SDKs never exercise but a hand-made request can:
 /// repeated singular fields (the last scalar wins, messages merge).
 #[test]
 fn repeated_fields_merge_as_protobuf_says() {
-    let resource = |attrs: Vec<KeyValue>| ResourceSpans { resource: Some(Resource { attributes: attrs, ..Default::default() }), ..Default::default() }.encode_to_vec();
-    let spans = |spans: Vec<Span>| ResourceSpans { scope_spans: vec![ScopeSpans { spans, ..Default::default() }], ..Default::default() }.encode_to_vec();
-    let server = |status: i32, attrs: Vec<KeyValue>| Span { kind: 2, trace_id: vec![1; 16], status: Some(Status { code: status, message: String::new() }), attributes: attrs, ..Default::default() };
+    let resource = |attrs: Vec<KeyValue>| {
+        ResourceSpans { resource: Some(Resource { attributes: attrs, ..Default::default() }), ..Default::default() }
+            .encode_to_vec()
+    };
+    let spans = |spans: Vec<Span>| {
+        ResourceSpans { scope_spans: vec![ScopeSpans { spans, ..Default::default() }], ..Default::default() }
+            .encode_to_vec()
+    };
+    let server = |status: i32, attrs: Vec<KeyValue>| Span {
+        kind: 2,
+        trace_id: vec![1; 16],
+        status: Some(Status { code: status, message: String::new() }),
+        attributes: attrs,
+        ..Default::default()
+    };
     let mut span_bytes = server(2, vec![kv("http.route", s("/a"))]).encode_to_vec();
     // A second status without a code, then kind 5 and another route: merged, the status stays ERROR.
-    span_bytes.extend(Span { status: Some(Status { code: 0, message: "m".into() }), kind: 5, attributes: vec![kv("http.route", s("/b"))], ..Default::default() }.encode_to_vec());
+    span_bytes.extend(
+        Span {
+            status: Some(Status { code: 0, message: "m".into() }),
+            kind: 5,
+            attributes: vec![kv("http.route", s("/b"))],
+            ..Default::default()
+        }
+        .encode_to_vec(),
+    );
     // An attribute whose value repeats: the second AnyValue is empty, so the first stands.
     let mut kv_bytes = kv("http.response.status_code", Some(any_value::Value::IntValue(503))).encode_to_vec();
     kv_bytes.extend(KeyValue { value: Some(AnyValue { value: None }), ..Default::default() }.encode_to_vec());
@@ -458,7 +559,10 @@ fn malformed_fields_are_named() {
     assert_eq!(err(&[0x0a, 0xff, 0xff]), "malformed OTLP protobuf traces request: ExportTraceServiceRequest.resource_spans (field 1): invalid varint at byte 1");
     assert_eq!(err(&[0x0a, 0x05, 0x12]), "malformed OTLP protobuf traces request: ExportTraceServiceRequest.resource_spans (field 1): runs past the end of its message at byte 1");
     // kind sent as a string: found while metering, past the framing check.
-    assert_eq!(err(&in_request(&[0x32, 0x01, 0x41])), "malformed OTLP protobuf traces request: Span.kind (field 6): wrong wire type 2 at byte 6");
+    assert_eq!(
+        err(&in_request(&[0x32, 0x01, 0x41])),
+        "malformed OTLP protobuf traces request: Span.kind (field 6): wrong wire type 2 at byte 6"
+    );
     // A group (wire type 3) is not OTLP.
     assert!(err(&in_request(&[0xa3, 0x06])).ends_with("Span field 100: unsupported wire type 3 at byte 6"));
     // A server span whose route is not UTF-8: metering reads it, so it is refused.
@@ -466,7 +570,11 @@ fn malformed_fields_are_named() {
     let at = route.windows(2).position(|w| w == b"AB").unwrap();
     let mut bad = route.clone();
     bad[at] = 0xff;
-    assert!(err(&in_request(&bad)).contains("AnyValue.string_value (field 1): is not valid UTF-8"), "{}", err(&in_request(&bad)));
+    assert!(
+        err(&in_request(&bad)).contains("AnyValue.string_value (field 1): is not valid UTF-8"),
+        "{}",
+        err(&in_request(&bad))
+    );
     // The same bytes on a span whose route nothing reads, or a span name that is not UTF-8: metered (prost refuses both).
     bad[0..2].copy_from_slice(&[0x30, 0x01]);
     let name = Span { name: "AB".into(), ..Default::default() }.encode_to_vec();
@@ -478,7 +586,11 @@ fn malformed_fields_are_named() {
         assert!(via_prost(Signal::Traces, &in_request(&span), &Tenancy::FromResource, &[]).is_err());
     }
     // A tenant id that is not UTF-8 is refused, never metered to someone else.
-    let rs = ResourceSpans { resource: Some(Resource { attributes: vec![kv("tenant.id", s("AB"))], ..Default::default() }), scope_spans: vec![ScopeSpans { spans: vec![span_of_kind(1)], ..Default::default() }], ..Default::default() };
+    let rs = ResourceSpans {
+        resource: Some(Resource { attributes: vec![kv("tenant.id", s("AB"))], ..Default::default() }),
+        scope_spans: vec![ScopeSpans { spans: vec![span_of_kind(1)], ..Default::default() }],
+        ..Default::default()
+    };
     let mut bytes = ExportTraceServiceRequest { resource_spans: vec![rs] }.encode_to_vec();
     let at = bytes.windows(2).position(|w| w == b"AB").unwrap();
     bytes[at + 1] = 0xc3;

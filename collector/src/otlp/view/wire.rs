@@ -188,9 +188,15 @@ impl<'a> Fields<'a> {
         };
         if let Some(&(_, _, expected)) = self.schema.field(number) {
             let ok = match (expected, value) {
-                (Wire::Varint, Value::Varint(_)) | (Wire::I64, Value::I64(_)) | (Wire::Len, Value::Len(_)) | (Wire::I32, Value::I32(_)) => true,
+                (Wire::Varint, Value::Varint(_))
+                | (Wire::I64, Value::I64(_))
+                | (Wire::Len, Value::Len(_))
+                | (Wire::I32, Value::I32(_)) => true,
                 (Wire::Packed(_), Value::Len(_)) => true,
-                (Wire::Packed(w), v) => matches!((w, v), (Wire::Varint, Value::Varint(_)) | (Wire::I64, Value::I64(_)) | (Wire::I32, Value::I32(_))),
+                (Wire::Packed(w), v) => matches!(
+                    (w, v),
+                    (Wire::Varint, Value::Varint(_)) | (Wire::I64, Value::I64(_)) | (Wire::I32, Value::I32(_))
+                ),
                 _ => false,
             };
             if !ok {
@@ -211,7 +217,12 @@ impl<'a> Iterator for Fields<'a> {
 }
 
 /// `bytes` as UTF-8, or the error naming `field` of `schema` at `offset`.
-pub(crate) fn utf8<'a>(bytes: &'a [u8], schema: &'static Schema, number: u32, offset: usize) -> Result<&'a str, ViewError> {
+pub(crate) fn utf8<'a>(
+    bytes: &'a [u8],
+    schema: &'static Schema,
+    number: u32,
+    offset: usize,
+) -> Result<&'a str, ViewError> {
     std::str::from_utf8(bytes).map_err(|e| ViewError {
         message: schema.name,
         field: schema.field(number).map(|f| f.1),
@@ -241,51 +252,153 @@ schema!(RESOURCE_LOGS, "ResourceLogs", [(1, "resource", LEN), (2, "scope_logs", 
 schema!(SCOPE_SPANS, "ScopeSpans", [(1, "scope", LEN), (2, "spans", LEN), (3, "schema_url", LEN)]);
 schema!(SCOPE_METRICS, "ScopeMetrics", [(1, "scope", LEN), (2, "metrics", LEN), (3, "schema_url", LEN)]);
 schema!(SCOPE_LOGS, "ScopeLogs", [(1, "scope", LEN), (2, "log_records", LEN), (3, "schema_url", LEN)]);
-schema!(RESOURCE, "Resource", [(1, "attributes", LEN), (2, "dropped_attributes_count", VARINT), (3, "entity_refs", LEN)]);
+schema!(
+    RESOURCE,
+    "Resource",
+    [(1, "attributes", LEN), (2, "dropped_attributes_count", VARINT), (3, "entity_refs", LEN)]
+);
 schema!(KEY_VALUE, "KeyValue", [(1, "key", LEN), (2, "value", LEN), (3, "key_strindex", VARINT)]);
-schema!(ANY_VALUE, "AnyValue", [
-    (1, "string_value", LEN), (2, "bool_value", VARINT), (3, "int_value", VARINT), (4, "double_value", I64),
-    (5, "array_value", LEN), (6, "kvlist_value", LEN), (7, "bytes_value", LEN), (8, "string_value_strindex", VARINT),
-]);
-schema!(SPAN, "Span", [
-    (1, "trace_id", LEN), (2, "span_id", LEN), (3, "trace_state", LEN), (4, "parent_span_id", LEN), (5, "name", LEN),
-    (6, "kind", VARINT), (7, "start_time_unix_nano", I64), (8, "end_time_unix_nano", I64), (9, "attributes", LEN),
-    (10, "dropped_attributes_count", VARINT), (11, "events", LEN), (12, "dropped_events_count", VARINT), (13, "links", LEN),
-    (14, "dropped_links_count", VARINT), (15, "status", LEN), (16, "flags", I32),
-]);
+schema!(
+    ANY_VALUE,
+    "AnyValue",
+    [
+        (1, "string_value", LEN),
+        (2, "bool_value", VARINT),
+        (3, "int_value", VARINT),
+        (4, "double_value", I64),
+        (5, "array_value", LEN),
+        (6, "kvlist_value", LEN),
+        (7, "bytes_value", LEN),
+        (8, "string_value_strindex", VARINT),
+    ]
+);
+schema!(
+    SPAN,
+    "Span",
+    [
+        (1, "trace_id", LEN),
+        (2, "span_id", LEN),
+        (3, "trace_state", LEN),
+        (4, "parent_span_id", LEN),
+        (5, "name", LEN),
+        (6, "kind", VARINT),
+        (7, "start_time_unix_nano", I64),
+        (8, "end_time_unix_nano", I64),
+        (9, "attributes", LEN),
+        (10, "dropped_attributes_count", VARINT),
+        (11, "events", LEN),
+        (12, "dropped_events_count", VARINT),
+        (13, "links", LEN),
+        (14, "dropped_links_count", VARINT),
+        (15, "status", LEN),
+        (16, "flags", I32),
+    ]
+);
 schema!(STATUS, "Status", [(2, "message", LEN), (3, "code", VARINT)]);
-schema!(LOG_RECORD, "LogRecord", [
-    (1, "time_unix_nano", I64), (2, "severity_number", VARINT), (3, "severity_text", LEN), (5, "body", LEN),
-    (6, "attributes", LEN), (7, "dropped_attributes_count", VARINT), (8, "flags", I32), (9, "trace_id", LEN),
-    (10, "span_id", LEN), (11, "observed_time_unix_nano", I64), (12, "event_name", LEN),
-]);
-schema!(METRIC, "Metric", [
-    (1, "name", LEN), (2, "description", LEN), (3, "unit", LEN), (5, "gauge", LEN), (7, "sum", LEN), (9, "histogram", LEN),
-    (10, "exponential_histogram", LEN), (11, "summary", LEN), (12, "metadata", LEN),
-]);
+schema!(
+    LOG_RECORD,
+    "LogRecord",
+    [
+        (1, "time_unix_nano", I64),
+        (2, "severity_number", VARINT),
+        (3, "severity_text", LEN),
+        (5, "body", LEN),
+        (6, "attributes", LEN),
+        (7, "dropped_attributes_count", VARINT),
+        (8, "flags", I32),
+        (9, "trace_id", LEN),
+        (10, "span_id", LEN),
+        (11, "observed_time_unix_nano", I64),
+        (12, "event_name", LEN),
+    ]
+);
+schema!(
+    METRIC,
+    "Metric",
+    [
+        (1, "name", LEN),
+        (2, "description", LEN),
+        (3, "unit", LEN),
+        (5, "gauge", LEN),
+        (7, "sum", LEN),
+        (9, "histogram", LEN),
+        (10, "exponential_histogram", LEN),
+        (11, "summary", LEN),
+        (12, "metadata", LEN),
+    ]
+);
 schema!(GAUGE, "Gauge", [(1, "data_points", LEN)]);
 schema!(SUM, "Sum", [(1, "data_points", LEN), (2, "aggregation_temporality", VARINT), (3, "is_monotonic", VARINT)]);
 schema!(HISTOGRAM, "Histogram", [(1, "data_points", LEN), (2, "aggregation_temporality", VARINT)]);
-schema!(EXPONENTIAL_HISTOGRAM, "ExponentialHistogram", [(1, "data_points", LEN), (2, "aggregation_temporality", VARINT)]);
+schema!(
+    EXPONENTIAL_HISTOGRAM,
+    "ExponentialHistogram",
+    [(1, "data_points", LEN), (2, "aggregation_temporality", VARINT)]
+);
 schema!(SUMMARY, "Summary", [(1, "data_points", LEN)]);
-schema!(NUMBER_DATA_POINT, "NumberDataPoint", [
-    (2, "start_time_unix_nano", I64), (3, "time_unix_nano", I64), (4, "as_double", I64), (5, "exemplars", LEN),
-    (6, "as_int", I64), (7, "attributes", LEN), (8, "flags", VARINT),
-]);
-schema!(HISTOGRAM_DATA_POINT, "HistogramDataPoint", [
-    (2, "start_time_unix_nano", I64), (3, "time_unix_nano", I64), (4, "count", I64), (5, "sum", I64),
-    (6, "bucket_counts", Wire::Packed(&I64)), (7, "explicit_bounds", Wire::Packed(&I64)), (8, "exemplars", LEN),
-    (9, "attributes", LEN), (10, "flags", VARINT), (11, "min", I64), (12, "max", I64),
-]);
-schema!(EXPONENTIAL_HISTOGRAM_DATA_POINT, "ExponentialHistogramDataPoint", [
-    (1, "attributes", LEN), (2, "start_time_unix_nano", I64), (3, "time_unix_nano", I64), (4, "count", I64), (5, "sum", I64),
-    (6, "scale", VARINT), (7, "zero_count", I64), (8, "positive", LEN), (9, "negative", LEN), (10, "flags", VARINT),
-    (11, "exemplars", LEN), (12, "min", I64), (13, "max", I64), (14, "zero_threshold", I64),
-]);
-schema!(SUMMARY_DATA_POINT, "SummaryDataPoint", [
-    (2, "start_time_unix_nano", I64), (3, "time_unix_nano", I64), (4, "count", I64), (5, "sum", I64),
-    (6, "quantile_values", LEN), (7, "attributes", LEN), (8, "flags", VARINT),
-]);
+schema!(
+    NUMBER_DATA_POINT,
+    "NumberDataPoint",
+    [
+        (2, "start_time_unix_nano", I64),
+        (3, "time_unix_nano", I64),
+        (4, "as_double", I64),
+        (5, "exemplars", LEN),
+        (6, "as_int", I64),
+        (7, "attributes", LEN),
+        (8, "flags", VARINT),
+    ]
+);
+schema!(
+    HISTOGRAM_DATA_POINT,
+    "HistogramDataPoint",
+    [
+        (2, "start_time_unix_nano", I64),
+        (3, "time_unix_nano", I64),
+        (4, "count", I64),
+        (5, "sum", I64),
+        (6, "bucket_counts", Wire::Packed(&I64)),
+        (7, "explicit_bounds", Wire::Packed(&I64)),
+        (8, "exemplars", LEN),
+        (9, "attributes", LEN),
+        (10, "flags", VARINT),
+        (11, "min", I64),
+        (12, "max", I64),
+    ]
+);
+schema!(
+    EXPONENTIAL_HISTOGRAM_DATA_POINT,
+    "ExponentialHistogramDataPoint",
+    [
+        (1, "attributes", LEN),
+        (2, "start_time_unix_nano", I64),
+        (3, "time_unix_nano", I64),
+        (4, "count", I64),
+        (5, "sum", I64),
+        (6, "scale", VARINT),
+        (7, "zero_count", I64),
+        (8, "positive", LEN),
+        (9, "negative", LEN),
+        (10, "flags", VARINT),
+        (11, "exemplars", LEN),
+        (12, "min", I64),
+        (13, "max", I64),
+        (14, "zero_threshold", I64),
+    ]
+);
+schema!(
+    SUMMARY_DATA_POINT,
+    "SummaryDataPoint",
+    [
+        (2, "start_time_unix_nano", I64),
+        (3, "time_unix_nano", I64),
+        (4, "count", I64),
+        (5, "sum", I64),
+        (6, "quantile_values", LEN),
+        (7, "attributes", LEN),
+        (8, "flags", VARINT),
+    ]
+);
 
 #[cfg(test)]
 mod tests {
@@ -303,11 +416,17 @@ mod tests {
         assert_eq!(fields(&buf), [Ok((6, 2)), Ok((99, 300)), Ok((7, 7))]);
         let err = |buf: &[u8]| fields(buf).into_iter().find_map(Result::err).unwrap();
         assert_eq!(err(&[0x30]).problem, Problem::BadVarint);
-        assert_eq!(err(&[0x30, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02]).problem, Problem::BadVarint);
+        assert_eq!(
+            err(&[0x30, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02]).problem,
+            Problem::BadVarint
+        );
         assert_eq!(err(&[0x00, 0x00]).problem, Problem::BadTag);
         assert_eq!(err(&[0x33]).problem, Problem::BadWireType(3));
         let e = err(&[0x32, 0x00]); // kind as LEN
-        assert_eq!((e.problem, e.field, e.to_string().as_str()), (Problem::WrongWireType(2), Some("kind"), "Span.kind (field 6): wrong wire type 2 at byte 0"));
+        assert_eq!(
+            (e.problem, e.field, e.to_string().as_str()),
+            (Problem::WrongWireType(2), Some("kind"), "Span.kind (field 6): wrong wire type 2 at byte 0")
+        );
         assert_eq!(err(&[0x4a, 0x05, 0x00]).problem, Problem::PastEnd);
         assert_eq!(err(&[0x39, 0x00]).problem, Problem::PastEnd);
         // The error ends the iteration.

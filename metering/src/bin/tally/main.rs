@@ -80,9 +80,10 @@ async fn main() -> anyhow::Result<()> {
             };
             let ch = args.store.client()?;
             let db = &args.store.clickhouse_database;
-            let invoice = pricing::store::invoice(&ch, db, &book, &catalog, &args.tenant, month)
-                .await
-                .with_context(|| format!("invoicing tenant {} for {month} from database {db} on {}", args.tenant, ch.url()))?;
+            let invoice =
+                pricing::store::invoice(&ch, db, &book, &catalog, &args.tenant, month).await.with_context(|| {
+                    format!("invoicing tenant {} for {month} from database {db} on {}", args.tenant, ch.url())
+                })?;
             match args.format {
                 InvoiceFormat::Json => println!("{}", serde_json::to_string_pretty(&invoice)?),
                 InvoiceFormat::Text => print!("{}", pricing::text::render(&invoice)),

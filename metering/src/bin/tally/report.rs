@@ -71,7 +71,11 @@ pub async fn run(command: ReportCommand) -> anyhow::Result<()> {
                 Some(dir) => {
                     let progress = bar(r.tenants.len(), "writing usage reports");
                     for t in &r.tenants {
-                        let one = UsageReport { month: r.month.clone(), sealed_digest: r.sealed_digest.clone(), tenants: vec![t.clone()] };
+                        let one = UsageReport {
+                            month: r.month.clone(),
+                            sealed_digest: r.sealed_digest.clone(),
+                            tenants: vec![t.clone()],
+                        };
                         write_file(dir, &format!("usage-{month}-{}.{ext}", t.tenant), &usage_text(&one, args.format)?)?;
                         progress.inc(1);
                     }
@@ -87,18 +91,23 @@ pub async fn run(command: ReportCommand) -> anyhow::Result<()> {
                 tracing::warn!("no plans file (--plans): the SLA report shows no objectives and no credits");
             }
             let progress = bar(0, "pricing SLA credits");
-            let r = report::read_sla_report(&ch, db, month, tenant, book.as_ref().map(|b| (b, &catalog)), |done, of| {
-                progress.set_length(of as u64);
-                progress.set_position(done as u64);
-            })
-            .await
-            .with_context(context)?;
+            let r =
+                report::read_sla_report(&ch, db, month, tenant, book.as_ref().map(|b| (b, &catalog)), |done, of| {
+                    progress.set_length(of as u64);
+                    progress.set_position(done as u64);
+                })
+                .await
+                .with_context(context)?;
             progress.finish_and_clear();
             match &args.out {
                 None => print!("{}", sla_text(&r, args.format)?),
                 Some(dir) => {
                     for t in &r.tenants {
-                        let one = SlaReport { month: r.month.clone(), sealed_digest: r.sealed_digest.clone(), tenants: vec![t.clone()] };
+                        let one = SlaReport {
+                            month: r.month.clone(),
+                            sealed_digest: r.sealed_digest.clone(),
+                            tenants: vec![t.clone()],
+                        };
                         write_file(dir, &format!("sla-{month}-{}.{ext}", t.tenant), &sla_text(&one, args.format)?)?;
                     }
                     println!("wrote {} SLA reports of {month} into {}", r.tenants.len(), dir.display());
