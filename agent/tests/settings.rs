@@ -1,7 +1,7 @@
-//! The README's configuration reference for tally-agent is the one the code generates.
+//! The configuration reference in docs/configuration.md for tally-agent is the one the code generates.
 
 #[test]
-fn readme_reference_is_current() {
-    let table = metering::settings::config_reference::<tally_agent::settings::Settings>();
-    testkit::readme::check_section("config:tally-agent", &table).unwrap();
+fn configuration_doc_is_current() {
+    let table = runtime::settings::config_reference::<tally_agent::settings::Settings>();
+    testkit::docs::check_section("config:tally-agent", &table).unwrap();
 }

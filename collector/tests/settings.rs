@@ -1,7 +1,7 @@
-//! The README's configuration reference for tally-collector is the one the code generates.
+//! The configuration reference in docs/configuration.md for tally-collector is the one the code generates.
 
 #[test]
-fn readme_reference_is_current() {
-    let table = metering::settings::config_reference::<tally_collector::settings::Settings>();
-    testkit::readme::check_section("config:tally-collector", &table).unwrap();
+fn configuration_doc_is_current() {
+    let table = runtime::settings::config_reference::<tally_collector::settings::Settings>();
+    testkit::docs::check_section("config:tally-collector", &table).unwrap();
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use clap::{Args, Parser, Subcommand};
-use metering::settings::{config_reference, try_parse_from, SettingsError};
+use runtime::settings::{config_reference, try_parse_from, SettingsError};
 
 /// A flat binary.
 #[derive(Debug, PartialEq, Parser)]
@@ -499,7 +499,7 @@ fn config_reference_with_subcommands() {
 }
 
 #[test]
-fn readme_reference_for_tally_is_current() {
-    let table = metering::settings::config_reference::<metering::cli::Cli>();
-    testkit::readme::check_section("config:tally", &table).unwrap();
+fn configuration_doc_for_tally_is_current() {
+    let table = runtime::settings::config_reference::<metering::cli::Cli>();
+    testkit::docs::check_section("config:tally", &table).unwrap();
 }
