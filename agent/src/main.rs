@@ -6,8 +6,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use axum::http::StatusCode;
 use collector::otlp::{grpc, http};
-use collector::serve;
 use collector::wal::{Fsync, Wal, WalOptions};
+use runtime::serve;
 use tally_agent::forward::Collector;
 use tally_agent::identity;
 use tally_agent::intake::Intake;
@@ -21,8 +21,8 @@ use tonic::codec::CompressionEncoding;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let s: Settings = metering::settings::parse();
-    metering::telemetry::init_logging(s.log_format);
+    let s: Settings = runtime::settings::parse();
+    runtime::telemetry::init_logging(s.log_format);
     if s.collector.is_empty() {
         bail!("no --collector: the agent would accept data it can send nowhere");
     }
@@ -115,7 +115,7 @@ async fn main() -> anyhow::Result<()> {
         ("admin", s.admin_listen, admin),
     ])
     .await?;
-    metering::telemetry::shutdown_signal().await;
+    runtime::telemetry::shutdown_signal().await;
     servers.stop().await.context("serving")?;
     // The shipper writes the last report once it has shipped what waits: the probes' last
     // reading goes into it.

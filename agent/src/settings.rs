@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Parser;
-use metering::telemetry::LogFormat;
+use runtime::telemetry::LogFormat;
 
 /// tally-agent: receives OTLP from the apps on its host and forwards it, through a disk WAL, to collectors.
 #[derive(Debug, Parser)]
@@ -48,7 +48,7 @@ pub struct Settings {
     pub flush_interval_ms: u64,
     /// Largest batch sent to a collector, in bytes before compression. Usage is stored per
     /// batch (its identity is what makes resends free), so larger batches mean fewer ClickHouse
-    /// rows per span (see "Scaling" in the README), at the cost of memory.
+    /// rows per span (see docs/scaling.md), at the cost of memory.
     #[arg(long, default_value_t = 4 << 20)]
     pub batch_max_bytes: usize,
     /// How batches are compressed for the collectors: `zstd` (Tally's collectors take it; about

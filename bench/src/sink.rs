@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use collector::otlp::{grpc, Consumer, Delivery, Outcome, Signal};
-use collector::serve::{self, Servers};
+use runtime::serve::{self, Servers};
 
 /// Spans received, with and without resends of a batch the sink already had.
 #[derive(Default)]

@@ -477,7 +477,7 @@ fn insert_queries(server: &ClickHouseServer) -> Result<u64> {
     Ok(text.trim().parse().unwrap_or(0))
 }
 
-/// The Markdown table for the README: one row per run, then the medians.
+/// The Markdown table for docs/benchmarks.md: one row per run, then the medians.
 fn print_table(args: &Args, load: &Config, version: &str, data_fs: &str, load_before: &str, samples: &[Sample]) {
     println!(
         "{} (UTC), nproc {}, load {} → {}, ClickHouse {version} (data on {data_fs}); {} spans/request, {} attributes/span, \

@@ -69,7 +69,8 @@ impl Keys {
         let file: File = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
         let mut by_digest = HashMap::new();
         for (i, entry) in file.keys.into_iter().enumerate() {
-            let digest = decode_hex(&entry.sha256).ok_or_else(|| format!("keys[{i}].sha256 is not 64 hex digits"))?;
+            let digest = runtime::auth::parse_digest(&entry.sha256)
+                .ok_or_else(|| format!("keys[{i}].sha256 is not 64 hex digits"))?;
             let tenancy = match entry.tenant {
                 Some(t) => {
                     validate_tenant(&t).map_err(|e| format!("keys[{i}].tenant: {e}"))?;
@@ -86,20 +87,8 @@ impl Keys {
 
     /// What `key` may do, if it is known.
     pub fn lookup(&self, key: &str) -> Option<&Tenancy> {
-        self.by_digest.get(&metering::api::auth::digest(key))
+        self.by_digest.get(&runtime::auth::digest(key))
     }
-}
-
-fn decode_hex(s: &str) -> Option<[u8; 32]> {
-    let s = s.trim();
-    if s.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
 }
 
 #[cfg(test)]

@@ -8,7 +8,6 @@ pub mod metrics;
 pub mod otlp;
 pub mod pipeline;
 pub mod reports;
-pub mod serve;
 pub mod settings;
 pub mod sink;
 pub mod sla;

@@ -7,20 +7,20 @@ use anyhow::{bail, Context};
 use axum::http::StatusCode;
 use axum::Router;
 use metering::meter::definition;
-use metering::telemetry;
+use runtime::serve;
+use runtime::telemetry;
 use tally_collector::keys::Keys;
 use tally_collector::limits::Limits;
 use tally_collector::metrics::{count_responses, Metrics};
 use tally_collector::otlp::{grpc, http};
 use tally_collector::pipeline::Pipeline;
-use tally_collector::serve;
 use tally_collector::settings::Settings;
 use tally_collector::sink::{Sink, SinkOptions};
 use tally_collector::wal::{Fsync, Wal, WalOptions};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let s: Settings = metering::settings::parse();
+    let s: Settings = runtime::settings::parse();
     telemetry::init_logging(s.log_format);
     let keys = match &s.keys {
         Some(path) => Keys::load(path)?,

@@ -234,7 +234,7 @@ fn dropped_records(records: &[UsageRecord], reason: &str) -> (Vec<UsageRecord>, 
 /// A short, stable, non-secret name for the key a sender used.
 fn key_namespace(key: Option<&str>) -> String {
     match key {
-        Some(k) => metering::api::auth::digest(k)[..6].iter().map(|b| format!("{b:02x}")).collect(),
+        Some(k) => runtime::auth::digest(k)[..6].iter().map(|b| format!("{b:02x}")).collect(),
         None => "anonymous".to_owned(),
     }
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use metering::store::StoreSettings;
-use metering::telemetry::LogFormat;
+use runtime::telemetry::LogFormat;
 
 /// tally-collector: receives OTLP from agents and SDKs, meters usage per tenant into ClickHouse.
 #[derive(Debug, Parser)]
@@ -48,7 +48,7 @@ pub struct Settings {
     /// The rate limit of every tenant without its own, RATE[/BURST] (default: unlimited).
     #[arg(long)]
     pub default_tenant_limit: Option<crate::limits::Limit>,
-    /// YAML file of custom meter definitions (see "Custom meters" in the README).
+    /// YAML file of custom meter definitions (see docs/collector.md, "Custom meters").
     #[arg(long)]
     pub meters: Option<PathBuf>,
     /// Accept senders without a key (local use only).

@@ -543,7 +543,7 @@ impl Environment {
     }
 }
 
-/// The Markdown table for the README.
+/// The Markdown table for docs/benchmarks.md.
 fn print_table(args: &Args, data: &Dataset, env: &Environment, summaries: &[Summary]) {
     let tally = summaries[Inserter::Tally as usize].median;
     println!(

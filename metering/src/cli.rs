@@ -1,5 +1,5 @@
 //! The `tally` command line, here rather than in the binary so tests and the
-//! README's configuration reference see the same definition.
+//! configuration reference (docs/configuration.md) see the same definition.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::meter::{definition, Catalog, DefinitionError};
 use crate::pricing::plan::{self, PlanError, PriceBook};
 use crate::store::StoreSettings;
-use crate::telemetry::LogFormat;
+use runtime::telemetry::LogFormat;
 
 /// Tally: usage metering for multi-tenant platforms.
 #[derive(Debug, Parser)]
@@ -117,8 +117,8 @@ pub struct PricingSettings {
     /// units are known.
     #[arg(long)]
     pub meters: Option<PathBuf>,
-    /// YAML file of plans, tax regions, conversion rates and tenants' plan assignments (see "Plans
-    /// and invoices"); invoices need it.
+    /// YAML file of plans, tax regions, conversion rates and tenants' plan assignments (see
+    /// docs/plans.md); invoices need it.
     #[arg(long)]
     pub plans: Option<PathBuf>,
 }

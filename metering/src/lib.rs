@@ -29,8 +29,5 @@ pub mod reconcile;
 pub mod record;
 pub mod report;
 pub mod seal;
-pub mod settings;
 pub mod sla;
 pub mod store;
-pub mod telemetry;
-mod yaml_line;

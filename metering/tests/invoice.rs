@@ -307,8 +307,8 @@ async fn the_api_serves_invoices_and_tenant_keys_read_only_their_own() {
     let (server, db) = setup().await;
     let plans = fixture("plans.yaml");
     let meters = fixture("meters.yaml");
-    let lotus_digest = "sha256:".to_owned()
-        + &metering::api::auth::digest(LOTUS_KEY).iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let lotus_digest =
+        "sha256:".to_owned() + &runtime::auth::digest(LOTUS_KEY).iter().map(|b| format!("{b:02x}")).collect::<String>();
     let serve = start(
         &server.http_url(),
         &db,

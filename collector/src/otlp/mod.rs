@@ -52,8 +52,7 @@ impl Receiver {
             Encoding::Json => Request::Decoded(decode(signal, encoding, &raw).map_err(|e| e.to_string())?),
         };
         let batch = batch::from_headers(headers, time::OffsetDateTime::now_utc())?;
-        let delivery =
-            Delivery { request, encoded_len, key: metering::api::auth::bearer(headers).map(str::to_owned), batch };
+        let delivery = Delivery { request, encoded_len, key: runtime::auth::bearer(headers).map(str::to_owned), batch };
         Ok(self.consumer.consume(delivery).await)
     }
 }

@@ -35,14 +35,33 @@ pub struct Servers {
     stop: watch::Sender<()>,
 }
 
+/// Why serving failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A listener could not be bound.
+    #[error("binding the {name} listener to {addr}: {source}")]
+    Bind {
+        /// Which listener.
+        name: &'static str,
+        /// Its address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A server failed while serving.
+    #[error("serving: {0}")]
+    Serve(#[from] std::io::Error),
+    /// A server's task panicked.
+    #[error("a server task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
 /// Binds every `(name, address, router)` and serves them.
-pub async fn start(servers: Vec<(&'static str, SocketAddr, Router)>) -> anyhow::Result<Servers> {
-    use anyhow::Context;
+pub async fn start(servers: Vec<(&'static str, SocketAddr, Router)>) -> Result<Servers, ServeError> {
     let (stop, stopped) = watch::channel(());
     let mut tasks = Vec::new();
     for (name, addr, router) in servers {
-        let listener =
-            TcpListener::bind(addr).await.with_context(|| format!("binding the {name} listener to {addr}"))?;
+        let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { name, addr, source })?;
         tracing::info!(%addr, "{name} listening");
         let mut stopped = stopped.clone();
         tasks.push(tokio::spawn(async move {
@@ -58,7 +77,7 @@ pub async fn start(servers: Vec<(&'static str, SocketAddr, Router)>) -> anyhow::
 
 impl Servers {
     /// Stops accepting, lets requests in flight finish, and returns when all have.
-    pub async fn stop(self) -> anyhow::Result<()> {
+    pub async fn stop(self) -> Result<(), ServeError> {
         let _ = self.stop.send(());
         for task in self.tasks {
             task.await??;

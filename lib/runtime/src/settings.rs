@@ -33,7 +33,7 @@
 //! }
 //!
 //! // `--listen`, `TALLY_LISTEN` or `listen:` in the file given by `--config`/`TALLY_CONFIG`.
-//! let cli: Cli = metering::settings::parse();
+//! let cli: Cli = runtime::settings::parse();
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -49,7 +49,7 @@ use serde_yaml::Value;
 /// Prefix of every settings environment variable.
 ///
 /// ```
-/// assert_eq!(metering::settings::env_var_name("listen"), format!("{}LISTEN", metering::settings::ENV_PREFIX));
+/// assert_eq!(runtime::settings::env_var_name("listen"), format!("{}LISTEN", runtime::settings::ENV_PREFIX));
 /// ```
 pub const ENV_PREFIX: &str = "TALLY_";
 
@@ -62,7 +62,7 @@ const CONFIG: &str = "config";
 ///
 /// ```
 /// use std::path::PathBuf;
-/// use metering::settings::SettingsError;
+/// use runtime::settings::SettingsError;
 ///
 /// let e = SettingsError::UnknownKey {
 ///     path: PathBuf::from("tally.yaml"),
@@ -125,7 +125,7 @@ pub enum SettingsError {
 }
 
 /// ` line N` when the line is known.
-pub(crate) struct AtLine(pub(crate) Option<usize>);
+pub struct AtLine(pub Option<usize>);
 
 impl fmt::Display for AtLine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -140,7 +140,7 @@ impl fmt::Display for AtLine {
 /// with `-` replaced by `_`.
 ///
 /// ```
-/// assert_eq!(metering::settings::env_var_name("clickhouse-url"), "TALLY_CLICKHOUSE_URL");
+/// assert_eq!(runtime::settings::env_var_name("clickhouse-url"), "TALLY_CLICKHOUSE_URL");
 /// ```
 pub fn env_var_name(long: &str) -> String {
     format!("{ENV_PREFIX}{}", long.to_ascii_uppercase().replace('-', "_"))
@@ -160,7 +160,7 @@ pub fn env_var_name(long: &str) -> String {
 ///     clickhouse_url: String,
 /// }
 ///
-/// let cli: Cli = metering::settings::parse();
+/// let cli: Cli = runtime::settings::parse();
 /// println!("{}", cli.clickhouse_url);
 /// ```
 pub fn parse<T: Parser>() -> T {
@@ -179,7 +179,7 @@ pub fn parse<T: Parser>() -> T {
 ///
 /// ```
 /// use clap::Parser;
-/// use metering::settings::{try_parse_from, SettingsError};
+/// use runtime::settings::{try_parse_from, SettingsError};
 ///
 /// #[derive(Debug, Parser)]
 /// struct Cli {
@@ -219,7 +219,7 @@ where
 ///     listen: Option<std::net::SocketAddr>,
 /// }
 ///
-/// let cmd = metering::settings::command::<Cli>();
+/// let cmd = runtime::settings::command::<Cli>();
 /// let listen = cmd.get_arguments().find(|a| a.get_id() == "listen").unwrap();
 /// assert_eq!(listen.get_env(), Some(std::ffi::OsStr::new("TALLY_LISTEN")));
 /// assert!(cmd.get_arguments().any(|a| a.get_long() == Some("config")));
@@ -242,7 +242,7 @@ pub fn command<T: CommandFactory>() -> Command {
 
 /// A Markdown table of every setting of `T` and its subcommands: flag, environment variable, file
 /// key, default and help, plus the commands it applies to when `T` has subcommands. Generated from
-/// the code, for the README's configuration reference.
+/// the code, for docs/configuration.md.
 ///
 /// ```
 /// #[derive(clap::Parser)]
@@ -253,7 +253,7 @@ pub fn command<T: CommandFactory>() -> Command {
 ///     name: String,
 /// }
 ///
-/// let table = metering::settings::config_reference::<Cli>();
+/// let table = runtime::settings::config_reference::<Cli>();
 /// assert!(table.contains("| `--name <NAME>` | `TALLY_NAME` | `name` | `alpha` | Name of this instance |"));
 /// ```
 pub fn config_reference<T: CommandFactory>() -> String {

@@ -7,7 +7,7 @@
 //! never appears in a config file).
 
 use axum::http::{header, HeaderMap};
-use sha2::{Digest, Sha256};
+use runtime::auth::{bearer, digest, parse_digest};
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
@@ -57,20 +57,6 @@ pub struct KeyRing {
     tenants: Vec<([u8; 32], String)>,
 }
 
-/// The key of an `Authorization: Bearer <key>` header, if the request has one.
-/// The scheme is matched without regard to case (RFC 9110).
-pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, key) = value.split_once(' ')?;
-    let key = key.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !key.is_empty()).then_some(key)
-}
-
-/// The SHA-256 digest of a key.
-pub fn digest(key: &str) -> [u8; 32] {
-    Sha256::digest(key.as_bytes()).into()
-}
-
 impl KeyRing {
     /// A ring of billing keys, given in clear (flags, env) and hashed at once.
     pub fn with_billing_keys<'a>(keys: impl IntoIterator<Item = &'a str>) -> Self {
@@ -97,7 +83,7 @@ impl KeyRing {
         crate::record::validate_tenant(tenant)
             .map_err(|e| TenantKeyError::Tenant { tenant: tenant.to_owned(), reason: e.to_string() })?;
         let d = match key.strip_prefix("sha256:") {
-            Some(hex) => decode_hex(hex).ok_or_else(|| TenantKeyError::Format(format!("{tenant}=sha256:…")))?,
+            Some(hex) => parse_digest(hex).ok_or_else(|| TenantKeyError::Format(format!("{tenant}=sha256:…")))?,
             None => digest(key),
         };
         if self.billing.contains(&d) || self.tenants.iter().any(|(t, _)| *t == d) {
@@ -143,17 +129,6 @@ fn redact(spec: &str) -> String {
     }
 }
 
-fn decode_hex(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,8 +145,6 @@ mod tests {
         let ring = KeyRing::with_billing_keys(["k1", "k2"]);
         assert_eq!(ring.authenticate(&headers("Bearer k2")), Ok(Principal::Billing));
         assert_eq!(ring.authenticate(&headers("bearer  k1 ")), Ok(Principal::Billing));
-        assert_eq!(bearer(&headers("BEARER k1")), Some("k1"));
-        assert_eq!(bearer(&headers("Bearer ")), None);
         assert_eq!(ring.authenticate(&headers("Bearer k3")).unwrap_err().message, "unknown key");
         assert_eq!(ring.authenticate(&headers("Basic azE=")).unwrap_err().code, "unauthenticated");
         assert_eq!(ring.authenticate(&HeaderMap::new()).unwrap_err().status, 401);

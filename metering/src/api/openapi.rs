@@ -340,7 +340,7 @@ fn periods(error: &Value) -> Value {
             },
             "Period": {
                 "type": "object", "required": ["month", "sealed"],
-                "description": "a month and, when sealed, its seal: digest = SHA-256 of the canonical text of the month's collapsed usage and SLA rows and previous_digest (README, Sealed months)",
+                "description": "a month and, when sealed, its seal: digest = SHA-256 of the canonical text of the month's collapsed usage and SLA rows and previous_digest (docs/seals.md)",
                 "properties": {
                     "month": {"type": "string"},
                     "sealed": {"type": "boolean"},

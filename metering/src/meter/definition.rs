@@ -22,8 +22,8 @@ use serde::{Deserialize, Deserializer};
 
 use super::{Meter, Unit, BUILTIN};
 use crate::record::MAX_DIMENSION_LEN;
-use crate::settings::AtLine;
-use crate::yaml_line::{line_of, Step};
+use runtime::settings::AtLine;
+use runtime::yaml_line::{line_of, Step};
 
 /// Longest custom meter name.
 pub const MAX_NAME_LEN: usize = 64;

@@ -2,7 +2,7 @@
 //! usage and its availability to an itemized invoice. Reading usage from
 //! ClickHouse is [`super::store`]'s job.
 //!
-//! The rules (README, "Plans and invoices"):
+//! The rules (docs/plans.md):
 //! - Usage is priced by the plan in effect on the UTC day it was metered; plan
 //!   assignments change at midnight UTC.
 //! - A monthly allowance and the base fee are prorated by the days of the month

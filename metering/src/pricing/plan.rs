@@ -19,8 +19,8 @@ use super::plan_file::{check, path_text, RawFile};
 use super::tiers::{Tier, TierMode};
 use super::BillingMonth;
 use crate::meter::Catalog;
-use crate::settings::AtLine;
-use crate::yaml_line::line_of;
+use runtime::settings::AtLine;
+use runtime::yaml_line::line_of;
 
 /// Over what a meter's allowance and tiers count usage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]

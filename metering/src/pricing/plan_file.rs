@@ -16,7 +16,7 @@ use super::plan::{Assignment, MeterPrice, Period, Plan, PriceBook, Rate, Region,
 use super::tiers::{Tier, TierMode};
 use crate::meter::Catalog;
 use crate::record::validate_tenant;
-use crate::yaml_line::Step;
+use runtime::yaml_line::Step;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -311,7 +311,7 @@ fn numbers_are_read_from_their_text() {
     assert_eq!(book.plans["p"].meters["spans"].per, d("3"));
 }
 
-/// The text layout of the acme invoice, figure for figure (also the README's example).
+/// The text layout of the acme invoice, figure for figure (also the example in docs/plans.md).
 #[test]
 fn text_layout_shows_every_figure() {
     let inv = acme(Availability { requests: 200_000, errors: 300 });

@@ -9,11 +9,11 @@ use metering::export::{self, ExportFormat};
 use metering::pricing::{self, BillingMonth};
 use metering::store::migrate::{migrate, migrate_on_cluster, ClusterTarget};
 use metering::store::StoreSettings;
-use metering::telemetry;
+use runtime::telemetry;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli: Cli = metering::settings::parse();
+    let cli: Cli = runtime::settings::parse();
     telemetry::init_logging(cli.log_format);
     match cli.command {
         Command::Migrate(args) => {
