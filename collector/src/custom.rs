@@ -238,12 +238,7 @@ pub struct Evaluator<'m> {
 
 impl<'m> Evaluator<'m> {
     /// Evaluates those of `meters` that read `signal`.
-    pub fn new(signal: crate::otlp::Signal, meters: &'m [MeterDefinition]) -> Self {
-        let signal = match signal {
-            crate::otlp::Signal::Traces => Signal::Traces,
-            crate::otlp::Signal::Metrics => Signal::Metrics,
-            crate::otlp::Signal::Logs => Signal::Logs,
-        };
+    pub fn new(signal: Signal, meters: &'m [MeterDefinition]) -> Self {
         let mine = meters.iter().enumerate().filter(|(_, m)| m.signal == signal).collect();
         Self { meters, mine, acc: Acc::default() }
     }

@@ -29,5 +29,6 @@ pub mod reconcile;
 pub mod record;
 pub mod report;
 pub mod seal;
+pub mod signal;
 pub mod sla;
 pub mod store;

@@ -7,7 +7,8 @@ pub mod definition;
 use std::borrow::Cow;
 use std::fmt;
 
-pub use definition::{Aggregation, DefinitionError, MeterDefinition, Signal};
+pub use crate::signal::Signal;
+pub use definition::{Aggregation, DefinitionError, MeterDefinition};
 
 /// The unit a meter's values are expressed in, as reported by the billing API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]

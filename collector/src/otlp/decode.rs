@@ -7,45 +7,7 @@ use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use opentelemetry_proto::tonic::metrics::v1::ResourceMetrics;
 use prost::Message;
 
-/// The three OTLP signals.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Signal {
-    /// `/v1/traces`
-    Traces,
-    /// `/v1/metrics`
-    Metrics,
-    /// `/v1/logs`
-    Logs,
-}
-
-impl Signal {
-    /// `traces`, `metrics` or `logs`, as in the HTTP path.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Signal::Traces => "traces",
-            Signal::Metrics => "metrics",
-            Signal::Logs => "logs",
-        }
-    }
-
-    /// The meter counting the signal's items: `spans`, `metric_points` or `log_records`.
-    pub const fn items_meter(self) -> &'static str {
-        match self {
-            Signal::Traces => "spans",
-            Signal::Metrics => "metric_points",
-            Signal::Logs => "log_records",
-        }
-    }
-
-    /// What the signal's items are called in messages.
-    pub const fn items(self) -> &'static str {
-        match self {
-            Signal::Traces => "spans",
-            Signal::Metrics => "data points",
-            Signal::Logs => "log records",
-        }
-    }
-}
+pub use metering::signal::Signal;
 
 /// How a request is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -22,6 +22,7 @@ use serde::{Deserialize, Deserializer};
 
 use super::{Meter, Unit, BUILTIN};
 use crate::record::MAX_DIMENSION_LEN;
+use crate::signal::Signal;
 use runtime::settings::AtLine;
 use runtime::yaml_line::{line_of, Step};
 
@@ -29,29 +30,6 @@ use runtime::yaml_line::{line_of, Step};
 pub const MAX_NAME_LEN: usize = 64;
 /// Most `group_by` attributes one meter may have.
 pub const MAX_GROUP_BY: usize = 16;
-
-/// The OTLP signal a custom meter reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Signal {
-    /// Spans.
-    Traces,
-    /// Log records.
-    Logs,
-    /// Metric data points.
-    Metrics,
-}
-
-impl Signal {
-    /// `traces`, `logs` or `metrics`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Signal::Traces => "traces",
-            Signal::Logs => "logs",
-            Signal::Metrics => "metrics",
-        }
-    }
-}
 
 /// How a meter's values combine: within a batch, and across the rows of a roll-up bucket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -155,8 +133,8 @@ impl MeterDefinition {
         let description = self.description.clone().unwrap_or_else(|| {
             let what = self.attribute.as_deref().map_or_else(|| "value".to_owned(), |a| format!("`{a}`"));
             match self.aggregation {
-                Aggregation::Count => format!("{} matching the filter", self.signal.as_str()),
-                agg => format!("{} of {what} over {}", agg.as_str(), self.signal.as_str()),
+                Aggregation::Count => format!("{} matching the filter", self.signal.name()),
+                agg => format!("{} of {what} over {}", agg.as_str(), self.signal.name()),
             }
         });
         Meter {
@@ -189,7 +167,7 @@ impl MeterDefinition {
                 )
             }
             (Aggregation::Sum | Aggregation::Max, None, Signal::Traces | Signal::Logs) => {
-                return Some(format!("{agg} needs an `attribute` on {}", self.signal.as_str()))
+                return Some(format!("{agg} needs an `attribute` on {}", self.signal.name()))
             }
             (Aggregation::UniqueCount, None, _) => return Some("unique_count needs an `attribute`".into()),
             (_, Some(a), _) if a.is_empty() || a.len() > MAX_DIMENSION_LEN => {
