@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 
-use collector::otlp::Signal;
+use otlp::Signal;
 
 use crate::record::Record;
 

@@ -10,9 +10,9 @@ use std::error::Error as _;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes};
-use collector::otlp::grpc::{LOGS_PATH, METRICS_PATH, TRACES_PATH};
-use collector::otlp::status::{RetryInfo, RpcStatusWithDetails};
-use collector::otlp::Signal;
+use otlp::grpc::{LOGS_PATH, METRICS_PATH, TRACES_PATH};
+use otlp::status::{RetryInfo, RpcStatusWithDetails};
+use otlp::Signal;
 use prost::Message;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::{Channel, Endpoint};
@@ -64,7 +64,7 @@ impl Collector {
         let mut request = tonic::Request::new(batch.body.clone());
         let identity = format!("{source} {} {}", batch.seq, batch.accepted_millis);
         let md = request.metadata_mut();
-        md.insert(collector::otlp::batch::HEADER, identity.parse().expect("the identity is ASCII"));
+        md.insert(otlp::batch::HEADER, identity.parse().expect("the identity is ASCII"));
         if let Some(key) = key {
             match format!("Bearer {key}").parse() {
                 Ok(v) => {
@@ -206,7 +206,7 @@ impl Decoder for Raw {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use collector::otlp::status::RpcStatus;
+    use otlp::status::RpcStatus;
 
     fn with_retry_info(code: Code, after: Duration) -> Status {
         let details = RpcStatus::with_retry_info(code as i32, "slow down", &RetryInfo::after(after)).encode_to_vec();

@@ -9,15 +9,15 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use collector::measure::{attribute, TENANT_ATTRIBUTE, UNKNOWN_TENANT};
-use collector::otlp::decode::metric_points;
-use collector::otlp::view::{Attributes, MetricView, RequestView};
-use collector::otlp::{Consumer, Delivery, Outcome, Payload, Request, Signal};
-use collector::reports::SCOPE;
-use collector::wal::{AppendError, Wal};
+use measure::reported::SCOPE;
+use measure::{attribute, TENANT_ATTRIBUTE, UNKNOWN_TENANT};
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
+use otlp::decode::metric_points;
+use otlp::view::{Attributes, MetricView, RequestView};
+use otlp::{Consumer, Delivery, Outcome, Payload, Request, Signal};
 use prost::Message;
+use wal::{AppendError, Wal};
 
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
@@ -136,7 +136,7 @@ impl Intake {
         }
     }
 
-    fn refuse(&self, signal: collector::otlp::Signal, items: u64, e: AppendError) -> Outcome {
+    fn refuse(&self, signal: otlp::Signal, items: u64, e: AppendError) -> Outcome {
         self.metrics.count_items(signal.name(), "refused", items);
         if !matches!(e, AppendError::Full { .. }) {
             tracing::error!(error = %e, "writing the WAL failed; apps are told to retry");
@@ -210,7 +210,7 @@ fn stamp(payload: &mut Payload, tenant: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use collector::reports::metric;
+    use measure::reported::metric;
     use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::common::v1::InstrumentationScope;

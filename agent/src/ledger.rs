@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use collector::otlp::Signal;
+use otlp::Signal;
 
 /// What is counted: `(tenant, meter, dropped reason or "")` → amount; the meter
 /// is a signal's items (`spans`, …) or, for measured usage, the meter itself.

@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use axum::http::StatusCode;
-use collector::otlp::{grpc, http};
-use collector::wal::{Fsync, Wal, WalOptions};
+use otlp::{grpc, http};
 use runtime::serve;
 use tally_agent::forward::Collector;
 use tally_agent::identity;
@@ -18,6 +17,7 @@ use tally_agent::report;
 use tally_agent::settings::{Compression, Settings};
 use tally_agent::ship::{Backlog, ShipOptions, Shipper};
 use tonic::codec::CompressionEncoding;
+use wal::{Fsync, Wal, WalOptions};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -71,7 +71,7 @@ pub struct Metrics {
     pub ebpf_cgroups: Gauge,
     /// `tally_agent_ebpf_read_errors_total`: failed reads of the probes' maps (retried next interval).
     pub ebpf_read_errors: Counter,
-    wal: std::sync::OnceLock<collector::wal::Wal>,
+    wal: std::sync::OnceLock<wal::Wal>,
 }
 
 impl Default for Metrics {
@@ -158,7 +158,7 @@ impl Default for Metrics {
 
 impl Metrics {
     /// Reports `wal`'s depth in the WAL gauges.
-    pub fn watch_wal(&self, wal: collector::wal::Wal) {
+    pub fn watch_wal(&self, wal: wal::Wal) {
         let _ = self.wal.set(wal);
     }
 
@@ -216,7 +216,7 @@ fn oldest_age(dir: &std::path::Path) -> Option<std::time::Duration> {
     let oldest = std::fs::read_dir(dir)
         .ok()?
         .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_str().is_some_and(|n| collector::wal::segment::parse_name(n).is_some()))
+        .filter(|e| e.file_name().to_str().is_some_and(|n| wal::segment::parse_name(n).is_some()))
         .filter_map(|e| e.metadata().ok()?.modified().ok())
         .min()?;
     oldest.elapsed().ok()

@@ -6,7 +6,7 @@
 //! `[version u8][signal u8][boot u64 LE][accepted unix-millis u64 LE]`
 //! `[tenants u16 LE]{[len u8][tenant][items u64 LE]}[protobuf]`
 
-use collector::otlp::Signal;
+use otlp::Signal;
 
 const VERSION: u8 = 1;
 const HEADER: usize = 18;

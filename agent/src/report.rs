@@ -6,14 +6,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use collector::otlp::Signal;
-use collector::reports::{metric, SCOPE};
-use collector::wal::Wal;
+use measure::reported::{metric, SCOPE};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{ResourceMetrics, ScopeMetrics};
 use opentelemetry_proto::tonic::resource::v1::Resource;
+use otlp::Signal;
 use prost::Message;
+use wal::Wal;
 
 use crate::ledger::{Entries, Ledger};
 use crate::record::Record;
@@ -42,7 +42,7 @@ pub fn request(entries: &Entries, time_unix_nano: u64) -> ExportMetricsServiceRe
         .map(|(tenant, meters)| ResourceMetrics {
             resource: Some(Resource {
                 attributes: vec![KeyValue {
-                    key: collector::measure::TENANT_ATTRIBUTE.to_owned(),
+                    key: measure::TENANT_ATTRIBUTE.to_owned(),
                     value: Some(AnyValue { value: Some(any_value::Value::StringValue(tenant.to_owned())) }),
                     ..Default::default()
                 }],
@@ -125,7 +125,7 @@ mod tests {
             ]),
         };
         let mut req = request(&entries, 1);
-        let got = collector::reports::extract(&mut req, &Catalog::builtin(), time::OffsetDateTime::now_utc());
+        let got = measure::reported::extract(&mut req, &Catalog::builtin(), time::OffsetDateTime::now_utc());
         assert_eq!(got.rejected, 0, "{}", got.reason);
         let mut summary: Vec<_> = got
             .records

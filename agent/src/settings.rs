@@ -82,7 +82,7 @@ pub struct Settings {
     #[arg(long, value_name = "PATTERN=TENANT")]
     pub cgroup_tenant: Vec<String>,
     /// Largest request accepted from apps, in bytes, before and after decompression.
-    #[arg(long, default_value_t = collector::otlp::DEFAULT_MAX_REQUEST_BYTES)]
+    #[arg(long, default_value_t = otlp::DEFAULT_MAX_REQUEST_BYTES)]
     pub max_request_bytes: usize,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, default_value = "127.0.0.1:9464")]

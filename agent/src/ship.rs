@@ -16,10 +16,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use collector::otlp::Signal;
-use collector::wal::{segment, Segment, Wal};
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use otlp::Signal;
 use tokio::sync::{watch, Notify};
+use wal::{segment, Segment, Wal};
 
 use crate::batches::{cut, Batch};
 use crate::forward::{Collector, Verdict};

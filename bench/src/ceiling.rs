@@ -5,10 +5,10 @@
 
 use std::time::Instant;
 
-use collector::measure::{measure, Tenancy};
-use collector::otlp::view::Protobuf;
-use collector::otlp::Signal;
+use measure::{measure, Tenancy};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use otlp::view::Protobuf;
+use otlp::Signal;
 use prost::Message;
 use testkit::bench::median;
 use testkit::loadgen::Pool;

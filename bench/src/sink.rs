@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use collector::otlp::{grpc, Consumer, Delivery, Outcome, Signal};
+use otlp::{grpc, Consumer, Delivery, Outcome, Signal};
 use runtime::serve::{self, Servers};
 
 /// Spans received, with and without resends of a batch the sink already had.
@@ -63,7 +63,7 @@ impl Sink {
     pub async fn start() -> Result<Self> {
         let counts = Arc::new(Counts::default());
         let addr: SocketAddr = format!("127.0.0.1:{}", testkit::service::free_port()).parse()?;
-        let router = grpc::router(counts.clone(), collector::otlp::DEFAULT_MAX_REQUEST_BYTES);
+        let router = grpc::router(counts.clone(), otlp::DEFAULT_MAX_REQUEST_BYTES);
         let servers = serve::start(vec![("sink", addr, router)]).await?;
         Ok(Self { counts, url: format!("http://{addr}"), servers: Some(servers) })
     }

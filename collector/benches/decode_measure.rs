@@ -9,14 +9,14 @@
 
 use std::time::{Duration, Instant};
 
+use measure::{measure, Tenancy};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use otlp::view::Protobuf;
+use otlp::{decode, Encoding, Signal};
 use prost::Message;
-use tally_collector::measure::{measure, Tenancy};
-use tally_collector::otlp::view::Protobuf;
-use tally_collector::otlp::{decode, Encoding, Signal};
 
 fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();

@@ -14,7 +14,7 @@ use std::path::Path;
 use metering::record::validate_tenant;
 use serde::Deserialize;
 
-use crate::measure::Tenancy;
+use measure::Tenancy;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -7,16 +7,16 @@ use anyhow::{bail, Context};
 use axum::http::StatusCode;
 use axum::Router;
 use metering::meter::definition;
+use otlp::{grpc, http};
 use runtime::serve;
 use runtime::telemetry;
 use tally_collector::keys::Keys;
 use tally_collector::limits::Limits;
 use tally_collector::metrics::{count_responses, Metrics};
-use tally_collector::otlp::{grpc, http};
 use tally_collector::pipeline::Pipeline;
 use tally_collector::settings::Settings;
 use tally_collector::sink::{Sink, SinkOptions};
-use tally_collector::wal::{Fsync, Wal, WalOptions};
+use wal::{Fsync, Wal, WalOptions};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

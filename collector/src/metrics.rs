@@ -56,7 +56,7 @@ pub struct Metrics {
     pub spool_segments: Gauge,
     /// `tally_collector_spool_damaged_bytes_total`: spool bytes found damaged and skipped.
     pub spool_damaged_bytes: Counter,
-    spool: std::sync::OnceLock<crate::wal::Wal>,
+    spool: std::sync::OnceLock<wal::Wal>,
 }
 
 impl Default for Metrics {
@@ -128,7 +128,7 @@ impl Metrics {
     }
 
     /// Reports the depth of `wal` as the spool gauges.
-    pub fn watch_spool(&self, wal: crate::wal::Wal) {
+    pub fn watch_spool(&self, wal: wal::Wal) {
         let _ = self.spool.set(wal);
     }
 

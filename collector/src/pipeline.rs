@@ -19,12 +19,12 @@ use time::OffsetDateTime;
 
 use crate::keys::Keys;
 use crate::limits::{Limits, Throttle};
-use crate::measure::{measure_request, Tenancy};
 use crate::metrics::Metrics;
-use crate::otlp::{Consumer, Delivery, Outcome, Payload, Request, Signal};
-use crate::reports::{self, Reported};
 use crate::sink::entry::{self, Section, Table};
-use crate::wal::Wal;
+use measure::reported::{self, Reported};
+use measure::{measure_request, Tenancy};
+use otlp::{Consumer, Delivery, Outcome, Payload, Request, Signal};
+use wal::Wal;
 
 /// How long senders are told to wait while the spool cannot take more.
 pub const STORE_RETRY_AFTER: Duration = Duration::from_secs(5);
@@ -164,7 +164,7 @@ impl Pipeline {
                 Err(e) => return Outcome::Invalid(e.to_string()),
             };
             if let Payload::Metrics(metrics) = &mut payload {
-                reported = reports::extract(metrics, &self.catalog, when);
+                reported = reported::extract(metrics, &self.catalog, when);
             }
             request = Request::Decoded(payload);
         }
@@ -211,7 +211,7 @@ impl Pipeline {
 /// The `dropped_*` records standing for `records` that could not be stored,
 /// with the reason as a dimension, and the number of items they count.
 fn dropped_records(records: &[UsageRecord], reason: &str) -> (Vec<UsageRecord>, u64) {
-    let reason = crate::measure::truncate(reason, metering::record::MAX_DIMENSION_LEN);
+    let reason = measure::truncate(reason, metering::record::MAX_DIMENSION_LEN);
     let mut items = 0;
     let dropped = records
         .iter()
@@ -221,7 +221,7 @@ fn dropped_records(records: &[UsageRecord], reason: &str) -> (Vec<UsageRecord>, 
             let tenant = if metering::record::validate_tenant(&r.tenant).is_ok() {
                 r.tenant.as_str()
             } else {
-                crate::measure::UNKNOWN_TENANT
+                measure::UNKNOWN_TENANT
             };
             let mut d = UsageRecord::new(tenant, &format!("dropped_{}", r.meter), r.time, r.value.trunc());
             d.dimensions.insert("reason".to_owned(), reason.to_owned());

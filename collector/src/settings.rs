@@ -24,7 +24,7 @@ pub struct Settings {
     #[command(flatten)]
     pub store: StoreSettings,
     /// Largest request accepted, in bytes, before and after decompression.
-    #[arg(long, default_value_t = crate::otlp::DEFAULT_MAX_REQUEST_BYTES)]
+    #[arg(long, default_value_t = otlp::DEFAULT_MAX_REQUEST_BYTES)]
     pub max_request_bytes: usize,
     /// Directory of the spool: acknowledged usage waiting for ClickHouse.
     #[arg(long, default_value = "/var/lib/tally-collector")]

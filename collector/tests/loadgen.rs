@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use tally_collector::otlp::{grpc, Outcome, DEFAULT_MAX_REQUEST_BYTES};
+use otlp::{grpc, Outcome, DEFAULT_MAX_REQUEST_BYTES};
 use testkit::loadgen::{self, Config, Pool};
 
 fn base(url: String) -> Config {

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use common::{grpc_frame, recorder, serve, Recorder};
+use otlp::grpc::{self, LOGS_PATH, TRACES_PATH};
+use otlp::status::{RetryInfo, RpcStatusWithDetails};
+use otlp::Outcome;
 use prost::Message;
-use tally_collector::otlp::grpc::{self, LOGS_PATH, TRACES_PATH};
-use tally_collector::otlp::status::{RetryInfo, RpcStatusWithDetails};
-use tally_collector::otlp::Outcome;
 
 async fn start(limit: usize) -> (Arc<Recorder>, String) {
     let rec = recorder();

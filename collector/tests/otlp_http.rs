@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{recorder, serve, Recorder};
+use otlp::status::RpcStatus;
+use otlp::{http, Outcome};
 use prost::Message;
-use tally_collector::otlp::status::RpcStatus;
-use tally_collector::otlp::{http, Outcome};
 
 async fn start(limit: usize) -> (Arc<Recorder>, String) {
     let rec = recorder();

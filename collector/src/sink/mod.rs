@@ -25,8 +25,8 @@ use metering::clickhouse::ClickHouse;
 use tokio::sync::{mpsc, watch};
 
 use crate::metrics::Metrics;
-use crate::wal::{segment, Segment, Wal};
 use entry::Table;
+use wal::{segment, Segment, Wal};
 
 /// How the sink batches and retries. (How often the spool seals a segment,
 /// and so how often the sink writes, is the spool's `seal_after`.)

@@ -7,7 +7,7 @@ pub mod collector;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use tally_collector::otlp::{Consumer, Delivery, Outcome, Signal};
+use otlp::{Consumer, Delivery, Outcome, Signal};
 
 #[derive(Default)]
 pub struct Recorder {
@@ -74,7 +74,7 @@ pub async fn grpc_export_traces(grpc_url: &str, json: &str, headers: &[(&str, St
         serde_json::from_str(json).unwrap();
     let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
     let mut post = h2
-        .post(format!("{grpc_url}{}", tally_collector::otlp::grpc::TRACES_PATH))
+        .post(format!("{grpc_url}{}", otlp::grpc::TRACES_PATH))
         .header("content-type", "application/grpc")
         .header("authorization", "Bearer agent-key");
     for (name, value) in headers {

@@ -5,7 +5,7 @@
 //! every `filter` attribute must equal its value; then `count` counts 1, `sum`
 //! and `max` read the attribute as a number, and `unique_count` reads it as
 //! text. Attributes are looked up on the item first, then on its resource; the
-//! last of repeated keys wins (as in [`crate::measure::attribute`]). On metric
+//! last of repeated keys wins (as in [`crate::builtin::attribute`]). On metric
 //! points, `metric.name` is also the metric's name unless the point has such an
 //! attribute, and a `sum`/`max` meter without `attribute` reads the value of
 //! gauge and sum points (histogram and summary points have none and do not count).
@@ -26,7 +26,7 @@ use metering::record::{UsageRecord, MAX_DIMENSION_LEN, VALUE_SCALE};
 use rust_decimal::{Decimal, RoundingStrategy};
 use time::OffsetDateTime;
 
-use crate::otlp::view::{AnyValue, Attributes, MetricView, PointValue, RequestView};
+use otlp::view::{AnyValue, Attributes, MetricView, PointValue, RequestView};
 
 /// The pseudo-attribute naming a metric point's metric.
 pub const METRIC_NAME: &str = "metric.name";
@@ -44,7 +44,7 @@ pub struct Evaluated {
 
 impl Evaluated {
     /// Appends these records and refusals to what the built-in meters measured.
-    pub fn add_to(self, measured: &mut crate::measure::Measured) {
+    pub fn add_to(self, measured: &mut crate::builtin::Measured) {
         measured.records.extend(self.records);
         measured.rejected += self.rejected;
         if self.rejected > 0 {
@@ -307,12 +307,12 @@ pub fn evaluate<R: RequestView + ?Sized>(
     let mut eval = Evaluator::new(request.signal(), meters);
     request.for_each_resource_spans(|resource, spans| {
         if let Some(who) = resolve(resource) {
-            eval.items(resource, spans.iter().map(|s| crate::otlp::view::SpanView::attributes(*s)), &who);
+            eval.items(resource, spans.iter().map(|s| otlp::view::SpanView::attributes(*s)), &who);
         }
     });
     request.for_each_resource_logs(|resource, logs| {
         if let Some(who) = resolve(resource) {
-            eval.items(resource, logs.iter().map(|l| crate::otlp::view::LogView::attributes(*l)), &who);
+            eval.items(resource, logs.iter().map(|l| otlp::view::LogView::attributes(*l)), &who);
         }
     });
     request.for_each_resource_metrics(|resource, metrics| {

@@ -22,7 +22,7 @@ impl Encoding {
     /// The encoding of a Content-Type, parsed as a media type (`application/json; charset=utf-8` is JSON).
     ///
     /// ```
-    /// use tally_collector::otlp::Encoding;
+    /// use otlp::Encoding;
     /// assert_eq!(Encoding::from_content_type("Application/JSON; charset=utf-8"), Some(Encoding::Json));
     /// assert_eq!(Encoding::from_content_type("application/x-protobuf"), Some(Encoding::Protobuf));
     /// assert_eq!(Encoding::from_content_type("text/plain"), None);

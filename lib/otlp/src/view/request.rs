@@ -19,7 +19,7 @@ use prost::Message;
 
 use super::wire::{self, Field, Fields, Schema, ViewError};
 use super::{AnyValue, Attributes, DataKind, LogView, MetricView, PointValue, RequestView, SpanView};
-use crate::otlp::{DecodeError, Encoding, Payload, Signal};
+use crate::{DecodeError, Encoding, Payload, Signal};
 
 /// Where the view reads: the request's bytes, and the first error met.
 struct Ctx<'a> {
@@ -491,14 +491,11 @@ impl<'a> RequestView for WireRequest<'a> {
 ///
 /// ```
 /// use bytes::Bytes;
-/// use tally_collector::measure::{measure, Tenancy};
-/// use tally_collector::otlp::{view::Protobuf, Signal};
+/// use otlp::{view::Protobuf, Signal};
 /// // One ResourceSpans holding one ScopeSpans holding one empty span.
 /// let body = Bytes::from_static(&[0x0a, 0x04, 0x12, 0x02, 0x12, 0x00]);
 /// let request = Protobuf::new(Signal::Traces, body).unwrap();
 /// assert_eq!(request.items(), 1);
-/// let m = request.with_view(|view| measure(view, &Tenancy::FromResource, time::OffsetDateTime::UNIX_EPOCH)).unwrap();
-/// assert_eq!(m.records.iter().find(|r| r.meter == "spans").map(|r| r.tenant.as_str()), Some("unknown"));
 /// // A length running past the end is refused before anything is metered.
 /// assert!(Protobuf::new(Signal::Traces, Bytes::from_static(&[0x0a, 0x09])).is_err());
 /// ```

@@ -22,9 +22,9 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Sta
 use prost::Message;
 use time::OffsetDateTime;
 
-use super::Protobuf;
-use crate::measure::{measure_with, Measured, Tenancy};
-use crate::otlp::{Payload, Signal};
+use crate::builtin::{measure_with, Measured, Tenancy};
+use otlp::view::Protobuf;
+use otlp::{Payload, Signal};
 
 const BUILT_IN: [&str; 6] = ["spans", "span_bytes", "requests", "metric_points", "log_records", "log_bytes"];
 const WHEN: OffsetDateTime = OffsetDateTime::UNIX_EPOCH;
@@ -60,7 +60,7 @@ fn via_view(signal: Signal, bytes: &[u8], tenancy: &Tenancy, meters: &[MeterDefi
 
 /// Metering over prost's decoding of `bytes`, or the error.
 fn via_prost(signal: Signal, bytes: &[u8], tenancy: &Tenancy, meters: &[MeterDefinition]) -> Result<Measured, String> {
-    let payload = crate::otlp::decode(signal, crate::otlp::Encoding::Protobuf, bytes).map_err(|e| e.to_string())?;
+    let payload = otlp::decode(signal, otlp::Encoding::Protobuf, bytes).map_err(|e| e.to_string())?;
     Ok(measure_with(&payload, tenancy, WHEN, meters))
 }
 

@@ -10,7 +10,7 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 
 use super::{AnyValue, Attributes, DataKind, LogView, MetricView, PointValue, RequestView, SpanView};
-use crate::otlp::{Payload, Signal};
+use crate::{Payload, Signal};
 
 impl Attributes for [KeyValue] {
     fn get(&self, key: &str) -> Option<AnyValue<'_>> {
@@ -78,7 +78,7 @@ impl MetricView for Metric {
         })
     }
     fn data_points(&self) -> u64 {
-        crate::otlp::decode::data_points(self.data.as_ref())
+        crate::decode::data_points(self.data.as_ref())
     }
     fn for_each_point(&self, mut f: impl FnMut(&[KeyValue], Option<PointValue>)) {
         match &self.data {

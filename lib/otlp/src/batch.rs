@@ -36,7 +36,7 @@ pub fn from_headers(headers: &HeaderMap, now: OffsetDateTime) -> Result<Option<B
 /// Parses `<source-id> <sequence> <unix-millis>`.
 ///
 /// ```
-/// use tally_collector::otlp::batch::parse;
+/// use otlp::batch::parse;
 /// let now = time::OffsetDateTime::now_utc();
 /// let id = parse("agent:a1:b7 42 1700000000000", now).unwrap();
 /// assert_eq!((id.source.as_str(), id.seq, id.time.unix_timestamp()), ("agent:a1:b7", 42, 1_700_000_000));

@@ -16,8 +16,8 @@ use opentelemetry_proto::tonic::common::v1::KeyValue;
 use rust_decimal::Decimal;
 use time::OffsetDateTime;
 
-use crate::otlp::view::{Attributes, LogView, MetricView, RequestView, SpanView};
-use crate::otlp::{DecodeError, Request, Signal};
+use otlp::view::{Attributes, LogView, MetricView, RequestView, SpanView};
+use otlp::{DecodeError, Request, Signal};
 
 /// The tenant of data whose sender and resource name none.
 pub const UNKNOWN_TENANT: &str = "unknown";
@@ -169,12 +169,12 @@ pub fn measure_with<R: RequestView + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::otlp::Payload;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
     use opentelemetry_proto::tonic::resource::v1::Resource;
     use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use otlp::Payload;
     use prost::Message;
 
     fn kv(key: &str, value: &str) -> KeyValue {

@@ -3,7 +3,7 @@
 //! and a zero-copy view of protobuf bytes ([`WireRequest`]), which reads only
 //! the fields metering needs, borrowing strings from the request.
 //!
-//! [`crate::measure`], [`crate::sla`] and [`crate::custom`] are written once,
+//! The meters (crate `measure`: built-in, SLA and custom) are written once,
 //! against the traits here, so both representations are metered by the same
 //! code. Attribute lookups follow one rule everywhere: the last of repeated
 //! keys wins, and a key whose value is empty counts as absent.
@@ -17,8 +17,6 @@
 
 mod prost_impl;
 mod request;
-#[cfg(test)]
-mod tests;
 pub mod wire;
 
 use opentelemetry_proto::tonic::metrics::v1::number_data_point;

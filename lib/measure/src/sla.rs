@@ -23,8 +23,8 @@ use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use time::OffsetDateTime;
 
-use crate::measure::truncate;
-use crate::otlp::view::{AnyValue, Attributes, SpanView};
+use crate::builtin::truncate;
+use otlp::view::{AnyValue, Attributes, SpanView};
 
 /// The HTTP status attribute of current semantic conventions.
 pub const HTTP_STATUS: &str = "http.response.status_code";
