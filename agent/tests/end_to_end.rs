@@ -2,24 +2,15 @@
 //! → a real ClickHouse: exact usage per tenant and meter, through a collector
 //! outage, a `kill -9` of the agent, a full WAL and a damaged WAL segment.
 
-#[path = "../../collector/tests/common/collector.rs"]
-#[allow(dead_code)]
-mod collector_harness;
-#[allow(dead_code)]
-mod common;
-
 use std::path::PathBuf;
 use std::time::Duration;
 
-use collector_harness::{setup, start_collector, totals, value, Running};
-use common::start_agent;
 use rust_decimal::Decimal;
+use testkit::agent::start_agent;
+use testkit::collector::{setup, start_collector, totals, value, Running};
 use testkit::service::sample;
 
-/// Runs python/send_otlp.py (the official SDK and exporters) against `base`.
-async fn sdk(base: &str, protocol: &str, args: &[&str]) -> serde_json::Value {
-    testkit::sdk::run("send_otlp.py", base, protocol, args).await
-}
+use testkit::sdk::send_otlp as sdk;
 
 /// Waits (up to 60 s) until the stored `meter` of `tenant` is `want`; returns all totals then.
 async fn eventually(

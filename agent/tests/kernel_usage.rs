@@ -3,21 +3,15 @@
 //! probes → its usage reports → tally-collector → ClickHouse. And as `nobody`
 //! without capabilities: the agent serves OTLP and says why its probes are off.
 
-#[path = "../../collector/tests/common/collector.rs"]
-#[allow(dead_code)]
-mod collector_harness;
-#[allow(dead_code)]
-mod common;
-
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use collector_harness::{setup, start_collector, totals, value};
-use common::start_agent_as;
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
+use testkit::agent::start_agent_as;
+use testkit::collector::{setup, start_collector, totals, value};
 use testkit::service::sample;
 
 fn is_root() -> bool {

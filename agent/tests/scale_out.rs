@@ -6,29 +6,24 @@
 //! collector writes through are killed with -9: `/v1/usage` is still exact on both
 //! `tally serve`s, nothing lost, nothing doubled.
 
-#[path = "../../collector/tests/common/collector.rs"]
-#[allow(dead_code)]
-mod collector_harness;
-#[allow(dead_code)]
-mod common;
-#[path = "../../metering/tests/common/serve.rs"]
-#[allow(dead_code)]
-mod serve;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use collector_harness::start_collector_at;
-use common::start_agent;
-use serve::{tally, Serve};
+use testkit::agent::start_agent;
 use testkit::cluster::{ClickHouseCluster, CLUSTER};
+use testkit::collector::start_collector_at;
+use testkit::tally::{tally, Serve};
 
 const BILLING_KEY: &str = "billing-key";
 
 /// `tally serve --clickhouse-cluster` on server `i`, killed on drop.
 async fn serve_on(cluster: &ClickHouseCluster, i: usize, db: &str) -> Serve {
-    serve::start(&cluster.node(i).http_url(), db, &["--clickhouse-cluster", CLUSTER, "--billing-key", BILLING_KEY])
-        .await
+    testkit::tally::start(
+        &cluster.node(i).http_url(),
+        db,
+        &["--clickhouse-cluster", CLUSTER, "--billing-key", BILLING_KEY],
+    )
+    .await
 }
 
 /// Today's usage per (tenant, meter) from `/v1/usage`, every page.

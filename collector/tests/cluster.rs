@@ -3,15 +3,13 @@
 //! of two replicas): usage lands exactly once, on its tenant's shard, and reads
 //! the same through every server.
 
-mod common;
-
 use std::time::Duration;
 
-use common::collector::{start_collector_at, totals, value};
 use metering::store::migrate::{migrate_on_cluster, ClusterTarget};
 use metering::store::StoreSettings;
 use rust_decimal::Decimal;
 use testkit::cluster::{ClickHouseCluster, CLUSTER};
+use testkit::collector::{start_collector_at, totals, value};
 
 fn client(cluster: &ClickHouseCluster, i: usize) -> metering::clickhouse::ClickHouse {
     StoreSettings {
@@ -38,7 +36,7 @@ async fn two_collectors_write_through_the_distributed_table_exactly_once() {
     let b =
         start_collector_at(&cluster.node(2).http_url(), &db, dir_b.path(), &["--clickhouse-cluster", CLUSTER]).await;
     let send = |url: String, protocol: &'static str, args: Vec<&'static str>| async move {
-        common::sdk(&url, protocol, &args).await
+        testkit::sdk::send_otlp(&url, protocol, &args).await
     };
     let r = send(a.http_url.clone(), "http", vec!["--tenant", "acme", "--spans", "300", "--logs", "10"]).await;
     assert_eq!((r["spans_ok"].as_bool(), r["logs_ok"].as_bool()), (Some(true), Some(true)));

@@ -12,8 +12,6 @@ use metering::store::rollup::{query_usage, Granularity, UsageQuery};
 use rust_decimal::Decimal;
 use testkit::ClickHouseServer;
 
-mod common;
-
 const METERS: &str = "meters:
   - name: llm_tokens
     signal: traces
@@ -73,7 +71,7 @@ async fn sdk_spans_meter_custom_sums_counts_max_and_unique_users() {
     let meters = dir.path().join("meters.yaml");
     std::fs::write(&meters, METERS).unwrap();
     let running =
-        common::collector::start_collector(&server, &db, dir.path(), &["--meters", meters.to_str().unwrap()]).await;
+        testkit::collector::start_collector(&server, &db, dir.path(), &["--meters", meters.to_str().unwrap()]).await;
     let (http_url, grpc_url) = (running.http_url.clone(), running.grpc_url.clone());
     // The same workload twice (over HTTP, then gRPC): sums and counts double, the peak
     // and the distinct users do not. Another tenant's traffic stays its own.

@@ -2,15 +2,13 @@
 //! exact usage per tenant and meter, keys enforced, tenants pinned, limits,
 //! resends counted once.
 
-mod common;
-
 use std::time::Duration;
 
-use common::collector::{start_collector, totals, value};
 use metering::clickhouse::ClickHouse;
 use metering::store::migrate::migrate;
 use metering::store::rollup::{query_usage, Granularity, UsageQuery};
 use rust_decimal::Decimal;
+use testkit::collector::{start_collector, totals, value};
 use testkit::service::sample;
 use testkit::ClickHouseServer;
 
@@ -24,7 +22,7 @@ async fn sdk_traffic_lands_exactly_per_tenant_and_meter() {
     let running = start_collector(&server, &db, dir.path(), &[]).await;
     let (http_url, grpc_url) = (running.http_url.clone(), running.grpc_url.clone());
     let run = |url: String, protocol: &'static str, args: Vec<&'static str>| async move {
-        common::sdk(&url, protocol, &args).await
+        testkit::sdk::send_otlp(&url, protocol, &args).await
     };
     // Anonymous over HTTP, naming its tenant.
     let r = run(
@@ -121,13 +119,20 @@ async fn over_the_limit_senders_are_told_when_to_retry_and_the_refused_volume_is
     let running = start_collector(&server, &db, dir.path(), &["--tenant-limit", "acme=100/100"]).await;
     // 80 spans fit the burst; the next 70 do not until the bucket refills, so the SDK is refused
     // (429 + Retry-After) and resends them.
-    let r = common::sdk(&running.http_url, "http", &["--tenant", "acme", "--spans", "150", "--spans-per-export", "80"])
-        .await;
+    let r = testkit::sdk::send_otlp(
+        &running.http_url,
+        "http",
+        &["--tenant", "acme", "--spans", "150", "--spans-per-export", "80"],
+    )
+    .await;
     assert_eq!(r["spans_ok"], true);
     // globex has no limit.
-    let r =
-        common::sdk(&running.http_url, "http", &["--tenant", "globex", "--spans", "500", "--spans-per-export", "500"])
-            .await;
+    let r = testkit::sdk::send_otlp(
+        &running.http_url,
+        "http",
+        &["--tenant", "globex", "--spans", "500", "--spans-per-export", "500"],
+    )
+    .await;
     assert_eq!(r["spans_ok"], true);
     running.settle().await;
     let got = totals(&ch, &db).await;
@@ -209,9 +214,12 @@ async fn a_resent_batch_counts_once_on_either_transport() {
         assert_eq!(http(batch).await.unwrap().status(), 200);
     }
     // The same batch 1 again over gRPC, a minute later in wall time: the same rows, stored once.
-    let resp =
-        common::grpc_export_traces(&running.grpc_url, body, &[("tally-batch", format!("agent:a1:boot1 1 {millis}"))])
-            .await;
+    let resp = testkit::collector::grpc_export_traces(
+        &running.grpc_url,
+        body,
+        &[("tally-batch", format!("agent:a1:boot1 1 {millis}"))],
+    )
+    .await;
     assert!(resp.headers().get("grpc-status").is_none(), "accepted: {:?}", resp.headers());
     running.settle().await;
     let got = totals(&ch, &db).await;
@@ -268,7 +276,7 @@ async fn bad_input_gets_precise_errors_while_other_tenants_traffic_in_flight_lan
     // Two tenants' SDKs send while the bad requests arrive.
     let (grpc_url, http_url) = (running.grpc_url.clone(), running.http_url.clone());
     let acme = tokio::spawn(async move {
-        common::sdk(
+        testkit::sdk::send_otlp(
             &grpc_url,
             "grpc",
             &["--tenant", "acme", "--spans", "3000", "--spans-per-export", "100", "--logs", "40"],
@@ -276,7 +284,7 @@ async fn bad_input_gets_precise_errors_while_other_tenants_traffic_in_flight_lan
         .await
     });
     let globex = tokio::spawn(async move {
-        common::sdk(
+        testkit::sdk::send_otlp(
             &http_url,
             "http",
             &["--tenant", "globex", "--gzip", "--spans", "1500", "--spans-per-export", "100"],

@@ -2,8 +2,6 @@
 //! sink) → a real ClickHouse 18.16 → the SLA read: exact requests, errors and
 //! error rates per route, percentiles within 1/256, the right exemplars.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -45,7 +43,7 @@ async fn sdk_spans_become_exact_sla_per_route_over_http_and_grpc() {
     let ch = ClickHouse::new(&server.http_url(), Duration::from_secs(30)).unwrap();
     migrate(&ch, &db).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let running = common::collector::start_collector(&server, &db, dir.path(), &[]).await;
+    let running = testkit::collector::start_collector(&server, &db, dir.path(), &[]).await;
     let (http_base, grpc_base) = (running.http_url.clone(), running.grpc_url.clone());
     let (month, next_month) = this_month();
 

@@ -2,12 +2,10 @@
 //! and a real ClickHouse: acknowledged usage survives ClickHouse outages,
 //! `kill -9` and SIGTERM, and lands exactly once.
 
-mod common;
-
 use std::time::Duration;
 
-use common::collector::{setup, start_collector, totals, value};
 use rust_decimal::Decimal;
+use testkit::collector::{setup, start_collector, totals, value};
 use testkit::service::sample;
 
 /// Three spans of tenant acme (two of them requests) as OTLP/JSON.
@@ -33,16 +31,25 @@ async fn clickhouse_down_spools_to_disk_and_everything_lands_once() {
     let (mut server, db, ch) = setup("down").await;
     let dir = tempfile::tempdir().unwrap();
     let running = start_collector(&server, &db, dir.path(), &[]).await;
-    let r = common::sdk(&running.http_url, "http", &["--tenant", "acme", "--spans", "40", "--spans-per-export", "40"])
-        .await;
+    let r = testkit::sdk::send_otlp(
+        &running.http_url,
+        "http",
+        &["--tenant", "acme", "--spans", "40", "--spans-per-export", "40"],
+    )
+    .await;
     assert_eq!(r["spans_ok"], true);
     running.settle().await;
     // ClickHouse dies: senders are still answered OK, from the spool.
     server.kill9();
-    let r = common::sdk(&running.grpc_url, "grpc", &["--tenant", "acme", "--spans", "60", "--spans-per-export", "20"])
-        .await;
+    let r = testkit::sdk::send_otlp(
+        &running.grpc_url,
+        "grpc",
+        &["--tenant", "acme", "--spans", "60", "--spans-per-export", "20"],
+    )
+    .await;
     assert_eq!(r["spans_ok"], true);
-    let r = common::sdk(&running.http_url, "http", &["--tenant", "globex", "--spans", "25", "--logs", "4"]).await;
+    let r = testkit::sdk::send_otlp(&running.http_url, "http", &["--tenant", "globex", "--spans", "25", "--logs", "4"])
+        .await;
     assert_eq!((r["spans_ok"].as_bool(), r["logs_ok"].as_bool()), (Some(true), Some(true)));
     // The sink keeps trying (and failing) while the rows wait on disk.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -68,7 +75,7 @@ async fn kill_9_after_acknowledging_loses_nothing_and_doubles_nothing() {
     let dir = tempfile::tempdir().unwrap();
     // Nothing is flushed for an hour: every acknowledged row is only in the spool.
     let mut running = start_collector(&server, &db, dir.path(), &["--flush-interval-ms", "3600000"]).await;
-    let r = common::sdk(
+    let r = testkit::sdk::send_otlp(
         &running.grpc_url,
         "grpc",
         &["--key", "agent-key", "--tenant", "acme", "--spans", "300", "--metric-points", "12", "--logs", "7"],
@@ -102,7 +109,8 @@ async fn sigterm_writes_the_spool_before_exiting() {
     let (server, db, ch) = setup("sigterm").await;
     let dir = tempfile::tempdir().unwrap();
     let mut running = start_collector(&server, &db, dir.path(), &["--flush-interval-ms", "3600000"]).await;
-    let r = common::sdk(&running.http_url, "http", &["--tenant", "globex", "--spans", "90", "--logs", "3"]).await;
+    let r = testkit::sdk::send_otlp(&running.http_url, "http", &["--tenant", "globex", "--spans", "90", "--logs", "3"])
+        .await;
     assert_eq!((r["spans_ok"].as_bool(), r["logs_ok"].as_bool()), (Some(true), Some(true)));
     assert!(totals(&ch, &db).await.is_empty());
     let status = running.terminate();
@@ -128,7 +136,7 @@ async fn a_full_spool_tells_senders_to_retry_and_stores_nothing() {
     assert_eq!(body["code"], 14);
     assert_eq!(body["message"], "usage spool unavailable: the WAL is full (0 of 1 bytes waiting to be delivered)");
     // gRPC: UNAVAILABLE, which every OTLP client retries.
-    let resp = common::grpc_export_traces(&running.grpc_url, BATCH, &[]).await;
+    let resp = testkit::collector::grpc_export_traces(&running.grpc_url, BATCH, &[]).await;
     assert_eq!(resp.headers()["grpc-status"], "14", "{:?}", resp.headers());
     let text = running.metrics().await;
     assert_eq!(sample(&text, "tally_collector_items_total{signal=\"traces\",outcome=\"unavailable\"}"), 6);

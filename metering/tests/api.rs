@@ -1,17 +1,15 @@
 //! `tally migrate` and `tally serve` as processes, against a real ClickHouse.
 
-mod common;
-
 use std::time::Duration;
 
-use common::serve::{tally, Serve};
-use common::{dataset, expected, FROM, TO};
 use metering::clickhouse::ClickHouse;
 use metering::meter::Catalog;
 use metering::store::rollup::Granularity;
 use metering::store::writer::UsageWriter;
 use rust_decimal::Decimal;
 use serde_json::Value;
+use testkit::tally::{tally, Serve};
+use testkit::usage::{dataset, expected, FROM, TO};
 use testkit::ClickHouseServer;
 
 const KEY: &str = "billing-secret-1";
@@ -23,7 +21,7 @@ async fn serve(server: &ClickHouseServer, db: &str) -> Serve {
 async fn serve_with(server: &ClickHouseServer, db: &str, extra: &[&str]) -> Serve {
     let mut args = vec!["--billing-key", "other-key", "--billing-key", KEY];
     args.extend_from_slice(extra);
-    common::serve::start(&server.http_url(), db, &args).await
+    testkit::tally::start(&server.http_url(), db, &args).await
 }
 
 async fn get(serve: &Serve, query: &str, key: Option<&str>) -> (u16, Value) {

@@ -2,9 +2,6 @@
 //! every DDL statement, the writer's exact RowBinary bytes and every roll-up
 //! query run there too, with the same exact results as on 18.16.
 
-mod common;
-
-use common::{actual, dataset, expected, FROM, TO};
 use metering::clickhouse::client::parse_tsv;
 use metering::meter::Catalog;
 use metering::store::migrate::applied_versions;
@@ -12,6 +9,7 @@ use metering::store::rollup::{Granularity, UsageQuery};
 use metering::store::schema::{insert_usage, INSERT_STRUCTURE};
 use metering::store::writer::encode_batch;
 use metering::store::Dialect;
+use testkit::usage::{actual, dataset, expected, FROM, TO};
 use testkit::Chdb;
 
 fn rollup(chdb: &mut Chdb, db: &str, q: &UsageQuery) -> Vec<metering::store::rollup::UsagePoint> {
@@ -26,7 +24,7 @@ fn ddl_writer_bytes_and_rollups_run_on_the_modern_dialect() {
     assert_eq!(Dialect::from_version(&version), Dialect::Modern, "chDB {version}");
     // Both dialects' DDL: a server upgraded from 18.16 keeps the legacy tables.
     for (db, dialect) in [("modern", Dialect::Modern), ("legacy", Dialect::Legacy)] {
-        common::chdb_migrate(&mut chdb, db, dialect);
+        testkit::usage::chdb_migrate(&mut chdb, db, dialect);
         assert_eq!(chdb.query(applied_versions(db).unwrap().as_str()).unwrap(), "1\n2\n3\n4\n5\n");
         let data = dataset();
         let mut bytes = Vec::new();
@@ -37,7 +35,7 @@ fn ddl_writer_bytes_and_rollups_run_on_the_modern_dialect() {
         for batch in data.iter().step_by(3) {
             encode_batch(batch, &Catalog::builtin(), &mut bytes).unwrap();
         }
-        common::chdb_insert_rowbinary(&mut chdb, db, &insert_usage(db).unwrap(), INSERT_STRUCTURE, &bytes);
+        testkit::usage::chdb_insert_rowbinary(&mut chdb, db, &insert_usage(db).unwrap(), INSERT_STRUCTURE, &bytes);
         for g in [Granularity::Minute, Granularity::Hour, Granularity::Day, Granularity::Month] {
             for by_service in [false, true] {
                 let mut q = UsageQuery::new(FROM, TO);

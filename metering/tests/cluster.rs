@@ -1,12 +1,9 @@
 //! Cluster mode against a real cluster: ZooKeeper and four ClickHouse 18.16
 //! servers, two shards of two replicas (testkit's `ClickHouseCluster`).
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{actual, dataset, expected, FROM, TO};
 use metering::clickhouse::ClickHouse;
 use metering::meter::Catalog;
 use metering::record::UsageBatch;
@@ -16,6 +13,7 @@ use metering::store::rollup::{query_usage, Granularity, UsageQuery};
 use metering::store::writer::UsageWriter;
 use metering::store::{Dialect, StoreError, StoreSettings};
 use testkit::cluster::{ClickHouseCluster, CLUSTER};
+use testkit::usage::{actual, dataset, expected, FROM, TO};
 use time::macros::datetime;
 
 /// A client for server `i` as `--clickhouse-cluster tally` builds it.

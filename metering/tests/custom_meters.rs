@@ -2,8 +2,6 @@
 //! batches, on ClickHouse 18.16 and on the modern dialect through chDB: the
 //! same rows, the same SQL, the same exact values.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -248,12 +246,12 @@ async fn custom_meters_roll_up_exactly_on_18_16() {
 fn custom_meters_roll_up_exactly_on_the_modern_dialect() {
     let mut chdb = Chdb::start().unwrap();
     let db = "custom";
-    common::chdb_migrate(&mut chdb, db, Dialect::Modern);
+    testkit::usage::chdb_migrate(&mut chdb, db, Dialect::Modern);
     let mut bytes = Vec::new();
     for b in batches() {
         encode_batch(&b, &catalog(), &mut bytes).unwrap();
     }
-    common::chdb_insert_rowbinary(&mut chdb, "custom", &insert_usage(db).unwrap(), INSERT_STRUCTURE, &bytes);
+    testkit::usage::chdb_insert_rowbinary(&mut chdb, "custom", &insert_usage(db).unwrap(), INSERT_STRUCTURE, &bytes);
     check(|q| q.parse_rows(parse_tsv(&chdb.query(q.to_sql(db).unwrap().as_str()).unwrap())).unwrap());
 }
 

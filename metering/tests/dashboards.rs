@@ -4,8 +4,6 @@
 //! written by our own writers, and returns rows. The latency percentiles computed in SQL equal
 //! the Rust sketch's answers. The pipeline dashboard's Prometheus metrics exist in the code.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -226,14 +224,14 @@ fn dashboard_queries_return_rows_on_the_modern_dialect() {
     let t = times();
     let mut chdb = Chdb::start().unwrap();
     let db = "dashboards";
-    common::chdb_migrate(&mut chdb, db, Dialect::Modern);
+    testkit::usage::chdb_migrate(&mut chdb, db, Dialect::Modern);
     let mut bytes = Vec::new();
     for b in usage(&t) {
         encode_batch(&b, &Catalog::builtin(), &mut bytes).unwrap();
     }
-    common::chdb_insert_rowbinary(&mut chdb, "usage", &insert_usage(db).unwrap(), INSERT_STRUCTURE, &bytes);
+    testkit::usage::chdb_insert_rowbinary(&mut chdb, "usage", &insert_usage(db).unwrap(), INSERT_STRUCTURE, &bytes);
     let (sla_rows, sketch) = sla(&t);
-    common::chdb_insert_rowbinary(&mut chdb, "sla", &insert_sla(db).unwrap(), SLA_INSERT_STRUCTURE, &sla_rows);
+    testkit::usage::chdb_insert_rowbinary(&mut chdb, "sla", &insert_sla(db).unwrap(), SLA_INSERT_STRUCTURE, &sla_rows);
 
     let mut results = BTreeMap::new();
     for (name, sql) in all_queries() {

@@ -3,12 +3,9 @@
 //! `src/pricing/tests.rs` (the arithmetic is written out there), and tenant keys read
 //! only their own tenant. The same reads on chDB (the modern dialect) give the same invoices.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::serve::{start, tally, Serve};
 use metering::clickhouse::client::parse_tsv;
 use metering::clickhouse::ClickHouse;
 use metering::meter::{definition, Catalog};
@@ -24,6 +21,7 @@ use metering::store::writer::encode_batch;
 use metering::store::writer::UsageWriter;
 use metering::store::Dialect;
 use serde_json::Value;
+use testkit::tally::{start, tally, Serve};
 use testkit::{Chdb, ClickHouseServer};
 use time::macros::datetime;
 use time::OffsetDateTime;
@@ -412,19 +410,19 @@ fn invoice_reads_run_on_the_modern_dialect() {
     let month = BillingMonth::parse("2026-11").unwrap();
     let mut chdb = Chdb::start().unwrap();
     for (db, dialect) in [("modern", Dialect::Modern), ("legacy", Dialect::Legacy)] {
-        common::chdb_migrate(&mut chdb, db, dialect);
+        testkit::usage::chdb_migrate(&mut chdb, db, dialect);
         let mut bytes = Vec::new();
         for b in usage_batches() {
             encode_batch(&b, &catalog, &mut bytes).unwrap();
         }
-        common::chdb_insert_rowbinary(
+        testkit::usage::chdb_insert_rowbinary(
             &mut chdb,
             &format!("{db}.usage"),
             &insert_usage(db).unwrap(),
             INSERT_STRUCTURE,
             &bytes,
         );
-        common::chdb_insert_rowbinary(
+        testkit::usage::chdb_insert_rowbinary(
             &mut chdb,
             &format!("{db}.sla"),
             &insert_sla(db).unwrap(),

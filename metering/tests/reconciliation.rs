@@ -3,11 +3,8 @@
 //! exact accepted, acknowledged, stored and dropped items and the gap. The same
 //! SQL on chDB gives the same lines.
 
-mod common;
-
 use std::time::Duration;
 
-use common::serve::start;
 use metering::clickhouse::client::parse_tsv;
 use metering::clickhouse::ClickHouse;
 use metering::meter::Catalog;
@@ -18,6 +15,7 @@ use metering::store::schema::{insert_usage, INSERT_STRUCTURE};
 use metering::store::writer::{encode_batch, UsageWriter};
 use metering::store::Dialect;
 use serde_json::{json, Value};
+use testkit::tally::start;
 use testkit::{Chdb, ClickHouseServer};
 use time::macros::datetime;
 use time::OffsetDateTime;
@@ -162,12 +160,12 @@ async fn reconciliation_is_exact_per_agent_tenant_and_signal() {
 fn reconciliation_sql_runs_on_the_modern_dialect() {
     let mut chdb = Chdb::start().unwrap();
     for (db, dialect) in [("modern", Dialect::Modern), ("legacy", Dialect::Legacy)] {
-        common::chdb_migrate(&mut chdb, db, dialect);
+        testkit::usage::chdb_migrate(&mut chdb, db, dialect);
         let mut bytes = Vec::new();
         for b in batches() {
             encode_batch(&b, &Catalog::builtin(), &mut bytes).unwrap();
         }
-        common::chdb_insert_rowbinary(&mut chdb, db, &insert_usage(db).unwrap(), INSERT_STRUCTURE, &bytes);
+        testkit::usage::chdb_insert_rowbinary(&mut chdb, db, &insert_usage(db).unwrap(), INSERT_STRUCTURE, &bytes);
         let got = lines(parse_tsv(&chdb.query(to_sql(db, FROM, TO).unwrap().as_str()).unwrap())).unwrap();
         assert_eq!(serde_json::to_value(got).unwrap(), expected(), "{db}");
     }

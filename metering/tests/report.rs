@@ -6,12 +6,9 @@
 //! is written. The report reads are the roll-up and SLA queries that `chdb.rs`,
 //! `sla.rs` and `invoice.rs` already run on chDB; reports add no SQL of their own.
 
-mod common;
-
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::serve::{start, tally, Serve};
 use metering::clickhouse::ClickHouse;
 use metering::meter::Catalog;
 use metering::record::{UsageBatch, UsageRecord};
@@ -20,6 +17,7 @@ use metering::store::migrate::migrate;
 use metering::store::writer::UsageWriter;
 use serde_json::{json, Value};
 use testkit::chromium::Chromium;
+use testkit::tally::{start, tally, Serve};
 use testkit::ClickHouseServer;
 use time::macros::datetime;
 use time::OffsetDateTime;
@@ -699,7 +697,7 @@ fn chromium_reports_console_errors_exceptions_and_failed_loads() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("broken.html");
     // A port nothing listens on: the image load is refused.
-    let port = common::serve::free_port();
+    let port = testkit::tally::free_port();
     let page = format!(
         "<!DOCTYPE html><html><body><p>x</p><img src=\"http://127.0.0.1:{port}/missing.png\">\
         <script>console.log('fine'); console.error('boom'); null.x;</script></body></html>"

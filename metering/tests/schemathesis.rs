@@ -3,16 +3,14 @@
 //! key, generated requests of every shape; no answer may be a 5xx, and every answer
 //! must match the document (status, content type, headers, body schema).
 
-mod common;
-
 use std::process::Command;
 use std::time::Duration;
 
-use common::serve::start;
 use metering::clickhouse::ClickHouse;
 use metering::meter::{definition, Catalog};
 use metering::store::migrate::migrate;
 use metering::store::writer::UsageWriter;
+use testkit::tally::start;
 use testkit::ClickHouseServer;
 
 fn fixture(name: &str) -> String {
@@ -51,7 +49,7 @@ async fn the_api_keeps_its_openapi_document_and_never_answers_5xx() {
     migrate(&ch, &db).await.unwrap();
     let catalog = Catalog::with_custom(&definition::load(std::path::Path::new(&fixture("meters.yaml"))).unwrap());
     let mut writer = UsageWriter::new(ch.clone(), &db, catalog).unwrap();
-    for batch in common::dataset() {
+    for batch in testkit::usage::dataset() {
         writer.push(&batch).unwrap();
     }
     writer.flush().await.unwrap();

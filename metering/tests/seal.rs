@@ -5,11 +5,8 @@
 //! from the stored rows with `sha256sum`, independently of the code under test.
 //! The same snapshot and reads on chDB give the same digest.
 
-mod common;
-
 use std::time::Duration;
 
-use common::serve::{start, tally, Serve};
 use metering::clickhouse::client::parse_tsv;
 use metering::clickhouse::ClickHouse;
 use metering::meter::Catalog;
@@ -27,6 +24,7 @@ use metering::store::schema::{insert_usage, INSERT_STRUCTURE};
 use metering::store::writer::{encode_batch, UsageWriter};
 use metering::store::Dialect;
 use serde_json::{json, Value};
+use testkit::tally::{start, tally, Serve};
 use testkit::{Chdb, ClickHouseServer};
 use time::macros::datetime;
 
@@ -342,15 +340,15 @@ fn seal_sql_runs_on_the_modern_dialect_with_the_same_digest() {
     let mut chdb = Chdb::start().unwrap();
     let mut digests = Vec::new();
     for (db, dialect) in [("modern", Dialect::Modern), ("legacy", Dialect::Legacy)] {
-        common::chdb_migrate(&mut chdb, db, dialect);
+        testkit::usage::chdb_migrate(&mut chdb, db, dialect);
         let mut bytes = Vec::new();
         for b in [october(), november(), october()] {
             encode_batch(&b, &Catalog::builtin(), &mut bytes).unwrap();
         }
-        common::chdb_insert_rowbinary(&mut chdb, db, &insert_usage(db).unwrap(), INSERT_STRUCTURE, &bytes);
+        testkit::usage::chdb_insert_rowbinary(&mut chdb, db, &insert_usage(db).unwrap(), INSERT_STRUCTURE, &bytes);
         let mut sla = sla_bytes(false);
         sla.extend(sla_bytes(false)); // a retry: the same rows
-        common::chdb_insert_rowbinary(
+        testkit::usage::chdb_insert_rowbinary(
             &mut chdb,
             &format!("{db}.sla"),
             &insert_sla(db).unwrap(),
@@ -422,7 +420,7 @@ fn seal_sql_runs_on_the_modern_dialect_with_the_same_digest() {
         assert_eq!(late_rows(&mut chdb), "0\n");
         let mut bytes = Vec::new();
         encode_batch(&late(), &Catalog::builtin(), &mut bytes).unwrap();
-        common::chdb_insert_rowbinary(
+        testkit::usage::chdb_insert_rowbinary(
             &mut chdb,
             &format!("{db}_late"),
             &insert_usage(db).unwrap(),

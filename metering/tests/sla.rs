@@ -2,8 +2,6 @@
 //! migrate, insert encoded batches (one of them twice, as a retry would), read
 //! merged, and compare with exact answers computed here from the raw requests.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -165,8 +163,8 @@ async fn sla_rows_merge_exactly_on_18_16() {
 fn sla_ddl_bytes_and_reads_run_on_the_modern_dialect() {
     let mut chdb = Chdb::start().unwrap();
     for (db, dialect) in [("modern", Dialect::Modern), ("legacy", Dialect::Legacy)] {
-        common::chdb_migrate(&mut chdb, db, dialect);
-        common::chdb_insert_rowbinary(
+        testkit::usage::chdb_migrate(&mut chdb, db, dialect);
+        testkit::usage::chdb_insert_rowbinary(
             &mut chdb,
             &format!("{db}.sla"),
             &insert_sla(db).unwrap(),

@@ -1,10 +1,7 @@
 //! The usage store against a real ClickHouse 18.16 server.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{actual, dataset, expected, FROM, TO};
 use metering::clickhouse::{ClickHouse, Sql};
 use metering::meter::Catalog;
 use metering::record::{RecordProblem, TenantError, UsageBatch, UsageRecord};
@@ -13,6 +10,7 @@ use metering::store::rollup::{query_usage, Granularity, UsageQuery};
 use metering::store::writer::UsageWriter;
 use metering::store::Dialect;
 use rust_decimal::Decimal;
+use testkit::usage::{actual, dataset, expected, FROM, TO};
 use testkit::ClickHouseServer;
 use time::macros::datetime;
 

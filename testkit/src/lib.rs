@@ -15,23 +15,30 @@
 //! [`loadgen`] drives an OTLP/gRPC endpoint (the collector) with realistic
 //! trace exports and counts every answer, for tests and benches.
 //!
-//! [`service`] runs Tally's own binaries (collector, agent) as children of a
-//! test, for end-to-end and fault tests.
+//! [`service`] runs Tally's own binaries as children of a test, for end-to-end and fault
+//! tests; [`collector`], [`agent`] and [`tally`] start each the way the tests need it.
+//!
+//! [`usage`] is a deterministic usage dataset with its roll-ups computed without the code
+//! under test.
 //!
 //! Both ClickHouse engines fail loudly with install instructions when missing:
 //! a test that silently skips proves nothing.
 
+pub mod agent;
 pub mod bench;
 pub mod chdb;
 pub mod chromium;
 pub mod clickhouse;
 pub mod cluster;
+pub mod collector;
 pub mod docs;
 mod http;
 pub mod loadgen;
 pub mod sdk;
 pub mod service;
 pub mod spawn;
+pub mod tally;
+pub mod usage;
 
 pub use chdb::Chdb;
 pub use clickhouse::ClickHouseServer;

@@ -25,3 +25,8 @@ pub async fn run(script: &str, endpoint: &str, protocol: &str, args: &[&str]) ->
     assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(out.stdout.trim_ascii()).unwrap_or_else(|e| panic!("{script} printed no JSON report ({e})"))
 }
+
+/// Runs python/send_otlp.py (the official SDK and exporters) against `endpoint`.
+pub async fn send_otlp(endpoint: &str, protocol: &str, args: &[&str]) -> serde_json::Value {
+    run("send_otlp.py", endpoint, protocol, args).await
+}

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use testkit::service::{binary, free_port, Service};
+use crate::service::{binary, free_port, Service};
 
 pub struct Agent {
     pub service: Service,
@@ -77,7 +77,7 @@ impl Agent {
         let n = ["traces", "metrics", "logs"]
             .iter()
             .map(|signal| {
-                testkit::service::sample(
+                crate::service::sample(
                     &text,
                     &format!("tally_agent_batches_total{{signal=\"{signal}\",outcome=\"{outcome}\"}}"),
                 )

@@ -1,5 +1,4 @@
-//! `tally` as a process: the CLI, and `tally serve` on a free loopback port. Other crates'
-//! tests include this file too (`#[path]`), so it names the binary through testkit.
+//! `tally` as a process: the CLI, and `tally serve` on a free loopback port.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -18,22 +17,22 @@ impl Drop for Serve {
     }
 }
 
-pub use testkit::service::free_port;
+pub use crate::service::free_port;
 
 /// Runs `tally` with `args` to completion (no config file from the environment).
 pub fn tally(args: &[&str]) -> std::process::Output {
-    Command::new(testkit::service::binary("tally")).args(args).env_remove("TALLY_CONFIG").output().unwrap()
+    Command::new(crate::service::binary("tally")).args(args).env_remove("TALLY_CONFIG").output().unwrap()
 }
 
 /// Starts `tally serve` on `clickhouse_url`/`db` with `args` (keys included) and waits for /healthz.
 pub async fn start(clickhouse_url: &str, db: &str, args: &[&str]) -> Serve {
     let listen = format!("127.0.0.1:{}", free_port());
-    let mut cmd = Command::new(testkit::service::binary("tally"));
+    let mut cmd = Command::new(crate::service::binary("tally"));
     cmd.args(["serve", "--listen", &listen, "--clickhouse-url", clickhouse_url, "--clickhouse-database", db])
         .args(args)
         .env_remove("TALLY_CONFIG")
         .stderr(Stdio::null());
-    let child = testkit::spawn::spawn_tied(cmd).unwrap();
+    let child = crate::spawn::spawn_tied(cmd).unwrap();
     let serve = Serve { child, base: format!("http://{listen}") };
     let deadline = Instant::now() + Duration::from_secs(30);
     while reqwest::get(format!("{}/healthz", serve.base)).await.is_err() {

@@ -1,15 +1,16 @@
 //! The real `tally-collector` binary against a private ClickHouse: start, kill,
-//! restart on the same spool, wait for the spool to drain, read usage back.
+//! restart on the same spool, wait for the spool to drain, read usage back; OTLP/gRPC
+//! requests sent by hand.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use crate::service::{free_port as port, Service};
+use crate::ClickHouseServer;
 use metering::clickhouse::ClickHouse;
 use metering::store::rollup::{query_usage, Granularity, UsageQuery};
 use rust_decimal::Decimal;
-pub use testkit::service::{free_port as port, Service};
-use testkit::ClickHouseServer;
 
 pub fn sha256_hex(key: &str) -> String {
     use sha2::Digest;
@@ -68,7 +69,7 @@ pub async fn start_collector_at(clickhouse_url: &str, db: &str, dir: &Path, extr
     ];
     let admin_url = format!("http://127.0.0.1:{admin}");
     let mut service = Service::new(
-        testkit::service::binary("tally-collector"),
+        crate::service::binary("tally-collector"),
         args.iter().map(|s| s.to_string()).collect(),
         admin_url.clone(),
     );
@@ -132,4 +133,28 @@ pub async fn totals(ch: &ClickHouse, db: &str) -> BTreeMap<(String, String), Dec
 /// One meter of one tenant in `totals`, zero when absent.
 pub fn value(got: &BTreeMap<(String, String), Decimal>, tenant: &str, meter: &str) -> Decimal {
     got.get(&(tenant.to_owned(), meter.to_owned())).copied().unwrap_or_default()
+}
+
+/// A gRPC message frame: the compressed flag, the length, the message.
+pub fn grpc_frame(compressed: bool, message: &[u8]) -> Vec<u8> {
+    let mut out = vec![u8::from(compressed)];
+    out.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    out.extend_from_slice(message);
+    out
+}
+
+/// Exports the OTLP/JSON trace request `json` over gRPC (h2c) with the agent key and `headers`.
+pub async fn grpc_export_traces(grpc_url: &str, json: &str, headers: &[(&str, String)]) -> reqwest::Response {
+    use prost::Message;
+    let request: opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest =
+        serde_json::from_str(json).unwrap();
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let mut post = h2
+        .post(format!("{grpc_url}{}", otlp::grpc::TRACES_PATH))
+        .header("content-type", "application/grpc")
+        .header("authorization", "Bearer agent-key");
+    for (name, value) in headers {
+        post = post.header(*name, value);
+    }
+    post.body(grpc_frame(false, &request.encode_to_vec())).send().await.unwrap()
 }

@@ -8,11 +8,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use common::{grpc_frame, recorder, serve, Recorder};
+use common::{recorder, serve, Recorder};
 use otlp::grpc::{self, LOGS_PATH, TRACES_PATH};
 use otlp::status::{RetryInfo, RpcStatusWithDetails};
 use otlp::Outcome;
 use prost::Message;
+use testkit::collector::grpc_frame;
 
 async fn start(limit: usize) -> (Arc<Recorder>, String) {
     let rec = recorder();

@@ -1,9 +1,6 @@
-//! Shared by the store, API, chDB, SLA and custom-meter tests: a deterministic
-//! usage dataset, an independent, naive computation of its roll-ups, and the
-//! steps that put our DDL and RowBinary rows into chDB.
-#![allow(dead_code)]
-
-pub mod serve;
+//! A deterministic usage dataset, an independent, naive computation of its roll-ups, and the
+//! steps that put our DDL and RowBinary rows into chDB: shared by the store, API, chDB, SLA and
+//! custom-meter tests.
 
 use std::collections::BTreeMap;
 
@@ -111,7 +108,7 @@ pub const FROM: OffsetDateTime = datetime!(2026-01-01 00:00 UTC);
 pub const TO: OffsetDateTime = datetime!(2026-04-01 00:00 UTC);
 
 /// Runs every migration for `db` in `dialect` on chDB, recording each as `migrate` does.
-pub fn chdb_migrate(chdb: &mut testkit::Chdb, db: &str, dialect: metering::store::Dialect) {
+pub fn chdb_migrate(chdb: &mut crate::Chdb, db: &str, dialect: metering::store::Dialect) {
     use metering::store::migrate::{bootstrap, record_applied, MIGRATIONS};
     for statement in bootstrap(db).unwrap() {
         chdb.query(statement.as_str()).unwrap();
@@ -127,7 +124,7 @@ pub fn chdb_migrate(chdb: &mut testkit::Chdb, db: &str, dialect: metering::store
 /// Inserts `rows` (our encoders' exact RowBinary bytes, of `structure`) into `insert`'s
 /// table through chDB's `file()`, as the writer's INSERT sends them to a server.
 pub fn chdb_insert_rowbinary(
-    chdb: &mut testkit::Chdb,
+    chdb: &mut crate::Chdb,
     name: &str,
     insert: &metering::clickhouse::sql::Sql,
     structure: &str,

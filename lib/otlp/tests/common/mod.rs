@@ -2,8 +2,6 @@
 //! answers with scripted outcomes, and the OTel Python SDK as the client.
 #![allow(dead_code)]
 
-pub mod collector;
-
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
@@ -56,29 +54,5 @@ pub fn recorder() -> Arc<Recorder> {
 
 /// Runs python/send_otlp.py (the official SDK and exporters) against `base`.
 pub async fn sdk(base: &str, protocol: &str, args: &[&str]) -> serde_json::Value {
-    testkit::sdk::run("send_otlp.py", base, protocol, args).await
-}
-
-/// A gRPC message frame: the compressed flag, the length, the message.
-pub fn grpc_frame(compressed: bool, message: &[u8]) -> Vec<u8> {
-    let mut out = vec![u8::from(compressed)];
-    out.extend_from_slice(&(message.len() as u32).to_be_bytes());
-    out.extend_from_slice(message);
-    out
-}
-
-/// Exports the OTLP/JSON trace request `json` over gRPC (h2c) with the agent key and `headers`.
-pub async fn grpc_export_traces(grpc_url: &str, json: &str, headers: &[(&str, String)]) -> reqwest::Response {
-    use prost::Message;
-    let request: opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest =
-        serde_json::from_str(json).unwrap();
-    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
-    let mut post = h2
-        .post(format!("{grpc_url}{}", otlp::grpc::TRACES_PATH))
-        .header("content-type", "application/grpc")
-        .header("authorization", "Bearer agent-key");
-    for (name, value) in headers {
-        post = post.header(*name, value);
-    }
-    post.body(grpc_frame(false, &request.encode_to_vec())).send().await.unwrap()
+    testkit::sdk::send_otlp(base, protocol, args).await
 }
