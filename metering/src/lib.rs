@@ -1,6 +1,7 @@
 //! Tally's usage domain: the meters, the usage record, the ClickHouse usage
-//! store (schema, migrations, writer, roll-ups), pricing and invoices, and the
-//! billing API.
+//! store (schema, migrations, writer, roll-ups), pricing and invoices, reports,
+//! sealed months and exports. The billing API and the `tally` command line on top
+//! of it are the `tally-billing` crate.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -16,11 +17,6 @@
 //! # Ok(()) }
 //! ```
 
-// The OpenAPI document is a few large `json!` literals.
-#![recursion_limit = "256"]
-
-pub mod api;
-pub mod cli;
 pub mod clickhouse;
 pub mod export;
 pub mod meter;

@@ -237,11 +237,13 @@ pub enum QueryError {
     Limit(u32),
 }
 
-pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
+/// `t` as RFC 3339, as the API and errors write times.
+pub fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| t.to_string())
 }
 
-pub(crate) fn unix_seconds(field: &'static str, t: OffsetDateTime) -> Result<u32, QueryError> {
+/// `t` as Unix seconds, refused unless minute-aligned and within ClickHouse's `DateTime`.
+pub fn unix_seconds(field: &'static str, t: OffsetDateTime) -> Result<u32, QueryError> {
     let secs = t.unix_timestamp();
     if t.nanosecond() != 0 || secs % 60 != 0 {
         return Err(QueryError::NotMinuteAligned { field, value: rfc3339(t) });

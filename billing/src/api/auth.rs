@@ -67,7 +67,7 @@ impl KeyRing {
     /// `TENANT=sha256:<hex digest of the key>`.
     ///
     /// ```
-    /// use metering::api::auth::{KeyRing, Principal};
+    /// use billing::api::auth::{KeyRing, Principal};
     /// let ring = KeyRing::with_billing_keys(["b"]).with_tenant_key("acme=k1").unwrap();
     /// let mut headers = axum::http::HeaderMap::new();
     /// headers.insert("authorization", "Bearer k1".parse().unwrap());
@@ -80,7 +80,7 @@ impl KeyRing {
         if key.is_empty() {
             return Err(TenantKeyError::Format(redact(spec)));
         }
-        crate::record::validate_tenant(tenant)
+        metering::record::validate_tenant(tenant)
             .map_err(|e| TenantKeyError::Tenant { tenant: tenant.to_owned(), reason: e.to_string() })?;
         let d = match key.strip_prefix("sha256:") {
             Some(hex) => parse_digest(hex).ok_or_else(|| TenantKeyError::Format(format!("{tenant}=sha256:…")))?,

@@ -316,7 +316,7 @@ async fn openapi_describes_the_routes_and_a_down_store_is_503() {
         .iter()
         .map(|p| p["name"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(params, metering::api::usage::PARAMS);
+    assert_eq!(params, billing::api::usage::PARAMS);
     drop(server);
     let (status, body) = get(&serve, "from=2026-02-01T00:00:00Z&to=2026-03-01T00:00:00Z", Some(KEY)).await;
     assert_eq!((status, body["error"]["code"].as_str()), (503, Some("storage_unavailable")), "{body}");

@@ -2,8 +2,8 @@
 
 use serde_json::{json, Value};
 
-use crate::meter::Catalog;
-use crate::store::rollup::MAX_LIMIT;
+use metering::meter::Catalog;
+use metering::store::rollup::MAX_LIMIT;
 
 const TENANT_PATTERN: &str = "^[A-Za-z0-9._:@-]{1,128}$";
 

@@ -15,12 +15,12 @@ use std::sync::Arc;
 use axum::routing::get;
 use axum::{Json, Router};
 
-use crate::clickhouse::sql::{check_identifier, BadIdentifier};
-use crate::clickhouse::ClickHouse;
-use crate::meter::Catalog;
-use crate::pricing::plan::PriceBook;
 use auth::KeyRing;
 use error::ApiError;
+use metering::clickhouse::sql::{check_identifier, BadIdentifier};
+use metering::clickhouse::ClickHouse;
+use metering::meter::Catalog;
+use metering::pricing::plan::PriceBook;
 
 /// What every handler shares.
 #[derive(Clone)]

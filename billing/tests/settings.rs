@@ -500,6 +500,6 @@ fn config_reference_with_subcommands() {
 
 #[test]
 fn configuration_doc_for_tally_is_current() {
-    let table = runtime::settings::config_reference::<metering::cli::Cli>();
+    let table = runtime::settings::config_reference::<billing::cli::Cli>();
     testkit::docs::check_section("config:tally", &table).unwrap();
 }

@@ -12,8 +12,8 @@ use super::auth::Principal;
 use super::error::ApiError;
 use super::usage::store_error;
 use super::AppState;
-use crate::pricing::BillingMonth;
-use crate::seal::{self, SealError};
+use metering::pricing::BillingMonth;
+use metering::seal::{self, SealError};
 
 fn month_of(month: &str, params: &HashMap<String, String>) -> Result<BillingMonth, ApiError> {
     if let Some(unknown) = params.keys().next() {

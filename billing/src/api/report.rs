@@ -12,9 +12,9 @@ use super::auth::Principal;
 use super::error::ApiError;
 use super::usage::store_error;
 use super::AppState;
-use crate::pricing::BillingMonth;
-use crate::record::validate_tenant;
-use crate::report::{self, Format, ReportError};
+use metering::pricing::BillingMonth;
+use metering::record::validate_tenant;
+use metering::report::{self, Format, ReportError};
 
 /// Query parameters the report routes accept.
 pub const PARAMS: &[&str] = &["format", "tenant"];

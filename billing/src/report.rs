@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use anyhow::Context;
+use billing::cli::{ReportCommand, ReportSettings};
 use indicatif::{ProgressBar, ProgressStyle};
-use metering::cli::{ReportCommand, ReportSettings};
 use metering::pricing::BillingMonth;
 use metering::record::validate_tenant;
 use metering::report::sla::SlaReport;

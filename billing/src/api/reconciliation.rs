@@ -13,8 +13,8 @@ use super::auth::Principal;
 use super::error::ApiError;
 use super::usage::{store_error, time_param};
 use super::AppState;
-use crate::reconcile::reconcile;
-use crate::store::rollup::{rfc3339, unix_seconds};
+use metering::reconcile::reconcile;
+use metering::store::rollup::{rfc3339, unix_seconds};
 
 /// The handler.
 pub async fn get_reconciliation(

@@ -3,8 +3,8 @@
 mod report;
 
 use anyhow::{bail, Context};
-use metering::api::{self, auth::KeyRing, AppState};
-use metering::cli::{Cli, Command, InvoiceFormat};
+use billing::api::{self, auth::KeyRing, AppState};
+use billing::cli::{Cli, Command, InvoiceFormat};
 use metering::export::{self, ExportFormat};
 use metering::pricing::{self, BillingMonth};
 use metering::store::migrate::{migrate, migrate_on_cluster, ClusterTarget};

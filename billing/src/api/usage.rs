@@ -16,8 +16,8 @@ use time::OffsetDateTime;
 use super::auth::Principal;
 use super::error::ApiError;
 use super::AppState;
-use crate::store::rollup::{query_usage, Granularity, UsageKey, UsagePoint, UsageQuery};
-use crate::store::StoreError;
+use metering::store::rollup::{query_usage, Granularity, UsageKey, UsagePoint, UsageQuery};
+use metering::store::StoreError;
 
 /// Query parameters `/v1/usage` accepts.
 pub const PARAMS: &[&str] = &["tenant", "meter", "from", "to", "granularity", "group_by", "limit", "cursor"];
@@ -131,8 +131,8 @@ pub fn parse_query(params: &HashMap<String, String>, state: &AppState) -> Result
     }
     query.validate(&state.catalog).map_err(|e| {
         let code = match e {
-            crate::store::rollup::QueryError::UnknownMeter { .. } => "unknown_meter",
-            crate::store::rollup::QueryError::EmptyRange { .. } => "invalid_range",
+            metering::store::rollup::QueryError::UnknownMeter { .. } => "unknown_meter",
+            metering::store::rollup::QueryError::EmptyRange { .. } => "invalid_range",
             _ => "invalid_parameter",
         };
         ApiError::bad_request(code, e.to_string())

@@ -31,7 +31,7 @@ const ACME_KEY: &str = "acme-key-1";
 const LOTUS_KEY: &str = "lotus-key-1";
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../metering/tests/fixtures").join(name)
 }
 
 fn rec(tenant: &str, meter: &str, at: OffsetDateTime, value: u64, service: &str) -> UsageRecord {

@@ -9,10 +9,10 @@ use axum::Json;
 use super::error::ApiError;
 use super::usage::store_error;
 use super::AppState;
-use crate::pricing::invoice::{Invoice, InvoiceError};
-use crate::pricing::store::{invoice, InvoiceFailure};
-use crate::pricing::BillingMonth;
-use crate::record::validate_tenant;
+use metering::pricing::invoice::{Invoice, InvoiceError};
+use metering::pricing::store::{invoice, InvoiceFailure};
+use metering::pricing::BillingMonth;
+use metering::record::validate_tenant;
 
 /// The handler.
 pub async fn get_invoice(

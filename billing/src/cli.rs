@@ -6,9 +6,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::meter::{definition, Catalog, DefinitionError};
-use crate::pricing::plan::{self, PlanError, PriceBook};
-use crate::store::StoreSettings;
+use metering::meter::{definition, Catalog, DefinitionError};
+use metering::pricing::plan::{self, PlanError, PriceBook};
+use metering::store::StoreSettings;
 use runtime::telemetry::LogFormat;
 
 /// Tally: usage metering for multi-tenant platforms.
@@ -54,7 +54,7 @@ pub struct ExportSettings {
     pub month: String,
     /// How usage is written: CloudEvents or Stripe meter events (JSON Lines), or CSV.
     #[arg(long = "format", value_enum)]
-    pub export_format: crate::export::ExportFormat,
+    pub export_format: metering::export::ExportFormat,
     /// Only this tenant (default: every tenant with usage that month).
     #[arg(long)]
     pub tenant: Option<String>,
@@ -100,7 +100,7 @@ pub struct ReportSettings {
     pub month: String,
     /// How the report is written.
     #[arg(long, value_enum, default_value = "json")]
-    pub format: crate::report::Format,
+    pub format: metering::report::Format,
     /// Only this tenant (default: every tenant with data that month).
     #[arg(long)]
     pub tenant: Option<String>,

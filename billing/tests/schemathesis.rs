@@ -14,7 +14,7 @@ use testkit::tally::start;
 use testkit::ClickHouseServer;
 
 fn fixture(name: &str) -> String {
-    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+    format!("{}/../metering/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
 /// Runs schemathesis with `key`; returns how many test cases it generated (all passed).
