@@ -2,7 +2,7 @@
 # idempotently. Source it; it defines functions and changes nothing by itself.
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-# systemd: `systemd-analyze verify` checks deploy/systemd (testkit/tests/deploy.rs).
+# systemd: `systemd-analyze verify` checks deploy/systemd (e2e/tests/deploy.rs).
 # zookeeper: the cluster tests' coordination service (testkit runs its Java server class itself).
 DEBIAN_PACKAGES=(clickhouse-server clickhouse-client zookeeper clang libbpf-dev python3-venv curl ca-certificates chromium systemd)
 
