@@ -11,47 +11,12 @@ use std::collections::BTreeMap;
 
 use metering::meter::MeterDefinition;
 use metering::record::{validate_tenant, UsageRecord, MAX_DIMENSION_LEN};
-use metering::sla::SlaRecord;
-use opentelemetry_proto::tonic::common::v1::KeyValue;
+use otlp::view::{Attributes, LogView, MetricView, RequestView, SpanView};
+use otlp::{DecodeError, Request, Signal};
 use rust_decimal::Decimal;
 use time::OffsetDateTime;
 
-use otlp::view::{Attributes, LogView, MetricView, RequestView, SpanView};
-use otlp::{DecodeError, Request, Signal};
-
-/// The tenant of data whose sender and resource name none.
-pub const UNKNOWN_TENANT: &str = "unknown";
-/// The resource attribute naming the tenant.
-pub const TENANT_ATTRIBUTE: &str = "tenant.id";
-
-/// Who may name the tenant of the data.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Tenancy {
-    /// A tenant key: everything is this tenant's, whatever the data claims.
-    Pinned(String),
-    /// A trusted agent or anonymous mode: the resource's `tenant.id` decides.
-    FromResource,
-}
-
-/// What [`measure`] found.
-#[derive(Debug, Default, PartialEq)]
-pub struct Measured {
-    /// Usage records, one per tenant × service × meter.
-    pub records: Vec<UsageRecord>,
-    /// Items refused (a malformed tenant id), for partial success.
-    pub rejected: u64,
-    /// Why, when `rejected` > 0.
-    pub reason: String,
-    /// Items whose resource claimed another tenant than the key's.
-    pub mismatched: u64,
-    /// SLA records (see [`crate::sla`]), per resource and route; the encoder merges equal keys.
-    pub sla: Vec<SlaRecord>,
-}
-
-/// The string value of `key` among `attrs`; the last one wins when a key repeats.
-pub fn attribute<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
-    attrs.string(key)
-}
+use crate::{truncate, Measured, Tenancy, TENANT_ATTRIBUTE, UNKNOWN_TENANT};
 
 #[derive(Default)]
 struct Totals(BTreeMap<(String, String, &'static str), u64>);
@@ -62,19 +27,6 @@ impl Totals {
             *self.0.entry((tenant.to_owned(), service.to_owned(), meter)).or_default() += n;
         }
     }
-}
-
-/// `s` cut to at most `max` bytes on a character boundary: an overlong service
-/// name must not cost the tenant's usage, only the name's tail.
-pub fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 /// Measures `request` for `tenancy`, at `now`, with the built-in meters.
@@ -170,7 +122,7 @@ pub fn measure_with<R: RequestView + ?Sized>(
 mod tests {
     use super::*;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
     use opentelemetry_proto::tonic::resource::v1::Resource;
     use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};

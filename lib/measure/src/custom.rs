@@ -5,7 +5,7 @@
 //! every `filter` attribute must equal its value; then `count` counts 1, `sum`
 //! and `max` read the attribute as a number, and `unique_count` reads it as
 //! text. Attributes are looked up on the item first, then on its resource; the
-//! last of repeated keys wins (as in [`crate::builtin::attribute`]). On metric
+//! last of repeated keys wins (as in [`crate::attribute`]). On metric
 //! points, `metric.name` is also the metric's name unless the point has such an
 //! attribute, and a `sum`/`max` meter without `attribute` reads the value of
 //! gauge and sum points (histogram and summary points have none and do not count).
@@ -44,7 +44,7 @@ pub struct Evaluated {
 
 impl Evaluated {
     /// Appends these records and refusals to what the built-in meters measured.
-    pub fn add_to(self, measured: &mut crate::builtin::Measured) {
+    pub fn add_to(self, measured: &mut crate::Measured) {
         measured.records.extend(self.records);
         measured.rejected += self.rejected;
         if self.rejected > 0 {

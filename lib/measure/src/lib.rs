@@ -13,6 +13,56 @@ pub mod sla;
 #[cfg(test)]
 mod view_tests;
 
-pub use builtin::{
-    attribute, measure, measure_request, measure_with, truncate, Measured, Tenancy, TENANT_ATTRIBUTE, UNKNOWN_TENANT,
-};
+use metering::record::UsageRecord;
+use metering::sla::SlaRecord;
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use otlp::view::Attributes;
+
+pub use builtin::{measure, measure_request, measure_with};
+
+/// The tenant of data whose sender and resource name none.
+pub const UNKNOWN_TENANT: &str = "unknown";
+/// The resource attribute naming the tenant.
+pub const TENANT_ATTRIBUTE: &str = "tenant.id";
+
+/// Who may name the tenant of the data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tenancy {
+    /// A tenant key: everything is this tenant's, whatever the data claims.
+    Pinned(String),
+    /// A trusted agent or anonymous mode: the resource's `tenant.id` decides.
+    FromResource,
+}
+
+/// What a request costs, as [`measure`] and the custom meters found it.
+#[derive(Debug, Default, PartialEq)]
+pub struct Measured {
+    /// Usage records, one per tenant × service × meter.
+    pub records: Vec<UsageRecord>,
+    /// Items refused (a malformed tenant id), for partial success.
+    pub rejected: u64,
+    /// Why, when `rejected` > 0.
+    pub reason: String,
+    /// Items whose resource claimed another tenant than the key's.
+    pub mismatched: u64,
+    /// SLA records (see [`crate::sla`]), per resource and route; the encoder merges equal keys.
+    pub sla: Vec<SlaRecord>,
+}
+
+/// The string value of `key` among `attrs`; the last one wins when a key repeats.
+pub fn attribute<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
+    attrs.string(key)
+}
+
+/// `s` cut to at most `max` bytes on a character boundary: an overlong service
+/// name must not cost the tenant's usage, only the name's tail.
+pub fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}

@@ -20,7 +20,7 @@ use opentelemetry_proto::tonic::metrics::v1::Metric;
 use rust_decimal::Decimal;
 use time::OffsetDateTime;
 
-use crate::builtin::{attribute, TENANT_ATTRIBUTE, UNKNOWN_TENANT};
+use crate::{attribute, TENANT_ATTRIBUTE, UNKNOWN_TENANT};
 
 /// The instrumentation scope name of usage reports.
 pub const SCOPE: &str = "tally.usage";
@@ -83,7 +83,7 @@ fn records(
         (Unit::Seconds, _) => return Err("seconds are reported as integer nanoseconds (unit \"ns\")".into()),
         _ => 0,
     };
-    let service = crate::builtin::truncate(service, MAX_DIMENSION_LEN);
+    let service = crate::truncate(service, MAX_DIMENSION_LEN);
     let mut out = Vec::with_capacity(sum.data_points.len());
     for p in &sum.data_points {
         let value = match p.value {
@@ -96,7 +96,7 @@ fn records(
                 return Err(format!("dimension {:?} is not a string", kv.key));
             };
             // Last wins, as everywhere.
-            record.dimensions.insert(kv.key.clone(), crate::builtin::truncate(v, MAX_DIMENSION_LEN).to_owned());
+            record.dimensions.insert(kv.key.clone(), crate::truncate(v, MAX_DIMENSION_LEN).to_owned());
         }
         out.push(record);
     }

@@ -23,7 +23,7 @@ use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use time::OffsetDateTime;
 
-use crate::builtin::truncate;
+use crate::truncate;
 use otlp::view::{AnyValue, Attributes, SpanView};
 
 /// The HTTP status attribute of current semantic conventions.

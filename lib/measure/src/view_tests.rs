@@ -22,7 +22,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Sta
 use prost::Message;
 use time::OffsetDateTime;
 
-use crate::builtin::{measure_with, Measured, Tenancy};
+use crate::{measure_with, Measured, Tenancy};
 use otlp::view::Protobuf;
 use otlp::{Payload, Signal};
 
