@@ -10,9 +10,8 @@ use std::error::Error as _;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes};
-use otlp::grpc::{LOGS_PATH, METRICS_PATH, TRACES_PATH};
+use otlp::batch::BatchId;
 use otlp::status::{RetryInfo, RpcStatusWithDetails};
-use otlp::Signal;
 use prost::Message;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::{Channel, Endpoint};
@@ -46,12 +45,8 @@ impl Collector {
     }
 
     /// Sends one batch; see [`Verdict`].
-    pub async fn send(&self, batch: &Batch, source: &str, key: Option<&str>) -> Verdict {
-        let path = match batch.signal {
-            Signal::Traces => TRACES_PATH,
-            Signal::Metrics => METRICS_PATH,
-            Signal::Logs => LOGS_PATH,
-        };
+    pub async fn send(&self, batch: &Batch, id: &BatchId, key: Option<&str>) -> Verdict {
+        let path = otlp::grpc::path(batch.signal);
         let mut grpc = tonic::client::Grpc::new(self.channel.clone())
             .accept_compressed(CompressionEncoding::Gzip)
             .max_encoding_message_size(usize::MAX);
@@ -62,9 +57,8 @@ impl Collector {
             return Verdict::Retry { after: None, reason: format!("{}: not ready: {e}", self.url) };
         }
         let mut request = tonic::Request::new(batch.body.clone());
-        let identity = format!("{source} {} {}", batch.seq, batch.accepted_millis);
         let md = request.metadata_mut();
-        md.insert(otlp::batch::HEADER, identity.parse().expect("the identity is ASCII"));
+        md.insert(otlp::batch::HEADER, id.to_string().parse().expect("the identity is ASCII"));
         if let Some(key) = key {
             match format!("Bearer {key}").parse() {
                 Ok(v) => {

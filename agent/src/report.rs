@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use measure::reported::{metric, SCOPE};
+use metering::meter::names;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{ResourceMetrics, ScopeMetrics};
@@ -25,9 +26,9 @@ pub fn request(entries: &Entries, time_unix_nano: u64) -> ExportMetricsServiceRe
     type Points = Vec<(Vec<(String, String)>, i64)>;
     let mut by_tenant: BTreeMap<&str, BTreeMap<String, Points>> = BTreeMap::new();
     let books = [
-        ("agent_accepted_", &entries.accepted),
-        ("agent_acked_", &entries.acked),
-        ("dropped_", &entries.dropped),
+        (names::AGENT_ACCEPTED, &entries.accepted),
+        (names::AGENT_ACKED, &entries.acked),
+        (names::DROPPED, &entries.dropped),
         ("", &entries.measured),
     ];
     for (prefix, counts) in books {

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use otlp::batch::BatchId;
 use otlp::Signal;
 use tokio::sync::{watch, Notify};
 use wal::{segment, Segment, Wal};
@@ -259,13 +260,13 @@ impl Shipper {
         mut stop: Option<&mut watch::Receiver<()>>,
         deadline: Option<Instant>,
     ) -> Shipped {
-        let source = format!("agent:{}:{:016x}", self.agent_id, batch.boot);
+        let id = BatchId::agent(&self.agent_id, batch.boot, batch.seq, batch.accepted_millis);
         let signal = batch.signal.name();
         let mut wait = self.options.backoff_min;
         loop {
             let collector = &self.collectors[self.next.fetch_add(1, Ordering::Relaxed) % self.collectors.len()];
             let started = Instant::now();
-            let verdict = collector.send(batch, &source, self.key.as_deref()).await;
+            let verdict = collector.send(batch, &id, self.key.as_deref()).await;
             self.metrics.forward_seconds.observe(started.elapsed().as_secs_f64());
             match verdict {
                 Verdict::Accepted { rejected, message } => {

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use metering::meter::{Catalog, MeterDefinition};
+use metering::meter::{names, Catalog, MeterDefinition};
 use metering::record::{UsageBatch, UsageRecord};
 use metering::sla::encode::encode_sla_batch;
 use metering::sla::SlaRecord;
@@ -65,10 +65,10 @@ impl Pipeline {
     fn throttle(&self, records: &[UsageRecord]) -> Option<(Throttle, Vec<UsageRecord>)> {
         let mut worst: Option<Throttle> = None;
         let mut throttled = Vec::new();
-        for r in records.iter().filter(|r| ITEM_METERS.contains(&r.meter.as_str())) {
+        for r in records.iter().filter(|r| names::ITEMS.contains(&r.meter.as_str())) {
             let items = u64::try_from(r.value.trunc().mantissa()).unwrap_or(u64::MAX);
             if let Err(t) = self.limits.check(&r.tenant, items) {
-                throttled.push(UsageRecord { meter: format!("throttled_{}", r.meter), ..r.clone() });
+                throttled.push(UsageRecord { meter: format!("{}{}", names::THROTTLED, r.meter), ..r.clone() });
                 if worst.as_ref().is_none_or(|w| t.retry_after > w.retry_after) {
                     worst = Some(t);
                 }
@@ -215,7 +215,7 @@ fn dropped_records(records: &[UsageRecord], reason: &str) -> (Vec<UsageRecord>, 
     let mut items = 0;
     let dropped = records
         .iter()
-        .filter(|r| ITEM_METERS.contains(&r.meter.as_str()))
+        .filter(|r| names::ITEMS.contains(&r.meter.as_str()))
         .map(|r| {
             items += u64::try_from(r.value.trunc().mantissa()).unwrap_or(0);
             let tenant = if metering::record::validate_tenant(&r.tenant).is_ok() {
@@ -223,7 +223,7 @@ fn dropped_records(records: &[UsageRecord], reason: &str) -> (Vec<UsageRecord>, 
             } else {
                 measure::UNKNOWN_TENANT
             };
-            let mut d = UsageRecord::new(tenant, &format!("dropped_{}", r.meter), r.time, r.value.trunc());
+            let mut d = UsageRecord::new(tenant, &format!("{}{}", names::DROPPED, r.meter), r.time, r.value.trunc());
             d.dimensions.insert("reason".to_owned(), reason.to_owned());
             d
         })
@@ -238,9 +238,6 @@ fn key_namespace(key: Option<&str>) -> String {
         None => "anonymous".to_owned(),
     }
 }
-
-/// The meters that count OTLP items, which rate limits apply to.
-const ITEM_METERS: [&str; 3] = ["spans", "metric_points", "log_records"];
 
 impl Consumer for Pipeline {
     fn consume(&self, delivery: Delivery) -> Pin<Box<dyn Future<Output = Outcome> + Send + '_>> {

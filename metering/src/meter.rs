@@ -56,15 +56,41 @@ const fn meter(name: &'static str, unit: Unit, description: &'static str) -> Met
     Meter { name: Cow::Borrowed(name), unit, aggregation: Aggregation::Sum, description: Cow::Borrowed(description) }
 }
 
+/// Names of the built-in meters the pipeline itself writes, spelled once.
+pub mod names {
+    /// Spans received over OTLP.
+    pub const SPANS: &str = "spans";
+    /// Bytes of encoded OTLP spans.
+    pub const SPAN_BYTES: &str = "span_bytes";
+    /// SERVER and CONSUMER spans.
+    pub const REQUESTS: &str = "requests";
+    /// Metric data points.
+    pub const METRIC_POINTS: &str = "metric_points";
+    /// Log records received over OTLP.
+    pub const LOG_RECORDS: &str = "log_records";
+    /// Bytes of encoded OTLP log records.
+    pub const LOG_BYTES: &str = "log_bytes";
+    /// The meters counting OTLP items, one per signal: what rate limits and drops count.
+    pub const ITEMS: [&str; 3] = [SPANS, METRIC_POINTS, LOG_RECORDS];
+    /// Prefix of an item meter's volume refused by a rate limit.
+    pub const THROTTLED: &str = "throttled_";
+    /// Prefix of an item meter's volume that could not be stored.
+    pub const DROPPED: &str = "dropped_";
+    /// Prefix of an item meter's volume agents accepted from apps.
+    pub const AGENT_ACCEPTED: &str = "agent_accepted_";
+    /// Prefix of an item meter's volume collectors acknowledged to agents.
+    pub const AGENT_ACKED: &str = "agent_acked_";
+}
+
 /// Every built-in meter. Throttled and dropped volumes are meters too, so that
 /// nothing the pipeline refuses disappears from the books.
 pub const BUILTIN: &[Meter] = &[
-    meter("spans", Unit::Count, "spans received over OTLP"),
-    meter("span_bytes", Unit::Bytes, "bytes of encoded OTLP spans"),
-    meter("requests", Unit::Count, "SERVER and CONSUMER spans"),
-    meter("metric_points", Unit::Count, "metric data points (a histogram point counts 1)"),
-    meter("log_records", Unit::Count, "log records received over OTLP"),
-    meter("log_bytes", Unit::Bytes, "bytes of encoded OTLP log records"),
+    meter(names::SPANS, Unit::Count, "spans received over OTLP"),
+    meter(names::SPAN_BYTES, Unit::Bytes, "bytes of encoded OTLP spans"),
+    meter(names::REQUESTS, Unit::Count, "SERVER and CONSUMER spans"),
+    meter(names::METRIC_POINTS, Unit::Count, "metric data points (a histogram point counts 1)"),
+    meter(names::LOG_RECORDS, Unit::Count, "log records received over OTLP"),
+    meter(names::LOG_BYTES, Unit::Bytes, "bytes of encoded OTLP log records"),
     meter("cpu_seconds", Unit::Seconds, "CPU time of the tenant's cgroups (eBPF)"),
     meter("net_rx_bytes", Unit::Bytes, "bytes received by the tenant's cgroups (eBPF)"),
     meter("net_tx_bytes", Unit::Bytes, "bytes sent by the tenant's cgroups (eBPF)"),
@@ -92,8 +118,9 @@ pub const BUILTIN: &[Meter] = &[
 /// assert!(!metering::meter::is_reported("spans"));
 /// ```
 pub fn is_reported(name: &str) -> bool {
-    name.starts_with("dropped_")
-        || name.starts_with("agent_")
+    name.starts_with(names::DROPPED)
+        || name.starts_with(names::AGENT_ACCEPTED)
+        || name.starts_with(names::AGENT_ACKED)
         || matches!(name, "cpu_seconds" | "net_rx_bytes" | "net_tx_bytes" | "tcp_connections")
 }
 

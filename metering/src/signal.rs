@@ -2,6 +2,8 @@
 
 use serde::Deserialize;
 
+use crate::meter::names;
+
 /// An OTLP signal: what a request carries, and what a custom meter reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -30,9 +32,9 @@ impl Signal {
     /// The meter counting the signal's items: `spans`, `metric_points` or `log_records`.
     pub const fn items_meter(self) -> &'static str {
         match self {
-            Signal::Traces => "spans",
-            Signal::Metrics => "metric_points",
-            Signal::Logs => "log_records",
+            Signal::Traces => names::SPANS,
+            Signal::Metrics => names::METRIC_POINTS,
+            Signal::Logs => names::LOG_RECORDS,
         }
     }
 

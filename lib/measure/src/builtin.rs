@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use metering::meter::MeterDefinition;
+use metering::meter::{names, MeterDefinition};
 use metering::record::{validate_tenant, UsageRecord, MAX_DIMENSION_LEN};
 use otlp::view::{Attributes, LogView, MetricView, RequestView, SpanView};
 use otlp::{DecodeError, Request, Signal};
@@ -87,22 +87,22 @@ pub fn measure_with<R: RequestView + ?Sized>(
             let Some(who) = resolve(resource, spans.len() as u64, &mut out) else { return };
             let (tenant, service) = (who.0.as_str(), who.1.as_str());
             let requests = spans.iter().filter(|s| crate::sla::is_request(**s)).count();
-            totals.add(tenant, service, "spans", spans.len() as u64);
-            totals.add(tenant, service, "span_bytes", spans.iter().map(|s| s.encoded_bytes()).sum());
-            totals.add(tenant, service, "requests", requests as u64);
+            totals.add(tenant, service, names::SPANS, spans.len() as u64);
+            totals.add(tenant, service, names::SPAN_BYTES, spans.iter().map(|s| s.encoded_bytes()).sum());
+            totals.add(tenant, service, names::REQUESTS, requests as u64);
             out.sla.extend(crate::sla::observe(spans.iter().copied(), tenant, service, now));
             custom.items(resource, spans.iter().map(|s| s.attributes()), &who);
         }),
         Signal::Metrics => request.for_each_resource_metrics(|resource, metrics| {
             let points = metrics.iter().map(|m| m.data_points()).sum();
             let Some(who) = resolve(resource, points, &mut out) else { return };
-            totals.add(&who.0, &who.1, "metric_points", points);
+            totals.add(&who.0, &who.1, names::METRIC_POINTS, points);
             custom.metrics(resource, metrics, &who);
         }),
         Signal::Logs => request.for_each_resource_logs(|resource, logs| {
             let Some(who) = resolve(resource, logs.len() as u64, &mut out) else { return };
-            totals.add(&who.0, &who.1, "log_records", logs.len() as u64);
-            totals.add(&who.0, &who.1, "log_bytes", logs.iter().map(|l| l.encoded_bytes()).sum());
+            totals.add(&who.0, &who.1, names::LOG_RECORDS, logs.len() as u64);
+            totals.add(&who.0, &who.1, names::LOG_BYTES, logs.iter().map(|l| l.encoded_bytes()).sum());
             custom.items(resource, logs.iter().map(|l| l.attributes()), &who);
         }),
     }

@@ -33,6 +33,15 @@ pub const METRICS_PATH: &str = "/opentelemetry.proto.collector.metrics.v1.Metric
 /// See [`TRACES_PATH`].
 pub const LOGS_PATH: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
 
+/// The Export method's path of `signal`.
+pub const fn path(signal: Signal) -> &'static str {
+    match signal {
+        Signal::Traces => TRACES_PATH,
+        Signal::Metrics => METRICS_PATH,
+        Signal::Logs => LOGS_PATH,
+    }
+}
+
 /// The OTLP/gRPC routes, handing requests to `consumer`. Messages over
 /// `max_request_bytes`, before or after decompression, get RESOURCE_EXHAUSTED.
 pub fn router(consumer: Arc<dyn Consumer>, max_request_bytes: usize) -> Router {
@@ -43,9 +52,9 @@ pub fn router(consumer: Arc<dyn Consumer>, max_request_bytes: usize) -> Router {
         })
     };
     Router::new()
-        .route(TRACES_PATH, route(Signal::Traces))
-        .route(METRICS_PATH, route(Signal::Metrics))
-        .route(LOGS_PATH, route(Signal::Logs))
+        .route(path(Signal::Traces), route(Signal::Traces))
+        .route(path(Signal::Metrics), route(Signal::Metrics))
+        .route(path(Signal::Logs), route(Signal::Logs))
         .fallback(|| async {
             status(code::UNIMPLEMENTED, "unknown method; this server implements the OTLP Export methods", None)
         })

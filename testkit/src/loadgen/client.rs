@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
 /// The gRPC method path of OTLP trace export.
-pub const TRACES_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+pub use otlp::grpc::TRACES_PATH;
 
 /// What the server answered to one call.
 #[derive(Debug, Clone, PartialEq, Eq)]
