@@ -83,7 +83,18 @@ pub enum ReportCommand {
     /// Per tenant and meter: every day's usage and the month's total.
     Usage(ReportSettings),
     /// Per tenant and service: availability, latency percentiles, SLO, error budget, worst hours, credits.
-    Sla(ReportSettings),
+    Sla(SlaReportSettings),
+}
+
+/// `tally report sla`: a report's settings and the plans that give objectives and credits.
+#[derive(Debug, Args)]
+pub struct SlaReportSettings {
+    /// What every report takes.
+    #[command(flatten)]
+    pub report: ReportSettings,
+    /// Meters and plans.
+    #[command(flatten)]
+    pub pricing: PricingSettings,
 }
 
 /// `tally report usage|sla`.
@@ -92,9 +103,6 @@ pub struct ReportSettings {
     /// The usage store.
     #[command(flatten)]
     pub store: StoreSettings,
-    /// Meters and plans.
-    #[command(flatten)]
-    pub pricing: PricingSettings,
     /// The month to report, YYYY-MM (UTC).
     #[arg(long)]
     pub month: String,

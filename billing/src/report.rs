@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use anyhow::Context;
-use billing::cli::{ReportCommand, ReportSettings};
+use billing::cli::ReportCommand;
 use indicatif::{ProgressBar, ProgressStyle};
 use metering::pricing::BillingMonth;
 use metering::record::validate_tenant;
@@ -43,13 +43,18 @@ fn sla_text(r: &SlaReport, format: Format) -> anyhow::Result<String> {
     })
 }
 
+/// `1 SLA report`, `2 SLA reports`.
+fn reports(n: usize, kind: &str) -> String {
+    format!("{n} {kind} report{}", if n == 1 { "" } else { "s" })
+}
+
 /// Runs `tally report`.
 pub async fn run(command: ReportCommand) -> anyhow::Result<()> {
-    let (sla, args): (bool, ReportSettings) = match command {
-        ReportCommand::Usage(a) => (false, a),
-        ReportCommand::Sla(a) => (true, a),
+    let (args, pricing) = match command {
+        ReportCommand::Usage(a) => (a, None),
+        ReportCommand::Sla(a) => (a.report, Some(a.pricing)),
     };
-    let kind = if sla { "sla" } else { "usage" };
+    let kind = if pricing.is_some() { "sla" } else { "usage" };
     let month = BillingMonth::parse(&args.month)?;
     if let Some(t) = &args.tenant {
         validate_tenant(t).with_context(|| format!("--tenant {t:?}"))?;
@@ -62,8 +67,8 @@ pub async fn run(command: ReportCommand) -> anyhow::Result<()> {
     let tenant = args.tenant.as_deref();
     let ext = args.format.extension();
     let context = || format!("reading the {kind} report of {month} from database {db} on {}", ch.url());
-    match sla {
-        false => {
+    match pricing {
+        None => {
             let r = report::read_usage_report(&ch, db, month, tenant).await.with_context(context)?;
             tracing::info!(%month, tenants = r.tenants.len(), "usage report read");
             match &args.out {
@@ -80,13 +85,13 @@ pub async fn run(command: ReportCommand) -> anyhow::Result<()> {
                         progress.inc(1);
                     }
                     progress.finish_and_clear();
-                    println!("wrote {} usage reports of {month} into {}", r.tenants.len(), dir.display());
+                    println!("wrote {} of {month} into {}", reports(r.tenants.len(), "usage"), dir.display());
                 }
             }
         }
-        true => {
-            let catalog = args.pricing.catalog()?;
-            let book = args.pricing.price_book(&catalog)?;
+        Some(pricing) => {
+            let catalog = pricing.catalog()?;
+            let book = pricing.price_book(&catalog)?;
             if book.is_none() {
                 tracing::warn!("no plans file (--plans): the SLA report shows no objectives and no credits");
             }
@@ -110,7 +115,7 @@ pub async fn run(command: ReportCommand) -> anyhow::Result<()> {
                         };
                         write_file(dir, &format!("sla-{month}-{}.{ext}", t.tenant), &sla_text(&one, args.format)?)?;
                     }
-                    println!("wrote {} SLA reports of {month} into {}", r.tenants.len(), dir.display());
+                    println!("wrote {} of {month} into {}", reports(r.tenants.len(), "SLA"), dir.display());
                 }
             }
         }

@@ -300,6 +300,7 @@ async fn openapi_describes_the_routes_and_a_down_store_is_503() {
         paths,
         vec![
             "/healthz",
+            "/metrics",
             "/openapi.json",
             "/v1/periods/{month}",
             "/v1/periods/{month}/seal",
@@ -320,6 +321,44 @@ async fn openapi_describes_the_routes_and_a_down_store_is_503() {
     drop(server);
     let (status, body) = get(&serve, "from=2026-02-01T00:00:00Z&to=2026-03-01T00:00:00Z", Some(KEY)).await;
     assert_eq!((status, body["error"]["code"].as_str()), (503, Some("storage_unavailable")), "{body}");
+}
+
+/// `/metrics` counts every answer by route template and status, and times each route; a tenant
+/// or a key never becomes a label.
+#[tokio::test]
+async fn metrics_count_answers_by_route_and_status() {
+    let server = ClickHouseServer::start().unwrap();
+    let db = server.database("metrics").unwrap();
+    let out = tally(&["migrate", "--clickhouse-url", &server.http_url(), "--clickhouse-database", &db]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let serve = serve(&server, &db).await;
+    let query = "tenant=acme&from=2026-02-01T00:00:00Z&to=2026-03-01T00:00:00Z";
+    for _ in 0..2 {
+        assert_eq!(get(&serve, query, Some(KEY)).await.0, 200);
+    }
+    assert_eq!(get(&serve, query, None).await.0, 401);
+    let client = reqwest::Client::new();
+    let invoice = client.get(format!("{}/v1/tenants/globex/invoices/2026-02", serve.base)).bearer_auth(KEY);
+    assert_eq!(invoice.send().await.unwrap().status().as_u16(), 404, "no plans file: no tenant has a plan");
+    assert_eq!(client.get(format!("{}/nope", serve.base)).send().await.unwrap().status().as_u16(), 404);
+    let text = client.get(format!("{}/metrics", serve.base)).send().await.unwrap().text().await.unwrap();
+    // The harness polls /healthz until the server answers: how often is not this test's to say.
+    let lines: Vec<&str> =
+        text.lines().filter(|l| l.starts_with("tally_api_responses_total") && !l.contains("\"/healthz\"")).collect();
+    let mut lines = lines.into_iter().map(str::to_owned).collect::<Vec<_>>();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            "tally_api_responses_total{route=\"/v1/tenants/{tenant}/invoices/{month}\",code=\"404\"} 1",
+            "tally_api_responses_total{route=\"/v1/usage\",code=\"200\"} 2",
+            "tally_api_responses_total{route=\"/v1/usage\",code=\"401\"} 1",
+            "tally_api_responses_total{route=\"unmatched\",code=\"404\"} 1",
+        ],
+        "{text}"
+    );
+    assert!(text.contains("tally_api_request_seconds_count{route=\"/v1/usage\"} 3"), "{text}");
+    assert!(!text.contains("acme") && !text.contains(KEY), "{text}");
 }
 
 #[test]

@@ -478,10 +478,27 @@ async fn tally_report_writes_the_same_reports() {
     let out =
         tally(&[&["report", "usage"], &base[..], &["--format", "csv", "--out", dir.path().to_str().unwrap()]].concat());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("wrote 2 usage reports of 2026-11 into {}\n", dir.path().display())
+    );
     let mut files: Vec<_> =
         std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     files.sort();
     assert_eq!(files, ["usage-2026-11-acme.csv", "usage-2026-11-globex.csv"]);
+    // The usage report reads no plans: a plans file given to it is an error, not silently ignored.
+    let out = tally(&[&["report", "usage"], &base[..], &["--plans", "/nonexistent/plans.yaml"]].concat());
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unexpected argument '--plans'"), "{stderr}");
+    let sla_dir = tempfile::tempdir().unwrap();
+    let one = ["--tenant", "acme", "--format", "html", "--out", sla_dir.path().to_str().unwrap()];
+    let out = tally(&[&["report", "sla"], &base[..], &one[..]].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("wrote 1 SLA report of 2026-11 into {}\n", sla_dir.path().display())
+    );
     for t in ["acme", "globex"] {
         let file = std::fs::read_to_string(dir.path().join(format!("usage-2026-11-{t}.csv"))).unwrap();
         assert_eq!(file, get(&serve, &format!("/v1/reports/usage/2026-11?format=csv&tenant={t}"), BILLING).await.2);

@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod error;
 pub mod invoice;
+pub mod metrics;
 pub mod openapi;
 pub mod period;
 pub mod reconciliation;
@@ -63,9 +64,11 @@ impl AppState {
     }
 }
 
-/// The API's routes.
+/// The API's routes, with `/metrics` counting and timing each of them.
 pub fn router(state: AppState) -> Router {
     let openapi = Json(openapi::document(&state.catalog));
+    let metrics = Arc::new(metrics::Metrics::default());
+    let exposition = metrics.clone();
     Router::new()
         .route("/v1/usage", get(usage::get_usage))
         .route("/v1/tenants/{tenant}/invoices/{month}", get(invoice::get_invoice))
@@ -76,6 +79,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/periods/{month}/seal", axum::routing::post(period::seal_period))
         .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
         .route("/openapi.json", get(move || async move { openapi }))
+        .route(
+            "/metrics",
+            get(move || {
+                let text = exposition.render();
+                async move { ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], text) }
+            }),
+        )
         .fallback(|| async { ApiError::not_found("no such route; see /openapi.json") })
         .method_not_allowed_fallback(|| async {
             ApiError {
@@ -85,6 +95,7 @@ pub fn router(state: AppState) -> Router {
             }
         })
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(metrics, metrics::observe))
 }
 
 /// Serves the API on `listen` until `shutdown` resolves.

@@ -184,7 +184,10 @@ pub fn document(catalog: &Catalog) -> Value {
             "/healthz": {"get": {"summary": "liveness", "responses": {"200": {"description": "alive",
                 "content": {"application/json": {"schema": {"type": "object", "properties": {"status": {"type": "string"}}}}}}}}},
             "/openapi.json": {"get": {"summary": "this document", "responses": {"200": {"description": "OpenAPI 3 document",
-                "content": {"application/json": {"schema": {"type": "object"}}}}}}}
+                "content": {"application/json": {"schema": {"type": "object"}}}}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics: answers by route and status, time to answer by route",
+                "responses": {"200": {"description": "OpenMetrics text",
+                "content": {"application/openmetrics-text": {"schema": {"type": "string"}}}}}}}
         }
     });
     let reports = reports(&meters, &error);
