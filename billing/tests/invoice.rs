@@ -12,11 +12,11 @@ use metering::meter::{definition, Catalog};
 use metering::pricing::invoice::{compute, windows, Inputs, Usage};
 use metering::pricing::{plan, store, BillingMonth};
 use metering::record::{UsageBatch, UsageRecord};
-use metering::sla::schema::SLA_INSERT_STRUCTURE;
+use metering::sla::schema::SLA_ROW;
 use metering::sla::{encode_sla_batch, insert_sla, SlaRecord};
 use metering::store::migrate::migrate;
 use metering::store::rollup::MAX_LIMIT;
-use metering::store::schema::{insert_usage, INSERT_STRUCTURE};
+use metering::store::schema::{insert_usage, USAGE_ROW};
 use metering::store::writer::encode_batch;
 use metering::store::writer::UsageWriter;
 use metering::store::Dialect;
@@ -419,14 +419,14 @@ fn invoice_reads_run_on_the_modern_dialect() {
             &mut chdb,
             &format!("{db}.usage"),
             &insert_usage(db).unwrap(),
-            INSERT_STRUCTURE,
+            &USAGE_ROW.structure(),
             &bytes,
         );
         testkit::usage::chdb_insert_rowbinary(
             &mut chdb,
             &format!("{db}.sla"),
             &insert_sla(db).unwrap(),
-            SLA_INSERT_STRUCTURE,
+            &SLA_ROW.structure(),
             &sla_bytes(),
         );
         let mut price = |tenant: &str| {

@@ -11,7 +11,7 @@ use metering::meter::Catalog;
 use metering::reconcile::{lines, to_sql};
 use metering::record::{UsageBatch, UsageRecord};
 use metering::store::migrate::migrate;
-use metering::store::schema::{insert_usage, INSERT_STRUCTURE};
+use metering::store::schema::{insert_usage, USAGE_ROW};
 use metering::store::writer::{encode_batch, UsageWriter};
 use metering::store::Dialect;
 use serde_json::{json, Value};
@@ -165,7 +165,13 @@ fn reconciliation_sql_runs_on_the_modern_dialect() {
         for b in batches() {
             encode_batch(&b, &Catalog::builtin(), &mut bytes).unwrap();
         }
-        testkit::usage::chdb_insert_rowbinary(&mut chdb, db, &insert_usage(db).unwrap(), INSERT_STRUCTURE, &bytes);
+        testkit::usage::chdb_insert_rowbinary(
+            &mut chdb,
+            db,
+            &insert_usage(db).unwrap(),
+            &USAGE_ROW.structure(),
+            &bytes,
+        );
         let got = lines(parse_tsv(&chdb.query(to_sql(db, FROM, TO).unwrap().as_str()).unwrap())).unwrap();
         assert_eq!(serde_json::to_value(got).unwrap(), expected(), "{db}");
     }

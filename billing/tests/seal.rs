@@ -16,11 +16,11 @@ use metering::seal::digest::{digest, GENESIS};
 use metering::seal::rollup::Rollup;
 use metering::seal::schema;
 use metering::seal::store::{parse_sla_snapshot, parse_snapshot};
-use metering::sla::schema::SLA_INSERT_STRUCTURE;
+use metering::sla::schema::SLA_ROW;
 use metering::sla::{encode_sla_batch, insert_sla, SlaRecord};
 use metering::store::migrate::migrate;
 use metering::store::rollup::{Granularity, Sealed, UsageQuery};
-use metering::store::schema::{insert_usage, INSERT_STRUCTURE};
+use metering::store::schema::{insert_usage, USAGE_ROW};
 use metering::store::writer::{encode_batch, UsageWriter};
 use metering::store::Dialect;
 use serde_json::{json, Value};
@@ -345,14 +345,20 @@ fn seal_sql_runs_on_the_modern_dialect_with_the_same_digest() {
         for b in [october(), november(), october()] {
             encode_batch(&b, &Catalog::builtin(), &mut bytes).unwrap();
         }
-        testkit::usage::chdb_insert_rowbinary(&mut chdb, db, &insert_usage(db).unwrap(), INSERT_STRUCTURE, &bytes);
+        testkit::usage::chdb_insert_rowbinary(
+            &mut chdb,
+            db,
+            &insert_usage(db).unwrap(),
+            &USAGE_ROW.structure(),
+            &bytes,
+        );
         let mut sla = sla_bytes(false);
         sla.extend(sla_bytes(false)); // a retry: the same rows
         testkit::usage::chdb_insert_rowbinary(
             &mut chdb,
             &format!("{db}.sla"),
             &insert_sla(db).unwrap(),
-            SLA_INSERT_STRUCTURE,
+            &SLA_ROW.structure(),
             &sla,
         );
         for table in [schema::Snapshot::Usage, schema::Snapshot::Sla] {
@@ -424,7 +430,7 @@ fn seal_sql_runs_on_the_modern_dialect_with_the_same_digest() {
             &mut chdb,
             &format!("{db}_late"),
             &insert_usage(db).unwrap(),
-            INSERT_STRUCTURE,
+            &USAGE_ROW.structure(),
             &bytes,
         );
         assert_eq!(late_rows(&mut chdb), "1\n");

@@ -11,10 +11,10 @@ use metering::clickhouse::client::parse_tsv;
 use metering::clickhouse::ClickHouse;
 use metering::meter::Catalog;
 use metering::record::{UsageBatch, UsageRecord};
-use metering::sla::schema::SLA_INSERT_STRUCTURE;
+use metering::sla::schema::SLA_ROW;
 use metering::sla::{encode_sla_batch, insert_sla, LatencySketch, SlaRecord};
 use metering::store::migrate::migrate;
-use metering::store::schema::{insert_usage, INSERT_STRUCTURE};
+use metering::store::schema::{insert_usage, USAGE_ROW};
 use metering::store::writer::{encode_batch, UsageWriter};
 use metering::store::Dialect;
 use rust_decimal::Decimal;
@@ -229,9 +229,15 @@ fn dashboard_queries_return_rows_on_the_modern_dialect() {
     for b in usage(&t) {
         encode_batch(&b, &Catalog::builtin(), &mut bytes).unwrap();
     }
-    testkit::usage::chdb_insert_rowbinary(&mut chdb, "usage", &insert_usage(db).unwrap(), INSERT_STRUCTURE, &bytes);
+    testkit::usage::chdb_insert_rowbinary(
+        &mut chdb,
+        "usage",
+        &insert_usage(db).unwrap(),
+        &USAGE_ROW.structure(),
+        &bytes,
+    );
     let (sla_rows, sketch) = sla(&t);
-    testkit::usage::chdb_insert_rowbinary(&mut chdb, "sla", &insert_sla(db).unwrap(), SLA_INSERT_STRUCTURE, &sla_rows);
+    testkit::usage::chdb_insert_rowbinary(&mut chdb, "sla", &insert_sla(db).unwrap(), &SLA_ROW.structure(), &sla_rows);
 
     let mut results = BTreeMap::new();
     for (name, sql) in all_queries() {

@@ -37,10 +37,10 @@ use metering::pricing::invoice::{Invoice, LineKind};
 use metering::pricing::plan::{self, PriceBook};
 use metering::pricing::{self, BillingMonth};
 use metering::report;
-use metering::sla::schema::SLA_INSERT_COLUMNS;
+use metering::sla::schema::SLA_ROW;
 use metering::sla::sketch::bucket_of;
 use metering::store::migrate::migrate;
-use metering::store::schema::INSERT_COLUMNS;
+use metering::store::schema::USAGE_ROW;
 use rust_decimal::Decimal;
 use testkit::bench::{cpu_times, filesystem_of, load_average, median, peak_rss_kib, thousands, wait_until_quiet};
 use testkit::ClickHouseServer;
@@ -299,7 +299,7 @@ fn generate(server: &ClickHouseServer, db: &str, shape: &Shape) -> Result<Durati
         let tenants = TENANTS_PER_INSERT.min(shape.tenants - first);
         let (m, n) = (shape.minutes, METERS as u64);
         let usage = format!(
-            "INSERT INTO {db}.usage {INSERT_COLUMNS} \
+            "INSERT INTO {db}.usage {usage_columns} \
              SELECT {TENANT_SQL}, [{names}][m + 1], toDateTime({start} + k * 60, 'UTC'), [{services}][k % 2 + 1], '', '', '', \
              toDecimal128({USAGE_VALUE_SQL}, 9) / [{divisors}][m + 1], [{units}][m + 1], 'sum', \
              concat('agent:node-', toString(t % 50), ':boot-1'), k + 1 \
@@ -307,9 +307,10 @@ fn generate(server: &ClickHouseServer, db: &str, shape: &Shape) -> Result<Durati
              FROM numbers({rows}))",
             start = shape.start,
             rows = tenants * n * m,
+            usage_columns = USAGE_ROW.columns(),
         );
         let sla = format!(
-            "INSERT INTO {db}.sla {SLA_INSERT_COLUMNS} \
+            "INSERT INTO {db}.sla {sla_columns} \
              SELECT {TENANT_SQL}, [{services}][s + 1], '/', toDateTime({start} + k * 60, 'UTC'), req, err, \
              [{buckets}], [req - 6, 5, 1], \
              if(err > 0, [slow, failed], [slow]), if(err > 0, [400000000 + k, 300000000 + k], [400000000 + k]), \
@@ -321,6 +322,7 @@ fn generate(server: &ClickHouseServer, db: &str, shape: &Shape) -> Result<Durati
              FROM numbers({rows}))",
             start = shape.start,
             rows = tenants * SERVICES.len() as u64 * m,
+            sla_columns = SLA_ROW.columns(),
         );
         server.query(&usage).context("generating usage")?;
         server.query(&sla).context("generating SLA rows")?;

@@ -39,7 +39,7 @@ use metering::clickhouse::ClickHouse;
 use metering::meter::{Catalog, BUILTIN};
 use metering::record::{minute_of, UsageBatch, UsageRecord};
 use metering::store::migrate::migrate;
-use metering::store::schema::INSERT_COLUMNS;
+use metering::store::schema::USAGE_ROW;
 use metering::store::writer::UsageWriter;
 use rust_decimal::Decimal;
 use testkit::bench::{cpu_times, filesystem_of, load_average, median, thousands, wait_until_quiet};
@@ -51,10 +51,22 @@ const USAGE: &str = "usage: cargo bench -p tally-metering --bench writer -- \
     [--rows N] [--batch-rows M] [--runs R] [--source-batch K]";
 
 /// The TSV columns this bench renders, in order. Checked against the writer's
-/// `INSERT_COLUMNS` at start, so a schema change breaks the bench loudly
+/// `USAGE_ROW` at start, so a schema change breaks the bench loudly
 /// instead of feeding the peer misaligned columns.
-const TSV_COLUMNS: [&str; 10] =
-    ["tenant", "meter", "window_start", "service", "route", "dimensions", "value", "unit", "source_id", "batch_seq"];
+const TSV_COLUMNS: [&str; 12] = [
+    "tenant",
+    "meter",
+    "window_start",
+    "service",
+    "route",
+    "dimensions",
+    "unique_value",
+    "value",
+    "unit",
+    "aggregation",
+    "source_id",
+    "batch_seq",
+];
 
 const TENANTS: [&str; 8] =
     ["acme", "globex", "initech", "umbrella", "hooli", "stark-industries", "wayne-enterprises", "org:cyberdyne@eu-1"];
@@ -65,7 +77,8 @@ const DROP_REASONS: [&str; 3] = ["queue_full", "too_large", "exporter_error"];
 fn main() -> Result<()> {
     let args = Args::parse(std::env::args().skip(1))?;
     let columns = format!("({})", TSV_COLUMNS.join(", "));
-    ensure!(columns == INSERT_COLUMNS, "TSV columns {columns} differ from the writer's {INSERT_COLUMNS}");
+    let usage_columns = USAGE_ROW.columns();
+    ensure!(columns == usage_columns, "TSV columns {columns} differ from the writer's {usage_columns}");
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let server = ClickHouseServer::start()?;
@@ -268,9 +281,20 @@ fn tsv_row(out: &mut String, batch: &UsageBatch, r: &UsageRecord) {
     let window = OffsetDateTime::from_unix_timestamp(minute_of(r.time).into()).expect("minute in range");
     let window = window.format(format_description!("[year]-[month]-[day] [hour]:[minute]:[second]")).expect("formats");
     let dims = if r.dimensions.is_empty() { String::new() } else { serde_json::to_string(&r.dimensions).unwrap() };
-    let unit = Catalog::builtin().get(&r.meter).expect("built-in meter").unit;
-    let fields: [&str; 8] =
-        [&r.tenant, &r.meter, &window, &r.service, &r.route, &dims, &r.value.to_string(), unit.as_str()];
+    let catalog = Catalog::builtin();
+    let meter = catalog.get(&r.meter).expect("built-in meter");
+    let fields: [&str; 10] = [
+        &r.tenant,
+        &r.meter,
+        &window,
+        &r.service,
+        &r.route,
+        &dims,
+        &r.unique,
+        &r.value.to_string(),
+        meter.unit.as_str(),
+        meter.aggregation.as_str(),
+    ];
     for field in fields {
         push_escaped(out, field);
         out.push('\t');
@@ -413,7 +437,7 @@ impl Bench<'_> {
 
     /// `clickhouse-client ... --query "INSERT ... FORMAT TabSeparated" < file`.
     fn client_insert(&self, db: &str, file: &Path) -> Result<()> {
-        let query = format!("INSERT INTO {db}.usage {INSERT_COLUMNS} FORMAT TabSeparated");
+        let query = format!("INSERT INTO {db}.usage {} FORMAT TabSeparated", USAGE_ROW.columns());
         let port = self.server.tcp_port().to_string();
         let out = Command::new("clickhouse-client")
             .args(["--host", "127.0.0.1", "--port", &port, "--query", &query])

@@ -6,7 +6,7 @@ use metering::clickhouse::client::parse_tsv;
 use metering::meter::Catalog;
 use metering::store::migrate::applied_versions;
 use metering::store::rollup::{Granularity, UsageQuery};
-use metering::store::schema::{insert_usage, INSERT_STRUCTURE};
+use metering::store::schema::{insert_usage, USAGE_ROW};
 use metering::store::writer::encode_batch;
 use metering::store::Dialect;
 use testkit::usage::{actual, dataset, expected, FROM, TO};
@@ -35,7 +35,13 @@ fn ddl_writer_bytes_and_rollups_run_on_the_modern_dialect() {
         for batch in data.iter().step_by(3) {
             encode_batch(batch, &Catalog::builtin(), &mut bytes).unwrap();
         }
-        testkit::usage::chdb_insert_rowbinary(&mut chdb, db, &insert_usage(db).unwrap(), INSERT_STRUCTURE, &bytes);
+        testkit::usage::chdb_insert_rowbinary(
+            &mut chdb,
+            db,
+            &insert_usage(db).unwrap(),
+            &USAGE_ROW.structure(),
+            &bytes,
+        );
         for g in [Granularity::Minute, Granularity::Hour, Granularity::Day, Granularity::Month] {
             for by_service in [false, true] {
                 let mut q = UsageQuery::new(FROM, TO);

@@ -12,7 +12,7 @@ use metering::pricing::BillingMonth;
 use metering::record::{RecordProblem, UsageBatch, UsageRecord};
 use metering::store::migrate::migrate;
 use metering::store::rollup::{query_usage, Granularity, UsagePoint, UsageQuery};
-use metering::store::schema::{insert_usage, INSERT_STRUCTURE};
+use metering::store::schema::{insert_usage, USAGE_ROW};
 use metering::store::writer::{encode_batch, UsageWriter};
 use metering::store::Dialect;
 use rust_decimal::Decimal;
@@ -251,7 +251,13 @@ fn custom_meters_roll_up_exactly_on_the_modern_dialect() {
     for b in batches() {
         encode_batch(&b, &catalog(), &mut bytes).unwrap();
     }
-    testkit::usage::chdb_insert_rowbinary(&mut chdb, "custom", &insert_usage(db).unwrap(), INSERT_STRUCTURE, &bytes);
+    testkit::usage::chdb_insert_rowbinary(
+        &mut chdb,
+        "custom",
+        &insert_usage(db).unwrap(),
+        &USAGE_ROW.structure(),
+        &bytes,
+    );
     check(|q| q.parse_rows(parse_tsv(&chdb.query(q.to_sql(db).unwrap().as_str()).unwrap())).unwrap());
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use metering::clickhouse::client::parse_tsv;
 use metering::clickhouse::ClickHouse;
-use metering::sla::schema::SLA_INSERT_STRUCTURE;
+use metering::sla::schema::SLA_ROW;
 use metering::sla::{encode_sla_batch, insert_sla, query_sla, Exemplar, SlaGrouping, SlaPoint, SlaQuery, SlaRecord};
 use metering::store::migrate::migrate;
 use metering::store::rollup::Granularity;
@@ -168,7 +168,7 @@ fn sla_ddl_bytes_and_reads_run_on_the_modern_dialect() {
             &mut chdb,
             &format!("{db}.sla"),
             &insert_sla(db).unwrap(),
-            SLA_INSERT_STRUCTURE,
+            &SLA_ROW.structure(),
             &encoded(),
         );
         for q in queries() {

@@ -283,3 +283,33 @@ async fn calls_spaced_around_the_servers_keep_alive_timeout_all_succeed() {
     }
     assert_eq!(failures, Vec::<String>::new());
 }
+
+/// The tables the migrations make hold, in order, exactly the columns the writers send
+/// ([`USAGE_ROW`], [`SLA_ROW`]) plus those the server fills itself: the row layout is spelled
+/// once, and the DDL of every migration is held against it here.
+#[tokio::test]
+async fn migrated_tables_have_the_writers_row_layout() {
+    use metering::sla::schema::SLA_ROW;
+    use metering::store::schema::USAGE_ROW;
+    let server = ClickHouseServer::start().unwrap();
+    let (_, db) = setup(&server).await;
+    for (table, layout) in [("usage", USAGE_ROW), ("sla", SLA_ROW)] {
+        let got = server
+            .query(&format!(
+                "SELECT name, type, default_kind FROM system.columns WHERE database = '{db}' AND table = '{table}'"
+            ))
+            .unwrap();
+        let mut written = Vec::new();
+        for line in got.lines() {
+            let [name, ty, default_kind] = line.split('\t').collect::<Vec<_>>()[..] else { panic!("{line}") };
+            if default_kind.is_empty() {
+                // TabSeparated escapes the quotes of `DateTime('UTC')`.
+                written.push((name.to_owned(), ty.replace("\\'", "'")));
+            } else {
+                assert_eq!((name, default_kind), ("inserted_at", "DEFAULT"), "{table}");
+            }
+        }
+        let want: Vec<_> = layout.0.iter().map(|(n, t)| (n.to_string(), t.to_string())).collect();
+        assert_eq!(written, want, "{table}");
+    }
+}

@@ -3,6 +3,93 @@
 
 use rust_decimal::Decimal;
 
+/// The columns of a table's RowBinary rows, in order, with their ClickHouse types: the one
+/// spelling from which an INSERT's column list ([`Layout::columns`]) and a reader's structure
+/// ([`Layout::structure`]) are made, and which [`Row`] checks every encoded row against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout(pub &'static [(&'static str, &'static str)]);
+
+impl Layout {
+    /// `(a, b, c)`, for `INSERT INTO t (a, b, c) FORMAT RowBinary`.
+    pub fn columns(&self) -> String {
+        format!("({})", self.0.iter().map(|(name, _)| *name).collect::<Vec<_>>().join(", "))
+    }
+
+    /// `a String, b UInt64`, for `file()` and `input()` readers of the same bytes.
+    pub fn structure(&self) -> String {
+        self.0.iter().map(|(name, ty)| format!("{name} {ty}")).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// One row of a [`Layout`], written column by column. Each write names its column; a test or
+/// debug build panics when a name is not the layout's next column, so the order of the writes
+/// cannot drift from the layout the INSERT declares.
+#[must_use = "a row is complete only once `finish` is called"]
+pub struct Row<'a> {
+    out: &'a mut Vec<u8>,
+    layout: Layout,
+    next: usize,
+}
+
+impl<'a> Row<'a> {
+    /// Starts a row of `layout` at the end of `out`.
+    pub fn new(layout: Layout, out: &'a mut Vec<u8>) -> Self {
+        Self { out, layout, next: 0 }
+    }
+
+    fn column(&mut self, name: &str) -> &mut Vec<u8> {
+        debug_assert_eq!(
+            self.layout.0.get(self.next).map(|c| c.0),
+            Some(name),
+            "column {} of {:?}",
+            self.next,
+            self.layout
+        );
+        self.next += 1;
+        self.out
+    }
+
+    /// A `String` column.
+    pub fn str(mut self, name: &str, value: &str) -> Self {
+        put_str(self.column(name), value);
+        self
+    }
+
+    /// A `UInt64` column.
+    pub fn u64(mut self, name: &str, value: u64) -> Self {
+        put_u64(self.column(name), value);
+        self
+    }
+
+    /// A `DateTime` column (Unix seconds).
+    pub fn datetime(mut self, name: &str, secs: u32) -> Self {
+        put_datetime(self.column(name), secs);
+        self
+    }
+
+    /// A `Decimal(38, scale)` column.
+    pub fn decimal(mut self, name: &str, value: Decimal, scale: u32) -> Self {
+        put_decimal128(self.column(name), value, scale);
+        self
+    }
+
+    /// An `Array(T)` column, each element written by `put`.
+    pub fn array<T>(
+        mut self,
+        name: &str,
+        items: impl ExactSizeIterator<Item = T>,
+        put: impl FnMut(&mut Vec<u8>, T),
+    ) -> Self {
+        put_array(self.column(name), items, put);
+        self
+    }
+
+    /// Ends the row; every column of the layout must have been written.
+    pub fn finish(self) {
+        debug_assert_eq!(self.next, self.layout.0.len(), "a row of {:?} ended early", self.layout);
+    }
+}
+
 /// Appends a `String`: LEB128 length, then the bytes.
 pub fn put_str(buf: &mut Vec<u8>, s: &str) {
     put_leb128(buf, s.len() as u64);
@@ -81,5 +168,28 @@ mod tests {
         b.clear();
         put_array(&mut b, ["a"].into_iter(), put_str);
         assert_eq!(b, [1, 1, b'a']);
+    }
+
+    const LAYOUT: Layout = Layout(&[("name", "String"), ("n", "UInt64")]);
+
+    #[test]
+    fn a_layout_is_spelled_once() {
+        assert_eq!(LAYOUT.columns(), "(name, n)");
+        assert_eq!(LAYOUT.structure(), "name String, n UInt64");
+        let mut b = Vec::new();
+        Row::new(LAYOUT, &mut b).str("name", "a").u64("n", 1).finish();
+        assert_eq!(b, [1, b'a', 1, 0, 0, 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    #[should_panic(expected = "column 0")]
+    fn a_row_written_out_of_order_panics() {
+        Row::new(LAYOUT, &mut Vec::new()).u64("n", 1).str("name", "a").finish();
+    }
+
+    #[test]
+    #[should_panic(expected = "ended early")]
+    fn a_short_row_panics() {
+        Row::new(LAYOUT, &mut Vec::new()).str("name", "a").finish();
     }
 }

@@ -70,6 +70,12 @@ impl Sql {
         self
     }
 
+    /// Appends `layout`'s column list, `(a, b, c)`: static names, like every fragment.
+    pub fn columns(mut self, layout: super::rowbinary::Layout) -> Self {
+        self.text.push_str(&layout.columns());
+        self
+    }
+
     /// Appends a checked identifier, back-quoted.
     pub fn ident(mut self, name: &str) -> Result<Self, BadIdentifier> {
         check_identifier(name)?;

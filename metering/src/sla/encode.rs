@@ -3,11 +3,11 @@
 use std::collections::BTreeMap;
 
 use super::record::{check_sla_record, SlaError, SlaProblem, SlaRecord};
-use crate::clickhouse::rowbinary::{put_array, put_datetime, put_str, put_u16, put_u64, put_u8};
+use crate::clickhouse::rowbinary::{put_str, put_u16, put_u64, put_u8, Row};
 use crate::record::minute_of;
 
 /// Encodes one batch's records as RowBinary rows of `sla`
-/// ([`super::schema::SLA_INSERT_COLUMNS`]) into `out`; returns the number of rows.
+/// ([`super::schema::SLA_ROW`]) into `out`; returns the number of rows.
 ///
 /// Records sharing tenant, service, route and minute are merged first, so each
 /// key appears once per batch (the store keeps one row per key and batch; two
@@ -42,19 +42,21 @@ pub fn encode_sla_batch(
         rows.entry(key).or_insert_with(|| SlaRecord::new(&r.tenant, &r.service, &r.route, r.time)).merge(r);
     }
     for ((tenant, service, route, minute), r) in &rows {
-        put_str(out, tenant);
-        put_str(out, service);
-        put_str(out, route);
-        put_datetime(out, *minute);
-        put_u64(out, r.requests);
-        put_u64(out, r.errors);
-        put_array(out, r.latency.buckets().map(|b| b.0), put_u16);
-        put_array(out, r.latency.buckets().map(|b| b.1), put_u64);
-        put_array(out, r.exemplars.iter().map(|e| e.trace_id.as_str()), put_str);
-        put_array(out, r.exemplars.iter().map(|e| e.latency_ns), put_u64);
-        put_array(out, r.exemplars.iter().map(|e| u8::from(e.error)), put_u8);
-        put_str(out, source_id);
-        put_u64(out, seq);
+        Row::new(super::schema::SLA_ROW, out)
+            .str("tenant", tenant)
+            .str("service", service)
+            .str("route", route)
+            .datetime("window_start", *minute)
+            .u64("requests", r.requests)
+            .u64("errors", r.errors)
+            .array("latency_buckets", r.latency.buckets().map(|b| b.0), put_u16)
+            .array("latency_counts", r.latency.buckets().map(|b| b.1), put_u64)
+            .array("exemplar_trace_ids", r.exemplars.iter().map(|e| e.trace_id.as_str()), put_str)
+            .array("exemplar_latencies_ns", r.exemplars.iter().map(|e| e.latency_ns), put_u64)
+            .array("exemplar_errors", r.exemplars.iter().map(|e| u8::from(e.error)), put_u8)
+            .str("source_id", source_id)
+            .u64("batch_seq", seq)
+            .finish();
     }
     Ok(rows.len())
 }

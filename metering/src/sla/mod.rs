@@ -23,5 +23,5 @@ pub mod sketch;
 pub use encode::encode_sla_batch;
 pub use query::{query_sla, SlaGrouping, SlaPoint, SlaQuery};
 pub use record::{Exemplar, SlaError, SlaProblem, SlaRecord};
-pub use schema::{insert_sla, SLA_INSERT_COLUMNS};
+pub use schema::{insert_sla, SLA_ROW};
 pub use sketch::LatencySketch;

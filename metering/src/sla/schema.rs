@@ -12,18 +12,27 @@
 //! `sumMap` merges on 18.16 and on current servers alike. Exemplars are three
 //! parallel arrays in [`super::Exemplar`] order.
 
+use crate::clickhouse::rowbinary::Layout;
 use crate::clickhouse::sql::{BadIdentifier, Sql};
 use crate::store::Dialect;
 
-/// Columns the encoder sends, in RowBinary order. `inserted_at` is filled by the server.
-pub const SLA_INSERT_COLUMNS: &str = "(tenant, service, route, window_start, requests, errors, latency_buckets, \
-     latency_counts, exemplar_trace_ids, exemplar_latencies_ns, exemplar_errors, source_id, batch_seq)";
-
-/// The RowBinary structure of [`SLA_INSERT_COLUMNS`], for `file()` or `input()` readers.
-pub const SLA_INSERT_STRUCTURE: &str = "tenant String, service String, route String, window_start DateTime('UTC'), \
-     requests UInt64, errors UInt64, latency_buckets Array(UInt16), latency_counts Array(UInt64), \
-     exemplar_trace_ids Array(String), exemplar_latencies_ns Array(UInt64), exemplar_errors Array(UInt8), \
-     source_id String, batch_seq UInt64";
+/// An SLA row as the encoder sends it, in RowBinary order (on 18.16's types). `inserted_at` is
+/// filled by the server.
+pub const SLA_ROW: Layout = Layout(&[
+    ("tenant", "String"),
+    ("service", "String"),
+    ("route", "String"),
+    ("window_start", "DateTime('UTC')"),
+    ("requests", "UInt64"),
+    ("errors", "UInt64"),
+    ("latency_buckets", "Array(UInt16)"),
+    ("latency_counts", "Array(UInt64)"),
+    ("exemplar_trace_ids", "Array(String)"),
+    ("exemplar_latencies_ns", "Array(UInt64)"),
+    ("exemplar_errors", "Array(UInt8)"),
+    ("source_id", "String"),
+    ("batch_seq", "UInt64"),
+]);
 
 /// `CREATE TABLE IF NOT EXISTS db.sla ...` for the given dialect.
 pub fn create_sla(db: &str, dialect: Dialect) -> Result<Sql, BadIdentifier> {
@@ -51,5 +60,5 @@ pub fn create_sla(db: &str, dialect: Dialect) -> Result<Sql, BadIdentifier> {
 
 /// The target of an INSERT of encoded SLA rows: `db.sla (columns)`.
 pub fn insert_sla(db: &str) -> Result<Sql, BadIdentifier> {
-    Ok(Sql::new("").ident(db)?.push(".sla ").push(SLA_INSERT_COLUMNS))
+    Ok(Sql::new("").ident(db)?.push(".sla ").columns(SLA_ROW))
 }

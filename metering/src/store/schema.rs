@@ -9,12 +9,26 @@
 //! deduplication, so this is what makes a retry free on every server.
 
 use super::Dialect;
+use crate::clickhouse::rowbinary::Layout;
 use crate::clickhouse::sql::{BadIdentifier, Sql};
 
-/// Columns the writer sends, in RowBinary order. `inserted_at` is filled by the
-/// server (`DEFAULT now()`), so late data for a sealed month stays visible.
-pub const INSERT_COLUMNS: &str =
-    "(tenant, meter, window_start, service, route, dimensions, unique_value, value, unit, aggregation, source_id, batch_seq)";
+/// A usage row as the writer sends it, in RowBinary order (on 18.16's types; newer servers store
+/// the strings as `LowCardinality`). `inserted_at` is filled by the server (`DEFAULT now()`), so
+/// late data for a sealed month stays visible.
+pub const USAGE_ROW: Layout = Layout(&[
+    ("tenant", "String"),
+    ("meter", "String"),
+    ("window_start", "DateTime('UTC')"),
+    ("service", "String"),
+    ("route", "String"),
+    ("dimensions", "String"),
+    ("unique_value", "String"),
+    ("value", "Decimal(38, 9)"),
+    ("unit", "String"),
+    ("aggregation", "String"),
+    ("source_id", "String"),
+    ("batch_seq", "UInt64"),
+]);
 
 /// `CREATE TABLE IF NOT EXISTS db.usage ...` for the given dialect.
 pub fn create_usage(db: &str, dialect: Dialect) -> Result<Sql, BadIdentifier> {
@@ -63,9 +77,5 @@ pub fn has_custom_meter_columns(db: &str) -> Sql {
 
 /// The target of the writer's INSERT: `db.usage (columns)`.
 pub fn insert_usage(db: &str) -> Result<Sql, BadIdentifier> {
-    Ok(Sql::new("").ident(db)?.push(".usage ").push(INSERT_COLUMNS))
+    Ok(Sql::new("").ident(db)?.push(".usage ").columns(USAGE_ROW))
 }
-
-/// The RowBinary structure of [`INSERT_COLUMNS`], for `file()` or `input()` readers.
-pub const INSERT_STRUCTURE: &str = "tenant String, meter String, window_start DateTime('UTC'), service String, \
-     route String, dimensions String, unique_value String, value Decimal(38, 9), unit String, aggregation String, source_id String, batch_seq UInt64";

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use rust_decimal::Decimal;
 
 use super::{schema, StoreError};
-use crate::clickhouse::rowbinary::{put_datetime, put_decimal128, put_str, put_u64};
+use crate::clickhouse::rowbinary::Row;
 use crate::clickhouse::sql::{check_identifier, BadIdentifier, Sql};
 use crate::clickhouse::ClickHouse;
 use crate::meter::Catalog;
@@ -16,7 +16,7 @@ use crate::record::{check_record, minute_of, RecordError, RecordProblem, UsageBa
 /// route, dimensions (canonical JSON) and unique value.
 type RowKey<'a> = (&'a str, &'a str, u32, &'a str, &'a str, String, &'a str);
 
-/// Encodes a batch as RowBinary rows of `usage` ([`schema::INSERT_COLUMNS`]) into
+/// Encodes a batch as RowBinary rows of `usage` ([`schema::USAGE_ROW`]) into
 /// `out` and returns the number of rows. Records sharing tenant, meter, minute,
 /// dimensions and unique value are combined first by the meter's aggregation
 /// (summed, or the largest kept for `max` and `unique_count`), so each key
@@ -70,18 +70,20 @@ pub fn encode_batch(batch: &UsageBatch, catalog: &Catalog, out: &mut Vec<u8>) ->
     }
     for ((tenant, meter, minute, service, route, dims, unique), value) in &rows {
         let m = catalog.get(meter).expect("checked above");
-        put_str(out, tenant);
-        put_str(out, meter);
-        put_datetime(out, *minute);
-        put_str(out, service);
-        put_str(out, route);
-        put_str(out, dims);
-        put_str(out, unique);
-        put_decimal128(out, *value, VALUE_SCALE);
-        put_str(out, m.unit.as_str());
-        put_str(out, m.aggregation.as_str());
-        put_str(out, &batch.source_id);
-        put_u64(out, batch.seq);
+        Row::new(schema::USAGE_ROW, out)
+            .str("tenant", tenant)
+            .str("meter", meter)
+            .datetime("window_start", *minute)
+            .str("service", service)
+            .str("route", route)
+            .str("dimensions", dims)
+            .str("unique_value", unique)
+            .decimal("value", *value, VALUE_SCALE)
+            .str("unit", m.unit.as_str())
+            .str("aggregation", m.aggregation.as_str())
+            .str("source_id", &batch.source_id)
+            .u64("batch_seq", batch.seq)
+            .finish();
     }
     Ok(rows.len())
 }
