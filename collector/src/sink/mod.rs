@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use metering::clickhouse::sql::Sql;
 use metering::clickhouse::ClickHouse;
+use metering::store::writer::RowBuffer;
 use tokio::sync::{mpsc, watch};
 
 use crate::metrics::Metrics;
@@ -144,8 +145,9 @@ impl Sink {
                 return false;
             }
         };
-        let mut usage = (0u64, Vec::with_capacity(bytes as usize));
-        let mut sla = (0u64, Vec::new());
+        let mut usage = RowBuffer::new(self.usage_insert.clone());
+        usage.data_mut().reserve(bytes as usize);
+        let mut sla = RowBuffer::new(self.sla_insert.clone());
         let mut unreadable = 0u64;
         for record in contents.iter().flat_map(|c| &c.records) {
             match entry::decode(record) {
@@ -155,8 +157,7 @@ impl Sink {
                             Table::Usage => &mut usage,
                             Table::Sla => &mut sla,
                         };
-                        rows.0 += u64::from(s.rows);
-                        rows.1.extend_from_slice(s.data);
+                        rows.append(u64::from(s.rows), s.data);
                     }
                 }
                 Err(reason) => {
@@ -167,10 +168,7 @@ impl Sink {
         }
         // Usage first: if the SLA INSERT then fails, both are retried and the usage
         // rows that landed are collapsed by their batch identity.
-        if usage.0 > 0 && !self.insert(&self.usage_insert, usage).await {
-            return false;
-        }
-        if sla.0 > 0 && !self.insert(&self.sla_insert, sla).await {
+        if !self.insert(&mut usage).await || !self.insert(&mut sla).await {
             return false;
         }
         for (s, c) in queue.drain(..take).zip(&contents) {
@@ -186,18 +184,22 @@ impl Sink {
         true
     }
 
-    async fn insert(&self, statement: &Sql, (rows, data): (u64, Vec<u8>)) -> bool {
+    /// Inserts `rows` (nothing when empty); `false` when ClickHouse refused (the rows stay spooled).
+    async fn insert(&self, rows: &mut RowBuffer) -> bool {
+        if rows.pending_rows() == 0 {
+            return true;
+        }
         let started = Instant::now();
-        let result = self.ch.insert_rowbinary(statement, data.into()).await;
+        let result = rows.flush(&self.ch).await;
         self.metrics.clickhouse_write_seconds.observe(started.elapsed().as_secs_f64());
         match result {
-            Ok(()) => {
-                self.metrics.clickhouse_rows.inc_by(rows);
+            Ok(n) => {
+                self.metrics.clickhouse_rows.inc_by(n);
                 true
             }
             Err(e) => {
                 self.metrics.clickhouse_write_errors.inc();
-                tracing::warn!(error = %e, rows, retryable = e.is_retryable(), "INSERT into ClickHouse failed; the rows stay spooled and are retried");
+                tracing::warn!(error = %e, rows = rows.pending_rows(), retryable = e.is_retryable(), "INSERT into ClickHouse failed; the rows stay spooled and are retried");
                 false
             }
         }

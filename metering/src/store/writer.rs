@@ -8,7 +8,7 @@ use rust_decimal::Decimal;
 use super::{schema, StoreError};
 use crate::clickhouse::rowbinary::Row;
 use crate::clickhouse::sql::{check_identifier, BadIdentifier, Sql};
-use crate::clickhouse::ClickHouse;
+use crate::clickhouse::{ClickHouse, ClickHouseError};
 use crate::meter::Catalog;
 use crate::record::{check_record, minute_of, RecordError, RecordProblem, UsageBatch, VALUE_SCALE};
 
@@ -88,62 +88,114 @@ pub fn encode_batch(batch: &UsageBatch, catalog: &Catalog, out: &mut Vec<u8>) ->
     Ok(rows.len())
 }
 
-/// Buffers encoded batches and inserts them together.
+/// Encoded rows of one table on their way into one INSERT: the one write path. The collector's
+/// sink fills it from its spool, [`UsageWriter`] from batches; both insert with [`RowBuffer::flush`].
+#[derive(Debug)]
+pub struct RowBuffer {
+    insert: Sql,
+    data: Vec<u8>,
+    rows: u64,
+}
+
+impl RowBuffer {
+    /// An empty buffer for `insert` (`db.table (columns)`, e.g. [`schema::insert_usage`]).
+    pub fn new(insert: Sql) -> Self {
+        Self { insert, data: Vec::new(), rows: 0 }
+    }
+
+    /// Appends `rows` rows already encoded as RowBinary in `data`.
+    pub fn append(&mut self, rows: u64, data: &[u8]) {
+        self.data.extend_from_slice(data);
+        self.rows += rows;
+    }
+
+    /// Where encoders append rows; the caller counts them with [`RowBuffer::count`].
+    pub fn data_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.data
+    }
+
+    /// Counts `rows` rows written through [`RowBuffer::data_mut`].
+    pub fn count(&mut self, rows: u64) {
+        self.rows += rows;
+    }
+
+    /// Rows buffered and not yet inserted.
+    pub fn pending_rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Bytes buffered and not yet inserted.
+    pub fn pending_bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Drops everything buffered.
+    pub fn discard(&mut self) {
+        self.data.clear();
+        self.rows = 0;
+    }
+
+    /// Inserts everything buffered in one INSERT through `ch`; returns the rows inserted. On
+    /// error the buffer is kept for a retry: the rows carry their batch identities, so a retry of
+    /// rows that did land counts nothing twice.
+    pub async fn flush(&mut self, ch: &ClickHouse) -> Result<u64, ClickHouseError> {
+        if self.rows == 0 {
+            return Ok(0);
+        }
+        let body = bytes::Bytes::from(std::mem::take(&mut self.data));
+        if let Err(e) = ch.insert_rowbinary(&self.insert, body.clone()).await {
+            // Ours is the only other handle once the request is dropped, so this does not copy.
+            self.data = Vec::from(body);
+            return Err(e);
+        }
+        Ok(std::mem::take(&mut self.rows))
+    }
+}
+
+/// Validates batches, encodes them and inserts them together through a [`RowBuffer`].
 ///
 /// A failed flush keeps the buffer, so the caller can retry it: the rows carry
 /// their batch identities, and a retry of rows that did land counts nothing twice.
 #[derive(Debug)]
 pub struct UsageWriter {
     ch: ClickHouse,
-    insert: Sql,
     catalog: Catalog,
-    buffer: Vec<u8>,
-    rows: usize,
+    rows: RowBuffer,
 }
 
 impl UsageWriter {
     /// A writer into `database.usage`.
     pub fn new(ch: ClickHouse, database: &str, catalog: Catalog) -> Result<Self, BadIdentifier> {
         check_identifier(database)?;
-        Ok(Self { ch, insert: schema::insert_usage(database)?, catalog, buffer: Vec::new(), rows: 0 })
+        Ok(Self { ch, catalog, rows: RowBuffer::new(schema::insert_usage(database)?) })
     }
 
     /// Validates and buffers a batch; returns the rows it added. A refused batch adds nothing.
     pub fn push(&mut self, batch: &UsageBatch) -> Result<usize, RecordError> {
-        let rows = encode_batch(batch, &self.catalog, &mut self.buffer)?;
-        self.rows += rows;
+        let rows = encode_batch(batch, &self.catalog, self.rows.data_mut())?;
+        self.rows.count(rows as u64);
         Ok(rows)
     }
 
     /// Rows buffered and not yet inserted.
     pub fn pending_rows(&self) -> usize {
-        self.rows
+        self.rows.pending_rows() as usize
     }
 
     /// Bytes buffered and not yet inserted.
     pub fn pending_bytes(&self) -> usize {
-        self.buffer.len()
+        self.rows.pending_bytes()
     }
 
     /// Drops everything buffered. For callers that tell their sender to resend
     /// instead of retrying themselves: keeping the rows too would count them twice.
     pub fn discard(&mut self) {
-        self.buffer.clear();
-        self.rows = 0;
+        self.rows.discard();
     }
 
     /// Inserts everything buffered in one INSERT; returns the rows inserted.
     /// On error the buffer is kept for a retry.
     pub async fn flush(&mut self) -> Result<usize, StoreError> {
-        if self.rows == 0 {
-            return Ok(0);
-        }
-        let body = bytes::Bytes::from(std::mem::take(&mut self.buffer));
-        if let Err(e) = self.ch.insert_rowbinary(&self.insert, body.clone()).await {
-            // Ours is the only other handle once the request is dropped, so this does not copy.
-            self.buffer = Vec::from(body);
-            return Err(e.into());
-        }
-        Ok(std::mem::take(&mut self.rows))
+        Ok(self.rows.flush(&self.ch).await? as usize)
     }
 }
