@@ -3,7 +3,10 @@
 
 Used by the tests (and the quickstart) to drive Tally's receivers with a real client:
   send_otlp.py --endpoint http://127.0.0.1:4318 --protocol http --spans 100 --metric-points 10 \
-      --logs 5 --tenant acme --key KEY [--gzip] [--service checkout] [--gate 500:/tmp/go ...]
+      --logs 5 --tenant acme --key KEY [--gzip] [--service checkout] [--failed-requests 2] \
+      [--gate 500:/tmp/go ...]
+Every fourth span is a SERVER span (a request); with --failed-requests N the first N of them fail
+(status ERROR, http.response.status_code 500), which the collector's SLA aggregates count as errors.
 Prints one JSON line with what the SDK reported: {"spans": ..., "spans_ok": true, ...}.
 """
 import argparse
@@ -21,7 +24,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricExportR
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from otlp_exporters import Recording, exporters
 
@@ -38,6 +41,7 @@ def main():
     p.add_argument("--key")
     p.add_argument("--service", default="checkout")
     p.add_argument("--gzip", action="store_true")
+    p.add_argument("--failed-requests", type=int, default=0, metavar="N")
     # A test that injects faults mid-stream pauses the app at known points: after N spans the
     # sender exports everything it holds, then waits for PATH to exist before it goes on.
     p.add_argument("--gate", action="append", default=[], type=gate, metavar="N:PATH")
@@ -67,8 +71,13 @@ def main():
             kind = SpanKind.SERVER if i % 4 == 0 else SpanKind.INTERNAL
             with tracer.start_as_current_span(f"op-{i % 7}", kind=kind) as span:
                 span.set_attribute("http.route", f"/r/{i % 3}")
+                if kind == SpanKind.SERVER and i // 4 < a.failed_requests:
+                    span.set_attribute("http.response.status_code", 500)
+                    span.set_status(Status(StatusCode.ERROR, "failed"))
         provider.shutdown()
         report["spans"] = a.spans
+        if a.failed_requests:
+            report["failed_requests"] = min(a.failed_requests, (a.spans + 3) // 4)
         report["spans_ok"] = bool(rec.results) and all(rec.results)
 
     if a.metric_points:
