@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use metering::meter::{definition, Catalog, DefinitionError};
-use metering::pricing::plan::{self, PlanError, PriceBook};
+use metering::pricing::plan::PriceBook;
+use metering::pricing::plan_file::{self, PlanError};
 use metering::store::StoreSettings;
 use runtime::telemetry::LogFormat;
 
@@ -142,7 +143,7 @@ impl PricingSettings {
 
     /// The plans file checked against `catalog`, if one is configured.
     pub fn price_book(&self, catalog: &Catalog) -> Result<Option<PriceBook>, PlanError> {
-        self.plans.as_deref().map(|path| plan::load(path, catalog)).transpose()
+        self.plans.as_deref().map(|path| plan_file::load(path, catalog)).transpose()
     }
 }
 

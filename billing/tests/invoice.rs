@@ -10,7 +10,7 @@ use metering::clickhouse::client::parse_tsv;
 use metering::clickhouse::ClickHouse;
 use metering::meter::{definition, Catalog};
 use metering::pricing::invoice::{compute, windows, Inputs, Usage};
-use metering::pricing::{plan, store, BillingMonth};
+use metering::pricing::{plan_file, store, BillingMonth};
 use metering::record::{UsageBatch, UsageRecord};
 use metering::sla::schema::SLA_ROW;
 use metering::sla::{encode_sla_batch, insert_sla, SlaRecord};
@@ -406,7 +406,7 @@ async fn the_api_serves_invoices_and_tenant_keys_read_only_their_own() {
 #[test]
 fn invoice_reads_run_on_the_modern_dialect() {
     let catalog = catalog();
-    let book = plan::load(&fixture("plans.yaml"), &catalog).unwrap();
+    let book = plan_file::load(&fixture("plans.yaml"), &catalog).unwrap();
     let month = BillingMonth::parse("2026-11").unwrap();
     let mut chdb = Chdb::start().unwrap();
     for (db, dialect) in [("modern", Dialect::Modern), ("legacy", Dialect::Legacy)] {

@@ -34,7 +34,8 @@ use anyhow::{bail, ensure, Context, Result};
 use metering::clickhouse::ClickHouse;
 use metering::meter::{Catalog, Unit, BUILTIN};
 use metering::pricing::invoice::{Invoice, LineKind};
-use metering::pricing::plan::{self, PriceBook};
+use metering::pricing::plan::PriceBook;
+use metering::pricing::plan_file;
 use metering::pricing::{self, BillingMonth};
 use metering::report;
 use metering::sla::schema::SLA_ROW;
@@ -100,7 +101,7 @@ fn main() -> Result<()> {
     let catalog = Catalog::builtin();
     let plans = tempfile::Builder::new().prefix("tally-bench-plans-").suffix(".yaml").tempfile()?;
     std::fs::write(plans.path(), plans_yaml(&shape))?;
-    let book = plan::load(plans.path(), &catalog).context("loading the generated plans file")?;
+    let book = plan_file::load(plans.path(), &catalog).context("loading the generated plans file")?;
 
     // With --live, the live month `--runs` times; then it is sealed and verified once; then read
     // `--runs` times from its seal, as billing reads a closed month.

@@ -19,6 +19,7 @@
 
 pub mod clickhouse;
 pub mod export;
+pub mod limits;
 pub mod meter;
 pub mod pricing;
 pub mod reconcile;

@@ -6,14 +6,8 @@ use std::collections::BTreeMap;
 use rust_decimal::Decimal;
 use time::OffsetDateTime;
 
+pub use crate::limits::{MAX_DIMENSION_LEN, MAX_TENANT_LEN, VALUE_SCALE};
 use crate::meter::{Aggregation, Catalog};
-
-/// Longest tenant id accepted.
-pub const MAX_TENANT_LEN: usize = 128;
-/// Longest service, route, dimension key or value accepted, in bytes.
-pub const MAX_DIMENSION_LEN: usize = 1024;
-/// Values are stored as `Decimal(38, 9)`: nine fractional digits.
-pub const VALUE_SCALE: u32 = 9;
 
 /// Why a tenant id was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -21,7 +21,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer};
 
 use super::{Meter, Unit, BUILTIN};
-use crate::record::MAX_DIMENSION_LEN;
+use crate::limits::MAX_DIMENSION_LEN;
 use crate::signal::Signal;
 use runtime::settings::AtLine;
 use runtime::yaml_line::{line_of, Step};

@@ -7,7 +7,7 @@
 //!
 //! ```
 //! use metering::meter::Catalog;
-//! use metering::pricing::{invoice::{compute, Inputs, Usage}, plan::parse, BillingMonth};
+//! use metering::pricing::{invoice::{compute, Inputs, Usage}, plan_file::parse, BillingMonth};
 //! use time::macros::date;
 //! let yaml = "
 //! plans:
@@ -35,7 +35,7 @@ pub mod invoice;
 pub mod money;
 mod month;
 pub mod plan;
-mod plan_file;
+pub mod plan_file;
 pub mod store;
 pub mod text;
 pub mod tiers;

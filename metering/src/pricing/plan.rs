@@ -7,7 +7,6 @@
 //! may group digits (`500_000`). Dates are `YYYY-MM-DD` (UTC days).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
 use rust_decimal::Decimal;
 use serde::Deserialize;
@@ -15,12 +14,8 @@ use time::Date;
 
 use super::credit::CreditBand;
 use super::money::Currency;
-use super::plan_file::{check, path_text, RawFile};
 use super::tiers::{Tier, TierMode};
 use super::BillingMonth;
-use crate::meter::Catalog;
-use runtime::settings::AtLine;
-use runtime::yaml_line::line_of;
 
 /// Over what a meter's allowance and tiers count usage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -170,56 +165,4 @@ impl PriceBook {
             })
             .collect()
     }
-}
-
-/// Why a plans file was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum PlanError {
-    /// The file could not be read.
-    #[error("cannot read plans file {}: {error}", path.display())]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// What reading it reported.
-        error: std::io::Error,
-    },
-    /// The file is malformed or a plan, rate or tenant in it is not usable.
-    #[error("plans file {}{}: {message}", path.display(), AtLine(*line))]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// The line (1-based) of the offending key, when known.
-        line: Option<usize>,
-        /// What is wrong, naming the key (e.g. `plans.basic.meters.spans.tiers[1]`).
-        message: String,
-    },
-}
-
-/// Parses and checks the text of a plans file against the meters of `catalog`;
-/// `path` is only for messages.
-///
-/// ```
-/// use metering::meter::Catalog;
-/// use metering::pricing::plan::parse;
-/// let yaml = "plans:\n  basic:\n    currency: USD\n    meters:\n      spans: {price: 0.1, per: 1000}\n      tokens: {price: 1}\n";
-/// let err = parse(yaml, "plans.yaml".as_ref(), &Catalog::builtin()).unwrap_err();
-/// assert!(err.to_string().starts_with("plans file plans.yaml line 6: plans.basic.meters.tokens: unknown meter \"tokens\""));
-/// ```
-pub fn parse(text: &str, path: &Path, catalog: &Catalog) -> Result<PriceBook, PlanError> {
-    let raw: RawFile = serde_yaml::from_str(text).map_err(|e| PlanError::Invalid {
-        path: path.to_owned(),
-        line: e.location().map(|l| l.line()),
-        message: e.to_string(),
-    })?;
-    check(&raw, catalog).map_err(|p| PlanError::Invalid {
-        path: path.to_owned(),
-        line: line_of(text, &p.path),
-        message: format!("{}: {}", path_text(&p.path), p.message),
-    })
-}
-
-/// Reads, parses and checks the plans file at `path`.
-pub fn load(path: &Path, catalog: &Catalog) -> Result<PriceBook, PlanError> {
-    let text = std::fs::read_to_string(path).map_err(|error| PlanError::Read { path: path.to_owned(), error })?;
-    parse(&text, path, catalog)
 }

@@ -14,8 +14,9 @@ use super::plan::{Period, PriceBook};
 use super::BillingMonth;
 use crate::clickhouse::ClickHouse;
 use crate::meter::Catalog;
+use crate::seal::rollup::Sealed;
 use crate::sla::{query_sla, SlaGrouping, SlaPoint, SlaQuery};
-use crate::store::rollup::{query_usage_all, Granularity, Sealed, UsagePoint, UsageQuery, MAX_LIMIT};
+use crate::store::rollup::{query_usage_all, Granularity, UsagePoint, UsageQuery, MAX_LIMIT};
 use crate::store::StoreError;
 
 /// Why an invoice could not be produced.

@@ -8,7 +8,8 @@ use time::macros::date;
 
 use super::credit::Availability;
 use super::invoice::{compute, windows, Inputs, Invoice, LineKind, Usage, Window};
-use super::plan::{parse, Period};
+use super::plan::Period;
+use super::plan_file::parse;
 use super::BillingMonth;
 use crate::meter::{definition, Catalog};
 

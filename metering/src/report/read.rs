@@ -16,10 +16,11 @@ use crate::pricing::invoice::InvoiceError;
 use crate::pricing::plan::PriceBook;
 use crate::pricing::store::{availability, price_with, InvoiceFailure};
 use crate::pricing::BillingMonth;
+use crate::seal::rollup::Sealed;
 use crate::seal::schema::Snapshot;
 use crate::seal::Period;
 use crate::sla::{query_sla, SlaGrouping, SlaPoint, SlaQuery};
-use crate::store::rollup::{query_usage_all, Granularity, Sealed, UsagePoint, UsageQuery};
+use crate::store::rollup::{query_usage_all, Granularity, UsagePoint, UsageQuery};
 use crate::store::StoreError;
 
 /// Why a report could not be produced.

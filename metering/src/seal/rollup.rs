@@ -13,8 +13,11 @@
 //! They are derived data, outside the digest: verification recomputes them from the
 //! snapshot and compares them row for row.
 
+use time::OffsetDateTime;
+
 use super::schema::Snapshot;
 use crate::clickhouse::sql::{BadIdentifier, Sql};
+use crate::store::granularity::Granularity;
 
 /// The two roll-ups of a seal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,4 +206,39 @@ pub fn has_periods_rollups(db: &str) -> Sql {
     Sql::new("SELECT count() FROM system.columns WHERE database = ")
         .bind(db)
         .push(" AND table = 'periods' AND name = 'rollups'")
+}
+
+/// A seal whose snapshot a read takes instead of live rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sealed {
+    /// Its id in the snapshot tables.
+    pub seal_id: String,
+    /// It was written with roll-ups (migration 5), which serve reads of whole days (usage) and
+    /// hours (SLA) in place of the snapshot's minutes.
+    pub rollups: bool,
+}
+
+impl Sealed {
+    /// The table a read of `[from, to)` in `granularity` buckets takes: `rollup` when the seal
+    /// has it and its buckets tile the read, else the snapshot `rollup` is made from.
+    pub(crate) fn table(
+        &self,
+        rollup: Rollup,
+        granularity: Granularity,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> &'static str {
+        let seconds = rollup.bucket_seconds();
+        let whole = |t: OffsetDateTime| t.unix_timestamp() % seconds == 0;
+        let coarse = match granularity {
+            Granularity::Minute => false,
+            Granularity::Hour => seconds <= 3600,
+            Granularity::Day | Granularity::Month => true,
+        };
+        if self.rollups && coarse && whole(from) && whole(to) {
+            rollup.table()
+        } else {
+            rollup.snapshot_table()
+        }
+    }
 }

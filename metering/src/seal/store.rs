@@ -5,11 +5,11 @@ use time::OffsetDateTime;
 
 use super::digest::{Digester, SealedRow, SealedSlaRow, GENESIS};
 use super::rollup::Rollup;
+use super::rollup::Sealed;
 use super::schema;
 use crate::clickhouse::sql::Sql;
 use crate::clickhouse::ClickHouse;
 use crate::pricing::BillingMonth;
-use crate::store::rollup::Sealed;
 use crate::store::StoreError;
 
 /// A sealed month.

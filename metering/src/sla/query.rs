@@ -14,8 +14,8 @@ use super::sketch::LatencySketch;
 use crate::clickhouse::sql::{BadIdentifier, Param, Sql};
 use crate::clickhouse::ClickHouse;
 use crate::record::validate_tenant;
-use crate::seal::rollup::Rollup;
-use crate::store::rollup::{rfc3339, unix_seconds, Granularity, QueryError, Sealed};
+use crate::seal::rollup::{Rollup, Sealed};
+use crate::store::rollup::{rfc3339, unix_seconds, Granularity, QueryError};
 use crate::store::StoreError;
 
 // The SQL below keeps 3 of each literally.

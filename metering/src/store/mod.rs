@@ -2,6 +2,7 @@
 //! the roll-up queries the billing API serves.
 
 pub mod cluster;
+pub mod granularity;
 pub mod migrate;
 pub mod rollup;
 pub mod schema;

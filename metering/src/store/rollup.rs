@@ -12,88 +12,18 @@
 use std::collections::BTreeMap;
 
 use rust_decimal::Decimal;
-use time::{Date, Month, OffsetDateTime};
+use time::OffsetDateTime;
 
+pub use super::granularity::Granularity;
 use super::StoreError;
 use crate::clickhouse::sql::{BadIdentifier, Param, Sql};
 use crate::clickhouse::ClickHouse;
 use crate::meter::Catalog;
 use crate::record::{validate_tenant, TenantError};
-use crate::seal::rollup::Rollup;
+use crate::seal::rollup::{Rollup, Sealed};
 
 /// The largest page a query may ask for.
 pub const MAX_LIMIT: u32 = 10_000;
-
-/// The size of a roll-up bucket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Granularity {
-    /// One UTC minute (the stored resolution).
-    Minute,
-    /// One UTC hour.
-    Hour,
-    /// One UTC day.
-    Day,
-    /// One UTC calendar month.
-    Month,
-}
-
-impl Granularity {
-    /// Parses `minute`, `hour`, `day` or `month`.
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "minute" => Self::Minute,
-            "hour" => Self::Hour,
-            "day" => Self::Day,
-            "month" => Self::Month,
-            _ => return None,
-        })
-    }
-
-    /// The name `parse` accepts.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Minute => "minute",
-            Self::Hour => "hour",
-            Self::Day => "day",
-            Self::Month => "month",
-        }
-    }
-
-    pub(crate) fn bucket_expr(self) -> &'static str {
-        match self {
-            Self::Minute => "toUInt32(window_start)",
-            Self::Hour => "toUInt32(toStartOfHour(window_start))",
-            Self::Day => "toUInt32(toStartOfDay(window_start))",
-            Self::Month => "toUInt32(toDateTime(toStartOfMonth(window_start), 'UTC'))",
-        }
-    }
-
-    /// The end (exclusive) of the bucket starting at `start`, in Unix seconds.
-    ///
-    /// ```
-    /// use metering::store::rollup::Granularity;
-    /// use time::macros::datetime;
-    /// let feb = datetime!(2028-02-01 00:00 UTC).unix_timestamp();
-    /// assert_eq!(Granularity::Month.bucket_end(feb), datetime!(2028-03-01 00:00 UTC).unix_timestamp());
-    /// ```
-    pub fn bucket_end(self, start: i64) -> i64 {
-        match self {
-            Self::Minute => start + 60,
-            Self::Hour => start + 3600,
-            Self::Day => start + 86_400,
-            Self::Month => {
-                let date = OffsetDateTime::from_unix_timestamp(start).map(|t| t.date()).unwrap_or(Date::MIN);
-                let (year, month) = match date.month() {
-                    Month::December => (date.year() + 1, Month::January),
-                    m => (date.year(), m.next()),
-                };
-                Date::from_calendar_date(year, month, 1)
-                    .map(|d| d.midnight().assume_utc().unix_timestamp())
-                    .unwrap_or(i64::MAX)
-            }
-        }
-    }
-}
 
 /// Where a page starts: the key of the last point of the previous page.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,41 +63,6 @@ pub struct UsageQuery {
     pub limit: u32,
     /// Read a sealed month's snapshot instead of live usage.
     pub sealed: Option<Sealed>,
-}
-
-/// A seal whose snapshot a read takes instead of live rows.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Sealed {
-    /// Its id in the snapshot tables.
-    pub seal_id: String,
-    /// It was written with roll-ups (migration 5), which serve reads of whole days (usage) and
-    /// hours (SLA) in place of the snapshot's minutes.
-    pub rollups: bool,
-}
-
-impl Sealed {
-    /// The table a read of `[from, to)` in `granularity` buckets takes: `rollup` when the seal
-    /// has it and its buckets tile the read, else the snapshot `rollup` is made from.
-    pub(crate) fn table(
-        &self,
-        rollup: Rollup,
-        granularity: Granularity,
-        from: OffsetDateTime,
-        to: OffsetDateTime,
-    ) -> &'static str {
-        let seconds = rollup.bucket_seconds();
-        let whole = |t: OffsetDateTime| t.unix_timestamp() % seconds == 0;
-        let coarse = match granularity {
-            Granularity::Minute => false,
-            Granularity::Hour => seconds <= 3600,
-            Granularity::Day | Granularity::Month => true,
-        };
-        if self.rollups && coarse && whole(from) && whole(to) {
-            rollup.table()
-        } else {
-            rollup.snapshot_table()
-        }
-    }
 }
 
 /// One bucket of usage.
