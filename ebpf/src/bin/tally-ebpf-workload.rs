@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! tally-ebpf-workload [--cgroup DIR] [--netns NAME] COMMAND ...
-//!   burn MILLIS                      spin one thread on CPU for MILLIS of wall time
+//!   burn MILLIS                      spin one thread until it has had MILLIS of CPU time
 //!   serve ADDR PORT_FILE CONNS       accept CONNS connections one by one, read each to EOF;
 //!                                    prints the bytes received
 //!   send ADDR CONNS BYTES            open CONNS connections, send BYTES on each, close
@@ -21,7 +21,7 @@ use std::{
     net::{TcpListener, TcpStream},
     os::fd::AsRawFd,
     process::ExitCode,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 fn main() -> ExitCode {
@@ -59,10 +59,19 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn burn(duration: Duration) {
-    let start = Instant::now();
+/// Spins until this thread has run for `cpu` of CPU time (not wall time: on a busy machine the
+/// burner must still burn what the tests expect).
+fn burn(cpu: Duration) {
+    let thread_cpu = || {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant the kernel knows.
+        let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+        Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    };
+    let start = thread_cpu();
     let mut x: u64 = 1;
-    while start.elapsed() < duration {
+    while thread_cpu() - start < cpu {
         for _ in 0..10_000 {
             x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         }
