@@ -79,13 +79,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/periods/{month}/seal", axum::routing::post(period::seal_period))
         .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
         .route("/openapi.json", get(move || async move { openapi }))
-        .route(
-            "/metrics",
-            get(move || {
-                let text = exposition.render();
-                async move { ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], text) }
-            }),
-        )
+        .route("/metrics", runtime::serve::metrics_route(move || exposition.render()))
         .fallback(|| async { ApiError::not_found("no such route; see /openapi.json") })
         .method_not_allowed_fallback(|| async {
             ApiError {

@@ -66,7 +66,7 @@ impl FromStr for BatchId {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
-        let bad = |why: &str| format!("{HEADER} {text:?}: {why}; expected `<source-id> <sequence> <unix-millis>`");
+        let bad = |why: &str| refusal(text, why);
         let mut parts = text.split_ascii_whitespace();
         let (Some(source), Some(seq), Some(millis), None) = (parts.next(), parts.next(), parts.next(), parts.next())
         else {
@@ -87,6 +87,11 @@ impl FromStr for BatchId {
     }
 }
 
+/// Why `text` is refused as a batch identity, in the answer's words.
+fn refusal(text: &str, why: &str) -> String {
+    format!("{HEADER} {text:?}: {why}; expected `<source-id> <sequence> <unix-millis>`")
+}
+
 /// Reads the identity from `headers`; `Ok(None)` when there is none.
 pub fn from_headers(headers: &HeaderMap, now: OffsetDateTime) -> Result<Option<BatchId>, String> {
     let Some(value) = headers.get(HEADER) else { return Ok(None) };
@@ -99,9 +104,7 @@ pub fn from_headers(headers: &HeaderMap, now: OffsetDateTime) -> Result<Option<B
 pub fn parse(text: &str, now: OffsetDateTime) -> Result<BatchId, String> {
     let id: BatchId = text.parse()?;
     if id.time > now + MAX_FUTURE {
-        return Err(format!(
-            "{HEADER} {text:?}: the time is more than 5 minutes in the future; expected `<source-id> <sequence> <unix-millis>`"
-        ));
+        return Err(refusal(text, "the time is more than 5 minutes in the future"));
     }
     Ok(id)
 }

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, MethodRouter};
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -19,14 +19,20 @@ where
 {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/metrics",
-            get(move || {
-                let text = render();
-                async move { ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], text) }
-            }),
-        )
+        .route("/metrics", metrics_route(render))
         .route("/readyz", get(ready))
+}
+
+/// `GET /metrics`: the OpenMetrics text `render` makes, with its content type. Every server
+/// that exposes metrics (the admin routers, the billing API) serves them through this.
+pub fn metrics_route<S>(render: impl Fn() -> String + Clone + Send + Sync + 'static) -> MethodRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    get(move || {
+        let text = render();
+        async move { ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], text) }
+    })
 }
 
 /// Listeners being served; [`Servers::stop`] ends them gracefully.
