@@ -18,6 +18,7 @@
 //! exactly the spans the agent acknowledged (all runs so far), and that the
 //! agent exits cleanly on SIGTERM.
 
+use metering::store::Store;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -115,7 +116,8 @@ async fn bench(args: Args) -> Result<()> {
     let server = ClickHouseServer::start()?;
     let db = server.database("bench_agent")?;
     let ch = ClickHouse::new(&server.http_url(), Duration::from_secs(120))?;
-    migrate(&ch, &db).await?;
+    let store = Store::new(ch.clone(), &db);
+    migrate(&store).await?;
     let dir = tempfile::Builder::new().prefix("tally-bench-agent-").tempdir()?;
     let (_collector, collector_url) = start_collector(&server, &db, dir.path()).await?;
     let load =
@@ -277,6 +279,7 @@ async fn measure(
 
 /// Waits (at most 120 s) until ClickHouse holds `want` spans over all tenants; fails on more.
 async fn check_stored(ch: &ClickHouse, db: &str, want: u64) -> Result<()> {
+    let store = Store::new(ch.clone(), db);
     let now = time::OffsetDateTime::now_utc();
     let from = now.replace_time(time::Time::MIDNIGHT) - time::Duration::days(1);
     let mut q = UsageQuery::new(from, from + time::Duration::days(3));
@@ -284,7 +287,7 @@ async fn check_stored(ch: &ClickHouse, db: &str, want: u64) -> Result<()> {
     q.meter = Some("spans".into());
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let stored: u64 = query_usage(ch, db, &q).await?.iter().map(|p| p.value.to_u64().unwrap_or(u64::MAX)).sum();
+        let stored: u64 = query_usage(&store, &q).await?.iter().map(|p| p.value.to_u64().unwrap_or(u64::MAX)).sum();
         if stored == want {
             return Ok(());
         }

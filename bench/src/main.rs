@@ -27,6 +27,7 @@ mod perf;
 mod sink;
 mod systems;
 
+use metering::store::Store;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -346,7 +347,7 @@ impl Bench {
     /// The ingest ceiling for Tally: load → collector → ClickHouse, checked exactly.
     async fn collector(&self, run: usize, profile: Option<&Path>) -> Result<Sample> {
         let db = self.clickhouse.database(&format!("peer_run{run}"))?;
-        migrate(&self.ch, &db).await?;
+        migrate(&Store::new(self.ch.clone(), &db)).await?;
         let spool = tempfile::Builder::new().prefix("collector-").tempdir_in(self.dir.path())?;
         let (process, url) = systems::tally_collector(&self.clickhouse.http_url(), &db, spool.path()).await?;
         self.ingest(Setup::TallyCollector, process, url, profile, |accepted| stored_spans(&self.ch, &db, accepted))
@@ -399,13 +400,14 @@ impl Bench {
 
 /// Waits (at most 120 s) until ClickHouse holds `want` spans; fails on more (counted twice).
 async fn stored_spans(ch: &ClickHouse, db: &str, want: u64) -> Result<u64> {
+    let store = Store::new(ch.clone(), db);
     let today = time::OffsetDateTime::now_utc().replace_time(time::Time::MIDNIGHT);
     let mut q = UsageQuery::new(today - time::Duration::days(1), today + time::Duration::days(2));
     q.granularity = Granularity::Month;
     q.meter = Some("spans".into());
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let stored: u64 = query_usage(ch, db, &q).await?.iter().map(|p| p.value.to_u64().unwrap_or(u64::MAX)).sum();
+        let stored: u64 = query_usage(&store, &q).await?.iter().map(|p| p.value.to_u64().unwrap_or(u64::MAX)).sum();
         ensure!(stored <= want, "ClickHouse holds {stored} spans, more than the {want} acknowledged");
         if stored == want {
             return Ok(stored);

@@ -17,31 +17,30 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init_logging(cli.log_format);
     match cli.command {
         Command::Migrate(args) => {
-            let store = &args.store;
-            let ch = store.client()?;
-            let db = &store.clickhouse_database;
-            let report = match &store.clickhouse_cluster {
-                None => migrate(&ch, db).await,
+            let settings = &args.store;
+            let store = settings.store()?;
+            let ch = store.ch();
+            let report = match &settings.clickhouse_cluster {
+                None => migrate(&store).await,
                 Some(name) => {
                     let shards: Vec<_> = args
                         .clickhouse_shard_url
                         .iter()
-                        .map(|url| StoreSettings { clickhouse_url: url.clone(), ..store.clone() }.client())
+                        .map(|url| StoreSettings { clickhouse_url: url.clone(), ..settings.clone() }.client())
                         .collect::<Result<_, _>>()?;
                     let target = match shards.is_empty() {
-                        true => ClusterTarget::discover(&ch, name).await,
-                        false => ClusterTarget::with_shards(&ch, name, shards).await,
+                        true => ClusterTarget::discover(ch, name).await,
+                        false => ClusterTarget::with_shards(ch, name, shards).await,
                     };
                     match target {
-                        Ok(cluster) => migrate_on_cluster(&ch, db, &cluster).await,
+                        Ok(cluster) => migrate_on_cluster(&store, &cluster).await,
                         Err(e) => Err(e),
                     }
                 }
             }
-            .with_context(|| format!("migrating database {db} on {}", ch.url()))?;
+            .with_context(|| format!("migrating {store}"))?;
             println!(
-                "database {db} on {} is at version {} ({} dialect): applied {:?}, already applied {:?}",
-                ch.url(),
+                "{store} is at version {} ({} dialect): applied {:?}, already applied {:?}",
                 report.applied.iter().chain(&report.skipped).max().copied().unwrap_or(0),
                 report.dialect.as_str(),
                 report.applied,
@@ -59,11 +58,11 @@ async fn main() -> anyhow::Result<()> {
             }
             let catalog = args.pricing.catalog()?;
             let plans = args.pricing.price_book(&catalog)?;
-            let ch = args.store.client()?;
-            if let Err(e) = ch.version().await {
+            let store = args.store.store()?;
+            if let Err(e) = store.ch().version().await {
                 tracing::warn!(error = %e, "ClickHouse is not answering yet; /v1/usage answers 503 until it does");
             }
-            let mut state = AppState::new(ch, &args.store.clickhouse_database, ring)?.with_catalog(catalog);
+            let mut state = AppState::new(store, ring)?.with_catalog(catalog);
             if let Some(plans) = plans {
                 tracing::info!(plans = plans.plans.len(), tenants = plans.tenants.len(), "plans loaded");
                 state = state.with_plans(plans);
@@ -78,12 +77,10 @@ async fn main() -> anyhow::Result<()> {
             let Some(book) = args.pricing.price_book(&catalog)? else {
                 bail!("tally invoice needs a plans file: --plans FILE (or TALLY_PLANS, or plans in the config file)");
             };
-            let ch = args.store.client()?;
-            let db = &args.store.clickhouse_database;
-            let invoice =
-                pricing::store::invoice(&ch, db, &book, &catalog, &args.tenant, month).await.with_context(|| {
-                    format!("invoicing tenant {} for {month} from database {db} on {}", args.tenant, ch.url())
-                })?;
+            let store = args.store.store()?;
+            let invoice = pricing::store::invoice(&store, &book, &catalog, &args.tenant, month)
+                .await
+                .with_context(|| format!("invoicing tenant {} for {month} from {store}", args.tenant))?;
             match args.format {
                 InvoiceFormat::Json => println!("{}", serde_json::to_string_pretty(&invoice)?),
                 InvoiceFormat::Text => print!("{}", pricing::text::render(&invoice)),
@@ -92,11 +89,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Report(command) => report::run(command).await?,
         Command::Export(args) => {
             let month = BillingMonth::parse(&args.month)?;
-            let ch = args.store.client()?;
-            let db = &args.store.clickhouse_database;
-            let report = metering::report::read_usage_report(&ch, db, month, args.tenant.as_deref())
+            let store = args.store.store()?;
+            let report = metering::report::read_usage_report(&store, month, args.tenant.as_deref())
                 .await
-                .with_context(|| format!("reading {month}'s usage from database {db} on {}", ch.url()))?;
+                .with_context(|| format!("reading {month}'s usage from {store}"))?;
             for m in &args.meter {
                 let in_report = report.tenants.iter().any(|t| t.meters.iter().any(|u| &u.meter == m));
                 if !in_report && metering::meter::Catalog::builtin().get(m).is_none() {
@@ -104,7 +100,9 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
             let out = match args.export_format {
-                ExportFormat::Cloudevents => export::cloudevents(&report, &args.meter, &format!("tally/{db}")),
+                ExportFormat::Cloudevents => {
+                    export::cloudevents(&report, &args.meter, &format!("tally/{}", store.db()))
+                }
                 ExportFormat::Csv => {
                     let mut report = report;
                     for t in &mut report.tenants {
@@ -127,20 +125,17 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Seal(args) => {
             let month = BillingMonth::parse(&args.month)?;
-            let ch = args.store.client()?;
-            let db = &args.store.clickhouse_database;
-            let period = metering::seal::seal(&ch, db, month, time::OffsetDateTime::now_utc())
+            let store = args.store.store()?;
+            let period = metering::seal::seal(&store, month, time::OffsetDateTime::now_utc())
                 .await
-                .with_context(|| format!("sealing {month} in database {db} on {}", ch.url()))?;
+                .with_context(|| format!("sealing {month} in {store}"))?;
             println!("{}", serde_json::to_string_pretty(&period)?);
         }
         Command::Verify(args) => {
             let month = BillingMonth::parse(&args.month)?;
-            let ch = args.store.client()?;
-            let db = &args.store.clickhouse_database;
-            let Some(v) = metering::seal::verify(&ch, db, month)
-                .await
-                .with_context(|| format!("verifying {month} in database {db} on {}", ch.url()))?
+            let store = args.store.store()?;
+            let Some(v) =
+                metering::seal::verify(&store, month).await.with_context(|| format!("verifying {month} in {store}"))?
             else {
                 bail!("{month} is not sealed");
             };

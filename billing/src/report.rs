@@ -62,14 +62,13 @@ pub async fn run(command: ReportCommand) -> anyhow::Result<()> {
     if let Some(dir) = &args.out {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let ch = args.store.client()?;
-    let db = &args.store.clickhouse_database;
+    let store = args.store.store()?;
     let tenant = args.tenant.as_deref();
     let ext = args.format.extension();
-    let context = || format!("reading the {kind} report of {month} from database {db} on {}", ch.url());
+    let context = || format!("reading the {kind} report of {month} from {store}");
     match pricing {
         None => {
-            let r = report::read_usage_report(&ch, db, month, tenant).await.with_context(context)?;
+            let r = report::read_usage_report(&store, month, tenant).await.with_context(context)?;
             tracing::info!(%month, tenants = r.tenants.len(), "usage report read");
             match &args.out {
                 None => print!("{}", usage_text(&r, args.format)?),
@@ -96,13 +95,12 @@ pub async fn run(command: ReportCommand) -> anyhow::Result<()> {
                 tracing::warn!("no plans file (--plans): the SLA report shows no objectives and no credits");
             }
             let progress = bar(0, "pricing SLA credits");
-            let r =
-                report::read_sla_report(&ch, db, month, tenant, book.as_ref().map(|b| (b, &catalog)), |done, of| {
-                    progress.set_length(of as u64);
-                    progress.set_position(done as u64);
-                })
-                .await
-                .with_context(context)?;
+            let r = report::read_sla_report(&store, month, tenant, book.as_ref().map(|b| (b, &catalog)), |done, of| {
+                progress.set_length(of as u64);
+                progress.set_position(done as u64);
+            })
+            .await
+            .with_context(context)?;
             progress.finish_and_clear();
             match &args.out {
                 None => print!("{}", sla_text(&r, args.format)?),

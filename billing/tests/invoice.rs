@@ -10,7 +10,8 @@ use metering::clickhouse::client::parse_tsv;
 use metering::clickhouse::ClickHouse;
 use metering::meter::{definition, Catalog};
 use metering::pricing::invoice::{compute, windows, Inputs, Usage};
-use metering::pricing::{plan_file, store, BillingMonth};
+use metering::pricing::store as pricing_store;
+use metering::pricing::{plan_file, BillingMonth};
 use metering::record::{UsageBatch, UsageRecord};
 use metering::sla::schema::SLA_ROW;
 use metering::sla::{encode_sla_batch, insert_sla, SlaRecord};
@@ -19,7 +20,7 @@ use metering::store::rollup::MAX_LIMIT;
 use metering::store::schema::{insert_usage, USAGE_ROW};
 use metering::store::writer::encode_batch;
 use metering::store::writer::UsageWriter;
-use metering::store::Dialect;
+use metering::store::{Dialect, Store};
 use serde_json::Value;
 use testkit::tally::{start, tally, Serve};
 use testkit::{Chdb, ClickHouseServer};
@@ -119,7 +120,7 @@ async fn setup() -> (ClickHouseServer, String) {
     let server = ClickHouseServer::start().unwrap();
     let db = server.database("invoice").unwrap();
     let ch = ClickHouse::new(&server.http_url(), Duration::from_secs(30)).unwrap();
-    migrate(&ch, &db).await.unwrap();
+    migrate(&Store::new(ch.clone(), &db)).await.unwrap();
     let mut writer = UsageWriter::new(ch.clone(), &db, catalog()).unwrap();
     for b in usage_batches() {
         writer.push(&b).unwrap();
@@ -432,14 +433,14 @@ fn invoice_reads_run_on_the_modern_dialect() {
         let mut price = |tenant: &str| {
             let mut usage = Usage::new();
             for window in windows(&book, tenant, month).unwrap() {
-                let q = store::usage_query(tenant, &window);
+                let q = pricing_store::usage_query(tenant, &window);
                 let points = q.parse_rows(parse_tsv(&chdb.query(q.to_sql(db).unwrap().as_str()).unwrap())).unwrap();
                 assert!(points.len() < MAX_LIMIT as usize);
-                store::record_usage(&mut usage, &window, &points);
+                pricing_store::record_usage(&mut usage, &window, &points);
             }
-            let q = store::sla_query(tenant, month);
+            let q = pricing_store::sla_query(tenant, month);
             let sla = q.parse_rows(parse_tsv(&chdb.query(q.to_sql(db).unwrap().as_str()).unwrap())).unwrap();
-            let inputs = Inputs { usage: &usage, availability: store::availability(&sla), catalog: &catalog };
+            let inputs = Inputs { usage: &usage, availability: pricing_store::availability(&sla), catalog: &catalog };
             serde_json::to_value(compute(&book, tenant, month, inputs).unwrap()).unwrap()
         };
         check_acme(&price("acme"));

@@ -3,6 +3,7 @@
 //! exact accepted, acknowledged, stored and dropped items and the gap. The same
 //! SQL on chDB gives the same lines.
 
+use metering::store::Store;
 use std::time::Duration;
 
 use metering::clickhouse::client::parse_tsv;
@@ -114,7 +115,8 @@ async fn reconciliation_is_exact_per_agent_tenant_and_signal() {
     let server = ClickHouseServer::start().unwrap();
     let db = server.database("reconcile").unwrap();
     let ch = ClickHouse::new(&server.http_url(), Duration::from_secs(30)).unwrap();
-    migrate(&ch, &db).await.unwrap();
+    let store = Store::new(ch.clone(), &db);
+    migrate(&store).await.unwrap();
     let mut writer = UsageWriter::new(ch.clone(), &db, Catalog::builtin()).unwrap();
     for b in batches() {
         writer.push(&b).unwrap();

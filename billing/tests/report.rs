@@ -6,6 +6,7 @@
 //! is written. The report reads are the roll-up and SLA queries that `chdb.rs`,
 //! `sla.rs` and `invoice.rs` already run on chDB; reports add no SQL of their own.
 
+use metering::store::Store;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -157,7 +158,8 @@ async fn setup() -> Fixture {
     let server = ClickHouseServer::start().unwrap();
     let db = server.database("report").unwrap();
     let ch = ClickHouse::new(&server.http_url(), Duration::from_secs(30)).unwrap();
-    migrate(&ch, &db).await.unwrap();
+    let store = Store::new(ch.clone(), &db);
+    migrate(&store).await.unwrap();
     let mut writer = UsageWriter::new(ch.clone(), &db, Catalog::builtin()).unwrap();
     for b in usage_batches() {
         writer.push(&b).unwrap();

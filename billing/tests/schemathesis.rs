@@ -3,6 +3,7 @@
 //! key, generated requests of every shape; no answer may be a 5xx, and every answer
 //! must match the document (status, content type, headers, body schema).
 
+use metering::store::Store;
 use std::process::Command;
 use std::time::Duration;
 
@@ -46,7 +47,8 @@ async fn the_api_keeps_its_openapi_document_and_never_answers_5xx() {
     let server = ClickHouseServer::start().unwrap();
     let db = server.database("schemathesis").unwrap();
     let ch = ClickHouse::new(&server.http_url(), Duration::from_secs(30)).unwrap();
-    migrate(&ch, &db).await.unwrap();
+    let store = Store::new(ch.clone(), &db);
+    migrate(&store).await.unwrap();
     let catalog = Catalog::with_custom(&definition::load(std::path::Path::new(&fixture("meters.yaml"))).unwrap());
     let mut writer = UsageWriter::new(ch.clone(), &db, catalog).unwrap();
     for batch in testkit::usage::dataset() {

@@ -5,6 +5,7 @@
 //! from the stored rows with `sha256sum`, independently of the code under test.
 //! The same snapshot and reads on chDB give the same digest.
 
+use metering::store::Store;
 use std::time::Duration;
 
 use metering::clickhouse::client::parse_tsv;
@@ -122,7 +123,8 @@ async fn a_sealed_month_verifies_after_late_usage_which_is_adjusted_next_month()
     let server = ClickHouseServer::start().unwrap();
     let db = server.database("seal").unwrap();
     let ch = ClickHouse::new(&server.http_url(), Duration::from_secs(30)).unwrap();
-    migrate(&ch, &db).await.unwrap();
+    let store = Store::new(ch.clone(), &db);
+    migrate(&store).await.unwrap();
     write(&ch, &db, &[october(), november()]).await;
     ch.insert_rowbinary(&insert_sla(&db).unwrap(), sla_bytes(false).into()).await.unwrap();
     let plans = tempfile::NamedTempFile::new().unwrap();
@@ -435,8 +437,17 @@ fn seal_sql_runs_on_the_modern_dialect_with_the_same_digest() {
             &bytes,
         );
         assert_eq!(late_rows(&mut chdb), "1\n");
-        chdb.query(schema::record_seal(db, "2026-10", "s1", 1, 1, &digests[0], GENESIS, from).unwrap().as_str())
-            .unwrap();
+        let recorded = metering::seal::Period {
+            month: "2026-10".into(),
+            seal_id: "s1".into(),
+            rows: 1,
+            sla_rows: 1,
+            digest: digests[0].clone(),
+            previous_digest: GENESIS.into(),
+            sealed_at: from,
+            rollups: true,
+        };
+        chdb.query(schema::record_seal(db, &recorded).unwrap().as_str()).unwrap();
         assert_eq!(
             parse_tsv(&chdb.query(schema::read_seals(db).unwrap().as_str()).unwrap())[0][..2],
             ["2026-10", "s1"]

@@ -29,6 +29,7 @@
 //! Senders put a `tally-batch` identity on every request by default, as the
 //! agent does (`--no-batch` sends none; the collector then uses its own).
 
+use metering::store::Store;
 use std::collections::BTreeMap;
 use std::fs;
 use std::process::{Child, Command, Stdio};
@@ -231,7 +232,8 @@ async fn measure(
 ) -> Result<Sample> {
     let ch = ClickHouse::new(&server.http_url(), Duration::from_secs(120))?;
     let db = server.database("bench_e2e")?;
-    migrate(&ch, &db).await?;
+    let store = Store::new(ch.clone(), &db);
+    migrate(&store).await?;
     wait_until_quiet(server_pid)?;
     let mut collectors = Vec::new();
     for _ in 0..args.collectors {
@@ -354,12 +356,13 @@ impl Stored {
 }
 
 async fn stored_usage(ch: &ClickHouse, db: &str) -> Result<Stored> {
+    let store = Store::new(ch.clone(), db);
     let today = time::OffsetDateTime::now_utc().replace_time(time::Time::MIDNIGHT);
     let mut q = UsageQuery::new(today - time::Duration::days(1), today + time::Duration::days(2));
     q.granularity = Granularity::Month;
     let mut stored = Stored { spans: BTreeMap::new(), requests: 0 };
     let whole = |v: Decimal| u64::try_from(v.trunc().mantissa()).unwrap_or(u64::MAX);
-    for p in query_usage(ch, db, &q).await? {
+    for p in query_usage(&store, &q).await? {
         match p.meter.as_str() {
             "spans" => *stored.spans.entry(p.tenant).or_default() += whole(p.value),
             "requests" => stored.requests += whole(p.value),

@@ -3,6 +3,7 @@
 //! of two replicas): usage lands exactly once, on its tenant's shard, and reads
 //! the same through every server.
 
+use metering::store::Store;
 use std::time::Duration;
 
 use metering::store::migrate::{migrate_on_cluster, ClusterTarget};
@@ -27,7 +28,7 @@ async fn two_collectors_write_through_the_distributed_table_exactly_once() {
     let cluster = ClickHouseCluster::start().unwrap();
     let db = format!("collector_cluster_{}", std::process::id());
     let target = ClusterTarget { name: CLUSTER.into(), shards: vec![client(&cluster, 0), client(&cluster, 2)] };
-    migrate_on_cluster(&client(&cluster, 0), &db, &target).await.unwrap();
+    migrate_on_cluster(&Store::new(client(&cluster, 0), &db), &target).await.unwrap();
 
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     // Collector A writes through server 1 (shard 1), B through server 2 (shard 2).

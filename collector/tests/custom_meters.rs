@@ -3,6 +3,7 @@
 //! read back with the roll-up the billing API uses: exact sums per model, the
 //! count, the max and the distinct users.
 
+use metering::store::Store;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -66,7 +67,8 @@ async fn sdk_spans_meter_custom_sums_counts_max_and_unique_users() {
     let server = ClickHouseServer::start().unwrap();
     let db = server.database("custom_e2e").unwrap();
     let ch = ClickHouse::new(&server.http_url(), Duration::from_secs(30)).unwrap();
-    migrate(&ch, &db).await.unwrap();
+    let store = Store::new(ch.clone(), &db);
+    migrate(&store).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let meters = dir.path().join("meters.yaml");
     std::fs::write(&meters, METERS).unwrap();
@@ -87,7 +89,7 @@ async fn sdk_spans_meter_custom_sums_counts_max_and_unique_users() {
     q.tenant = Some("acme".into());
     q.group_by_dimensions = true;
     let mut got: BTreeMap<(String, String), Decimal> = BTreeMap::new();
-    for p in query_usage(&ch, &db, &q).await.unwrap() {
+    for p in query_usage(&store, &q).await.unwrap() {
         let model = p.dimensions.unwrap_or_default().get("model").cloned().unwrap_or_default();
         assert!(got.insert((p.meter, model), p.value).is_none(), "one bucket per series (the run crossed no month)");
     }
@@ -112,10 +114,10 @@ async fn sdk_spans_meter_custom_sums_counts_max_and_unique_users() {
     // Without dimensions: the tokens of every model together, the users counted once.
     q.group_by_dimensions = false;
     q.meter = Some("llm_users".into());
-    let points = query_usage(&ch, &db, &q).await.unwrap();
+    let points = query_usage(&store, &q).await.unwrap();
     assert_eq!(points.iter().map(|p| p.value).collect::<Vec<_>>(), [Decimal::from(17)]);
     q.tenant = Some("globex".into());
     q.meter = Some("llm_tokens".into());
-    let points = query_usage(&ch, &db, &q).await.unwrap();
+    let points = query_usage(&store, &q).await.unwrap();
     assert_eq!(points.iter().map(|p| p.value).collect::<Vec<_>>(), [per_model.values().sum::<Decimal>()]);
 }

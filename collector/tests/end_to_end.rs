@@ -2,6 +2,7 @@
 //! exact usage per tenant and meter, keys enforced, tenants pinned, limits,
 //! resends counted once.
 
+use metering::store::Store;
 use std::time::Duration;
 
 use metering::clickhouse::ClickHouse;
@@ -17,7 +18,8 @@ async fn sdk_traffic_lands_exactly_per_tenant_and_meter() {
     let server = ClickHouseServer::start().unwrap();
     let db = server.database("e2e").unwrap();
     let ch = ClickHouse::new(&server.http_url(), Duration::from_secs(30)).unwrap();
-    migrate(&ch, &db).await.unwrap();
+    let store = Store::new(ch.clone(), &db);
+    migrate(&store).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let running = start_collector(&server, &db, dir.path(), &[]).await;
     let (http_url, grpc_url) = (running.http_url.clone(), running.grpc_url.clone());
@@ -114,7 +116,8 @@ async fn over_the_limit_senders_are_told_when_to_retry_and_the_refused_volume_is
     let server = ClickHouseServer::start().unwrap();
     let db = server.database("limits").unwrap();
     let ch = ClickHouse::new(&server.http_url(), Duration::from_secs(30)).unwrap();
-    migrate(&ch, &db).await.unwrap();
+    let store = Store::new(ch.clone(), &db);
+    migrate(&store).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let running = start_collector(&server, &db, dir.path(), &["--tenant-limit", "acme=100/100"]).await;
     // 80 spans fit the burst; the next 70 do not until the bucket refills, so the SDK is refused
@@ -187,7 +190,8 @@ async fn a_resent_batch_counts_once_on_either_transport() {
     let server = ClickHouseServer::start().unwrap();
     let db = server.database("resend").unwrap();
     let ch = ClickHouse::new(&server.http_url(), Duration::from_secs(30)).unwrap();
-    migrate(&ch, &db).await.unwrap();
+    let store = Store::new(ch.clone(), &db);
+    migrate(&store).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let running = start_collector(&server, &db, dir.path(), &[]).await;
     let body = r#"{"resourceSpans":[{"resource":{"attributes":[{"key":"tenant.id","value":{"stringValue":"acme"}},{"key":"service.name","value":{"stringValue":"api"}}]},
@@ -233,7 +237,7 @@ async fn a_resent_batch_counts_once_on_either_transport() {
     q.granularity = Granularity::Minute;
     q.meter = Some("spans".into());
     running.settle().await;
-    let points = query_usage(&ch, &db, &q).await.unwrap();
+    let points = query_usage(&store, &q).await.unwrap();
     assert_eq!(points.iter().map(|p| p.value).collect::<Vec<_>>(), vec![Decimal::from(6)]);
     // A different key's identical identity is another sender: counted.
     let resp = client
@@ -270,7 +274,8 @@ async fn bad_input_gets_precise_errors_while_other_tenants_traffic_in_flight_lan
     let server = ClickHouseServer::start().unwrap();
     let db = server.database("bad_input").unwrap();
     let ch = ClickHouse::new(&server.http_url(), Duration::from_secs(30)).unwrap();
-    migrate(&ch, &db).await.unwrap();
+    let store = Store::new(ch.clone(), &db);
+    migrate(&store).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let running = start_collector(&server, &db, dir.path(), &["--max-request-bytes", "200000"]).await;
     // Two tenants' SDKs send while the bad requests arrive.

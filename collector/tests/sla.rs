@@ -2,6 +2,7 @@
 //! sink) → a real ClickHouse 18.16 → the SLA read: exact requests, errors and
 //! error rates per route, percentiles within 1/256, the right exemplars.
 
+use metering::store::Store;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -41,7 +42,8 @@ async fn sdk_spans_become_exact_sla_per_route_over_http_and_grpc() {
     let server = ClickHouseServer::start().unwrap();
     let db = server.database("sla_e2e").unwrap();
     let ch = ClickHouse::new(&server.http_url(), Duration::from_secs(30)).unwrap();
-    migrate(&ch, &db).await.unwrap();
+    let store = Store::new(ch.clone(), &db);
+    migrate(&store).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let running = testkit::collector::start_collector(&server, &db, dir.path(), &[]).await;
     let (http_base, grpc_base) = (running.http_url.clone(), running.grpc_url.clone());
@@ -58,7 +60,7 @@ async fn sdk_spans_become_exact_sla_per_route_over_http_and_grpc() {
         q.tenant = Some(tenant.into());
         q.granularity = Granularity::Month;
         q.grouping = SlaGrouping::Route;
-        let points = query_sla(&ch, &db, &q).await.unwrap();
+        let points = query_sla(&store, &q).await.unwrap();
         let got: BTreeMap<String, (u64, u64)> =
             points.iter().map(|p| (p.route.clone().unwrap(), (p.requests, p.errors))).collect();
         // By hand from send_sla.py's plan: every 10th /pay failed; 4 in 20 of /users/{id}
@@ -99,7 +101,7 @@ async fn sdk_spans_become_exact_sla_per_route_over_http_and_grpc() {
     let mut q = SlaQuery::new(month, next_month);
     q.granularity = Granularity::Month;
     q.grouping = SlaGrouping::Service;
-    let points = query_sla(&ch, &db, &q).await.unwrap();
+    let points = query_sla(&store, &q).await.unwrap();
     let totals: Vec<_> = points.iter().map(|p| (p.tenant.as_str(), p.service.as_str(), p.requests, p.errors)).collect();
     assert_eq!(totals, [("acme", "checkout", 305, 40), ("globex", "checkout", 305, 40)]);
 }

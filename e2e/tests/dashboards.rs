@@ -4,6 +4,7 @@
 //! written by our own writers, and returns rows. The latency percentiles computed in SQL equal
 //! the Rust sketch's answers. The pipeline dashboard's Prometheus metrics exist in the code.
 
+use metering::store::Store;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -198,7 +199,8 @@ async fn dashboard_queries_return_rows_on_18_16() {
     let server = ClickHouseServer::start().unwrap();
     let db = server.database("dashboards").unwrap();
     let ch = ClickHouse::new(&server.http_url(), Duration::from_secs(30)).unwrap();
-    assert_eq!(migrate(&ch, &db).await.unwrap().dialect, Dialect::Legacy);
+    let store = Store::new(ch.clone(), &db);
+    assert_eq!(migrate(&store).await.unwrap().dialect, Dialect::Legacy);
     let mut writer = UsageWriter::new(ch.clone(), &db, Catalog::builtin()).unwrap();
     for b in usage(&t) {
         writer.push(&b).unwrap();

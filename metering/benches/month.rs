@@ -27,6 +27,7 @@
 //! checks exactness: some tenants' invoice lines, report totals and request
 //! counts must equal the totals computed here, or it aborts.
 
+use metering::store::Store;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
@@ -73,7 +74,7 @@ fn main() -> Result<()> {
     let server = ClickHouseServer::start()?;
     let server_pid = server.pid().context("server not running")?;
     let db = server.database("bench_month")?;
-    rt.block_on(migrate(&client(&server)?, &db)).context("migrating")?;
+    rt.block_on(migrate(&Store::new(client(&server)?, &db))).context("migrating")?;
     let load_before = load_average();
     eprintln!(
         "ClickHouse {} (data on {} in {}); {} tenants × {METERS} meters × {} minutes = {} usage rows, {} SLA rows",
@@ -422,12 +423,13 @@ impl Ctx<'_> {
     /// Runs `phase` as the CLI would, checks its figures, and returns the bytes of JSON it produced.
     async fn run(&self, phase: Phase) -> Result<usize> {
         let (ch, db, month) = (self.ch, self.db, self.month);
+        let store = Store::new(ch.clone(), db);
         match phase {
             Phase::Invoices => {
                 let (mut bytes, mut invoices) = (0, Vec::new());
                 for t in 0..self.shape.tenants {
                     let tenant = tenant_name(t);
-                    let invoice = pricing::store::invoice(ch, db, self.book, self.catalog, &tenant, month)
+                    let invoice = pricing::store::invoice(&store, self.book, self.catalog, &tenant, month)
                         .await
                         .with_context(|| format!("invoicing {tenant}"))?;
                     bytes += serde_json::to_vec_pretty(&invoice)?.len();
@@ -441,7 +443,7 @@ impl Ctx<'_> {
                 Ok(bytes)
             }
             Phase::UsageReport => {
-                let r = report::read_usage_report(ch, db, month, None).await.context("usage report")?;
+                let r = report::read_usage_report(&store, month, None).await.context("usage report")?;
                 let bytes = serde_json::to_vec_pretty(&r)?.len();
                 self.check_tenants("usage report", r.tenants.len())?;
                 for t in self.checked() {
@@ -462,7 +464,7 @@ impl Ctx<'_> {
             }
             Phase::SlaReport => {
                 let plans = Some((self.book, self.catalog));
-                let r = report::read_sla_report(ch, db, month, None, plans, |_, _| {}).await.context("SLA report")?;
+                let r = report::read_sla_report(&store, month, None, plans, |_, _| {}).await.context("SLA report")?;
                 let bytes = serde_json::to_vec_pretty(&r)?.len();
                 self.check_tenants("SLA report", r.tenants.len())?;
                 for t in self.checked() {
@@ -480,7 +482,7 @@ impl Ctx<'_> {
             }
             Phase::Seal => {
                 let now = time::OffsetDateTime::now_utc();
-                let p = metering::seal::seal(ch, db, month, now).await.context("sealing")?;
+                let p = metering::seal::seal(&store, month, now).await.context("sealing")?;
                 ensure!(
                     p.rows == self.shape.usage_rows(),
                     "sealed {} usage rows, generated {}",
@@ -496,7 +498,7 @@ impl Ctx<'_> {
                 Ok(serde_json::to_vec_pretty(&p)?.len())
             }
             Phase::Verify => {
-                let v = metering::seal::verify(ch, db, month)
+                let v = metering::seal::verify(&store, month)
                     .await
                     .context("verifying")?
                     .context("the month is not sealed")?;

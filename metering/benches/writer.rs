@@ -26,6 +26,7 @@
 //! header names that filesystem. `TMPDIR=/dev/shm` takes the disk out of the
 //! comparison.
 
+use metering::store::Store;
 use std::cell::OnceCell;
 use std::fmt::Write as _;
 use std::fs::{self, File};
@@ -426,7 +427,7 @@ impl Bench<'_> {
     /// A new database with the migrated `usage` table.
     fn fresh_database(&self, prefix: &str) -> Result<String> {
         let db = self.server.database(prefix)?;
-        self.rt.block_on(migrate(&self.http_client()?, &db))?;
+        self.rt.block_on(migrate(&Store::new(self.http_client()?, &db)))?;
         Ok(db)
     }
 

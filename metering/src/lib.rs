@@ -5,9 +5,9 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use metering::{clickhouse::ClickHouse, meter::Catalog, record::*, store::{migrate, writer::UsageWriter}};
+//! use metering::{clickhouse::ClickHouse, meter::Catalog, record::*, store::{migrate, writer::UsageWriter, Store}};
 //! let ch = ClickHouse::new("http://127.0.0.1:8123", std::time::Duration::from_secs(10))?;
-//! migrate::migrate(&ch, "tally").await?;
+//! migrate::migrate(&Store::new(ch.clone(), "tally")).await?;
 //! let mut writer = UsageWriter::new(ch, "tally", Catalog::builtin())?;
 //! let now = time::OffsetDateTime::now_utc();
 //! writer.push(&UsageBatch { source_id: "demo".into(), seq: 1, records: vec![

@@ -26,8 +26,8 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::clickhouse::sql::{BadIdentifier, Param, Sql};
-use crate::clickhouse::ClickHouse;
 use crate::report::decimal_text;
+use crate::store::Store;
 use crate::store::StoreError;
 
 /// The item meters agents keep books for.
@@ -136,11 +136,6 @@ pub fn lines(rows: Vec<Vec<String>>) -> Result<Vec<Line>, StoreError> {
 }
 
 /// Reconciles `[from, to)`.
-pub async fn reconcile(
-    ch: &ClickHouse,
-    db: &str,
-    from: OffsetDateTime,
-    to: OffsetDateTime,
-) -> Result<Vec<Line>, StoreError> {
-    lines(ch.query_tsv(&to_sql(db, from, to)?).await?)
+pub async fn reconcile(store: &Store, from: OffsetDateTime, to: OffsetDateTime) -> Result<Vec<Line>, StoreError> {
+    lines(store.ch().query_tsv(&to_sql(store.db(), from, to)?).await?)
 }

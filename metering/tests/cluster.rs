@@ -1,6 +1,7 @@
 //! Cluster mode against a real cluster: ZooKeeper and four ClickHouse 18.16
 //! servers, two shards of two replicas (testkit's `ClickHouseCluster`).
 
+use metering::store::Store;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -50,10 +51,10 @@ async fn migrations_lay_out_replicated_sharded_tables_and_run_twice_as_a_no_op()
     // Servers named per shard (`--clickhouse-shard-url`) must be one per shard.
     let short = ClusterTarget::with_shards(&client(&cluster, 0), CLUSTER, vec![client(&cluster, 0)]).await.unwrap_err();
     assert!(matches!(short, StoreError::ShardCount { shards: 2, given: 1, .. }), "{short}");
-    let first = migrate_on_cluster(&client(&cluster, 0), &db, &target(&cluster)).await.unwrap();
+    let first = migrate_on_cluster(&Store::new(client(&cluster, 0), &db), &target(&cluster)).await.unwrap();
     assert_eq!((first.applied, first.skipped), (vec![1, 2, 3, 4, 5], vec![]));
     // Again, through another server of the other shard: everything is recorded already.
-    let second = migrate_on_cluster(&client(&cluster, 3), &db, &target(&cluster)).await.unwrap();
+    let second = migrate_on_cluster(&Store::new(client(&cluster, 3), &db), &target(&cluster)).await.unwrap();
     assert_eq!((second.applied, second.skipped), (vec![], vec![1, 2, 3, 4, 5]));
 
     let key = "ORDER BY (tenant, meter, window_start, service, route, dimensions, source_id, batch_seq, unique_value)";
@@ -113,7 +114,7 @@ async fn a_migration_stopped_before_the_distributed_rebuild_finishes_on_rerun(
     migrated: &str,
 ) {
     let db = format!("{migrated}_stopped");
-    migrate_on_cluster(&client(cluster, 0), &db, &target(cluster)).await.unwrap();
+    migrate_on_cluster(&Store::new(client(cluster, 0), &db), &target(cluster)).await.unwrap();
     let run = |sql: String| cluster.query(0, &sql).unwrap_or_else(|e| panic!("{sql}: {e:#}"));
     run(format!("DROP TABLE {db}.usage ON CLUSTER {CLUSTER}"));
     run(format!(
@@ -126,7 +127,7 @@ async fn a_migration_stopped_before_the_distributed_rebuild_finishes_on_rerun(
         assert!(std::time::Instant::now() < deadline, "the mutation did not finish");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let rerun = migrate_on_cluster(&client(cluster, 0), &db, &target(cluster)).await.unwrap();
+    let rerun = migrate_on_cluster(&Store::new(client(cluster, 0), &db), &target(cluster)).await.unwrap();
     assert_eq!((rerun.applied, rerun.skipped), (vec![3], vec![1, 2, 4, 5]));
     for i in 0..4 {
         let columns = |table: &str| {
@@ -223,7 +224,7 @@ async fn sla_reads_through_the_distributed_table_count_a_resent_batch_once(clust
     q.granularity = Granularity::Month;
     q.grouping = SlaGrouping::Service;
     for i in 0..4 {
-        let points = query_sla(&client(cluster, i), db, &q).await.unwrap();
+        let points = query_sla(&Store::new(client(cluster, i), db), &q).await.unwrap();
         let got: Vec<_> =
             points.iter().map(|p| (p.tenant.as_str(), p.service.as_str(), p.requests, p.errors)).collect();
         assert_eq!(got, [("acme", "api", 1100, 11), ("globex", "web", 500, 5)], "server {i}");
@@ -258,7 +259,7 @@ async fn assert_exact(cluster: &ClickHouseCluster, db: &str, data: &[UsageBatch]
                 q.granularity = g;
                 q.group_by_service = by_service;
                 q.limit = 10_000;
-                let got = actual(&query_usage(&client(cluster, i), db, &q).await.unwrap());
+                let got = actual(&query_usage(&Store::new(client(cluster, i), db), &q).await.unwrap());
                 let want = expected(data, g, by_service, None, FROM, TO);
                 assert_eq!(got.len(), want.len(), "server {i}, {g:?}, by service {by_service}");
                 let diff: Vec<_> = want
@@ -282,7 +283,7 @@ async fn assert_never_over(cluster: &ClickHouseCluster, db: &str, data: &[UsageB
         let mut q = UsageQuery::new(FROM, TO);
         q.granularity = Granularity::Minute;
         q.limit = 10_000;
-        let got = actual(&query_usage(&client(cluster, i), db, &q).await.unwrap());
+        let got = actual(&query_usage(&Store::new(client(cluster, i), db), &q).await.unwrap());
         let want = expected(data, Granularity::Minute, false, None, FROM, TO);
         let over: Vec<_> = got.iter().filter(|(k, v)| want.get(*k).is_none_or(|w| *v > w)).take(3).collect();
         assert!(over.is_empty(), "server {i} read more than was written: {over:?}");
@@ -312,7 +313,7 @@ fn placement(cluster: &ClickHouseCluster, db: &str) -> BTreeMap<String, Vec<u32>
 async fn resent_batches_through_other_servers_and_a_killed_replica_count_once() {
     let mut cluster = ClickHouseCluster::start().unwrap();
     let db = unique_db("cluster_once");
-    migrate_on_cluster(&client(&cluster, 0), &db, &target(&cluster)).await.unwrap();
+    migrate_on_cluster(&Store::new(client(&cluster, 0), &db), &target(&cluster)).await.unwrap();
     let data = dataset();
 
     // Batches 0..20 through server 0; 0..10 resent through server 3 (the other shard's replica),
@@ -424,7 +425,7 @@ fn raw_rows(cluster: &ClickHouseCluster, table: &str, servers: &[usize]) -> Stri
 async fn a_seal_on_a_cluster_digests_the_whole_snapshot_and_verifies_through_every_server() {
     let cluster = ClickHouseCluster::start().unwrap();
     let db = unique_db("cluster_seal");
-    migrate_on_cluster(&client(&cluster, 0), &db, &target(&cluster)).await.unwrap();
+    migrate_on_cluster(&Store::new(client(&cluster, 0), &db), &target(&cluster)).await.unwrap();
     let mut writer = UsageWriter::new(client(&cluster, 0), &db, Catalog::builtin()).unwrap();
     for b in dataset() {
         writer.push(&b).unwrap();
@@ -465,7 +466,9 @@ async fn a_seal_on_a_cluster_digests_the_whole_snapshot_and_verifies_through_eve
         })
     };
     let month = metering::pricing::BillingMonth::parse("2026-01").unwrap();
-    let sealed = metering::seal::seal(&client(&cluster, 0), &db, month, datetime!(2026-12-01 00:00 UTC)).await.unwrap();
+    let sealed = metering::seal::seal(&Store::new(client(&cluster, 0), &db), month, datetime!(2026-12-01 00:00 UTC))
+        .await
+        .unwrap();
     // It waited for the replicas: no replica but the one written could have the snapshot sooner.
     assert!(restarted.load(std::sync::atomic::Ordering::SeqCst), "the seal returned while fetches were stopped");
     restart.await.unwrap();
@@ -474,7 +477,7 @@ async fn a_seal_on_a_cluster_digests_the_whole_snapshot_and_verifies_through_eve
         cluster.sync_replica(i, &format!("{db}.sealed_usage_local"), Duration::from_secs(60)).unwrap();
     }
     for i in 0..4 {
-        let v = metering::seal::verify(&client(&cluster, i), &db, month).await.unwrap().unwrap();
+        let v = metering::seal::verify(&Store::new(client(&cluster, i), &db), month).await.unwrap().unwrap();
         assert!(v.verified, "server {i}: {v:?}");
         assert_eq!((v.recomputed_rows, &v.period.digest), (live, &sealed.digest), "server {i}");
     }

@@ -2,6 +2,7 @@
 //! batches, on ClickHouse 18.16 and on the modern dialect through chDB: the
 //! same rows, the same SQL, the same exact values.
 
+use metering::store::Store;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -195,7 +196,8 @@ async fn custom_meters_roll_up_exactly_on_18_16() {
     let server = ClickHouseServer::start().unwrap();
     let db = server.database("custom").unwrap();
     let ch = ClickHouse::new(&server.http_url(), Duration::from_secs(30)).unwrap();
-    migrate(&ch, &db).await.unwrap();
+    let store = Store::new(ch.clone(), &db);
+    migrate(&store).await.unwrap();
     let mut writer = UsageWriter::new(ch.clone(), &db, catalog()).unwrap();
     for b in batches() {
         writer.push(&b).unwrap();
@@ -204,17 +206,17 @@ async fn custom_meters_roll_up_exactly_on_18_16() {
     }
     let rt = tokio::runtime::Handle::current();
     tokio::task::block_in_place(|| {
-        check(|q| rt.block_on(query_usage(&ch, &db, q)).unwrap());
+        check(|q| rt.block_on(query_usage(&store, q)).unwrap());
     });
     // Merged parts collapse the retries and change nothing read.
     server.query(&format!("OPTIMIZE TABLE {db}.usage FINAL")).unwrap();
     tokio::task::block_in_place(|| {
-        check(|q| rt.block_on(query_usage(&ch, &db, q)).unwrap());
+        check(|q| rt.block_on(query_usage(&store, q)).unwrap());
     });
     // Sealed, May reads the same: days and months from the seal's daily roll-up, hours and
     // minutes from its snapshot.
     let may = BillingMonth::parse("2026-05").unwrap();
-    let period = metering::seal::seal(&ch, &db, may, TO).await.unwrap();
+    let period = metering::seal::seal(&store, may, TO).await.unwrap();
     assert!(period.rollups);
     let sealed = |q: &UsageQuery| {
         let mut q = q.clone();
@@ -224,12 +226,12 @@ async fn custom_meters_roll_up_exactly_on_18_16() {
         q
     };
     tokio::task::block_in_place(|| {
-        check(|q| rt.block_on(query_usage(&ch, &db, &sealed(q))).unwrap());
+        check(|q| rt.block_on(query_usage(&store, &sealed(q))).unwrap());
     });
     let rolled = server.query(&format!("SELECT count() FROM {db}.sealed_usage_daily FORMAT TSV")).unwrap();
     // 05-04: tokens × 2 models, calls, peak, spans, 5 (model, user) pairs; 05-05: peak, 1 pair.
     assert_eq!(rolled.trim(), "12", "one row per meter, day, model and unique value");
-    let v = metering::seal::verify(&ch, &db, may).await.unwrap().unwrap();
+    let v = metering::seal::verify(&store, may).await.unwrap().unwrap();
     assert!(v.verified && v.rollups_verified, "{v:?}");
     // A roll-up row forged after the seal fails verification, though the snapshot still digests.
     server
@@ -238,7 +240,7 @@ async fn custom_meters_roll_up_exactly_on_18_16() {
             period.seal_id
         ))
         .unwrap();
-    let v = metering::seal::verify(&ch, &db, may).await.unwrap().unwrap();
+    let v = metering::seal::verify(&store, may).await.unwrap().unwrap();
     assert_eq!((v.verified, v.rollups_verified, v.recomputed_digest == v.period.digest), (false, false, true));
 }
 

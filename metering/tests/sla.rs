@@ -2,6 +2,7 @@
 //! migrate, insert encoded batches (one of them twice, as a retry would), read
 //! merged, and compare with exact answers computed here from the raw requests.
 
+use metering::store::Store;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -130,32 +131,33 @@ async fn sla_rows_merge_exactly_on_18_16() {
     let server = ClickHouseServer::start().unwrap();
     let db = server.database("sla").unwrap();
     let ch = ClickHouse::new(&server.http_url(), Duration::from_secs(30)).unwrap();
-    assert_eq!(migrate(&ch, &db).await.unwrap().dialect, Dialect::Legacy);
+    let store = Store::new(ch.clone(), &db);
+    assert_eq!(migrate(&store).await.unwrap().dialect, Dialect::Legacy);
     let insert = insert_sla(&db).unwrap();
     ch.insert_rowbinary(&insert, encoded().into()).await.unwrap();
     // The retried batch is stored twice until parts merge; reads must not care.
     let stored = server.query(&format!("SELECT count() FROM {db}.sla FORMAT TSV")).unwrap();
     assert!(stored.trim().parse::<u64>().unwrap() > 15, "{stored}");
     for q in queries() {
-        let points = query_sla(&ch, &db, &q).await.unwrap();
+        let points = query_sla(&store, &q).await.unwrap();
         assert!(points.iter().all(|p| p.start >= FROM && p.end <= TO));
         check(&points, q.grouping);
     }
     // Filters: one tenant, one service; minute buckets add up to the hour.
     let mut q = SlaQuery::new(FROM, TO);
     q.tenant = Some("globex".into());
-    let points = query_sla(&ch, &db, &q).await.unwrap();
+    let points = query_sla(&store, &q).await.unwrap();
     assert_eq!((points.len(), points[0].requests), (1, 20));
     q.tenant = Some("acme".into());
     q.service = Some("checkout".into());
     q.granularity = Granularity::Minute;
-    let points = query_sla(&ch, &db, &q).await.unwrap();
+    let points = query_sla(&store, &q).await.unwrap();
     assert_eq!(points.len(), 10, "two routes × five minutes");
     assert_eq!(points.iter().map(|p| p.requests).sum::<u64>(), 1300);
     // After a merge of parts the answers are the same.
     server.query(&format!("OPTIMIZE TABLE {db}.sla FINAL")).unwrap();
     for q in queries() {
-        check(&query_sla(&ch, &db, &q).await.unwrap(), q.grouping);
+        check(&query_sla(&store, &q).await.unwrap(), q.grouping);
     }
 }
 
@@ -212,7 +214,8 @@ async fn a_seals_hourly_roll_up_answers_as_live_rows_do() {
     let server = ClickHouseServer::start().unwrap();
     let db = server.database("sla_sealed").unwrap();
     let ch = ClickHouse::new(&server.http_url(), Duration::from_secs(30)).unwrap();
-    migrate(&ch, &db).await.unwrap();
+    let store = Store::new(ch.clone(), &db);
+    migrate(&store).await.unwrap();
     let all = spread_batches();
     let mut bytes = Vec::new();
     for (source, seq, records) in all.iter().chain(std::iter::once(&all[0])) {
@@ -220,16 +223,16 @@ async fn a_seals_hourly_roll_up_answers_as_live_rows_do() {
     }
     ch.insert_rowbinary(&insert_sla(&db).unwrap(), bytes.into()).await.unwrap();
     let period =
-        metering::seal::seal(&ch, &db, metering::pricing::BillingMonth::parse("2026-05").unwrap(), TO).await.unwrap();
+        metering::seal::seal(&store, metering::pricing::BillingMonth::parse("2026-05").unwrap(), TO).await.unwrap();
     let mut queries = queries();
     queries.extend([Granularity::Minute].map(|g| SlaQuery { granularity: g, ..SlaQuery::new(FROM, TO) }));
     let mut day_failed_hours = Vec::new();
     for q in queries {
-        let live = query_sla(&ch, &db, &q).await.unwrap();
+        let live = query_sla(&store, &q).await.unwrap();
         let sealed_q = SlaQuery { sealed: Some(period.sealed()), ..q.clone() };
         let hourly = sealed_q.to_sql(&db).unwrap().as_str().contains(".sealed_sla_hourly");
         assert_eq!(hourly, q.granularity != Granularity::Minute, "{q:?}");
-        let sealed = query_sla(&ch, &db, &sealed_q).await.unwrap();
+        let sealed = query_sla(&store, &sealed_q).await.unwrap();
         assert_eq!((live.len(), live.iter().map(|p| p.requests).sum::<u64>()), (sealed.len(), 6000), "{q:?}");
         assert_eq!(sealed, live, "{q:?}");
         if q.granularity == Granularity::Day {
@@ -242,7 +245,7 @@ async fn a_seals_hourly_roll_up_answers_as_live_rows_do() {
     }
     // A day's failed exemplars come from several hours: the roll-up's per-hour picks were merged.
     assert!(day_failed_hours.iter().any(|&n| n >= 2), "{day_failed_hours:?}");
-    let v = metering::seal::verify(&ch, &db, metering::pricing::BillingMonth::parse("2026-05").unwrap())
+    let v = metering::seal::verify(&store, metering::pricing::BillingMonth::parse("2026-05").unwrap())
         .await
         .unwrap()
         .unwrap();

@@ -1,5 +1,6 @@
 //! The usage store against a real ClickHouse 18.16 server.
 
+use metering::store::Store;
 use std::time::Duration;
 
 use metering::clickhouse::{ClickHouse, Sql};
@@ -17,7 +18,8 @@ use time::macros::datetime;
 async fn setup(server: &ClickHouseServer) -> (ClickHouse, String) {
     let db = server.database("store").unwrap();
     let ch = ClickHouse::new(&server.http_url(), Duration::from_secs(30)).unwrap();
-    migrate(&ch, &db).await.unwrap();
+    let store = Store::new(ch.clone(), &db);
+    migrate(&store).await.unwrap();
     (ch, db)
 }
 
@@ -42,6 +44,7 @@ fn query(g: Granularity, by_service: bool, tenant: Option<&str>) -> UsageQuery {
 async fn rollups_equal_independent_sums() {
     let server = ClickHouseServer::start().unwrap();
     let (ch, db) = setup(&server).await;
+    let store = Store::new(ch.clone(), &db);
     let data = dataset();
     write_all(&ch, &db, &data).await;
     for g in [Granularity::Minute, Granularity::Hour, Granularity::Day, Granularity::Month] {
@@ -49,7 +52,7 @@ async fn rollups_equal_independent_sums() {
             for tenant in [None, Some("globex")] {
                 let q = query(g, by_service, tenant);
                 q.validate(&Catalog::builtin()).unwrap();
-                let got = actual(&query_usage(&ch, &db, &q).await.unwrap());
+                let got = actual(&query_usage(&store, &q).await.unwrap());
                 let want = expected(&data, g, by_service, tenant, FROM, TO);
                 assert!(!want.is_empty());
                 assert_eq!(got, want, "granularity {g:?}, by service {by_service}, tenant {tenant:?}");
@@ -60,13 +63,13 @@ async fn rollups_equal_independent_sums() {
     let mut q = query(Granularity::Month, false, None);
     q.from = datetime!(2026-02-01 00:00 UTC);
     q.to = datetime!(2026-03-01 00:00 UTC);
-    let points = query_usage(&ch, &db, &q).await.unwrap();
+    let points = query_usage(&store, &q).await.unwrap();
     assert_eq!(actual(&points), expected(&data, Granularity::Month, false, None, q.from, q.to));
     assert!(points.iter().all(|p| p.start == q.from && p.end == q.to));
     // Meter filter and units.
     let mut q = query(Granularity::Month, false, Some("acme"));
     q.meter = Some("cpu_seconds".into());
-    let points = query_usage(&ch, &db, &q).await.unwrap();
+    let points = query_usage(&store, &q).await.unwrap();
     assert!(!points.is_empty());
     assert!(points.iter().all(|p| p.meter == "cpu_seconds" && p.unit == "seconds" && p.tenant == "acme"));
 }
@@ -75,13 +78,14 @@ async fn rollups_equal_independent_sums() {
 async fn pages_concatenate_to_the_whole() {
     let server = ClickHouseServer::start().unwrap();
     let (ch, db) = setup(&server).await;
+    let store = Store::new(ch.clone(), &db);
     let data = dataset();
     write_all(&ch, &db, &data).await;
     let mut q = query(Granularity::Day, true, None);
     q.limit = 7;
     let mut all = Vec::new();
     loop {
-        let page = query_usage(&ch, &db, &q).await.unwrap();
+        let page = query_usage(&store, &q).await.unwrap();
         assert!(page.len() <= 7);
         let Some(last) = page.last() else { break };
         q.after = Some(last.key.clone());
@@ -94,6 +98,7 @@ async fn pages_concatenate_to_the_whole() {
 async fn a_retried_batch_counts_once() {
     let server = ClickHouseServer::start().unwrap();
     let (ch, db) = setup(&server).await;
+    let store = Store::new(ch.clone(), &db);
     let data = dataset();
     let mut writer = UsageWriter::new(ch.clone(), &db, Catalog::builtin()).unwrap();
     // Everything once, then a third of the batches again in a later insert (a retry after a
@@ -109,21 +114,22 @@ async fn a_retried_batch_counts_once() {
     writer.flush().await.unwrap();
     let q = query(Granularity::Month, false, None);
     let want = expected(&data, Granularity::Month, false, None, FROM, TO);
-    assert_eq!(actual(&query_usage(&ch, &db, &q).await.unwrap()), want);
+    assert_eq!(actual(&query_usage(&store, &q).await.unwrap()), want);
     // Also after ClickHouse has collapsed the duplicates itself.
     ch.execute(&Sql::new("OPTIMIZE TABLE ").ident(&db).unwrap().push(".usage FINAL")).await.unwrap();
-    assert_eq!(actual(&query_usage(&ch, &db, &q).await.unwrap()), want);
+    assert_eq!(actual(&query_usage(&store, &q).await.unwrap()), want);
     // The same records under a new sequence number are new usage: counted again.
     let again = UsageBatch { seq: 1000, ..data[0].clone() };
     write_all(&ch, &db, &[again]).await;
     let twice = expected(&[data.clone(), vec![data[0].clone()]].concat(), Granularity::Month, false, None, FROM, TO);
-    assert_eq!(actual(&query_usage(&ch, &db, &q).await.unwrap()), twice);
+    assert_eq!(actual(&query_usage(&store, &q).await.unwrap()), twice);
 }
 
 #[tokio::test]
 async fn month_boundaries_are_utc_and_exact() {
     let server = ClickHouseServer::start().unwrap();
     let (ch, db) = setup(&server).await;
+    let store = Store::new(ch.clone(), &db);
     let batch = UsageBatch {
         source_id: "edge".into(),
         seq: 1,
@@ -137,7 +143,7 @@ async fn month_boundaries_are_utc_and_exact() {
         ],
     };
     write_all(&ch, &db, &[batch]).await;
-    let points = query_usage(&ch, &db, &query(Granularity::Month, false, None)).await.unwrap();
+    let points = query_usage(&store, &query(Granularity::Month, false, None)).await.unwrap();
     let got: Vec<_> = points.iter().map(|p| (p.start, p.end, p.value)).collect();
     assert_eq!(
         got,
@@ -149,7 +155,7 @@ async fn month_boundaries_are_utc_and_exact() {
     );
     let mut q = query(Granularity::Minute, false, None);
     q.to = datetime!(2026-02-01 00:00 UTC);
-    let points = query_usage(&ch, &db, &q).await.unwrap();
+    let points = query_usage(&store, &q).await.unwrap();
     assert_eq!(points.len(), 2);
     assert_eq!((points[1].start, points[1].value), (datetime!(2026-01-31 23:59 UTC), Decimal::from(1)));
 }
@@ -158,6 +164,7 @@ async fn month_boundaries_are_utc_and_exact() {
 async fn bad_input_is_refused_precisely_and_loses_nothing_else() {
     let server = ClickHouseServer::start().unwrap();
     let (ch, db) = setup(&server).await;
+    let store = Store::new(ch.clone(), &db);
     let t = datetime!(2026-03-05 12:00 UTC);
     let good =
         UsageBatch { source_id: "s".into(), seq: 1, records: vec![UsageRecord::new("acme", "spans", t, 5.into())] };
@@ -188,7 +195,7 @@ async fn bad_input_is_refused_precisely_and_loses_nothing_else() {
     );
     assert_eq!(writer.pending_rows(), 1);
     assert_eq!(writer.flush().await.unwrap(), 1);
-    let points = query_usage(&ch, &db, &query(Granularity::Month, false, None)).await.unwrap();
+    let points = query_usage(&store, &query(Granularity::Month, false, None)).await.unwrap();
     assert_eq!(points.iter().map(|p| p.value).collect::<Vec<_>>(), vec![Decimal::from(5)]);
 }
 
@@ -198,11 +205,12 @@ async fn hostile_strings_stay_literals() {
     // escaping beneath it holds on a real server even if validation were bypassed.
     let server = ClickHouseServer::start().unwrap();
     let (ch, db) = setup(&server).await;
+    let store = Store::new(ch.clone(), &db);
     write_all(&ch, &db, &dataset()).await;
     for hostile in ["' OR 1=1 --", "\\' OR 1=1 --", "x\\", "a\nb", "') UNION ALL SELECT 1 --"] {
         let q = query(Granularity::Month, false, Some(hostile));
         assert!(q.validate(&Catalog::builtin()).is_err(), "{hostile:?}");
-        assert_eq!(query_usage(&ch, &db, &q).await.unwrap(), vec![], "{hostile:?}");
+        assert_eq!(query_usage(&store, &q).await.unwrap(), vec![], "{hostile:?}");
     }
     assert_eq!(server.query(&format!("SELECT count() > 0 FROM {db}.usage")).unwrap().trim(), "1");
 }
@@ -212,9 +220,10 @@ async fn migrations_run_twice_are_a_no_op() {
     let server = ClickHouseServer::start().unwrap();
     let db = server.database("mig").unwrap();
     let ch = ClickHouse::new(&server.http_url(), Duration::from_secs(30)).unwrap();
-    let first = migrate(&ch, &db).await.unwrap();
+    let store = Store::new(ch.clone(), &db);
+    let first = migrate(&store).await.unwrap();
     assert_eq!((first.dialect, first.applied, first.skipped), (Dialect::Legacy, vec![1, 2, 3, 4, 5], vec![]));
-    let second = migrate(&ch, &db).await.unwrap();
+    let second = migrate(&store).await.unwrap();
     assert_eq!((second.applied, second.skipped), (vec![], vec![1, 2, 3, 4, 5]));
     let recorded = server
         .query(&format!("SELECT version, name, dialect FROM {db}.tally_migrations ORDER BY version FORMAT TSV"))
@@ -226,7 +235,7 @@ async fn migrations_run_twice_are_a_no_op() {
     );
     // A database that does not exist yet is created.
     let fresh = format!("{db}_new");
-    assert_eq!(migrate(&ch, &fresh).await.unwrap().applied, vec![1, 2, 3, 4, 5]);
+    assert_eq!(migrate(&Store::new(ch.clone(), &fresh)).await.unwrap().applied, vec![1, 2, 3, 4, 5]);
     // A run interrupted after migration 3's ALTER but before recording it: the next run
     // finds the columns in place and records it (18.16 has no ADD COLUMN IF NOT EXISTS).
     let interrupted = format!("{db}_cut");
@@ -241,10 +250,10 @@ async fn migrations_run_twice_are_a_no_op() {
     for m in &metering::store::migrate::MIGRATIONS[..2] {
         ch.execute(&metering::store::migrate::record_applied(&interrupted, m, Dialect::Legacy).unwrap()).await.unwrap();
     }
-    let resumed = migrate(&ch, &interrupted).await.unwrap();
+    let resumed = migrate(&Store::new(ch.clone(), &interrupted)).await.unwrap();
     assert_eq!((resumed.applied, resumed.skipped), (vec![3, 4, 5], vec![1, 2]));
     // A bad database name is refused before anything runs.
-    let err = migrate(&ch, "tally; DROP DATABASE x").await.unwrap_err();
+    let err = migrate(&Store::new(ch.clone(), "tally; DROP DATABASE x")).await.unwrap_err();
     assert!(err.to_string().contains("is not a valid ClickHouse identifier"), "{err}");
 }
 

@@ -10,6 +10,7 @@ pub use crate::service::{free_port as port, Service};
 use crate::ClickHouseServer;
 use metering::clickhouse::ClickHouse;
 use metering::store::rollup::{query_usage, Granularity, UsageQuery};
+use metering::store::Store;
 use rust_decimal::Decimal;
 
 pub fn sha256_hex(key: &str) -> String {
@@ -113,7 +114,7 @@ pub async fn setup(prefix: &str) -> (ClickHouseServer, String, ClickHouse) {
     let server = ClickHouseServer::start().unwrap();
     let db = server.database(prefix).unwrap();
     let ch = ClickHouse::new(&server.http_url(), Duration::from_secs(30)).unwrap();
-    metering::store::migrate::migrate(&ch, &db).await.unwrap();
+    metering::store::migrate::migrate(&Store::new(ch.clone(), &db)).await.unwrap();
     (server, db, ch)
 }
 
@@ -124,7 +125,7 @@ pub async fn totals(ch: &ClickHouse, db: &str) -> BTreeMap<(String, String), Dec
     let mut q = UsageQuery::new(from, from + time::Duration::days(3));
     q.granularity = Granularity::Month;
     let mut got = BTreeMap::new();
-    for p in query_usage(ch, db, &q).await.unwrap() {
+    for p in query_usage(&Store::new(ch.clone(), db), &q).await.unwrap() {
         *got.entry((p.tenant, p.meter)).or_insert(Decimal::ZERO) += p.value;
     }
     got

@@ -41,7 +41,7 @@ pub async fn get_invoice(
             "tally serve runs without a plans file (--plans), so no tenant has a plan".into(),
         ));
     };
-    match invoice(&state.ch, &state.database, book, &state.catalog, &tenant, month).await {
+    match invoice(&state.store, book, &state.catalog, &tenant, month).await {
         Ok(invoice) => Ok(Json(invoice)),
         Err(InvoiceFailure::Store(e)) => Err(store_error(e)),
         Err(InvoiceFailure::Invoice(e)) => Err(match &e {

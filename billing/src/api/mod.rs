@@ -19,17 +19,15 @@ use axum::{Json, Router};
 use auth::KeyRing;
 use error::ApiError;
 use metering::clickhouse::sql::{check_identifier, BadIdentifier};
-use metering::clickhouse::ClickHouse;
 use metering::meter::Catalog;
 use metering::pricing::plan::PriceBook;
+use metering::store::Store;
 
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
     /// The usage store.
-    pub ch: ClickHouse,
-    /// Its database.
-    pub database: Arc<str>,
+    pub store: Store,
     /// Known meters.
     pub catalog: Arc<Catalog>,
     /// Accepted keys.
@@ -39,16 +37,10 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// State for a store at `ch`/`database` with the given keys.
-    pub fn new(ch: ClickHouse, database: &str, keys: KeyRing) -> Result<Self, BadIdentifier> {
-        check_identifier(database)?;
-        Ok(Self {
-            ch,
-            database: database.into(),
-            catalog: Arc::new(Catalog::builtin()),
-            keys: Arc::new(keys),
-            plans: None,
-        })
+    /// State for `store` with the given keys.
+    pub fn new(store: Store, keys: KeyRing) -> Result<Self, BadIdentifier> {
+        check_identifier(store.db())?;
+        Ok(Self { store, catalog: Arc::new(Catalog::builtin()), keys: Arc::new(keys), plans: None })
     }
 
     /// The same state knowing `catalog`'s meters (the built-ins plus custom meters).

@@ -35,7 +35,7 @@ pub async fn get_period(
 ) -> Result<Json<Value>, ApiError> {
     state.keys.authenticate(&headers)?;
     let month = month_of(&month, &params)?;
-    Ok(Json(match seal::verify(&state.ch, &state.database, month).await.map_err(store_error)? {
+    Ok(Json(match seal::verify(&state.store, month).await.map_err(store_error)? {
         Some(v) => {
             let mut body = serde_json::to_value(&v).map_err(|e| ApiError::internal(e.to_string()))?;
             body["sealed"] = json!(true);
@@ -58,7 +58,7 @@ pub async fn seal_period(
     let month = month_of(&month, &params)?;
     let conflict =
         |code: &'static str, e: SealError| ApiError { status: StatusCode::CONFLICT, code, message: e.to_string() };
-    match seal::seal(&state.ch, &state.database, month, time::OffsetDateTime::now_utc()).await {
+    match seal::seal(&state.store, month, time::OffsetDateTime::now_utc()).await {
         Ok(p) => {
             let mut body = serde_json::to_value(&p).map_err(|e| ApiError::internal(e.to_string()))?;
             body["sealed"] = json!(true);

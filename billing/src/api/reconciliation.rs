@@ -41,6 +41,6 @@ pub async fn get_reconciliation(
             format!("`from` ({}) must be before `to` ({})", rfc3339(from), rfc3339(to)),
         ));
     }
-    let lines = reconcile(&state.ch, &state.database, from, to).await.map_err(store_error)?;
+    let lines = reconcile(&state.store, from, to).await.map_err(store_error)?;
     Ok(Json(json!({"from": rfc3339(from), "to": rfc3339(to), "data": lines})))
 }

@@ -69,8 +69,7 @@ pub async fn get_usage_report(
 ) -> Result<Response, ApiError> {
     let principal = state.keys.authenticate(&headers)?;
     let (month, format, tenant) = parse(&principal, &month, &params)?;
-    let r =
-        report::read_usage_report(&state.ch, &state.database, month, tenant.as_deref()).await.map_err(store_error)?;
+    let r = report::read_usage_report(&state.store, month, tenant.as_deref()).await.map_err(store_error)?;
     Ok(respond(
         format,
         match format {
@@ -91,15 +90,15 @@ pub async fn get_sla_report(
     let principal = state.keys.authenticate(&headers)?;
     let (month, format, tenant) = parse(&principal, &month, &params)?;
     let plans = state.plans.as_deref().map(|book| (book, state.catalog.as_ref()));
-    let r = report::read_sla_report(&state.ch, &state.database, month, tenant.as_deref(), plans, |_, _| {})
-        .await
-        .map_err(|e| match e {
+    let r = report::read_sla_report(&state.store, month, tenant.as_deref(), plans, |_, _| {}).await.map_err(
+        |e| match e {
             ReportError::Store(e) => store_error(e),
             e @ ReportError::Pricing { .. } => {
                 tracing::error!(error = %e, %month, "cannot price SLA credits");
                 ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, code: "pricing_error", message: e.to_string() }
             }
-        })?;
+        },
+    )?;
     Ok(respond(
         format,
         match format {

@@ -195,7 +195,7 @@ pub async fn get_usage(
     let page = query.limit as usize;
     // One extra point says whether there is a next page.
     query.limit += 1;
-    let mut points = query_usage(&state.ch, &state.database, &query).await.map_err(store_error)?;
+    let mut points = query_usage(&state.store, &query).await.map_err(store_error)?;
     let next_cursor = if points.len() > page {
         points.truncate(page);
         points.last().map(|p| {

@@ -12,11 +12,11 @@ use super::credit::Availability;
 use super::invoice::{add_adjustments, adjustments, compute, windows, Inputs, Invoice, InvoiceError, Usage, Window};
 use super::plan::{Period, PriceBook};
 use super::BillingMonth;
-use crate::clickhouse::ClickHouse;
 use crate::meter::Catalog;
 use crate::seal::rollup::Sealed;
 use crate::sla::{query_sla, SlaGrouping, SlaPoint, SlaQuery};
 use crate::store::rollup::{query_usage_all, Granularity, UsagePoint, UsageQuery, MAX_LIMIT};
+use crate::store::Store;
 use crate::store::StoreError;
 
 /// Why an invoice could not be produced.
@@ -85,8 +85,7 @@ pub fn availability<'a>(points: impl IntoIterator<Item = &'a SlaPoint>) -> Avail
 
 /// Prices `tenant`'s `month` from live usage and SLA rows, or from the snapshot of seal `sealed`.
 async fn price(
-    ch: &ClickHouse,
-    db: &str,
+    store: &Store,
     book: &PriceBook,
     catalog: &Catalog,
     tenant: &str,
@@ -95,16 +94,14 @@ async fn price(
 ) -> Result<Invoice, InvoiceFailure> {
     let mut sla = sla_query(tenant, month);
     sla.sealed = sealed.cloned();
-    let read = async { Ok(availability(&query_sla(ch, db, &sla).await?)) };
-    price_with(ch, db, book, catalog, tenant, month, sealed, read).await
+    let read = async { Ok(availability(&query_sla(store, &sla).await?)) };
+    price_with(store, book, catalog, tenant, month, sealed, read).await
 }
 
 /// [`price`] with the month's availability from `availability` (an SLA report has read it
 /// already), read while the usage is: the month's charges and credits, without adjustments.
-#[allow(clippy::too_many_arguments)]
 pub async fn price_with(
-    ch: &ClickHouse,
-    db: &str,
+    store: &Store,
     book: &PriceBook,
     catalog: &Catalog,
     tenant: &str,
@@ -117,7 +114,7 @@ pub async fn price_with(
         for window in windows(book, tenant, month)? {
             let mut query = usage_query(tenant, &window);
             query.sealed = sealed.cloned();
-            let points = query_usage_all(ch, db, &query).await?;
+            let points = query_usage_all(store, &query).await?;
             record_usage(&mut usage, &window, &points);
         }
         Ok::<_, InvoiceFailure>(usage)
@@ -133,24 +130,23 @@ pub async fn price_with(
 /// sealed month is priced from its snapshot; when the previous month is sealed,
 /// its late usage is charged here as adjustments.
 pub async fn invoice(
-    ch: &ClickHouse,
-    db: &str,
+    store: &Store,
     book: &PriceBook,
     catalog: &Catalog,
     tenant: &str,
     month: BillingMonth,
 ) -> Result<Invoice, InvoiceFailure> {
     // One read of the seals serves this month and the previous one.
-    let seals = crate::seal::store::seals(ch, db).await?;
+    let seals = crate::seal::store::seals(store).await?;
     let seal_of = |m: BillingMonth| seals.iter().find(|p| p.month == m.to_string());
     let seal = seal_of(month);
     let mut invoice =
-        price(ch, db, book, catalog, tenant, month, seal.map(crate::seal::Period::sealed).as_ref()).await?;
+        price(store, book, catalog, tenant, month, seal.map(crate::seal::Period::sealed).as_ref()).await?;
     invoice.sealed_digest = seal.map(|s| s.digest.clone());
     let previous = month.previous();
     let Some(prev_seal) = seal_of(previous) else { return Ok(invoice) };
-    let sealed = price(ch, db, book, catalog, tenant, previous, Some(&prev_seal.sealed())).await;
-    let live = price(ch, db, book, catalog, tenant, previous, None).await;
+    let sealed = price(store, book, catalog, tenant, previous, Some(&prev_seal.sealed())).await;
+    let live = price(store, book, catalog, tenant, previous, None).await;
     match (sealed, live) {
         (Ok(sealed), Ok(live)) => Ok(add_adjustments(invoice, adjustments(&sealed, &live))?),
         // No plan last month: nothing of it is billed, late or not.

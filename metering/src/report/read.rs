@@ -9,7 +9,6 @@ use time::OffsetDateTime;
 
 use super::sla::{self, Credits, Objective, Pricing, SlaReport};
 use super::usage::{self, UsageReport};
-use crate::clickhouse::ClickHouse;
 use crate::meter::Catalog;
 use crate::pricing::credit::Availability;
 use crate::pricing::invoice::InvoiceError;
@@ -21,6 +20,7 @@ use crate::seal::schema::Snapshot;
 use crate::seal::Period;
 use crate::sla::{query_sla, SlaGrouping, SlaPoint, SlaQuery};
 use crate::store::rollup::{query_usage_all, Granularity, UsagePoint, UsageQuery};
+use crate::store::Store;
 use crate::store::StoreError;
 
 /// Why a report could not be produced.
@@ -73,8 +73,7 @@ pub fn sla_query(month: BillingMonth, tenant: Option<&str>, granularity: Granula
 /// past the server's default 10 GB limit well before 1,000 tenants), and each 10,000-point
 /// page of it re-reads the whole month. One read of roll-ups saves a query per tenant.
 async fn reads(
-    ch: &ClickHouse,
-    db: &str,
+    store: &Store,
     table: Snapshot,
     month: BillingMonth,
     tenant: Option<&str>,
@@ -87,34 +86,33 @@ async fn reads(
         return Ok(vec![None]);
     }
     let sql = crate::seal::schema::tenants(
-        db,
+        store.db(),
         table,
         sealed.map(|s| s.seal_id.as_str()),
         midnight(month.first_day()),
         midnight(month.end()),
     )?;
-    Ok(ch.query_column(&sql).await?.into_iter().map(Some).collect())
+    Ok(store.ch().query_column(&sql).await?.into_iter().map(Some).collect())
 }
 
 /// The usage report of `month` for one tenant or all: from the month's seal when
 /// it is sealed (as its invoices are), else from live usage.
 pub async fn read_usage_report(
-    ch: &ClickHouse,
-    db: &str,
+    store: &Store,
     month: BillingMonth,
     tenant: Option<&str>,
 ) -> Result<UsageReport, StoreError> {
-    let seal = crate::seal::period(ch, db, month).await?;
+    let seal = crate::seal::period(store, month).await?;
     let sealed = seal.as_ref().map(Period::sealed);
     let (mut days, mut totals): (Vec<UsagePoint>, Vec<UsagePoint>) = Default::default();
-    for t in reads(ch, db, Snapshot::Usage, month, tenant, sealed.as_ref()).await? {
+    for t in reads(store, Snapshot::Usage, month, tenant, sealed.as_ref()).await? {
         let query = |g| {
             let mut q = usage_query(month, t.as_deref(), g);
             q.sealed = sealed.clone();
             q
         };
-        days.extend(query_usage_all(ch, db, &query(Granularity::Day)).await?);
-        totals.extend(query_usage_all(ch, db, &query(Granularity::Month)).await?);
+        days.extend(query_usage_all(store, &query(Granularity::Day)).await?);
+        totals.extend(query_usage_all(store, &query(Granularity::Month)).await?);
     }
     let mut report = usage::build(month, &days, &totals);
     report.sealed_digest = seal.map(|s| s.digest);
@@ -124,19 +122,18 @@ pub async fn read_usage_report(
 /// The SLA reads of `month` (month, day, hour) for one tenant or all, from its seal `seal`
 /// when it is sealed.
 pub async fn read_sla_points(
-    ch: &ClickHouse,
-    db: &str,
+    store: &Store,
     month: BillingMonth,
     tenant: Option<&str>,
     seal: Option<&Period>,
 ) -> Result<[Vec<SlaPoint>; 3], StoreError> {
     let sealed = seal.map(Period::sealed);
     let mut out: [Vec<SlaPoint>; 3] = Default::default();
-    for t in reads(ch, db, Snapshot::Sla, month, tenant, sealed.as_ref()).await? {
+    for t in reads(store, Snapshot::Sla, month, tenant, sealed.as_ref()).await? {
         for (slot, g) in out.iter_mut().zip([Granularity::Month, Granularity::Day, Granularity::Hour]) {
             let mut q = sla_query(month, t.as_deref(), g);
             q.sealed = sealed.clone();
-            slot.extend(query_sla(ch, db, &q).await?);
+            slot.extend(query_sla(store, &q).await?);
         }
     }
     Ok(out)
@@ -154,10 +151,8 @@ pub fn objective(book: &PriceBook, tenant: &str, month: BillingMonth) -> Option<
 /// `tenant`'s objective and credits: the credits of its invoice for `month` (read from seal
 /// `sealed` when given), whose `availability` the caller has read. A tenant without a plan
 /// that month has neither.
-#[allow(clippy::too_many_arguments)]
 pub async fn pricing(
-    ch: &ClickHouse,
-    db: &str,
+    store: &Store,
     book: &PriceBook,
     catalog: &Catalog,
     tenant: &str,
@@ -165,7 +160,7 @@ pub async fn pricing(
     sealed: Option<&Sealed>,
     availability: Availability,
 ) -> Result<Pricing, ReportError> {
-    match price_with(ch, db, book, catalog, tenant, month, sealed, async { Ok(availability) }).await {
+    match price_with(store, book, catalog, tenant, month, sealed, async { Ok(availability) }).await {
         Ok(inv) => Ok(Pricing {
             slo: objective(book, tenant, month),
             credits: Some(Credits {
@@ -186,15 +181,14 @@ pub async fn pricing(
 /// objective and credits (`progress` is called after each tenant is priced, with
 /// the number done and the number of tenants).
 pub async fn read_sla_report(
-    ch: &ClickHouse,
-    db: &str,
+    store: &Store,
     month: BillingMonth,
     tenant: Option<&str>,
     plans: Option<(&PriceBook, &Catalog)>,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<SlaReport, ReportError> {
-    let seal = crate::seal::period(ch, db, month).await?;
-    let [months, days, hours] = read_sla_points(ch, db, month, tenant, seal.as_ref()).await?;
+    let seal = crate::seal::period(store, month).await?;
+    let [months, days, hours] = read_sla_points(store, month, tenant, seal.as_ref()).await?;
     let mut tenants: Vec<&str> = months.iter().map(|p| p.tenant.as_str()).collect();
     tenants.dedup();
     let mut priced = BTreeMap::new();
@@ -203,10 +197,8 @@ pub async fn read_sla_report(
         for (n, t) in tenants.iter().enumerate() {
             // The month's points are the invoice's availability read: only its usage is read again.
             let availability = availability(months.iter().filter(|p| p.tenant == *t));
-            priced.insert(
-                (*t).to_owned(),
-                pricing(ch, db, book, catalog, t, month, sealed.as_ref(), availability).await?,
-            );
+            priced
+                .insert((*t).to_owned(), pricing(store, book, catalog, t, month, sealed.as_ref(), availability).await?);
             progress(n + 1, tenants.len());
         }
     }

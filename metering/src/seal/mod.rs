@@ -23,6 +23,7 @@
 //! ```
 
 pub mod digest;
+pub mod period;
 pub mod rollup;
 pub mod schema;
 pub mod store;

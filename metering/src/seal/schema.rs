@@ -10,6 +10,7 @@
 
 use time::OffsetDateTime;
 
+use super::period::Period;
 use crate::clickhouse::sql::{BadIdentifier, Param, Sql};
 
 /// `CREATE TABLE IF NOT EXISTS db.sealed_usage ...`.
@@ -180,34 +181,24 @@ pub enum Snapshot {
     Sla,
 }
 
-/// Records a seal of `rows` usage and `sla_rows` SLA rows, with its roll-ups.
-#[allow(clippy::too_many_arguments)]
-pub fn record_seal(
-    db: &str,
-    month: &str,
-    seal_id: &str,
-    rows: u64,
-    sla_rows: u64,
-    digest: &str,
-    previous: &str,
-    sealed_at: OffsetDateTime,
-) -> Result<Sql, BadIdentifier> {
+/// Records `seal` (with its roll-ups) in `periods`.
+pub fn record_seal(db: &str, seal: &Period) -> Result<Sql, BadIdentifier> {
     Ok(Sql::new("INSERT INTO ")
         .ident(db)?
         .push(".periods (month, seal_id, rows, sla_rows, digest, previous_digest, sealed_at, rollups) VALUES (")
-        .bind(month)
+        .bind(seal.month.as_str())
         .push(", ")
-        .bind(seal_id)
+        .bind(seal.seal_id.as_str())
         .push(", ")
-        .bind(rows)
+        .bind(seal.rows)
         .push(", ")
-        .bind(sla_rows)
+        .bind(seal.sla_rows)
         .push(", ")
-        .bind(digest)
+        .bind(seal.digest.as_str())
         .push(", ")
-        .bind(previous)
+        .bind(seal.previous_digest.as_str())
         .push(", ")
-        .bind(Param::DateTime(sealed_at.unix_timestamp() as u32))
+        .bind(Param::DateTime(seal.sealed_at.unix_timestamp() as u32))
         .push(", 1)"))
 }
 

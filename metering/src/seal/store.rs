@@ -4,42 +4,14 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::digest::{Digester, SealedRow, SealedSlaRow, GENESIS};
+pub use super::period::Period;
 use super::rollup::Rollup;
-use super::rollup::Sealed;
 use super::schema;
 use crate::clickhouse::sql::Sql;
 use crate::clickhouse::ClickHouse;
 use crate::pricing::BillingMonth;
+use crate::store::Store;
 use crate::store::StoreError;
-
-/// A sealed month.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Period {
-    /// `YYYY-MM`.
-    pub month: String,
-    /// The snapshot's id in `sealed_usage`.
-    pub seal_id: String,
-    /// Collapsed usage rows in the snapshot.
-    pub rows: u64,
-    /// Collapsed SLA rows in the snapshot.
-    pub sla_rows: u64,
-    /// SHA-256 of the canonical text of the rows and `previous_digest`.
-    pub digest: String,
-    /// The digest of the previous sealed month (64 zeros for the first).
-    pub previous_digest: String,
-    /// When it was sealed.
-    #[serde(with = "time::serde::rfc3339")]
-    pub sealed_at: OffsetDateTime,
-    /// Written with its daily usage and hourly SLA roll-ups (every seal since migration 5).
-    pub rollups: bool,
-}
-
-impl Period {
-    /// What a read of this month takes instead of live rows.
-    pub fn sealed(&self) -> Sealed {
-        Sealed { seal_id: self.seal_id.clone(), rollups: self.rollups }
-    }
-}
 
 /// The outcome of recomputing a seal.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -92,9 +64,9 @@ fn bad(row: &[String], reason: &str) -> StoreError {
 }
 
 /// Every month's seal (the first, if two raced), in month order.
-pub async fn seals(ch: &ClickHouse, db: &str) -> Result<Vec<Period>, StoreError> {
+pub async fn seals(store: &Store) -> Result<Vec<Period>, StoreError> {
     let mut out: Vec<Period> = Vec::new();
-    for row in ch.query_tsv(&schema::read_seals(db)?).await? {
+    for row in store.ch().query_tsv(&schema::read_seals(store.db())?).await? {
         let [month, seal_id, rows, sla_rows, digest, previous, at, rollups] =
             <[String; 8]>::try_from(row.clone()).map_err(|r| bad(&r, "expected 8 fields"))?;
         if out.last().is_some_and(|p| p.month == month) {
@@ -122,9 +94,9 @@ pub async fn seals(ch: &ClickHouse, db: &str) -> Result<Vec<Period>, StoreError>
 }
 
 /// `month`'s seal, if it is sealed.
-pub async fn period(ch: &ClickHouse, db: &str, month: BillingMonth) -> Result<Option<Period>, StoreError> {
+pub async fn period(store: &Store, month: BillingMonth) -> Result<Option<Period>, StoreError> {
     let month = month.to_string();
-    Ok(seals(ch, db).await?.into_iter().find(|p| p.month == month))
+    Ok(seals(store).await?.into_iter().find(|p| p.month == month))
 }
 
 /// A snapshot read back and digested.
@@ -142,13 +114,13 @@ struct Digested {
 /// The tenants of a snapshot's `table` and their row counts, in the canonical order's tenant
 /// order (bytes, as Rust's and ClickHouse's strings compare).
 async fn snapshot_tenants(
-    ch: &ClickHouse,
-    db: &str,
+    store: &Store,
     seal_id: &str,
     table: schema::Snapshot,
 ) -> Result<Vec<(String, u64)>, StoreError> {
-    let mut rows: Vec<(String, u64)> = ch
-        .query_tsv(&schema::snapshot_tenants(db, seal_id, table)?)
+    let mut rows: Vec<(String, u64)> = store
+        .ch()
+        .query_tsv(&schema::snapshot_tenants(store.db(), seal_id, table)?)
         .await?
         .into_iter()
         .map(|r| match <[String; 2]>::try_from(r) {
@@ -167,26 +139,21 @@ async fn snapshot_tenants(
 /// millions of rows, far more than memory (the whole canonical text of 432 M rows is ~40 GB).
 /// Each tenant's rows are read on its own, so a count from before the read (the header's) that
 /// differs from the rows read gives a digest that does not verify, never a wrong one that does.
-async fn digest_snapshot(
-    ch: &ClickHouse,
-    db: &str,
-    seal_id: &str,
-    month: &str,
-    previous: &str,
-) -> Result<Digested, StoreError> {
-    let usage_tenants = snapshot_tenants(ch, db, seal_id, schema::Snapshot::Usage).await?;
-    let sla_tenants = snapshot_tenants(ch, db, seal_id, schema::Snapshot::Sla).await?;
+async fn digest_snapshot(store: &Store, seal_id: &str, month: &str, previous: &str) -> Result<Digested, StoreError> {
+    let usage_tenants = snapshot_tenants(store, seal_id, schema::Snapshot::Usage).await?;
+    let sla_tenants = snapshot_tenants(store, seal_id, schema::Snapshot::Sla).await?;
     let mut d = Digester::new(month, previous, usage_tenants.iter().map(|t| t.1).sum());
     let mut usage_rows = 0;
     for (tenant, _) in &usage_tenants {
-        let rows = parse_snapshot(ch.query_tsv(&schema::read_snapshot(db, seal_id, tenant)?).await?)?;
+        let rows = parse_snapshot(store.ch().query_tsv(&schema::read_snapshot(store.db(), seal_id, tenant)?).await?)?;
         usage_rows += rows.len() as u64;
         d.usage(&rows);
     }
     d.sla_section(sla_tenants.iter().map(|t| t.1).sum());
     let mut sla_rows = 0;
     for (tenant, _) in &sla_tenants {
-        let rows = parse_sla_snapshot(ch.query_tsv(&schema::read_sla_snapshot(db, seal_id, tenant)?).await?)?;
+        let rows =
+            parse_sla_snapshot(store.ch().query_tsv(&schema::read_sla_snapshot(store.db(), seal_id, tenant)?).await?)?;
         sla_rows += rows.len() as u64;
         d.sla(&rows);
     }
@@ -260,18 +227,20 @@ fn previous_digest(all: &[Period], month: &str) -> String {
 /// lands on one replica per shard first, and reading it back from another replica that has not
 /// fetched it yet would digest part of it: so the write waits until every replica of each shard
 /// has it (`insert_quorum`, the fewest replicas of any shard; sealing then needs them all up).
-async fn snapshot_writer(ch: &ClickHouse, db: &str) -> Result<ClickHouse, StoreError> {
-    let engine = ch
+async fn snapshot_writer(store: &Store) -> Result<ClickHouse, StoreError> {
+    let engine = store
+        .ch()
         .query_column(
             &Sql::new("SELECT engine_full FROM system.tables WHERE database = ")
-                .bind(db)
+                .bind(store.db())
                 .push(" AND name = 'sealed_usage'"),
         )
         .await?;
     let engine = engine.first().map_or("", String::as_str);
-    let Some(args) = engine.strip_prefix("Distributed(") else { return Ok(ch.clone()) };
+    let Some(args) = engine.strip_prefix("Distributed(") else { return Ok(store.ch().clone()) };
     let cluster = args.split(',').next().unwrap_or_default().trim().trim_matches(['`', '\'', '"']);
-    let replicas = ch
+    let replicas = store
+        .ch()
         .query_column(
             &Sql::new("SELECT min(n) FROM (SELECT count() AS n FROM system.clusters WHERE cluster = ")
                 .bind(cluster)
@@ -280,31 +249,30 @@ async fn snapshot_writer(ch: &ClickHouse, db: &str) -> Result<ClickHouse, StoreE
         .await?;
     let quorum: u64 = replicas.first().and_then(|n| n.parse().ok()).unwrap_or(0);
     if quorum == 0 {
-        return Err(StoreError::NoCluster { cluster: cluster.to_owned(), url: ch.url().to_owned() });
+        return Err(StoreError::NoCluster { cluster: cluster.to_owned(), url: store.ch().url().to_owned() });
     }
-    let writer = ch.clone().with_setting("insert_distributed_sync", "1");
+    let writer = store.ch().clone().with_setting("insert_distributed_sync", "1");
     Ok(if quorum > 1 { writer.with_setting("insert_quorum", &quorum.to_string()) } else { writer })
 }
 
 /// The tenants with live `table` rows in the month.
 async fn live_tenants(
-    ch: &ClickHouse,
-    db: &str,
+    store: &Store,
     table: schema::Snapshot,
     from: OffsetDateTime,
     to: OffsetDateTime,
 ) -> Result<Vec<String>, StoreError> {
-    Ok(ch.query_column(&schema::tenants(db, table, None, from, to)?).await?)
+    Ok(store.ch().query_column(&schema::tenants(store.db(), table, None, from, to)?).await?)
 }
 
 /// Seals `month` (which must have ended by `now`, and be later than every sealed month).
-pub async fn seal(ch: &ClickHouse, db: &str, month: BillingMonth, now: OffsetDateTime) -> Result<Period, SealError> {
+pub async fn seal(store: &Store, month: BillingMonth, now: OffsetDateTime) -> Result<Period, SealError> {
     let name = month.to_string();
     let (from, to) = bounds(month);
     if now < to {
         return Err(SealError::NotOver(name));
     }
-    let all = seals(ch, db).await?;
+    let all = seals(store).await?;
     if let Some(p) = all.iter().find(|p| p.month == name) {
         return Err(SealError::AlreadySealed(Box::new(p.clone())));
     }
@@ -313,26 +281,35 @@ pub async fn seal(ch: &ClickHouse, db: &str, month: BillingMonth, now: OffsetDat
     }
     let previous = previous_digest(&all, &name);
     let seal_id = format!("{name}/{}/{}", now.unix_timestamp_nanos(), std::process::id());
-    let writer = snapshot_writer(ch, db).await?;
+    let writer = snapshot_writer(store).await?;
     for table in [schema::Snapshot::Usage, schema::Snapshot::Sla] {
         let rollup = Rollup::of(table);
-        for tenant in live_tenants(ch, db, table, from, to).await? {
+        for tenant in live_tenants(store, table, from, to).await? {
             let snapshot = match table {
-                schema::Snapshot::Usage => schema::snapshot(db, &seal_id, &tenant, from, to),
-                schema::Snapshot::Sla => schema::snapshot_sla(db, &seal_id, &tenant, from, to),
+                schema::Snapshot::Usage => schema::snapshot(store.db(), &seal_id, &tenant, from, to),
+                schema::Snapshot::Sla => schema::snapshot_sla(store.db(), &seal_id, &tenant, from, to),
             };
-            for step in [snapshot, rollup.write(db, &seal_id, &tenant)] {
+            for step in [snapshot, rollup.write(store.db(), &seal_id, &tenant)] {
                 writer.execute(&step.map_err(StoreError::from)?).await.map_err(StoreError::from)?;
             }
         }
     }
     // Digest what was stored, not what was meant to be: the snapshot read back.
-    let Digested { digest, rows, sla_rows, .. } = digest_snapshot(ch, db, &seal_id, &name, &previous).await?;
-    let record =
-        schema::record_seal(db, &name, &seal_id, rows, sla_rows, &digest, &previous, now).map_err(StoreError::from)?;
-    ch.execute(&record).await.map_err(StoreError::from)?;
+    let Digested { digest, rows, sla_rows, .. } = digest_snapshot(store, &seal_id, &name, &previous).await?;
+    let recorded = Period {
+        month: name.clone(),
+        seal_id: seal_id.clone(),
+        rows,
+        sla_rows,
+        digest,
+        previous_digest: previous,
+        sealed_at: now,
+        rollups: true,
+    };
+    let record = schema::record_seal(store.db(), &recorded).map_err(StoreError::from)?;
+    store.ch().execute(&record).await.map_err(StoreError::from)?;
     // Two seals may have raced; the first recorded is the one everybody reads.
-    match period(ch, db, month).await? {
+    match period(store, month).await? {
         Some(p) if p.seal_id == seal_id => {
             tracing::info!(month = %name, rows = p.rows, digest = %p.digest, "month sealed");
             Ok(p)
@@ -349,20 +326,15 @@ pub async fn seal(ch: &ClickHouse, db: &str, month: BillingMonth, now: OffsetDat
 /// (a roll-up row forged, lost or added fails it). `snapshot_tenants` are those of
 /// `sealed_usage` and `sealed_sla` (as [`Digested`] has them); the roll-ups' own tenants are
 /// added, so a tenant missing from either side is a mismatch too.
-async fn rollups_match(
-    ch: &ClickHouse,
-    db: &str,
-    seal_id: &str,
-    snapshot_tenants: [Vec<String>; 2],
-) -> Result<bool, StoreError> {
+async fn rollups_match(store: &Store, seal_id: &str, snapshot_tenants: [Vec<String>; 2]) -> Result<bool, StoreError> {
     for (table, mut tenants) in [schema::Snapshot::Usage, schema::Snapshot::Sla].into_iter().zip(snapshot_tenants) {
         let rollup = Rollup::of(table);
-        tenants.extend(ch.query_column(&rollup.tenants(db, seal_id)?).await?);
+        tenants.extend(store.ch().query_column(&rollup.tenants(store.db(), seal_id)?).await?);
         tenants.sort();
         tenants.dedup();
         for tenant in &tenants {
-            let stored = ch.query_tsv(&rollup.read_stored(db, seal_id, tenant)?).await?;
-            let computed = ch.query_tsv(&rollup.read_computed(db, seal_id, tenant)?).await?;
+            let stored = store.ch().query_tsv(&rollup.read_stored(store.db(), seal_id, tenant)?).await?;
+            let computed = store.ch().query_tsv(&rollup.read_computed(store.db(), seal_id, tenant)?).await?;
             if stored != computed {
                 tracing::error!(
                     seal_id,
@@ -380,18 +352,18 @@ async fn rollups_match(
 }
 
 /// Recomputes `month`'s seal from its snapshot; `None` when it is not sealed.
-pub async fn verify(ch: &ClickHouse, db: &str, month: BillingMonth) -> Result<Option<Verification>, StoreError> {
-    let all = seals(ch, db).await?;
+pub async fn verify(store: &Store, month: BillingMonth) -> Result<Option<Verification>, StoreError> {
+    let all = seals(store).await?;
     let name = month.to_string();
     let Some(p) = all.iter().find(|p| p.month == name).cloned() else { return Ok(None) };
     let Digested { digest: recomputed, rows, sla_rows, tenants } =
-        digest_snapshot(ch, db, &p.seal_id, &name, &p.previous_digest).await?;
+        digest_snapshot(store, &p.seal_id, &name, &p.previous_digest).await?;
     let expected_previous = previous_digest(&all, &name);
     let (from, to) = bounds(month);
-    let rollups_verified = !p.rollups || rollups_match(ch, db, &p.seal_id, tenants).await?;
+    let rollups_verified = !p.rollups || rollups_match(store, &p.seal_id, tenants).await?;
     let mut late_rows = 0;
-    for tenant in live_tenants(ch, db, schema::Snapshot::Usage, from, to).await? {
-        let late = ch.query_column(&schema::count_late(db, &p.seal_id, &tenant, from, to)?).await?;
+    for tenant in live_tenants(store, schema::Snapshot::Usage, from, to).await? {
+        let late = store.ch().query_column(&schema::count_late(store.db(), &p.seal_id, &tenant, from, to)?).await?;
         late_rows += late.first().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
     }
     Ok(Some(Verification {

@@ -12,10 +12,10 @@ use time::OffsetDateTime;
 use super::record::{bound_exemplars, Exemplar, MAX_FAILED, MAX_SLOWEST};
 use super::sketch::LatencySketch;
 use crate::clickhouse::sql::{BadIdentifier, Param, Sql};
-use crate::clickhouse::ClickHouse;
 use crate::record::validate_tenant;
 use crate::seal::rollup::{Rollup, Sealed};
 use crate::store::rollup::{rfc3339, unix_seconds, Granularity, QueryError};
+use crate::store::Store;
 use crate::store::StoreError;
 
 // The SQL below keeps 3 of each literally.
@@ -205,7 +205,7 @@ fn split(s: &str) -> impl Iterator<Item = &str> {
 }
 
 /// Runs an SLA read against `db.sla`.
-pub async fn query_sla(ch: &ClickHouse, db: &str, query: &SlaQuery) -> Result<Vec<SlaPoint>, StoreError> {
-    let rows = ch.query_tsv(&query.to_sql(db)?).await?;
+pub async fn query_sla(store: &Store, query: &SlaQuery) -> Result<Vec<SlaPoint>, StoreError> {
+    let rows = store.ch().query_tsv(&query.to_sql(store.db())?).await?;
     query.parse_rows(rows)
 }

@@ -7,6 +7,7 @@ use super::cluster::{ClusterDdl, Step};
 use super::{schema, Dialect, StoreError};
 use crate::clickhouse::sql::{BadIdentifier, Sql};
 use crate::clickhouse::ClickHouse;
+use crate::store::Store;
 
 /// Builds one statement for a database.
 pub type StatementFor = fn(&str) -> Result<Sql, BadIdentifier>;
@@ -194,20 +195,16 @@ pub fn cluster_script(cluster: &str, db: &str, dialect: Dialect) -> Result<Strin
 }
 
 /// Brings database `db` up to the latest version.
-pub async fn migrate(ch: &ClickHouse, db: &str) -> Result<MigrationReport, StoreError> {
-    run(ch, db, None).await
+pub async fn migrate(store: &Store) -> Result<MigrationReport, StoreError> {
+    run(store, None).await
 }
 
 /// Brings database `db` up to the latest version on a cluster: every
 /// migration's statements rewritten by [`ClusterDdl`], run `ON CLUSTER`
 /// through `ch` (or per shard where the server needs it). Applied versions are
 /// recorded in `tally_migrations`, which every server replicates.
-pub async fn migrate_on_cluster(
-    ch: &ClickHouse,
-    db: &str,
-    cluster: &ClusterTarget,
-) -> Result<MigrationReport, StoreError> {
-    run(ch, db, Some(cluster)).await
+pub async fn migrate_on_cluster(store: &Store, cluster: &ClusterTarget) -> Result<MigrationReport, StoreError> {
+    run(store, Some(cluster)).await
 }
 
 async fn execute(
@@ -236,25 +233,26 @@ async fn run_steps(ch: &ClickHouse, target: &ClusterTarget, steps: Vec<Step>) ->
     Ok(())
 }
 
-async fn run(ch: &ClickHouse, db: &str, cluster: Option<&ClusterTarget>) -> Result<MigrationReport, StoreError> {
-    let dialect = Dialect::detect(ch).await?;
-    let mut ddl = cluster.map(|c| ClusterDdl::new(&c.name, db, dialect)).transpose()?;
-    for statement in bootstrap(db)? {
-        execute(ch, ddl.as_mut().zip(cluster), &statement).await?;
+async fn run(store: &Store, cluster: Option<&ClusterTarget>) -> Result<MigrationReport, StoreError> {
+    let dialect = Dialect::detect(store.ch()).await?;
+    let mut ddl = cluster.map(|c| ClusterDdl::new(&c.name, store.db(), dialect)).transpose()?;
+    for statement in bootstrap(store.db())? {
+        execute(store.ch(), ddl.as_mut().zip(cluster), &statement).await?;
     }
     if cluster.is_some() {
         // Versions recorded through another server may still be on their way here.
-        ch.execute(&Sql::new("SYSTEM SYNC REPLICA ").ident(db)?.push(".tally_migrations")).await?;
+        store.ch().execute(&Sql::new("SYSTEM SYNC REPLICA ").ident(store.db())?.push(".tally_migrations")).await?;
     }
-    let done: Vec<u32> = ch
-        .query_tsv(&applied_versions(db)?)
+    let done: Vec<u32> = store
+        .ch()
+        .query_tsv(&applied_versions(store.db())?)
         .await?
         .into_iter()
         .filter_map(|row| row.first().and_then(|v| v.parse().ok()))
         .collect();
     let mut report = MigrationReport { dialect, applied: vec![], skipped: vec![] };
     for m in MIGRATIONS {
-        let statements = (m.statements)(db, dialect)?;
+        let statements = (m.statements)(store.db(), dialect)?;
         if done.contains(&m.version) {
             if let Some(ddl) = &mut ddl {
                 // Learns the tables it creates, for later ALTERs.
@@ -268,10 +266,10 @@ async fn run(ch: &ClickHouse, db: &str, cluster: Option<&ClusterTarget>) -> Resu
         let in_place = match m.already_done {
             Some(check) => {
                 // On a cluster the change is per shard (a run may stop between them): ask each.
-                let servers: Vec<&ClickHouse> = cluster.map_or_else(|| vec![ch], |c| c.shards.iter().collect());
+                let servers: Vec<&ClickHouse> = cluster.map_or_else(|| vec![store.ch()], |c| c.shards.iter().collect());
                 let (mut done, mut missing) = (Vec::new(), Vec::new());
                 for server in servers {
-                    let count = server.query_column(&check(db)?).await?;
+                    let count = server.query_column(&check(store.db())?).await?;
                     let urls = if count.first().is_some_and(|n| n != "0") { &mut done } else { &mut missing };
                     urls.push(server.url().to_owned());
                 }
@@ -284,16 +282,22 @@ async fn run(ch: &ClickHouse, db: &str, cluster: Option<&ClusterTarget>) -> Resu
         };
         for statement in &statements {
             if !in_place {
-                execute(ch, ddl.as_mut().zip(cluster), statement).await?;
+                execute(store.ch(), ddl.as_mut().zip(cluster), statement).await?;
             } else if let Some((ddl, target)) = ddl.as_mut().zip(cluster) {
                 // The change itself is not run again, but what follows it on a cluster (the
                 // Distributed table's rebuild) may not have run before the stop.
                 let rest = ddl.rewrite_in_place(statement)?;
-                run_steps(ch, target, rest).await?;
+                run_steps(store.ch(), target, rest).await?;
             }
         }
-        ch.execute(&record_applied(db, m, dialect)?).await?;
-        info!(database = db, version = m.version, name = m.name, dialect = dialect.as_str(), "migration applied");
+        store.ch().execute(&record_applied(store.db(), m, dialect)?).await?;
+        info!(
+            database = store.db(),
+            version = m.version,
+            name = m.name,
+            dialect = dialect.as_str(),
+            "migration applied"
+        );
         report.applied.push(m.version);
     }
     Ok(report)

@@ -31,6 +31,37 @@ pub struct StoreSettings {
     pub clickhouse_cluster: Option<String>,
 }
 
+/// The usage store: a ClickHouse server and the database Tally's tables live in. Every read and
+/// write of stored usage, SLA rows, seals and prices goes through one.
+#[derive(Debug, Clone)]
+pub struct Store {
+    ch: ClickHouse,
+    db: String,
+}
+
+impl Store {
+    /// The store in database `db` of server `ch`.
+    pub fn new(ch: ClickHouse, db: &str) -> Self {
+        Self { ch, db: db.to_owned() }
+    }
+
+    /// Its server.
+    pub fn ch(&self) -> &ClickHouse {
+        &self.ch
+    }
+
+    /// Its database.
+    pub fn db(&self) -> &str {
+        &self.db
+    }
+}
+
+impl std::fmt::Display for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "database {} on {}", self.db, self.ch.url())
+    }
+}
+
 impl StoreSettings {
     /// A client for the configured server. In cluster mode its inserts into a
     /// Distributed table return only once every shard has stored the rows
@@ -44,6 +75,11 @@ impl StoreSettings {
             Some(_) => ch.with_setting("insert_distributed_sync", "1"),
             None => ch,
         })
+    }
+
+    /// The configured store: [`StoreSettings::client`] and the database.
+    pub fn store(&self) -> Result<Store, ClickHouseError> {
+        Ok(Store::new(self.client()?, &self.clickhouse_database))
     }
 }
 

@@ -17,10 +17,10 @@ use time::OffsetDateTime;
 pub use super::granularity::Granularity;
 use super::StoreError;
 use crate::clickhouse::sql::{BadIdentifier, Param, Sql};
-use crate::clickhouse::ClickHouse;
 use crate::meter::Catalog;
 use crate::record::{validate_tenant, TenantError};
 use crate::seal::rollup::{Rollup, Sealed};
+use crate::store::Store;
 
 /// The largest page a query may ask for.
 pub const MAX_LIMIT: u32 = 10_000;
@@ -287,20 +287,20 @@ impl UsageQuery {
 }
 
 /// Runs a roll-up against `db.usage`.
-pub async fn query_usage(ch: &ClickHouse, db: &str, query: &UsageQuery) -> Result<Vec<UsagePoint>, StoreError> {
-    let rows = ch.query_tsv(&query.to_sql(db)?).await?;
+pub async fn query_usage(store: &Store, query: &UsageQuery) -> Result<Vec<UsagePoint>, StoreError> {
+    let rows = store.ch().query_tsv(&query.to_sql(store.db())?).await?;
     query.parse_rows(rows)
 }
 
 /// Runs a roll-up against `db.usage` page after page (of [`MAX_LIMIT`] points,
 /// whatever `query.limit` says) and returns every point, for readers that need
 /// a whole month at once (invoices, reports).
-pub async fn query_usage_all(ch: &ClickHouse, db: &str, query: &UsageQuery) -> Result<Vec<UsagePoint>, StoreError> {
+pub async fn query_usage_all(store: &Store, query: &UsageQuery) -> Result<Vec<UsagePoint>, StoreError> {
     let mut query = query.clone();
     query.limit = MAX_LIMIT;
     let mut all = Vec::new();
     loop {
-        let points = query_usage(ch, db, &query).await?;
+        let points = query_usage(store, &query).await?;
         let full = points.len() == MAX_LIMIT as usize;
         query.after = points.last().map(|p| p.key.clone());
         all.extend(points);
