@@ -48,6 +48,14 @@ impl Rollup {
         }
     }
 
+    /// `.table` of the live rows its snapshot is sealed from.
+    pub const fn live_table(self) -> &'static str {
+        match self {
+            Rollup::UsageDaily => ".usage",
+            Rollup::SlaHourly => ".sla",
+        }
+    }
+
     /// `.table` of the snapshot it is made from.
     pub const fn snapshot_table(self) -> &'static str {
         match self {

@@ -11,10 +11,9 @@ use time::OffsetDateTime;
 
 use super::record::{bound_exemplars, Exemplar, MAX_FAILED, MAX_SLOWEST};
 use super::sketch::LatencySketch;
-use crate::clickhouse::sql::{BadIdentifier, Param, Sql};
-use crate::record::validate_tenant;
+use crate::clickhouse::sql::{BadIdentifier, Sql};
 use crate::seal::rollup::{Rollup, Sealed};
-use crate::store::rollup::{rfc3339, unix_seconds, Granularity, QueryError};
+use crate::store::rollup::{validate_range, Granularity, QueryError, Scan};
 use crate::store::Store;
 use crate::store::StoreError;
 
@@ -88,15 +87,7 @@ impl SlaQuery {
 
     /// Checks the request against the store's bounds.
     pub fn validate(&self) -> Result<(), QueryError> {
-        if let Some(tenant) = &self.tenant {
-            validate_tenant(tenant)?;
-        }
-        let from = unix_seconds("from", self.from)?;
-        let to = unix_seconds("to", self.to)?;
-        if from >= to {
-            return Err(QueryError::EmptyRange { from: rfc3339(self.from), to: rfc3339(self.to) });
-        }
-        Ok(())
+        validate_range(self.tenant.as_deref(), self.from, self.to)
     }
 
     /// The query's SQL against `db.sla`. Call [`validate`](Self::validate) first.
@@ -130,23 +121,16 @@ impl SlaQuery {
         } else {
             "any((requests, errors, latency_buckets, latency_counts, exemplar_trace_ids, exemplar_latencies_ns, \
                  exemplar_errors)) AS r FROM "
-        })
-        .ident(db)?
-        // A snapshot and its hourly roll-up have sla's columns, so the same read serves them.
-        .push(match &self.sealed {
-            None => ".sla",
-            Some(s) => s.table(Rollup::SlaHourly, self.granularity, self.from, self.to),
-        })
-        .push(" WHERE window_start >= ")
-        .bind(Param::DateTime(self.from.unix_timestamp() as u32))
-        .push(" AND window_start < ")
-        .bind(Param::DateTime(self.to.unix_timestamp() as u32));
-        if let Some(s) = &self.sealed {
-            sql = sql.push(" AND seal_id = ").bind(&s.seal_id);
-        }
-        if let Some(tenant) = &self.tenant {
-            sql = sql.push(" AND tenant = ").bind(tenant);
-        }
+        });
+        let scan = Scan {
+            rollup: Rollup::SlaHourly,
+            granularity: self.granularity,
+            from: self.from,
+            to: self.to,
+            sealed: self.sealed.as_ref(),
+            tenant: self.tenant.as_deref(),
+        };
+        sql = scan.push(sql, db)?;
         if let Some(service) = &self.service {
             sql = sql.push(" AND service = ").bind(service);
         }

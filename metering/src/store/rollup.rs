@@ -165,18 +165,11 @@ impl UsageQuery {
 
     /// Checks the request against the catalog and the store's bounds.
     pub fn validate(&self, catalog: &Catalog) -> Result<(), QueryError> {
-        if let Some(tenant) = &self.tenant {
-            validate_tenant(tenant)?;
-        }
+        validate_range(self.tenant.as_deref(), self.from, self.to)?;
         if let Some(meter) = &self.meter {
             if catalog.get(meter).is_none() {
                 return Err(QueryError::UnknownMeter { meter: meter.clone(), known: catalog.names() });
             }
-        }
-        let from = unix_seconds("from", self.from)?;
-        let to = unix_seconds("to", self.to)?;
-        if from >= to {
-            return Err(QueryError::EmptyRange { from: rfc3339(self.from), to: rfc3339(self.to) });
         }
         if self.limit == 0 || self.limit > MAX_LIMIT {
             return Err(QueryError::Limit(self.limit));
@@ -205,23 +198,8 @@ impl UsageQuery {
                 "value AS v, unit AS u, aggregation AS a FROM "
             } else {
                 "max(value) AS v, any(unit) AS u, any(aggregation) AS a FROM "
-            })
-            .ident(db)?
-            // A snapshot and its daily roll-up have usage's columns, so the same roll-up reads them.
-            .push(match &self.sealed {
-                None => ".usage",
-                Some(s) => s.table(Rollup::UsageDaily, self.granularity, self.from, self.to),
-            })
-            .push(" WHERE window_start >= ")
-            .bind(Param::DateTime(self.from.unix_timestamp() as u32))
-            .push(" AND window_start < ")
-            .bind(Param::DateTime(self.to.unix_timestamp() as u32));
-        if let Some(s) = &self.sealed {
-            sql = sql.push(" AND seal_id = ").bind(&s.seal_id);
-        }
-        if let Some(tenant) = &self.tenant {
-            sql = sql.push(" AND tenant = ").bind(tenant);
-        }
+            });
+        sql = self.scan().push(sql, db)?;
         if let Some(meter) = &self.meter {
             sql = sql.push(" AND meter = ").bind(meter);
         }
@@ -246,6 +224,17 @@ impl UsageQuery {
                 .push(")");
         }
         Ok(sql.push(" ORDER BY tenant, meter, bucket, svc, dims LIMIT ").bind(u64::from(self.limit)))
+    }
+
+    fn scan(&self) -> Scan<'_> {
+        Scan {
+            rollup: Rollup::UsageDaily,
+            granularity: self.granularity,
+            from: self.from,
+            to: self.to,
+            sealed: self.sealed.as_ref(),
+            tenant: self.tenant.as_deref(),
+        }
     }
 
     /// Reads the rows [`to_sql`](Self::to_sql) returns (as TabSeparated fields).
@@ -283,6 +272,52 @@ impl UsageQuery {
             tenant,
             meter,
         })
+    }
+}
+
+/// Checks a read's tenant and its range `[from, to)`: usage and SLA reads alike.
+pub(crate) fn validate_range(tenant: Option<&str>, from: OffsetDateTime, to: OffsetDateTime) -> Result<(), QueryError> {
+    if let Some(tenant) = tenant {
+        validate_tenant(tenant)?;
+    }
+    if unix_seconds("from", from)? >= unix_seconds("to", to)? {
+        return Err(QueryError::EmptyRange { from: rfc3339(from), to: rfc3339(to) });
+    }
+    Ok(())
+}
+
+/// The rows a read scans: the live table of `rollup`, or a seal's snapshot or roll-up of it,
+/// in `[from, to)`, of one tenant when given. Usage and SLA reads both start from it.
+pub(crate) struct Scan<'a> {
+    pub rollup: Rollup,
+    pub granularity: Granularity,
+    pub from: OffsetDateTime,
+    pub to: OffsetDateTime,
+    pub sealed: Option<&'a Sealed>,
+    pub tenant: Option<&'a str>,
+}
+
+impl Scan<'_> {
+    /// `sql` followed by `db.table WHERE …`.
+    pub(crate) fn push(&self, sql: Sql, db: &str) -> Result<Sql, BadIdentifier> {
+        let mut sql = sql
+            .ident(db)?
+            // A snapshot and its roll-up have the live table's columns, so the same read serves them.
+            .push(match self.sealed {
+                None => self.rollup.live_table(),
+                Some(s) => s.table(self.rollup, self.granularity, self.from, self.to),
+            })
+            .push(" WHERE window_start >= ")
+            .bind(Param::DateTime(self.from.unix_timestamp() as u32))
+            .push(" AND window_start < ")
+            .bind(Param::DateTime(self.to.unix_timestamp() as u32));
+        if let Some(s) = self.sealed {
+            sql = sql.push(" AND seal_id = ").bind(&s.seal_id);
+        }
+        if let Some(tenant) = self.tenant {
+            sql = sql.push(" AND tenant = ").bind(tenant);
+        }
+        Ok(sql)
     }
 }
 
