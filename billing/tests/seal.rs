@@ -14,8 +14,7 @@ use metering::meter::Catalog;
 use metering::pricing::BillingMonth;
 use metering::record::{UsageBatch, UsageRecord};
 use metering::seal::digest::{digest, GENESIS};
-use metering::seal::rollup::Rollup;
-use metering::seal::rollup::Sealed;
+use metering::seal::rollup::{Rollup, Sealed, Snapshot};
 use metering::seal::schema;
 use metering::seal::store::{parse_sla_snapshot, parse_snapshot};
 use metering::sla::schema::SLA_ROW;
@@ -364,7 +363,7 @@ fn seal_sql_runs_on_the_modern_dialect_with_the_same_digest() {
             &SLA_ROW.structure(),
             &sla,
         );
-        for table in [schema::Snapshot::Usage, schema::Snapshot::Sla] {
+        for table in [Snapshot::Usage, Snapshot::Sla] {
             assert_eq!(
                 parse_tsv(&chdb.query(schema::tenants(db, table, None, from, to).unwrap().as_str()).unwrap()),
                 [["acme"]]
@@ -383,8 +382,8 @@ fn seal_sql_runs_on_the_modern_dialect_with_the_same_digest() {
         let tenants = |chdb: &mut Chdb, table| {
             parse_tsv(&chdb.query(schema::snapshot_tenants(db, "s1", table).unwrap().as_str()).unwrap())
         };
-        assert_eq!(tenants(&mut chdb, schema::Snapshot::Usage), [["acme", "1"]]);
-        assert_eq!(tenants(&mut chdb, schema::Snapshot::Sla), [["acme", "1"]]);
+        assert_eq!(tenants(&mut chdb, Snapshot::Usage), [["acme", "1"]]);
+        assert_eq!(tenants(&mut chdb, Snapshot::Sla), [["acme", "1"]]);
         let rows =
             parse_snapshot(parse_tsv(&chdb.query(schema::read_snapshot(db, "s1", "acme").unwrap().as_str()).unwrap()))
                 .unwrap();

@@ -49,5 +49,5 @@ mod usage;
 
 pub use error::{Capability, ProbeError};
 pub use host::{cgroup2_mount, Hierarchy};
-pub use probes::{ProbeConfig, ProbeStats, Probes, ProgramStats};
-pub use usage::{CgroupUsage, DeltaTracker, Snapshot};
+pub use probes::{ProbeConfig, Probes};
+pub use usage::{CgroupUsage, DeltaTracker, ProbeStats, ProgramStats, Snapshot};

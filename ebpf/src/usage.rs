@@ -3,10 +3,10 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
-use crate::{abi::RawUsage, probes::ProbeStats};
+use crate::abi::RawUsage;
 
 /// Usage of one cgroup v2, summed over CPUs. In a [`Snapshot`] the counters are cumulative since
 /// the probes were loaded (or since the cgroup first used anything); out of a [`DeltaTracker`]
@@ -138,6 +138,38 @@ impl CgroupUsage {
         ];
         self.add(&Self::from_fields(add));
     }
+}
+
+/// Cost of one program, from the kernel (zero unless [`crate::ProbeConfig::run_stats`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProgramStats {
+    /// The program's name in `bpf/usage.bpf.c`.
+    pub name: &'static str,
+    /// Times it ran since the stats were turned on.
+    pub run_count: u64,
+    /// Time spent running it, all CPUs together.
+    pub run_time: Duration,
+}
+
+/// The probes' own cost and health, read with each [`Snapshot`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProbeStats {
+    /// Per program: runs and kernel CPU time.
+    pub programs: Vec<ProgramStats>,
+    /// Times a cgroup could not get a slot in the full `usage` map: usage lost. Must stay 0.
+    pub usage_map_full: u64,
+    /// Times a removed cgroup could not be queued for its final read (its key then stays in the
+    /// map: not lost, but never freed).
+    pub removed_map_full: u64,
+    /// TCP connections whose socket's cgroup could not be read (counted under cgroup id 0).
+    pub sock_cgroup_unknown: u64,
+    /// Times a thread's local storage (where the CPU probe keeps the runtime it last charged)
+    /// could not be had: that thread's CPU time is counted from its next switch on. Must stay 0.
+    pub task_storage_failed: u64,
+    /// Cgroups in the `usage` map at this reading.
+    pub cgroups_tracked: usize,
+    /// The maps' capacity ([`crate::ProbeConfig::max_cgroups`]).
+    pub max_cgroups: u32,
 }
 
 /// One reading of the kernel's counters by [`crate::Probes::read`].

@@ -16,7 +16,7 @@ use crate::pricing::plan::PriceBook;
 use crate::pricing::store::{availability, price_with, InvoiceFailure};
 use crate::pricing::BillingMonth;
 use crate::seal::rollup::Sealed;
-use crate::seal::schema::Snapshot;
+use crate::seal::rollup::Snapshot;
 use crate::seal::Period;
 use crate::sla::{query_sla, SlaGrouping, SlaPoint, SlaQuery};
 use crate::store::rollup::{query_usage_all, Granularity, UsagePoint, UsageQuery};

@@ -15,9 +15,17 @@
 
 use time::OffsetDateTime;
 
-use super::schema::Snapshot;
 use crate::clickhouse::sql::{BadIdentifier, Sql};
 use crate::store::granularity::Granularity;
+
+/// The two tables of a snapshot.
+#[derive(Debug, Clone, Copy)]
+pub enum Snapshot {
+    /// `sealed_usage`.
+    Usage,
+    /// `sealed_sla`.
+    Sla,
+}
 
 /// The two roll-ups of a seal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

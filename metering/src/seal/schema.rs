@@ -11,6 +11,7 @@
 use time::OffsetDateTime;
 
 use super::period::Period;
+use super::rollup::Snapshot;
 use crate::clickhouse::sql::{BadIdentifier, Param, Sql};
 
 /// `CREATE TABLE IF NOT EXISTS db.sealed_usage ...`.
@@ -170,15 +171,6 @@ pub fn snapshot_tenants(db: &str, seal_id: &str, table: Snapshot) -> Result<Sql,
         .push(" WHERE seal_id = ")
         .bind(seal_id)
         .push(" GROUP BY tenant"))
-}
-
-/// The two tables of a snapshot.
-#[derive(Debug, Clone, Copy)]
-pub enum Snapshot {
-    /// `sealed_usage`.
-    Usage,
-    /// `sealed_sla`.
-    Sla,
 }
 
 /// Records `seal` (with its roll-ups) in `periods`.

@@ -5,7 +5,7 @@ use time::OffsetDateTime;
 
 use super::digest::{Digester, SealedRow, SealedSlaRow, GENESIS};
 pub use super::period::Period;
-use super::rollup::Rollup;
+use super::rollup::{Rollup, Snapshot};
 use super::schema;
 use crate::clickhouse::sql::Sql;
 use crate::clickhouse::ClickHouse;
@@ -113,11 +113,7 @@ struct Digested {
 
 /// The tenants of a snapshot's `table` and their row counts, in the canonical order's tenant
 /// order (bytes, as Rust's and ClickHouse's strings compare).
-async fn snapshot_tenants(
-    store: &Store,
-    seal_id: &str,
-    table: schema::Snapshot,
-) -> Result<Vec<(String, u64)>, StoreError> {
+async fn snapshot_tenants(store: &Store, seal_id: &str, table: Snapshot) -> Result<Vec<(String, u64)>, StoreError> {
     let mut rows: Vec<(String, u64)> = store
         .ch()
         .query_tsv(&schema::snapshot_tenants(store.db(), seal_id, table)?)
@@ -140,8 +136,8 @@ async fn snapshot_tenants(
 /// Each tenant's rows are read on its own, so a count from before the read (the header's) that
 /// differs from the rows read gives a digest that does not verify, never a wrong one that does.
 async fn digest_snapshot(store: &Store, seal_id: &str, month: &str, previous: &str) -> Result<Digested, StoreError> {
-    let usage_tenants = snapshot_tenants(store, seal_id, schema::Snapshot::Usage).await?;
-    let sla_tenants = snapshot_tenants(store, seal_id, schema::Snapshot::Sla).await?;
+    let usage_tenants = snapshot_tenants(store, seal_id, Snapshot::Usage).await?;
+    let sla_tenants = snapshot_tenants(store, seal_id, Snapshot::Sla).await?;
     let mut d = Digester::new(month, previous, usage_tenants.iter().map(|t| t.1).sum());
     let mut usage_rows = 0;
     for (tenant, _) in &usage_tenants {
@@ -258,7 +254,7 @@ async fn snapshot_writer(store: &Store) -> Result<ClickHouse, StoreError> {
 /// The tenants with live `table` rows in the month.
 async fn live_tenants(
     store: &Store,
-    table: schema::Snapshot,
+    table: Snapshot,
     from: OffsetDateTime,
     to: OffsetDateTime,
 ) -> Result<Vec<String>, StoreError> {
@@ -282,12 +278,12 @@ pub async fn seal(store: &Store, month: BillingMonth, now: OffsetDateTime) -> Re
     let previous = previous_digest(&all, &name);
     let seal_id = format!("{name}/{}/{}", now.unix_timestamp_nanos(), std::process::id());
     let writer = snapshot_writer(store).await?;
-    for table in [schema::Snapshot::Usage, schema::Snapshot::Sla] {
+    for table in [Snapshot::Usage, Snapshot::Sla] {
         let rollup = Rollup::of(table);
         for tenant in live_tenants(store, table, from, to).await? {
             let snapshot = match table {
-                schema::Snapshot::Usage => schema::snapshot(store.db(), &seal_id, &tenant, from, to),
-                schema::Snapshot::Sla => schema::snapshot_sla(store.db(), &seal_id, &tenant, from, to),
+                Snapshot::Usage => schema::snapshot(store.db(), &seal_id, &tenant, from, to),
+                Snapshot::Sla => schema::snapshot_sla(store.db(), &seal_id, &tenant, from, to),
             };
             for step in [snapshot, rollup.write(store.db(), &seal_id, &tenant)] {
                 writer.execute(&step.map_err(StoreError::from)?).await.map_err(StoreError::from)?;
@@ -327,7 +323,7 @@ pub async fn seal(store: &Store, month: BillingMonth, now: OffsetDateTime) -> Re
 /// `sealed_usage` and `sealed_sla` (as [`Digested`] has them); the roll-ups' own tenants are
 /// added, so a tenant missing from either side is a mismatch too.
 async fn rollups_match(store: &Store, seal_id: &str, snapshot_tenants: [Vec<String>; 2]) -> Result<bool, StoreError> {
-    for (table, mut tenants) in [schema::Snapshot::Usage, schema::Snapshot::Sla].into_iter().zip(snapshot_tenants) {
+    for (table, mut tenants) in [Snapshot::Usage, Snapshot::Sla].into_iter().zip(snapshot_tenants) {
         let rollup = Rollup::of(table);
         tenants.extend(store.ch().query_column(&rollup.tenants(store.db(), seal_id)?).await?);
         tenants.sort();
@@ -362,7 +358,7 @@ pub async fn verify(store: &Store, month: BillingMonth) -> Result<Option<Verific
     let (from, to) = bounds(month);
     let rollups_verified = !p.rollups || rollups_match(store, &p.seal_id, tenants).await?;
     let mut late_rows = 0;
-    for tenant in live_tenants(store, schema::Snapshot::Usage, from, to).await? {
+    for tenant in live_tenants(store, Snapshot::Usage, from, to).await? {
         let late = store.ch().query_column(&schema::count_late(store.db(), &p.seal_id, &tenant, from, to)?).await?;
         late_rows += late.first().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
     }
