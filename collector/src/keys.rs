@@ -10,11 +10,14 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::time::Duration;
 
 use metering::record::validate_tenant;
 use serde::Deserialize;
 
 use measure::Tenancy;
+use otlp::batch::BatchId;
+use otlp::Grant;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -88,6 +91,51 @@ impl Keys {
     /// What `key` may do, if it is known.
     pub fn lookup(&self, key: &str) -> Option<&Tenancy> {
         self.by_digest.get(&runtime::auth::digest(key))
+    }
+}
+
+/// Who may send, and what each sender may assert (docs/trust.md): tenant keys send their own
+/// tenant's items; agent keys (and anonymous senders, when allowed) name tenants and their
+/// batches' identity and time, within `batch_max_age` of now.
+#[derive(Debug, Clone)]
+pub struct Trust {
+    /// The accepted keys.
+    pub keys: Keys,
+    /// Senders without a key are taken as agents (local use only).
+    pub allow_anonymous: bool,
+    /// The oldest batch time accepted, before now.
+    pub batch_max_age: Duration,
+}
+
+impl Trust {
+    /// Where the tenant of what `key` sends comes from; `Err` is why the key is refused.
+    pub fn tenancy(&self, key: Option<&str>) -> Result<Tenancy, String> {
+        match key {
+            Some(k) => self.keys.lookup(k).cloned().ok_or_else(|| "unknown key".to_owned()),
+            None if self.allow_anonymous => Ok(Tenancy::FromResource),
+            None => Err("missing key: send `Authorization: Bearer <key>`".to_owned()),
+        }
+    }
+
+    /// What `key` may assert: a batch identity only when it may name tenants (an agent's key).
+    pub fn grant(&self, key: Option<&str>) -> Result<Grant, String> {
+        Ok(Grant { batch_identity: self.tenancy(key)? == Tenancy::FromResource })
+    }
+
+    /// Refuses a batch time older than `batch_max_age` before `now` (the receiver has refused
+    /// one in the future already): a sender may not move usage into a month long billed.
+    pub fn check_batch_time(&self, batch: &BatchId, now: time::OffsetDateTime) -> Result<(), String> {
+        let oldest = now - self.batch_max_age;
+        if batch.time < oldest {
+            return Err(format!(
+                "{} {batch}: the batch time {} is more than {} h before now, the oldest this collector \
+                 accepts (--batch-max-age-hours)",
+                otlp::batch::HEADER,
+                batch.time.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+                self.batch_max_age.as_secs() / 3600
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -10,7 +10,7 @@ use metering::meter::definition;
 use otlp::{grpc, http};
 use runtime::serve;
 use runtime::telemetry;
-use tally_collector::keys::Keys;
+use tally_collector::keys::{Keys, Trust};
 use tally_collector::limits::Limits;
 use tally_collector::metrics::{count_responses, Metrics};
 use tally_collector::pipeline::Pipeline;
@@ -59,15 +59,12 @@ async fn main() -> anyhow::Result<()> {
     let started = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
     let source_id = format!("collector:{}:{started}", std::process::id());
     let limits = Limits::new(&s.tenant_limit, s.default_tenant_limit);
-    let pipeline = Arc::new(Pipeline::new(
+    let trust = Trust {
         keys,
-        s.allow_anonymous,
-        spool.clone(),
-        source_id,
-        metrics.clone(),
-        limits,
-        meters.into(),
-    ));
+        allow_anonymous: s.allow_anonymous,
+        batch_max_age: Duration::from_secs(s.batch_max_age_hours.saturating_mul(3600)),
+    };
+    let pipeline = Arc::new(Pipeline::new(trust, spool.clone(), source_id, metrics.clone(), limits, meters.into()));
     let counted = |transport: &'static str, router: Router| {
         let metrics = metrics.clone();
         router.layer(axum::middleware::from_fn(move |req, next| count_responses(metrics.clone(), transport, req, next)))

@@ -19,8 +19,10 @@ pub struct ItemLabels {
     /// `traces`, `metrics` or `logs`.
     pub signal: &'static str,
     /// `accepted`, `rejected` (partial success, or a request found malformed while metering it),
-    /// `unauthenticated`, `throttled`, `unavailable`
+    /// `throttled`, `unavailable`
     /// (spool full or unwritable: the sender retries) or `dropped` (could not be metered).
+    /// Requests refused from their headers (401, 403) are never decoded, so their items are not
+    /// counted here: the response counter counts them.
     pub outcome: &'static str,
 }
 

@@ -17,13 +17,13 @@ use metering::sla::SlaRecord;
 use metering::store::writer::encode_batch;
 use time::OffsetDateTime;
 
-use crate::keys::Keys;
+use crate::keys::Trust;
 use crate::limits::{Limits, Throttle};
 use crate::metrics::Metrics;
 use crate::sink::entry::{self, Section, Table};
 use measure::reported::{self, Reported};
 use measure::{measure_request, Tenancy};
-use otlp::{Consumer, Delivery, Outcome, Payload, Request, Signal};
+use otlp::{Consumer, Delivery, Grant, Outcome, Payload, Request, Signal};
 use wal::Wal;
 
 /// How long senders are told to wait while the spool cannot take more.
@@ -31,8 +31,7 @@ pub const STORE_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// Authenticates, measures and stores usage.
 pub struct Pipeline {
-    keys: Keys,
-    allow_anonymous: bool,
+    trust: Trust,
     catalog: Catalog,
     spool: Wal,
     source_id: String,
@@ -47,8 +46,7 @@ impl Pipeline {
     /// `spool`. `source_id` names this collector process in the batch identity
     /// of what it writes.
     pub fn new(
-        keys: Keys,
-        allow_anonymous: bool,
+        trust: Trust,
         spool: Wal,
         source_id: String,
         metrics: Arc<Metrics>,
@@ -56,7 +54,7 @@ impl Pipeline {
         meters: Arc<[MeterDefinition]>,
     ) -> Self {
         let catalog = Catalog::with_custom(&meters);
-        Self { keys, allow_anonymous, catalog, spool, source_id, seq: AtomicU64::new(0), metrics, limits, meters }
+        Self { trust, catalog, spool, source_id, seq: AtomicU64::new(0), metrics, limits, meters }
     }
 
     /// Checks every tenant of the request against its limit. Over the limit, the
@@ -119,14 +117,6 @@ impl Pipeline {
         })
     }
 
-    fn tenancy(&self, key: Option<&str>) -> Result<Tenancy, String> {
-        match key {
-            Some(k) => self.keys.lookup(k).cloned().ok_or_else(|| "unknown key".to_owned()),
-            None if self.allow_anonymous => Ok(Tenancy::FromResource),
-            None => Err("missing key: send `Authorization: Bearer <key>`".to_owned()),
-        }
-    }
-
     async fn handle(&self, delivery: Delivery) -> Outcome {
         let (signal, items) = (delivery.request.signal().name(), delivery.request.items());
         let outcome = self.store(delivery).await;
@@ -139,7 +129,8 @@ impl Pipeline {
             }
             // Malformed beyond its framing: refused whole, for good.
             Outcome::Invalid(_) => m.count_items(signal, "rejected", items),
-            Outcome::Unauthenticated(_) => m.count_items(signal, "unauthenticated", items),
+            // The receiver refuses unknown keys before decoding (see `authenticate`).
+            Outcome::Unauthenticated(_) => {}
             Outcome::Throttled { .. } => m.count_items(signal, "throttled", items),
             Outcome::Unavailable { .. } => m.count_items(signal, "unavailable", items),
         }
@@ -147,12 +138,16 @@ impl Pipeline {
     }
 
     async fn store(&self, delivery: Delivery) -> Outcome {
-        let tenancy = match self.tenancy(delivery.key.as_deref()) {
+        let tenancy = match self.trust.tenancy(delivery.key.as_deref()) {
             Ok(t) => t,
             Err(message) => return Outcome::Unauthenticated(message),
         };
+        let now = OffsetDateTime::now_utc();
+        if let Some(Err(message)) = delivery.batch.as_ref().map(|b| self.trust.check_batch_time(b, now)) {
+            return Outcome::Invalid(message);
+        }
         // A sender's batch identity (and its time) makes a resend reproduce the same rows.
-        let when = delivery.batch.as_ref().map_or_else(OffsetDateTime::now_utc, |b| b.time);
+        let when = delivery.batch.as_ref().map_or(now, |b| b.time);
         let mut request = delivery.request;
         // Agents' own usage reports are usage, not metric points; only senders trusted
         // to name tenants may report it. Metrics from them are decoded to take the
@@ -240,6 +235,10 @@ fn key_namespace(key: Option<&str>) -> String {
 }
 
 impl Consumer for Pipeline {
+    fn authenticate(&self, key: Option<&str>) -> Result<Grant, String> {
+        self.trust.grant(key)
+    }
+
     fn consume(&self, delivery: Delivery) -> Pin<Box<dyn Future<Output = Outcome> + Send + '_>> {
         Box::pin(self.handle(delivery))
     }

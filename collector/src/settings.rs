@@ -51,9 +51,13 @@ pub struct Settings {
     /// YAML file of custom meter definitions (see docs/collector.md, "Custom meters").
     #[arg(long)]
     pub meters: Option<PathBuf>,
-    /// Accept senders without a key (local use only).
+    /// Accept senders without a key (local use only): they are trusted as agents are.
     #[arg(long)]
     pub allow_anonymous: bool,
+    /// The oldest batch time (`tally-batch`, from agent keys) accepted, in hours before now: usage cannot be moved
+    /// into a month billed long ago (an agent's WAL older than this is refused and counted as dropped).
+    #[arg(long, default_value_t = 168)]
+    pub batch_max_age_hours: u64,
     /// How logs are written (level from RUST_LOG).
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,

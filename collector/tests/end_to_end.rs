@@ -101,7 +101,6 @@ async fn sdk_traffic_lands_exactly_per_tenant_and_meter() {
         "tally_collector_items_total{signal=\"traces\",outcome=\"accepted\"} 650",
         "tally_collector_items_total{signal=\"metrics\",outcome=\"accepted\"} 35",
         "tally_collector_items_total{signal=\"logs\",outcome=\"accepted\"} 15",
-        "tally_collector_items_total{signal=\"traces\",outcome=\"unauthenticated\"} 14",
         "tally_collector_tenant_mismatch_items_total 100",
         "tally_collector_responses_total{transport=\"http\",code=\"401\"} 1",
         "tally_collector_responses_total{transport=\"grpc\",code=\"16\"} 1",

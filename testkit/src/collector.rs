@@ -27,20 +27,31 @@ pub struct Running {
     pub admin_url: String,
 }
 
-/// Starts the collector with keys `initech-key` (pins tenant initech) and
-/// `agent-key` (names tenants), anonymous senders allowed, flushing every 100 ms.
+/// Starts the collector with keys `initech-key` and `globex-key` (tenant keys, pinning
+/// tenants initech and globex) and `agent-key` (names tenants), anonymous senders allowed,
+/// flushing every 100 ms.
 pub async fn start_collector(server: &ClickHouseServer, db: &str, dir: &Path, extra: &[&str]) -> Running {
     start_collector_at(&server.http_url(), db, dir, extra).await
 }
 
 /// [`start_collector`] against the ClickHouse server at `clickhouse_url` (e.g. one server of a cluster).
 pub async fn start_collector_at(clickhouse_url: &str, db: &str, dir: &Path, extra: &[&str]) -> Running {
+    launch(clickhouse_url, db, dir, true, extra).await
+}
+
+/// [`start_collector`] refusing senders without a key, as in production.
+pub async fn start_keyed_collector(server: &ClickHouseServer, db: &str, dir: &Path, extra: &[&str]) -> Running {
+    launch(&server.http_url(), db, dir, false, extra).await
+}
+
+async fn launch(clickhouse_url: &str, db: &str, dir: &Path, anonymous: bool, extra: &[&str]) -> Running {
     let keys = dir.join("keys.yaml");
     std::fs::write(
         &keys,
         format!(
-            "keys:\n  - sha256: {}\n    tenant: initech\n  - sha256: {}\n",
+            "keys:\n  - sha256: {}\n    tenant: initech\n  - sha256: {}\n    tenant: globex\n  - sha256: {}\n",
             sha256_hex("initech-key"),
+            sha256_hex("globex-key"),
             sha256_hex("agent-key")
         ),
     )
@@ -60,7 +71,6 @@ pub async fn start_collector_at(clickhouse_url: &str, db: &str, dir: &Path, extr
         db,
         "--keys",
         keys.to_str().unwrap(),
-        "--allow-anonymous",
         "--clickhouse-timeout-secs",
         "5",
         "--data-dir",
@@ -69,9 +79,10 @@ pub async fn start_collector_at(clickhouse_url: &str, db: &str, dir: &Path, extr
         "100",
     ];
     let admin_url = format!("http://127.0.0.1:{admin}");
+    let anonymous = anonymous.then_some("--allow-anonymous");
     let mut service = Service::new(
         crate::service::binary("tally-collector"),
-        args.iter().map(|s| s.to_string()).collect(),
+        args.iter().chain(&anonymous).map(|s| s.to_string()).collect(),
         admin_url.clone(),
     );
     service.start(extra).await.unwrap();
@@ -146,6 +157,16 @@ pub fn grpc_frame(compressed: bool, message: &[u8]) -> Vec<u8> {
 
 /// Exports the OTLP/JSON trace request `json` over gRPC (h2c) with the agent key and `headers`.
 pub async fn grpc_export_traces(grpc_url: &str, json: &str, headers: &[(&str, String)]) -> reqwest::Response {
+    grpc_export_traces_as(grpc_url, "agent-key", json, headers).await
+}
+
+/// [`grpc_export_traces`] with bearer key `key`.
+pub async fn grpc_export_traces_as(
+    grpc_url: &str,
+    key: &str,
+    json: &str,
+    headers: &[(&str, String)],
+) -> reqwest::Response {
     use prost::Message;
     let request: opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest =
         serde_json::from_str(json).unwrap();
@@ -153,7 +174,7 @@ pub async fn grpc_export_traces(grpc_url: &str, json: &str, headers: &[(&str, St
     let mut post = h2
         .post(format!("{grpc_url}{}", otlp::grpc::TRACES_PATH))
         .header("content-type", "application/grpc")
-        .header("authorization", "Bearer agent-key");
+        .header("authorization", format!("Bearer {key}"));
     for (name, value) in headers {
         post = post.header(*name, value);
     }

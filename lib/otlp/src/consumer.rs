@@ -96,8 +96,23 @@ pub enum Outcome {
     },
 }
 
+/// What a sender's key lets it assert beyond its items, as the consumer's key check finds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Grant {
+    /// Its `tally-batch` identity and time are honoured (agents' keys). A request that carries
+    /// one without this grant is refused: an identity it chose could deduplicate its own usage
+    /// and a time it chose could move it into another month.
+    pub batch_identity: bool,
+}
+
 /// Takes decoded requests. Implemented by the collector's pipeline and the agent's WAL.
 pub trait Consumer: Send + Sync + 'static {
+    /// Checks the sender's bearer `key` (`None`: no `Authorization` header) and says what it may
+    /// assert; `Err` is the message of an UNAUTHENTICATED / 401 answer. The receiver calls it
+    /// with the headers alone, before it inflates or decodes anything: an unknown sender costs
+    /// a hash, not a parse.
+    fn authenticate(&self, key: Option<&str>) -> Result<Grant, String>;
+
     /// Handles one request; the returned outcome is what the sender is told.
     fn consume(&self, delivery: Delivery) -> Pin<Box<dyn Future<Output = Outcome> + Send + '_>>;
 }

@@ -24,7 +24,7 @@ use prost::Message;
 
 use super::inflate::{inflate, Compression, InflateError, ACCEPTED};
 use super::status::{code, RetryInfo, RpcStatus};
-use super::{Consumer, Encoding, Outcome, Receiver, Signal};
+use super::{Consumer, Encoding, Outcome, Receiver, Refusal, Signal};
 
 /// The gRPC method paths of the three OTLP services.
 pub const TRACES_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
@@ -88,6 +88,12 @@ impl Receiver {
                 None,
             );
         }
+        let sender = match self.admit(headers) {
+            Ok(sender) => sender,
+            Err(Refusal::Unauthenticated(m)) => return status(code::UNAUTHENTICATED, &m, None),
+            Err(Refusal::Forbidden(m)) => return status(code::PERMISSION_DENIED, &m, None),
+            Err(Refusal::Invalid(m)) => return status(code::INVALID_ARGUMENT, &m, None),
+        };
         let message = bytes.slice(5..);
         let raw = if compressed {
             match header("grpc-encoding") {
@@ -107,7 +113,7 @@ impl Receiver {
         } else {
             message
         };
-        let outcome = match self.deliver(signal, Encoding::Protobuf, headers, raw).await {
+        let outcome = match self.deliver(signal, Encoding::Protobuf, sender, raw).await {
             Ok(outcome) => outcome,
             Err(message) => return status(code::INVALID_ARGUMENT, &message, None),
         };

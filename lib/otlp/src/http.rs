@@ -17,7 +17,7 @@ use prost::Message;
 
 use super::inflate::{inflate, Compression, InflateError};
 use super::status::{code, RpcStatus};
-use super::{Consumer, Encoding, Outcome, Receiver, Signal};
+use super::{Consumer, Encoding, Outcome, Receiver, Refusal, Signal};
 
 /// The OTLP/HTTP routes, handing requests to `consumer`. Bodies over
 /// `max_request_bytes`, before or after decompression, get 413.
@@ -76,6 +76,12 @@ impl Receiver {
                 return fail(StatusCode::BAD_REQUEST, code::INVALID_ARGUMENT, format!("reading the request body: {e}"))
             }
         };
+        let sender = match self.admit(headers) {
+            Ok(sender) => sender,
+            Err(Refusal::Unauthenticated(m)) => return fail(StatusCode::UNAUTHORIZED, code::UNAUTHENTICATED, m),
+            Err(Refusal::Forbidden(m)) => return fail(StatusCode::FORBIDDEN, code::PERMISSION_DENIED, m),
+            Err(Refusal::Invalid(m)) => return fail(StatusCode::BAD_REQUEST, code::INVALID_ARGUMENT, m),
+        };
         let content_encoding =
             headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).map(|v| v.trim().to_ascii_lowercase());
         let raw = match content_encoding.as_deref() {
@@ -94,7 +100,7 @@ impl Receiver {
                 }
             },
         };
-        let outcome = match self.deliver(signal, encoding, headers, raw).await {
+        let outcome = match self.deliver(signal, encoding, sender, raw).await {
             Ok(outcome) => outcome,
             Err(message) => return fail(StatusCode::BAD_REQUEST, code::INVALID_ARGUMENT, message),
         };

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use axum::http::HeaderMap;
 
-pub use consumer::{Consumer, Delivery, Outcome, Request};
+pub use consumer::{Consumer, Delivery, Grant, Outcome, Request};
 pub use decode::{decode, DecodeError, Encoding, Payload, Signal};
 
 /// Default limit of a request body, before and after decompression (the spec recommends 64 MiB).
@@ -29,11 +29,41 @@ pub(crate) struct Receiver {
     pub(crate) max_request_bytes: usize,
 }
 
+/// Why the receiver refused a request before its consumer saw it.
+pub(crate) enum Refusal {
+    /// No key, or an unknown one: UNAUTHENTICATED / 401.
+    Unauthenticated(String),
+    /// The key may not assert what the request asserts: PERMISSION_DENIED / 403.
+    Forbidden(String),
+    /// Malformed: INVALID_ARGUMENT / 400.
+    Invalid(String),
+}
+
+/// The sender as its headers present it: its key and the batch identity it may assert.
+pub(crate) struct Sender {
+    key: Option<String>,
+    batch: Option<batch::BatchId>,
+}
+
 impl Receiver {
-    /// Checks `raw` (protobuf: its framing, down to the items; JSON: decoded
-    /// whole), reads the sender's key and batch identity from `headers` and
-    /// hands the request to the consumer. `Err` is a message for an
-    /// INVALID_ARGUMENT / 400 answer: nothing reached the consumer.
+    /// Reads the sender's key and batch identity from `headers` and checks them with the
+    /// consumer, before any of the body is inflated or decoded.
+    pub(crate) fn admit(&self, headers: &HeaderMap) -> Result<Sender, Refusal> {
+        let key = runtime::auth::bearer(headers);
+        let grant = self.consumer.authenticate(key).map_err(Refusal::Unauthenticated)?;
+        if headers.contains_key(batch::HEADER) && !grant.batch_identity {
+            return Err(Refusal::Forbidden(format!(
+                "{} is honoured only from agent keys: this key may not name its batches or their time",
+                batch::HEADER
+            )));
+        }
+        let batch = batch::from_headers(headers, time::OffsetDateTime::now_utc()).map_err(Refusal::Invalid)?;
+        Ok(Sender { key: key.map(str::to_owned), batch })
+    }
+
+    /// Checks `raw` (protobuf: its framing, down to the items; JSON: decoded whole) and hands
+    /// the request of `sender` to the consumer. `Err` is a message for an INVALID_ARGUMENT /
+    /// 400 answer: nothing reached the consumer.
     ///
     /// Protobuf is handed over as bytes: the collector meters it in place and
     /// never builds the prost types; a consumer that needs them decodes it
@@ -43,7 +73,7 @@ impl Receiver {
         &self,
         signal: Signal,
         encoding: Encoding,
-        headers: &HeaderMap,
+        sender: Sender,
         raw: bytes::Bytes,
     ) -> Result<Outcome, String> {
         let encoded_len = raw.len();
@@ -51,8 +81,7 @@ impl Receiver {
             Encoding::Protobuf => Request::Protobuf(view::Protobuf::new(signal, raw).map_err(|e| e.to_string())?),
             Encoding::Json => Request::Decoded(decode(signal, encoding, &raw).map_err(|e| e.to_string())?),
         };
-        let batch = batch::from_headers(headers, time::OffsetDateTime::now_utc())?;
-        let delivery = Delivery { request, encoded_len, key: runtime::auth::bearer(headers).map(str::to_owned), batch };
+        let delivery = Delivery { request, encoded_len, key: sender.key, batch: sender.batch };
         Ok(self.consumer.consume(delivery).await)
     }
 }

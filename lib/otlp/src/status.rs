@@ -82,6 +82,8 @@ pub struct ProtoDuration {
 pub mod code {
     /// INVALID_ARGUMENT
     pub const INVALID_ARGUMENT: i32 = 3;
+    /// PERMISSION_DENIED
+    pub const PERMISSION_DENIED: i32 = 7;
     /// RESOURCE_EXHAUSTED
     pub const RESOURCE_EXHAUSTED: i32 = 8;
     /// UNIMPLEMENTED

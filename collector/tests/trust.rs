@@ -1,0 +1,177 @@
+//! The trust model against a collector that refuses anonymous senders, as in production: a
+//! tenant key cannot name its batches (and so neither deduplicate nor backdate its usage), an
+//! agent key cannot move usage further back than the batch window, and a sender without a valid
+//! key is refused from its headers, before its body is inflated.
+
+use std::io::Write;
+use std::time::Duration;
+
+use metering::clickhouse::ClickHouse;
+use metering::store::migrate::migrate;
+use metering::store::rollup::{query_usage, Granularity, UsageQuery};
+use metering::store::Store;
+use rust_decimal::Decimal;
+use testkit::collector::{start_keyed_collector, totals, value, Running};
+use testkit::ClickHouseServer;
+use time::OffsetDateTime;
+
+/// An OTLP/JSON trace request of `spans` spans of tenant `tenant`.
+fn spans(tenant: &str, spans: usize) -> String {
+    let one = r#"{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","name":"a","kind":2}"#;
+    format!(
+        r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"tenant.id","value":{{"stringValue":"{tenant}"}}}}]}},"scopeSpans":[{{"spans":[{}]}}]}}]}}"#,
+        vec![one; spans].join(",")
+    )
+}
+
+async fn setup(prefix: &str) -> (ClickHouseServer, Store, Running, tempfile::TempDir) {
+    let server = ClickHouseServer::start().unwrap();
+    let db = server.database(prefix).unwrap();
+    let store = Store::new(ClickHouse::new(&server.http_url(), Duration::from_secs(30)).unwrap(), &db);
+    migrate(&store).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let running = start_keyed_collector(&server, &db, dir.path(), &[]).await;
+    (server, store, running, dir)
+}
+
+async fn post(running: &Running, key: Option<&str>, batch: Option<&str>, body: String) -> reqwest::Response {
+    let mut req = reqwest::Client::new()
+        .post(format!("{}/v1/traces", running.http_url))
+        .header("content-type", "application/json")
+        .body(body);
+    if let Some(key) = key {
+        req = req.header("authorization", format!("Bearer {key}"));
+    }
+    if let Some(batch) = batch {
+        req = req.header("tally-batch", batch);
+    }
+    req.send().await.unwrap()
+}
+
+async fn message(resp: reqwest::Response) -> String {
+    let body: serde_json::Value = resp.json().await.unwrap();
+    body["message"].as_str().unwrap_or_default().to_owned()
+}
+
+fn millis(t: OffsetDateTime) -> i64 {
+    t.unix_timestamp() * 1000
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_key_cannot_name_its_batches_so_every_request_it_sends_is_billed() {
+    let (_server, store, running, _dir) = setup("trust_tenant").await;
+    let now = millis(OffsetDateTime::now_utc());
+    // The same identity on 50 requests would have billed 100 spans for 5,000; a time of 0 would
+    // have put them in 1970. Both are refused, on either transport, and nothing is stored.
+    for batch in [format!("evil 9 {now}"), "back 9 0".to_owned()] {
+        for _ in 0..3 {
+            let resp = post(&running, Some("initech-key"), Some(&batch), spans("initech", 100)).await;
+            assert_eq!(resp.status(), 403, "{batch}");
+            let m = message(resp).await;
+            assert!(m.contains("tally-batch is honoured only from agent keys"), "{m}");
+        }
+        let resp = testkit::collector::grpc_export_traces_as(
+            &running.grpc_url,
+            "initech-key",
+            &spans("initech", 100),
+            &[("tally-batch", batch.clone())],
+        )
+        .await;
+        assert_eq!(resp.headers()["grpc-status"], "7", "PERMISSION_DENIED: {:?}", resp.headers());
+    }
+    // 50 distinct requests without an identity: 50 requests' usage.
+    for _ in 0..50 {
+        assert_eq!(post(&running, Some("initech-key"), None, spans("initech", 100)).await.status(), 200);
+    }
+    running.settle().await;
+    let got = totals(store.ch(), store.db()).await;
+    assert_eq!(value(&got, "initech", "spans"), Decimal::from(5_000), "{got:?}");
+    assert_eq!(value(&got, "initech", "requests"), Decimal::from(5_000), "each span is a server span: {got:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_key_cannot_move_usage_further_back_than_the_batch_window() {
+    let (_server, store, running, _dir) = setup("trust_window").await;
+    let now = OffsetDateTime::now_utc();
+    for (seq, at) in [
+        (1, OffsetDateTime::UNIX_EPOCH),
+        (2, time::macros::datetime!(2020-01-01 00:00 UTC)),
+        (3, now - time::Duration::hours(169)),
+    ] {
+        let batch = format!("agent:a1:boot1 {seq} {}", millis(at));
+        let resp = post(&running, Some("agent-key"), Some(&batch), spans("acme", 10)).await;
+        assert_eq!(resp.status(), 400, "{batch}");
+        let m = message(resp).await;
+        assert!(m.contains("is more than 168 h before now, the oldest this collector accepts"), "{batch}: {m}");
+    }
+    // Within the window (a WAL that waited out a long outage): billed when the agent took it.
+    let at = (now - time::Duration::hours(167)).replace_second(0).unwrap().replace_nanosecond(0).unwrap();
+    let batch = format!("agent:a1:boot1 4 {}", millis(at));
+    assert_eq!(post(&running, Some("agent-key"), Some(&batch), spans("acme", 10)).await.status(), 200);
+    running.settle().await;
+    let mut q = UsageQuery::new(at, at + time::Duration::minutes(1));
+    q.granularity = Granularity::Minute;
+    q.meter = Some("spans".into());
+    let points = query_usage(&store, &q).await.unwrap();
+    assert_eq!(points.iter().map(|p| (p.tenant.as_str(), p.value)).collect::<Vec<_>>(), [("acme", Decimal::from(10))]);
+    let all =
+        query_usage(&store, &UsageQuery::new(OffsetDateTime::UNIX_EPOCH, now + time::Duration::days(1))).await.unwrap();
+    let stored: Decimal = all.iter().filter(|p| p.meter == "spans").map(|p| p.value).sum();
+    assert_eq!(stored, Decimal::from(10), "nothing refused was stored: {all:?}");
+}
+
+/// CPU time (user + system) of process `pid` so far.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // USER_HZ: 100 on every Linux architecture Tally builds for.
+    Duration::from_millis(ticks * 10)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn senders_without_a_valid_key_are_refused_from_their_headers_before_any_inflating() {
+    let (_server, store, running, _dir) = setup("trust_auth").await;
+    // A malformed identity without a key is a missing key first.
+    let resp = post(&running, None, Some("agent 1"), spans("acme", 1)).await;
+    assert_eq!(resp.status(), 401);
+    assert_eq!(message(resp).await, "missing key: send `Authorization: Bearer <key>`");
+    let resp = post(&running, Some("guess"), None, spans("acme", 1)).await;
+    assert_eq!(resp.status(), 401);
+    assert_eq!(message(resp).await, "unknown key");
+    // 64 uploads of ~64 KB of gzip that inflate to 63 MiB of JSON, at once, without a key.
+    let mut json = b"{\"resourceSpans\":[".to_vec();
+    json.resize(63 << 20, b' ');
+    json.extend_from_slice(b"]}");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&json).unwrap();
+    let bomb = gz.finish().unwrap();
+    assert!(bomb.len() < 100 << 10, "{} bytes", bomb.len());
+    let pid = running.service.pid().unwrap();
+    let before = cpu_time(pid);
+    let client = reqwest::Client::new();
+    let mut uploads = tokio::task::JoinSet::new();
+    for _ in 0..64 {
+        let upload = client
+            .post(format!("{}/v1/traces", running.http_url))
+            .header("content-type", "application/json")
+            .header("content-encoding", "gzip")
+            .body(bomb.clone())
+            .send();
+        uploads.spawn(upload);
+    }
+    while let Some(resp) = uploads.join_next().await {
+        assert_eq!(resp.unwrap().unwrap().status(), 401);
+    }
+    let spent = cpu_time(pid) - before;
+    eprintln!("64 unauthenticated uploads cost {spent:?} of collector CPU");
+    // Inflating and parsing one of them costs ~0.1-0.3 s of CPU; 64 refused from their headers
+    // cost a few milliseconds in all (the clock ticks are 10 ms).
+    assert!(spent < Duration::from_millis(640), "64 unauthenticated uploads cost {spent:?} of collector CPU");
+    // A tenant's traffic is untouched.
+    assert_eq!(post(&running, Some("globex-key"), None, spans("globex", 7)).await.status(), 200);
+    running.settle().await;
+    let got = totals(store.ch(), store.db()).await;
+    assert_eq!(value(&got, "globex", "spans"), Decimal::from(7), "{got:?}");
+    assert_eq!(value(&got, "acme", "spans"), Decimal::ZERO, "{got:?}");
+}
