@@ -1,14 +1,16 @@
-//! Per-tenant rate limits on OTLP items (spans, data points, log records),
-//! token buckets from `governor`: a sustained rate and a burst per tenant.
+//! Per-tenant rate limits on OTLP items (spans, data points, log records): a token bucket per
+//! tenant, with a sustained rate and a burst.
+//!
+//! A request larger than the burst passes when the bucket is full and leaves it in debt: the
+//! tenant's next items wait until the debt is repaid at its rate. So a batch of any size passes
+//! eventually (an agent's batch is cut by bytes, not by a tenant's burst), and the long-run rate
+//! still never exceeds the limit.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
 use std::str::FromStr;
 use std::sync::Mutex;
-use std::time::Duration;
-
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use std::time::{Duration, Instant};
 
 /// A limit: `RATE` items per second with a burst of `BURST` (default: one second's worth).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,62 +64,99 @@ pub struct Throttle {
     pub retry_after: Duration,
     /// For the sender.
     pub message: String,
+    /// The tenants over their limit.
+    pub tenants: Vec<String>,
 }
 
-/// The limiters, one per tenant that has a limit.
+/// One tenant's bucket: tokens (items) that refill at the limit's rate up to its burst, and may
+/// go below zero by one oversized take.
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn refill(&mut self, limit: Limit, now: Instant) {
+        let earned = now.saturating_duration_since(self.at).as_secs_f64() * f64::from(limit.per_second.get());
+        self.tokens = (self.tokens + earned).min(f64::from(limit.burst.get()));
+        self.at = now;
+    }
+
+    /// How long until `items` may be taken: zero when they may now. A take needs the bucket to
+    /// hold `items`, or to be full when `items` is more than the burst.
+    fn wait(&self, limit: Limit, items: u64) -> Duration {
+        let needed = (items as f64).min(f64::from(limit.burst.get()));
+        let missing = needed - self.tokens;
+        if missing <= 0.0 {
+            return Duration::ZERO;
+        }
+        Duration::from_secs_f64(missing / f64::from(limit.per_second.get()))
+    }
+}
+
+/// The buckets, one per tenant that has a limit.
 pub struct Limits {
     configured: HashMap<String, Limit>,
     default: Option<Limit>,
-    limiters: Mutex<HashMap<String, std::sync::Arc<DefaultDirectRateLimiter>>>,
+    buckets: Mutex<HashMap<String, Bucket>>,
 }
 
 impl Limits {
     /// Limits for the listed tenants, and `default` for every other tenant (none: unlimited).
     pub fn new(tenants: &[TenantLimit], default: Option<Limit>) -> Self {
         let configured = tenants.iter().map(|t| (t.tenant.clone(), t.limit)).collect();
-        Self { configured, default, limiters: Mutex::new(HashMap::new()) }
+        Self { configured, default, buckets: Mutex::new(HashMap::new()) }
     }
 
     fn limit_of(&self, tenant: &str) -> Option<Limit> {
         self.configured.get(tenant).copied().or(self.default)
     }
 
-    /// Takes `items` from `tenant`'s bucket, or says when to come back.
-    pub fn check(&self, tenant: &str, items: u64) -> Result<(), Throttle> {
-        let Some(limit) = self.limit_of(tenant) else { return Ok(()) };
-        let Some(n) = NonZeroU32::new(items.min(u64::from(u32::MAX)) as u32) else { return Ok(()) };
-        let limiter = {
-            let mut limiters = self.limiters.lock().expect("limiter map");
-            limiters
+    /// Takes each tenant's items from its bucket, all or none: when any tenant is over its
+    /// limit nothing is taken (the request is refused whole and its other tenants' items must
+    /// not be charged for it), and the answer says when to come back.
+    pub fn take(&self, items: &BTreeMap<&str, u64>) -> Result<(), Throttle> {
+        self.take_at(items, Instant::now())
+    }
+
+    fn take_at(&self, items: &BTreeMap<&str, u64>, now: Instant) -> Result<(), Throttle> {
+        let limited: Vec<(&str, u64, Limit)> =
+            items.iter().filter(|(_, n)| **n > 0).filter_map(|(t, n)| self.limit_of(t).map(|l| (*t, *n, l))).collect();
+        if limited.is_empty() {
+            return Ok(());
+        }
+        let mut buckets = self.buckets.lock().expect("limit buckets");
+        let mut worst = Duration::ZERO;
+        let mut over = Vec::new();
+        for &(tenant, n, limit) in &limited {
+            let bucket = buckets
                 .entry(tenant.to_owned())
-                .or_insert_with(|| {
-                    std::sync::Arc::new(RateLimiter::direct(
-                        Quota::per_second(limit.per_second).allow_burst(limit.burst),
-                    ))
-                })
-                .clone()
-        };
-        let over = |retry_after: Duration| Throttle {
-            retry_after,
+                .or_insert_with(|| Bucket { tokens: f64::from(limit.burst.get()), at: now });
+            bucket.refill(limit, now);
+            let wait = bucket.wait(limit, n);
+            if wait > Duration::ZERO {
+                worst = worst.max(wait);
+                over.push((tenant, limit));
+            }
+        }
+        if over.is_empty() {
+            for (tenant, n, _) in limited {
+                buckets.get_mut(tenant).expect("refilled above").tokens -= n as f64;
+            }
+            return Ok(());
+        }
+        let (tenant, limit) = over[0];
+        Err(Throttle {
+            retry_after: worst,
             message: format!(
                 "tenant {tenant} is over its limit of {} items/s (burst {}); retry after {} ms",
                 limit.per_second,
                 limit.burst,
-                retry_after.as_millis()
+                worst.as_millis().max(1)
             ),
-        };
-        match limiter.check_n(n) {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(not_until)) => Err(over(not_until.wait_time_from(DefaultClock::default().now()))),
-            // More than a whole burst at once: it will never fit as one request.
-            Err(_) => Err(Throttle {
-                retry_after: Duration::from_secs(1),
-                message: format!(
-                    "tenant {tenant}: {items} items in one request exceed its burst of {}; send smaller batches",
-                    limit.burst
-                ),
-            }),
-        }
+            tenants: over.iter().map(|(t, _)| (*t).to_owned()).collect(),
+        })
     }
 }
 
@@ -138,16 +177,46 @@ mod tests {
         assert!("a b=1".parse::<TenantLimit>().is_err());
     }
 
+    fn one(tenant: &str, n: u64) -> BTreeMap<&str, u64> {
+        BTreeMap::from([(tenant, n)])
+    }
+
     #[test]
     fn buckets_per_tenant() {
         let limits = Limits::new(&["acme=10/100".parse().unwrap()], Some("1000".parse().unwrap()));
-        assert_eq!(limits.check("acme", 100), Ok(()));
-        let t = limits.check("acme", 10).unwrap_err();
-        assert!(t.retry_after > Duration::from_millis(500) && t.retry_after <= Duration::from_secs(1), "{t:?}");
-        assert!(t.message.starts_with("tenant acme is over its limit of 10 items/s (burst 100)"), "{}", t.message);
+        let t0 = Instant::now();
+        assert_eq!(limits.take_at(&one("acme", 100), t0), Ok(()));
+        let t = limits.take_at(&one("acme", 10), t0).unwrap_err();
+        assert_eq!(t.retry_after, Duration::from_secs(1));
+        assert_eq!(t.message, "tenant acme is over its limit of 10 items/s (burst 100); retry after 1000 ms");
+        assert_eq!(t.tenants, ["acme"]);
+        // A second later the ten fit.
+        assert_eq!(limits.take_at(&one("acme", 10), t0 + Duration::from_secs(1)), Ok(()));
         // Other tenants have their own buckets.
-        assert_eq!(limits.check("globex", 1000), Ok(()));
-        assert!(limits.check("acme", 101).unwrap_err().message.contains("exceed its burst of 100"));
-        assert_eq!(Limits::new(&[], None).check("anyone", 1 << 40), Ok(()));
+        assert_eq!(limits.take_at(&one("globex", 1000), t0), Ok(()));
+        assert_eq!(Limits::new(&[], None).take_at(&one("anyone", 1 << 40), t0), Ok(()));
+    }
+
+    #[test]
+    fn a_request_over_the_burst_passes_on_a_full_bucket_and_leaves_a_debt() {
+        let limits = Limits::new(&["noisy=100/200".parse().unwrap()], None);
+        let t0 = Instant::now();
+        assert_eq!(limits.take_at(&one("noisy", 1000), t0), Ok(()), "a full bucket takes any request");
+        // 800 in debt: one more item needs 8.01 s of refill.
+        let t = limits.take_at(&one("noisy", 1), t0).unwrap_err();
+        assert_eq!(t.retry_after, Duration::from_secs_f64(8.01));
+        assert!(limits.take_at(&one("noisy", 1000), t0 + Duration::from_secs(9)).is_err(), "not full yet");
+        assert_eq!(limits.take_at(&one("noisy", 1000), t0 + Duration::from_secs(10)), Ok(()));
+    }
+
+    #[test]
+    fn a_refused_request_charges_none_of_its_tenants() {
+        let limits = Limits::new(&["a=10/10".parse().unwrap(), "b=10/10".parse().unwrap()], None);
+        let t0 = Instant::now();
+        assert_eq!(limits.take_at(&one("a", 10), t0), Ok(()));
+        let both = BTreeMap::from([("a", 5), ("b", 10)]);
+        assert_eq!(limits.take_at(&both, t0).unwrap_err().tenants, ["a"]);
+        // b was not charged for the refused request: its whole burst is still there.
+        assert_eq!(limits.take_at(&one("b", 10), t0), Ok(()));
     }
 }

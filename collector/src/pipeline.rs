@@ -4,6 +4,7 @@
 //! spool is full or unwritable senders are told to retry (UNAVAILABLE / 503)
 //! and keep the data themselves.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,22 +58,21 @@ impl Pipeline {
         Self { trust, catalog, spool, source_id, seq: AtomicU64::new(0), metrics, limits, meters }
     }
 
-    /// Checks every tenant of the request against its limit. Over the limit, the
-    /// request is refused whole (the sender resends it whole) and what each
-    /// throttled tenant sent is metered as `throttled_<items>`.
+    /// Checks every tenant of the request against its limit, all or none. Over the limit, the
+    /// request is refused whole (the sender resends it whole, and none of its tenants is
+    /// charged for it), and what each throttled tenant sent is metered as `throttled_<items>`.
     fn throttle(&self, records: &[UsageRecord]) -> Option<(Throttle, Vec<UsageRecord>)> {
-        let mut worst: Option<Throttle> = None;
-        let mut throttled = Vec::new();
-        for r in records.iter().filter(|r| names::ITEMS.contains(&r.meter.as_str())) {
-            let items = u64::try_from(r.value.trunc().mantissa()).unwrap_or(u64::MAX);
-            if let Err(t) = self.limits.check(&r.tenant, items) {
-                throttled.push(UsageRecord { meter: format!("{}{}", names::THROTTLED, r.meter), ..r.clone() });
-                if worst.as_ref().is_none_or(|w| t.retry_after > w.retry_after) {
-                    worst = Some(t);
-                }
-            }
+        let items = records.iter().filter(|r| names::ITEMS.contains(&r.meter.as_str()));
+        let mut per_tenant: BTreeMap<&str, u64> = BTreeMap::new();
+        for r in items.clone() {
+            *per_tenant.entry(&r.tenant).or_default() += u64::try_from(r.value.trunc().mantissa()).unwrap_or(u64::MAX);
         }
-        worst.map(|t| (t, throttled))
+        let throttle = self.limits.take(&per_tenant).err()?;
+        let throttled = items
+            .filter(|r| throttle.tenants.contains(&r.tenant))
+            .map(|r| UsageRecord { meter: format!("{}{}", names::THROTTLED, r.meter), ..r.clone() })
+            .collect();
+        Some((throttle, throttled))
     }
 
     fn own_identity(&self) -> (String, u64) {
@@ -177,17 +177,24 @@ impl Pipeline {
         if measured.records.is_empty() {
             return accepted;
         }
+        // Namespaced by the sender's key, so one sender's identities never collide with another's.
+        let named = delivery
+            .batch
+            .as_ref()
+            .map(|b| (format!("{}/{}", key_namespace(delivery.key.as_deref()), b.source), b.seq));
         if let Some((throttle, throttled)) = self.throttle(&measured.records) {
-            // Each refusal is its own event: it gets the collector's identity, not the sender's.
-            // The refusal stands even if its metering fails: the data is the sender's to resend.
-            let _ = self.write(self.own_identity(), throttled, &[]).await;
+            // A named batch refused again and again is one refusal: its throttled rows get an
+            // identity of their own, derived from the batch's, so its resends collapse with them.
+            // A request without a name is a new event each time. The refusal stands even if its
+            // metering fails: the data is the sender's to resend.
+            let identity = match &named {
+                Some((source, seq)) => (format!("{source}/throttled"), *seq),
+                None => self.own_identity(),
+            };
+            let _ = self.write(identity, throttled, &[]).await;
             return Outcome::Throttled { retry_after: throttle.retry_after, message: throttle.message };
         }
-        let identity = match &delivery.batch {
-            // Namespaced by the sender's key, so one sender's identities never collide with another's.
-            Some(b) => (format!("{}/{}", key_namespace(delivery.key.as_deref()), b.source), b.seq),
-            None => self.own_identity(),
-        };
+        let identity = named.unwrap_or_else(|| self.own_identity());
         match self.write(identity, measured.records, &measured.sla).await {
             Ok(0) => accepted,
             Ok(dropped) => {
