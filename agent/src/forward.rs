@@ -102,6 +102,14 @@ pub enum Verdict {
         /// The status, for logs.
         reason: String,
     },
+    /// Over its tenant's rate limit (RESOURCE_EXHAUSTED with RetryInfo): this batch waits
+    /// `after`, other tenants' batches go on.
+    Throttled {
+        /// RetryInfo's delay.
+        after: Duration,
+        /// The status, for logs.
+        reason: String,
+    },
     /// Refused for good: the batch is dropped and counted.
     Final {
         /// The gRPC code's name (a low-cardinality reason).
@@ -132,7 +140,10 @@ pub fn classify(status: &Status, url: &str) -> Verdict {
         | Code::OutOfRange
         | Code::Unavailable
         | Code::DataLoss => Verdict::Retry { after, reason },
-        Code::ResourceExhausted if after.is_some() => Verdict::Retry { after, reason },
+        Code::ResourceExhausted => match after {
+            Some(after) => Verdict::Throttled { after, reason },
+            None => Verdict::Final { code: "ResourceExhausted".into(), reason },
+        },
         code => Verdict::Final { code: format!("{code:?}"), reason },
     }
 }
@@ -237,10 +248,7 @@ mod tests {
         let throttled = classify(&with_retry_info(Code::ResourceExhausted, Duration::from_millis(1500)), "c");
         assert_eq!(
             throttled,
-            Verdict::Retry {
-                after: Some(Duration::from_millis(1500)),
-                reason: "c: ResourceExhausted: slow down".into()
-            }
+            Verdict::Throttled { after: Duration::from_millis(1500), reason: "c: ResourceExhausted: slow down".into() }
         );
         assert!(
             matches!(classify(&with_retry_info(Code::Unavailable, Duration::from_secs(5)), "c"), Verdict::Retry { after: Some(d), .. } if d == Duration::from_secs(5))

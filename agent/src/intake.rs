@@ -10,11 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use measure::reported::SCOPE;
-use measure::{attribute, TENANT_ATTRIBUTE, UNKNOWN_TENANT};
+use measure::{attribute, Tenancy, TENANT_ATTRIBUTE};
+use metering::meter::names;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use otlp::decode::metric_points;
-use otlp::view::{Attributes, MetricView, RequestView};
+use otlp::view::RequestView;
 use otlp::{Consumer, Delivery, Grant, Outcome, Payload, Request, Signal};
 use prost::Message;
 use wal::{AppendError, Wal};
@@ -64,33 +65,27 @@ impl Intake {
 
     async fn take(&self, delivery: Delivery) -> Outcome {
         let signal = delivery.request.signal();
-        let (request, items, rejected, message) = match delivery.request {
-            // Protobuf spans and logs with nothing to stamp go to the WAL as they came:
-            // counted per tenant in place, never decoded or encoded again.
+        let now = time::OffsetDateTime::now_utc();
+        let (request, admitted) = match delivery.request {
+            // Protobuf spans and logs with nothing to stamp or strip go to the WAL as they came:
+            // measured in place, never decoded or encoded again.
             Request::Protobuf(p) if self.tenant.is_none() && signal != Signal::Metrics => {
-                match p.with_view(|v| items_by_tenant(v)) {
-                    Ok(items) => (p.bytes().clone(), items, 0, String::new()),
+                match p.with_view(|v| Admitted::of(v, now)) {
                     Err(e) => return Outcome::Invalid(e.to_string()),
+                    Ok(admitted) if admitted.rejected == 0 => (p.bytes().clone(), admitted),
+                    Ok(_) => match self.rewrite(Request::Protobuf(p), now) {
+                        Ok(rewritten) => rewritten,
+                        Err(refused) => return refused,
+                    },
                 }
             }
-            other => {
-                let mut payload = match other.into_payload() {
-                    Ok(payload) => payload,
-                    Err(e) => return Outcome::Invalid(e.to_string()),
-                };
-                let (rejected, message) = refuse_reserved_scope(&mut payload);
-                if let Some(tenant) = &self.tenant {
-                    stamp(&mut payload, tenant);
-                }
-                let request = match &payload {
-                    Payload::Traces(r) => r.encode_to_vec(),
-                    Payload::Metrics(r) => r.encode_to_vec(),
-                    Payload::Logs(r) => r.encode_to_vec(),
-                };
-                (request.into(), items_by_tenant(&payload), rejected, message)
-            }
+            other => match self.rewrite(other, now) {
+                Ok(rewritten) => rewritten,
+                Err(refused) => return refused,
+            },
         };
-        let millis = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+        let Admitted { items, rejected, reason: message } = admitted;
+        let millis = now.unix_timestamp_nanos() / 1_000_000;
         let record = Record {
             signal,
             boot: self.boot,
@@ -136,6 +131,28 @@ impl Intake {
         }
     }
 
+    /// The request decoded and edited for the WAL: the reserved scope refused, the sidecar's
+    /// tenant stamped, resources whose tenant the collectors would refuse taken out (so what
+    /// is forwarded is what is acknowledged), then measured as the collectors will.
+    fn rewrite(&self, request: Request, now: time::OffsetDateTime) -> Result<(bytes::Bytes, Admitted), Outcome> {
+        let mut payload = request.into_payload().map_err(|e| Outcome::Invalid(e.to_string()))?;
+        let (reserved, reserved_why) = refuse_reserved_scope(&mut payload);
+        if let Some(tenant) = &self.tenant {
+            stamp(&mut payload, tenant);
+        }
+        let (malformed, malformed_why) = strip_refused_tenants(&mut payload);
+        let request = match &payload {
+            Payload::Traces(r) => r.encode_to_vec(),
+            Payload::Metrics(r) => r.encode_to_vec(),
+            Payload::Logs(r) => r.encode_to_vec(),
+        };
+        let mut admitted = Admitted::of(&payload, now);
+        admitted.rejected += reserved + malformed;
+        admitted.reason =
+            [reserved_why, malformed_why].into_iter().filter(|m| !m.is_empty()).collect::<Vec<_>>().join("; ");
+        Ok((request.into(), admitted))
+    }
+
     fn refuse(&self, signal: otlp::Signal, items: u64, e: AppendError) -> Outcome {
         self.metrics.count_items(signal.name(), "refused", items);
         if !matches!(e, AppendError::Full { .. }) {
@@ -175,23 +192,57 @@ fn refuse_reserved_scope(payload: &mut Payload) -> (u64, String) {
     (rejected, message)
 }
 
-/// Items per tenant as the collectors will attribute them: the resource's
-/// `tenant.id` (last wins), else `unknown`.
-fn items_by_tenant<R: RequestView + ?Sized>(request: &R) -> BTreeMap<String, u64> {
-    let mut out = BTreeMap::new();
-    let mut add = |attrs: &R::Resource, n: u64| {
-        if n > 0 {
-            let tenant = attrs
-                .string(TENANT_ATTRIBUTE)
-                .filter(|t| metering::record::validate_tenant(t).is_ok())
-                .unwrap_or(UNKNOWN_TENANT);
-            *out.entry(tenant.to_owned()).or_default() += n;
+/// What the agent acknowledges of a request: its items per tenant, and the items it refuses,
+/// found by the collectors' own measure over the same view. So the agent acknowledges only what
+/// every collector accepts: a field a collector reads and cannot parse (a malformed
+/// `http.route`, say) is refused here, to the app, before anything is acknowledged.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Admitted {
+    items: BTreeMap<String, u64>,
+    rejected: u64,
+    reason: String,
+}
+
+impl Admitted {
+    fn of<R: RequestView + ?Sized>(request: &R, now: time::OffsetDateTime) -> Self {
+        let measured = measure::measure_with(request, &Tenancy::FromResource, now, &[]);
+        let mut items = BTreeMap::new();
+        for r in measured.records.iter().filter(|r| names::ITEMS.contains(&r.meter.as_str())) {
+            let n = u64::try_from(r.value.trunc().mantissa()).unwrap_or(u64::MAX);
+            if n > 0 {
+                *items.entry(r.tenant.clone()).or_default() += n;
+            }
+        }
+        Self { items, rejected: measured.rejected, reason: measured.reason }
+    }
+}
+
+/// Takes out the resources whose `tenant.id` the collectors refuse (see
+/// [`measure::resource_tenant`]); returns their items and why.
+fn strip_refused_tenants(payload: &mut Payload) -> (u64, String) {
+    let mut refused = 0;
+    let mut reason = String::new();
+    let mut keep = |resource: &Option<Resource>, items: u64| {
+        let claimed = resource.as_ref().and_then(|r| attribute(&r.attributes, TENANT_ATTRIBUTE));
+        match measure::resource_tenant(claimed) {
+            Ok(_) => true,
+            Err(e) => {
+                refused += items;
+                reason = format!("{TENANT_ATTRIBUTE}: {e}");
+                false
+            }
         }
     };
-    request.for_each_resource_spans(|r, spans| add(r, spans.len() as u64));
-    request.for_each_resource_logs(|r, logs| add(r, logs.len() as u64));
-    request.for_each_resource_metrics(|r, metrics| add(r, metrics.iter().map(|m| m.data_points()).sum()));
-    out
+    match payload {
+        Payload::Traces(r) => {
+            r.resource_spans.retain(|x| keep(&x.resource, x.scope_spans.iter().map(|s| s.spans.len() as u64).sum()))
+        }
+        Payload::Metrics(r) => r.resource_metrics.retain(|x| keep(&x.resource, metric_points(x))),
+        Payload::Logs(r) => {
+            r.resource_logs.retain(|x| keep(&x.resource, x.scope_logs.iter().map(|s| s.log_records.len() as u64).sum()))
+        }
+    }
+    (refused, reason)
 }
 
 /// Adds `tenant.id = tenant` to every resource that names no tenant.
@@ -243,6 +294,10 @@ mod tests {
         }
     }
 
+    fn now() -> time::OffsetDateTime {
+        time::OffsetDateTime::now_utc()
+    }
+
     #[test]
     fn items_are_counted_per_tenant_as_collectors_attribute_them() {
         let mut payload = Payload::Traces(ExportTraceServiceRequest {
@@ -253,12 +308,19 @@ mod tests {
                 spans(Some("acme"), 4),
             ],
         });
-        assert_eq!(items_by_tenant(&payload), BTreeMap::from([("acme".to_owned(), 7), ("unknown".to_owned(), 3)]));
+        let admitted = Admitted::of(&payload, now());
+        assert_eq!(admitted.items, BTreeMap::from([("acme".to_owned(), 7), ("unknown".to_owned(), 2)]));
+        assert_eq!(admitted.rejected, 1, "the collectors refuse a malformed tenant id");
+        assert!(admitted.reason.starts_with("tenant.id: tenant id \"bad tenant\" contains ' '"), "{}", admitted.reason);
+        // What is refused is taken out of what is forwarded.
+        let (refused, why) = strip_refused_tenants(&mut payload);
+        assert_eq!((refused, why), (1, admitted.reason.clone()));
+        assert_eq!(Admitted::of(&payload, now()), Admitted { items: admitted.items.clone(), ..Default::default() });
         // Sidecar mode: resources naming no tenant get the agent's.
         stamp(&mut payload, "sidecar");
         assert_eq!(
-            items_by_tenant(&payload),
-            BTreeMap::from([("acme".to_owned(), 7), ("sidecar".to_owned(), 2), ("unknown".to_owned(), 1)])
+            Admitted::of(&payload, now()).items,
+            BTreeMap::from([("acme".to_owned(), 7), ("sidecar".to_owned(), 2)])
         );
     }
 
@@ -281,6 +343,6 @@ mod tests {
             (rejected, message.as_str()),
             (2, "the instrumentation scope \"tally.usage\" is reserved for Tally agents' usage reports")
         );
-        assert_eq!(items_by_tenant(&payload), BTreeMap::from([("acme".to_owned(), 3)]));
+        assert_eq!(Admitted::of(&payload, now()).items, BTreeMap::from([("acme".to_owned(), 3)]));
     }
 }

@@ -40,7 +40,7 @@ pub struct Metrics {
     /// `refused` (WAL full, apps told to retry) or `dropped` (WAL full with drop-oldest, or
     /// refused by a collector for good).
     pub items: Family<SignalOutcome, Counter>,
-    /// `tally_agent_batches_total{signal,outcome}`: exports `acked`, `retried` or `dropped` (refused for good).
+    /// `tally_agent_batches_total{signal,outcome}`: exports `acked`, `retried`, `throttled` (its tenant over its rate limit) or `dropped` (refused for good).
     pub batches: Family<SignalOutcome, Counter>,
     /// `tally_agent_rejected_items_total`: items collectors refused in a partial success.
     pub rejected_items: Counter,

@@ -7,11 +7,17 @@
 //! a cap. A crash or shutdown mid-segment resends the whole segment next time:
 //! its batches keep their identities, so the collectors count them once.
 //!
+//! A batch holds one tenant. When a collector throttles it (that tenant is over
+//! its rate limit), the shipper goes on with the segment's other batches, and a
+//! segment left with only throttled batches is parked until the collector's
+//! RetryInfo delay has passed: it no longer takes one of the
+//! `segments_in_flight` places, so one throttled tenant delays only itself.
+//!
 //! Sealed segments wait in a [`Backlog`] the intake may also take from: with
 //! the drop-oldest policy, a full WAL gives up its oldest waiting segment
 //! (never the one being shipped), and what it held is counted as dropped.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -124,6 +130,30 @@ enum Shipped {
     Done,
     /// Not done; try the same segment again.
     Again,
+    /// Every batch not yet acknowledged was throttled: try them again at this time.
+    Parked(Instant),
+    Stopped,
+}
+
+/// A segment being shipped, with the sequence numbers of its batches acknowledged so far (a
+/// parked segment is read and cut again when its time comes; only the rest is sent).
+struct Shipment {
+    segment: Segment,
+    acked: BTreeSet<u64>,
+}
+
+/// How a shipment in flight ended.
+enum Ended {
+    Done,
+    Parked(Shipment, Instant),
+    /// Stopped before it was done: back to the backlog.
+    Unfinished(Segment),
+}
+
+/// How one batch's delivery ended.
+enum Delivered {
+    Done,
+    Throttled(Duration),
     Stopped,
 }
 
@@ -153,38 +183,56 @@ impl Shipper {
         // does not hold up the next; each batch keeps its identity, so order does not matter
         // to the collectors, and a segment still leaves the WAL only when all of it is done.
         let mut in_flight = FuturesUnordered::new();
+        let mut parked: Vec<(Shipment, Instant)> = Vec::new();
         let this = &self;
         loop {
             while in_flight.len() < self.options.segments_in_flight.max(1) {
-                let Some(s) = self.backlog.pop_front() else { break };
+                let now = Instant::now();
+                // Parked segments whose time has come go first: they are the oldest data.
+                let shipment = match parked.iter().position(|(_, at)| *at <= now) {
+                    Some(i) => parked.swap_remove(i).0,
+                    None => match self.backlog.pop_front() {
+                        Some(segment) => Shipment { segment, acked: BTreeSet::new() },
+                        None => break,
+                    },
+                };
                 let mut stop = stop.clone();
                 in_flight.push(async move {
+                    let mut shipment = shipment;
                     loop {
-                        match this.ship(&s, Some(&mut stop), None).await {
-                            Shipped::Done => return None,
+                        match this.ship(&shipment.segment, &mut shipment.acked, Some(&mut stop), None).await {
+                            Shipped::Done => return Ended::Done,
                             Shipped::Again => {}
-                            Shipped::Stopped => return Some(s),
+                            Shipped::Parked(at) => return Ended::Parked(shipment, at),
+                            Shipped::Stopped => return Ended::Unfinished(shipment.segment),
                         }
                     }
                 });
             }
+            let next_parked = parked.iter().map(|(_, at)| *at).min();
             tokio::select! {
                 _ = stop.changed() => break,
                 _ = self.backlog.arrived.notified() => {}
-                Some(unfinished) = in_flight.next(), if !in_flight.is_empty() => {
-                    if let Some(s) = unfinished {
-                        self.backlog.push_front(s);
-                    }
-                }
+                _ = tokio::time::sleep_until(next_parked.unwrap_or_else(Instant::now).into()), if next_parked.is_some() => {}
+                Some(ended) = in_flight.next(), if !in_flight.is_empty() => match ended {
+                    Ended::Done => {}
+                    Ended::Parked(shipment, at) => parked.push((shipment, at)),
+                    Ended::Unfinished(segment) => self.backlog.push_front(segment),
+                },
             }
         }
         // The shipments in flight see the stop too; what they did not finish waits again.
-        while let Some(unfinished) = in_flight.next().await {
-            if let Some(s) = unfinished {
-                self.backlog.push_front(s);
+        while let Some(ended) = in_flight.next().await {
+            match ended {
+                Ended::Done => {}
+                Ended::Parked(shipment, _) => self.backlog.push_front(shipment.segment),
+                Ended::Unfinished(segment) => self.backlog.push_front(segment),
             }
         }
         drop(in_flight);
+        for (shipment, _) in parked {
+            self.backlog.push_front(shipment.segment);
+        }
         let deadline = Instant::now() + self.options.shutdown_timeout;
         // Twice: what is waiting, then the last report, whose counts include what
         // the first round acknowledged.
@@ -194,16 +242,24 @@ impl Shipper {
             }
             // Sealing hands the open segment to the backlog before it returns.
             self.wal.seal().await;
+            let mut throttled = Vec::new();
             while let Some(s) = self.backlog.pop_front() {
+                let mut acked = BTreeSet::new();
                 let shipped = loop {
-                    match self.ship(&s, None, Some(deadline)).await {
+                    match self.ship(&s, &mut acked, None, Some(deadline)).await {
                         Shipped::Again => {}
                         other => break other,
                     }
                 };
-                if let Shipped::Stopped = shipped {
-                    break;
+                match shipped {
+                    // Still over its limit: it waits in the WAL for the next start.
+                    Shipped::Parked(_) => throttled.push(s),
+                    Shipped::Stopped => break,
+                    Shipped::Done | Shipped::Again => {}
                 }
+            }
+            for s in throttled {
+                self.backlog.push_back(s);
             }
         }
         if self.wal.pending_bytes() == 0 {
@@ -216,10 +272,13 @@ impl Shipper {
         }
     }
 
-    /// Ships one segment and removes it; `Stopped` when asked to stop or past the deadline first.
+    /// Ships one segment's batches not in `acked` (adding each acknowledged one) and removes
+    /// the segment when all are; `Parked` when only throttled ones are left, `Stopped` when
+    /// asked to stop or past the deadline first.
     async fn ship(
         &self,
         s: &Segment,
+        acked: &mut BTreeSet<u64>,
         mut stop: Option<&mut watch::Receiver<()>>,
         deadline: Option<Instant>,
     ) -> Shipped {
@@ -233,19 +292,39 @@ impl Shipper {
                 };
             }
         };
-        if let Some(d) = &contents.damage {
-            self.metrics.wal_damaged_bytes.inc_by(d.bytes_lost);
-            tracing::error!(segment = %s.path.display(), offset = d.offset, bytes_lost = d.bytes_lost, reason = d.reason, "damaged WAL segment: its intact records are shipped, the rest skipped");
+        // Damage is counted once per segment, not on every return from parking.
+        if acked.is_empty() {
+            if let Some(d) = &contents.damage {
+                self.metrics.wal_damaged_bytes.inc_by(d.bytes_lost);
+                tracing::error!(segment = %s.path.display(), offset = d.offset, bytes_lost = d.bytes_lost, reason = d.reason, "damaged WAL segment: its intact records are shipped, the rest skipped");
+            }
         }
         let cut = cut(s.id, &contents.records, self.options.batch_max_bytes);
-        for reason in &cut.unreadable {
-            self.metrics.wal_damaged_bytes.inc();
-            tracing::error!(segment = %s.path.display(), reason, "unreadable WAL record skipped");
-        }
-        for batch in &cut.batches {
-            if let Shipped::Stopped = self.deliver(batch, stop.as_deref_mut(), deadline).await {
-                return Shipped::Stopped;
+        if acked.is_empty() {
+            for reason in &cut.unreadable {
+                self.metrics.wal_damaged_bytes.inc();
+                tracing::error!(segment = %s.path.display(), reason, "unreadable WAL record skipped");
             }
+        }
+        // Throttled tenants in this pass: their later batches wait with the first.
+        let mut throttled: BTreeMap<&str, Duration> = BTreeMap::new();
+        let pending: Vec<&Batch> = cut.batches.iter().filter(|b| !acked.contains(&b.seq)).collect();
+        for batch in pending {
+            if throttled.contains_key(batch.tenant.as_str()) {
+                continue;
+            }
+            match self.deliver(batch, stop.as_deref_mut(), deadline).await {
+                Delivered::Done => {
+                    acked.insert(batch.seq);
+                }
+                Delivered::Throttled(after) => {
+                    throttled.insert(&batch.tenant, after);
+                }
+                Delivered::Stopped => return Shipped::Stopped,
+            }
+        }
+        if let Some(wait) = throttled.values().min() {
+            return Shipped::Parked(Instant::now() + (*wait).min(self.options.backoff_max));
         }
         if let Err(e) = self.wal.remove(s) {
             tracing::error!(segment = %s.path.display(), error = %e, "removing a shipped WAL segment failed");
@@ -253,13 +332,13 @@ impl Shipper {
         Shipped::Done
     }
 
-    /// Sends a batch until it is acknowledged or refused for good.
+    /// Sends a batch until it is acknowledged, refused for good, or throttled.
     async fn deliver(
         &self,
         batch: &Batch,
         mut stop: Option<&mut watch::Receiver<()>>,
         deadline: Option<Instant>,
-    ) -> Shipped {
+    ) -> Delivered {
         let id = BatchId::agent(&self.agent_id, batch.boot, batch.seq, batch.accepted_millis);
         let signal = batch.signal.name();
         let mut wait = self.options.backoff_min;
@@ -281,7 +360,17 @@ impl Shipper {
                             "the collector refused part of a batch (partial success); not retried"
                         );
                     }
-                    return Shipped::Done;
+                    return Delivered::Done;
+                }
+                Verdict::Throttled { after, reason } => {
+                    self.metrics.count_batch(signal, "throttled");
+                    tracing::info!(
+                        tenant = batch.tenant,
+                        reason,
+                        retry_in_ms = after.as_millis() as u64,
+                        "a tenant's batch is throttled; other tenants' batches go on"
+                    );
+                    return Delivered::Throttled(after);
                 }
                 Verdict::Final { code, reason } => {
                     self.metrics.count_batch(signal, "dropped");
@@ -293,7 +382,7 @@ impl Shipper {
                         requests = batch.requests,
                         "the collector refused a batch for good; dropped"
                     );
-                    return Shipped::Done;
+                    return Delivered::Done;
                 }
                 Verdict::Retry { after, reason } => {
                     self.metrics.count_batch(signal, "retried");
@@ -301,7 +390,7 @@ impl Shipper {
                     tracing::warn!(reason, retry_in_ms = pause.as_millis() as u64, "sending a batch failed; retrying");
                     wait = (wait * 2).min(self.options.backoff_max);
                     if let Shipped::Stopped = self.pause(pause, stop.as_deref_mut(), deadline).await {
-                        return Shipped::Stopped;
+                        return Delivered::Stopped;
                     }
                 }
             }

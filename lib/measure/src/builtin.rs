@@ -10,13 +10,13 @@
 use std::collections::BTreeMap;
 
 use metering::meter::{names, MeterDefinition};
-use metering::record::{validate_tenant, UsageRecord, MAX_DIMENSION_LEN};
+use metering::record::{UsageRecord, MAX_DIMENSION_LEN};
 use otlp::view::{Attributes, LogView, MetricView, RequestView, SpanView};
 use otlp::{DecodeError, Request, Signal};
 use rust_decimal::Decimal;
 use time::OffsetDateTime;
 
-use crate::{truncate, Measured, Tenancy, TENANT_ATTRIBUTE, UNKNOWN_TENANT};
+use crate::{truncate, Measured, Tenancy, TENANT_ATTRIBUTE};
 
 #[derive(Default)]
 struct Totals(BTreeMap<(String, String, &'static str), u64>);
@@ -68,16 +68,13 @@ pub fn measure_with<R: RequestView + ?Sized>(
                 }
                 t.clone()
             }
-            Tenancy::FromResource => match claimed {
-                None => UNKNOWN_TENANT.to_owned(),
-                Some(c) => match validate_tenant(c) {
-                    Ok(()) => c.to_owned(),
-                    Err(e) => {
-                        out.rejected += items;
-                        out.reason = format!("{TENANT_ATTRIBUTE}: {e}");
-                        return None;
-                    }
-                },
+            Tenancy::FromResource => match crate::resource_tenant(claimed) {
+                Ok(t) => t.to_owned(),
+                Err(e) => {
+                    out.rejected += items;
+                    out.reason = format!("{TENANT_ATTRIBUTE}: {e}");
+                    return None;
+                }
             },
         };
         Some((tenant, service))
@@ -121,6 +118,7 @@ pub fn measure_with<R: RequestView + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::UNKNOWN_TENANT;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
     use opentelemetry_proto::tonic::resource::v1::Resource;

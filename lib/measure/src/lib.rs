@@ -25,6 +25,16 @@ pub const UNKNOWN_TENANT: &str = "unknown";
 /// The resource attribute naming the tenant.
 pub const TENANT_ATTRIBUTE: &str = "tenant.id";
 
+/// The tenant a resource names for a sender trusted to name tenants: its `tenant.id` (the last
+/// one when it repeats), `unknown` when it names none, refused when the id is malformed. The one
+/// tenant rule: the agent acknowledges and batches by it, the collector meters by it.
+pub fn resource_tenant(claimed: Option<&str>) -> Result<&str, metering::record::TenantError> {
+    match claimed {
+        None => Ok(UNKNOWN_TENANT),
+        Some(c) => metering::record::validate_tenant(c).map(|()| c),
+    }
+}
+
 /// Who may name the tenant of the data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Tenancy {
