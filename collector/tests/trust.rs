@@ -11,18 +11,9 @@ use metering::store::migrate::migrate;
 use metering::store::rollup::{query_usage, Granularity, UsageQuery};
 use metering::store::Store;
 use rust_decimal::Decimal;
-use testkit::collector::{start_keyed_collector, totals, value, Running};
+use testkit::collector::{spans_json, start_keyed_collector, totals, value, Running};
 use testkit::ClickHouseServer;
 use time::OffsetDateTime;
-
-/// An OTLP/JSON trace request of `spans` spans of tenant `tenant`.
-fn spans(tenant: &str, spans: usize) -> String {
-    let one = r#"{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","name":"a","kind":2}"#;
-    format!(
-        r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"tenant.id","value":{{"stringValue":"{tenant}"}}}}]}},"scopeSpans":[{{"spans":[{}]}}]}}]}}"#,
-        vec![one; spans].join(",")
-    )
-}
 
 async fn setup(prefix: &str) -> (ClickHouseServer, Store, Running, tempfile::TempDir) {
     let server = ClickHouseServer::start().unwrap();
@@ -65,7 +56,7 @@ async fn a_tenant_key_cannot_name_its_batches_so_every_request_it_sends_is_bille
     // have put them in 1970. Both are refused, on either transport, and nothing is stored.
     for batch in [format!("evil 9 {now}"), "back 9 0".to_owned()] {
         for _ in 0..3 {
-            let resp = post(&running, Some("initech-key"), Some(&batch), spans("initech", 100)).await;
+            let resp = post(&running, Some("initech-key"), Some(&batch), spans_json("initech", 100)).await;
             assert_eq!(resp.status(), 403, "{batch}");
             let m = message(resp).await;
             assert!(m.contains("tally-batch is honoured only from agent keys"), "{m}");
@@ -73,7 +64,7 @@ async fn a_tenant_key_cannot_name_its_batches_so_every_request_it_sends_is_bille
         let resp = testkit::collector::grpc_export_traces_as(
             &running.grpc_url,
             "initech-key",
-            &spans("initech", 100),
+            &spans_json("initech", 100),
             &[("tally-batch", batch.clone())],
         )
         .await;
@@ -81,7 +72,7 @@ async fn a_tenant_key_cannot_name_its_batches_so_every_request_it_sends_is_bille
     }
     // 50 distinct requests without an identity: 50 requests' usage.
     for _ in 0..50 {
-        assert_eq!(post(&running, Some("initech-key"), None, spans("initech", 100)).await.status(), 200);
+        assert_eq!(post(&running, Some("initech-key"), None, spans_json("initech", 100)).await.status(), 200);
     }
     running.settle().await;
     let got = totals(store.ch(), store.db()).await;
@@ -99,7 +90,7 @@ async fn an_agent_key_cannot_move_usage_further_back_than_the_batch_window() {
         (3, now - time::Duration::hours(169)),
     ] {
         let batch = format!("agent:a1:boot1 {seq} {}", millis(at));
-        let resp = post(&running, Some("agent-key"), Some(&batch), spans("acme", 10)).await;
+        let resp = post(&running, Some("agent-key"), Some(&batch), spans_json("acme", 10)).await;
         assert_eq!(resp.status(), 400, "{batch}");
         let m = message(resp).await;
         assert!(m.contains("is more than 168 h before now, the oldest this collector accepts"), "{batch}: {m}");
@@ -107,7 +98,7 @@ async fn an_agent_key_cannot_move_usage_further_back_than_the_batch_window() {
     // Within the window (a WAL that waited out a long outage): billed when the agent took it.
     let at = (now - time::Duration::hours(167)).replace_second(0).unwrap().replace_nanosecond(0).unwrap();
     let batch = format!("agent:a1:boot1 4 {}", millis(at));
-    assert_eq!(post(&running, Some("agent-key"), Some(&batch), spans("acme", 10)).await.status(), 200);
+    assert_eq!(post(&running, Some("agent-key"), Some(&batch), spans_json("acme", 10)).await.status(), 200);
     running.settle().await;
     let mut q = UsageQuery::new(at, at + time::Duration::minutes(1));
     q.granularity = Granularity::Minute;
@@ -133,10 +124,10 @@ fn cpu_time(pid: u32) -> Duration {
 async fn senders_without_a_valid_key_are_refused_from_their_headers_before_any_inflating() {
     let (_server, store, running, _dir) = setup("trust_auth").await;
     // A malformed identity without a key is a missing key first.
-    let resp = post(&running, None, Some("agent 1"), spans("acme", 1)).await;
+    let resp = post(&running, None, Some("agent 1"), spans_json("acme", 1)).await;
     assert_eq!(resp.status(), 401);
     assert_eq!(message(resp).await, "missing key: send `Authorization: Bearer <key>`");
-    let resp = post(&running, Some("guess"), None, spans("acme", 1)).await;
+    let resp = post(&running, Some("guess"), None, spans_json("acme", 1)).await;
     assert_eq!(resp.status(), 401);
     assert_eq!(message(resp).await, "unknown key");
     // 64 uploads of ~64 KB of gzip that inflate to 63 MiB of JSON, at once, without a key.
@@ -169,7 +160,7 @@ async fn senders_without_a_valid_key_are_refused_from_their_headers_before_any_i
     // cost a few milliseconds in all (the clock ticks are 10 ms).
     assert!(spent < Duration::from_millis(640), "64 unauthenticated uploads cost {spent:?} of collector CPU");
     // A tenant's traffic is untouched.
-    assert_eq!(post(&running, Some("globex-key"), None, spans("globex", 7)).await.status(), 200);
+    assert_eq!(post(&running, Some("globex-key"), None, spans_json("globex", 7)).await.status(), 200);
     running.settle().await;
     let got = totals(store.ch(), store.db()).await;
     assert_eq!(value(&got, "globex", "spans"), Decimal::from(7), "{got:?}");

@@ -147,6 +147,15 @@ pub fn value(got: &BTreeMap<(String, String), Decimal>, tenant: &str, meter: &st
     got.get(&(tenant.to_owned(), meter.to_owned())).copied().unwrap_or_default()
 }
 
+/// An OTLP/JSON trace request of `n` SERVER spans (each one request) of tenant `tenant`.
+pub fn spans_json(tenant: &str, n: usize) -> String {
+    let one = r#"{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","name":"a","kind":2}"#;
+    format!(
+        r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"tenant.id","value":{{"stringValue":"{tenant}"}}}}]}},"scopeSpans":[{{"spans":[{}]}}]}}]}}"#,
+        vec![one; n].join(",")
+    )
+}
+
 /// A gRPC message frame: the compressed flag, the length, the message.
 pub fn grpc_frame(compressed: bool, message: &[u8]) -> Vec<u8> {
     let mut out = vec![u8::from(compressed)];
