@@ -166,3 +166,101 @@ async fn senders_without_a_valid_key_are_refused_from_their_headers_before_any_i
     assert_eq!(value(&got, "globex", "spans"), Decimal::from(7), "{got:?}");
     assert_eq!(value(&got, "acme", "spans"), Decimal::ZERO, "{got:?}");
 }
+
+/// A deterministic pseudo-random sequence (xorshift), so a failing interleaving can be replayed
+/// from the seed the test prints.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_interleaving_of_resends_forged_and_moved_batches_bills_each_tenant_its_distinct_requests() {
+    let seed = std::env::var("TALLY_TRUST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| OffsetDateTime::now_utc().unix_timestamp_nanos() as u64 | 1);
+    eprintln!("TALLY_TRUST_SEED={seed}");
+    let mut rng = Rng(seed);
+    let (_server, store, running, _dir) = setup("trust_property").await;
+    let now = OffsetDateTime::now_utc();
+    let tenants = ["initech", "globex", "acme"];
+    let mut want: std::collections::BTreeMap<&str, u64> = tenants.iter().map(|t| (*t, 0)).collect();
+    // Agent requests sent so far, to be resent verbatim: (identity, tenant, spans).
+    let mut sent: Vec<(String, &str, usize)> = Vec::new();
+    for i in 0..150u64 {
+        let claimed = tenants[rng.below(3) as usize];
+        let n = 1 + rng.below(20) as usize;
+        let minutes_ago = |m: i64| millis(now - time::Duration::minutes(m));
+        match rng.below(8) {
+            // A tenant key, plain: billed to the key's tenant, whatever the resource claims.
+            0 | 1 => {
+                let (key, tenant) =
+                    if rng.below(2) == 0 { ("initech-key", "initech") } else { ("globex-key", "globex") };
+                assert_eq!(post(&running, Some(key), None, spans_json(claimed, n)).await.status(), 200);
+                *want.get_mut(tenant).unwrap() += n as u64;
+            }
+            // A tenant key naming a batch: a forged identity (an agent's, seen before or not), a
+            // time moved back or ahead. Refused whole.
+            2 => {
+                let key = if rng.below(2) == 0 { "initech-key" } else { "globex-key" };
+                let batch = match (rng.below(3), sent.first()) {
+                    (0, Some((id, _, _))) => id.clone(),
+                    (1, _) => format!("evil {i} 0"),
+                    _ => format!("evil {i} {}", minutes_ago(-2)),
+                };
+                assert_eq!(post(&running, Some(key), Some(&batch), spans_json(claimed, n)).await.status(), 403);
+            }
+            // An agent's new batch, within the window: billed to the tenant it names.
+            3 | 4 => {
+                let id = format!("agent:a{}:boot {i} {}", rng.below(2), minutes_ago(rng.below(600) as i64));
+                assert_eq!(post(&running, Some("agent-key"), Some(&id), spans_json(claimed, n)).await.status(), 200);
+                *want.get_mut(claimed).unwrap() += n as u64;
+                sent.push((id, claimed, n));
+            }
+            // An agent's resend of an earlier batch, verbatim: counted once.
+            5 | 6 => {
+                let Some((id, tenant, n)) = sent.get(rng.below(sent.len().max(1) as u64) as usize).cloned() else {
+                    continue;
+                };
+                assert_eq!(post(&running, Some("agent-key"), Some(&id), spans_json(tenant, n)).await.status(), 200);
+            }
+            // An agent's batch moved out of the window, back (8 days, 2020) or ahead (an hour).
+            _ => {
+                let at = match rng.below(3) {
+                    0 => minutes_ago(8 * 24 * 60),
+                    1 => millis(time::macros::datetime!(2020-06-01 00:00 UTC)),
+                    _ => minutes_ago(-60),
+                };
+                let id = format!("agent:a9:boot {i} {at}");
+                assert_eq!(post(&running, Some("agent-key"), Some(&id), spans_json(claimed, n)).await.status(), 400);
+            }
+        }
+    }
+    running.settle().await;
+    let from = now - time::Duration::days(2);
+    let mut q = UsageQuery::new(from, now + time::Duration::days(1));
+    q.granularity = Granularity::Month;
+    q.meter = Some("spans".into());
+    // Summed: the range may cross a month boundary.
+    let mut got: std::collections::BTreeMap<String, Decimal> = Default::default();
+    for p in query_usage(&store, &q).await.unwrap() {
+        *got.entry(p.tenant).or_default() += p.value;
+    }
+    for (tenant, n) in want {
+        assert_eq!(got.get(tenant).copied().unwrap_or_default(), Decimal::from(n), "{tenant} (seed {seed}): {got:?}");
+    }
+    // And nothing outside the window was stored at all.
+    let all = query_usage(&store, &UsageQuery::new(OffsetDateTime::UNIX_EPOCH, from)).await.unwrap();
+    assert!(all.is_empty(), "seed {seed}: {all:?}");
+}
