@@ -6,6 +6,9 @@
 //!     tenant: acme        # a tenant key: pins everything it sends to acme
 //!   - sha256: d4f0bc5a29de06b510f9aa428f1eedba926012b591fef7a518e776a7c9bd1824
 //!                         # no tenant: an agent key, trusted to name tenants
+//!   - sha256: 2f2b6bc0b5e1c1ee1d6b2fd0e0b1b9a1b1c1f1b6c1a1e1d1c1b1a1f1e1d1c1b1
+//!     tenants: [acme, "team-*"]   # an agent key that may name these tenants only
+//!     reports: false              # and may not send usage reports (kernel usage)
 //! ```
 
 use std::collections::HashMap;
@@ -30,12 +33,48 @@ struct File {
 struct Entry {
     sha256: String,
     tenant: Option<String>,
+    tenants: Option<Vec<String>>,
+    reports: Option<bool>,
+}
+
+/// Which tenants an agent key may name, and whether it may send usage reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    /// Tenant ids, or prefixes ending in `*`; `None`: any tenant.
+    tenants: Option<Vec<String>>,
+    /// It may send usage reports (the `tally.usage` scope: kernel usage, the agent's books).
+    pub reports: bool,
+}
+
+impl Scope {
+    /// Any tenant, reports included (an unscoped agent key, or anonymous mode).
+    pub const ANY: Scope = Scope { tenants: None, reports: true };
+
+    /// Whether `tenant` is one this key may name.
+    pub fn allows(&self, tenant: &str) -> bool {
+        self.tenants.as_ref().is_none_or(|patterns| {
+            patterns.iter().any(|p| match p.strip_suffix('*') {
+                Some(prefix) => tenant.starts_with(prefix),
+                None => p == tenant,
+            })
+        })
+    }
+}
+
+/// What a key may do: where its tenant comes from, and (an agent key) within which scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sender {
+    /// A tenant key's tenant, or tenants named by the resources.
+    pub tenancy: Tenancy,
+    /// What an agent key may name and report ([`Scope::ANY`] for a tenant key: its tenant is
+    /// pinned, and its `tally.usage` scope is ordinary metrics).
+    pub scope: Scope,
 }
 
 /// The keys the collector accepts and what each may do.
 #[derive(Debug, Default, Clone)]
 pub struct Keys {
-    by_digest: HashMap<[u8; 32], Tenancy>,
+    by_digest: HashMap<[u8; 32], Sender>,
 }
 
 /// Why a keys file was refused.
@@ -74,14 +113,28 @@ impl Keys {
         for (i, entry) in file.keys.into_iter().enumerate() {
             let digest = runtime::auth::parse_digest(&entry.sha256)
                 .ok_or_else(|| format!("keys[{i}].sha256 is not 64 hex digits"))?;
-            let tenancy = match entry.tenant {
-                Some(t) => {
+            let sender = match (entry.tenant, entry.tenants, entry.reports) {
+                (Some(t), None, None) => {
                     validate_tenant(&t).map_err(|e| format!("keys[{i}].tenant: {e}"))?;
-                    Tenancy::Pinned(t)
+                    Sender { tenancy: Tenancy::Pinned(t), scope: Scope::ANY }
                 }
-                None => Tenancy::FromResource,
+                (Some(_), _, _) => {
+                    return Err(format!(
+                        "keys[{i}]: a tenant key (tenant:) takes no tenants: or reports: (those scope agent keys)"
+                    ))
+                }
+                (None, tenants, reports) => {
+                    for (j, p) in tenants.iter().flatten().enumerate() {
+                        validate_tenant(p.strip_suffix('*').filter(|s| !s.is_empty()).unwrap_or(p))
+                            .map_err(|e| format!("keys[{i}].tenants[{j}]: {e} (a tenant id, or a prefix and *)"))?;
+                    }
+                    Sender {
+                        tenancy: Tenancy::FromResource,
+                        scope: Scope { tenants, reports: reports.unwrap_or(true) },
+                    }
+                }
             };
-            if by_digest.insert(digest, tenancy).is_some() {
+            if by_digest.insert(digest, sender).is_some() {
                 return Err(format!("keys[{i}] repeats an earlier key"));
             }
         }
@@ -89,7 +142,7 @@ impl Keys {
     }
 
     /// What `key` may do, if it is known.
-    pub fn lookup(&self, key: &str) -> Option<&Tenancy> {
+    pub fn lookup(&self, key: &str) -> Option<&Sender> {
         self.by_digest.get(&runtime::auth::digest(key))
     }
 }
@@ -108,18 +161,18 @@ pub struct Trust {
 }
 
 impl Trust {
-    /// Where the tenant of what `key` sends comes from; `Err` is why the key is refused.
-    pub fn tenancy(&self, key: Option<&str>) -> Result<Tenancy, String> {
+    /// What `key` may do; `Err` is why the key is refused.
+    pub fn sender(&self, key: Option<&str>) -> Result<Sender, String> {
         match key {
             Some(k) => self.keys.lookup(k).cloned().ok_or_else(|| "unknown key".to_owned()),
-            None if self.allow_anonymous => Ok(Tenancy::FromResource),
+            None if self.allow_anonymous => Ok(Sender { tenancy: Tenancy::FromResource, scope: Scope::ANY }),
             None => Err("missing key: send `Authorization: Bearer <key>`".to_owned()),
         }
     }
 
     /// What `key` may assert: a batch identity only when it may name tenants (an agent's key).
     pub fn grant(&self, key: Option<&str>) -> Result<Grant, String> {
-        Ok(Grant { batch_identity: self.tenancy(key)? == Tenancy::FromResource })
+        Ok(Grant { batch_identity: self.sender(key)?.tenancy == Tenancy::FromResource })
     }
 
     /// Refuses a batch time older than `batch_max_age` before `now` (the receiver has refused
@@ -150,12 +203,28 @@ mod tests {
             "keys:\n  - sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\n    tenant: acme\n  - sha256: d4f0bc5a29de06b510f9aa428f1eedba926012b591fef7a518e776a7c9bd1824\n",
         )
         .unwrap();
-        assert_eq!(keys.lookup("test"), Some(&Tenancy::Pinned("acme".into())));
-        assert_eq!(keys.lookup("agent"), Some(&Tenancy::FromResource));
+        assert_eq!(keys.lookup("test").map(|s| &s.tenancy), Some(&Tenancy::Pinned("acme".into())));
+        assert_eq!(keys.lookup("agent"), Some(&Sender { tenancy: Tenancy::FromResource, scope: Scope::ANY }));
         assert_eq!(keys.lookup("nope"), None);
         assert_eq!(Keys::parse("keys:\n  - sha256: abc\n").unwrap_err(), "keys[0].sha256 is not 64 hex digits");
         assert!(Keys::parse("keys:\n  - sha25: x\n").unwrap_err().contains("unknown field `sha25`"));
         let bad_tenant = "keys:\n  - sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\n    tenant: \"a b\"\n";
         assert!(Keys::parse(bad_tenant).unwrap_err().starts_with("keys[0].tenant: tenant id \"a b\" contains ' '"));
+    }
+
+    #[test]
+    fn agent_keys_may_be_scoped() {
+        let sha = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"; // sha256("test")
+        let keys = Keys::parse(&format!("keys:\n  - sha256: {sha}\n    tenants: [acme, team-*]\n    reports: false\n"))
+            .unwrap();
+        let scope = &keys.lookup("test").unwrap().scope;
+        assert!(!scope.reports);
+        assert!(scope.allows("acme") && scope.allows("team-a") && scope.allows("team-"));
+        assert!(!scope.allows("acme2") && !scope.allows("globex") && !scope.allows("team"));
+        assert!(Scope::ANY.allows("anyone") && Scope::ANY.reports);
+        let pinned_and_scoped = format!("keys:\n  - sha256: {sha}\n    tenant: acme\n    tenants: [b]\n");
+        assert!(Keys::parse(&pinned_and_scoped).unwrap_err().contains("a tenant key (tenant:) takes no tenants:"));
+        let bad = format!("keys:\n  - sha256: {sha}\n    tenants: [\"a b*\"]\n");
+        assert!(Keys::parse(&bad).unwrap_err().starts_with("keys[0].tenants[0]: tenant id \"a b\""), "{bad}");
     }
 }

@@ -18,12 +18,12 @@ use metering::sla::SlaRecord;
 use metering::store::writer::encode_batch;
 use time::OffsetDateTime;
 
-use crate::keys::Trust;
+use crate::keys::{Scope, Sender, Trust};
 use crate::limits::{Limits, Throttle};
 use crate::metrics::Metrics;
 use crate::sink::entry::{self, Section, Table};
 use measure::reported::{self, Reported};
-use measure::{measure_request, Tenancy};
+use measure::{measure_request, Measured, Tenancy};
 use otlp::{Consumer, Delivery, Grant, Outcome, Payload, Request, Signal};
 use wal::Wal;
 
@@ -138,8 +138,8 @@ impl Pipeline {
     }
 
     async fn store(&self, delivery: Delivery) -> Outcome {
-        let tenancy = match self.trust.tenancy(delivery.key.as_deref()) {
-            Ok(t) => t,
+        let Sender { tenancy, scope } = match self.trust.sender(delivery.key.as_deref()) {
+            Ok(s) => s,
             Err(message) => return Outcome::Unauthenticated(message),
         };
         let now = OffsetDateTime::now_utc();
@@ -167,10 +167,16 @@ impl Pipeline {
             Ok(m) => m,
             Err(e) => return Outcome::Invalid(e.to_string()),
         };
+        // A scoped agent key names only its tenants, and reports only if it may.
+        let (refused, why) = out_of_scope(&scope, &mut measured, &mut reported);
         measured.records.extend(reported.records);
         if reported.rejected > 0 {
             measured.rejected += reported.rejected;
             measured.reason = reported.reason;
+        }
+        if refused > 0 {
+            measured.rejected += refused;
+            measured.reason = why;
         }
         self.metrics.tenant_mismatch_items.inc_by(measured.mismatched);
         let accepted = Outcome::Accepted { rejected: measured.rejected, message: measured.reason.clone() };
@@ -208,6 +214,37 @@ impl Pipeline {
             Err(message) => Outcome::Unavailable { retry_after: STORE_RETRY_AFTER, message },
         }
     }
+}
+
+/// Takes out of `measured` and `reported` what `scope` may not say: the usage, SLA aggregates and
+/// reports of tenants it may not name, and every report when it may not report. Returns the
+/// items and report data points refused, and why.
+fn out_of_scope(scope: &Scope, measured: &mut Measured, reported: &mut Reported) -> (u64, String) {
+    let mut refused = 0;
+    let mut why = String::new();
+    let mut keep = |tenant: &str, items: u64| {
+        if scope.allows(tenant) {
+            return true;
+        }
+        refused += items;
+        why = format!("this key may not name tenant {tenant}");
+        false
+    };
+    measured.records.retain(|r| {
+        let items = match names::ITEMS.contains(&r.meter.as_str()) {
+            true => u64::try_from(r.value.trunc().mantissa()).unwrap_or(u64::MAX),
+            false => 0,
+        };
+        keep(&r.tenant, items)
+    });
+    reported.records.retain(|r| keep(&r.tenant, 1));
+    measured.sla.retain(|r| scope.allows(&r.tenant));
+    if !scope.reports && !reported.records.is_empty() {
+        refused += reported.records.len() as u64;
+        why = format!("this key may not send usage reports (scope {:?})", measure::reported::SCOPE);
+        reported.records.clear();
+    }
+    (refused, why)
 }
 
 /// The `dropped_*` records standing for `records` that could not be stored,

@@ -264,3 +264,64 @@ async fn any_interleaving_of_resends_forged_and_moved_batches_bills_each_tenant_
     let all = query_usage(&store, &UsageQuery::new(OffsetDateTime::UNIX_EPOCH, from)).await.unwrap();
     assert!(all.is_empty(), "seed {seed}: {all:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scoped_agent_key_names_only_its_tenants_and_reports_only_if_allowed() {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
+    use opentelemetry_proto::tonic::metrics::v1::{ResourceMetrics, ScopeMetrics};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+
+    let (_server, store, running, _dir) = setup("trust_scope").await;
+    // sidecar-key may name acme only: acme's spans land, globex's are refused with a reason.
+    assert_eq!(post(&running, Some("sidecar-key"), None, spans_json("acme", 4)).await.status(), 200);
+    let resp = post(&running, Some("sidecar-key"), None, spans_json("globex", 6)).await;
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["partialSuccess"]["rejectedSpans"], "6", "{body}");
+    assert_eq!(body["partialSuccess"]["errorMessage"], "this key may not name tenant globex", "{body}");
+    // Nor may it report kernel usage, for anyone: 3.6e15 ns would be 3,600,000 CPU-seconds.
+    let kv = |k: &str, v: &str| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }),
+        ..Default::default()
+    };
+    let report = |tenant: &str| ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(Resource { attributes: vec![kv("tenant.id", tenant)], ..Default::default() }),
+            scope_metrics: vec![ScopeMetrics {
+                scope: Some(InstrumentationScope { name: measure::reported::SCOPE.into(), ..Default::default() }),
+                metrics: vec![measure::reported::metric("cpu_seconds", "ns", vec![(vec![], 3_600_000_000_000_000)], 0)],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let send_report = |key: &'static str, tenant: &str| {
+        let body = serde_json::to_vec(&report(tenant)).unwrap();
+        reqwest::Client::new()
+            .post(format!("{}/v1/metrics", running.http_url))
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {key}"))
+            .body(body)
+            .send()
+    };
+    let resp = send_report("sidecar-key", "acme").await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["partialSuccess"]["rejectedDataPoints"], "1", "{body}");
+    assert_eq!(
+        body["partialSuccess"]["errorMessage"], "this key may not send usage reports (scope \"tally.usage\")",
+        "{body}"
+    );
+    // An unscoped agent key may.
+    let resp = send_report("agent-key", "acme").await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert!(body.get("partialSuccess").is_none(), "{body}");
+    running.settle().await;
+    let got = totals(store.ch(), store.db()).await;
+    assert_eq!(value(&got, "acme", "spans"), Decimal::from(4), "{got:?}");
+    assert_eq!(value(&got, "globex", "spans"), Decimal::ZERO, "{got:?}");
+    assert_eq!(value(&got, "acme", "cpu_seconds"), Decimal::from(3_600_000), "the agent key's report only: {got:?}");
+}

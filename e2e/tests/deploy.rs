@@ -61,7 +61,7 @@ fn every_kubernetes_manifest_is_valid() {
     let manifests = files(&root().join("deploy/kubernetes"), &[".yaml"]);
     assert_eq!(manifests.len(), 11, "{manifests:#?}");
     let resources: usize = manifests.iter().map(|m| documents(m).len()).sum();
-    assert_eq!(resources, 30);
+    assert_eq!(resources, 31);
     let (ok, stdout, stderr) = run(Command::new(venv_tool("kubernetes-validate")).arg("--strict").args(&manifests));
     assert!(ok, "kubernetes-validate failed:\n{stdout}{stderr}");
     // One "passed" line per resource, and every file among them.
