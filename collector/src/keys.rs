@@ -8,7 +8,7 @@
 //!                         # no tenant: an agent key, trusted to name tenants
 //!   - sha256: 2f2b6bc0b5e1c1ee1d6b2fd0e0b1b9a1b1c1f1b6c1a1e1d1c1b1a1f1e1d1c1b1
 //!     tenants: [acme, "team-*"]   # an agent key that may name these tenants only
-//!     reports: false              # and may not send usage reports (kernel usage)
+//!     kernel_usage: false         # and may not report kernel usage (eBPF: CPU, network)
 //! ```
 
 use std::collections::HashMap;
@@ -34,7 +34,7 @@ struct Entry {
     sha256: String,
     tenant: Option<String>,
     tenants: Option<Vec<String>>,
-    reports: Option<bool>,
+    kernel_usage: Option<bool>,
 }
 
 /// Which tenants an agent key may name, and whether it may send usage reports.
@@ -42,13 +42,14 @@ struct Entry {
 pub struct Scope {
     /// Tenant ids, or prefixes ending in `*`; `None`: any tenant.
     tenants: Option<Vec<String>>,
-    /// It may send usage reports (the `tally.usage` scope: kernel usage, the agent's books).
-    pub reports: bool,
+    /// It may report kernel usage (`cpu_seconds`, `net_*_bytes`, `tcp_connections`); an agent's
+    /// books (`agent_*`, `dropped_*`) it may report either way.
+    pub kernel_usage: bool,
 }
 
 impl Scope {
-    /// Any tenant, reports included (an unscoped agent key, or anonymous mode).
-    pub const ANY: Scope = Scope { tenants: None, reports: true };
+    /// Any tenant, kernel usage included (an unscoped agent key, or anonymous mode).
+    pub const ANY: Scope = Scope { tenants: None, kernel_usage: true };
 
     /// Whether `tenant` is one this key may name.
     pub fn allows(&self, tenant: &str) -> bool {
@@ -113,24 +114,24 @@ impl Keys {
         for (i, entry) in file.keys.into_iter().enumerate() {
             let digest = runtime::auth::parse_digest(&entry.sha256)
                 .ok_or_else(|| format!("keys[{i}].sha256 is not 64 hex digits"))?;
-            let sender = match (entry.tenant, entry.tenants, entry.reports) {
+            let sender = match (entry.tenant, entry.tenants, entry.kernel_usage) {
                 (Some(t), None, None) => {
                     validate_tenant(&t).map_err(|e| format!("keys[{i}].tenant: {e}"))?;
                     Sender { tenancy: Tenancy::Pinned(t), scope: Scope::ANY }
                 }
                 (Some(_), _, _) => {
                     return Err(format!(
-                        "keys[{i}]: a tenant key (tenant:) takes no tenants: or reports: (those scope agent keys)"
+                        "keys[{i}]: a tenant key (tenant:) takes no tenants: or kernel_usage: (those scope agent keys)"
                     ))
                 }
-                (None, tenants, reports) => {
+                (None, tenants, kernel_usage) => {
                     for (j, p) in tenants.iter().flatten().enumerate() {
                         validate_tenant(p.strip_suffix('*').filter(|s| !s.is_empty()).unwrap_or(p))
                             .map_err(|e| format!("keys[{i}].tenants[{j}]: {e} (a tenant id, or a prefix and *)"))?;
                     }
                     Sender {
                         tenancy: Tenancy::FromResource,
-                        scope: Scope { tenants, reports: reports.unwrap_or(true) },
+                        scope: Scope { tenants, kernel_usage: kernel_usage.unwrap_or(true) },
                     }
                 }
             };
@@ -215,13 +216,14 @@ mod tests {
     #[test]
     fn agent_keys_may_be_scoped() {
         let sha = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"; // sha256("test")
-        let keys = Keys::parse(&format!("keys:\n  - sha256: {sha}\n    tenants: [acme, team-*]\n    reports: false\n"))
-            .unwrap();
+        let keys =
+            Keys::parse(&format!("keys:\n  - sha256: {sha}\n    tenants: [acme, team-*]\n    kernel_usage: false\n"))
+                .unwrap();
         let scope = &keys.lookup("test").unwrap().scope;
-        assert!(!scope.reports);
+        assert!(!scope.kernel_usage);
         assert!(scope.allows("acme") && scope.allows("team-a") && scope.allows("team-"));
         assert!(!scope.allows("acme2") && !scope.allows("globex") && !scope.allows("team"));
-        assert!(Scope::ANY.allows("anyone") && Scope::ANY.reports);
+        assert!(Scope::ANY.allows("anyone") && Scope::ANY.kernel_usage);
         let pinned_and_scoped = format!("keys:\n  - sha256: {sha}\n    tenant: acme\n    tenants: [b]\n");
         assert!(Keys::parse(&pinned_and_scoped).unwrap_err().contains("a tenant key (tenant:) takes no tenants:"));
         let bad = format!("keys:\n  - sha256: {sha}\n    tenants: [\"a b*\"]\n");

@@ -167,7 +167,7 @@ impl Pipeline {
             Ok(m) => m,
             Err(e) => return Outcome::Invalid(e.to_string()),
         };
-        // A scoped agent key names only its tenants, and reports only if it may.
+        // A scoped agent key names only its tenants, and reports kernel usage only if it may.
         let (refused, why) = out_of_scope(&scope, &mut measured, &mut reported);
         measured.records.extend(reported.records);
         if reported.rejected > 0 {
@@ -217,7 +217,7 @@ impl Pipeline {
 }
 
 /// Takes out of `measured` and `reported` what `scope` may not say: the usage, SLA aggregates and
-/// reports of tenants it may not name, and every report when it may not report. Returns the
+/// reports of tenants it may not name, and kernel usage when it may not report it. Returns the
 /// items and report data points refused, and why.
 fn out_of_scope(scope: &Scope, measured: &mut Measured, reported: &mut Reported) -> (u64, String) {
     let mut refused = 0;
@@ -239,10 +239,13 @@ fn out_of_scope(scope: &Scope, measured: &mut Measured, reported: &mut Reported)
     });
     reported.records.retain(|r| keep(&r.tenant, 1));
     measured.sla.retain(|r| scope.allows(&r.tenant));
-    if !scope.reports && !reported.records.is_empty() {
-        refused += reported.records.len() as u64;
-        why = format!("this key may not send usage reports (scope {:?})", measure::reported::SCOPE);
-        reported.records.clear();
+    if !scope.kernel_usage {
+        let before = reported.records.len();
+        reported.records.retain(|r| !names::KERNEL.contains(&r.meter.as_str()));
+        if reported.records.len() < before {
+            refused += (before - reported.records.len()) as u64;
+            why = format!("this key may not report kernel usage ({})", names::KERNEL.join(", "));
+        }
     }
     (refused, why)
 }

@@ -311,7 +311,8 @@ async fn a_scoped_agent_key_names_only_its_tenants_and_reports_only_if_allowed()
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["partialSuccess"]["rejectedDataPoints"], "1", "{body}");
     assert_eq!(
-        body["partialSuccess"]["errorMessage"], "this key may not send usage reports (scope \"tally.usage\")",
+        body["partialSuccess"]["errorMessage"],
+        "this key may not report kernel usage (cpu_seconds, net_rx_bytes, net_tx_bytes, tcp_connections)",
         "{body}"
     );
     // An unscoped agent key may.

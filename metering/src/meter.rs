@@ -96,7 +96,7 @@ pub fn is_reported(name: &str) -> bool {
     name.starts_with(names::DROPPED)
         || name.starts_with(names::AGENT_ACCEPTED)
         || name.starts_with(names::AGENT_ACKED)
-        || matches!(name, "cpu_seconds" | "net_rx_bytes" | "net_tx_bytes" | "tcp_connections")
+        || names::KERNEL.contains(&name)
 }
 
 /// The set of meters a deployment knows: the built-ins plus the operator's custom meters.

@@ -14,6 +14,8 @@ pub const LOG_RECORDS: &str = "log_records";
 pub const LOG_BYTES: &str = "log_bytes";
 /// The meters counting OTLP items, one per signal: what rate limits and drops count.
 pub const ITEMS: [&str; 3] = [SPANS, METRIC_POINTS, LOG_RECORDS];
+/// The meters agents measure in the kernel (eBPF) and report: what a key may be barred from.
+pub const KERNEL: [&str; 4] = ["cpu_seconds", "net_rx_bytes", "net_tx_bytes", "tcp_connections"];
 /// Prefix of an item meter's volume refused by a rate limit.
 pub const THROTTLED: &str = "throttled_";
 /// Prefix of an item meter's volume that could not be stored.
