@@ -15,7 +15,7 @@ use tally_agent::ledger::Ledger;
 use tally_agent::metrics::Metrics;
 use tally_agent::report;
 use tally_agent::settings::{Compression, Settings};
-use tally_agent::ship::{Backlog, ShipOptions, Shipper};
+use tally_agent::ship::{Backlog, ShipOptions, Shipper, Upstream};
 use tonic::codec::CompressionEncoding;
 use wal::{Fsync, Wal, WalOptions};
 
@@ -72,9 +72,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let ledger = Arc::new(Ledger::default());
     let shipper = Shipper::new(
-        collectors,
-        s.key.clone(),
-        agent_id,
+        Upstream { collectors, key: s.key.clone(), agent_id },
         wal.clone(),
         backlog.clone(),
         ledger.clone(),

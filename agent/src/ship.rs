@@ -112,6 +112,16 @@ impl Backlog {
     }
 }
 
+/// Where a shipper sends, and as whom.
+pub struct Upstream {
+    /// The collectors, used in turn.
+    pub collectors: Vec<Collector>,
+    /// The agent's key at the collectors.
+    pub key: Option<String>,
+    /// The agent's id, part of every batch identity.
+    pub agent_id: String,
+}
+
 /// Ships a WAL to collectors.
 pub struct Shipper {
     collectors: Vec<Collector>,
@@ -158,14 +168,10 @@ enum Delivered {
 }
 
 impl Shipper {
-    /// A shipper of `backlog` (fed from `wal`'s sealed segments) to `collectors`,
-    /// as agent `agent_id` with `key`, accounting in `ledger` (its last report
-    /// at shutdown is written for process `boot`).
-    #[allow(clippy::too_many_arguments)]
+    /// A shipper of `backlog` (fed from `wal`'s sealed segments) to `upstream`, accounting in
+    /// `ledger` (its last report at shutdown is written for process `boot`).
     pub fn new(
-        collectors: Vec<Collector>,
-        key: Option<String>,
-        agent_id: String,
+        upstream: Upstream,
         wal: Wal,
         backlog: Arc<Backlog>,
         ledger: Arc<Ledger>,
@@ -173,6 +179,7 @@ impl Shipper {
         metrics: Arc<Metrics>,
         options: ShipOptions,
     ) -> Self {
+        let Upstream { collectors, key, agent_id } = upstream;
         assert!(!collectors.is_empty(), "at least one collector");
         Self { collectors, next: AtomicUsize::new(0), key, agent_id, wal, backlog, ledger, boot, metrics, options }
     }
