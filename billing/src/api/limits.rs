@@ -97,10 +97,10 @@ fn buckets(g: Granularity, from: i64, to: i64) -> u64 {
 fn largest_range(g: Granularity, max: u64) -> String {
     let plural = |n: u64, unit: &str| if n == 1 { format!("1 {unit}") } else { format!("{n} {unit}s") };
     match g {
-        Granularity::Minute if max % 1440 == 0 => plural(max / 1440, "day"),
-        Granularity::Minute if max % 60 == 0 => plural(max / 60, "hour"),
+        Granularity::Minute if max.is_multiple_of(1440) => plural(max / 1440, "day"),
+        Granularity::Minute if max.is_multiple_of(60) => plural(max / 60, "hour"),
         Granularity::Minute => plural(max, "minute"),
-        Granularity::Hour if max % 24 == 0 => plural(max / 24, "day"),
+        Granularity::Hour if max.is_multiple_of(24) => plural(max / 24, "day"),
         Granularity::Hour => plural(max, "hour"),
         Granularity::Day => plural(max, "day"),
         Granularity::Month => plural(max, "month"),

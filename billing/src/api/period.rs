@@ -36,10 +36,16 @@ fn month_of(month: &str, params: &HashMap<String, String>) -> Result<BillingMont
 /// recomputing a month's digest reads its whole snapshot (minutes at hundreds of tenants).
 #[derive(Debug, Default)]
 pub struct Verifications {
-    done: Mutex<HashMap<(String, String), Arc<OnceCell<Arc<Remembered>>>>>,
+    done: Mutex<HashMap<SealKey, Slot>>,
     /// Verifications computed (`tally_api_seal_verifications_total`).
     pub computed: Counter,
 }
+
+/// A seal's id and digest: a seal recorded again (another id or digest) is verified anew.
+type SealKey = (String, String);
+
+/// A seal's verification: empty until the first caller's has finished.
+type Slot = Arc<OnceCell<Arc<Remembered>>>;
 
 /// A verification and when it was made (its `late_rows` are as of then).
 #[derive(Debug)]
