@@ -210,4 +210,7 @@ pub struct ServeSettings {
     /// Meters and plans.
     #[command(flatten)]
     pub pricing: PricingSettings,
+    /// What one read may cost.
+    #[command(flatten)]
+    pub limits: crate::api::limits::ReadLimits,
 }

@@ -62,7 +62,7 @@ async fn main() -> anyhow::Result<()> {
             if let Err(e) = store.ch().version().await {
                 tracing::warn!(error = %e, "ClickHouse is not answering yet; /v1/usage answers 503 until it does");
             }
-            let mut state = AppState::new(store, ring)?.with_catalog(catalog);
+            let mut state = AppState::new(store, ring)?.with_catalog(catalog).with_limits(args.limits);
             if let Some(plans) = plans {
                 tracing::info!(plans = plans.plans.len(), tenants = plans.tenants.len(), "plans loaded");
                 state = state.with_plans(plans);

@@ -304,6 +304,7 @@ async fn openapi_describes_the_routes_and_a_down_store_is_503() {
             "/openapi.json",
             "/v1/periods/{month}",
             "/v1/periods/{month}/seal",
+            "/v1/periods/{month}/verify",
             "/v1/reconciliation",
             "/v1/reports/sla/{month}",
             "/v1/reports/usage/{month}",

@@ -374,7 +374,7 @@ async fn the_api_serves_invoices_and_tenant_keys_read_only_their_own() {
         .collect();
     assert_eq!(params, [("tenant", "path"), ("month", "path")]);
     let statuses: Vec<_> = route["responses"].as_object().unwrap().keys().cloned().collect();
-    assert_eq!(statuses, ["200", "400", "401", "403", "404", "500", "503"]);
+    assert_eq!(statuses, ["200", "400", "401", "403", "404", "422", "429", "500", "503", "504"]);
     assert_eq!(
         route["responses"]["200"]["content"]["application/json"]["schema"]["$ref"],
         "#/components/schemas/Invoice"

@@ -301,7 +301,10 @@ async fn a_sealed_month_verifies_after_late_usage_which_is_adjusted_next_month()
          VALUES ('{seal_id}', 'acme', 'spans', toDateTime('2026-10-11 00:00:00', 'UTC'), 1, 'count', 'forged', 1)"
         ))
         .unwrap();
+    // GET serves the verification made on the seal's first read; a billing key has it redone.
     let (_, period) = call(&serve, get.clone(), "/v1/periods/2026-10", BILLING).await;
+    assert_eq!(period["verified"].as_bool(), Some(true), "{period}");
+    let (_, period) = call(&serve, post.clone(), "/v1/periods/2026-10/verify", BILLING).await;
     assert_eq!(
         (period["verified"].as_bool(), period["recomputed_rows"].as_u64(), period["rows"].as_u64()),
         (Some(false), Some(2), Some(1)),
@@ -315,7 +318,9 @@ async fn a_sealed_month_verifies_after_late_usage_which_is_adjusted_next_month()
          VALUES ('{}', 'acme', 'api', '', toDateTime('2026-11-11 00:00:00', 'UTC'), 1000, 1000, 'forged', 1)",
         november["seal_id"].as_str().unwrap()
     )).unwrap();
-    let (_, november) = call(&serve, get.clone(), "/v1/periods/2026-11", BILLING).await;
+    let (status, body) = call(&serve, post.clone(), "/v1/periods/2026-11/verify", ACME_KEY).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("forbidden")), "{body}");
+    let (_, november) = call(&serve, post.clone(), "/v1/periods/2026-11/verify", BILLING).await;
     assert_eq!(
         (november["verified"].as_bool(), november["recomputed_sla_rows"].as_u64()),
         (Some(false), Some(1)),
@@ -462,4 +467,94 @@ fn seal_sql_runs_on_the_modern_dialect_with_the_same_digest() {
          sla 1\nacme\tapi\t\t{ts}\t1000\t2\t{bucket}:1000\t\tcollector-a:boot-1\t1\n"
     );
     assert_eq!(digests[0], sha256sum(&text));
+}
+
+/// The `tally_api_seal_verifications_total` sample of `/metrics`.
+async fn verifications(serve: &Serve) -> u64 {
+    let text = reqwest::get(format!("{}/metrics", serve.base)).await.unwrap().text().await.unwrap();
+    let line = text.lines().find(|l| l.starts_with("tally_api_seal_verifications_total ")).expect("the counter");
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_tenant_key_sees_only_its_part_of_a_seal_verified_once() {
+    let server = ClickHouseServer::start().unwrap();
+    let db = server.database("periods").unwrap();
+    let ch = ClickHouse::new(&server.http_url(), Duration::from_secs(30)).unwrap();
+    migrate(&Store::new(ch.clone(), &db)).await.unwrap();
+    let globex = UsageBatch {
+        source_id: "agent-b:boot-1".into(),
+        seq: 1,
+        records: (0..3)
+            .map(|d| {
+                UsageRecord::new("globex", "spans", datetime!(2026-10-01 00:00 UTC) + time::Duration::days(d), 7.into())
+            })
+            .collect(),
+    };
+    write(&ch, &db, &[october(), globex]).await;
+    let serve = start(
+        &server.http_url(),
+        &db,
+        &["--billing-key", BILLING, "--tenant-key", &format!("acme={ACME_KEY}"), "--tenant-key", "globex=globex-key"],
+    )
+    .await;
+    let (status, sealed) = call(&serve, reqwest::Method::POST, "/v1/periods/2026-10/seal", BILLING).await;
+    assert_eq!((status, sealed["rows"].as_u64()), (201, Some(4)), "{sealed}");
+    assert_eq!(verifications(&serve).await, 0);
+
+    // Late usage for acme, after the seal.
+    write(&ch, &db, &[late()]).await;
+    let (status, acme) = call(&serve, reqwest::Method::GET, "/v1/periods/2026-10", ACME_KEY).await;
+    assert_eq!(status, 200, "{acme}");
+    let keys: Vec<&str> = acme.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "digest",
+            "expected_previous_digest",
+            "late_rows",
+            "month",
+            "previous_digest",
+            "recomputed_digest",
+            "rollups",
+            "rollups_verified",
+            "seal_id",
+            "sealed",
+            "sealed_at",
+            "tenant",
+            "tenant_rows",
+            "tenant_sla_rows",
+            "verified",
+            "verified_at"
+        ],
+        "{acme}"
+    );
+    assert_eq!(
+        (acme["tenant"].as_str(), acme["tenant_rows"].as_u64(), acme["late_rows"].as_u64(), acme["verified"].as_bool()),
+        (Some("acme"), Some(1), Some(1), Some(true))
+    );
+    assert_eq!(acme["digest"], sealed["digest"]);
+    let (_, globex) = call(&serve, reqwest::Method::GET, "/v1/periods/2026-10", "globex-key").await;
+    assert_eq!(
+        (globex["tenant"].as_str(), globex["tenant_rows"].as_u64(), globex["late_rows"].as_u64()),
+        (Some("globex"), Some(3), Some(0)),
+        "{globex}"
+    );
+    // A billing key sees every tenant's part, from the same verification.
+    let (_, all) = call(&serve, reqwest::Method::GET, "/v1/periods/2026-10", BILLING).await;
+    assert_eq!(
+        all["tenants"],
+        json!([
+            {"tenant": "acme", "rows": 1, "sla_rows": 0, "late_rows": 1},
+            {"tenant": "globex", "rows": 3, "sla_rows": 0, "late_rows": 0}
+        ])
+    );
+    assert_eq!((all["rows"].as_u64(), all["late_rows"].as_u64()), (Some(4), Some(1)));
+    assert_eq!(all["verified_at"], acme["verified_at"]);
+    // Three reads, one verification; a billing key's request for another makes two.
+    assert_eq!(verifications(&serve).await, 1);
+    let (status, _) = call(&serve, reqwest::Method::POST, "/v1/periods/2026-10/verify", BILLING).await;
+    assert_eq!(status, 200);
+    let (_, _) = call(&serve, reqwest::Method::GET, "/v1/periods/2026-10", ACME_KEY).await;
+    assert_eq!(verifications(&serve).await, 2);
 }

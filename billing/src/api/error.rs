@@ -42,6 +42,42 @@ impl ApiError {
         Self { status: StatusCode::SERVICE_UNAVAILABLE, code: "storage_unavailable", message: message.into() }
     }
 
+    /// 429: the tenant runs as many reads as it may at once.
+    pub fn too_many_reads(max: u32) -> Self {
+        Self {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "too_many_requests",
+            message: format!(
+                "this tenant already runs {max} reads at once (the most --tenant-max-concurrent-reads allows); \
+                 retry when one has finished"
+            ),
+        }
+    }
+
+    /// 504: a read ran past its deadline (`detail` says which) and was stopped.
+    pub fn query_timeout(detail: &str) -> Self {
+        Self {
+            status: StatusCode::GATEWAY_TIMEOUT,
+            code: "query_timeout",
+            message: format!(
+                "the read ran longer than one may (--query-max-execution-secs) and was stopped; narrow the range, \
+                 coarsen the granularity or name a meter ({detail})"
+            ),
+        }
+    }
+
+    /// 422: a query needed more memory than one read may use.
+    pub fn query_too_large(detail: &str) -> Self {
+        Self {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "query_too_large",
+            message: format!(
+                "the read needs more memory than one query may use (--query-max-memory-bytes) and was stopped; \
+                 narrow the range, coarsen the granularity or name a meter ({detail})"
+            ),
+        }
+    }
+
     /// 500: a fault of ours.
     pub fn internal(message: impl Into<String>) -> Self {
         Self { status: StatusCode::INTERNAL_SERVER_ERROR, code: "internal", message: message.into() }
@@ -57,6 +93,10 @@ impl IntoResponse for ApiError {
         }
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            // A read takes seconds at most (the deadline); a second later a permit is likely free.
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
     }

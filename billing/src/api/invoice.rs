@@ -41,7 +41,10 @@ pub async fn get_invoice(
             "tally serve runs without a plans file (--plans), so no tenant has a plan".into(),
         ));
     };
-    match invoice(&state.store, book, &state.catalog, &tenant, month).await {
+    let (catalog, tenant) = (&state.catalog, &tenant);
+    let priced =
+        state.read(&principal)?.run(|store| async move { invoice(&store, book, catalog, tenant, month).await }).await?;
+    match priced {
         Ok(invoice) => Ok(Json(invoice)),
         Err(InvoiceFailure::Store(e)) => Err(store_error(e)),
         Err(InvoiceFailure::Invoice(e)) => Err(match &e {

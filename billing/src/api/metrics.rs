@@ -41,6 +41,13 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
+        Self::new(Counter::default())
+    }
+}
+
+impl Metrics {
+    /// The metrics, with `verifications` (counted where seals are verified) among them.
+    pub fn new(verifications: Counter) -> Self {
         let mut registry = Registry::with_prefix("tally_api");
         let responses = Family::<ResponseLabels, Counter>::default();
         registry.register("responses", "Answers of the billing API, by route and HTTP status", responses.clone());
@@ -48,11 +55,14 @@ impl Default for Metrics {
             (|| Histogram::new(exponential_buckets(0.001, 2.0, 16))) as fn() -> Histogram,
         );
         registry.register("request_seconds", "Time the billing API took to answer, by route", seconds.clone());
+        registry.register(
+            "seal_verifications",
+            "Seals recomputed and checked (once per seal and digest; GET /v1/periods serves the result)",
+            verifications,
+        );
         Self { registry, responses, seconds }
     }
-}
 
-impl Metrics {
     /// The OpenMetrics text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();

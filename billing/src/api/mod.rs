@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod error;
 pub mod invoice;
+pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod period;
@@ -16,8 +17,9 @@ use std::sync::Arc;
 use axum::routing::get;
 use axum::{Json, Router};
 
-use auth::KeyRing;
+use auth::{KeyRing, Principal};
 use error::ApiError;
+use limits::{Read, ReadLimits, Reads};
 use metering::clickhouse::sql::{check_identifier, BadIdentifier};
 use metering::meter::Catalog;
 use metering::pricing::plan::PriceBook;
@@ -34,13 +36,36 @@ pub struct AppState {
     pub keys: Arc<KeyRing>,
     /// Plans, when a plans file is configured (invoices need it).
     pub plans: Option<Arc<PriceBook>>,
+    /// Reads in flight and their limits.
+    pub reads: Arc<Reads>,
+    /// Seals verified so far.
+    pub verifications: Arc<period::Verifications>,
 }
 
 impl AppState {
     /// State for `store` with the given keys.
     pub fn new(store: Store, keys: KeyRing) -> Result<Self, BadIdentifier> {
         check_identifier(store.db())?;
-        Ok(Self { store, catalog: Arc::new(Catalog::builtin()), keys: Arc::new(keys), plans: None })
+        let reads = Arc::new(Reads::new(&store, ReadLimits::default()));
+        Ok(Self {
+            store,
+            catalog: Arc::new(Catalog::builtin()),
+            keys: Arc::new(keys),
+            plans: None,
+            reads,
+            verifications: Arc::default(),
+        })
+    }
+
+    /// The same state reading under `limits`.
+    pub fn with_limits(mut self, limits: ReadLimits) -> Self {
+        self.reads = Arc::new(Reads::new(&self.store, limits));
+        self
+    }
+
+    /// Starts a read for `principal` (429 when its tenant runs as many as it may).
+    pub fn read(&self, principal: &Principal) -> Result<Read, ApiError> {
+        self.reads.begin(&self.store, principal)
     }
 
     /// The same state knowing `catalog`'s meters (the built-ins plus custom meters).
@@ -59,7 +84,7 @@ impl AppState {
 /// The API's routes, with `/metrics` counting and timing each of them.
 pub fn router(state: AppState) -> Router {
     let openapi = Json(openapi::document(&state.catalog));
-    let metrics = Arc::new(metrics::Metrics::default());
+    let metrics = Arc::new(metrics::Metrics::new(state.verifications.computed.clone()));
     let exposition = metrics.clone();
     Router::new()
         .route("/v1/usage", get(usage::get_usage))
@@ -69,6 +94,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/periods/{month}", get(period::get_period))
         .route("/v1/reconciliation", get(reconciliation::get_reconciliation))
         .route("/v1/periods/{month}/seal", axum::routing::post(period::seal_period))
+        .route("/v1/periods/{month}/verify", axum::routing::post(period::reverify_period))
         .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
         .route("/openapi.json", get(move || async move { openapi }))
         .route("/metrics", runtime::serve::metrics_route(move || exposition.render()))

@@ -165,7 +165,7 @@ pub fn document(catalog: &Catalog) -> Value {
                 ],
                 "responses": {
                     "200": {"description": "one page of usage", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/UsagePage"}}}},
-                    "400": error, "401": error, "403": error, "503": error
+                    "400": error, "401": error, "403": error, "422": error, "429": error, "503": error, "504": error
                 }
             }},
             "/v1/tenants/{tenant}/invoices/{month}": {"get": {
@@ -178,7 +178,7 @@ pub fn document(catalog: &Catalog) -> Value {
                 ],
                 "responses": {
                     "200": {"description": "the invoice", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Invoice"}}}},
-                    "400": error, "401": error, "403": error, "404": error, "500": error, "503": error
+                    "400": error, "401": error, "403": error, "404": error, "500": error, "422": error, "429": error, "503": error, "504": error
                 }
             }},
             "/healthz": {"get": {"summary": "liveness", "responses": {"200": {"description": "alive",
@@ -274,7 +274,7 @@ fn reports(meters: &[&str], error: &Value) -> Value {
                         "application/json": {"schema": {"$ref": "#/components/schemas/UsageReport"}},
                         "text/csv": {"schema": {"type": "string"}, "example": "tenant,meter,unit,period,value\r\nacme,spans,count,2026-11-01,1000000\r\nacme,spans,count,2026-11,24155340\r\n"},
                         "text/html": {"schema": {"type": "string"}, "description": "a self-contained page with a bar chart per meter"}}},
-                    "400": error, "401": error, "403": error, "503": error
+                    "400": error, "401": error, "403": error, "422": error, "429": error, "503": error, "504": error
                 }
             }},
             "/v1/reports/sla/{month}": {"get": {
@@ -287,7 +287,7 @@ fn reports(meters: &[&str], error: &Value) -> Value {
                         "application/json": {"schema": {"$ref": "#/components/schemas/SlaReport"}},
                         "text/csv": {"schema": {"type": "string"}, "description": "one row per tenant (service empty: all services, with SLO, error budget and credit), then one per service"},
                         "text/html": {"schema": {"type": "string"}, "description": "a self-contained page with daily availability and latency charts"}}},
-                    "400": error, "401": error, "403": error, "500": error, "503": error
+                    "400": error, "401": error, "403": error, "500": error, "422": error, "429": error, "503": error, "504": error
                 }
             }}
     });
@@ -351,6 +351,12 @@ fn periods(error: &Value) -> Value {
                     "rows": {"type": "integer", "description": "collapsed usage rows in the snapshot"},
                     "sla_rows": {"type": "integer", "description": "collapsed SLA rows in the snapshot"},
                     "recomputed_sla_rows": {"type": "integer", "description": "GET only"},
+                    "verified_at": {"type": "string", "format": "date-time", "description": "GET only: when the verification served was made (on the seal's first read, or a billing key's POST .../verify); late_rows are as of then"},
+                    "tenants": {"type": "array", "description": "GET, billing keys: each tenant's rows, SLA rows and late rows", "items": {"type": "object", "properties": {
+                        "tenant": {"type": "string"}, "rows": {"type": "integer"}, "sla_rows": {"type": "integer"}, "late_rows": {"type": "integer"}}}},
+                    "tenant": {"type": "string", "description": "GET, tenant keys: the key's tenant (totals over tenants are not shown)"},
+                    "tenant_rows": {"type": "integer", "description": "GET, tenant keys: the tenant's usage rows in the snapshot"},
+                    "tenant_sla_rows": {"type": "integer", "description": "GET, tenant keys: the tenant's SLA rows in the snapshot"},
                     "digest": hex.clone(),
                     "previous_digest": {"allOf": [hex.clone()], "description": "the previous sealed month's digest; 64 zeros for the first seal"},
                     "sealed_at": {"type": "string", "format": "date-time"},
@@ -375,17 +381,27 @@ fn periods(error: &Value) -> Value {
                 ],
                 "responses": {
                     "200": {"description": "the lines", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Reconciliation"}}}},
-                    "400": error, "401": error, "403": error, "503": error
+                    "400": error, "401": error, "403": error, "422": error, "429": error, "503": error, "504": error
                 }
             }},
             "/v1/periods/{month}": {"get": {
-                "summary": "Whether a month is sealed; if so its seal, verified now against its snapshot and the chain",
-                "description": "Any valid key (billing or tenant) may read it.",
+                "summary": "Whether a month is sealed; if so its seal, verified against its snapshot and the chain",
+                "description": "Any valid key (billing or tenant) may read it; a tenant key sees only its own rows. The verification is made on the seal's first read and remembered (verified_at); 503 `verification_pending` while it runs longer than a read may wait.",
                 "security": [{"bearer": []}],
                 "parameters": [month.clone()],
                 "responses": {
                     "200": {"description": "the period", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Period"}}}},
-                    "400": error, "401": error, "503": error
+                    "400": error, "401": error, "422": error, "429": error, "503": error, "504": error
+                }
+            }},
+            "/v1/periods/{month}/verify": {"post": {
+                "summary": "Verify a sealed month's seal again now, and serve that verification from then on",
+                "description": "Billing keys only (403 `forbidden` for a tenant key); 404 `not_found` for a month not sealed.",
+                "security": [{"bearer": []}],
+                "parameters": [month.clone()],
+                "responses": {
+                    "200": {"description": "the period", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Period"}}}},
+                    "400": error, "401": error, "403": error, "404": error, "503": error
                 }
             }},
             "/v1/periods/{month}/seal": {"post": {

@@ -22,7 +22,8 @@ pub async fn get_reconciliation(
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    if state.keys.authenticate(&headers)? != Principal::Billing {
+    let principal = state.keys.authenticate(&headers)?;
+    if principal != Principal::Billing {
         return Err(ApiError::forbidden("reconciliation covers every tenant's agents: it needs a billing key"));
     }
     if let Some(unknown) = params.keys().find(|k| !["from", "to"].contains(&k.as_str())) {
@@ -41,6 +42,10 @@ pub async fn get_reconciliation(
             format!("`from` ({}) must be before `to` ({})", rfc3339(from), rfc3339(to)),
         ));
     }
-    let lines = reconcile(&state.store, from, to).await.map_err(store_error)?;
+    let lines = state
+        .read(&principal)?
+        .run(|store| async move { reconcile(&store, from, to).await })
+        .await?
+        .map_err(store_error)?;
     Ok(Json(json!({"from": rfc3339(from), "to": rfc3339(to), "data": lines})))
 }

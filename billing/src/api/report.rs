@@ -69,7 +69,12 @@ pub async fn get_usage_report(
 ) -> Result<Response, ApiError> {
     let principal = state.keys.authenticate(&headers)?;
     let (month, format, tenant) = parse(&principal, &month, &params)?;
-    let r = report::read_usage_report(&state.store, month, tenant.as_deref()).await.map_err(store_error)?;
+    let tenant = tenant.as_deref();
+    let r = state
+        .read(&principal)?
+        .run(|store| async move { report::read_usage_report(&store, month, tenant).await })
+        .await?
+        .map_err(store_error)?;
     Ok(respond(
         format,
         match format {
@@ -90,15 +95,18 @@ pub async fn get_sla_report(
     let principal = state.keys.authenticate(&headers)?;
     let (month, format, tenant) = parse(&principal, &month, &params)?;
     let plans = state.plans.as_deref().map(|book| (book, state.catalog.as_ref()));
-    let r = report::read_sla_report(&state.store, month, tenant.as_deref(), plans, |_, _| {}).await.map_err(
-        |e| match e {
+    let tenant = tenant.as_deref();
+    let r = state
+        .read(&principal)?
+        .run(|store| async move { report::read_sla_report(&store, month, tenant, plans, |_, _| {}).await })
+        .await?
+        .map_err(|e| match e {
             ReportError::Store(e) => store_error(e),
             e @ ReportError::Pricing { .. } => {
                 tracing::error!(error = %e, %month, "cannot price SLA credits");
                 ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, code: "pricing_error", message: e.to_string() }
             }
-        },
-    )?;
+        })?;
     Ok(respond(
         format,
         match format {

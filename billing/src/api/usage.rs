@@ -16,6 +16,7 @@ use time::OffsetDateTime;
 use super::auth::Principal;
 use super::error::ApiError;
 use super::AppState;
+use metering::clickhouse::ClickHouseError;
 use metering::store::rollup::{query_usage, Granularity, UsageKey, UsagePoint, UsageQuery};
 use metering::store::StoreError;
 
@@ -192,10 +193,13 @@ pub async fn get_usage(
         }
     }
     let (mut query, fingerprint) = parse_query(&params, &state)?;
+    state.reads.limits().check_buckets(&query)?;
     let page = query.limit as usize;
     // One extra point says whether there is a next page.
     query.limit += 1;
-    let mut points = query_usage(&state.store, &query).await.map_err(store_error)?;
+    let read = state.read(&principal)?;
+    let query = &query;
+    let mut points = read.run(|store| async move { query_usage(&store, query).await }).await?.map_err(store_error)?;
     let next_cursor = if points.len() > page {
         points.truncate(page);
         points.last().map(|p| {
@@ -218,6 +222,16 @@ pub async fn get_usage(
 pub(crate) fn store_error(e: StoreError) -> ApiError {
     tracing::error!(error = %e, "usage query failed");
     match &e {
+        // The read's own limits (the server's total memory says `(total)` instead): retrying the
+        // same read would hit them again.
+        StoreError::ClickHouse(ClickHouseError::Server { code: Some(241), message, .. })
+            if message.contains("(for query)") =>
+        {
+            ApiError::query_too_large(message.lines().next().unwrap_or_default())
+        }
+        StoreError::ClickHouse(ClickHouseError::Server { code: Some(159), message, .. }) => {
+            ApiError::query_timeout(message.lines().next().unwrap_or_default())
+        }
         StoreError::ClickHouse(ch) if ch.is_retryable() => {
             ApiError::unavailable(format!("usage store unavailable: {ch}"))
         }

@@ -2,6 +2,8 @@
 //! Our own, rather than a driver, because it must speak to 18.16 and to current
 //! servers alike and the collector's sink needs to classify every failure.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::sql::Sql;
@@ -76,6 +78,20 @@ pub struct ClickHouse {
     base: reqwest::Url,
     user: Option<(String, Option<String>)>,
     display: String,
+    /// When set, every call carries `query_id=<prefix>-<n>`, so that one caller's queries can be
+    /// found in `system.processes` and killed together (see [`ClickHouse::kill_queries`]).
+    query_ids: Option<Arc<QueryIds>>,
+}
+
+#[derive(Debug)]
+struct QueryIds {
+    prefix: String,
+    next: AtomicU64,
+}
+
+/// A query id prefix is matched with `LIKE`, so it may hold only characters that match themselves.
+fn valid_prefix(prefix: &str) -> bool {
+    !prefix.is_empty() && prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
 }
 
 impl ClickHouse {
@@ -99,7 +115,7 @@ impl ClickHouse {
             .build()
             .map_err(|e| bad(&e.to_string()))?;
         let display = base.as_str().trim_end_matches('/').to_owned();
-        Ok(Self { http, base, user, display })
+        Ok(Self { http, base, user, display, query_ids: None })
     }
 
     /// The same client with a ClickHouse setting sent on every call (e.g.
@@ -107,6 +123,37 @@ impl ClickHouse {
     pub fn with_setting(mut self, name: &str, value: &str) -> Self {
         self.base.query_pairs_mut().append_pair(name, value);
         self
+    }
+
+    /// The same client with every call's `query_id` starting `prefix-` (ASCII letters, digits and
+    /// `-` only: the prefix is matched with `LIKE`). Calls through clones share one counter, so
+    /// concurrent calls never reuse an id (which ClickHouse would refuse while the first runs).
+    pub fn with_query_id_prefix(mut self, prefix: &str) -> Result<Self, ClickHouseError> {
+        if !valid_prefix(prefix) {
+            return Err(ClickHouseError::BadUrl {
+                url: self.display.clone(),
+                reason: format!("query id prefix {prefix:?} must be ASCII letters, digits and `-`"),
+            });
+        }
+        self.query_ids = Some(Arc::new(QueryIds { prefix: prefix.to_owned(), next: AtomicU64::new(0) }));
+        Ok(self)
+    }
+
+    /// Stops every query whose id starts `prefix-` (`KILL QUERY`, asynchronous: the server
+    /// cancels them at their next block). Calls this client made with
+    /// [`with_query_id_prefix`](Self::with_query_id_prefix) are found this way.
+    pub async fn kill_queries(&self, prefix: &str) -> Result<(), ClickHouseError> {
+        if !valid_prefix(prefix) {
+            return Err(ClickHouseError::BadUrl {
+                url: self.display.clone(),
+                reason: format!("query id prefix {prefix:?} must be ASCII letters, digits and `-`"),
+            });
+        }
+        // Without an id of its own: the KILL must not collide with the queries it stops.
+        let mut plain = self.clone();
+        plain.query_ids = None;
+        let sql = format!("KILL QUERY WHERE query_id LIKE '{prefix}-%' ASYNC");
+        plain.post(&sql, bytes::Bytes::new()).await.map(drop)
     }
 
     /// The same client (credentials, settings, port) for another host of a cluster.
@@ -166,6 +213,10 @@ impl ClickHouse {
         // The query goes in the URL when there is a body (an INSERT's data), else in the body,
         // where its length is not limited by URL size.
         let mut url = self.base.clone();
+        if let Some(ids) = &self.query_ids {
+            let n = ids.next.fetch_add(1, Ordering::Relaxed);
+            url.query_pairs_mut().append_pair("query_id", &format!("{}-{n}", ids.prefix));
+        }
         let request = if body.is_empty() {
             self.http.post(url).body(query.to_owned())
         } else {

@@ -28,4 +28,4 @@ pub mod rollup;
 pub mod schema;
 pub mod store;
 
-pub use store::{period, seal, verify, Period, SealError, Verification};
+pub use store::{period, seal, verify, Period, SealError, TenantRows, Verification};

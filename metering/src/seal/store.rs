@@ -1,5 +1,7 @@
 //! Sealing and verifying months in ClickHouse.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -34,6 +36,21 @@ pub struct Verification {
     pub verified: bool,
     /// Usage rows for the month that arrived after the seal (not in it; billed as an
     /// adjustment on the next month's invoice).
+    pub late_rows: u64,
+    /// Each tenant's share of the rows above, in tenant order: what a tenant may be shown.
+    pub tenants: Vec<TenantRows>,
+}
+
+/// One tenant's part of a seal's verification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TenantRows {
+    /// The tenant.
+    pub tenant: String,
+    /// Its usage rows in the snapshot now.
+    pub rows: u64,
+    /// Its SLA rows in the snapshot now.
+    pub sla_rows: u64,
+    /// Its usage rows for the month that arrived after the seal.
     pub late_rows: u64,
 }
 
@@ -109,6 +126,8 @@ struct Digested {
     sla_rows: u64,
     /// The tenants of `sealed_usage` and of `sealed_sla`, in canonical order.
     tenants: [Vec<String>; 2],
+    /// Rows read per tenant: usage, SLA.
+    per_tenant: BTreeMap<String, (u64, u64)>,
 }
 
 /// The tenants of a snapshot's `table` and their row counts, in the canonical order's tenant
@@ -140,9 +159,11 @@ async fn digest_snapshot(store: &Store, seal_id: &str, month: &str, previous: &s
     let sla_tenants = snapshot_tenants(store, seal_id, Snapshot::Sla).await?;
     let mut d = Digester::new(month, previous, usage_tenants.iter().map(|t| t.1).sum());
     let mut usage_rows = 0;
+    let mut per_tenant = BTreeMap::<String, (u64, u64)>::new();
     for (tenant, _) in &usage_tenants {
         let rows = parse_snapshot(store.ch().query_tsv(&schema::read_snapshot(store.db(), seal_id, tenant)?).await?)?;
         usage_rows += rows.len() as u64;
+        per_tenant.entry(tenant.clone()).or_default().0 += rows.len() as u64;
         d.usage(&rows);
     }
     d.sla_section(sla_tenants.iter().map(|t| t.1).sum());
@@ -151,10 +172,17 @@ async fn digest_snapshot(store: &Store, seal_id: &str, month: &str, previous: &s
         let rows =
             parse_sla_snapshot(store.ch().query_tsv(&schema::read_sla_snapshot(store.db(), seal_id, tenant)?).await?)?;
         sla_rows += rows.len() as u64;
+        per_tenant.entry(tenant.clone()).or_default().1 += rows.len() as u64;
         d.sla(&rows);
     }
     let names = |tenants: Vec<(String, u64)>| tenants.into_iter().map(|t| t.0).collect();
-    Ok(Digested { digest: d.finish(), rows: usage_rows, sla_rows, tenants: [names(usage_tenants), names(sla_tenants)] })
+    Ok(Digested {
+        digest: d.finish(),
+        rows: usage_rows,
+        sla_rows,
+        tenants: [names(usage_tenants), names(sla_tenants)],
+        per_tenant,
+    })
 }
 
 /// Reads the rows [`schema::read_snapshot`] returns (as TabSeparated fields).
@@ -352,15 +380,29 @@ pub async fn verify(store: &Store, month: BillingMonth) -> Result<Option<Verific
     let all = seals(store).await?;
     let name = month.to_string();
     let Some(p) = all.iter().find(|p| p.month == name).cloned() else { return Ok(None) };
-    let Digested { digest: recomputed, rows, sla_rows, tenants } =
+    let Digested { digest: recomputed, rows, sla_rows, tenants, per_tenant } =
         digest_snapshot(store, &p.seal_id, &name, &p.previous_digest).await?;
     let expected_previous = previous_digest(&all, &name);
     let (from, to) = bounds(month);
     let rollups_verified = !p.rollups || rollups_match(store, &p.seal_id, tenants).await?;
+    let mut parts: BTreeMap<String, TenantRows> = per_tenant
+        .into_iter()
+        .map(|(tenant, (rows, sla_rows))| (tenant.clone(), TenantRows { tenant, rows, sla_rows, late_rows: 0 }))
+        .collect();
     let mut late_rows = 0;
     for tenant in live_tenants(store, Snapshot::Usage, from, to).await? {
         let late = store.ch().query_column(&schema::count_late(store.db(), &p.seal_id, &tenant, from, to)?).await?;
-        late_rows += late.first().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+        let late = late.first().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+        late_rows += late;
+        if late > 0 {
+            let part = parts.entry(tenant.clone()).or_insert_with(|| TenantRows {
+                tenant,
+                rows: 0,
+                sla_rows: 0,
+                late_rows: 0,
+            });
+            part.late_rows += late;
+        }
     }
     Ok(Some(Verification {
         verified: recomputed == p.digest
@@ -374,6 +416,7 @@ pub async fn verify(store: &Store, month: BillingMonth) -> Result<Option<Verific
         recomputed_sla_rows: sla_rows,
         expected_previous_digest: expected_previous,
         late_rows,
+        tenants: parts.into_values().collect(),
         period: p,
     }))
 }

@@ -45,6 +45,11 @@ impl Store {
         Self { ch, db: db.to_owned() }
     }
 
+    /// The same database reached through `ch` (e.g. a client sending per-query limits).
+    pub fn with_ch(&self, ch: ClickHouse) -> Self {
+        Self { ch, db: self.db.clone() }
+    }
+
     /// Its server.
     pub fn ch(&self) -> &ClickHouse {
         &self.ch

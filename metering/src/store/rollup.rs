@@ -200,6 +200,9 @@ impl UsageQuery {
                 "max(value) AS v, any(unit) AS u, any(aggregation) AS a FROM "
             });
         sql = self.scan().push(sql, db)?;
+        if let Some(after) = &self.after {
+            sql = skip_pages(sql, after);
+        }
         if let Some(meter) = &self.meter {
             sql = sql.push(" AND meter = ").bind(meter);
         }
@@ -273,6 +276,25 @@ impl UsageQuery {
             meter,
         })
     }
+}
+
+/// `sql` (a scan's `WHERE`) also dropping the rows of series and buckets before `after`'s: a
+/// later page aggregates only what is left of the range, not all of it again. The rows of
+/// `after`'s own bucket stay (its other services follow it); the `HAVING` keeps the exact order.
+/// Written as `OR`s of comparisons on the sorting key's prefix, which 18.16's index analysis
+/// uses (it does not use tuple comparisons).
+fn skip_pages(sql: Sql, after: &UsageKey) -> Sql {
+    sql.push(" AND (tenant > ")
+        .bind(&after.tenant)
+        .push(" OR (tenant = ")
+        .bind(&after.tenant)
+        .push(" AND (meter > ")
+        .bind(&after.meter)
+        .push(" OR (meter = ")
+        .bind(&after.meter)
+        .push(" AND window_start >= ")
+        .bind(Param::DateTime(after.bucket))
+        .push("))))")
 }
 
 /// Checks a read's tenant and its range `[from, to)`: usage and SLA reads alike.
