@@ -234,3 +234,26 @@ async fn consumer_outcomes_map_to_the_spec_statuses() {
     let partial = resp.partial_success.unwrap();
     assert_eq!((partial.rejected_log_records, partial.error_message.as_str()), (3, "bad"));
 }
+
+#[tokio::test]
+async fn json_doubles_in_strings_are_metered_and_malformed_ones_named() {
+    let (rec, base) = start(1 << 20).await;
+    // The proto3 JSON mapping: a double is a number or a string; NaN and the infinities only strings.
+    let good = r#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[
+      {"name":"g","gauge":{"dataPoints":[{"asDouble":"1.5"},{"asDouble":"NaN"},{"asDouble":"-Infinity"}]}},
+      {"name":"h","histogram":{"aggregationTemporality":2,"dataPoints":[{"count":"1","sum":"Infinity","explicitBounds":["0.5"],"bucketCounts":["0","1"]}]}}]}]}]}"#;
+    let r = post(&base, "/v1/metrics", "application/json", None, good.into()).await;
+    assert_eq!((r.status, json(&r)), (200, serde_json::json!({})));
+    assert_eq!(rec.total("metric_points"), 4);
+
+    let bad = r#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"name":"g","gauge":{"dataPoints":[{"asDouble":"1.5x"}]}}]}]}]}"#;
+    let r = post(&base, "/v1/metrics", "application/json", None, bad.into()).await;
+    assert_eq!(
+        (r.status, json(&r)),
+        (
+            400,
+            serde_json::json!({"code": 3, "message": "malformed OTLP JSON metrics request: resourceMetrics[0].scopeMetrics[0].metrics[0].gauge.dataPoints[0].asDouble: expected a double (a number, or a string holding one, NaN, Infinity or -Infinity), found \"1.5x\""})
+        )
+    );
+    assert_eq!(rec.seen.lock().unwrap().len(), 1, "the malformed request never reached the consumer");
+}
