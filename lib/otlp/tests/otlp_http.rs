@@ -257,3 +257,27 @@ async fn json_doubles_in_strings_are_metered_and_malformed_ones_named() {
     );
     assert_eq!(rec.seen.lock().unwrap().len(), 1, "the malformed request never reached the consumer");
 }
+
+#[tokio::test]
+async fn repeated_keys_in_a_kvlist_get_one_verdict_in_json_and_protobuf() {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    let (rec, base) = start(1 << 20).await;
+    // Attribute keys MUST be unique, but senders repeat them; the rule is the same everywhere (the
+    // last wins, docs/collector.md), in a kvlist as in resource, span, log and point attributes.
+    let body = r#"{"resourceSpans":[{"resource":{"attributes":[
+        {"key":"service.name","value":{"stringValue":"a"}},{"key":"service.name","value":{"stringValue":"b"}},
+        {"key":"k8s","value":{"kvlistValue":{"values":[{"key":"pod","value":{"stringValue":"x"}},{"key":"pod","value":{"intValue":"1"}}]}}}]},
+      "scopeSpans":[{"spans":[{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","name":"a",
+        "attributes":[{"key":"m","value":{"kvlistValue":{"values":[{"key":"d","value":{"doubleValue":1}},{"key":"d","value":{"doubleValue":2}}]}}}]}]}]}]}"#;
+    let r = post(&base, "/v1/traces", "application/json", None, body.into()).await;
+    assert_eq!((r.status, json(&r)), (200, serde_json::json!({})));
+    let Ok(otlp::Payload::Traces(request)) = otlp::decode(otlp::Signal::Traces, otlp::Encoding::Json, body.as_bytes())
+    else {
+        panic!()
+    };
+    let r =
+        post(&base, "/v1/traces", "application/x-protobuf", None, ExportTraceServiceRequest::encode_to_vec(&request))
+            .await;
+    assert_eq!((r.status, r.body.len()), (200, 0));
+    assert_eq!(rec.total("spans"), 2);
+}
