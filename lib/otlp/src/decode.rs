@@ -120,9 +120,9 @@ pub fn decode(signal: Signal, encoding: Encoding, body: &[u8]) -> Result<Payload
         .map_err(|e| fail(e.to_string())),
         Encoding::Json => {
             let payload = match signal {
-                Signal::Traces => serde_json::from_slice(body).map(Payload::Traces),
-                Signal::Metrics => serde_json::from_slice(body).map(Payload::Metrics),
-                Signal::Logs => serde_json::from_slice(body).map(Payload::Logs),
+                Signal::Traces => crate::json::from_slice(body).map(Payload::Traces),
+                Signal::Metrics => crate::json::from_slice(body).map(Payload::Metrics),
+                Signal::Logs => crate::json::from_slice(body).map(Payload::Logs),
             }
             .map_err(|e| fail(e.to_string()))?;
             if let Payload::Metrics(request) = &payload {

@@ -9,6 +9,7 @@ pub mod decode;
 pub mod grpc;
 pub mod http;
 pub mod inflate;
+mod json;
 pub mod status;
 pub mod view;
 

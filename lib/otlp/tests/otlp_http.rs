@@ -234,3 +234,50 @@ async fn consumer_outcomes_map_to_the_spec_statuses() {
     let partial = resp.partial_success.unwrap();
     assert_eq!((partial.rejected_log_records, partial.error_message.as_str()), (3, "bad"));
 }
+
+#[tokio::test]
+async fn json_doubles_in_strings_are_metered_and_malformed_ones_named() {
+    let (rec, base) = start(1 << 20).await;
+    // The proto3 JSON mapping: a double is a number or a string; NaN and the infinities only strings.
+    let good = r#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[
+      {"name":"g","gauge":{"dataPoints":[{"asDouble":"1.5"},{"asDouble":"NaN"},{"asDouble":"-Infinity"}]}},
+      {"name":"h","histogram":{"aggregationTemporality":2,"dataPoints":[{"count":"1","sum":"Infinity","explicitBounds":["0.5"],"bucketCounts":["0","1"]}]}}]}]}]}"#;
+    let r = post(&base, "/v1/metrics", "application/json", None, good.into()).await;
+    assert_eq!((r.status, json(&r)), (200, serde_json::json!({})));
+    assert_eq!(rec.total("metric_points"), 4);
+
+    let bad = r#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"name":"g","gauge":{"dataPoints":[{"asDouble":"1.5x"}]}}]}]}]}"#;
+    let r = post(&base, "/v1/metrics", "application/json", None, bad.into()).await;
+    assert_eq!(
+        (r.status, json(&r)),
+        (
+            400,
+            serde_json::json!({"code": 3, "message": "malformed OTLP JSON metrics request: resourceMetrics[0].scopeMetrics[0].metrics[0].gauge.dataPoints[0].asDouble: expected a double (a number, or a string holding one, NaN, Infinity or -Infinity), found \"1.5x\""})
+        )
+    );
+    assert_eq!(rec.seen.lock().unwrap().len(), 1, "the malformed request never reached the consumer");
+}
+
+#[tokio::test]
+async fn repeated_keys_in_a_kvlist_get_one_verdict_in_json_and_protobuf() {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    let (rec, base) = start(1 << 20).await;
+    // Attribute keys MUST be unique, but senders repeat them; the rule is the same everywhere (the
+    // last wins, docs/collector.md), in a kvlist as in resource, span, log and point attributes.
+    let body = r#"{"resourceSpans":[{"resource":{"attributes":[
+        {"key":"service.name","value":{"stringValue":"a"}},{"key":"service.name","value":{"stringValue":"b"}},
+        {"key":"k8s","value":{"kvlistValue":{"values":[{"key":"pod","value":{"stringValue":"x"}},{"key":"pod","value":{"intValue":"1"}}]}}}]},
+      "scopeSpans":[{"spans":[{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","name":"a",
+        "attributes":[{"key":"m","value":{"kvlistValue":{"values":[{"key":"d","value":{"doubleValue":1}},{"key":"d","value":{"doubleValue":2}}]}}}]}]}]}]}"#;
+    let r = post(&base, "/v1/traces", "application/json", None, body.into()).await;
+    assert_eq!((r.status, json(&r)), (200, serde_json::json!({})));
+    let Ok(otlp::Payload::Traces(request)) = otlp::decode(otlp::Signal::Traces, otlp::Encoding::Json, body.as_bytes())
+    else {
+        panic!()
+    };
+    let r =
+        post(&base, "/v1/traces", "application/x-protobuf", None, ExportTraceServiceRequest::encode_to_vec(&request))
+            .await;
+    assert_eq!((r.status, r.body.len()), (200, 0));
+    assert_eq!(rec.total("spans"), 2);
+}
