@@ -49,7 +49,14 @@ async fn main() -> anyhow::Result<()> {
     // hold two batches at least, else a larger --batch-max-bytes would not make larger batches.
     let segment_bytes = (s.wal_max_bytes / 8).clamp(1 << 20, (8 << 20).max(2 * s.batch_max_bytes as u64));
     let seal_after = Some(Duration::from_millis(s.flush_interval_ms.max(1)));
-    let wal_options = WalOptions { max_bytes: s.wal_max_bytes, segment_bytes, fsync, seal_after };
+    // The segment cap bounds the shipper's backlog of sealed segments (see wal::DEFAULT_MAX_SEGMENTS).
+    let wal_options = WalOptions {
+        max_bytes: s.wal_max_bytes,
+        segment_bytes,
+        fsync,
+        seal_after,
+        max_segments: wal::DEFAULT_MAX_SEGMENTS,
+    };
     let backlog = Arc::new(Backlog::default());
     let sealed = backlog.clone();
     let wal = Wal::open(&s.data_dir.join("wal"), wal_options, move |segment| sealed.sealed(segment))

@@ -52,6 +52,11 @@ pub struct Metrics {
     pub wal_segments: Gauge,
     /// `tally_agent_wal_oldest_seconds`: age of the oldest data waiting in the WAL.
     pub wal_oldest_seconds: Gauge,
+    /// `tally_agent_wal_queued_bytes`: bytes of appends waiting for the WAL's writer (they count in `--wal-max-bytes`).
+    pub wal_queued_bytes: Gauge,
+    /// `tally_agent_wal_full_total`: appends the WAL refused because it was full (`--wal-max-bytes`, or
+    /// its 65,536 segment files), before the `--wal-full` policy applied.
+    pub wal_full: Counter,
     /// `tally_agent_wal_damaged_bytes_total`: WAL bytes (or unreadable records) skipped as damaged.
     pub wal_damaged_bytes: Counter,
     /// `tally_agent_ebpf_probes{state,missing}`: 1 for the probes' state.
@@ -95,6 +100,14 @@ impl Default for Metrics {
             "Age of the oldest WAL segment waiting to be shipped",
             wal_oldest_seconds.clone(),
         );
+        let wal_queued_bytes = Gauge::default();
+        registry.register(
+            "wal_queued_bytes",
+            "Bytes of appends waiting for the WAL's writer (counted in the WAL's bound)",
+            wal_queued_bytes.clone(),
+        );
+        let wal_full = Counter::default();
+        registry.register("wal_full", "Appends the WAL refused because it was full", wal_full.clone());
         let wal_damaged_bytes = Counter::default();
         registry.register("wal_damaged_bytes", "WAL bytes or records skipped as damaged", wal_damaged_bytes.clone());
         let ebpf_probes = Family::default();
@@ -142,6 +155,8 @@ impl Default for Metrics {
             wal_bytes,
             wal_segments,
             wal_oldest_seconds,
+            wal_queued_bytes,
+            wal_full,
             wal_damaged_bytes,
             ebpf_probes,
             ebpf_program_runs,
@@ -168,6 +183,9 @@ impl Metrics {
             self.wal_bytes.set(i64::try_from(wal.pending_bytes()).unwrap_or(i64::MAX));
             self.wal_segments.set(i64::try_from(wal.segments()).unwrap_or(i64::MAX));
             self.wal_oldest_seconds.set(oldest_age(wal.dir()).map_or(0, |d| d.as_secs() as i64));
+            self.wal_queued_bytes.set(i64::try_from(wal.queued_bytes()).unwrap_or(i64::MAX));
+            // Raised to the WAL's own count; fetch_max keeps concurrent scrapes from counting twice.
+            self.wal_full.inner().fetch_max(wal.refused_full(), std::sync::atomic::Ordering::Relaxed);
         }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");

@@ -40,16 +40,31 @@ async fn main() -> anyhow::Result<()> {
         segment_bytes: 16 << 20,
         fsync: Fsync::Always,
         seal_after: Some(flush_interval),
+        max_segments: wal::DEFAULT_MAX_SEGMENTS,
     };
-    let (sealed_tx, sealed) = tokio::sync::mpsc::unbounded_channel();
-    let spool = Wal::open(&spool_dir, wal_options, move |s| {
-        let _ = sealed_tx.send(s);
+    let metrics = Arc::new(Metrics::default());
+    // Sealed segments on their way to the sink. The spool holds at most `max_segments` files
+    // and the sink removes one only after taking it from here, so this queue is never full
+    // while that holds (an earlier run with a larger cap may leave more). If it is, the spool's
+    // writer waits for the sink (backpressure: appends wait, then the spool refuses once its
+    // bytes are reserved) and the wait is counted: a segment is never lost from the queue.
+    let (sealed_tx, sealed) = tokio::sync::mpsc::channel(wal::DEFAULT_MAX_SEGMENTS as usize);
+    let handoff = metrics.clone();
+    let spool = Wal::open(&spool_dir, wal_options, move |s| match sealed_tx.try_send(s) {
+        Ok(()) => {}
+        Err(tokio::sync::mpsc::error::TrySendError::Full(s)) => {
+            handoff.spool_queue_full.inc();
+            tracing::warn!("the sink's queue of sealed spool segments is full; the spool's writer waits for it");
+            // On the spool's writer thread, never a runtime's: blocking is allowed here.
+            let _ = sealed_tx.blocking_send(s);
+        }
+        // The sink has stopped (shutting down): the segment stays on disk for the next start.
+        Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {}
     })
     .context("opening the spool (--data-dir)")?;
     if spool.pending_bytes() > 0 {
         tracing::info!(bytes = spool.pending_bytes(), dir = %spool_dir.display(), "an earlier run left spooled usage; writing it to ClickHouse");
     }
-    let metrics = Arc::new(Metrics::default());
     metrics.watch_spool(spool.clone());
     let sink_options =
         SinkOptions { max_insert_bytes: 64 << 20, shutdown_timeout: Duration::from_secs(s.shutdown_timeout_secs) };

@@ -56,6 +56,14 @@ pub struct Metrics {
     pub spool_bytes: Gauge,
     /// `tally_collector_spool_segments`: spool segment files on disk.
     pub spool_segments: Gauge,
+    /// `tally_collector_spool_queued_bytes`: bytes of appends waiting for the spool's writer (they count in `--spool-max-bytes`).
+    pub spool_queued_bytes: Gauge,
+    /// `tally_collector_spool_full_total`: appends the spool refused because it was full
+    /// (`--spool-max-bytes`, or its 65,536 segment files); senders were told to retry.
+    pub spool_full: Counter,
+    /// `tally_collector_spool_queue_full_total`: times the sink's queue of sealed segments was
+    /// full and the spool's writer waited for it. Must stay 0.
+    pub spool_queue_full: Counter,
     /// `tally_collector_spool_damaged_bytes_total`: spool bytes found damaged and skipped.
     pub spool_damaged_bytes: Counter,
     spool: std::sync::OnceLock<wal::Wal>,
@@ -94,6 +102,24 @@ impl Default for Metrics {
         );
         let spool_segments = Gauge::default();
         registry.register("spool_segments", "Spool segment files on disk", spool_segments.clone());
+        let spool_queued_bytes = Gauge::default();
+        registry.register(
+            "spool_queued_bytes",
+            "Bytes of appends waiting for the spool's writer (counted in the spool's bound)",
+            spool_queued_bytes.clone(),
+        );
+        let spool_full = Counter::default();
+        registry.register(
+            "spool_full",
+            "Appends the spool refused because it was full (senders told to retry)",
+            spool_full.clone(),
+        );
+        let spool_queue_full = Counter::default();
+        registry.register(
+            "spool_queue_full",
+            "Times the sink's queue of sealed segments was full and the spool's writer waited",
+            spool_queue_full.clone(),
+        );
         let spool_damaged_bytes = Counter::default();
         registry.register(
             "spool_damaged_bytes",
@@ -111,6 +137,9 @@ impl Default for Metrics {
             clickhouse_rows,
             spool_bytes,
             spool_segments,
+            spool_queued_bytes,
+            spool_full,
+            spool_queue_full,
             spool_damaged_bytes,
             spool: std::sync::OnceLock::new(),
         }
@@ -123,6 +152,9 @@ impl Metrics {
         if let Some(wal) = self.spool.get() {
             self.spool_bytes.set(i64::try_from(wal.pending_bytes()).unwrap_or(i64::MAX));
             self.spool_segments.set(i64::try_from(wal.segments()).unwrap_or(i64::MAX));
+            self.spool_queued_bytes.set(i64::try_from(wal.queued_bytes()).unwrap_or(i64::MAX));
+            // Raised to the spool's own count; fetch_max keeps concurrent scrapes from counting twice.
+            self.spool_full.inner().fetch_max(wal.refused_full(), std::sync::atomic::Ordering::Relaxed);
         }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
