@@ -27,6 +27,9 @@ async fn main() -> anyhow::Result<()> {
         None if s.allow_anonymous => Keys::default(),
         None => bail!("no --keys file and no --allow-anonymous: every sender would be refused"),
     };
+    // One budget of bytes in flight for both transports.
+    let receiver_limits =
+        otlp::Limits::new(s.max_request_bytes, s.max_inflight_bytes).context("--max-inflight-bytes")?;
     let meters = match &s.meters {
         Some(path) => definition::load(path)?,
         None => Vec::new(),
@@ -66,6 +69,7 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!(bytes = spool.pending_bytes(), dir = %spool_dir.display(), "an earlier run left spooled usage; writing it to ClickHouse");
     }
     metrics.watch_spool(spool.clone());
+    metrics.watch_inflight(receiver_limits.inflight.clone());
     let sink_options =
         SinkOptions { max_insert_bytes: 64 << 20, shutdown_timeout: Duration::from_secs(s.shutdown_timeout_secs) };
     let sink = Sink::new(ch.clone(), &s.store.clickhouse_database, spool.clone(), metrics.clone(), sink_options)?;
@@ -104,8 +108,8 @@ async fn main() -> anyhow::Result<()> {
         },
     );
     let servers = serve::start(vec![
-        ("OTLP/gRPC", s.grpc_listen, counted("grpc", grpc::router(pipeline.clone(), s.max_request_bytes))),
-        ("OTLP/HTTP", s.http_listen, counted("http", http::router(pipeline.clone(), s.max_request_bytes))),
+        ("OTLP/gRPC", s.grpc_listen, counted("grpc", grpc::router_with(pipeline.clone(), receiver_limits.clone()))),
+        ("OTLP/HTTP", s.http_listen, counted("http", http::router_with(pipeline.clone(), receiver_limits))),
         ("admin", s.admin_listen, admin),
     ])
     .await?;
