@@ -112,7 +112,7 @@ impl Intake {
                     self.ledger.accepted(signal, &items);
                     return Outcome::Accepted { rejected, message };
                 }
-                Err(AppendError::Full { .. }) if self.when_full == WhenFull::DropOldest => {
+                Err(e) if e.is_full() && self.when_full == WhenFull::DropOldest => {
                     let Some(dropped) = self.backlog.drop_oldest(&self.wal) else {
                         return self.refuse(
                             signal,
@@ -155,7 +155,7 @@ impl Intake {
 
     fn refuse(&self, signal: otlp::Signal, items: u64, e: AppendError) -> Outcome {
         self.metrics.count_items(signal.name(), "refused", items);
-        if !matches!(e, AppendError::Full { .. }) {
+        if !e.is_full() {
             tracing::error!(error = %e, "writing the WAL failed; apps are told to retry");
         }
         Outcome::Unavailable { retry_after: FULL_RETRY_AFTER, message: format!("the agent cannot take data now: {e}") }

@@ -29,6 +29,8 @@ async fn main() -> anyhow::Result<()> {
     if let Some(t) = &s.tenant {
         metering::record::validate_tenant(t).context("--tenant")?;
     }
+    // One budget of bytes in flight for both transports.
+    let limits = otlp::Limits::new(s.max_request_bytes, s.max_inflight_bytes).context("--max-inflight-bytes")?;
     let timeout = Duration::from_secs(s.collector_timeout_secs);
     let compression = match s.compression {
         Compression::Zstd => Some(CompressionEncoding::Zstd),
@@ -49,7 +51,14 @@ async fn main() -> anyhow::Result<()> {
     // hold two batches at least, else a larger --batch-max-bytes would not make larger batches.
     let segment_bytes = (s.wal_max_bytes / 8).clamp(1 << 20, (8 << 20).max(2 * s.batch_max_bytes as u64));
     let seal_after = Some(Duration::from_millis(s.flush_interval_ms.max(1)));
-    let wal_options = WalOptions { max_bytes: s.wal_max_bytes, segment_bytes, fsync, seal_after };
+    // The segment cap bounds the shipper's backlog of sealed segments (see wal::DEFAULT_MAX_SEGMENTS).
+    let wal_options = WalOptions {
+        max_bytes: s.wal_max_bytes,
+        segment_bytes,
+        fsync,
+        seal_after,
+        max_segments: wal::DEFAULT_MAX_SEGMENTS,
+    };
     let backlog = Arc::new(Backlog::default());
     let sealed = backlog.clone();
     let wal = Wal::open(&s.data_dir.join("wal"), wal_options, move |segment| sealed.sealed(segment))
@@ -63,6 +72,7 @@ async fn main() -> anyhow::Result<()> {
 
     let metrics = Arc::new(Metrics::default());
     metrics.watch_wal(wal.clone());
+    metrics.watch_inflight(limits.inflight.clone());
     let ship_options = ShipOptions {
         batch_max_bytes: s.batch_max_bytes.max(1),
         backoff_min: Duration::from_millis(100),
@@ -108,8 +118,8 @@ async fn main() -> anyhow::Result<()> {
         },
     );
     let servers = serve::start(vec![
-        ("OTLP/gRPC", s.otlp_grpc_listen, grpc::router(intake.clone(), s.max_request_bytes)),
-        ("OTLP/HTTP", s.otlp_http_listen, http::router(intake.clone(), s.max_request_bytes)),
+        ("OTLP/gRPC", s.otlp_grpc_listen, grpc::router_with(intake.clone(), limits.clone())),
+        ("OTLP/HTTP", s.otlp_http_listen, http::router_with(intake.clone(), limits)),
         ("admin", s.admin_listen, admin),
     ])
     .await?;

@@ -52,6 +52,11 @@ pub struct Metrics {
     pub wal_segments: Gauge,
     /// `tally_agent_wal_oldest_seconds`: age of the oldest data waiting in the WAL.
     pub wal_oldest_seconds: Gauge,
+    /// `tally_agent_wal_queued_bytes`: bytes of appends waiting for the WAL's writer (they count in `--wal-max-bytes`).
+    pub wal_queued_bytes: Gauge,
+    /// `tally_agent_wal_full_total`: appends the WAL refused because it was full (`--wal-max-bytes`, or
+    /// its 65,536 segment files), before the `--wal-full` policy applied.
+    pub wal_full: Counter,
     /// `tally_agent_wal_damaged_bytes_total`: WAL bytes (or unreadable records) skipped as damaged.
     pub wal_damaged_bytes: Counter,
     /// `tally_agent_ebpf_probes{state,missing}`: 1 for the probes' state.
@@ -71,7 +76,13 @@ pub struct Metrics {
     pub ebpf_cgroups: Gauge,
     /// `tally_agent_ebpf_read_errors_total`: failed reads of the probes' maps (retried next interval).
     pub ebpf_read_errors: Counter,
+    /// `tally_agent_inflight_bytes`: bytes of requests the OTLP receivers hold now (read or inflated).
+    pub inflight_bytes: Gauge,
+    /// `tally_agent_inflight_refused_total`: requests refused (UNAVAILABLE / 503) because the receivers'
+    /// budget of bytes in flight (`--max-inflight-bytes`) could not take them.
+    pub inflight_refused: Counter,
     wal: std::sync::OnceLock<wal::Wal>,
+    inflight: std::sync::OnceLock<otlp::InFlight>,
 }
 
 impl Default for Metrics {
@@ -95,6 +106,14 @@ impl Default for Metrics {
             "Age of the oldest WAL segment waiting to be shipped",
             wal_oldest_seconds.clone(),
         );
+        let wal_queued_bytes = Gauge::default();
+        registry.register(
+            "wal_queued_bytes",
+            "Bytes of appends waiting for the WAL's writer (counted in the WAL's bound)",
+            wal_queued_bytes.clone(),
+        );
+        let wal_full = Counter::default();
+        registry.register("wal_full", "Appends the WAL refused because it was full", wal_full.clone());
         let wal_damaged_bytes = Counter::default();
         registry.register("wal_damaged_bytes", "WAL bytes or records skipped as damaged", wal_damaged_bytes.clone());
         let ebpf_probes = Family::default();
@@ -133,6 +152,18 @@ impl Default for Metrics {
         registry.register("ebpf_cgroups", "Cgroups the eBPF probes track", ebpf_cgroups.clone());
         let ebpf_read_errors = Counter::default();
         registry.register("ebpf_read_errors", "Failed reads of the eBPF maps", ebpf_read_errors.clone());
+        let inflight_bytes = Gauge::default();
+        registry.register(
+            "inflight_bytes",
+            "Bytes of requests the OTLP receivers hold now, read or inflated",
+            inflight_bytes.clone(),
+        );
+        let inflight_refused = Counter::default();
+        registry.register(
+            "inflight_refused",
+            "Requests refused (UNAVAILABLE / 503) because the receivers' budget of bytes in flight was full",
+            inflight_refused.clone(),
+        );
         Self {
             registry,
             items,
@@ -142,6 +173,8 @@ impl Default for Metrics {
             wal_bytes,
             wal_segments,
             wal_oldest_seconds,
+            wal_queued_bytes,
+            wal_full,
             wal_damaged_bytes,
             ebpf_probes,
             ebpf_program_runs,
@@ -151,7 +184,10 @@ impl Default for Metrics {
             ebpf_sock_cgroup_unknown,
             ebpf_cgroups,
             ebpf_read_errors,
+            inflight_bytes,
+            inflight_refused,
             wal: std::sync::OnceLock::new(),
+            inflight: std::sync::OnceLock::new(),
         }
     }
 }
@@ -162,12 +198,24 @@ impl Metrics {
         let _ = self.wal.set(wal);
     }
 
+    /// Reports the OTLP receivers' budget of bytes in flight.
+    pub fn watch_inflight(&self, inflight: otlp::InFlight) {
+        let _ = self.inflight.set(inflight);
+    }
+
     /// The OpenMetrics text exposition.
     pub fn render(&self) -> String {
         if let Some(wal) = self.wal.get() {
             self.wal_bytes.set(i64::try_from(wal.pending_bytes()).unwrap_or(i64::MAX));
             self.wal_segments.set(i64::try_from(wal.segments()).unwrap_or(i64::MAX));
             self.wal_oldest_seconds.set(oldest_age(wal.dir()).map_or(0, |d| d.as_secs() as i64));
+            self.wal_queued_bytes.set(i64::try_from(wal.queued_bytes()).unwrap_or(i64::MAX));
+            // Raised to the WAL's own count; fetch_max keeps concurrent scrapes from counting twice.
+            self.wal_full.inner().fetch_max(wal.refused_full(), std::sync::atomic::Ordering::Relaxed);
+        }
+        if let Some(inflight) = self.inflight.get() {
+            self.inflight_bytes.set(i64::try_from(inflight.bytes()).unwrap_or(i64::MAX));
+            self.inflight_refused.inner().fetch_max(inflight.refused(), std::sync::atomic::Ordering::Relaxed);
         }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");

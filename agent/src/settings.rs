@@ -84,6 +84,10 @@ pub struct Settings {
     /// Largest request accepted from apps, in bytes, before and after decompression.
     #[arg(long, default_value_t = otlp::DEFAULT_MAX_REQUEST_BYTES)]
     pub max_request_bytes: usize,
+    /// Bytes of requests the OTLP receivers (gRPC and HTTP together) hold at once, read and inflated;
+    /// a request that does not fit is told to retry (UNAVAILABLE / 503). At least twice --max-request-bytes.
+    #[arg(long, default_value_t = otlp::DEFAULT_MAX_INFLIGHT_BYTES)]
+    pub max_inflight_bytes: usize,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, default_value = "127.0.0.1:9464")]
     pub admin_listen: SocketAddr,

@@ -27,6 +27,9 @@ async fn main() -> anyhow::Result<()> {
         None if s.allow_anonymous => Keys::default(),
         None => bail!("no --keys file and no --allow-anonymous: every sender would be refused"),
     };
+    // One budget of bytes in flight for both transports.
+    let receiver_limits =
+        otlp::Limits::new(s.max_request_bytes, s.max_inflight_bytes).context("--max-inflight-bytes")?;
     let meters = match &s.meters {
         Some(path) => definition::load(path)?,
         None => Vec::new(),
@@ -40,17 +43,33 @@ async fn main() -> anyhow::Result<()> {
         segment_bytes: 16 << 20,
         fsync: Fsync::Always,
         seal_after: Some(flush_interval),
+        max_segments: wal::DEFAULT_MAX_SEGMENTS,
     };
-    let (sealed_tx, sealed) = tokio::sync::mpsc::unbounded_channel();
-    let spool = Wal::open(&spool_dir, wal_options, move |s| {
-        let _ = sealed_tx.send(s);
+    let metrics = Arc::new(Metrics::default());
+    // Sealed segments on their way to the sink. The spool holds at most `max_segments` files
+    // and the sink removes one only after taking it from here, so this queue is never full
+    // while that holds (an earlier run with a larger cap may leave more). If it is, the spool's
+    // writer waits for the sink (backpressure: appends wait, then the spool refuses once its
+    // bytes are reserved) and the wait is counted: a segment is never lost from the queue.
+    let (sealed_tx, sealed) = tokio::sync::mpsc::channel(wal::DEFAULT_MAX_SEGMENTS as usize);
+    let handoff = metrics.clone();
+    let spool = Wal::open(&spool_dir, wal_options, move |s| match sealed_tx.try_send(s) {
+        Ok(()) => {}
+        Err(tokio::sync::mpsc::error::TrySendError::Full(s)) => {
+            handoff.spool_queue_full.inc();
+            tracing::warn!("the sink's queue of sealed spool segments is full; the spool's writer waits for it");
+            // On the spool's writer thread, never a runtime's: blocking is allowed here.
+            let _ = sealed_tx.blocking_send(s);
+        }
+        // The sink has stopped (shutting down): the segment stays on disk for the next start.
+        Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {}
     })
     .context("opening the spool (--data-dir)")?;
     if spool.pending_bytes() > 0 {
         tracing::info!(bytes = spool.pending_bytes(), dir = %spool_dir.display(), "an earlier run left spooled usage; writing it to ClickHouse");
     }
-    let metrics = Arc::new(Metrics::default());
     metrics.watch_spool(spool.clone());
+    metrics.watch_inflight(receiver_limits.inflight.clone());
     let sink_options =
         SinkOptions { max_insert_bytes: 64 << 20, shutdown_timeout: Duration::from_secs(s.shutdown_timeout_secs) };
     let sink = Sink::new(ch.clone(), &s.store.clickhouse_database, spool.clone(), metrics.clone(), sink_options)?;
@@ -89,8 +108,8 @@ async fn main() -> anyhow::Result<()> {
         },
     );
     let servers = serve::start(vec![
-        ("OTLP/gRPC", s.grpc_listen, counted("grpc", grpc::router(pipeline.clone(), s.max_request_bytes))),
-        ("OTLP/HTTP", s.http_listen, counted("http", http::router(pipeline.clone(), s.max_request_bytes))),
+        ("OTLP/gRPC", s.grpc_listen, counted("grpc", grpc::router_with(pipeline.clone(), receiver_limits.clone()))),
+        ("OTLP/HTTP", s.http_listen, counted("http", http::router_with(pipeline.clone(), receiver_limits))),
         ("admin", s.admin_listen, admin),
     ])
     .await?;

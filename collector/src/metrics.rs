@@ -56,9 +56,23 @@ pub struct Metrics {
     pub spool_bytes: Gauge,
     /// `tally_collector_spool_segments`: spool segment files on disk.
     pub spool_segments: Gauge,
+    /// `tally_collector_spool_queued_bytes`: bytes of appends waiting for the spool's writer (they count in `--spool-max-bytes`).
+    pub spool_queued_bytes: Gauge,
+    /// `tally_collector_spool_full_total`: appends the spool refused because it was full
+    /// (`--spool-max-bytes`, or its 65,536 segment files); senders were told to retry.
+    pub spool_full: Counter,
+    /// `tally_collector_spool_queue_full_total`: times the sink's queue of sealed segments was
+    /// full and the spool's writer waited for it. Must stay 0.
+    pub spool_queue_full: Counter,
     /// `tally_collector_spool_damaged_bytes_total`: spool bytes found damaged and skipped.
     pub spool_damaged_bytes: Counter,
+    /// `tally_collector_inflight_bytes`: bytes of requests the OTLP receivers hold now (read or inflated).
+    pub inflight_bytes: Gauge,
+    /// `tally_collector_inflight_refused_total`: requests refused (UNAVAILABLE / 503) because the receivers'
+    /// budget of bytes in flight (`--max-inflight-bytes`) could not take them.
+    pub inflight_refused: Counter,
     spool: std::sync::OnceLock<wal::Wal>,
+    inflight: std::sync::OnceLock<otlp::InFlight>,
 }
 
 impl Default for Metrics {
@@ -94,11 +108,41 @@ impl Default for Metrics {
         );
         let spool_segments = Gauge::default();
         registry.register("spool_segments", "Spool segment files on disk", spool_segments.clone());
+        let spool_queued_bytes = Gauge::default();
+        registry.register(
+            "spool_queued_bytes",
+            "Bytes of appends waiting for the spool's writer (counted in the spool's bound)",
+            spool_queued_bytes.clone(),
+        );
+        let spool_full = Counter::default();
+        registry.register(
+            "spool_full",
+            "Appends the spool refused because it was full (senders told to retry)",
+            spool_full.clone(),
+        );
+        let spool_queue_full = Counter::default();
+        registry.register(
+            "spool_queue_full",
+            "Times the sink's queue of sealed segments was full and the spool's writer waited",
+            spool_queue_full.clone(),
+        );
         let spool_damaged_bytes = Counter::default();
         registry.register(
             "spool_damaged_bytes",
             "Spool bytes found damaged (checksum, framing) and skipped",
             spool_damaged_bytes.clone(),
+        );
+        let inflight_bytes = Gauge::default();
+        registry.register(
+            "inflight_bytes",
+            "Bytes of requests the OTLP receivers hold now, read or inflated",
+            inflight_bytes.clone(),
+        );
+        let inflight_refused = Counter::default();
+        registry.register(
+            "inflight_refused",
+            "Requests refused (UNAVAILABLE / 503) because the receivers' budget of bytes in flight was full",
+            inflight_refused.clone(),
         );
         Self {
             registry,
@@ -111,18 +155,36 @@ impl Default for Metrics {
             clickhouse_rows,
             spool_bytes,
             spool_segments,
+            spool_queued_bytes,
+            spool_full,
+            spool_queue_full,
             spool_damaged_bytes,
+            inflight_bytes,
+            inflight_refused,
             spool: std::sync::OnceLock::new(),
+            inflight: std::sync::OnceLock::new(),
         }
     }
 }
 
 impl Metrics {
+    /// Reports the OTLP receivers' budget of bytes in flight.
+    pub fn watch_inflight(&self, inflight: otlp::InFlight) {
+        let _ = self.inflight.set(inflight);
+    }
+
     /// The OpenMetrics text exposition.
     pub fn render(&self) -> String {
         if let Some(wal) = self.spool.get() {
             self.spool_bytes.set(i64::try_from(wal.pending_bytes()).unwrap_or(i64::MAX));
             self.spool_segments.set(i64::try_from(wal.segments()).unwrap_or(i64::MAX));
+            self.spool_queued_bytes.set(i64::try_from(wal.queued_bytes()).unwrap_or(i64::MAX));
+            // Raised to the spool's own count; fetch_max keeps concurrent scrapes from counting twice.
+            self.spool_full.inner().fetch_max(wal.refused_full(), std::sync::atomic::Ordering::Relaxed);
+        }
+        if let Some(inflight) = self.inflight.get() {
+            self.inflight_bytes.set(i64::try_from(inflight.bytes()).unwrap_or(i64::MAX));
+            self.inflight_refused.inner().fetch_max(inflight.refused(), std::sync::atomic::Ordering::Relaxed);
         }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");

@@ -67,7 +67,11 @@ impl Sink {
     }
 
     /// Runs until `stop` changes, then flushes what it can within the shutdown timeout.
-    pub async fn run(self, mut sealed: mpsc::UnboundedReceiver<Segment>, mut stop: watch::Receiver<()>) {
+    ///
+    /// `queue` holds segments taken from `sealed` and not yet written; with `sealed` it
+    /// holds at most the spool's `max_segments`, since a segment leaves the disk only
+    /// after it leaves `queue`.
+    pub async fn run(self, mut sealed: mpsc::Receiver<Segment>, mut stop: watch::Receiver<()>) {
         let mut queue = VecDeque::new();
         let mut wait = RETRY.0;
         let mut stopping = false;
@@ -94,7 +98,7 @@ impl Sink {
     }
 
     /// Seals the open segment and writes everything, until done or the deadline.
-    async fn drain(&self, queue: &mut VecDeque<Segment>, sealed: &mut mpsc::UnboundedReceiver<Segment>) {
+    async fn drain(&self, queue: &mut VecDeque<Segment>, sealed: &mut mpsc::Receiver<Segment>) {
         let deadline = Instant::now() + self.options.shutdown_timeout;
         self.wal.seal().await;
         while let Ok(s) = sealed.try_recv() {

@@ -22,9 +22,10 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http_body::Frame;
 use prost::Message;
 
-use super::inflate::{inflate, Compression, InflateError, ACCEPTED};
+use super::inflate::{Compression, InflateError, ACCEPTED};
+use super::inflight::BUSY_RETRY_AFTER;
 use super::status::{code, RetryInfo, RpcStatus};
-use super::{Consumer, Encoding, Outcome, Receiver, Refusal, Signal};
+use super::{BodyError, Consumer, Encoding, Limits, Outcome, Receiver, Refusal, Signal};
 
 /// The gRPC method paths of the three OTLP services.
 pub const TRACES_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
@@ -43,9 +44,18 @@ pub const fn path(signal: Signal) -> &'static str {
 }
 
 /// The OTLP/gRPC routes, handing requests to `consumer`. Messages over
-/// `max_request_bytes`, before or after decompression, get RESOURCE_EXHAUSTED.
+/// `max_request_bytes`, before or after decompression, get RESOURCE_EXHAUSTED;
+/// the budget of bytes in flight is the default one (see [`router_with`]).
 pub fn router(consumer: Arc<dyn Consumer>, max_request_bytes: usize) -> Router {
-    let state = Arc::new(Receiver { consumer, max_request_bytes });
+    router_with(consumer, Limits::with_default_budget(max_request_bytes))
+}
+
+/// The OTLP/gRPC routes with `limits`: messages over its request limit, before or after
+/// decompression, get RESOURCE_EXHAUSTED without RetryInfo (for good); a request its budget
+/// of bytes in flight cannot take gets UNAVAILABLE with RetryInfo (retry later). Share the
+/// budget with [`super::http::router_with`] to bound both.
+pub fn router_with(consumer: Arc<dyn Consumer>, limits: Limits) -> Router {
+    let state = Arc::new(Receiver { consumer, max_request_bytes: limits.max_request_bytes, inflight: limits.inflight });
     let route = |signal: Signal| {
         post(move |State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body| async move {
             r.handle_grpc(signal, &headers, body).await
@@ -62,7 +72,7 @@ pub fn router(consumer: Arc<dyn Consumer>, max_request_bytes: usize) -> Router {
 }
 
 impl Receiver {
-    async fn handle_grpc(&self, signal: Signal, headers: &HeaderMap, body: Body) -> Response {
+    async fn handle_grpc(&self, signal: Signal, headers: &HeaderMap, mut body: Body) -> Response {
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
         if !header("content-type").starts_with("application/grpc") {
             return status(code::INVALID_ARGUMENT, "content-type must be application/grpc", None);
@@ -71,10 +81,25 @@ impl Receiver {
             let message = format!("message is more than {} bytes, the limit; split the batch", self.max_request_bytes);
             status(code::RESOURCE_EXHAUSTED, &message, None)
         };
+        let busy = |held: usize| status(code::UNAVAILABLE, &self.over_budget(held), Some(BUSY_RETRY_AFTER));
+        // The sender is checked from the headers first: a refused one's message is never read
+        // (HTTP/2 lets the answer come before the request's end), held, inflated or decoded.
+        let sender = match self.admit(headers) {
+            Ok(sender) => sender,
+            Err(Refusal::Unauthenticated(m)) => return status(code::UNAUTHENTICATED, &m, None),
+            Err(Refusal::Forbidden(m)) => return status(code::PERMISSION_DENIED, &m, None),
+            Err(Refusal::Invalid(m)) => return status(code::INVALID_ARGUMENT, &m, None),
+        };
+        // Held until the answer is built: the consumer works on these bytes.
+        let mut reservation = self.inflight.reservation();
         // The 5-byte frame header plus the message: anything longer is over the limit.
-        let bytes = match axum::body::to_bytes(body, self.max_request_bytes + 5).await {
+        let bytes = match self.read_body(headers, &mut body, self.max_request_bytes + 5, &mut reservation).await {
             Ok(b) => b,
-            Err(_) => return too_large(),
+            Err(BodyError::TooLarge) => return too_large(),
+            Err(BodyError::OverBudget) => return busy(reservation.bytes()),
+            Err(BodyError::Read(e)) => {
+                return status(code::INVALID_ARGUMENT, &format!("reading the request body: {e}"), None)
+            }
         };
         if bytes.len() < 5 {
             return status(code::INVALID_ARGUMENT, "request has no gRPC message frame", None);
@@ -88,20 +113,17 @@ impl Receiver {
                 None,
             );
         }
-        let sender = match self.admit(headers) {
-            Ok(sender) => sender,
-            Err(Refusal::Unauthenticated(m)) => return status(code::UNAUTHENTICATED, &m, None),
-            Err(Refusal::Forbidden(m)) => return status(code::PERMISSION_DENIED, &m, None),
-            Err(Refusal::Invalid(m)) => return status(code::INVALID_ARGUMENT, &m, None),
-        };
         let message = bytes.slice(5..);
+        // The message is the only handle left on the body, so inflating frees it.
+        drop(bytes);
         let raw = if compressed {
             match header("grpc-encoding") {
                 "" | "identity" => return status(code::INTERNAL, "compressed frame without grpc-encoding", None),
                 name => match Compression::from_name(name) {
-                    Some(compression) => match inflate(compression, &message, self.max_request_bytes) {
-                        Ok(raw) => Bytes::from(raw),
+                    Some(compression) => match self.inflate(compression, message, &mut reservation) {
+                        Ok(raw) => raw,
                         Err(InflateError::TooLarge { .. }) => return too_large(),
+                        Err(InflateError::OverBudget { held }) => return busy(held),
                         Err(e) => return status(code::INVALID_ARGUMENT, &e.to_string(), None),
                     },
                     None => {
@@ -117,6 +139,7 @@ impl Receiver {
             Ok(outcome) => outcome,
             Err(message) => return status(code::INVALID_ARGUMENT, &message, None),
         };
+        drop(reservation);
         match outcome {
             Outcome::Accepted { rejected, message } => success(signal, rejected, message),
             Outcome::Invalid(message) => status(code::INVALID_ARGUMENT, &message, None),

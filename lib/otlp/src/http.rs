@@ -11,18 +11,26 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use prost::Message;
 
-use super::inflate::{inflate, Compression, InflateError};
+use super::inflate::{Compression, InflateError};
+use super::inflight::BUSY_RETRY_AFTER;
 use super::status::{code, RpcStatus};
-use super::{Consumer, Encoding, Outcome, Receiver, Refusal, Signal};
+use super::{BodyError, Consumer, Encoding, Limits, Outcome, Receiver, Refusal, Signal};
 
 /// The OTLP/HTTP routes, handing requests to `consumer`. Bodies over
-/// `max_request_bytes`, before or after decompression, get 413.
+/// `max_request_bytes`, before or after decompression, get 413; the budget of
+/// bytes in flight is the default one (see [`router_with`]).
 pub fn router(consumer: Arc<dyn Consumer>, max_request_bytes: usize) -> Router {
-    let state = Arc::new(Receiver { consumer, max_request_bytes });
+    router_with(consumer, Limits::with_default_budget(max_request_bytes))
+}
+
+/// The OTLP/HTTP routes with `limits`: bodies over its request limit, before or after
+/// decompression, get 413; a request its budget of bytes in flight cannot take gets 503
+/// with `Retry-After`. Share the budget with [`super::grpc::router_with`] to bound both.
+pub fn router_with(consumer: Arc<dyn Consumer>, limits: Limits) -> Router {
+    let state = Arc::new(Receiver { consumer, max_request_bytes: limits.max_request_bytes, inflight: limits.inflight });
     let route = |signal: Signal| {
         post(move |State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body| async move {
             r.handle_http(signal, &headers, body).await
@@ -53,11 +61,38 @@ pub fn router(consumer: Arc<dyn Consumer>, max_request_bytes: usize) -> Router {
 }
 
 impl Receiver {
-    async fn handle_http(&self, signal: Signal, headers: &HeaderMap, body: Body) -> Response {
+    async fn handle_http(&self, signal: Signal, headers: &HeaderMap, mut body: Body) -> Response {
         let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
         let encoding = Encoding::from_content_type(content_type);
-        // The body is read before any answer, so the client is never cut off mid-upload.
-        let body = read_body(body, self.max_request_bytes).await;
+        // The sender is checked from the headers first: a refused one's body is read and dropped,
+        // never held in the budget, inflated or decoded.
+        let sender = match self.admit(headers) {
+            Ok(sender) => sender,
+            Err(refusal) => {
+                drain(body).await;
+                let fail = |status, code, message| error(status, encoding.unwrap_or(Encoding::Json), code, message);
+                return match refusal {
+                    Refusal::Unauthenticated(m) => fail(StatusCode::UNAUTHORIZED, code::UNAUTHENTICATED, m),
+                    Refusal::Forbidden(m) => fail(StatusCode::FORBIDDEN, code::PERMISSION_DENIED, m),
+                    Refusal::Invalid(m) => fail(StatusCode::BAD_REQUEST, code::INVALID_ARGUMENT, m),
+                };
+            }
+        };
+        // Held until the answer is built: the consumer works on these bytes.
+        let mut reservation = self.inflight.reservation();
+        // The body is read before any answer, so the client is never cut off mid-upload; what
+        // is refused (too large, no room) is drained, not kept.
+        let body = match self.read_body(headers, &mut body, self.max_request_bytes, &mut reservation).await {
+            Err(e @ (BodyError::TooLarge | BodyError::OverBudget)) => {
+                // Drained without holding it: the budget is given back first.
+                let held = reservation.bytes();
+                reservation.shrink(held);
+                drain(body).await;
+                Err((e, held))
+            }
+            Err(BodyError::Read(e)) => Err((BodyError::Read(e), 0)),
+            Ok(bytes) => Ok(bytes),
+        };
         let Some(encoding) = encoding else {
             let message =
                 format!("unsupported Content-Type {content_type:?}; use application/x-protobuf or application/json");
@@ -69,27 +104,27 @@ impl Receiver {
                 format!("request body {what} more than {} bytes, the limit; split the batch", self.max_request_bytes);
             fail(StatusCode::PAYLOAD_TOO_LARGE, code::RESOURCE_EXHAUSTED, message)
         };
+        let busy = |held: usize| {
+            let message = self.over_budget(held);
+            with_retry_after(fail(StatusCode::SERVICE_UNAVAILABLE, code::UNAVAILABLE, message), BUSY_RETRY_AFTER)
+        };
         let bytes = match body {
             Ok(bytes) => bytes,
-            Err(BodyError::TooLarge) => return too_large("is"),
-            Err(BodyError::Read(e)) => {
+            Err((BodyError::TooLarge, _)) => return too_large("is"),
+            Err((BodyError::OverBudget, held)) => return busy(held),
+            Err((BodyError::Read(e), _)) => {
                 return fail(StatusCode::BAD_REQUEST, code::INVALID_ARGUMENT, format!("reading the request body: {e}"))
             }
-        };
-        let sender = match self.admit(headers) {
-            Ok(sender) => sender,
-            Err(Refusal::Unauthenticated(m)) => return fail(StatusCode::UNAUTHORIZED, code::UNAUTHENTICATED, m),
-            Err(Refusal::Forbidden(m)) => return fail(StatusCode::FORBIDDEN, code::PERMISSION_DENIED, m),
-            Err(Refusal::Invalid(m)) => return fail(StatusCode::BAD_REQUEST, code::INVALID_ARGUMENT, m),
         };
         let content_encoding =
             headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).map(|v| v.trim().to_ascii_lowercase());
         let raw = match content_encoding.as_deref() {
             None | Some("" | "identity") => bytes,
             Some(name) => match Compression::from_name(name) {
-                Some(compression) => match inflate(compression, &bytes, self.max_request_bytes) {
-                    Ok(raw) => Bytes::from(raw),
+                Some(compression) => match self.inflate(compression, bytes, &mut reservation) {
+                    Ok(raw) => raw,
                     Err(InflateError::TooLarge { .. }) => return too_large("inflates to"),
+                    Err(InflateError::OverBudget { held }) => return busy(held),
                     Err(e @ InflateError::Corrupt(..)) => {
                         return fail(StatusCode::BAD_REQUEST, code::INVALID_ARGUMENT, e.to_string())
                     }
@@ -104,6 +139,7 @@ impl Receiver {
             Ok(outcome) => outcome,
             Err(message) => return fail(StatusCode::BAD_REQUEST, code::INVALID_ARGUMENT, message),
         };
+        drop(reservation);
         match outcome {
             Outcome::Accepted { rejected, message } => success(signal, encoding, rejected, message),
             Outcome::Invalid(message) => fail(StatusCode::BAD_REQUEST, code::INVALID_ARGUMENT, message),
@@ -159,39 +195,25 @@ fn success(signal: Signal, encoding: Encoding, rejected: u64, message: String) -
     respond(StatusCode::OK, encoding, body)
 }
 
-enum BodyError {
-    TooLarge,
-    Read(axum::Error),
-}
-
 /// How much of an oversized body is read and discarded, at most, before answering 413.
 const DRAIN_MAX_BYTES: usize = 256 << 20;
 /// How long draining an oversized body may take.
 const DRAIN_TIME: Duration = Duration::from_secs(30);
 
-/// Reads a body of at most `max` bytes. A larger one is read to its end and
-/// discarded (within [`DRAIN_MAX_BYTES`] and [`DRAIN_TIME`]): an HTTP/1.1 client
-/// still uploading when the server answers and closes sees a broken connection,
-/// which OTLP clients retry for ever, instead of the 413 that tells them to drop it.
-async fn read_body(mut body: Body, max: usize) -> Result<Bytes, BodyError> {
-    let mut buf = BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(BodyError::Read)?;
-        let Ok(data) = frame.into_data() else { continue };
-        if buf.len() + data.len() > max {
-            let mut drained = buf.len() + data.len();
-            let drain = async {
-                while let Some(Ok(frame)) = body.frame().await {
-                    drained += frame.data_ref().map_or(0, |d| d.len());
-                    if drained > DRAIN_MAX_BYTES {
-                        break;
-                    }
-                }
-            };
-            let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
-            return Err(BodyError::TooLarge);
+/// Reads the rest of a refused body and discards it (within [`DRAIN_MAX_BYTES`] and
+/// [`DRAIN_TIME`]), holding no more than a frame: an HTTP/1.1 client still uploading when
+/// the server answers and closes sees a broken connection, which OTLP clients retry for
+/// ever, instead of the 413 that tells them to drop it (or the 503 that tells them when
+/// to come back).
+async fn drain(mut body: Body) {
+    let mut drained = 0;
+    let drain = async {
+        while let Some(Ok(frame)) = body.frame().await {
+            drained += frame.data_ref().map_or(0, |d| d.len());
+            if drained > DRAIN_MAX_BYTES {
+                break;
+            }
         }
-        buf.extend_from_slice(&data);
-    }
-    Ok(buf.freeze())
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
 }

@@ -48,6 +48,13 @@ pub enum InflateError {
         /// The limit, in bytes.
         limit: usize,
     },
+    /// The receiver's budget of bytes in flight could not give its output room to grow: a
+    /// retryable refusal, unlike [`InflateError::TooLarge`].
+    #[error("the receiver has no room for this request now ({held} bytes inflated so far); retry later")]
+    OverBudget {
+        /// What it held (its inflated bytes, capacity included) when refused.
+        held: usize,
+    },
     /// It is not a valid stream of its compression.
     #[error("the request body is not a valid {0} stream: {1}")]
     Corrupt(&'static str, String),
@@ -55,23 +62,67 @@ pub enum InflateError {
 
 /// Inflates `body`, failing as soon as more than `limit` bytes come out.
 pub fn inflate(compression: Compression, body: &[u8], limit: usize) -> Result<Vec<u8>, InflateError> {
+    inflate_within(compression, body, limit, &mut |_| true)
+}
+
+/// Inflates `body` like [`inflate`], asking `room` for every byte of capacity the output
+/// grows by before it grows; a `false` stops with [`InflateError::OverBudget`].
+pub(crate) fn inflate_within(
+    compression: Compression,
+    body: &[u8],
+    limit: usize,
+    room: &mut dyn FnMut(usize) -> bool,
+) -> Result<Vec<u8>, InflateError> {
     let corrupt = |e: std::io::Error| InflateError::Corrupt(compression.name(), e.to_string());
     match compression {
-        Compression::Gzip => bounded(MultiGzDecoder::new(body), body.len(), limit).map_err(corrupt)?,
+        Compression::Gzip => bounded(MultiGzDecoder::new(body), body.len(), limit, room).map_err(corrupt)?,
         Compression::Zstd => {
-            bounded(zstd::stream::read::Decoder::with_buffer(body).map_err(corrupt)?, body.len(), limit)
+            bounded(zstd::stream::read::Decoder::with_buffer(body).map_err(corrupt)?, body.len(), limit, room)
                 .map_err(corrupt)?
         }
     }
-    .ok_or(InflateError::TooLarge { limit })
 }
 
-/// Everything `reader` yields, or `None` past `limit` bytes.
-fn bounded(reader: impl Read, compressed_len: usize, limit: usize) -> std::io::Result<Option<Vec<u8>>> {
-    let mut out = Vec::with_capacity(compressed_len.saturating_mul(4).min(limit));
+/// Everything `reader` yields, [`InflateError::TooLarge`] past `limit` bytes, or
+/// [`InflateError::OverBudget`] when `room` refuses the output's next growth.
+fn bounded(
+    reader: impl Read,
+    compressed_len: usize,
+    limit: usize,
+    room: &mut dyn FnMut(usize) -> bool,
+) -> std::io::Result<Result<Vec<u8>, InflateError>> {
     // One byte over the limit is enough to know it is too large, and no more is read.
-    reader.take(limit as u64 + 1).read_to_end(&mut out)?;
-    Ok((out.len() <= limit).then_some(out))
+    let most = limit.saturating_add(1);
+    let mut reader = reader.take(most as u64);
+    let mut out: Vec<u8> = Vec::new();
+    // Capacity grows as read_to_end would (a first guess, then doubling), but each growth is
+    // asked for first: the budget counts the memory held, not just the bytes written.
+    let mut next = compressed_len.saturating_mul(4).max(8 << 10).min(most);
+    loop {
+        if out.len() == out.capacity() {
+            let more = next - out.capacity();
+            if more == 0 {
+                break;
+            }
+            if !room(more) {
+                return Ok(Err(InflateError::OverBudget { held: out.capacity() }));
+            }
+            out.reserve_exact(more);
+            next = out.capacity().saturating_mul(2).min(most);
+        }
+        let start = out.len();
+        out.resize(out.capacity(), 0);
+        match reader.read(&mut out[start..]) {
+            Ok(0) => {
+                out.truncate(start);
+                break;
+            }
+            Ok(n) => out.truncate(start + n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => out.truncate(start),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(if out.len() <= limit { Ok(out) } else { Err(InflateError::TooLarge { limit }) })
 }
 
 #[cfg(test)]
@@ -103,6 +154,26 @@ mod tests {
             assert!(bomb.len() < 100_000, "{compression:?}: {}", bomb.len());
             assert_eq!(inflate(compression, &bomb, 1 << 20), Err(InflateError::TooLarge { limit: 1 << 20 }));
         }
+    }
+
+    #[test]
+    fn growth_is_asked_for_and_a_refusal_stops_it() {
+        let data = vec![7u8; 1 << 20];
+        let mut asked = 0;
+        let out = inflate_within(Compression::Gzip, &gz(&data), 2 << 20, &mut |n| {
+            asked += n;
+            true
+        })
+        .unwrap();
+        assert_eq!(out, data);
+        assert_eq!(asked, out.capacity(), "every byte of capacity was asked for");
+        let mut allowed = 256 << 10;
+        let refused = inflate_within(Compression::Zstd, &zst(&data), 2 << 20, &mut |n| {
+            let ok = n <= allowed;
+            allowed = allowed.saturating_sub(n);
+            ok
+        });
+        assert!(matches!(refused, Err(InflateError::OverBudget { held }) if held <= 256 << 10), "{refused:?}");
     }
 
     #[test]

@@ -9,25 +9,42 @@ pub mod decode;
 pub mod grpc;
 pub mod http;
 pub mod inflate;
+pub mod inflight;
 mod json;
 pub mod status;
 pub mod view;
 
 use std::sync::Arc;
 
-use axum::http::HeaderMap;
+use axum::body::Body;
+use axum::http::{header, HeaderMap};
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
 
 pub use consumer::{Consumer, Delivery, Grant, Outcome, Request};
 pub use decode::{decode, DecodeError, Encoding, Payload, Signal};
+use inflight::Reservation;
+pub use inflight::{InFlight, Limits, LimitsError, DEFAULT_MAX_INFLIGHT_BYTES};
 
 /// Default limit of a request body, before and after decompression (the spec recommends 64 MiB).
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 << 20;
 
-/// What both transports share: the consumer, the size limit, and the steps
-/// from an inflated body to the consumer's verdict.
+/// What both transports share: the consumer, the size limit, the budget of
+/// bytes in flight, and the steps from an inflated body to the consumer's verdict.
 pub(crate) struct Receiver {
     pub(crate) consumer: Arc<dyn Consumer>,
     pub(crate) max_request_bytes: usize,
+    pub(crate) inflight: InFlight,
+}
+
+/// Why a body was not read whole.
+pub(crate) enum BodyError {
+    /// Over the request limit: for good.
+    TooLarge,
+    /// The budget of bytes in flight cannot take it now: retry later.
+    OverBudget,
+    /// The connection failed.
+    Read(axum::Error),
 }
 
 /// Why the receiver refused a request before its consumer saw it.
@@ -60,6 +77,69 @@ impl Receiver {
         }
         let batch = batch::from_headers(headers, time::OffsetDateTime::now_utc()).map_err(Refusal::Invalid)?;
         Ok(Sender { key: key.map(str::to_owned), batch })
+    }
+
+    /// A refusal for want of budget, counted, and its message.
+    pub(crate) fn over_budget(&self, held: usize) -> String {
+        self.inflight.count_refusal();
+        format!(
+            "the receiver holds {} of its {} bytes of requests in flight and has no room for this one ({held} bytes \
+             so far); retry later",
+            self.inflight.bytes(),
+            self.inflight.max_bytes()
+        )
+    }
+
+    /// Reads at most `max` bytes of `body`, reserving them in `reservation` as they arrive
+    /// (a `Content-Length` at most `max` is reserved, and its buffer allocated, up front). On
+    /// an error the rest of the body is left unread, for the caller to drain or not.
+    pub(crate) async fn read_body(
+        &self,
+        headers: &HeaderMap,
+        body: &mut Body,
+        max: usize,
+        reservation: &mut Reservation,
+    ) -> Result<Bytes, BodyError> {
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+            .filter(|&n| n <= max);
+        if let Some(n) = declared {
+            if !reservation.hold(n) {
+                return Err(BodyError::OverBudget);
+            }
+        }
+        let mut buf = BytesMut::with_capacity(declared.unwrap_or(0));
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(BodyError::Read)?;
+            let Ok(data) = frame.into_data() else { continue };
+            let len = buf.len() + data.len();
+            if len > max {
+                return Err(BodyError::TooLarge);
+            }
+            if !reservation.hold(len) {
+                return Err(BodyError::OverBudget);
+            }
+            buf.extend_from_slice(&data);
+        }
+        Ok(buf.freeze())
+    }
+
+    /// Inflates `compressed`, reserving the output's growth in `reservation`; the compressed
+    /// bytes are given back once it is inflated.
+    pub(crate) fn inflate(
+        &self,
+        compression: inflate::Compression,
+        compressed: Bytes,
+        reservation: &mut Reservation,
+    ) -> Result<Bytes, inflate::InflateError> {
+        let held = reservation.bytes();
+        let raw =
+            inflate::inflate_within(compression, &compressed, self.max_request_bytes, &mut |n| reservation.grow(n))?;
+        drop(compressed);
+        // What was held before inflating (the compressed body, or its declared length) is free now.
+        reservation.shrink(held);
+        Ok(Bytes::from(raw))
     }
 
     /// Checks `raw` (protobuf: its framing, down to the items; JSON: decoded whole) and hands

@@ -7,6 +7,13 @@
 //!   its record is written (and synced, with [`Fsync::Always`]).
 //! - The log is bounded: past `max_bytes` of unconsumed records, appends are
 //!   refused with [`AppendError::Full`] and the caller pushes back on its sender.
+//!   The bound holds for memory too: an append reserves its bytes before it is
+//!   queued for the writer, so records waiting in the queue count against
+//!   `max_bytes` and a full log refuses at once instead of queueing more.
+//! - The number of segment files is bounded (`max_segments`, sealed ones not yet
+//!   removed plus the open one): past it, an append that would need a new file
+//!   is refused with [`AppendError::TooManySegments`]. So whatever queue the
+//!   consumer keeps its sealed segments in holds at most `max_segments` of them.
 //! - The open segment is sealed when it reaches `segment_bytes`, when it is
 //!   `seal_after` old, or when asked ([`Wal::seal`]); sealed segments are handed to the consumer in order, which
 //!   removes each one ([`Wal::remove`]) once what it holds is safe elsewhere.
@@ -40,7 +47,8 @@ pub enum Fsync {
 /// How a log behaves.
 #[derive(Debug, Clone)]
 pub struct WalOptions {
-    /// Bound on unconsumed record bytes (payloads and their framing).
+    /// Bound on unconsumed bytes (records, their framing and the segments' headers),
+    /// those queued for the writer included.
     pub max_bytes: u64,
     /// The open segment is sealed once it is this large.
     pub segment_bytes: u64,
@@ -49,7 +57,17 @@ pub struct WalOptions {
     /// The open segment is sealed once it is this old (and holds anything), so
     /// the consumer sees new data within this delay even while it is busy.
     pub seal_after: Option<Duration>,
+    /// Bound on segment files (sealed and not yet removed, plus the open one):
+    /// it bounds the consumer's queue of sealed segments. See [`DEFAULT_MAX_SEGMENTS`].
+    pub max_segments: u64,
 }
+
+/// A default for [`WalOptions::max_segments`]. Segments are sealed at least every
+/// `seal_after` (a second in the binaries) while data arrives, so during a long
+/// outage of the consumer's destination the count grows with time, not bytes:
+/// 65,536 is 18 hours of one-second segments, and the consumer's handles on them
+/// (a path and two integers each, ~100 bytes) stay under 7 MB.
+pub const DEFAULT_MAX_SEGMENTS: u64 = 1 << 16;
 
 /// Why a log could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +98,15 @@ pub enum AppendError {
         /// The bound.
         max: u64,
     },
+    /// The log holds `max_segments` segment files and this append would need another;
+    /// retry once the consumer caught up.
+    #[error("the WAL is full ({segments} of {max} segment files waiting to be delivered)")]
+    TooManySegments {
+        /// Segment files on disk.
+        segments: u64,
+        /// The bound.
+        max: u64,
+    },
     /// Writing failed (disk full, I/O error): the record was not kept.
     #[error("writing the WAL failed: {0}")]
     Io(String),
@@ -91,8 +118,16 @@ pub enum AppendError {
     Closed,
 }
 
+impl AppendError {
+    /// The log is full (of bytes or of segments): the caller should push back and retry later.
+    pub fn is_full(&self) -> bool {
+        matches!(self, Self::Full { .. } | Self::TooManySegments { .. })
+    }
+}
+
 enum Command {
-    Append(Vec<u8>, oneshot::Sender<Result<(), AppendError>>),
+    /// A framed size already reserved in `Shared::queued`, the payload, and where to answer.
+    Append(u64, Vec<u8>, oneshot::Sender<Result<(), AppendError>>),
     Seal(oneshot::Sender<()>),
 }
 
@@ -100,8 +135,14 @@ enum Command {
 struct Shared {
     dir: PathBuf,
     max_bytes: u64,
+    max_segments: u64,
     /// Unconsumed bytes: sealed segments not yet removed, plus the open one.
     pending: AtomicU64,
+    /// Framed bytes of appends queued for the writer and not yet written: they are
+    /// reserved before queueing, so `pending + queued` never passes `max_bytes`.
+    queued: AtomicU64,
+    /// Appends refused because the log was full (bytes or segments).
+    refused: AtomicU64,
     /// Segments on disk, the open one included.
     segments: AtomicU64,
 }
@@ -145,12 +186,18 @@ impl Wal {
         let shared = Arc::new(Shared {
             dir: dir.to_owned(),
             max_bytes: options.max_bytes,
+            max_segments: options.max_segments,
             pending: AtomicU64::new(found.iter().map(|s| s.bytes).sum()),
+            queued: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
             segments: AtomicU64::new(found.len() as u64),
         });
-        for s in found {
-            on_sealed(s);
-        }
+        // The handover of what an earlier run left happens on the writer thread, first of
+        // all: `on_sealed` may wait there for its consumer (a bounded queue) without blocking
+        // the caller, which may be an async runtime's thread starting that very consumer.
+        // Unbounded, but what it holds is bounded: each command's payload bytes are reserved
+        // against `max_bytes` before it is sent (see `append`), and seal commands come one per
+        // waiting `seal` call.
         let (commands, rx) = std_mpsc::channel();
         let writer = Writer {
             shared: shared.clone(),
@@ -163,7 +210,12 @@ impl Wal {
         };
         std::thread::Builder::new()
             .name("tally-wal-writer".into())
-            .spawn(move || writer.run(rx))
+            .spawn(move || {
+                for s in found {
+                    (writer.on_sealed)(s);
+                }
+                writer.run(rx)
+            })
             .map_err(io("starting its writer thread"))?;
         Ok(Self { commands, shared })
     }
@@ -173,9 +225,32 @@ impl Wal {
         if payload.len() > segment::MAX_RECORD as usize {
             return Err(AppendError::TooLarge(payload.len()));
         }
+        let size = segment::RECORD_HEADER + payload.len() as u64;
+        self.reserve(size)?;
         let (tx, rx) = oneshot::channel();
-        self.commands.send(Command::Append(payload, tx)).map_err(|_| AppendError::Closed)?;
+        if self.commands.send(Command::Append(size, payload, tx)).is_err() {
+            self.shared.queued.fetch_sub(size, Ordering::Relaxed);
+            return Err(AppendError::Closed);
+        }
         rx.await.unwrap_or(Err(AppendError::Closed))
+    }
+
+    /// Reserves `size` framed bytes for an append about to be queued, or refuses
+    /// with [`AppendError::Full`] if the log (written and queued) cannot take them.
+    fn reserve(&self, size: u64) -> Result<(), AppendError> {
+        let s = &self.shared;
+        let mut queued = s.queued.load(Ordering::Relaxed);
+        loop {
+            let waiting = s.pending.load(Ordering::Relaxed) + queued;
+            if waiting + size > s.max_bytes {
+                s.refused.fetch_add(1, Ordering::Relaxed);
+                return Err(AppendError::Full { pending: waiting, max: s.max_bytes });
+            }
+            match s.queued.compare_exchange_weak(queued, queued + size, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return Ok(()),
+                Err(now) => queued = now,
+            }
+        }
     }
 
     /// Seals the open segment, if it holds anything; returns once it was handed over.
@@ -202,6 +277,16 @@ impl Wal {
     /// Segments on disk, the open one included.
     pub fn segments(&self) -> u64 {
         self.shared.segments.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of appends queued for the writer and not yet written (they count in the bound).
+    pub fn queued_bytes(&self) -> u64 {
+        self.shared.queued.load(Ordering::Relaxed)
+    }
+
+    /// Appends refused since the log was opened because it was full (of bytes or segments).
+    pub fn refused_full(&self) -> u64 {
+        self.shared.refused.load(Ordering::Relaxed)
     }
 
     /// The log's directory.
@@ -285,12 +370,26 @@ impl Writer {
         let mut buf = Vec::new();
         let mut waiting = Vec::new();
         let mut seals = Vec::new();
+        let mut reserved = 0;
+        // A new file is needed (and may be refused) only when no segment is open.
+        let segments = self.shared.segments.load(Ordering::Relaxed);
+        let no_room = self.open.is_none() && segments >= self.shared.max_segments;
         for command in group {
             match command {
-                Command::Append(payload, reply) => {
-                    let size = segment::RECORD_HEADER + payload.len() as u64;
-                    let pending = self.shared.pending.load(Ordering::Relaxed) + buf.len() as u64;
+                Command::Append(size, payload, reply) => {
+                    reserved += size;
+                    if no_room {
+                        self.shared.refused.fetch_add(1, Ordering::Relaxed);
+                        let max = self.shared.max_segments;
+                        let _ = reply.send(Err(AppendError::TooManySegments { segments, max }));
+                        continue;
+                    }
+                    // The reservation could not know whether this append opens a segment (and
+                    // pays its header): checked again here, with the header.
+                    let header = if self.open.is_none() { segment::MAGIC.len() as u64 } else { 0 };
+                    let pending = self.shared.pending.load(Ordering::Relaxed) + header + buf.len() as u64;
                     if pending + size > self.shared.max_bytes {
+                        self.shared.refused.fetch_add(1, Ordering::Relaxed);
                         let _ = reply.send(Err(AppendError::Full { pending, max: self.shared.max_bytes }));
                         continue;
                     }
@@ -301,6 +400,8 @@ impl Writer {
             }
         }
         let result = if buf.is_empty() { Ok(()) } else { self.write(&buf) };
+        // Written bytes moved to `pending` first: the sum may over-count for a moment, never under-count.
+        self.shared.queued.fetch_sub(reserved, Ordering::Relaxed);
         let full = self.open.as_ref().is_some_and(|o| o.bytes >= self.options.segment_bytes);
         if full || !seals.is_empty() {
             self.seal();

@@ -11,7 +11,13 @@ fn open(dir: &Path, options: WalOptions) -> Result<(Wal, mpsc::UnboundedReceiver
 }
 
 fn options(max_bytes: u64) -> WalOptions {
-    WalOptions { max_bytes, segment_bytes: 1 << 20, fsync: Fsync::Always, seal_after: None }
+    WalOptions {
+        max_bytes,
+        segment_bytes: 1 << 20,
+        fsync: Fsync::Always,
+        seal_after: None,
+        max_segments: DEFAULT_MAX_SEGMENTS,
+    }
 }
 
 async fn drain(rx: &mut mpsc::UnboundedReceiver<Segment>) -> Vec<Segment> {
@@ -71,6 +77,70 @@ async fn a_full_log_refuses_until_the_consumer_removes_a_segment() {
     assert_eq!(records(&drain(&mut sealed).await), vec![vec![3; 42]]);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_log_refuses_at_once_without_queueing_past_its_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    // A consumer that takes its time: the writer waits in `on_sealed` until `release` is sent,
+    // so appends queue behind it.
+    let (entered, in_consumer) = std::sync::mpsc::channel::<()>();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (sealed_tx, mut sealed) = mpsc::unbounded_channel();
+    let released = std::sync::Mutex::new(released);
+    let wal = Wal::open(dir.path(), options(108), move |s| {
+        let _ = entered.send(());
+        let _ = released.lock().unwrap().recv();
+        let _ = sealed_tx.send(s);
+    })
+    .unwrap();
+    wal.append(vec![1; 42]).await.unwrap();
+    let sealing = tokio::spawn({
+        let wal = wal.clone();
+        async move { wal.seal().await }
+    });
+    tokio::task::spawn_blocking(move || in_consumer.recv().unwrap()).await.unwrap();
+    // The writer is busy: 58 bytes on disk, and 42 more (with the next segment's header, 50) fit in 108.
+    let queued = tokio::spawn({
+        let wal = wal.clone();
+        async move { wal.append(vec![2; 34]).await }
+    });
+    while wal.queued_bytes() == 0 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(wal.queued_bytes(), 42);
+    // Full, written and queued: refused at once, not queued behind the busy writer (the timeout
+    // only turns the old behaviour, waiting for the writer, into a failure instead of a hang).
+    let refused = tokio::time::timeout(Duration::from_secs(30), wal.append(vec![3; 42])).await;
+    assert_eq!(refused, Ok(Err(AppendError::Full { pending: 100, max: 108 })));
+    assert_eq!((wal.queued_bytes(), wal.refused_full()), (42, 1));
+    release.send(()).unwrap();
+    release.send(()).unwrap();
+    sealing.await.unwrap();
+    queued.await.unwrap().unwrap();
+    assert_eq!((wal.queued_bytes(), wal.pending_bytes()), (0, 108));
+    wal.seal().await;
+    assert_eq!(records(&drain(&mut sealed).await), vec![vec![1; 42], vec![2; 34]]);
+}
+
+#[tokio::test]
+async fn the_number_of_segments_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, mut sealed) = open(dir.path(), WalOptions { max_segments: 2, ..options(1 << 20) }).unwrap();
+    for i in 0..2u8 {
+        wal.append(vec![i]).await.unwrap();
+        wal.seal().await;
+    }
+    assert_eq!(wal.append(vec![2]).await, Err(AppendError::TooManySegments { segments: 2, max: 2 }));
+    assert!(AppendError::TooManySegments { segments: 2, max: 2 }.is_full());
+    assert_eq!(wal.refused_full(), 1);
+    let segments = drain(&mut sealed).await;
+    wal.remove(&segments[0]).unwrap();
+    // An open segment takes appends whatever the count.
+    wal.append(vec![3]).await.unwrap();
+    wal.append(vec![4]).await.unwrap();
+    wal.seal().await;
+    assert_eq!(records(&drain(&mut sealed).await), vec![vec![3], vec![4]]);
+}
+
 #[tokio::test]
 async fn segments_rotate_by_size() {
     let dir = tempfile::tempdir().unwrap();
@@ -104,6 +174,9 @@ async fn a_reopened_log_hands_over_what_an_earlier_run_left_and_continues_after_
             other => break other.unwrap(),
         }
     };
+    // What the earlier run left is handed over on the writer thread, before any command: a
+    // seal of the (empty) new log returns after it.
+    wal.seal().await;
     let left = drain(&mut sealed).await;
     assert_eq!(records(&left), vec![b"sealed".to_vec(), b"open at the crash".to_vec()]);
     assert_eq!(wal.pending_bytes(), left.iter().map(|s| s.bytes).sum::<u64>());
