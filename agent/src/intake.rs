@@ -328,7 +328,7 @@ mod tests {
     fn apps_may_not_send_usage_reports() {
         let scope = |name: &str, points: usize| ScopeMetrics {
             scope: Some(InstrumentationScope { name: name.into(), ..Default::default() }),
-            metrics: vec![metric("dropped_spans", "1", vec![(vec![], 5); points], 0)],
+            metrics: vec![metric("dropped_spans", "1", vec![(vec![], 5); points], (1, 2))],
             ..Default::default()
         };
         let mut payload = Payload::Metrics(ExportMetricsServiceRequest {

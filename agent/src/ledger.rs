@@ -20,6 +20,9 @@ pub struct Ledger {
     acked: Mutex<Counts>,
     dropped: Mutex<Counts>,
     measured: Mutex<Counts>,
+    /// Since when the counts run, in Unix nanoseconds: the ledger's start, then the last report
+    /// taken. A report states it, so collectors can bound what it claims per second.
+    since: Mutex<u64>,
 }
 
 /// One report's worth of counts.
@@ -33,6 +36,8 @@ pub struct Entries {
     pub dropped: Counts,
     /// Usage the agent measured (`cpu_seconds` in nanoseconds, `net_rx_bytes`, …).
     pub measured: Counts,
+    /// The start of the interval they cover, in Unix nanoseconds.
+    pub since: u64,
 }
 
 impl Entries {
@@ -51,7 +56,17 @@ fn add<'a>(book: &Mutex<Counts>, signal: Signal, reason: &str, items: impl IntoI
     }
 }
 
+/// Now, in Unix nanoseconds.
+pub fn now_unix_nano() -> u64 {
+    time::OffsetDateTime::now_utc().unix_timestamp_nanos().try_into().unwrap_or(0)
+}
+
 impl Ledger {
+    /// An empty ledger whose counts run from now.
+    pub fn new() -> Self {
+        Self { since: Mutex::new(now_unix_nano()), ..Default::default() }
+    }
+
     /// Items of `signal` accepted into the WAL.
     pub fn accepted<'a>(&self, signal: Signal, items: impl IntoIterator<Item = (&'a String, &'a u64)>) {
         add(&self.accepted, signal, "", items);
@@ -79,15 +94,16 @@ impl Ledger {
     /// Takes the counts since the last call.
     pub fn take(&self) -> Entries {
         let take = |m: &Mutex<Counts>| std::mem::take(&mut *m.lock().unwrap_or_else(|e| e.into_inner()));
+        let since = std::mem::replace(&mut *self.since.lock().unwrap_or_else(|e| e.into_inner()), now_unix_nano());
         Entries {
             accepted: take(&self.accepted),
             acked: take(&self.acked),
             dropped: take(&self.dropped),
             measured: take(&self.measured),
+            since,
         }
     }
 
-    /// Puts back counts a report could not carry, to go with the next one.
     pub fn restore(&self, entries: Entries) {
         let merge = |m: &Mutex<Counts>, counts: Counts| {
             let mut book = m.lock().unwrap_or_else(|e| e.into_inner());
@@ -99,6 +115,8 @@ impl Ledger {
         merge(&self.acked, entries.acked);
         merge(&self.dropped, entries.dropped);
         merge(&self.measured, entries.measured);
+        let mut since = self.since.lock().unwrap_or_else(|e| e.into_inner());
+        *since = (*since).min(entries.since);
     }
 }
 
@@ -108,7 +126,7 @@ mod tests {
 
     #[test]
     fn counts_add_up_and_come_back_when_a_report_fails() {
-        let ledger = Ledger::default();
+        let ledger = Ledger::new();
         let acme = ("acme".to_owned(), 5u64);
         ledger.accepted(Signal::Traces, [(&acme.0, &acme.1)]);
         ledger.accepted(Signal::Traces, [(&acme.0, &2)]);

@@ -80,7 +80,7 @@ async fn main() -> anyhow::Result<()> {
         shutdown_timeout: Duration::from_secs(s.shutdown_timeout_secs),
         segments_in_flight: s.segments_in_flight.max(1),
     };
-    let ledger = Arc::new(Ledger::default());
+    let ledger = Arc::new(Ledger::new());
     let shipper = Shipper::new(
         Upstream { collectors, key: s.key.clone(), agent_id },
         wal.clone(),

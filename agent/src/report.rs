@@ -19,7 +19,7 @@ use wal::Wal;
 use crate::ledger::{Entries, Ledger};
 use crate::record::Record;
 
-/// The report of `entries`, at `time_unix_nano`: per tenant, `agent_accepted_<items>`,
+/// The report of `entries`, counted from `entries.since` to `time_unix_nano`: per tenant, `agent_accepted_<items>`,
 /// `agent_acked_<items>`, `dropped_<items>{reason}` and the measured meters.
 pub fn request(entries: &Entries, time_unix_nano: u64) -> ExportMetricsServiceRequest {
     // tenant → meter → (dimensions, value) points
@@ -53,7 +53,7 @@ pub fn request(entries: &Entries, time_unix_nano: u64) -> ExportMetricsServiceRe
                 scope: Some(InstrumentationScope { name: SCOPE.to_owned(), ..Default::default() }),
                 metrics: meters
                     .into_iter()
-                    .map(|(meter, points)| metric(&meter, unit(&meter), points, time_unix_nano))
+                    .map(|(meter, points)| metric(&meter, unit(&meter), points, (entries.since, time_unix_nano)))
                     .collect(),
                 ..Default::default()
             }],
@@ -124,9 +124,12 @@ mod tests {
                 (("acme".into(), "net_tx_bytes", String::new()), 1500),
                 (("unknown".into(), "tcp_connections", String::new()), 3),
             ]),
+            // One second: 2.5 CPU-seconds in it is within the default bound.
+            since: 1_000_000_000,
         };
-        let mut req = request(&entries, 1);
-        let got = measure::reported::extract(&mut req, &Catalog::builtin(), time::OffsetDateTime::now_utc());
+        let mut req = request(&entries, 2_000_000_000);
+        let now = time::OffsetDateTime::now_utc();
+        let got = measure::reported::extract(&mut req, &Catalog::builtin(), now, Default::default());
         assert_eq!(got.rejected, 0, "{}", got.reason);
         let mut summary: Vec<_> = got
             .records

@@ -159,6 +159,8 @@ pub struct Trust {
     pub allow_anonymous: bool,
     /// The oldest batch time accepted, before now.
     pub batch_max_age: Duration,
+    /// What a usage report may claim.
+    pub report_bounds: measure::reported::Bounds,
 }
 
 impl Trust {

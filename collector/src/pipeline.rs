@@ -159,7 +159,7 @@ impl Pipeline {
                 Err(e) => return Outcome::Invalid(e.to_string()),
             };
             if let Payload::Metrics(metrics) = &mut payload {
-                reported = reported::extract(metrics, &self.catalog, when);
+                reported = reported::extract(metrics, &self.catalog, when, self.trust.report_bounds);
             }
             request = Request::Decoded(payload);
         }

@@ -62,6 +62,10 @@ pub struct Settings {
     /// into a month billed long ago (an agent's WAL older than this is refused and counted as dropped).
     #[arg(long, default_value_t = 168)]
     pub batch_max_age_hours: u64,
+    /// The most cores an agent's host may have: a kernel usage report claiming more CPU-seconds than this many cores
+    /// busy for its whole interval is refused.
+    #[arg(long, default_value_t = 512)]
+    pub max_report_cores: u32,
     /// How logs are written (level from RUST_LOG).
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,

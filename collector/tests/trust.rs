@@ -280,25 +280,32 @@ async fn a_scoped_agent_key_names_only_its_tenants_and_reports_only_if_allowed()
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["partialSuccess"]["rejectedSpans"], "6", "{body}");
     assert_eq!(body["partialSuccess"]["errorMessage"], "this key may not name tenant globex", "{body}");
-    // Nor may it report kernel usage, for anyone: 3.6e15 ns would be 3,600,000 CPU-seconds.
+    // Nor may it report kernel usage, for anyone.
     let kv = |k: &str, v: &str| KeyValue {
         key: k.into(),
         value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }),
         ..Default::default()
     };
-    let report = |tenant: &str| ExportMetricsServiceRequest {
+    let now = OffsetDateTime::now_utc().unix_timestamp_nanos() as u64;
+    // `ns` CPU-nanoseconds of acme's, counted over the last ten seconds.
+    let report = |ns: i64| ExportMetricsServiceRequest {
         resource_metrics: vec![ResourceMetrics {
-            resource: Some(Resource { attributes: vec![kv("tenant.id", tenant)], ..Default::default() }),
+            resource: Some(Resource { attributes: vec![kv("tenant.id", "acme")], ..Default::default() }),
             scope_metrics: vec![ScopeMetrics {
                 scope: Some(InstrumentationScope { name: measure::reported::SCOPE.into(), ..Default::default() }),
-                metrics: vec![measure::reported::metric("cpu_seconds", "ns", vec![(vec![], 3_600_000_000_000_000)], 0)],
+                metrics: vec![measure::reported::metric(
+                    "cpu_seconds",
+                    "ns",
+                    vec![(vec![], ns)],
+                    (now - 10_000_000_000, now),
+                )],
                 ..Default::default()
             }],
             ..Default::default()
         }],
     };
-    let send_report = |key: &'static str, tenant: &str| {
-        let body = serde_json::to_vec(&report(tenant)).unwrap();
+    let send_report = |key: &'static str, ns: i64| {
+        let body = serde_json::to_vec(&report(ns)).unwrap();
         reqwest::Client::new()
             .post(format!("{}/v1/metrics", running.http_url))
             .header("content-type", "application/json")
@@ -306,17 +313,31 @@ async fn a_scoped_agent_key_names_only_its_tenants_and_reports_only_if_allowed()
             .body(body)
             .send()
     };
-    let resp = send_report("sidecar-key", "acme").await.unwrap();
+    let partial = |body: serde_json::Value| {
+        (body["partialSuccess"]["rejectedDataPoints"].clone(), body["partialSuccess"]["errorMessage"].clone())
+    };
+    let resp = send_report("sidecar-key", 5_000_000_000).await.unwrap();
     assert_eq!(resp.status(), 200);
-    let body: serde_json::Value = resp.json().await.unwrap();
-    assert_eq!(body["partialSuccess"]["rejectedDataPoints"], "1", "{body}");
     assert_eq!(
-        body["partialSuccess"]["errorMessage"],
-        "this key may not report kernel usage (cpu_seconds, net_rx_bytes, net_tx_bytes, tcp_connections)",
-        "{body}"
+        partial(resp.json().await.unwrap()),
+        (
+            "1".into(),
+            "this key may not report kernel usage (cpu_seconds, net_rx_bytes, net_tx_bytes, tcp_connections)".into()
+        )
     );
-    // An unscoped agent key may.
-    let resp = send_report("agent-key", "acme").await.unwrap();
+    // An unscoped agent key may, within what a host can use: 3.6e15 ns in 10 s would be 3,600,000
+    // CPU-seconds, 360,000 cores busy.
+    let resp = send_report("agent-key", 3_600_000_000_000_000).await.unwrap();
+    assert_eq!(
+        partial(resp.json().await.unwrap()),
+        (
+            "1".into(),
+            "usage report \"cpu_seconds\": 3600000 CPU-seconds in 10 s is more than 512 cores could use (the \
+             collector's --max-report-cores)"
+                .into()
+        )
+    );
+    let resp = send_report("agent-key", 5_000_000_000).await.unwrap();
     assert_eq!(resp.status(), 200);
     let body: serde_json::Value = resp.json().await.unwrap();
     assert!(body.get("partialSuccess").is_none(), "{body}");
@@ -324,5 +345,5 @@ async fn a_scoped_agent_key_names_only_its_tenants_and_reports_only_if_allowed()
     let got = totals(store.ch(), store.db()).await;
     assert_eq!(value(&got, "acme", "spans"), Decimal::from(4), "{got:?}");
     assert_eq!(value(&got, "globex", "spans"), Decimal::ZERO, "{got:?}");
-    assert_eq!(value(&got, "acme", "cpu_seconds"), Decimal::from(3_600_000), "the agent key's report only: {got:?}");
+    assert_eq!(value(&got, "acme", "cpu_seconds"), Decimal::from(5), "the plausible report only: {got:?}");
 }
