@@ -3,8 +3,13 @@
 //!
 //! ```text
 //! cargo bench -p tally-collector --bench end_to_end -- \
-//!     [--runs 5] [--seconds 10] [--spans-per-request 1000] [--tenants 5] [--concurrency 8] [--collectors 1] [--gzip] [--no-batch]
+//!     [--runs 5] [--seconds 10] [--spans-per-request 1000] [--tenants 5] [--concurrency 8] [--collectors 1] [--gzip] [--no-batch] \
+//!     [--baseline PATH]
 //! ```
+//!
+//! With `--baseline PATH` (another build of `tally-collector`, e.g. the last release), every run
+//! measures that binary first and then this one, on the same load, and the summary sets their
+//! medians side by side: what a change costs, measured in one run of one machine.
 //!
 //! Each run gets a fresh database and fresh collector processes (so their peak
 //! RSS is their own), a short warm-up, then `--seconds` of load from
@@ -51,7 +56,7 @@ use testkit::ClickHouseServer;
 const COLLECTOR_ARGS: &[&str] = &["--allow-anonymous", "--clickhouse-timeout-secs", "30", "--data-dir", "{run_dir}"];
 
 const USAGE: &str = "usage: cargo bench -p tally-collector --bench end_to_end -- [--runs N] [--seconds S] \
-    [--spans-per-request N] [--tenants N] [--concurrency N] [--collectors N] [--gzip] [--no-batch]";
+    [--spans-per-request N] [--tenants N] [--concurrency N] [--collectors N] [--gzip] [--no-batch] [--baseline PATH]";
 
 /// How long stored usage may take to reach what was acknowledged.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -87,14 +92,35 @@ fn main() -> Result<()> {
         if load.gzip { ", gzip" } else { "" },
         if args.batch { ", tally-batch on every request" } else { "" },
     );
-    let mut samples = Vec::new();
+    let current = std::path::PathBuf::from(env!("CARGO_BIN_EXE_tally-collector"));
+    let (mut samples, mut baseline) = (Vec::new(), Vec::new());
     for run in 1..=args.runs {
-        let sample = rt.block_on(measure(&server, server_pid, &load, &pool, &args, run))?;
+        if let Some(bin) = &args.baseline {
+            let sample = rt.block_on(measure(&server, server_pid, &load, &pool, &args, run, bin))?;
+            eprintln!("run {run}/{} baseline  {}", args.runs, sample.describe());
+            baseline.push(sample);
+        }
+        let sample = rt.block_on(measure(&server, server_pid, &load, &pool, &args, run, &current))?;
         eprintln!("run {run}/{}  {}", args.runs, sample.describe());
         samples.push(sample);
     }
     println!();
     print_table(&args, &load, &version, &filesystem_of(server.dir()), &load_before, &samples);
+    if let Some(bin) = &args.baseline {
+        let cpu = |s: &[Sample]| median(s.iter().map(Sample::collector_cpu_per_m));
+        let rate = |s: &[Sample]| median(s.iter().map(|x| x.report.accepted_spans_per_second));
+        let (b, c) = (cpu(&baseline), cpu(&samples));
+        println!();
+        println!("| collector | spans/s accepted | collector CPU-s / M spans |");
+        println!("|---|--:|--:|");
+        println!("| baseline ({}) | {} | {b:.2} |", bin.display(), thousands(rate(&baseline)));
+        println!("| this build | {} | {c:.2} |", thousands(rate(&samples)));
+        println!(
+            "\nthis build ÷ baseline, CPU-s per M spans (medians of {} runs each, interleaved): {:.3}",
+            args.runs,
+            c / b
+        );
+    }
     Ok(())
 }
 
@@ -108,6 +134,7 @@ struct Args {
     collectors: usize,
     gzip: bool,
     batch: bool,
+    baseline: Option<std::path::PathBuf>,
 }
 
 impl Args {
@@ -121,6 +148,7 @@ impl Args {
             collectors: 1,
             gzip: false,
             batch: true,
+            baseline: None,
         };
         while let Some(arg) = args.next() {
             let mut value = || {
@@ -136,6 +164,7 @@ impl Args {
                 "--tenants" => p.tenants = value()?.parse()?,
                 "--concurrency" => p.concurrency = value()?.parse()?,
                 "--collectors" => p.collectors = value()?.parse()?,
+                "--baseline" => p.baseline = Some(value()?.into()),
                 "-h" | "--help" => {
                     println!("{USAGE}");
                     std::process::exit(0);
@@ -229,6 +258,7 @@ async fn measure(
     pool: &Pool,
     args: &Args,
     run: usize,
+    bin: &std::path::Path,
 ) -> Result<Sample> {
     let ch = ClickHouse::new(&server.http_url(), Duration::from_secs(120))?;
     let db = server.database("bench_e2e")?;
@@ -237,7 +267,7 @@ async fn measure(
     wait_until_quiet(server_pid)?;
     let mut collectors = Vec::new();
     for _ in 0..args.collectors {
-        collectors.push(Collector::start(server, &db).await?);
+        collectors.push(Collector::start(server, &db, bin).await?);
     }
     let urls = collectors.iter().map(|c| c.grpc_url.as_str()).collect::<Vec<_>>().join(",");
     let collectors_cpu = || collectors.iter().map(|c| cpu_seconds(c.pid())).sum::<Result<f64>>();
@@ -381,13 +411,13 @@ struct Collector {
 }
 
 impl Collector {
-    async fn start(server: &ClickHouseServer, db: &str) -> Result<Self> {
+    async fn start(server: &ClickHouseServer, db: &str, bin: &std::path::Path) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("tally-bench-e2e-").tempdir()?;
         let run_dir = dir.path().join("run");
         fs::create_dir(&run_dir)?;
         let (grpc, http, admin) = (free_port()?, free_port()?, free_port()?);
         let extra = COLLECTOR_ARGS.iter().map(|a| a.replace("{run_dir}", &run_dir.to_string_lossy()));
-        let child = Command::new(env!("CARGO_BIN_EXE_tally-collector"))
+        let child = Command::new(bin)
             .args(["--grpc-listen", &format!("127.0.0.1:{grpc}"), "--http-listen", &format!("127.0.0.1:{http}")])
             .args(["--admin-listen", &format!("127.0.0.1:{admin}"), "--clickhouse-url", &server.http_url()])
             .args(["--clickhouse-database", db])
