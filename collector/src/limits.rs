@@ -109,6 +109,11 @@ impl Limits {
         Self { configured, default, buckets: Mutex::new(HashMap::new()) }
     }
 
+    /// Whether any tenant has a limit.
+    pub fn any(&self) -> bool {
+        self.default.is_some() || !self.configured.is_empty()
+    }
+
     fn limit_of(&self, tenant: &str) -> Option<Limit> {
         self.configured.get(tenant).copied().or(self.default)
     }

@@ -109,20 +109,30 @@ impl Receiver {
                 return Err(BodyError::OverBudget);
             }
         }
-        let mut buf = BytesMut::with_capacity(declared.unwrap_or(0));
+        // Frames are kept as they come and joined once at the end (an HTTP/2 body comes in
+        // 16 KiB frames and has no length to size a buffer by: growing one would copy it again
+        // and again); a body of one frame is not copied at all.
+        let (mut frames, mut len) = (Vec::new(), 0);
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(BodyError::Read)?;
             let Ok(data) = frame.into_data() else { continue };
-            let len = buf.len() + data.len();
+            len += data.len();
             if len > max {
                 return Err(BodyError::TooLarge);
             }
             if !reservation.hold(len) {
                 return Err(BodyError::OverBudget);
             }
-            buf.extend_from_slice(&data);
+            frames.push(data);
         }
-        Ok(buf.freeze())
+        if frames.len() == 1 {
+            return Ok(frames.pop().expect("one frame"));
+        }
+        let mut joined = BytesMut::with_capacity(len);
+        for frame in frames {
+            joined.extend_from_slice(&frame);
+        }
+        Ok(joined.freeze())
     }
 
     /// Inflates `compressed`, reserving the output's growth in `reservation`; the compressed
