@@ -2,8 +2,11 @@
 //! real `tally-collector` + ClickHouse 18.16, receive → WAL → forward.
 //!
 //! ```text
-//! cargo bench -p tally-agent --bench forward -- [--runs 3] [--seconds 10]
+//! cargo bench -p tally-agent --bench forward -- [--runs 3] [--seconds 10] [--baseline PATH]
 //! ```
+//!
+//! With `--baseline PATH` (another build of `tally-agent`), only the default set-up is measured,
+//! for that binary and this one in turn, run after run, and the medians are set side by side.
 //!
 //! For five set-ups — the default (WAL synced before every answer, batches
 //! compressed with zstd), batches gzipped instead (`--compression gzip`), the
@@ -32,21 +35,23 @@ use testkit::loadgen::{self, Config, Pool, Report};
 use testkit::service::{binary, free_port, Service};
 use testkit::ClickHouseServer;
 
-const USAGE: &str = "usage: cargo bench -p tally-agent --bench forward -- [--runs N] [--seconds S]";
+const USAGE: &str = "usage: cargo bench -p tally-agent --bench forward -- [--runs N] [--seconds S] [--baseline PATH]";
 
 struct Args {
     runs: usize,
     seconds: f64,
+    baseline: Option<PathBuf>,
 }
 
 impl Args {
     fn parse() -> Result<Self> {
-        let mut out = Self { runs: 3, seconds: 10.0 };
+        let mut out = Self { runs: 3, seconds: 10.0, baseline: None };
         let mut it = std::env::args().skip(1);
         while let Some(a) = it.next() {
             match a.as_str() {
                 "--runs" => out.runs = it.next().context(USAGE)?.parse()?,
                 "--seconds" => out.seconds = it.next().context(USAGE)?.parse()?,
+                "--baseline" => out.baseline = Some(it.next().context(USAGE)?.into()),
                 // cargo bench passes --bench to harness-less benches.
                 "--bench" => {}
                 other => anyhow::bail!("unknown argument {other:?}\n{USAGE}"),
@@ -126,10 +131,41 @@ async fn bench(args: Args) -> Result<()> {
     let load_before = load_average();
     let mut acknowledged = 0u64;
     let mut results = Vec::new();
+    let current = PathBuf::from(env!("CARGO_BIN_EXE_tally-agent"));
+    if let Some(baseline) = &args.baseline {
+        let (mut before, mut now) = (Vec::new(), Vec::new());
+        for run in 1..=args.runs {
+            for (bin, into) in [(baseline, &mut before), (&current, &mut now)] {
+                let s = measure((Setup::Synced, bin), run, dir.path(), &collector_url, &load, &pool, &args).await?;
+                acknowledged += s.acknowledged;
+                check_stored(&ch, &db, acknowledged).await?;
+                eprintln!(
+                    "{} run {run}: {:.2} CPU-s/M spans, {} spans/s through",
+                    bin.display(),
+                    s.cpu_per_m,
+                    thousands(s.through)
+                );
+                into.push(s);
+            }
+        }
+        println!("\n| agent (default set-up) | spans/s through at saturation | CPU-s / M spans | CPU at 10k spans/s (% of a core) |");
+        println!("|---|--:|--:|--:|");
+        for (label, samples) in [(baseline.display().to_string(), &before), ("this build".to_owned(), &now)] {
+            println!(
+                "| {label} | {} | {:.2} | {:.2}% |",
+                thousands(median(samples.iter().map(|s| s.through))),
+                median(samples.iter().map(|s| s.cpu_per_m)),
+                100.0 * median(samples.iter().map(|s| s.steady_cpu_share)),
+            );
+        }
+        let cpu = |v: &Vec<Sample>| median(v.iter().map(|s| s.cpu_per_m));
+        println!("\nthis build ÷ baseline, CPU-s per M spans (medians of {} runs each, interleaved, load {load_before} → {}): {:.3}", args.runs, load_average(), cpu(&now) / cpu(&before));
+        return Ok(());
+    }
     for setup in Setup::ALL {
         let mut samples = Vec::new();
         for run in 1..=args.runs {
-            let s = measure(setup, run, dir.path(), &collector_url, &load, &pool, &args).await?;
+            let s = measure((setup, &current), run, dir.path(), &collector_url, &load, &pool, &args).await?;
             acknowledged += s.acknowledged;
             check_stored(&ch, &db, acknowledged).await?;
             eprintln!(
@@ -200,7 +236,7 @@ async fn start_collector(server: &ClickHouseServer, db: &str, dir: &Path) -> Res
     Ok((collector, format!("http://127.0.0.1:{grpc}")))
 }
 
-async fn start_agent(collector_url: &str, data_dir: &Path, extra: &[&str]) -> Result<(Service, String)> {
+async fn start_agent(bin: &Path, collector_url: &str, data_dir: &Path, extra: &[&str]) -> Result<(Service, String)> {
     let (grpc, http, admin) = (free_port(), free_port(), free_port());
     let args: Vec<String> = [
         "--otlp-grpc-listen",
@@ -218,8 +254,7 @@ async fn start_agent(collector_url: &str, data_dir: &Path, extra: &[&str]) -> Re
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let mut agent =
-        Service::new(PathBuf::from(env!("CARGO_BIN_EXE_tally-agent")), args, format!("http://127.0.0.1:{admin}"));
+    let mut agent = Service::new(bin.to_owned(), args, format!("http://127.0.0.1:{admin}"));
     agent.start(extra).await?;
     Ok((agent, format!("http://127.0.0.1:{grpc}")))
 }
@@ -229,8 +264,9 @@ async fn drained(agent: &Service) -> Result<()> {
     agent.wait_for_line("tally_agent_wal_bytes 0", Duration::from_secs(120)).await
 }
 
+/// One run of `bin` (an agent binary) in `setup`.
 async fn measure(
-    setup: Setup,
+    (setup, bin): (Setup, &Path),
     run: usize,
     disk: &Path,
     collector_url: &str,
@@ -240,7 +276,7 @@ async fn measure(
 ) -> Result<Sample> {
     let data_dir = tempfile::Builder::new().prefix("tally-bench-agent-wal-").tempdir_in(setup.base_dir(disk))?;
     let label = setup.label();
-    let (mut agent, url) = start_agent(collector_url, data_dir.path(), setup.args()).await?;
+    let (mut agent, url) = start_agent(bin, collector_url, data_dir.path(), setup.args()).await?;
     let pid = agent.pid().context("agent not running")?;
 
     // Saturation: as fast as the agent answers. Intake can outrun forwarding (the WAL grows, and
@@ -264,7 +300,7 @@ async fn measure(
     ensure!(status.success(), "the agent exited with {status} on SIGTERM");
 
     // 100k spans/s for the peak RSS, on a fresh agent so the saturation run's peak does not count.
-    let (mut agent, url) = start_agent(collector_url, data_dir.path(), setup.args()).await?;
+    let (mut agent, url) = start_agent(bin, collector_url, data_dir.path(), setup.args()).await?;
     let pid = agent.pid().context("agent not running")?;
     let fast =
         loadgen::run(&Config { url, rate: 100_000, seconds: args.seconds.min(5.0), ..load.clone() }, pool).await?;

@@ -9,9 +9,8 @@
 //!
 //! One tenant per batch, so that a collector's refusal or throttle of a batch
 //! (one tenant over its rate limit, say) holds up or drops that tenant's items
-//! only. A request naming several tenants is split by resource (decoded and
-//! encoded again, deterministically: prost writes the same bytes for the same
-//! message).
+//! only. A request naming several tenants is split by resource, copying each
+//! resource's bytes (nothing is decoded or encoded).
 //!
 //! The body of a batch is its requests' protobuf bytes laid end to end: for an
 //! `Export*ServiceRequest`, whose only field is a repeated message, concatenated
@@ -20,12 +19,8 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use otlp::{Payload, Signal};
-use prost::Message;
+use otlp::view::Attributes;
+use otlp::Signal;
 
 use crate::record::Record;
 
@@ -150,51 +145,21 @@ fn parts<'a>(r: &Record<'a>) -> Vec<Part<'a>> {
 }
 
 /// `request` (an `Export*ServiceRequest` of `signal`) as one request per tenant, by the tenant
-/// rule the collectors meter by, in the order of each tenant's first resource.
+/// rule the collectors meter by, in the order of each tenant's first resource: its resources'
+/// bytes copied, nothing decoded.
 fn split(signal: Signal, request: &[u8]) -> Result<Vec<(String, Vec<u8>)>, otlp::DecodeError> {
-    fn group<T: Clone>(
-        resources: &[T],
-        tenant: impl Fn(&T) -> Option<String>,
-        encode: impl Fn(Vec<T>) -> Vec<u8>,
-    ) -> Vec<(String, Vec<u8>)> {
-        let mut groups: Vec<(String, Vec<T>)> = Vec::new();
-        for r in resources {
-            // A tenant the collectors refuse was taken out at intake; none is left to place.
-            let Some(t) = tenant(r) else { continue };
-            match groups.iter_mut().find(|(g, _)| *g == t) {
-                Some((_, members)) => members.push(r.clone()),
-                None => groups.push((t, vec![r.clone()])),
-            }
-        }
-        groups.into_iter().map(|(t, members)| (t, encode(members))).collect()
-    }
-    fn tenant_of(resource: &Option<Resource>) -> Option<String> {
-        let claimed = resource.as_ref().and_then(|r| measure::attribute(&r.attributes, measure::TENANT_ATTRIBUTE));
-        measure::resource_tenant(claimed).ok().map(str::to_owned)
-    }
-    Ok(match otlp::decode(signal, otlp::Encoding::Protobuf, request)? {
-        Payload::Traces(r) => group(
-            &r.resource_spans,
-            |x| tenant_of(&x.resource),
-            |resource_spans| ExportTraceServiceRequest { resource_spans }.encode_to_vec(),
-        ),
-        Payload::Metrics(r) => group(
-            &r.resource_metrics,
-            |x| tenant_of(&x.resource),
-            |resource_metrics| ExportMetricsServiceRequest { resource_metrics }.encode_to_vec(),
-        ),
-        Payload::Logs(r) => group(
-            &r.resource_logs,
-            |x| tenant_of(&x.resource),
-            |resource_logs| ExportLogsServiceRequest { resource_logs }.encode_to_vec(),
-        ),
+    // A tenant the collectors refuse was taken out at intake; none is left to place.
+    otlp::view::split_by_resource(signal, request, |resource| {
+        measure::resource_tenant(resource.string(measure::TENANT_ATTRIBUTE)).ok().map(str::to_owned)
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
     use prost::Message;
 

@@ -21,7 +21,7 @@ pub mod wire;
 
 use opentelemetry_proto::tonic::metrics::v1::number_data_point;
 
-pub use request::{Protobuf, WireAttributes, WireLog, WireMetric, WireRequest, WireSpan};
+pub use request::{split_by_resource, Protobuf, WireAttributes, WireLog, WireMetric, WireRequest, WireSpan};
 pub use wire::{Problem, ViewError};
 
 use super::Signal;

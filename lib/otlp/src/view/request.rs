@@ -482,6 +482,57 @@ impl<'a> RequestView for WireRequest<'a> {
     }
 }
 
+/// `request` (an export request of `signal`, protobuf) as one request per key: its resource-level
+/// entries (`resource_spans`, …) grouped by `key` of each one's resource attributes (`None`: the
+/// entry is left out), each group made by copying its entries' bytes — nothing is decoded or
+/// encoded. Groups come in the order of their first entry; other top-level fields are dropped.
+pub fn split_by_resource<K: PartialEq>(
+    signal: Signal,
+    request: &[u8],
+    key: impl Fn(&WireAttributes<'_>) -> Option<K>,
+) -> Result<Vec<(K, Vec<u8>)>, DecodeError> {
+    let ctx = Ctx { base: request, error: Cell::new(None) };
+    let shape = shape(signal);
+    let mut groups: Vec<(K, Vec<u8>)> = Vec::new();
+    let mut split = || -> Result<(), ViewError> {
+        for field in ctx.fields(ctx.base, shape.request) {
+            let field = field?;
+            if field.number != 1 {
+                continue;
+            }
+            let resource = field.bytes();
+            let mut region = Region::EMPTY;
+            for f in ctx.fields(resource, shape.resource) {
+                let f = f?;
+                if f.number == 1 {
+                    region.add(&f);
+                }
+            }
+            let attributes = WireAttributes {
+                ctx: &ctx,
+                region: region.of(resource),
+                schema: shape.resource,
+                field: 1,
+                inner: Some(&wire::RESOURCE),
+            };
+            let Some(k) = key(&attributes) else { continue };
+            let entry = &ctx.base[field.start..field.end];
+            match groups.iter_mut().find(|(g, _)| *g == k) {
+                Some((_, bytes)) => bytes.extend_from_slice(entry),
+                None => groups.push((k, entry.to_vec())),
+            }
+        }
+        Ok(())
+    };
+    if let Err(e) = split() {
+        ctx.fail(e);
+    }
+    match ctx.error.get() {
+        None => Ok(groups),
+        Some(e) => Err(DecodeError { signal, encoding: Encoding::Protobuf, reason: e.to_string() }),
+    }
+}
+
 /// A protobuf export request as received: its bytes, checked down to the
 /// items (each span, metric with its data points, and log record is where its
 /// framing says), so that a garbled body is refused by the receiver before any
