@@ -70,9 +70,8 @@ async fn main() -> anyhow::Result<()> {
         "tally-agent starting"
     );
 
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::new(limits.inflight.clone()));
     metrics.watch_wal(wal.clone());
-    metrics.watch_inflight(limits.inflight.clone());
     let ship_options = ShipOptions {
         batch_max_bytes: s.batch_max_bytes.max(1),
         backoff_min: Duration::from_millis(100),

@@ -76,17 +76,12 @@ pub struct Metrics {
     pub ebpf_cgroups: Gauge,
     /// `tally_agent_ebpf_read_errors_total`: failed reads of the probes' maps (retried next interval).
     pub ebpf_read_errors: Counter,
-    /// `tally_agent_inflight_bytes`: bytes of requests the OTLP receivers hold now (read or inflated).
-    pub inflight_bytes: Gauge,
-    /// `tally_agent_inflight_refused_total`: requests refused (UNAVAILABLE / 503) because the receivers'
-    /// budget of bytes in flight (`--max-inflight-bytes`) could not take them.
-    pub inflight_refused: Counter,
     wal: std::sync::OnceLock<wal::Wal>,
-    inflight: std::sync::OnceLock<otlp::InFlight>,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
+impl Metrics {
+    /// The metrics of a process whose OTLP receivers share the budget `inflight`.
+    pub fn new(inflight: otlp::InFlight) -> Self {
         let mut registry = Registry::with_prefix("tally_agent");
         let items = Family::default();
         registry.register("items", "OTLP items from apps by signal and outcome", items.clone());
@@ -152,18 +147,8 @@ impl Default for Metrics {
         registry.register("ebpf_cgroups", "Cgroups the eBPF probes track", ebpf_cgroups.clone());
         let ebpf_read_errors = Counter::default();
         registry.register("ebpf_read_errors", "Failed reads of the eBPF maps", ebpf_read_errors.clone());
-        let inflight_bytes = Gauge::default();
-        registry.register(
-            "inflight_bytes",
-            "Bytes of requests the OTLP receivers hold now, read or inflated",
-            inflight_bytes.clone(),
-        );
-        let inflight_refused = Counter::default();
-        registry.register(
-            "inflight_refused",
-            "Requests refused (UNAVAILABLE / 503) because the receivers' budget of bytes in flight was full",
-            inflight_refused.clone(),
-        );
+        // `tally_<binary>_inflight_bytes` and `_inflight_refused_total`, read from the budget.
+        registry.register_collector(Box::new(inflight));
         Self {
             registry,
             items,
@@ -184,10 +169,7 @@ impl Default for Metrics {
             ebpf_sock_cgroup_unknown,
             ebpf_cgroups,
             ebpf_read_errors,
-            inflight_bytes,
-            inflight_refused,
             wal: std::sync::OnceLock::new(),
-            inflight: std::sync::OnceLock::new(),
         }
     }
 }
@@ -196,11 +178,6 @@ impl Metrics {
     /// Reports `wal`'s depth in the WAL gauges.
     pub fn watch_wal(&self, wal: wal::Wal) {
         let _ = self.wal.set(wal);
-    }
-
-    /// Reports the OTLP receivers' budget of bytes in flight.
-    pub fn watch_inflight(&self, inflight: otlp::InFlight) {
-        let _ = self.inflight.set(inflight);
     }
 
     /// The OpenMetrics text exposition.
@@ -212,10 +189,6 @@ impl Metrics {
             self.wal_queued_bytes.set(i64::try_from(wal.queued_bytes()).unwrap_or(i64::MAX));
             // Raised to the WAL's own count; fetch_max keeps concurrent scrapes from counting twice.
             self.wal_full.inner().fetch_max(wal.refused_full(), std::sync::atomic::Ordering::Relaxed);
-        }
-        if let Some(inflight) = self.inflight.get() {
-            self.inflight_bytes.set(i64::try_from(inflight.bytes()).unwrap_or(i64::MAX));
-            self.inflight_refused.inner().fetch_max(inflight.refused(), std::sync::atomic::Ordering::Relaxed);
         }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");

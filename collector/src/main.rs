@@ -45,7 +45,7 @@ async fn main() -> anyhow::Result<()> {
         seal_after: Some(flush_interval),
         max_segments: wal::DEFAULT_MAX_SEGMENTS,
     };
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::new(receiver_limits.inflight.clone()));
     // Sealed segments on their way to the sink. The spool holds at most `max_segments` files
     // and the sink removes one only after taking it from here, so this queue is never full
     // while that holds (an earlier run with a larger cap may leave more). If it is, the spool's
@@ -69,7 +69,6 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!(bytes = spool.pending_bytes(), dir = %spool_dir.display(), "an earlier run left spooled usage; writing it to ClickHouse");
     }
     metrics.watch_spool(spool.clone());
-    metrics.watch_inflight(receiver_limits.inflight.clone());
     let sink_options =
         SinkOptions { max_insert_bytes: 64 << 20, shutdown_timeout: Duration::from_secs(s.shutdown_timeout_secs) };
     let sink = Sink::new(ch.clone(), &s.store.clickhouse_database, spool.clone(), metrics.clone(), sink_options)?;

@@ -66,17 +66,12 @@ pub struct Metrics {
     pub spool_queue_full: Counter,
     /// `tally_collector_spool_damaged_bytes_total`: spool bytes found damaged and skipped.
     pub spool_damaged_bytes: Counter,
-    /// `tally_collector_inflight_bytes`: bytes of requests the OTLP receivers hold now (read or inflated).
-    pub inflight_bytes: Gauge,
-    /// `tally_collector_inflight_refused_total`: requests refused (UNAVAILABLE / 503) because the receivers'
-    /// budget of bytes in flight (`--max-inflight-bytes`) could not take them.
-    pub inflight_refused: Counter,
     spool: std::sync::OnceLock<wal::Wal>,
-    inflight: std::sync::OnceLock<otlp::InFlight>,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
+impl Metrics {
+    /// The metrics of a process whose OTLP receivers share the budget `inflight`.
+    pub fn new(inflight: otlp::InFlight) -> Self {
         let mut registry = Registry::with_prefix("tally_collector");
         let items = Family::default();
         registry.register("items", "OTLP items by signal and outcome", items.clone());
@@ -132,18 +127,8 @@ impl Default for Metrics {
             "Spool bytes found damaged (checksum, framing) and skipped",
             spool_damaged_bytes.clone(),
         );
-        let inflight_bytes = Gauge::default();
-        registry.register(
-            "inflight_bytes",
-            "Bytes of requests the OTLP receivers hold now, read or inflated",
-            inflight_bytes.clone(),
-        );
-        let inflight_refused = Counter::default();
-        registry.register(
-            "inflight_refused",
-            "Requests refused (UNAVAILABLE / 503) because the receivers' budget of bytes in flight was full",
-            inflight_refused.clone(),
-        );
+        // `tally_<binary>_inflight_bytes` and `_inflight_refused_total`, read from the budget.
+        registry.register_collector(Box::new(inflight));
         Self {
             registry,
             items,
@@ -159,20 +144,12 @@ impl Default for Metrics {
             spool_full,
             spool_queue_full,
             spool_damaged_bytes,
-            inflight_bytes,
-            inflight_refused,
             spool: std::sync::OnceLock::new(),
-            inflight: std::sync::OnceLock::new(),
         }
     }
 }
 
 impl Metrics {
-    /// Reports the OTLP receivers' budget of bytes in flight.
-    pub fn watch_inflight(&self, inflight: otlp::InFlight) {
-        let _ = self.inflight.set(inflight);
-    }
-
     /// The OpenMetrics text exposition.
     pub fn render(&self) -> String {
         if let Some(wal) = self.spool.get() {
@@ -181,10 +158,6 @@ impl Metrics {
             self.spool_queued_bytes.set(i64::try_from(wal.queued_bytes()).unwrap_or(i64::MAX));
             // Raised to the spool's own count; fetch_max keeps concurrent scrapes from counting twice.
             self.spool_full.inner().fetch_max(wal.refused_full(), std::sync::atomic::Ordering::Relaxed);
-        }
-        if let Some(inflight) = self.inflight.get() {
-            self.inflight_bytes.set(i64::try_from(inflight.bytes()).unwrap_or(i64::MAX));
-            self.inflight_refused.inner().fetch_max(inflight.refused(), std::sync::atomic::Ordering::Relaxed);
         }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");

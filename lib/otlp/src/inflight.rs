@@ -110,6 +110,29 @@ impl InFlight {
     }
 }
 
+/// On `/metrics`, read from the budget at each scrape: `<prefix>_inflight_bytes` and
+/// `<prefix>_inflight_refused_total`. Both binaries register it as it is.
+impl prometheus_client::collector::Collector for InFlight {
+    fn encode(&self, mut encoder: prometheus_client::encoding::DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::{counter::ConstCounter, gauge::ConstGauge};
+        let bytes = ConstGauge::new(i64::try_from(self.bytes()).unwrap_or(i64::MAX));
+        bytes.encode(encoder.encode_descriptor(
+            "inflight_bytes",
+            "Bytes of requests the OTLP receivers hold now, read or inflated",
+            None,
+            bytes.metric_type(),
+        )?)?;
+        let refused = ConstCounter::new(self.refused());
+        refused.encode(encoder.encode_descriptor(
+            "inflight_refused",
+            "Requests refused (UNAVAILABLE / 503) because the receivers' budget of bytes in flight was full",
+            None,
+            refused.metric_type(),
+        )?)
+    }
+}
+
 /// The bytes one request holds; given back when dropped.
 #[derive(Debug)]
 pub(crate) struct Reservation {
