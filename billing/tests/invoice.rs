@@ -17,8 +17,6 @@ use metering::sla::schema::SLA_ROW;
 use metering::sla::{encode_sla_batch, insert_sla, SlaRecord};
 use metering::store::migrate::migrate;
 use metering::store::rollup::MAX_LIMIT;
-use metering::store::schema::{insert_usage, USAGE_ROW};
-use metering::store::writer::encode_batch;
 use metering::store::writer::UsageWriter;
 use metering::store::{Dialect, Store};
 use serde_json::Value;
@@ -412,17 +410,7 @@ fn invoice_reads_run_on_the_modern_dialect() {
     let mut chdb = Chdb::start().unwrap();
     for (db, dialect) in [("modern", Dialect::Modern), ("legacy", Dialect::Legacy)] {
         testkit::usage::chdb_migrate(&mut chdb, db, dialect);
-        let mut bytes = Vec::new();
-        for b in usage_batches() {
-            encode_batch(&b, &catalog, &mut bytes).unwrap();
-        }
-        testkit::usage::chdb_insert_rowbinary(
-            &mut chdb,
-            &format!("{db}.usage"),
-            &insert_usage(db).unwrap(),
-            &USAGE_ROW.structure(),
-            &bytes,
-        );
+        testkit::usage::chdb_insert_usage(&mut chdb, db, &usage_batches(), &catalog);
         testkit::usage::chdb_insert_rowbinary(
             &mut chdb,
             &format!("{db}.sla"),

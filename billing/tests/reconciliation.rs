@@ -12,8 +12,7 @@ use metering::meter::Catalog;
 use metering::reconcile::{lines, to_sql};
 use metering::record::{UsageBatch, UsageRecord};
 use metering::store::migrate::migrate;
-use metering::store::schema::{insert_usage, USAGE_ROW};
-use metering::store::writer::{encode_batch, UsageWriter};
+use metering::store::writer::UsageWriter;
 use metering::store::Dialect;
 use serde_json::{json, Value};
 use testkit::tally::start;
@@ -163,17 +162,7 @@ fn reconciliation_sql_runs_on_the_modern_dialect() {
     let mut chdb = Chdb::start().unwrap();
     for (db, dialect) in [("modern", Dialect::Modern), ("legacy", Dialect::Legacy)] {
         testkit::usage::chdb_migrate(&mut chdb, db, dialect);
-        let mut bytes = Vec::new();
-        for b in batches() {
-            encode_batch(&b, &Catalog::builtin(), &mut bytes).unwrap();
-        }
-        testkit::usage::chdb_insert_rowbinary(
-            &mut chdb,
-            db,
-            &insert_usage(db).unwrap(),
-            &USAGE_ROW.structure(),
-            &bytes,
-        );
+        testkit::usage::chdb_insert_usage(&mut chdb, db, &batches(), &Catalog::builtin());
         let got = lines(parse_tsv(&chdb.query(to_sql(db, FROM, TO).unwrap().as_str()).unwrap())).unwrap();
         assert_eq!(serde_json::to_value(got).unwrap(), expected(), "{db}");
     }

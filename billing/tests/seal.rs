@@ -21,8 +21,7 @@ use metering::sla::schema::SLA_ROW;
 use metering::sla::{encode_sla_batch, insert_sla, SlaRecord};
 use metering::store::migrate::migrate;
 use metering::store::rollup::{Granularity, UsageQuery};
-use metering::store::schema::{insert_usage, USAGE_ROW};
-use metering::store::writer::{encode_batch, UsageWriter};
+use metering::store::writer::UsageWriter;
 use metering::store::Dialect;
 use serde_json::{json, Value};
 use testkit::tally::{start, tally, Serve};
@@ -348,17 +347,7 @@ fn seal_sql_runs_on_the_modern_dialect_with_the_same_digest() {
     let mut digests = Vec::new();
     for (db, dialect) in [("modern", Dialect::Modern), ("legacy", Dialect::Legacy)] {
         testkit::usage::chdb_migrate(&mut chdb, db, dialect);
-        let mut bytes = Vec::new();
-        for b in [october(), november(), october()] {
-            encode_batch(&b, &Catalog::builtin(), &mut bytes).unwrap();
-        }
-        testkit::usage::chdb_insert_rowbinary(
-            &mut chdb,
-            db,
-            &insert_usage(db).unwrap(),
-            &USAGE_ROW.structure(),
-            &bytes,
-        );
+        testkit::usage::chdb_insert_usage(&mut chdb, db, &[october(), november(), october()], &Catalog::builtin());
         let mut sla = sla_bytes(false);
         sla.extend(sla_bytes(false)); // a retry: the same rows
         testkit::usage::chdb_insert_rowbinary(
@@ -431,15 +420,7 @@ fn seal_sql_runs_on_the_modern_dialect_with_the_same_digest() {
         let late_rows =
             |chdb: &mut Chdb| chdb.query(schema::count_late(db, "s1", "acme", from, to).unwrap().as_str()).unwrap();
         assert_eq!(late_rows(&mut chdb), "0\n");
-        let mut bytes = Vec::new();
-        encode_batch(&late(), &Catalog::builtin(), &mut bytes).unwrap();
-        testkit::usage::chdb_insert_rowbinary(
-            &mut chdb,
-            &format!("{db}_late"),
-            &insert_usage(db).unwrap(),
-            &USAGE_ROW.structure(),
-            &bytes,
-        );
+        testkit::usage::chdb_insert_usage(&mut chdb, db, &[late()], &Catalog::builtin());
         assert_eq!(late_rows(&mut chdb), "1\n");
         let recorded = metering::seal::Period {
             month: "2026-10".into(),

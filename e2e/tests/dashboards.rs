@@ -15,8 +15,7 @@ use metering::record::{UsageBatch, UsageRecord};
 use metering::sla::schema::SLA_ROW;
 use metering::sla::{encode_sla_batch, insert_sla, LatencySketch, SlaRecord};
 use metering::store::migrate::migrate;
-use metering::store::schema::{insert_usage, USAGE_ROW};
-use metering::store::writer::{encode_batch, UsageWriter};
+use metering::store::writer::UsageWriter;
 use metering::store::Dialect;
 use rust_decimal::Decimal;
 use serde_json::Value;
@@ -227,17 +226,7 @@ fn dashboard_queries_return_rows_on_the_modern_dialect() {
     let mut chdb = Chdb::start().unwrap();
     let db = "dashboards";
     testkit::usage::chdb_migrate(&mut chdb, db, Dialect::Modern);
-    let mut bytes = Vec::new();
-    for b in usage(&t) {
-        encode_batch(&b, &Catalog::builtin(), &mut bytes).unwrap();
-    }
-    testkit::usage::chdb_insert_rowbinary(
-        &mut chdb,
-        "usage",
-        &insert_usage(db).unwrap(),
-        &USAGE_ROW.structure(),
-        &bytes,
-    );
+    testkit::usage::chdb_insert_usage(&mut chdb, db, &usage(&t), &Catalog::builtin());
     let (sla_rows, sketch) = sla(&t);
     testkit::usage::chdb_insert_rowbinary(&mut chdb, "sla", &insert_sla(db).unwrap(), &SLA_ROW.structure(), &sla_rows);
 

@@ -6,8 +6,6 @@ use metering::clickhouse::client::parse_tsv;
 use metering::meter::Catalog;
 use metering::store::migrate::applied_versions;
 use metering::store::rollup::{Granularity, UsageQuery};
-use metering::store::schema::{insert_usage, USAGE_ROW};
-use metering::store::writer::encode_batch;
 use metering::store::Dialect;
 use testkit::usage::{actual, dataset, expected, FROM, TO};
 use testkit::Chdb;
@@ -27,20 +25,12 @@ fn ddl_writer_bytes_and_rollups_run_on_the_modern_dialect() {
         testkit::usage::chdb_migrate(&mut chdb, db, dialect);
         assert_eq!(chdb.query(applied_versions(db).unwrap().as_str()).unwrap(), "1\n2\n3\n4\n5\n");
         let data = dataset();
-        let mut bytes = Vec::new();
-        for batch in &data {
-            encode_batch(batch, &Catalog::builtin(), &mut bytes).unwrap();
-        }
-        // Retries of a third of the batches, inserted again.
-        for batch in data.iter().step_by(3) {
-            encode_batch(batch, &Catalog::builtin(), &mut bytes).unwrap();
-        }
-        testkit::usage::chdb_insert_rowbinary(
+        // Retries of a third of the batches, in the same INSERT.
+        testkit::usage::chdb_insert_usage(
             &mut chdb,
             db,
-            &insert_usage(db).unwrap(),
-            &USAGE_ROW.structure(),
-            &bytes,
+            data.iter().chain(data.iter().step_by(3)),
+            &Catalog::builtin(),
         );
         for g in [Granularity::Minute, Granularity::Hour, Granularity::Day, Granularity::Month] {
             for by_service in [false, true] {

@@ -13,7 +13,6 @@ use metering::pricing::BillingMonth;
 use metering::record::{RecordProblem, UsageBatch, UsageRecord};
 use metering::store::migrate::migrate;
 use metering::store::rollup::{query_usage, Granularity, UsagePoint, UsageQuery};
-use metering::store::schema::{insert_usage, USAGE_ROW};
 use metering::store::writer::{encode_batch, UsageWriter};
 use metering::store::Dialect;
 use rust_decimal::Decimal;
@@ -249,17 +248,7 @@ fn custom_meters_roll_up_exactly_on_the_modern_dialect() {
     let mut chdb = Chdb::start().unwrap();
     let db = "custom";
     testkit::usage::chdb_migrate(&mut chdb, db, Dialect::Modern);
-    let mut bytes = Vec::new();
-    for b in batches() {
-        encode_batch(&b, &catalog(), &mut bytes).unwrap();
-    }
-    testkit::usage::chdb_insert_rowbinary(
-        &mut chdb,
-        "custom",
-        &insert_usage(db).unwrap(),
-        &USAGE_ROW.structure(),
-        &bytes,
-    );
+    testkit::usage::chdb_insert_usage(&mut chdb, db, &batches(), &catalog());
     check(|q| q.parse_rows(parse_tsv(&chdb.query(q.to_sql(db).unwrap().as_str()).unwrap())).unwrap());
 }
 

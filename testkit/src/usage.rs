@@ -121,6 +121,24 @@ pub fn chdb_migrate(chdb: &mut crate::Chdb, db: &str, dialect: metering::store::
     }
 }
 
+/// Encodes `batches` as the usage writer does (`catalog`'s meters) and inserts them, as one
+/// INSERT, into `db.usage` on chDB.
+pub fn chdb_insert_usage<'a>(
+    chdb: &mut crate::Chdb,
+    db: &str,
+    batches: impl IntoIterator<Item = &'a UsageBatch>,
+    catalog: &metering::meter::Catalog,
+) {
+    use metering::store::schema::{insert_usage, USAGE_ROW};
+    static INSERTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut bytes = Vec::new();
+    for b in batches {
+        metering::store::writer::encode_batch(b, catalog, &mut bytes).unwrap();
+    }
+    let n = INSERTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    chdb_insert_rowbinary(chdb, &format!("{db}.usage.{n}"), &insert_usage(db).unwrap(), &USAGE_ROW.structure(), &bytes);
+}
+
 /// Inserts `rows` (our encoders' exact RowBinary bytes, of `structure`) into `insert`'s
 /// table through chDB's `file()`, as the writer's INSERT sends them to a server.
 pub fn chdb_insert_rowbinary(
