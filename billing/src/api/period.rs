@@ -152,10 +152,7 @@ pub async fn get_period(
     else {
         return Ok(Json(json!({"month": month.to_string(), "sealed": false})));
     };
-    // Verified with the read's limits but not its deadline: the work is shared by every caller.
-    let limited = state.reads.store(&state.store);
-    let remembered = state.verifications.get(&limited, month, &period, state.reads.limits().deadline()).await?;
-    Ok(Json(view(&principal, &remembered)?))
+    verified(&state, &principal, month, &period).await
 }
 
 /// `POST /v1/periods/{month}/verify` (billing keys): recomputes the seal's verification now,
@@ -175,9 +172,20 @@ pub async fn reverify_period(
         return Err(ApiError::not_found(format!("{month} is not sealed")));
     };
     state.verifications.forget(&period);
+    verified(&state, &principal, month, &period).await
+}
+
+/// `period`'s verification as `principal` may see it, computed once per seal and digest.
+async fn verified(
+    state: &AppState,
+    principal: &Principal,
+    month: BillingMonth,
+    period: &Period,
+) -> Result<Json<Value>, ApiError> {
+    // Verified with the read's limits but not its deadline: the work is shared by every caller.
     let limited = state.reads.store(&state.store);
-    let remembered = state.verifications.get(&limited, month, &period, state.reads.limits().deadline()).await?;
-    Ok(Json(view(&principal, &remembered)?))
+    let remembered = state.verifications.get(&limited, month, period, state.reads.limits().deadline()).await?;
+    Ok(Json(view(principal, &remembered)?))
 }
 
 /// `POST /v1/periods/{month}/seal`.
