@@ -47,6 +47,7 @@ use metering::store::rollup::{query_usage, Granularity, UsageQuery};
 use rust_decimal::Decimal;
 use testkit::bench::{cpu_seconds, filesystem_of, load_average, median, peak_rss_kib, thousands, wait_until_quiet};
 use testkit::loadgen::{self, Config, Pool, Report};
+use testkit::service::free_port;
 use testkit::ClickHouseServer;
 
 /// Extra arguments of every collector started here, besides the listen
@@ -415,7 +416,7 @@ impl Collector {
         let dir = tempfile::Builder::new().prefix("tally-bench-e2e-").tempdir()?;
         let run_dir = dir.path().join("run");
         fs::create_dir(&run_dir)?;
-        let (grpc, http, admin) = (free_port()?, free_port()?, free_port()?);
+        let (grpc, http, admin) = (free_port(), free_port(), free_port());
         let extra = COLLECTOR_ARGS.iter().map(|a| a.replace("{run_dir}", &run_dir.to_string_lossy()));
         let child = Command::new(bin)
             .args(["--grpc-listen", &format!("127.0.0.1:{grpc}"), "--http-listen", &format!("127.0.0.1:{http}")])
@@ -481,10 +482,6 @@ impl Drop for Collector {
             let _ = child.wait();
         }
     }
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// `SELECT count() FROM db.usage`.

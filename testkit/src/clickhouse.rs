@@ -8,7 +8,6 @@
 use crate::http;
 use anyhow::{anyhow, bail, Context, Result};
 use std::fs;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -260,9 +259,7 @@ fn is_executable(path: &Path) -> bool {
 
 /// Two distinct free loopback ports (both held while picking so they differ).
 fn free_ports() -> Result<(u16, u16)> {
-    let a = TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")?;
-    let b = TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")?;
-    Ok((a.local_addr()?.port(), b.local_addr()?.port()))
+    Ok((crate::service::free_port(), crate::service::free_port()))
 }
 
 fn unique_name(prefix: &str) -> String {

@@ -16,7 +16,7 @@ use crate::http;
 use anyhow::{anyhow, bail, Context, Result};
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -277,7 +277,6 @@ impl ClickHouseCluster {
         let dir =
             tempfile::Builder::new().prefix("tally-cluster-").tempdir().context("create temp dir for the cluster")?;
         let count = (SHARDS * REPLICAS) as usize;
-        // Hold every listener while picking, so the ports are distinct.
         let ports = free_ports(1 + 3 * count)?;
         let zk_port = ports[0];
         let mut nodes = Vec::with_capacity(count);
@@ -447,9 +446,7 @@ fn find_java() -> Result<PathBuf> {
 }
 
 fn free_ports(n: usize) -> Result<Vec<u16>> {
-    let listeners =
-        (0..n).map(|_| TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")).collect::<Result<Vec<_>>>()?;
-    listeners.iter().map(|l| Ok(l.local_addr()?.port())).collect()
+    Ok((0..n).map(|_| crate::service::free_port()).collect())
 }
 
 /// The `<remote_servers>` body: one `<shard>` per shard, replicated internally

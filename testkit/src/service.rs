@@ -8,12 +8,63 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-/// A free loopback port.
+/// A free loopback port, reserved for this test process until it exits.
+///
+/// Not `bind(127.0.0.1:0)`: that port comes from the kernel's ephemeral range, which every
+/// outgoing connection also draws from, so between the probe's close and the child's bind any
+/// test's connection to ClickHouse could take it (seen as a binary exiting at start). These
+/// ports lie below the ephemeral range, and a lock on `<tmp>/tally-test-ports/<port>`, held
+/// until this process exits, keeps the test processes nextest runs at once from handing out
+/// the same one.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    ports::reserve().expect("a free loopback port")
+}
+
+mod ports {
+    use std::fs::{self, File};
+    use std::net::TcpListener;
+    use std::sync::Mutex;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    use anyhow::{bail, Context, Result};
+
+    /// The lowest port handed out: above the well-known and common service ports.
+    const FIRST: u16 = 20_000;
+    /// Lock files of the ports this process holds.
+    static HELD: Mutex<Vec<File>> = Mutex::new(Vec::new());
+
+    pub(super) fn reserve() -> Result<u16> {
+        let end = ephemeral_start().max(FIRST + 1_000);
+        let dir = std::env::temp_dir().join("tally-test-ports");
+        fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        let span = u32::from(end - FIRST);
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        let start = (std::process::id().wrapping_mul(7_919) ^ nanos) % span;
+        let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+        for i in 0..span {
+            let port = FIRST + ((start + i) % span) as u16;
+            let path = dir.join(port.to_string());
+            let lock = File::options().create(true).truncate(false).write(true).open(&path);
+            let Ok(lock) = lock else { continue };
+            if lock.try_lock().is_err() {
+                continue; // another test process holds it
+            }
+            if TcpListener::bind(("127.0.0.1", port)).is_err() {
+                continue; // a process outside the tests listens there
+            }
+            held.push(lock);
+            return Ok(port);
+        }
+        bail!("no free loopback port in {FIRST}..{end}")
+    }
+
+    /// The first port of the kernel's ephemeral range (Linux's default when unreadable).
+    fn ephemeral_start() -> u16 {
+        fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok())
+            .unwrap_or(32_768)
+    }
 }
 
 /// The workspace binary `name`, built beside the running test (or bench) executable
