@@ -103,7 +103,17 @@ const YEAR_OF_MINUTES: &str = "from=2026-01-01T00:00:00Z&to=2027-01-01T00:00:00Z
 #[tokio::test]
 async fn six_tenant_reads_are_bounded_and_the_billing_key_keeps_answering() {
     // Time enough for three slow reads at once on a busy machine: this test is about concurrency.
-    let (server, serve) = setup(&["--tenant-max-concurrent-reads", "1", "--query-max-execution-secs", "120"]).await;
+    let (server, serve) = setup(&[
+        "--tenant-max-concurrent-reads",
+        "1",
+        "--tenants-max-concurrent-reads",
+        "3",
+        "--tenant-key",
+        "hooli=hooli-key",
+        "--query-max-execution-secs",
+        "120",
+    ])
+    .await;
 
     // Six year-long minute reads at once, two per tenant key: each refused before any query.
     let year: Vec<_> =
@@ -126,7 +136,9 @@ async fn six_tenant_reads_are_bounded_and_the_billing_key_keeps_answering() {
     assert_eq!((billing_status, days["data"].as_array().map(Vec::len)), (200, Some(93)), "{days}");
 
     // The heaviest read the cap allows, for each tenant: running at once, each holding its
-    // tenant's only permit.
+    // tenant's only permit. ClickHouse's memory is sampled meanwhile.
+    let rss_before = resident_bytes(server.pid().unwrap());
+    let sampler = Memory::sample(server.http_url(), server.pid().unwrap());
     let heavy: Vec<_> =
         KEYS.iter().map(|(_, key)| tokio::spawn(get_owned(serve.base.clone(), MONTH_OF_MINUTES, key))).collect();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -142,6 +154,14 @@ async fn six_tenant_reads_are_bounded_and_the_billing_key_keeps_answering() {
             (429, Some("1"), Some("too_many_requests"))
         );
     }
+    // A fourth tenant's read: all tenants together run as many as they may.
+    let (status, retry, body) = get(&serve, MONTH_OF_MINUTES, "hooli-key").await;
+    assert_eq!((status, retry.as_deref()), (429, Some("1")));
+    assert_eq!(
+        body["error"]["message"],
+        "tenants already run 3 reads at once (the most --tenants-max-concurrent-reads allows); retry when one has \
+         finished"
+    );
     // The billing key is not held back by them.
     for _ in 0..3 {
         let (status, _, body) =
@@ -156,6 +176,69 @@ async fn six_tenant_reads_are_bounded_and_the_billing_key_keeps_answering() {
         assert!(body["next_cursor"].is_string());
     }
     assert_eq!(left_after_a_second(&server).await, Vec::<String>::new());
+    // Memory: the API's queries together hold at most one per-query limit per read at once
+    // (--tenants-max-concurrent-reads, here 3, and the billing key's one read at a time here):
+    // 4 × 1 GiB. What they used is far below.
+    let peak = sampler.stop().await;
+    eprintln!(
+        "the API's queries at once used at most {} MB (one query at most {} MB); ClickHouse's resident memory \
+         {} MB before, {} MB at most during the reads",
+        peak.queries >> 20,
+        peak.query >> 20,
+        rss_before >> 20,
+        peak.resident >> 20
+    );
+    assert!(peak.query > 0, "no query was sampled");
+    assert!(peak.queries <= 4 << 30, "{peak:?}");
+}
+
+/// The largest memory use seen while sampling: of one API query, of all of them at once, and
+/// of the ClickHouse server process.
+#[derive(Debug, Default)]
+struct Peak {
+    query: u64,
+    queries: u64,
+    resident: u64,
+}
+
+/// Samples every 10 ms until stopped.
+struct Memory {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Peak>,
+}
+
+impl Memory {
+    fn sample(url: String, pid: u32) -> Self {
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let sql = "SELECT max(memory_usage), sum(memory_usage) FROM system.processes \
+                       WHERE query_id LIKE 'tally-api-%' FORMAT TabSeparated";
+            let mut peak = Peak::default();
+            while stopped.try_recv().is_err() {
+                let text = client.post(&url).body(sql).send().await.unwrap().text().await.unwrap();
+                let mut fields = text.split_whitespace().map(|f| f.parse::<i64>().unwrap_or(0).max(0) as u64);
+                peak.query = peak.query.max(fields.next().unwrap_or(0));
+                peak.queries = peak.queries.max(fields.next().unwrap_or(0));
+                peak.resident = peak.resident.max(resident_bytes(pid));
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            peak
+        });
+        Self { stop, task }
+    }
+
+    async fn stop(self) -> Peak {
+        let _ = self.stop.send(());
+        self.task.await.unwrap()
+    }
+}
+
+/// Resident memory of process `pid` (VmRSS).
+fn resident_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches("kB").trim();
+    kib.parse::<u64>().unwrap() << 10
 }
 
 async fn get_owned(base: String, query: &'static str, key: &'static str) -> (u16, Option<String>, Value) {

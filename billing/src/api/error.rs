@@ -54,6 +54,18 @@ impl ApiError {
         }
     }
 
+    /// 429: all tenants together run as many reads as they may.
+    pub fn too_many_tenant_reads(max: u32) -> Self {
+        Self {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "too_many_requests",
+            message: format!(
+                "tenants already run {max} reads at once (the most --tenants-max-concurrent-reads allows); \
+                 retry when one has finished"
+            ),
+        }
+    }
+
     /// 504: a read ran past its deadline (`detail` says which) and was stopped.
     pub fn query_timeout(detail: &str) -> Self {
         Self {

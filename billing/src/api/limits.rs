@@ -36,6 +36,11 @@ pub struct ReadLimits {
     /// are not limited)
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
     pub tenant_max_concurrent_reads: u32,
+    /// Most reads all tenants' keys together may run at once, so that ClickHouse holds at most
+    /// this many × --query-max-memory-bytes for them; more get 429 with Retry-After (billing keys
+    /// are not counted)
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    pub tenants_max_concurrent_reads: u32,
 }
 
 impl Default for ReadLimits {
@@ -45,6 +50,7 @@ impl Default for ReadLimits {
             query_max_memory_bytes: 1 << 30,
             max_buckets: 44_640,
             tenant_max_concurrent_reads: 2,
+            tenants_max_concurrent_reads: 8,
         }
     }
 }
@@ -107,7 +113,8 @@ fn largest_range(g: Granularity, max: u64) -> String {
     }
 }
 
-/// The reads in flight: each tenant's permits, and the ids that tag their queries.
+/// The reads in flight: each tenant's permits and all tenants' together, and the ids that tag
+/// their queries.
 #[derive(Debug)]
 pub struct Reads {
     limits: ReadLimits,
@@ -117,6 +124,8 @@ pub struct Reads {
     instance: String,
     next: AtomicU64,
     tenants: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Permits of all tenants' reads together.
+    all: Arc<Semaphore>,
 }
 
 impl Reads {
@@ -129,7 +138,8 @@ impl Reads {
             .with_setting("max_memory_usage", &limits.query_max_memory_bytes.to_string());
         let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() as u64;
         let instance = format!("{:x}", now ^ u64::from(std::process::id()));
-        Self { limits, limited, instance, next: AtomicU64::new(0), tenants: Mutex::new(HashMap::new()) }
+        let all = Arc::new(Semaphore::new(limits.tenants_max_concurrent_reads as usize));
+        Self { limits, limited, instance, next: AtomicU64::new(0), tenants: Mutex::new(HashMap::new()), all }
     }
 
     /// The limits.
@@ -155,29 +165,36 @@ impl Reads {
             store: store.with_ch(ch),
             deadline: self.limits.deadline(),
             kill: Some(Kill { ch: store.ch().clone(), prefix }),
-            _permit: permit,
+            _permits: permit,
         })
     }
 
-    fn permit(&self, tenant: &str) -> Result<OwnedSemaphorePermit, ApiError> {
+    /// The tenant's permit, then one of all tenants' (so a refused read holds neither).
+    fn permit(&self, tenant: &str) -> Result<[OwnedSemaphorePermit; 2], ApiError> {
         let max = self.limits.tenant_max_concurrent_reads;
         let semaphore = {
             let mut tenants = self.tenants.lock().unwrap_or_else(|p| p.into_inner());
             tenants.entry(tenant.to_owned()).or_insert_with(|| Arc::new(Semaphore::new(max as usize))).clone()
         };
-        semaphore.try_acquire_owned().map_err(|_| ApiError::too_many_reads(max))
+        let own = semaphore.try_acquire_owned().map_err(|_| ApiError::too_many_reads(max))?;
+        let shared = self
+            .all
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ApiError::too_many_tenant_reads(self.limits.tenants_max_concurrent_reads))?;
+        Ok([own, shared])
     }
 }
 
 /// One read: its store (limits and query ids on every call), its deadline, and its tenant's
-/// permit. Dropped before it finished (the caller went away, or the deadline passed), it kills
+/// permits. Dropped before it finished (the caller went away, or the deadline passed), it kills
 /// its queries: ClickHouse would otherwise run them to the end for nobody.
 #[derive(Debug)]
 pub struct Read {
     store: Store,
     deadline: Duration,
     kill: Option<Kill>,
-    _permit: Option<OwnedSemaphorePermit>,
+    _permits: Option<[OwnedSemaphorePermit; 2]>,
 }
 
 impl Read {
