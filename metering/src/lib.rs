@@ -26,6 +26,7 @@ pub mod reconcile;
 pub mod record;
 pub mod report;
 pub mod seal;
+pub mod settle;
 pub mod signal;
 pub mod sla;
 pub mod store;

@@ -23,7 +23,7 @@ fn ddl_writer_bytes_and_rollups_run_on_the_modern_dialect() {
     // Both dialects' DDL: a server upgraded from 18.16 keeps the legacy tables.
     for (db, dialect) in [("modern", Dialect::Modern), ("legacy", Dialect::Legacy)] {
         testkit::usage::chdb_migrate(&mut chdb, db, dialect);
-        assert_eq!(chdb.query(applied_versions(db).unwrap().as_str()).unwrap(), "1\n2\n3\n4\n5\n");
+        assert_eq!(chdb.query(applied_versions(db).unwrap().as_str()).unwrap(), "1\n2\n3\n4\n5\n6\n");
         let data = dataset();
         // Retries of a third of the batches, in the same INSERT.
         testkit::usage::chdb_insert_usage(
@@ -63,4 +63,58 @@ fn ddl_writer_bytes_and_rollups_run_on_the_modern_dialect() {
             }
         }
     }
+}
+
+/// Settlement's statements on the modern dialect: folds, and reads of settled rows with the
+/// unsettled tail, equal the naive sums through resends of folded batches.
+#[test]
+fn settlement_runs_on_the_modern_dialect() {
+    use metering::settle::{FoldPlan, Watermark};
+
+    let mut chdb = Chdb::start().unwrap();
+    let db = "settle";
+    testkit::usage::chdb_migrate(&mut chdb, db, Dialect::Modern);
+    let data = dataset();
+    let (first, second) = data.split_at(20);
+    let check = |chdb: &mut Chdb, sent: &[metering::record::UsageBatch], settled: Option<Watermark>, when: &str| {
+        for g in [Granularity::Minute, Granularity::Day] {
+            for by_service in [false, true] {
+                let mut q = UsageQuery::new(FROM, TO);
+                q.granularity = g;
+                q.group_by_service = by_service;
+                q.limit = 10_000;
+                q.settled = settled;
+                let want = expected(sent, g, by_service, None, FROM, TO);
+                assert_eq!(actual(&rollup(chdb, db, &q)), want, "{when}: {g:?} by service {by_service}");
+            }
+        }
+    };
+    let fold = |chdb: &mut Chdb, plan: &FoldPlan| -> Watermark {
+        chdb.query(plan.statement(db).unwrap().as_str()).unwrap();
+        let counts = chdb.query(plan.counts(db).unwrap().as_str()).unwrap();
+        let (batches, rows) = counts.trim().split_once('\t').unwrap();
+        chdb.query(plan.commit(db, batches.parse().unwrap(), rows.parse().unwrap()).unwrap().as_str()).unwrap();
+        Watermark { upto: plan.to, tail_from: plan.from }
+    };
+    let now = || time::OffsetDateTime::now_utc().unix_timestamp() as u32;
+
+    testkit::usage::chdb_insert_usage(&mut chdb, db, first, &Catalog::builtin());
+    let first_fold = FoldPlan::new(0, now() + 2, None);
+    let w = fold(&mut chdb, &first_fold);
+    check(&mut chdb, first, Some(w), "after the first fold");
+    // Resends of every folded batch, and new batches, in one INSERT.
+    testkit::usage::chdb_insert_usage(&mut chdb, db, first.iter().chain(second), &Catalog::builtin());
+    check(&mut chdb, &data, Some(w), "resends in the tail");
+    let w = fold(&mut chdb, &FoldPlan::new(w.upto - 3600, now() + 4, Some(w)));
+    check(&mut chdb, &data, Some(w), "after the second fold");
+    let taken = chdb
+        .query(&format!("SELECT count() FROM {db}.usage_settled WHERE meter = '' AND fold != '{}'", first_fold.id))
+        .unwrap();
+    let second_ids: std::collections::BTreeSet<_> = second
+        .iter()
+        .flat_map(|b| {
+            b.records.iter().map(move |r| (r.tenant.clone(), b.source_id.clone(), b.seq, r.time.unix_timestamp() / 60))
+        })
+        .collect();
+    assert_eq!(taken.trim(), second_ids.len().to_string(), "the resends were not taken again");
 }

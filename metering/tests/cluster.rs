@@ -8,6 +8,7 @@ use std::time::Duration;
 use metering::clickhouse::ClickHouse;
 use metering::meter::Catalog;
 use metering::record::UsageBatch;
+use metering::settle::{self, FoldOptions};
 use metering::sla::{encode_sla_batch, insert_sla, query_sla, SlaGrouping, SlaQuery, SlaRecord};
 use metering::store::migrate::{cluster_script, migrate_on_cluster, ClusterTarget};
 use metering::store::rollup::{query_usage, Granularity, UsageQuery};
@@ -52,10 +53,10 @@ async fn migrations_lay_out_replicated_sharded_tables_and_run_twice_as_a_no_op()
     let short = ClusterTarget::with_shards(&client(&cluster, 0), CLUSTER, vec![client(&cluster, 0)]).await.unwrap_err();
     assert!(matches!(short, StoreError::ShardCount { shards: 2, given: 1, .. }), "{short}");
     let first = migrate_on_cluster(&Store::new(client(&cluster, 0), &db), &target(&cluster)).await.unwrap();
-    assert_eq!((first.applied, first.skipped), (vec![1, 2, 3, 4, 5], vec![]));
+    assert_eq!((first.applied, first.skipped), (vec![1, 2, 3, 4, 5, 6], vec![]));
     // Again, through another server of the other shard: everything is recorded already.
     let second = migrate_on_cluster(&Store::new(client(&cluster, 3), &db), &target(&cluster)).await.unwrap();
-    assert_eq!((second.applied, second.skipped), (vec![], vec![1, 2, 3, 4, 5]));
+    assert_eq!((second.applied, second.skipped), (vec![], vec![1, 2, 3, 4, 5, 6]));
 
     let key = "ORDER BY (tenant, meter, window_start, service, route, dimensions, source_id, batch_seq, unique_value)";
     for i in 0..4 {
@@ -69,9 +70,10 @@ async fn migrations_lay_out_replicated_sharded_tables_and_run_twice_as_a_no_op()
             "periods\tReplicatedMergeTree\nsealed_sla\tDistributed\nsealed_sla_hourly\tDistributed\n\
              sealed_sla_hourly_local\tReplicatedMergeTree\nsealed_sla_local\tReplicatedMergeTree\n\
              sealed_usage\tDistributed\nsealed_usage_daily\tDistributed\nsealed_usage_daily_local\tReplicatedMergeTree\n\
-             sealed_usage_local\tReplicatedMergeTree\n\
+             sealed_usage_local\tReplicatedMergeTree\nsettle_folds\tReplicatedMergeTree\n\
              sla\tDistributed\nsla_local\tReplicatedReplacingMergeTree\ntally_migrations\tReplicatedMergeTree\n\
-             usage\tDistributed\nusage_local\tReplicatedReplacingMergeTree\n",
+             usage\tDistributed\nusage_local\tReplicatedReplacingMergeTree\n\
+             usage_settled\tDistributed\nusage_settled_local\tReplicatedMergeTree\n",
             "server {i}"
         );
         let columns = |table: &str| {
@@ -98,7 +100,8 @@ async fn migrations_lay_out_replicated_sharded_tables_and_run_twice_as_a_no_op()
             cluster.query(i, &format!("SELECT version, name FROM {db}.tally_migrations ORDER BY version")).unwrap(),
             "1\tusage table\n2\tsla table\n3\tusage.unique_value and usage.aggregation for custom meters\n\
              4\tsealed_usage, sealed_sla and periods tables for sealed months\n\
-             5\tsealed_usage_daily and sealed_sla_hourly roll-ups of seals, periods.rollups\n"
+             5\tsealed_usage_daily and sealed_sla_hourly roll-ups of seals, periods.rollups\n\
+             6\tusage_settled and settle_folds for settled usage\n"
         );
     }
     sla_reads_through_the_distributed_table_count_a_resent_batch_once(&cluster, &db).await;
@@ -128,7 +131,7 @@ async fn a_migration_stopped_before_the_distributed_rebuild_finishes_on_rerun(
         std::thread::sleep(Duration::from_millis(100));
     }
     let rerun = migrate_on_cluster(&Store::new(client(cluster, 0), &db), &target(cluster)).await.unwrap();
-    assert_eq!((rerun.applied, rerun.skipped), (vec![3], vec![1, 2, 4, 5]));
+    assert_eq!((rerun.applied, rerun.skipped), (vec![3], vec![1, 2, 4, 5, 6]));
     for i in 0..4 {
         let columns = |table: &str| {
             cluster
@@ -243,7 +246,7 @@ async fn write(ch: &ClickHouse, db: &str, batch: &UsageBatch) -> Result<(), mete
 /// a read reaches one replica per shard, and replication is asynchronous.
 fn sync_replicas(cluster: &ClickHouseCluster, db: &str, servers: &[usize]) {
     for &i in servers {
-        for table in ["usage_local", "sla_local"] {
+        for table in ["usage_local", "sla_local", "usage_settled_local", "settle_folds"] {
             cluster.sync_replica(i, &format!("{db}.{table}"), Duration::from_secs(120)).unwrap();
         }
     }
@@ -367,6 +370,23 @@ async fn resent_batches_through_other_servers_and_a_killed_replica_count_once() 
     eprintln!("raw rows after the restart: {}", raw_rows(&cluster, &usage_local, &[0, 1]));
     assert_exact(&cluster, &db, &data, &[0, 1, 2, 3]).await;
     eprintln!("raw rows at the end: {}", raw_rows(&cluster, &usage_local, &[0, 1]));
+
+    // Settled through one server: reads through every server are still exact.
+    let now = FoldOptions { grace: Duration::ZERO, ..FoldOptions::default() };
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let fold = settle::fold(&Store::new(client(&cluster, 0), &db), now).await.unwrap().expect("a fold");
+    assert!(fold.batches >= 40, "{fold:?}");
+    assert_exact(&cluster, &db, &data, &[0, 1, 2, 3]).await;
+    // Folded batches resent through other servers: in the tail, left out by identity on
+    // their shard; then folded again through another server, taking none of them.
+    for (n, b) in data.iter().enumerate() {
+        write(&client(&cluster, [3, 2][n % 2]), &db, b).await.unwrap();
+    }
+    assert_exact(&cluster, &db, &data, &[0, 1, 2, 3]).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let fold = settle::fold(&Store::new(client(&cluster, 3), &db), now).await.unwrap().expect("a second fold");
+    assert_eq!(fold.batches, 0, "{fold:?}");
+    assert_exact(&cluster, &db, &data, &[0, 1, 2, 3]).await;
 }
 
 const USAGE_KEY: &str = "tenant, meter, window_start, service, route, dimensions, source_id, batch_seq, unique_value";

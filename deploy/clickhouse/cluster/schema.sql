@@ -67,3 +67,13 @@ ALTER TABLE `tally`.periods ADD COLUMN rollups UInt8;
 -- on any one server:
 INSERT INTO `tally`.tally_migrations (version, name, dialect) VALUES (5, 'sealed_usage_daily and sealed_sla_hourly roll-ups of seals, periods.rollups', 'modern');
 
+-- migration 6: usage_settled and settle_folds for settled usage
+CREATE TABLE IF NOT EXISTS `tally`.usage_settled_local ON CLUSTER `tally` (fold String, tenant String, meter String, window_start DateTime('UTC'), service String, route String, dimensions String, unique_value String, value Decimal(38, 9), unit String, aggregation String, source_id String, batch_seq UInt64) ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/tally.usage_settled', '{replica}') PARTITION BY toYYYYMM(window_start) ORDER BY (tenant, meter, window_start, service, route, dimensions, unique_value, source_id, batch_seq);
+
+CREATE TABLE IF NOT EXISTS `tally`.usage_settled ON CLUSTER `tally` AS `tally`.usage_settled_local ENGINE = Distributed(`tally`, `tally`, usage_settled_local, cityHash64(tenant));
+
+CREATE TABLE IF NOT EXISTS `tally`.settle_folds ON CLUSTER `tally` (fold String, inserted_from DateTime('UTC'), inserted_to DateTime('UTC'), batches UInt64, rows UInt64, committed_at DateTime('UTC') DEFAULT now()) ENGINE = ReplicatedMergeTree('/clickhouse/tables/all/tally.settle_folds', '{shard}-{replica}') ORDER BY (inserted_to, fold);
+
+-- on any one server:
+INSERT INTO `tally`.tally_migrations (version, name, dialect) VALUES (6, 'usage_settled and settle_folds for settled usage', 'modern');
+

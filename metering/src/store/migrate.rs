@@ -65,6 +65,15 @@ pub const MIGRATIONS: &[Migration] = &[
         },
         already_done: Some(|db| Ok(crate::seal::rollup::has_periods_rollups(db))),
     },
+    Migration {
+        version: 6,
+        name: "usage_settled and settle_folds for settled usage",
+        statements: |db, _| {
+            use crate::settle::schema::{create_settle_folds, create_usage_settled};
+            Ok(vec![create_usage_settled(db)?, create_settle_folds(db)?])
+        },
+        already_done: None,
+    },
 ];
 
 /// What [`migrate`] did.

@@ -74,10 +74,17 @@ impl StoreSettings {
     /// replica of its shard, not queued on the server that took it. The shard's
     /// other replicas get it by replication, so a read that reaches one of them
     /// an instant later can miss it (never double it) until they have.
+    ///
+    /// Its subqueries over a Distributed table inside a query over another
+    /// (`distributed_product_mode=local`) read each shard's own table: a tenant's
+    /// rows of every table sharded by tenant are on one shard, so a settled read's
+    /// test of batch identities needs nothing from the other shards.
     pub fn client(&self) -> Result<ClickHouse, ClickHouseError> {
         let ch = ClickHouse::new(&self.clickhouse_url, Duration::from_secs(self.clickhouse_timeout_secs))?;
         Ok(match self.clickhouse_cluster {
-            Some(_) => ch.with_setting("insert_distributed_sync", "1"),
+            Some(_) => {
+                ch.with_setting("insert_distributed_sync", "1").with_setting("distributed_product_mode", "local")
+            }
             None => ch,
         })
     }

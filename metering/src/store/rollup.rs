@@ -20,6 +20,7 @@ use crate::clickhouse::sql::{BadIdentifier, Param, Sql};
 use crate::meter::Catalog;
 use crate::record::{validate_tenant, TenantError};
 use crate::seal::rollup::{Rollup, Sealed};
+use crate::settle::Watermark;
 use crate::store::Store;
 
 /// The largest page a query may ask for.
@@ -63,6 +64,18 @@ pub struct UsageQuery {
     pub limit: u32,
     /// Read a sealed month's snapshot instead of live usage.
     pub sealed: Option<Sealed>,
+    /// Live usage: the settled rows up to this watermark and the unsettled tail (set by
+    /// [`query_usage`] from the store); without one, every stored row is read and collapsed.
+    pub settled: Option<Watermark>,
+}
+
+/// Which rows a roll-up reads.
+#[derive(Debug, Clone, Copy)]
+enum Rows {
+    /// One row per key already: a seal's snapshot, or settled rows up to a watermark.
+    Collapsed(Option<Watermark>),
+    /// `usage` rows, collapsed by key and batch identity: all of them, or the tail past a watermark.
+    Raw(Option<Watermark>),
 }
 
 /// One bucket of usage.
@@ -160,6 +173,7 @@ impl UsageQuery {
             after: None,
             limit: 1000,
             sealed: None,
+            settled: None,
         }
     }
 
@@ -177,7 +191,8 @@ impl UsageQuery {
         Ok(())
     }
 
-    /// The query's SQL against `db.usage`. Call [`validate`](Self::validate) first.
+    /// The query's SQL against `db.usage` (and, past a [`Watermark`], `db.usage_settled`). Call
+    /// [`validate`](Self::validate) first.
     pub fn to_sql(&self, db: &str) -> Result<Sql, BadIdentifier> {
         let service = if self.group_by_service { "service" } else { "''" };
         let dims = if self.group_by_dimensions { "dimensions" } else { "''" };
@@ -190,27 +205,19 @@ impl UsageQuery {
             .push(
                 " AS dims, multiIf(any(a) = 'max', max(v), \
                  any(a) = 'unique_count', toDecimal128(uniqExact(unique_value), 9), sum(v)) AS total, \
-                 any(u) AS unit FROM (SELECT tenant, meter, window_start, service, dimensions, unique_value, ",
-            )
+                 any(u) AS unit FROM (",
+            );
+        sql = match (&self.sealed, self.settled) {
             // A snapshot is already one row per key (sealing collapsed it): read as it is, without
             // the per-key hash of every row that live usage needs (about 10× the cost).
-            .push(if self.sealed.is_some() {
-                "value AS v, unit AS u, aggregation AS a FROM "
-            } else {
-                "max(value) AS v, any(unit) AS u, any(aggregation) AS a FROM "
-            });
-        sql = self.scan().push(sql, db)?;
-        if let Some(after) = &self.after {
-            sql = skip_pages(sql, after);
-        }
-        if let Some(meter) = &self.meter {
-            sql = sql.push(" AND meter = ").bind(meter);
-        }
-        if self.sealed.is_none() {
-            sql = sql.push(
-                " GROUP BY tenant, meter, window_start, service, route, dimensions, source_id, batch_seq, unique_value",
-            );
-        }
+            (Some(_), _) => self.rows(sql, db, Rows::Collapsed(None))?,
+            (None, None) => self.rows(sql, db, Rows::Raw(None))?,
+            // Settled rows need no collapsing either; only the tail since the last fold does.
+            (None, Some(w)) => {
+                let sql = self.rows(sql, db, Rows::Collapsed(Some(w)))?.push(" UNION ALL ");
+                self.rows(sql, db, Rows::Raw(Some(w)))?
+            }
+        };
         sql = sql.push(") GROUP BY tenant, meter, bucket, svc, dims");
         if let Some(after) = &self.after {
             sql = sql
@@ -227,6 +234,51 @@ impl UsageQuery {
                 .push(")");
         }
         Ok(sql.push(" ORDER BY tenant, meter, bucket, svc, dims LIMIT ").bind(u64::from(self.limit)))
+    }
+
+    /// `sql` followed by one `SELECT` of the rows the query rolls up, one value per key.
+    fn rows(&self, sql: Sql, db: &str, rows: Rows) -> Result<Sql, BadIdentifier> {
+        let sql = sql.push("SELECT tenant, meter, window_start, service, dimensions, unique_value, ");
+        let mut sql = match rows {
+            Rows::Collapsed(None) => self.scan().push(sql.push("value AS v, unit AS u, aggregation AS a FROM "), db)?,
+            Rows::Collapsed(Some(_)) => self.scan().push_table(
+                sql.push("value AS v, unit AS u, aggregation AS a FROM "),
+                db,
+                ".usage_settled",
+            )?,
+            Rows::Raw(_) => {
+                self.scan().push(sql.push("max(value) AS v, any(unit) AS u, any(aggregation) AS a FROM "), db)?
+            }
+        };
+        sql = self.narrow(sql);
+        match rows {
+            Rows::Collapsed(None) => Ok(sql),
+            // Identity rows (no meter) are for the test above, not usage.
+            Rows::Collapsed(Some(w)) => w.folds(sql.push(" AND meter != ''"), db),
+            Rows::Raw(settled) => {
+                if let Some(w) = settled {
+                    let tail = |sql: Sql| sql.push(" AND inserted_at >= ").bind(Param::DateTime(w.tail_from));
+                    sql = tail(sql);
+                    let raw = tail(self.narrow(self.scan().conditions()));
+                    sql = w.unfolded(sql, db, self.scan().conditions(), &raw)?;
+                }
+                Ok(sql.push(
+                    " GROUP BY tenant, meter, window_start, service, route, dimensions, source_id, batch_seq, \
+                     unique_value",
+                ))
+            }
+        }
+    }
+
+    /// `sql` (a scan's `WHERE`) narrowed to the pages after `after` and the meter asked for.
+    fn narrow(&self, mut sql: Sql) -> Sql {
+        if let Some(after) = &self.after {
+            sql = skip_pages(sql, after);
+        }
+        if let Some(meter) = &self.meter {
+            sql = sql.push(" AND meter = ").bind(meter);
+        }
+        sql
     }
 
     fn scan(&self) -> Scan<'_> {
@@ -322,14 +374,22 @@ pub(crate) struct Scan<'a> {
 impl Scan<'_> {
     /// `sql` followed by `db.table WHERE …`.
     pub(crate) fn push(&self, sql: Sql, db: &str) -> Result<Sql, BadIdentifier> {
-        let mut sql = sql
-            .ident(db)?
-            // A snapshot and its roll-up have the live table's columns, so the same read serves them.
-            .push(match self.sealed {
-                None => self.rollup.live_table(),
-                Some(s) => s.table(self.rollup, self.granularity, self.from, self.to),
-            })
-            .push(" WHERE window_start >= ")
+        // A snapshot and its roll-up have the live table's columns, so the same read serves them.
+        let table = match self.sealed {
+            None => self.rollup.live_table(),
+            Some(s) => s.table(self.rollup, self.granularity, self.from, self.to),
+        };
+        self.push_table(sql, db, table)
+    }
+
+    /// `sql` followed by `db.<table> WHERE …`, for a table with the live table's columns.
+    pub(crate) fn push_table(&self, sql: Sql, db: &str, table: &'static str) -> Result<Sql, BadIdentifier> {
+        Ok(sql.ident(db)?.push(table).push(" WHERE ").append(self.conditions()))
+    }
+
+    /// The `WHERE` body: the range, the seal, the tenant.
+    pub(crate) fn conditions(&self) -> Sql {
+        let mut sql = Sql::new("window_start >= ")
             .bind(Param::DateTime(self.from.unix_timestamp() as u32))
             .push(" AND window_start < ")
             .bind(Param::DateTime(self.to.unix_timestamp() as u32));
@@ -339,12 +399,16 @@ impl Scan<'_> {
         if let Some(tenant) = self.tenant {
             sql = sql.push(" AND tenant = ").bind(tenant);
         }
-        Ok(sql)
+        sql
     }
 }
 
 /// Runs a roll-up against `db.usage`.
 pub async fn query_usage(store: &Store, query: &UsageQuery) -> Result<Vec<UsagePoint>, StoreError> {
+    let mut query = query.clone();
+    if query.sealed.is_none() {
+        query.settled = Watermark::read(store).await?;
+    }
     let rows = store.ch().query_tsv(&query.to_sql(store.db())?).await?;
     query.parse_rows(rows)
 }

@@ -1,0 +1,35 @@
+//! The tables of settlement (migration 6), the same DDL on every dialect: plain types, MergeTree.
+//!
+//! - `usage_settled`: what each fold took, written by one INSERT per fold so that it replicates
+//!   and becomes visible together. Two kinds of row, told apart by `meter`:
+//!   - usage: one row per fold, tenant, meter, UTC minute, service, route, dimensions and unique
+//!     value, without batch identity (`source_id` empty). Rows of several folds for one key add
+//!     up (their sum, their max, their distinct values), so reads never collapse them;
+//!   - identities (`meter` empty): one row per batch identity, tenant and minute the fold took,
+//!     so a read can leave a resent batch out. They sort beside the tenant's usage, by minute.
+//! - `settle_folds`: one row per fold, written last: a fold counts only once this row exists,
+//!   so a settler killed part-way leaves rows nobody reads.
+//!
+//! In cluster mode `usage_settled` is sharded by tenant beside `usage` (a read's test of batch
+//! identities runs on each shard against its own rows); `settle_folds` has no tenant and is one
+//! table on every server.
+
+use crate::clickhouse::sql::{BadIdentifier, Sql};
+
+/// `CREATE TABLE IF NOT EXISTS db.usage_settled ...`.
+pub fn create_usage_settled(db: &str) -> Result<Sql, BadIdentifier> {
+    Ok(Sql::new("CREATE TABLE IF NOT EXISTS ").ident(db)?.push(
+        ".usage_settled (fold String, tenant String, meter String, window_start DateTime('UTC'), service String, \
+         route String, dimensions String, unique_value String, value Decimal(38, 9), unit String, aggregation String, \
+         source_id String, batch_seq UInt64) ENGINE = MergeTree PARTITION BY toYYYYMM(window_start) \
+         ORDER BY (tenant, meter, window_start, service, route, dimensions, unique_value, source_id, batch_seq)",
+    ))
+}
+
+/// `CREATE TABLE IF NOT EXISTS db.settle_folds ...`.
+pub fn create_settle_folds(db: &str) -> Result<Sql, BadIdentifier> {
+    Ok(Sql::new("CREATE TABLE IF NOT EXISTS ").ident(db)?.push(
+        ".settle_folds (fold String, inserted_from DateTime('UTC'), inserted_to DateTime('UTC'), batches UInt64, \
+         rows UInt64, committed_at DateTime('UTC') DEFAULT now()) ENGINE = MergeTree ORDER BY (inserted_to, fold)",
+    ))
+}

@@ -1,0 +1,178 @@
+//! Settlement against a real ClickHouse 18.16: reads of live usage equal independent sums
+//! before, between and after folds; resends of folded batches (also after the raw rows are
+//! dropped) count once; late new usage counts once; a fold stopped before its commit counts
+//! nothing and is taken again whole by the next.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use metering::clickhouse::ClickHouse;
+use metering::meter::Catalog;
+use metering::record::{UsageBatch, UsageRecord};
+use metering::settle::{self, FoldOptions};
+use metering::store::migrate::migrate;
+use metering::store::rollup::{query_usage, Granularity, UsageQuery};
+use metering::store::writer::UsageWriter;
+use metering::store::Store;
+use rust_decimal::Decimal;
+use testkit::usage::{actual, dataset, expected, FROM, TO};
+use testkit::ClickHouseServer;
+use time::macros::datetime;
+
+/// Folds take everything inserted before the server's current second.
+const NOW: FoldOptions =
+    FoldOptions { grace: Duration::ZERO, margin: Duration::from_secs(3600), max_span: Duration::from_secs(86_400) };
+
+async fn setup(server: &ClickHouseServer) -> Store {
+    let db = server.database("settle").unwrap();
+    let store = Store::new(ClickHouse::new(&server.http_url(), Duration::from_secs(30)).unwrap(), &db);
+    migrate(&store).await.unwrap();
+    store
+}
+
+/// One INSERT of `batches`, as a collector's sink writes a spool segment.
+async fn write(store: &Store, batches: &[UsageBatch]) {
+    let mut writer = UsageWriter::new(store.ch().clone(), store.db(), Catalog::builtin()).unwrap();
+    for b in batches {
+        writer.push(b).unwrap();
+    }
+    writer.flush().await.unwrap();
+}
+
+/// Every roll-up the API serves equals the naive sums of `sent` (each batch once).
+async fn check(store: &Store, sent: &[UsageBatch], when: &str) {
+    for g in [Granularity::Minute, Granularity::Hour, Granularity::Day, Granularity::Month] {
+        for by_service in [false, true] {
+            for tenant in [None, Some("globex")] {
+                let mut q = UsageQuery::new(FROM, TO);
+                q.granularity = g;
+                q.group_by_service = by_service;
+                q.tenant = tenant.map(str::to_owned);
+                q.limit = 10_000;
+                let got = actual(&query_usage(store, &q).await.unwrap());
+                let want = expected(sent, g, by_service, tenant, FROM, TO);
+                assert_eq!(got, want, "{when}: granularity {g:?}, by service {by_service}, tenant {tenant:?}");
+            }
+        }
+    }
+}
+
+/// The distinct (tenant, batch, minute) of `batches`: the identities folds record.
+fn identities(batches: &[UsageBatch]) -> u64 {
+    let minute = |r: &UsageRecord| r.time.unix_timestamp().div_euclid(60);
+    let set: BTreeSet<_> = batches
+        .iter()
+        .flat_map(|b| b.records.iter().map(move |r| (r.tenant.clone(), b.source_id.clone(), b.seq, minute(r))))
+        .collect();
+    set.len() as u64
+}
+
+/// Waits until the server's clock has passed the second of the last insert, so a fold with
+/// no grace takes it.
+async fn next_second() {
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+}
+
+fn count(server: &ClickHouseServer, store: &Store, table: &str) -> u64 {
+    server.query(&format!("SELECT count() FROM {}.{table}", store.db())).unwrap().trim().parse().unwrap()
+}
+
+#[tokio::test]
+async fn settled_reads_equal_independent_sums_through_resends_drops_and_late_usage() {
+    let server = ClickHouseServer::start().unwrap();
+    let store = setup(&server).await;
+    let data = dataset();
+    let (first, second) = data.split_at(20);
+
+    // Before any fold: the raw read.
+    assert_eq!(settle::fold(&store, NOW).await.unwrap(), None, "nothing to fold in an empty store");
+    write(&store, first).await;
+    check(&store, first, "before the first fold").await;
+
+    next_second().await;
+    let fold = settle::fold(&store, NOW).await.unwrap().expect("a fold");
+    assert_eq!(fold.batches, identities(first));
+    check(&store, first, "after the first fold").await;
+
+    // Every folded batch resent, and new ones: the resends are in the tail, left out by identity.
+    write(&store, first).await;
+    write(&store, second).await;
+    check(&store, &data, "resends and new batches in the tail").await;
+    next_second().await;
+    let fold = settle::fold(&store, NOW).await.unwrap().expect("a second fold");
+    assert_eq!(fold.batches, identities(second), "the resends were not taken again");
+    check(&store, &data, "after the second fold").await;
+
+    // The raw rows dropped (retention), then a folded batch resent once more: still once.
+    for month in ["202601", "202602", "202603"] {
+        server.query(&format!("ALTER TABLE {}.usage DROP PARTITION {month}", store.db())).unwrap();
+    }
+    assert_eq!(count(&server, &store, "usage"), 0);
+    check(&store, &data, "from settled rows alone").await;
+    write(&store, &first[3..4]).await;
+    check(&store, &data, "a resend after the raw rows were dropped").await;
+    next_second().await;
+    let fold = settle::fold(&store, NOW).await.unwrap().expect("a third fold");
+    assert_eq!(fold.batches, 0, "a resend of a folded batch is never taken");
+    check(&store, &data, "after a fold of only a resend").await;
+
+    // Late new usage for a settled minute: a new batch, counted once before and after its fold.
+    let mut all = data.clone();
+    all.push(UsageBatch {
+        source_id: "agent-a:boot-1".into(),
+        seq: 1_000,
+        records: vec![
+            UsageRecord::new("globex", "spans", datetime!(2026-02-03 04:05:06 UTC), Decimal::from(17)),
+            UsageRecord::new("acme", "cpu_seconds", datetime!(2026-01-31 23:59:59 UTC), Decimal::new(25, 1)),
+        ],
+    });
+    write(&store, &all[40..]).await;
+    check(&store, &all, "late usage in the tail").await;
+    next_second().await;
+    let fold = settle::fold(&store, NOW).await.unwrap().expect("a fourth fold");
+    assert_eq!(fold.batches, 2);
+    check(&store, &all, "late usage settled").await;
+
+    // Settled usage rows follow keys, not batches: each fold wrote one per tenant, meter, minute
+    // and service of what it took.
+    let keys = |batches: &[UsageBatch]| {
+        let set: BTreeSet<_> = batches
+            .iter()
+            .flat_map(|b| &b.records)
+            .map(|r| (&r.tenant, &r.meter, r.time.unix_timestamp().div_euclid(60), &r.service))
+            .collect();
+        set.len()
+    };
+    let usage_rows =
+        server.query(&format!("SELECT count() FROM {}.usage_settled WHERE meter != ''", store.db())).unwrap();
+    assert_eq!(usage_rows.trim(), (keys(first) + keys(second) + keys(&all[40..])).to_string());
+}
+
+#[tokio::test]
+async fn a_fold_stopped_before_its_commit_counts_nothing_and_is_taken_again() {
+    let server = ClickHouseServer::start().unwrap();
+    let store = setup(&server).await;
+    let data = dataset();
+    write(&store, &data[..10]).await;
+    next_second().await;
+    let first = settle::fold(&store, NOW).await.unwrap().expect("a fold");
+    write(&store, &data[10..]).await;
+    next_second().await;
+
+    // Stopped after its INSERT: what it wrote is never read.
+    let plan = settle::plan(&store, NOW).await.unwrap().expect("a plan");
+    assert_eq!(plan.from, first.to - 3600);
+    store.ch().execute(&plan.statement(store.db()).unwrap()).await.unwrap();
+    check(&store, &data, "stopped before its commit").await;
+
+    // The next fold takes the same batches again, whole, and counts them once.
+    let next = settle::fold(&store, NOW).await.unwrap().expect("the next fold");
+    assert_ne!(next.id, plan.id);
+    assert_eq!(next.batches, identities(&data[10..]));
+    check(&store, &data, "after the next fold").await;
+    // A fold after it (the clock moved on) takes nothing again.
+    next_second().await;
+    let after = settle::fold(&store, NOW).await.unwrap().expect("a fold of the next second");
+    assert_eq!((after.batches, after.rows), (0, 0));
+    check(&store, &data, "after an empty fold").await;
+}
