@@ -42,6 +42,25 @@ pub enum Command {
     Verify(PeriodSettings),
     /// Export a month's daily usage for a billing system.
     Export(ExportSettings),
+    /// Fold stored usage into settled rows, so reads cost tenants × minutes, not batches (run one).
+    Settle(SettleSettings),
+}
+
+/// `tally settle`.
+#[derive(Debug, Args)]
+pub struct SettleSettings {
+    /// The usage store.
+    #[command(flatten)]
+    pub store: StoreSettings,
+    /// Fold again every this many seconds, until stopped (default: fold what is there and exit)
+    #[arg(long)]
+    pub every_secs: Option<u64>,
+    /// Leave rows inserted less than this many seconds ago to a later fold (inserts in flight)
+    #[arg(long, default_value_t = 60)]
+    pub grace_secs: u64,
+    /// Each fold looks this many seconds back before the previous one's end, for rows a slow INSERT made visible late
+    #[arg(long, default_value_t = 3600)]
+    pub margin_secs: u64,
 }
 
 /// `tally export`.

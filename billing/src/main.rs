@@ -4,7 +4,7 @@ mod report;
 
 use anyhow::{bail, Context};
 use billing::api::{self, auth::KeyRing, AppState};
-use billing::cli::{Cli, Command, InvoiceFormat};
+use billing::cli::{Cli, Command, InvoiceFormat, SettleSettings};
 use metering::export::{self, ExportFormat};
 use metering::pricing::{self, BillingMonth};
 use metering::store::migrate::{migrate, migrate_on_cluster, ClusterTarget};
@@ -71,6 +71,7 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("serving the billing API on {}", args.listen))?;
         }
+        Command::Settle(args) => settle(args).await?,
         Command::Invoice(args) => {
             let month = BillingMonth::parse(&args.month)?;
             let catalog = args.pricing.catalog()?;
@@ -149,4 +150,33 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Folds until caught up; with `--every-secs`, again and again until SIGTERM or Ctrl-C.
+async fn settle(args: SettleSettings) -> anyhow::Result<()> {
+    let store = args.store.store()?;
+    let options = metering::settle::FoldOptions {
+        grace: std::time::Duration::from_secs(args.grace_secs),
+        margin: std::time::Duration::from_secs(args.margin_secs),
+        ..Default::default()
+    };
+    let stop = telemetry::shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        loop {
+            let folded = tokio::select! {
+                folded = metering::settle::fold(&store, options) => folded.with_context(|| format!("settling {store}"))?,
+                () = &mut stop => return Ok(()),
+            };
+            let Some(fold) = folded else { break };
+            tracing::info!(
+                fold = %fold.id, from = fold.from, to = fold.to, batches = fold.batches, rows = fold.rows, "folded"
+            );
+        }
+        let Some(every) = args.every_secs else { return Ok(()) };
+        tokio::select! {
+            () = tokio::time::sleep(std::time::Duration::from_secs(every)) => {}
+            () = &mut stop => return Ok(()),
+        }
+    }
 }

@@ -1,0 +1,152 @@
+//! `tally settle` killed with -9 at random points while usage is written and resent: every
+//! read between writes equals the independent sums of what was written, each batch once, and
+//! once the settler has caught up the reads still do. Replay a run with `TALLY_SETTLE_SEED`.
+
+use std::collections::BTreeSet;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use metering::clickhouse::ClickHouse;
+use metering::meter::Catalog;
+use metering::record::UsageBatch;
+use metering::settle::Watermark;
+use metering::store::migrate::migrate;
+use metering::store::rollup::{query_usage, Granularity, UsageQuery};
+use metering::store::writer::UsageWriter;
+use metering::store::Store;
+use testkit::usage::{actual, dataset, expected, FROM, TO};
+use testkit::ClickHouseServer;
+
+/// xorshift: the same run for the same seed.
+struct Rng(u64);
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// `tally settle --every-secs 1` with no grace, so it folds what the writes leave behind.
+fn settler(server: &ClickHouseServer, db: &str) -> Child {
+    let mut cmd = Command::new(testkit::service::binary("tally"));
+    cmd.args(["settle", "--every-secs", "1", "--grace-secs", "0", "--clickhouse-url"])
+        .arg(server.http_url())
+        .args(["--clickhouse-database", db])
+        .env_remove("TALLY_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    testkit::spawn::spawn_tied(cmd).unwrap()
+}
+
+async fn write(store: &Store, batches: &[UsageBatch]) {
+    let mut writer = UsageWriter::new(store.ch().clone(), store.db(), Catalog::builtin()).unwrap();
+    for b in batches {
+        writer.push(b).unwrap();
+    }
+    writer.flush().await.unwrap();
+}
+
+async fn assert_exact(store: &Store, sent: &[UsageBatch], when: &str) {
+    for g in [Granularity::Minute, Granularity::Day] {
+        let mut q = UsageQuery::new(FROM, TO);
+        q.granularity = g;
+        q.group_by_service = true;
+        q.limit = 10_000;
+        let got = actual(&query_usage(store, &q).await.unwrap());
+        assert_eq!(got, expected(sent, g, true, None, FROM, TO), "{when}, {g:?}");
+    }
+}
+
+fn folds(server: &ClickHouseServer, db: &str) -> (u64, u64) {
+    let out = server.query(&format!("SELECT count(), sum(batches) FROM {db}.settle_folds")).unwrap();
+    let (n, b) = out.trim().split_once('\t').unwrap();
+    (n.parse().unwrap(), b.parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settler_killed_at_random_points_never_changes_a_read() {
+    let seed = std::env::var("TALLY_SETTLE_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
+    });
+    eprintln!("TALLY_SETTLE_SEED={seed}");
+    let mut rng = Rng(seed);
+    let server = ClickHouseServer::start().unwrap();
+    let db = server.database("settle_kill").unwrap();
+    let store = Store::new(ClickHouse::new(&server.http_url(), Duration::from_secs(30)).unwrap(), &db);
+    migrate(&store).await.unwrap();
+
+    let data = dataset();
+    let mut sent: Vec<UsageBatch> = Vec::new();
+    let mut settle = settler(&server, &db);
+    let mut kills = 0;
+    let mut next_kill = Instant::now() + Duration::from_millis(rng.below(1500));
+    // 40 batches written in order, two to four per INSERT; a third of the INSERTs also resend
+    // earlier batches (a collector's retry), before or after they were folded.
+    let mut i = 0;
+    let mut steps = 0;
+    while i < data.len() {
+        let n = (2 + rng.below(3) as usize).min(data.len() - i);
+        let mut insert: Vec<UsageBatch> = data[i..i + n].to_vec();
+        if i > 0 && rng.below(3) == 0 {
+            let again = rng.below(i as u64) as usize;
+            insert.push(data[again].clone());
+        }
+        write(&store, &insert).await;
+        sent.extend_from_slice(&data[i..i + n]);
+        i += n;
+        steps += 1;
+        assert_exact(&store, &sent, &format!("after write {steps} (seed {seed})")).await;
+        // Let the settler work for a while, reading meanwhile; kill it with -9 at random.
+        let until = Instant::now() + Duration::from_millis(200 + rng.below(900));
+        while Instant::now() < until {
+            if Instant::now() >= next_kill {
+                settle.kill().unwrap();
+                settle.wait().unwrap();
+                kills += 1;
+                settle = settler(&server, &db);
+                next_kill = Instant::now() + Duration::from_millis(rng.below(1500));
+            }
+            assert_exact(&store, &sent, &format!("while settling after write {steps} (seed {seed})")).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    settle.kill().unwrap();
+    settle.wait().unwrap();
+
+    // Caught up: one more settle after the last insert's second has passed.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let out = testkit::tally::tally(&[
+        "settle",
+        "--grace-secs",
+        "0",
+        "--clickhouse-url",
+        &server.http_url(),
+        "--clickhouse-database",
+        &db,
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_exact(&store, &sent, &format!("caught up (seed {seed})")).await;
+    let (n, batches) = folds(&server, &db);
+    let identities: BTreeSet<_> = sent
+        .iter()
+        .flat_map(|b| {
+            b.records.iter().map(move |r| (r.tenant.clone(), b.source_id.clone(), b.seq, r.time.unix_timestamp() / 60))
+        })
+        .collect();
+    eprintln!("{kills} kills, {n} folds");
+    assert!(kills >= 3, "{kills} kills (seed {seed})");
+    assert_eq!(batches, identities.len() as u64, "every batch folded exactly once (seed {seed})");
+    // Nothing is left in the tail but what a read must test: every batch is settled.
+    let w = Watermark::read(&store).await.unwrap().unwrap();
+    let unsettled = server
+        .query(&format!(
+            "SELECT count() FROM {db}.usage WHERE inserted_at >= toDateTime({}, 'UTC') AND \
+             (tenant, source_id, batch_seq) NOT IN (SELECT tenant, source_id, batch_seq FROM {db}.usage_settled \
+             WHERE meter = '' AND fold IN (SELECT fold FROM {db}.settle_folds))",
+            w.tail_from
+        ))
+        .unwrap();
+    assert_eq!(unsettled.trim(), "0");
+}
