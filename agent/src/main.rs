@@ -7,6 +7,7 @@ use anyhow::{bail, Context};
 use axum::http::StatusCode;
 use otlp::{grpc, http};
 use runtime::serve;
+use tally_agent::admission::Admission;
 use tally_agent::forward::Collector;
 use tally_agent::identity;
 use tally_agent::intake::Intake;
@@ -98,7 +99,7 @@ async fn main() -> anyhow::Result<()> {
     let intake = Arc::new(Intake::new(
         wal.clone(),
         boot,
-        s.tenant.clone(),
+        Admission { tenant: s.tenant.clone() },
         s.wal_full,
         backlog,
         ledger.clone(),
