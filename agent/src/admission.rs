@@ -1,13 +1,14 @@
 //! What the agent admits of an app's request, by the collectors' own rules: the reserved scope
 //! refused, the sidecar's tenant stamped, resources whose tenant the collectors would refuse
-//! taken out, and the rest measured as the collectors will. Apart from the WAL, so the rules can
-//! be tested on a request alone.
+//! taken out, and the rest measured as the collectors will, with their built-in meters and
+//! custom meters. Apart from the WAL, so the rules can be tested on a request alone.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use measure::reported::SCOPE;
 use measure::{attribute, Tenancy, TENANT_ATTRIBUTE};
-use metering::meter::names;
+use metering::meter::{names, MeterDefinition};
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use otlp::decode::metric_points;
@@ -20,6 +21,9 @@ use prost::Message;
 pub struct Admission {
     /// Stamped as `tenant.id` on resources that name no tenant (sidecar mode).
     pub tenant: Option<String>,
+    /// The collectors' custom meters (`--meters`, the same file): an item one of them refuses is
+    /// in the app's partial success, as a collector would answer it.
+    pub meters: Arc<[MeterDefinition]>,
 }
 
 impl Admission {
@@ -33,9 +37,10 @@ impl Admission {
             // Protobuf spans and logs with nothing to stamp or strip go to the WAL as they came:
             // measured in place, never decoded or encoded again.
             Request::Protobuf(p) if self.tenant.is_none() && p.signal() != Signal::Metrics => {
-                match p.with_view(|v| Admitted::of(v, now)) {
+                match p.with_view(|v| Admitted::of(v, now, &self.meters)) {
                     Err(e) => Err(Outcome::Invalid(e.to_string())),
-                    Ok(admitted) if admitted.rejected == 0 => Ok((p.bytes().clone(), admitted)),
+                    // An item a custom meter refuses stays as sent: the other meters count it.
+                    Ok(admitted) if admitted.refused_whole == 0 => Ok((p.bytes().clone(), admitted)),
                     Ok(_) => self.rewrite(Request::Protobuf(p), now),
                 }
             }
@@ -45,7 +50,8 @@ impl Admission {
 
     /// The request decoded and edited for the WAL: the reserved scope refused, the sidecar's
     /// tenant stamped, resources whose tenant the collectors would refuse taken out (so what
-    /// is forwarded is what is acknowledged), then measured as the collectors will.
+    /// is forwarded is what is acknowledged), then measured as the collectors will. The answer
+    /// joins the reasons: of the items taken out, and of those a custom meter refuses (which stay).
     fn rewrite(&self, request: Request, now: time::OffsetDateTime) -> Result<(bytes::Bytes, Admitted), Outcome> {
         let mut payload = request.into_payload().map_err(|e| Outcome::Invalid(e.to_string()))?;
         let (reserved, reserved_why) = refuse_reserved_scope(&mut payload);
@@ -58,10 +64,15 @@ impl Admission {
             Payload::Metrics(r) => r.encode_to_vec(),
             Payload::Logs(r) => r.encode_to_vec(),
         };
-        let mut admitted = Admitted::of(&payload, now);
+        let mut admitted = Admitted::of(&payload, now, &self.meters);
         admitted.rejected += reserved + malformed;
-        admitted.reason =
-            [reserved_why, malformed_why].into_iter().filter(|m| !m.is_empty()).collect::<Vec<_>>().join("; ");
+        admitted.refused_whole += reserved + malformed;
+        let custom_why = std::mem::take(&mut admitted.reason);
+        admitted.reason = [reserved_why, malformed_why, custom_why]
+            .into_iter()
+            .filter(|m| !m.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ");
         Ok((request.into(), admitted))
     }
 }
@@ -85,19 +96,23 @@ fn refuse_reserved_scope(payload: &mut Payload) -> (u64, String) {
 }
 
 /// What the agent acknowledges of a request: its items per tenant, and the items it refuses,
-/// found by the collectors' own measure over the same view. So the agent acknowledges only what
-/// every collector accepts: a field a collector reads and cannot parse (a malformed
-/// `http.route`, say) is refused here, to the app, before anything is acknowledged.
+/// found by the collectors' own measure over the same view, with the same custom meters. So the
+/// agent acknowledges only what every collector accepts: a field a collector reads and cannot
+/// parse (a malformed `http.route`, say) is refused here, to the app, before anything is
+/// acknowledged, and an item a custom meter refuses is in the app's partial success.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Admitted {
     pub(crate) items: BTreeMap<String, u64>,
     pub(crate) rejected: u64,
     pub(crate) reason: String,
+    /// Of `rejected`, the items refused whole, to be taken out of what is forwarded. The others
+    /// were refused by a custom meter alone: they are forwarded, and the other meters count them.
+    refused_whole: u64,
 }
 
 impl Admitted {
-    fn of<R: RequestView + ?Sized>(request: &R, now: time::OffsetDateTime) -> Self {
-        let measured = measure::measure_with(request, &Tenancy::FromResource, now, &[]);
+    fn of<R: RequestView + ?Sized>(request: &R, now: time::OffsetDateTime, meters: &[MeterDefinition]) -> Self {
+        let measured = measure::measure_with(request, &Tenancy::FromResource, now, meters);
         let mut items = BTreeMap::new();
         for r in measured.records.iter().filter(|r| names::ITEMS.contains(&r.meter.as_str())) {
             let n = u64::try_from(r.value.trunc().mantissa()).unwrap_or(u64::MAX);
@@ -105,7 +120,7 @@ impl Admitted {
                 *items.entry(r.tenant.clone()).or_default() += n;
             }
         }
-        Self { items, rejected: measured.rejected, reason: measured.reason }
+        Self { items, rejected: measured.rejected, reason: measured.reason, refused_whole: measured.refused_whole }
     }
 }
 
@@ -200,18 +215,21 @@ mod tests {
                 spans(Some("acme"), 4),
             ],
         });
-        let admitted = Admitted::of(&payload, now());
+        let admitted = Admitted::of(&payload, now(), &[]);
         assert_eq!(admitted.items, BTreeMap::from([("acme".to_owned(), 7), ("unknown".to_owned(), 2)]));
         assert_eq!(admitted.rejected, 1, "the collectors refuse a malformed tenant id");
         assert!(admitted.reason.starts_with("tenant.id: tenant id \"bad tenant\" contains ' '"), "{}", admitted.reason);
         // What is refused is taken out of what is forwarded.
         let (refused, why) = strip_refused_tenants(&mut payload);
         assert_eq!((refused, why), (1, admitted.reason.clone()));
-        assert_eq!(Admitted::of(&payload, now()), Admitted { items: admitted.items.clone(), ..Default::default() });
+        assert_eq!(
+            Admitted::of(&payload, now(), &[]),
+            Admitted { items: admitted.items.clone(), ..Default::default() }
+        );
         // Sidecar mode: resources naming no tenant get the agent's.
         stamp(&mut payload, "sidecar");
         assert_eq!(
-            Admitted::of(&payload, now()).items,
+            Admitted::of(&payload, now(), &[]).items,
             BTreeMap::from([("acme".to_owned(), 7), ("sidecar".to_owned(), 2)])
         );
     }
@@ -235,6 +253,80 @@ mod tests {
             (rejected, message.as_str()),
             (2, "the instrumentation scope \"tally.usage\" is reserved for Tally agents' usage reports")
         );
-        assert_eq!(Admitted::of(&payload, now()).items, BTreeMap::from([("acme".to_owned(), 3)]));
+        assert_eq!(Admitted::of(&payload, now(), &[]).items, BTreeMap::from([("acme".to_owned(), 3)]));
+    }
+
+    /// Four spans of `tenant`: `llm.tokens` 5, "lots" (not a number), none, and -3 (negative).
+    fn llm_spans(tenant: Option<&str>) -> ResourceSpans {
+        use any_value::Value::{IntValue, StringValue};
+        let tokens = [Some(IntValue(5)), Some(StringValue("lots".into())), None, Some(IntValue(-3))];
+        let spans = tokens
+            .into_iter()
+            .map(|t| Span {
+                attributes: t
+                    .map(|v| KeyValue {
+                        key: "llm.tokens".into(),
+                        value: Some(AnyValue { value: Some(v) }),
+                        ..Default::default()
+                    })
+                    .into_iter()
+                    .collect(),
+                ..Default::default()
+            })
+            .collect();
+        ResourceSpans {
+            resource: resource(tenant),
+            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            ..Default::default()
+        }
+    }
+
+    fn protobuf(request: &ExportTraceServiceRequest) -> Request {
+        Request::Protobuf(otlp::view::Protobuf::new(Signal::Traces, request.encode_to_vec().into()).unwrap())
+    }
+
+    #[test]
+    fn items_a_custom_meter_refuses_are_in_the_answer_and_forwarded_as_sent() {
+        let meters = metering::meter::definition::parse(
+            "meters:\n  - {name: llm_tokens, signal: traces, aggregation: sum, attribute: llm.tokens}\n",
+            "m.yaml".as_ref(),
+        )
+        .unwrap();
+        let request = ExportTraceServiceRequest { resource_spans: vec![llm_spans(Some("acme"))] };
+        let sent = request.encode_to_vec();
+        let why = "custom meter llm_tokens: llm.tokens -3 is negative";
+
+        // Without the meters file the agent knows nothing of them.
+        let (_, admitted) = Admission::default().admit(protobuf(&request), now()).unwrap();
+        assert_eq!((admitted.rejected, admitted.reason.as_str()), (0, ""));
+
+        // With it, the two refused items are answered with the last reason, as a collector answers,
+        // and every span is acknowledged and forwarded untouched: a custom meter refuses an item for
+        // itself only.
+        let admission = Admission { tenant: None, meters: meters.clone().into() };
+        let (forwarded, admitted) = admission.admit(protobuf(&request), now()).unwrap();
+        assert_eq!(forwarded, sent);
+        assert_eq!(
+            admitted,
+            Admitted {
+                items: BTreeMap::from([("acme".to_owned(), 4)]),
+                rejected: 2,
+                reason: why.to_owned(),
+                refused_whole: 0
+            }
+        );
+
+        // In sidecar mode, beside a resource refused whole: the reasons of both, and only that
+        // resource is taken out.
+        let request = ExportTraceServiceRequest { resource_spans: vec![spans(Some("bad tenant"), 1), llm_spans(None)] };
+        let admission = Admission { tenant: Some("sidecar".into()), meters: meters.into() };
+        let (forwarded, admitted) = admission.admit(protobuf(&request), now()).unwrap();
+        assert_eq!(admitted.items, BTreeMap::from([("sidecar".to_owned(), 4)]));
+        assert_eq!((admitted.rejected, admitted.refused_whole), (3, 1));
+        assert!(admitted.reason.starts_with("tenant.id: tenant id \"bad tenant\" contains ' '"), "{}", admitted.reason);
+        assert!(admitted.reason.ends_with(&format!("; {why}")), "{}", admitted.reason);
+        let mut want = Payload::Traces(ExportTraceServiceRequest { resource_spans: vec![llm_spans(None)] });
+        stamp(&mut want, "sidecar");
+        assert_eq!(Payload::Traces(ExportTraceServiceRequest::decode(forwarded).unwrap()), want);
     }
 }

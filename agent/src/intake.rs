@@ -61,7 +61,7 @@ impl Intake {
             Ok(admitted) => admitted,
             Err(refused) => return refused,
         };
-        let Admitted { items, rejected, reason: message } = admitted;
+        let Admitted { items, rejected, reason: message, .. } = admitted;
         let millis = now.unix_timestamp_nanos() / 1_000_000;
         let record = Record {
             signal,
