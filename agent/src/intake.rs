@@ -1,25 +1,17 @@
-//! The agent's OTLP consumer: what apps send is written to the WAL (stamped
-//! with the default tenant in sidecar mode) and acknowledged once it is there.
+//! The agent's OTLP consumer: what apps send is admitted as the collectors would
+//! ([`crate::admission`]), written to the WAL and acknowledged once it is there.
 //! When the WAL is full, apps are told to retry, or the oldest waiting data is
 //! dropped (and counted) to make room, per `--wal-full`.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use measure::reported::SCOPE;
-use measure::{attribute, Tenancy, TENANT_ATTRIBUTE};
-use metering::meter::names;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use otlp::decode::metric_points;
-use otlp::view::RequestView;
-use otlp::{Consumer, Delivery, Grant, Outcome, Payload, Request, Signal};
-use prost::Message;
+use otlp::{Consumer, Delivery, Grant, Outcome};
 use wal::{AppendError, Wal};
 
+use crate::admission::{Admission, Admitted};
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::record::Record;
@@ -41,7 +33,7 @@ pub enum WhenFull {
 pub struct Intake {
     wal: Wal,
     boot: u64,
-    tenant: Option<String>,
+    admission: Admission,
     when_full: WhenFull,
     backlog: Arc<Backlog>,
     ledger: Arc<Ledger>,
@@ -49,42 +41,27 @@ pub struct Intake {
 }
 
 impl Intake {
-    /// An intake appending to `wal` for the process `boot`, stamping `tenant`
-    /// on resources that name none.
+    /// An intake appending to `wal` for the process `boot` what `admission` admits.
     pub fn new(
         wal: Wal,
         boot: u64,
-        tenant: Option<String>,
+        admission: Admission,
         when_full: WhenFull,
         backlog: Arc<Backlog>,
         ledger: Arc<Ledger>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        Self { wal, boot, tenant, when_full, backlog, ledger, metrics }
+        Self { wal, boot, admission, when_full, backlog, ledger, metrics }
     }
 
     async fn take(&self, delivery: Delivery) -> Outcome {
         let signal = delivery.request.signal();
         let now = time::OffsetDateTime::now_utc();
-        let (request, admitted) = match delivery.request {
-            // Protobuf spans and logs with nothing to stamp or strip go to the WAL as they came:
-            // measured in place, never decoded or encoded again.
-            Request::Protobuf(p) if self.tenant.is_none() && signal != Signal::Metrics => {
-                match p.with_view(|v| Admitted::of(v, now)) {
-                    Err(e) => return Outcome::Invalid(e.to_string()),
-                    Ok(admitted) if admitted.rejected == 0 => (p.bytes().clone(), admitted),
-                    Ok(_) => match self.rewrite(Request::Protobuf(p), now) {
-                        Ok(rewritten) => rewritten,
-                        Err(refused) => return refused,
-                    },
-                }
-            }
-            other => match self.rewrite(other, now) {
-                Ok(rewritten) => rewritten,
-                Err(refused) => return refused,
-            },
+        let (request, admitted) = match self.admission.admit(delivery.request, now) {
+            Ok(admitted) => admitted,
+            Err(refused) => return refused,
         };
-        let Admitted { items, rejected, reason: message } = admitted;
+        let Admitted { items, rejected, reason: message, .. } = admitted;
         let millis = now.unix_timestamp_nanos() / 1_000_000;
         let record = Record {
             signal,
@@ -131,28 +108,6 @@ impl Intake {
         }
     }
 
-    /// The request decoded and edited for the WAL: the reserved scope refused, the sidecar's
-    /// tenant stamped, resources whose tenant the collectors would refuse taken out (so what
-    /// is forwarded is what is acknowledged), then measured as the collectors will.
-    fn rewrite(&self, request: Request, now: time::OffsetDateTime) -> Result<(bytes::Bytes, Admitted), Outcome> {
-        let mut payload = request.into_payload().map_err(|e| Outcome::Invalid(e.to_string()))?;
-        let (reserved, reserved_why) = refuse_reserved_scope(&mut payload);
-        if let Some(tenant) = &self.tenant {
-            stamp(&mut payload, tenant);
-        }
-        let (malformed, malformed_why) = strip_refused_tenants(&mut payload);
-        let request = match &payload {
-            Payload::Traces(r) => r.encode_to_vec(),
-            Payload::Metrics(r) => r.encode_to_vec(),
-            Payload::Logs(r) => r.encode_to_vec(),
-        };
-        let mut admitted = Admitted::of(&payload, now);
-        admitted.rejected += reserved + malformed;
-        admitted.reason =
-            [reserved_why, malformed_why].into_iter().filter(|m| !m.is_empty()).collect::<Vec<_>>().join("; ");
-        Ok((request.into(), admitted))
-    }
-
     fn refuse(&self, signal: otlp::Signal, items: u64, e: AppendError) -> Outcome {
         self.metrics.count_items(signal.name(), "refused", items);
         if !e.is_full() {
@@ -171,178 +126,5 @@ impl Consumer for Intake {
 
     fn consume(&self, delivery: Delivery) -> Pin<Box<dyn Future<Output = Outcome> + Send + '_>> {
         Box::pin(self.take(delivery))
-    }
-}
-
-/// Apps may not send metrics in the scope of usage reports: the collectors
-/// would take them for the agent's own accounting. They are refused (partial success).
-fn refuse_reserved_scope(payload: &mut Payload) -> (u64, String) {
-    let Payload::Metrics(request) = payload else { return (0, String::new()) };
-    let mut rejected = 0;
-    for rm in &mut request.resource_metrics {
-        let before = metric_points(rm);
-        rm.scope_metrics.retain(|s| s.scope.as_ref().is_none_or(|sc| sc.name != SCOPE));
-        rejected += before - metric_points(rm);
-    }
-    let message = if rejected > 0 {
-        format!("the instrumentation scope {SCOPE:?} is reserved for Tally agents' usage reports")
-    } else {
-        String::new()
-    };
-    (rejected, message)
-}
-
-/// What the agent acknowledges of a request: its items per tenant, and the items it refuses,
-/// found by the collectors' own measure over the same view. So the agent acknowledges only what
-/// every collector accepts: a field a collector reads and cannot parse (a malformed
-/// `http.route`, say) is refused here, to the app, before anything is acknowledged.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct Admitted {
-    items: BTreeMap<String, u64>,
-    rejected: u64,
-    reason: String,
-}
-
-impl Admitted {
-    fn of<R: RequestView + ?Sized>(request: &R, now: time::OffsetDateTime) -> Self {
-        let measured = measure::measure_with(request, &Tenancy::FromResource, now, &[]);
-        let mut items = BTreeMap::new();
-        for r in measured.records.iter().filter(|r| names::ITEMS.contains(&r.meter.as_str())) {
-            let n = u64::try_from(r.value.trunc().mantissa()).unwrap_or(u64::MAX);
-            if n > 0 {
-                *items.entry(r.tenant.clone()).or_default() += n;
-            }
-        }
-        Self { items, rejected: measured.rejected, reason: measured.reason }
-    }
-}
-
-/// Takes out the resources whose `tenant.id` the collectors refuse (see
-/// [`measure::resource_tenant`]); returns their items and why.
-fn strip_refused_tenants(payload: &mut Payload) -> (u64, String) {
-    let mut refused = 0;
-    let mut reason = String::new();
-    let mut keep = |resource: &Option<Resource>, items: u64| {
-        let claimed = resource.as_ref().and_then(|r| attribute(&r.attributes, TENANT_ATTRIBUTE));
-        match measure::resource_tenant(claimed) {
-            Ok(_) => true,
-            Err(e) => {
-                refused += items;
-                reason = format!("{TENANT_ATTRIBUTE}: {e}");
-                false
-            }
-        }
-    };
-    match payload {
-        Payload::Traces(r) => {
-            r.resource_spans.retain(|x| keep(&x.resource, x.scope_spans.iter().map(|s| s.spans.len() as u64).sum()))
-        }
-        Payload::Metrics(r) => r.resource_metrics.retain(|x| keep(&x.resource, metric_points(x))),
-        Payload::Logs(r) => {
-            r.resource_logs.retain(|x| keep(&x.resource, x.scope_logs.iter().map(|s| s.log_records.len() as u64).sum()))
-        }
-    }
-    (refused, reason)
-}
-
-/// Adds `tenant.id = tenant` to every resource that names no tenant.
-fn stamp(payload: &mut Payload, tenant: &str) {
-    let fill = |resource: &mut Option<Resource>| {
-        let r = resource.get_or_insert_with(Resource::default);
-        if attribute(&r.attributes, TENANT_ATTRIBUTE).is_none() {
-            r.attributes.push(KeyValue {
-                key: TENANT_ATTRIBUTE.to_owned(),
-                value: Some(AnyValue { value: Some(any_value::Value::StringValue(tenant.to_owned())) }),
-                ..Default::default()
-            });
-        }
-    };
-    match payload {
-        Payload::Traces(r) => r.resource_spans.iter_mut().for_each(|x| fill(&mut x.resource)),
-        Payload::Metrics(r) => r.resource_metrics.iter_mut().for_each(|x| fill(&mut x.resource)),
-        Payload::Logs(r) => r.resource_logs.iter_mut().for_each(|x| fill(&mut x.resource)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use measure::reported::metric;
-    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-    use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
-    use opentelemetry_proto::tonic::metrics::v1::{ResourceMetrics, ScopeMetrics};
-    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-
-    fn resource(tenant: Option<&str>) -> Option<Resource> {
-        let attributes = tenant
-            .map(|t| KeyValue {
-                key: TENANT_ATTRIBUTE.into(),
-                value: Some(AnyValue { value: Some(any_value::Value::StringValue(t.into())) }),
-                ..Default::default()
-            })
-            .into_iter()
-            .collect();
-        Some(Resource { attributes, ..Default::default() })
-    }
-
-    fn spans(tenant: Option<&str>, n: usize) -> ResourceSpans {
-        ResourceSpans {
-            resource: resource(tenant),
-            scope_spans: vec![ScopeSpans { spans: vec![Span::default(); n], ..Default::default() }],
-            ..Default::default()
-        }
-    }
-
-    fn now() -> time::OffsetDateTime {
-        time::OffsetDateTime::now_utc()
-    }
-
-    #[test]
-    fn items_are_counted_per_tenant_as_collectors_attribute_them() {
-        let mut payload = Payload::Traces(ExportTraceServiceRequest {
-            resource_spans: vec![
-                spans(Some("acme"), 3),
-                spans(None, 2),
-                spans(Some("bad tenant"), 1),
-                spans(Some("acme"), 4),
-            ],
-        });
-        let admitted = Admitted::of(&payload, now());
-        assert_eq!(admitted.items, BTreeMap::from([("acme".to_owned(), 7), ("unknown".to_owned(), 2)]));
-        assert_eq!(admitted.rejected, 1, "the collectors refuse a malformed tenant id");
-        assert!(admitted.reason.starts_with("tenant.id: tenant id \"bad tenant\" contains ' '"), "{}", admitted.reason);
-        // What is refused is taken out of what is forwarded.
-        let (refused, why) = strip_refused_tenants(&mut payload);
-        assert_eq!((refused, why), (1, admitted.reason.clone()));
-        assert_eq!(Admitted::of(&payload, now()), Admitted { items: admitted.items.clone(), ..Default::default() });
-        // Sidecar mode: resources naming no tenant get the agent's.
-        stamp(&mut payload, "sidecar");
-        assert_eq!(
-            Admitted::of(&payload, now()).items,
-            BTreeMap::from([("acme".to_owned(), 7), ("sidecar".to_owned(), 2)])
-        );
-    }
-
-    #[test]
-    fn apps_may_not_send_usage_reports() {
-        let scope = |name: &str, points: usize| ScopeMetrics {
-            scope: Some(InstrumentationScope { name: name.into(), ..Default::default() }),
-            metrics: vec![metric("dropped_spans", "1", vec![(vec![], 5); points], (1, 2))],
-            ..Default::default()
-        };
-        let mut payload = Payload::Metrics(ExportMetricsServiceRequest {
-            resource_metrics: vec![ResourceMetrics {
-                resource: resource(Some("acme")),
-                scope_metrics: vec![scope(SCOPE, 2), scope("app", 3)],
-                ..Default::default()
-            }],
-        });
-        let (rejected, message) = refuse_reserved_scope(&mut payload);
-        assert_eq!(
-            (rejected, message.as_str()),
-            (2, "the instrumentation scope \"tally.usage\" is reserved for Tally agents' usage reports")
-        );
-        assert_eq!(Admitted::of(&payload, now()).items, BTreeMap::from([("acme".to_owned(), 3)]));
     }
 }

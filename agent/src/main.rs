@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use axum::http::StatusCode;
+use metering::meter::definition;
 use otlp::{grpc, http};
 use runtime::serve;
+use tally_agent::admission::Admission;
 use tally_agent::forward::Collector;
 use tally_agent::identity;
 use tally_agent::intake::Intake;
@@ -29,6 +31,11 @@ async fn main() -> anyhow::Result<()> {
     if let Some(t) = &s.tenant {
         metering::record::validate_tenant(t).context("--tenant")?;
     }
+    // The collectors' file: what their custom meters refuse is then answered to apps here.
+    let meters = match &s.meters {
+        Some(path) => definition::load(path)?,
+        None => Vec::new(),
+    };
     // One budget of bytes in flight for both transports.
     let limits = otlp::Limits::new(s.max_request_bytes, s.max_inflight_bytes).context("--max-inflight-bytes")?;
     let timeout = Duration::from_secs(s.collector_timeout_secs);
@@ -67,6 +74,7 @@ async fn main() -> anyhow::Result<()> {
         agent_id,
         boot = format!("{boot:016x}"),
         pending_bytes = wal.pending_bytes(),
+        custom_meters = meters.len(),
         "tally-agent starting"
     );
 
@@ -98,7 +106,7 @@ async fn main() -> anyhow::Result<()> {
     let intake = Arc::new(Intake::new(
         wal.clone(),
         boot,
-        s.tenant.clone(),
+        Admission { tenant: s.tenant.clone(), meters: meters.into() },
         s.wal_full,
         backlog,
         ledger.clone(),

@@ -25,6 +25,10 @@ pub struct Settings {
     /// Tenant stamped on data that names none (sidecar mode).
     #[arg(long)]
     pub tenant: Option<String>,
+    /// YAML file of custom meter definitions, the collectors' own (see docs/collector.md, "Custom meters"): an item
+    /// one of them refuses is in the agent's partial success to the app, as a collector would answer.
+    #[arg(long)]
+    pub meters: Option<PathBuf>,
     /// Directory of the WAL and the agent's stable id.
     #[arg(long, default_value = "/var/lib/tally-agent")]
     pub data_dir: PathBuf,

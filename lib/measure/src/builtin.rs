@@ -72,6 +72,7 @@ pub fn measure_with<R: RequestView + ?Sized>(
                 Ok(t) => t.to_owned(),
                 Err(e) => {
                     out.rejected += items;
+                    out.refused_whole += items;
                     out.reason = format!("{TENANT_ATTRIBUTE}: {e}");
                     return None;
                 }
@@ -171,7 +172,7 @@ mod tests {
             (value(&m, UNKNOWN_TENANT, "spans"), value(&m, UNKNOWN_TENANT, "requests")),
             (Decimal::from(1), Decimal::ZERO)
         );
-        assert_eq!(m.rejected, 2);
+        assert_eq!((m.rejected, m.refused_whole), (2, 2));
         assert_eq!(
             m.reason,
             "tenant.id: tenant id \"bad tenant\" contains ' '; allowed are letters, digits and . _ : @ -"
@@ -187,6 +188,25 @@ mod tests {
         let m = measure(&req, &Tenancy::Pinned("initech".into()), now);
         assert_eq!(value(&m, "initech", "spans"), Decimal::from(6));
         assert_eq!((m.rejected, m.mismatched), (0, 5));
+    }
+
+    #[test]
+    fn an_item_a_custom_meter_refuses_is_rejected_not_refused_whole() {
+        let meters = metering::meter::definition::parse(
+            "meters:\n  - {name: llm_tokens, signal: traces, aggregation: sum, attribute: llm.tokens}\n",
+            "m.yaml".as_ref(),
+        )
+        .unwrap();
+        let mut acme = spans(vec![kv(TENANT_ATTRIBUTE, "acme")], &[SpanKind::Server, SpanKind::Server]);
+        acme.scope_spans[0].spans[0].attributes = vec![kv("llm.tokens", "lots")];
+        let req = Payload::Traces(ExportTraceServiceRequest {
+            resource_spans: vec![spans(vec![kv(TENANT_ATTRIBUTE, "bad tenant")], &[SpanKind::Server]), acme],
+        });
+        let m = measure_with(&req, &Tenancy::FromResource, OffsetDateTime::now_utc(), &meters);
+        assert_eq!((m.rejected, m.refused_whole), (2, 1));
+        assert_eq!(m.reason, "custom meter llm_tokens: llm.tokens \"lots\" is not a decimal number");
+        // The other meters count the item the custom meter refused.
+        assert_eq!((value(&m, "acme", "spans"), value(&m, "acme", "requests")), (Decimal::from(2), Decimal::from(2)));
     }
 
     #[test]

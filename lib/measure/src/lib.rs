@@ -49,10 +49,13 @@ pub enum Tenancy {
 pub struct Measured {
     /// Usage records, one per tenant × service × meter.
     pub records: Vec<UsageRecord>,
-    /// Items refused (a malformed tenant id), for partial success.
+    /// Items refused (a malformed tenant id, a value a custom meter cannot take), for partial success.
     pub rejected: u64,
-    /// Why, when `rejected` > 0.
+    /// Why, when `rejected` > 0 (the last reason).
     pub reason: String,
+    /// Of `rejected`, the items refused whole: their resource names a malformed tenant, so no
+    /// meter counts them. The rest were refused by a custom meter alone; the other meters count them.
+    pub refused_whole: u64,
     /// Items whose resource claimed another tenant than the key's.
     pub mismatched: u64,
     /// SLA records (see [`crate::sla`]), per resource and route; the encoder merges equal keys.
