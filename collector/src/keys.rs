@@ -9,9 +9,13 @@
 //!   - sha256: 2f2b6bc0b5e1c1ee1d6b2fd0e0b1b9a1b1c1f1b6c1a1e1d1c1b1a1f1e1d1c1b1
 //!     tenants: [acme, "team-*"]   # an agent key that may name these tenants only
 //!     kernel_usage: false         # and may not report kernel usage (eBPF: CPU, network)
+//!   - sha256: 4a5e1e4baab89f3a32518a88c31bc87f618f76673e2cc77ab2127b7afdeda33b
+//!     hosts: 200                  # an agent key shared by 200 hosts: its kernel usage over
+//!                                 # time may be 200 hosts' worth (default 1)
 //! ```
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::path::Path;
 use std::time::Duration;
 
@@ -35,6 +39,7 @@ struct Entry {
     tenant: Option<String>,
     tenants: Option<Vec<String>>,
     kernel_usage: Option<bool>,
+    hosts: Option<NonZeroU32>,
 }
 
 /// Which tenants an agent key may name, and whether it may send usage reports.
@@ -70,6 +75,16 @@ pub struct Sender {
     /// What an agent key may name and report ([`Scope::ANY`] for a tenant key: its tenant is
     /// pinned, and its `tally.usage` scope is ordinary metrics).
     pub scope: Scope,
+    /// How many hosts share an agent key: its kernel usage reports may add up to this many
+    /// hosts' worth over time (see [`crate::kernel_budget`]). Kept out of [`Scope`], whose
+    /// [`Scope::ANY`] lets ordinary requests skip the scope checks.
+    pub hosts: NonZeroU32,
+}
+
+impl Sender {
+    /// An agent key that may name any tenant and report kernel usage, for one host (and
+    /// anonymous senders, when allowed).
+    pub const AGENT: Sender = Sender { tenancy: Tenancy::FromResource, scope: Scope::ANY, hosts: NonZeroU32::MIN };
 }
 
 /// The keys the collector accepts and what each may do.
@@ -114,17 +129,18 @@ impl Keys {
         for (i, entry) in file.keys.into_iter().enumerate() {
             let digest = runtime::auth::parse_digest(&entry.sha256)
                 .ok_or_else(|| format!("keys[{i}].sha256 is not 64 hex digits"))?;
-            let sender = match (entry.tenant, entry.tenants, entry.kernel_usage) {
-                (Some(t), None, None) => {
+            let sender = match (entry.tenant, entry.tenants, entry.kernel_usage, entry.hosts) {
+                (Some(t), None, None, None) => {
                     validate_tenant(&t).map_err(|e| format!("keys[{i}].tenant: {e}"))?;
-                    Sender { tenancy: Tenancy::Pinned(t), scope: Scope::ANY }
+                    Sender { tenancy: Tenancy::Pinned(t), scope: Scope::ANY, hosts: NonZeroU32::MIN }
                 }
-                (Some(_), _, _) => {
+                (Some(_), _, _, _) => {
                     return Err(format!(
-                        "keys[{i}]: a tenant key (tenant:) takes no tenants: or kernel_usage: (those scope agent keys)"
+                        "keys[{i}]: a tenant key (tenant:) takes no tenants:, kernel_usage: or hosts: (those are \
+                         agent keys')"
                     ))
                 }
-                (None, tenants, kernel_usage) => {
+                (None, tenants, kernel_usage, hosts) => {
                     for (j, p) in tenants.iter().flatten().enumerate() {
                         validate_tenant(p.strip_suffix('*').filter(|s| !s.is_empty()).unwrap_or(p))
                             .map_err(|e| format!("keys[{i}].tenants[{j}]: {e} (a tenant id, or a prefix and *)"))?;
@@ -132,6 +148,7 @@ impl Keys {
                     Sender {
                         tenancy: Tenancy::FromResource,
                         scope: Scope { tenants, kernel_usage: kernel_usage.unwrap_or(true) },
+                        hosts: hosts.unwrap_or(NonZeroU32::MIN),
                     }
                 }
             };
@@ -168,7 +185,7 @@ impl Trust {
     pub fn sender(&self, key: Option<&str>) -> Result<Sender, String> {
         match key {
             Some(k) => self.keys.lookup(k).cloned().ok_or_else(|| "unknown key".to_owned()),
-            None if self.allow_anonymous => Ok(Sender { tenancy: Tenancy::FromResource, scope: Scope::ANY }),
+            None if self.allow_anonymous => Ok(Sender::AGENT),
             None => Err("missing key: send `Authorization: Bearer <key>`".to_owned()),
         }
     }
@@ -207,7 +224,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(keys.lookup("test").map(|s| &s.tenancy), Some(&Tenancy::Pinned("acme".into())));
-        assert_eq!(keys.lookup("agent"), Some(&Sender { tenancy: Tenancy::FromResource, scope: Scope::ANY }));
+        assert_eq!(keys.lookup("agent"), Some(&Sender::AGENT));
         assert_eq!(keys.lookup("nope"), None);
         assert_eq!(Keys::parse("keys:\n  - sha256: abc\n").unwrap_err(), "keys[0].sha256 is not 64 hex digits");
         assert!(Keys::parse("keys:\n  - sha25: x\n").unwrap_err().contains("unknown field `sha25`"));
@@ -230,5 +247,19 @@ mod tests {
         assert!(Keys::parse(&pinned_and_scoped).unwrap_err().contains("a tenant key (tenant:) takes no tenants:"));
         let bad = format!("keys:\n  - sha256: {sha}\n    tenants: [\"a b*\"]\n");
         assert!(Keys::parse(&bad).unwrap_err().starts_with("keys[0].tenants[0]: tenant id \"a b\""), "{bad}");
+    }
+
+    #[test]
+    fn an_agent_key_says_how_many_hosts_share_it() {
+        let sha = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"; // sha256("test")
+        let keys = Keys::parse(&format!("keys:\n  - sha256: {sha}\n    hosts: 200\n")).unwrap();
+        assert_eq!(keys.lookup("test").unwrap().hosts.get(), 200);
+        assert_eq!(Keys::parse(&format!("keys:\n  - sha256: {sha}\n")).unwrap().lookup("test"), Some(&Sender::AGENT));
+        let tenant_key = format!("keys:\n  - sha256: {sha}\n    tenant: acme\n    hosts: 2\n");
+        assert!(Keys::parse(&tenant_key)
+            .unwrap_err()
+            .contains("a tenant key (tenant:) takes no tenants:, kernel_usage: or hosts:"));
+        let none = format!("keys:\n  - sha256: {sha}\n    hosts: 0\n");
+        assert!(Keys::parse(&none).unwrap_err().contains("expected a nonzero u32"), "{:?}", Keys::parse(&none));
     }
 }

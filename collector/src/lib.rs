@@ -1,5 +1,6 @@
 //! tally-collector: OTLP in, per-tenant usage out to ClickHouse.
 
+pub mod kernel_budget;
 pub mod keys;
 pub mod limits;
 pub mod metrics;

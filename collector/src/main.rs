@@ -81,7 +81,11 @@ async fn main() -> anyhow::Result<()> {
         keys,
         allow_anonymous: s.allow_anonymous,
         batch_max_age: Duration::from_secs(s.batch_max_age_hours.saturating_mul(3600)),
-        report_bounds: measure::reported::Bounds { max_cores: s.max_report_cores },
+        report_bounds: measure::reported::Bounds {
+            max_cores: s.max_report_cores,
+            max_link_bits_per_second: s.max_report_link_bits_per_second,
+            max_connections_per_second: s.max_report_connections_per_second,
+        },
     };
     let pipeline = Arc::new(Pipeline::new(trust, spool.clone(), source_id, metrics.clone(), limits, meters.into()));
     let counted = |transport: &'static str, router: Router| {

@@ -26,6 +26,13 @@ pub struct ItemLabels {
     pub outcome: &'static str,
 }
 
+/// Labels of per-meter counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MeterLabels {
+    /// The meter, e.g. `cpu_seconds`.
+    pub meter: &'static str,
+}
+
 /// Labels of the response counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResponseLabels {
@@ -50,6 +57,9 @@ pub struct Metrics {
     pub tenant_mismatch_items: Counter,
     /// `tally_collector_dropped_items_total`: items whose usage could not be stored, metered as `dropped_*`.
     pub dropped_items: Counter,
+    /// `tally_collector_report_bound_refused_points_total`: kernel usage report points refused
+    /// because their key's reports would have been over its bound over time, by meter.
+    pub report_bound_refused: Family<MeterLabels, Counter>,
     /// `tally_collector_clickhouse_rows_total`: rows written to ClickHouse.
     pub clickhouse_rows: Counter,
     /// `tally_collector_spool_bytes`: acknowledged rows waiting on disk for ClickHouse.
@@ -92,6 +102,13 @@ impl Metrics {
             "dropped_items",
             "Items whose usage could not be stored, metered as dropped_* usage with the reason (answered as rejected)",
             dropped_items.clone(),
+        );
+        let report_bound_refused = Family::default();
+        registry.register(
+            "report_bound_refused_points",
+            "Kernel usage report points refused because their key's reports would have been over its bound over time \
+             (--max-report-*, times the key's hosts:), by meter (answered as rejected)",
+            report_bound_refused.clone(),
         );
         let clickhouse_rows = Counter::default();
         registry.register("clickhouse_rows", "Rows written to ClickHouse", clickhouse_rows.clone());
@@ -137,6 +154,7 @@ impl Metrics {
             clickhouse_write_errors,
             tenant_mismatch_items,
             dropped_items,
+            report_bound_refused,
             clickhouse_rows,
             spool_bytes,
             spool_segments,
@@ -167,6 +185,13 @@ impl Metrics {
     /// Reports the depth of `wal` as the spool gauges.
     pub fn watch_spool(&self, wal: wal::Wal) {
         let _ = self.spool.set(wal);
+    }
+
+    /// Adds `n` points of `meter` refused by their key's bound over time.
+    pub fn count_report_bound_refused(&self, meter: &'static str, n: u64) {
+        if n > 0 {
+            self.report_bound_refused.get_or_create(&MeterLabels { meter }).inc_by(n);
+        }
     }
 
     /// Adds `n` items of `signal` with `outcome`.

@@ -18,6 +18,7 @@ use metering::sla::SlaRecord;
 use metering::store::writer::encode_batch;
 use time::OffsetDateTime;
 
+use crate::kernel_budget::{self, KernelBudgets};
 use crate::keys::{Scope, Sender, Trust};
 use crate::limits::{Limits, Throttle};
 use crate::metrics::Metrics;
@@ -40,6 +41,7 @@ pub struct Pipeline {
     metrics: Arc<Metrics>,
     limits: Limits,
     meters: Arc<[MeterDefinition]>,
+    kernel_budgets: KernelBudgets,
 }
 
 impl Pipeline {
@@ -55,7 +57,8 @@ impl Pipeline {
         meters: Arc<[MeterDefinition]>,
     ) -> Self {
         let catalog = Catalog::with_custom(&meters);
-        Self { trust, catalog, spool, source_id, seq: AtomicU64::new(0), metrics, limits, meters }
+        let kernel_budgets = KernelBudgets::new(trust.report_bounds, kernel_budget::window(trust.batch_max_age));
+        Self { trust, catalog, spool, source_id, seq: AtomicU64::new(0), metrics, limits, meters, kernel_budgets }
     }
 
     /// Checks every tenant of the request against its limit, all or none. Over the limit, the
@@ -141,7 +144,7 @@ impl Pipeline {
     }
 
     async fn store(&self, delivery: Delivery) -> Outcome {
-        let Sender { tenancy, scope } = match self.trust.sender(delivery.key.as_deref()) {
+        let Sender { tenancy, scope, hosts } = match self.trust.sender(delivery.key.as_deref()) {
             Ok(s) => s,
             Err(message) => return Outcome::Unauthenticated(message),
         };
@@ -172,6 +175,25 @@ impl Pipeline {
         };
         // A scoped agent key names only its tenants, and reports kernel usage only if it may.
         let (refused, why) = out_of_scope(&scope, &mut measured, &mut reported);
+        // Namespaced by the sender's key, so one sender's identities never collide with another's.
+        let named = delivery
+            .batch
+            .as_ref()
+            .map(|b| (format!("{}/{}", key_namespace(delivery.key.as_deref()), b.source), b.seq));
+        // And its kernel usage adds up to no more than its hosts could use (only reports have any).
+        let charged = self.kernel_budgets.charge(
+            delivery.key.as_deref(),
+            hosts,
+            named.as_ref().map(|(source, seq)| (source.as_str(), *seq)),
+            &mut reported.records,
+        );
+        for (meter, n) in names::KERNEL.into_iter().zip(charged.refused) {
+            self.metrics.count_report_bound_refused(meter, n);
+        }
+        if charged.refused.iter().any(|n| *n > 0) {
+            reported.rejected += charged.refused.iter().sum::<u64>();
+            reported.reason = charged.reason.clone();
+        }
         measured.records.extend(reported.records);
         if reported.rejected > 0 {
             measured.rejected += reported.rejected;
@@ -186,12 +208,8 @@ impl Pipeline {
         if measured.records.is_empty() {
             return accepted;
         }
-        // Namespaced by the sender's key, so one sender's identities never collide with another's.
-        let named = delivery
-            .batch
-            .as_ref()
-            .map(|b| (format!("{}/{}", key_namespace(delivery.key.as_deref()), b.source), b.seq));
         if let Some((throttle, throttled)) = self.throttle(&measured.records) {
+            self.kernel_budgets.refund(charged);
             // A named batch refused again and again is one refusal: its throttled rows get an
             // identity of their own, derived from the batch's, so its resends collapse with them.
             // A request without a name is a new event each time. The refusal stands even if its
@@ -204,7 +222,12 @@ impl Pipeline {
             return Outcome::Throttled { retry_after: throttle.retry_after, message: throttle.message };
         }
         let identity = named.unwrap_or_else(|| self.own_identity());
-        match self.write(identity, measured.records, &measured.sla).await {
+        let written = self.write(identity, measured.records, &measured.sla).await;
+        match &written {
+            Ok(_) => self.kernel_budgets.keep(charged),
+            Err(_) => self.kernel_budgets.refund(charged),
+        }
+        match written {
             Ok(0) => accepted,
             Ok(dropped) => {
                 self.metrics.dropped_items.inc_by(dropped);

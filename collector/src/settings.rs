@@ -63,9 +63,20 @@ pub struct Settings {
     #[arg(long, default_value_t = 168)]
     pub batch_max_age_hours: u64,
     /// The most cores an agent's host may have: a kernel usage report claiming more CPU-seconds than this many cores
-    /// busy for its whole interval is refused.
+    /// busy for its whole interval is refused, and so are an agent key's reports past this many cores (times its
+    /// hosts:) over time.
     #[arg(long, default_value_t = 512)]
     pub max_report_cores: u32,
+    /// The fastest an agent's host may send or receive, in bits per second each way: a kernel usage report claiming
+    /// more net_rx_bytes or net_tx_bytes than this carries in its interval is refused, and so are an agent key's
+    /// reports past it (times its hosts:) over time. Above what a host's kernel carries (two 800 Gbit/s NICs at line rate).
+    #[arg(long, default_value_t = 1_600_000_000_000)]
+    pub max_report_link_bits_per_second: u64,
+    /// The most TCP connections an agent's host may make and accept per second: a kernel usage report claiming more
+    /// tcp_connections than this in its interval is refused, and so are an agent key's reports past it (times its
+    /// hosts:) over time. 512 cores at 5 us of CPU per connection.
+    #[arg(long, default_value_t = 100_000_000)]
+    pub max_report_connections_per_second: u64,
     /// How logs are written (level from RUST_LOG).
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,

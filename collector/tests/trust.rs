@@ -412,3 +412,143 @@ async fn a_scoped_agent_key_names_only_its_tenants_and_reports_only_if_allowed()
     assert_eq!(value(&got, "globex", "spans"), Decimal::ZERO, "{got:?}");
     assert_eq!(value(&got, "acme", "cpu_seconds"), Decimal::from(5), "the plausible report only: {got:?}");
 }
+
+/// An OTLP/JSON usage report of tenant `tenant`: `n` of `meter` (in its reported unit), counted
+/// over `[start, end)` (Unix nanoseconds).
+fn kernel_report(tenant: &str, meter: &str, n: i64, (start, end): (u64, u64)) -> Vec<u8> {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
+    use opentelemetry_proto::tonic::metrics::v1::{ResourceMetrics, ScopeMetrics};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    let tenant_id = KeyValue {
+        key: "tenant.id".into(),
+        value: Some(AnyValue { value: Some(any_value::Value::StringValue(tenant.into())) }),
+        ..Default::default()
+    };
+    let unit = if meter == "cpu_seconds" { "ns" } else { "1" };
+    let request = ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(Resource { attributes: vec![tenant_id], ..Default::default() }),
+            scope_metrics: vec![ScopeMetrics {
+                scope: Some(InstrumentationScope { name: measure::reported::SCOPE.into(), ..Default::default() }),
+                metrics: vec![measure::reported::metric(meter, unit, vec![(vec![], n)], (start, end))],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    serde_json::to_vec(&request).unwrap()
+}
+
+/// Sends a usage report as an agent does, in batch `batch`; returns the points refused and why.
+async fn send_report(running: &Running, key: &str, batch: &str, body: Vec<u8>) -> (u64, String) {
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/metrics", running.http_url))
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {key}"))
+        .header("tally-batch", batch)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{batch}");
+    let body: serde_json::Value = resp.json().await.unwrap();
+    let partial = &body["partialSuccess"];
+    let refused = partial["rejectedDataPoints"].as_str().map_or(0, |n| n.parse().unwrap());
+    (refused, partial["errorMessage"].as_str().unwrap_or_default().to_owned())
+}
+
+/// A meter's usage of every tenant stored from `from` on.
+async fn stored(store: &Store, meter: &str, from: OffsetDateTime) -> Decimal {
+    let mut q = UsageQuery::new(from, OffsetDateTime::now_utc() + time::Duration::days(1));
+    q.granularity = Granularity::Month;
+    q.meter = Some(meter.into());
+    query_usage(store, &q).await.unwrap().iter().map(|p| p.value).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_key_reports_no_more_kernel_usage_over_time_than_its_hosts_could_use() {
+    let (_server, store, running, _dir) = setup("trust_kernel_budget").await;
+    let now = OffsetDateTime::now_utc();
+    let (now_ns, now_ms) = (now.unix_timestamp_nanos() as u64, millis(now));
+    const DAY_NS: u64 = 86_400_000_000_000;
+    // agent-key claims 512 cores busy for two days in each report: each is plausible alone
+    // (--max-report-cores, 512), and four fill the key's backlog of 8 days of 512 cores
+    // (353,894,400 CPU-seconds). Refilling at 512 CPU-seconds a second, the fifth would fit after
+    // two days. Spreading them over tenants does not help: the bound is the key's.
+    let two_days = (now_ns - 2 * DAY_NS, now_ns);
+    let claim = 512 * 2 * 86_400 * 1_000_000_000i64;
+    let over = "usage report \"cpu_seconds\": 88473600 CPU-seconds would take this key over its bound of 512 cores \
+                (the collector's --max-report-cores, times the key's hosts: 1) sustained, beyond a backlog of 691200 s";
+    let tenants = ["acme", "globex", "initech"];
+    let batch = |seq: u64| format!("agent:greedy:boot1 {seq} {now_ms}");
+    let cpu = |seq: u64| kernel_report(tenants[seq as usize % 3], "cpu_seconds", claim, two_days);
+    for seq in 0..10 {
+        let answer = send_report(&running, "agent-key", &batch(seq), cpu(seq)).await;
+        let want = if seq < 4 { (0, String::new()) } else { (1, over.to_owned()) };
+        assert_eq!(answer, want, "report {seq}");
+    }
+    // A resend of a stored batch is charged once, so it passes; one of a refused batch is refused again.
+    assert_eq!(send_report(&running, "agent-key", &batch(1), cpu(1)).await, (0, String::new()));
+    assert_eq!(send_report(&running, "agent-key", &batch(7), cpu(7)).await, (1, over.to_owned()));
+    // Network bytes likewise, against the link rate (1.6 Tbit/s: 200 GB/s, 8 days of it in four reports).
+    let bytes = 200_000_000_000 * 2 * 86_400i64;
+    for seq in 10..15 {
+        let answer =
+            send_report(&running, "agent-key", &batch(seq), kernel_report("acme", "net_tx_bytes", bytes, two_days))
+                .await;
+        let want = if seq < 14 {
+            (0, String::new())
+        } else {
+            (
+                1,
+                "usage report \"net_tx_bytes\": 34560000000000000 bytes would take this key over its bound of \
+                 1600000000000 bits/s (the collector's --max-report-link-bits-per-second, times the key's hosts: 1) \
+                 sustained, beyond a backlog of 691200 s"
+                    .to_owned(),
+            )
+        };
+        assert_eq!(answer, want, "report {seq}");
+    }
+
+    // host-key is an honest agent of a host with 512 cores, all busy, back from a week offline: its
+    // WAL holds a report per hour for the last 168 hours, each batched when it was written, and
+    // it then reports every second. All of it fits.
+    const HOUR_NS: u64 = 3_600_000_000_000;
+    let hour = 512 * 3_600 * 1_000_000_000i64;
+    let week_ago = now_ns - 168 * HOUR_NS;
+    for h in 0..168 {
+        let end = week_ago + (h + 1) * HOUR_NS;
+        let batch = format!("agent:host1:boot1 {h} {}", end / 1_000_000);
+        let report = kernel_report("acme", "cpu_seconds", hour, (end - HOUR_NS, end));
+        assert_eq!(send_report(&running, "host-key", &batch, report).await, (0, String::new()), "hour {h}");
+    }
+    let mut since = now_ns;
+    for s in 0..5u64 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let end = OffsetDateTime::now_utc().unix_timestamp_nanos() as u64;
+        let busy = 512 * (end - since) as i64;
+        let batch = format!("agent:host1:boot1 {} {}", 168 + s, end / 1_000_000);
+        let report = kernel_report("initech", "cpu_seconds", busy, (since, end));
+        assert_eq!(send_report(&running, "host-key", &batch, report).await, (0, String::new()), "second {s}");
+        since = end;
+    }
+    let live = Decimal::new(512 * (since - now_ns) as i64, 9);
+
+    running.settle().await;
+    let from = OffsetDateTime::from_unix_timestamp_nanos(i128::from(week_ago)).unwrap() - time::Duration::hours(1);
+    let got = totals(store.ch(), store.db()).await;
+    assert_eq!(value(&got, "globex", "cpu_seconds"), Decimal::from(88_473_600), "report 1, once: {got:?}");
+    // agent-key: exactly its backlog of 8 days of 512 cores; host-key: its week and its seconds.
+    let greedy = Decimal::from(4 * 88_473_600);
+    let honest = Decimal::from(168 * 512 * 3_600) + live;
+    assert_eq!(stored(&store, "cpu_seconds", from).await, greedy + honest, "{got:?}");
+    assert_eq!(stored(&store, "net_tx_bytes", from).await, Decimal::from(4 * bytes), "{got:?}");
+    let metrics = running.metrics().await;
+    for line in [
+        "tally_collector_report_bound_refused_points_total{meter=\"cpu_seconds\"} 7",
+        "tally_collector_report_bound_refused_points_total{meter=\"net_tx_bytes\"} 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
+}

@@ -28,9 +28,9 @@ pub struct Running {
 }
 
 /// Starts the collector with keys `initech-key` and `globex-key` (tenant keys, pinning
-/// tenants initech and globex), `agent-key` (names tenants) and `sidecar-key` (an agent key
-/// that may name acme only, without kernel usage reports), anonymous senders allowed, flushing every
-/// 100 ms.
+/// tenants initech and globex), `agent-key` and `host-key` (agent keys: they name tenants) and
+/// `sidecar-key` (an agent key that may name acme only, without kernel usage reports), anonymous
+/// senders allowed, flushing every 100 ms.
 pub async fn start_collector(server: &ClickHouseServer, db: &str, dir: &Path, extra: &[&str]) -> Running {
     start_collector_at(&server.http_url(), db, dir, extra).await
 }
@@ -50,11 +50,12 @@ async fn launch(clickhouse_url: &str, db: &str, dir: &Path, anonymous: bool, ext
     std::fs::write(
         &keys,
         format!(
-            "keys:\n  - sha256: {}\n    tenant: initech\n  - sha256: {}\n    tenant: globex\n  - sha256: {}\n  - sha256: {}\n    tenants: [acme]\n    kernel_usage: false\n",
+            "keys:\n  - sha256: {}\n    tenant: initech\n  - sha256: {}\n    tenant: globex\n  - sha256: {}\n  - sha256: {}\n    tenants: [acme]\n    kernel_usage: false\n  - sha256: {}\n",
             sha256_hex("initech-key"),
             sha256_hex("globex-key"),
             sha256_hex("agent-key"),
-            sha256_hex("sidecar-key")
+            sha256_hex("sidecar-key"),
+            sha256_hex("host-key")
         ),
     )
     .unwrap();
