@@ -59,9 +59,9 @@ fn run(cmd: &mut Command) -> (bool, String, String) {
 #[test]
 fn every_kubernetes_manifest_is_valid() {
     let manifests = files(&root().join("deploy/kubernetes"), &[".yaml"]);
-    assert_eq!(manifests.len(), 11, "{manifests:#?}");
+    assert_eq!(manifests.len(), 12, "{manifests:#?}");
     let resources: usize = manifests.iter().map(|m| documents(m).len()).sum();
-    assert_eq!(resources, 31);
+    assert_eq!(resources, 32);
     let (ok, stdout, stderr) = run(Command::new(venv_tool("kubernetes-validate")).arg("--strict").args(&manifests));
     assert!(ok, "kubernetes-validate failed:\n{stdout}{stderr}");
     // One "passed" line per resource, and every file among them.
@@ -83,7 +83,7 @@ fn every_yaml_file_passes_yamllint() {
     let listed: Vec<&str> = listed.lines().collect();
     let in_deploy = listed.iter().filter(|f| f.starts_with("./deploy/")).count();
     assert_eq!(in_deploy, files(&root().join("deploy"), &[".yaml", ".yml"]).len());
-    assert_eq!(in_deploy, 12, "{listed:#?}");
+    assert_eq!(in_deploy, 13, "{listed:#?}");
     // yamllint's own selection misses no YAML file of the repository.
     let mut ours = Vec::new();
     let skip = ["target", ".venv", ".tally", ".git"];
@@ -111,7 +111,7 @@ fn every_yaml_file_passes_yamllint() {
 #[test]
 fn systemd_units_verify() {
     let units = files(&root().join("deploy/systemd"), &[".service"]);
-    assert_eq!(units.len(), 3);
+    assert_eq!(units.len(), 4);
     if Command::new("systemd-analyze").arg("--version").output().is_err() {
         panic!("systemd-analyze is missing: apt-get install systemd");
     }
@@ -336,11 +336,12 @@ fn every_flag_and_variable_in_deploy_is_one_the_binary_has() {
     }
     let per_binary = |b: &str| all.iter().filter(|i| i.binary == b).count();
     // DaemonSet, sidecar, compose, systemd | Deployment, StatefulSet, compose, systemd |
-    // serve ×3, migrate ×2, and the CronJob's seal, verify, report usage, report sla.
-    assert_eq!((per_binary("tally-agent"), per_binary("tally-collector"), per_binary("tally")), (4, 4, 9), "{all:#?}");
+    // serve ×3, settle ×3, migrate ×2, and the CronJob's seal, verify, report usage, report sla.
+    assert_eq!((per_binary("tally-agent"), per_binary("tally-collector"), per_binary("tally")), (4, 4, 12), "{all:#?}");
     // The CronJob's variable counts once for each of its four commands.
-    // TALLY_CLICKHOUSE_CLUSTER (envFrom) counts for the collectors, migrate, serve and the CronJob.
-    assert_eq!((flags, vars), (64, 20));
+    // TALLY_CLICKHOUSE_CLUSTER (envFrom) counts for the collectors, migrate, serve, settle and the
+    // CronJob.
+    assert_eq!((flags, vars), (70, 22));
 }
 
 #[test]
@@ -348,7 +349,7 @@ fn docker_compose_services_are_real() {
     let doc = compose();
     let services = doc["services"].as_mapping().unwrap();
     let names: BTreeSet<String> = services.keys().map(scalar).collect();
-    assert_eq!(names, ["agent", "clickhouse", "collector", "migrate", "serve"].map(String::from).into());
+    assert_eq!(names, ["agent", "clickhouse", "collector", "migrate", "serve", "settle"].map(String::from).into());
     let volumes: BTreeSet<String> = doc["volumes"].as_mapping().unwrap().keys().map(scalar).collect();
     let mut published = 0;
     for (name, svc) in services {

@@ -231,7 +231,8 @@ async fn migrations_run_twice_are_a_no_op() {
     assert_eq!(
         recorded,
         "1\tusage table\tlegacy\n2\tsla table\tlegacy\n3\tusage.unique_value and usage.aggregation for custom meters\tlegacy\n4\tsealed_usage, sealed_sla and periods tables for sealed months\tlegacy\n\
-         5\tsealed_usage_daily and sealed_sla_hourly roll-ups of seals, periods.rollups\tlegacy\n"
+         5\tsealed_usage_daily and sealed_sla_hourly roll-ups of seals, periods.rollups\tlegacy\n\
+         6\tusage_settled and settle_folds for settled usage\tlegacy\n"
     );
     // A database that does not exist yet is created.
     let fresh = format!("{db}_new");
@@ -251,7 +252,7 @@ async fn migrations_run_twice_are_a_no_op() {
         ch.execute(&metering::store::migrate::record_applied(&interrupted, m, Dialect::Legacy).unwrap()).await.unwrap();
     }
     let resumed = migrate(&Store::new(ch.clone(), &interrupted)).await.unwrap();
-    assert_eq!((resumed.applied, resumed.skipped), (vec![3, 4, 5], vec![1, 2]));
+    assert_eq!((resumed.applied, resumed.skipped), (vec![3, 4, 5, 6], vec![1, 2]));
     // A bad database name is refused before anything runs.
     let err = migrate(&Store::new(ch.clone(), "tally; DROP DATABASE x")).await.unwrap_err();
     assert!(err.to_string().contains("is not a valid ClickHouse identifier"), "{err}");
