@@ -69,7 +69,7 @@ fn ddl_writer_bytes_and_rollups_run_on_the_modern_dialect() {
 /// unsettled tail, equal the naive sums through resends of folded batches.
 #[test]
 fn settlement_runs_on_the_modern_dialect() {
-    use metering::settle::{FoldPlan, Watermark};
+    use metering::settle::{FoldPlan, Table, Watermark};
 
     let mut chdb = Chdb::start().unwrap();
     let db = "settle";
@@ -90,8 +90,8 @@ fn settlement_runs_on_the_modern_dialect() {
         }
     };
     let fold = |chdb: &mut Chdb, plan: &FoldPlan| -> Watermark {
-        chdb.query(plan.statement(db).unwrap().as_str()).unwrap();
-        let counts = chdb.query(plan.counts(db).unwrap().as_str()).unwrap();
+        chdb.query(plan.statement(db, Table::Usage).unwrap().as_str()).unwrap();
+        let counts = chdb.query(plan.counts(db, Table::Usage).unwrap().as_str()).unwrap();
         let (batches, rows) = counts.trim().split_once('\t').unwrap();
         chdb.query(plan.commit(db, batches.parse().unwrap(), rows.parse().unwrap()).unwrap().as_str()).unwrap();
         Watermark { upto: plan.to, tail_from: plan.from }

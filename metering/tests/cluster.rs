@@ -71,7 +71,9 @@ async fn migrations_lay_out_replicated_sharded_tables_and_run_twice_as_a_no_op()
              sealed_sla_hourly_local\tReplicatedMergeTree\nsealed_sla_local\tReplicatedMergeTree\n\
              sealed_usage\tDistributed\nsealed_usage_daily\tDistributed\nsealed_usage_daily_local\tReplicatedMergeTree\n\
              sealed_usage_local\tReplicatedMergeTree\nsettle_folds\tReplicatedMergeTree\n\
-             sla\tDistributed\nsla_local\tReplicatedReplacingMergeTree\ntally_migrations\tReplicatedMergeTree\n\
+             sla\tDistributed\nsla_local\tReplicatedReplacingMergeTree\n\
+             sla_settled\tDistributed\nsla_settled_local\tReplicatedMergeTree\n\
+             tally_migrations\tReplicatedMergeTree\n\
              usage\tDistributed\nusage_local\tReplicatedReplacingMergeTree\n\
              usage_settled\tDistributed\nusage_settled_local\tReplicatedMergeTree\n",
             "server {i}"
@@ -101,7 +103,7 @@ async fn migrations_lay_out_replicated_sharded_tables_and_run_twice_as_a_no_op()
             "1\tusage table\n2\tsla table\n3\tusage.unique_value and usage.aggregation for custom meters\n\
              4\tsealed_usage, sealed_sla and periods tables for sealed months\n\
              5\tsealed_usage_daily and sealed_sla_hourly roll-ups of seals, periods.rollups\n\
-             6\tusage_settled and settle_folds for settled usage\n"
+             6\tusage_settled, sla_settled and settle_folds for settled usage\n"
         );
     }
     sla_reads_through_the_distributed_table_count_a_resent_batch_once(&cluster, &db).await;
@@ -246,7 +248,7 @@ async fn write(ch: &ClickHouse, db: &str, batch: &UsageBatch) -> Result<(), mete
 /// a read reaches one replica per shard, and replication is asynchronous.
 fn sync_replicas(cluster: &ClickHouseCluster, db: &str, servers: &[usize]) {
     for &i in servers {
-        for table in ["usage_local", "sla_local", "usage_settled_local", "settle_folds"] {
+        for table in ["usage_local", "sla_local", "usage_settled_local", "sla_settled_local", "settle_folds"] {
             cluster.sync_replica(i, &format!("{db}.{table}"), Duration::from_secs(120)).unwrap();
         }
     }

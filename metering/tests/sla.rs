@@ -177,6 +177,27 @@ fn sla_ddl_bytes_and_reads_run_on_the_modern_dialect() {
             let out = chdb.query(q.to_sql(db).unwrap().as_str()).unwrap();
             check(&q.parse_rows(parse_tsv(&out)).unwrap(), q.grouping);
         }
+        // Folded (the retried batch's copies collapse), then read as settled rows and a tail
+        // holding every batch resent: the same answers.
+        let to = OffsetDateTime::now_utc().unix_timestamp() as u32 + 2;
+        let plan = metering::settle::FoldPlan::new(0, to, None);
+        for table in metering::settle::Table::ALL {
+            chdb.query(plan.statement(db, table).unwrap().as_str()).unwrap();
+        }
+        chdb.query(plan.commit(db, 0, 0).unwrap().as_str()).unwrap();
+        testkit::usage::chdb_insert_rowbinary(
+            &mut chdb,
+            &format!("{db}.sla.resent"),
+            &insert_sla(db).unwrap(),
+            &SLA_ROW.structure(),
+            &encoded(),
+        );
+        let settled = metering::settle::Watermark { upto: to, tail_from: 0 };
+        for q in queries() {
+            let q = SlaQuery { settled: Some(settled), ..q };
+            let out = chdb.query(q.to_sql(db).unwrap().as_str()).unwrap();
+            check(&q.parse_rows(parse_tsv(&out)).unwrap(), q.grouping);
+        }
     }
 }
 
@@ -250,4 +271,55 @@ async fn a_seals_hourly_roll_up_answers_as_live_rows_do() {
         .unwrap()
         .unwrap();
     assert!(v.verified && v.rollups_verified, "{v:?}");
+}
+
+/// Encodes `batches` (source, seq, records) as one INSERT's bytes.
+fn encode(batches: &[(&'static str, u64, Vec<SlaRecord>)]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for (source, seq, records) in batches {
+        encode_sla_batch(source, *seq, records, &mut bytes).unwrap();
+    }
+    bytes
+}
+
+#[tokio::test]
+async fn settled_sla_reads_answer_exactly_through_resends_and_dropped_rows() {
+    use metering::settle::{self, FoldOptions};
+    let now = FoldOptions { grace: Duration::ZERO, ..FoldOptions::default() };
+    let server = ClickHouseServer::start().unwrap();
+    let db = server.database("sla_settle").unwrap();
+    let ch = ClickHouse::new(&server.http_url(), Duration::from_secs(30)).unwrap();
+    let store = Store::new(ch.clone(), &db);
+    migrate(&store).await.unwrap();
+    let insert = insert_sla(&db).unwrap();
+    let all = batches();
+    let check_all = |when: &'static str| {
+        let store = store.clone();
+        async move {
+            for q in queries() {
+                let points = query_sla(&store, &q).await.unwrap();
+                check(&points, q.grouping);
+            }
+            eprintln!("exact: {when}");
+        }
+    };
+    // Two batches folded, two in the tail with a resend of a folded one.
+    ch.insert_rowbinary(&insert, encode(&all[..2]).into()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let fold = settle::fold(&store, now).await.unwrap().expect("a fold");
+    assert!(fold.batches > 0 && fold.rows > 0, "{fold:?}");
+    ch.insert_rowbinary(&insert, encode(&all[1..]).into()).await.unwrap();
+    check_all("settled and the tail").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    settle::fold(&store, now).await.unwrap().expect("a second fold");
+    check_all("all settled").await;
+    // The raw rows dropped, then every batch resent: still exact.
+    server.query(&format!("ALTER TABLE {db}.sla DROP PARTITION 202605")).unwrap();
+    check_all("from settled rows alone").await;
+    ch.insert_rowbinary(&insert, encode(&all).into()).await.unwrap();
+    check_all("every batch resent after the drop").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let fold = settle::fold(&store, now).await.unwrap().expect("a third fold");
+    assert_eq!((fold.batches, fold.rows), (0, 0), "resends are never taken again");
+    check_all("after a fold of resends").await;
 }

@@ -232,7 +232,7 @@ async fn migrations_run_twice_are_a_no_op() {
         recorded,
         "1\tusage table\tlegacy\n2\tsla table\tlegacy\n3\tusage.unique_value and usage.aggregation for custom meters\tlegacy\n4\tsealed_usage, sealed_sla and periods tables for sealed months\tlegacy\n\
          5\tsealed_usage_daily and sealed_sla_hourly roll-ups of seals, periods.rollups\tlegacy\n\
-         6\tusage_settled and settle_folds for settled usage\tlegacy\n"
+         6\tusage_settled, sla_settled and settle_folds for settled usage\tlegacy\n"
     );
     // A database that does not exist yet is created.
     let fresh = format!("{db}_new");

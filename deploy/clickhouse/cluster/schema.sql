@@ -67,13 +67,17 @@ ALTER TABLE `tally`.periods ADD COLUMN rollups UInt8;
 -- on any one server:
 INSERT INTO `tally`.tally_migrations (version, name, dialect) VALUES (5, 'sealed_usage_daily and sealed_sla_hourly roll-ups of seals, periods.rollups', 'modern');
 
--- migration 6: usage_settled and settle_folds for settled usage
+-- migration 6: usage_settled, sla_settled and settle_folds for settled usage
 CREATE TABLE IF NOT EXISTS `tally`.usage_settled_local ON CLUSTER `tally` (fold String, tenant String, meter String, window_start DateTime('UTC'), service String, route String, dimensions String, unique_value String, value Decimal(38, 9), unit String, aggregation String, source_id String, batch_seq UInt64) ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/tally.usage_settled', '{replica}') PARTITION BY toYYYYMM(window_start) ORDER BY (tenant, meter, window_start, service, route, dimensions, unique_value, source_id, batch_seq);
 
 CREATE TABLE IF NOT EXISTS `tally`.usage_settled ON CLUSTER `tally` AS `tally`.usage_settled_local ENGINE = Distributed(`tally`, `tally`, usage_settled_local, cityHash64(tenant));
 
+CREATE TABLE IF NOT EXISTS `tally`.sla_settled_local ON CLUSTER `tally` (fold String, tenant String, service String, route String, window_start DateTime('UTC'), requests UInt64, errors UInt64, latency_buckets Array(UInt16), latency_counts Array(UInt64), exemplar_trace_ids Array(String), exemplar_latencies_ns Array(UInt64), exemplar_errors Array(UInt8), source_id String, batch_seq UInt64) ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/tally.sla_settled', '{replica}') PARTITION BY toYYYYMM(window_start) ORDER BY (tenant, service, route, window_start, source_id, batch_seq);
+
+CREATE TABLE IF NOT EXISTS `tally`.sla_settled ON CLUSTER `tally` AS `tally`.sla_settled_local ENGINE = Distributed(`tally`, `tally`, sla_settled_local, cityHash64(tenant));
+
 CREATE TABLE IF NOT EXISTS `tally`.settle_folds ON CLUSTER `tally` (fold String, inserted_from DateTime('UTC'), inserted_to DateTime('UTC'), batches UInt64, rows UInt64, committed_at DateTime('UTC') DEFAULT now()) ENGINE = ReplicatedMergeTree('/clickhouse/tables/all/tally.settle_folds', '{shard}-{replica}') ORDER BY (inserted_to, fold);
 
 -- on any one server:
-INSERT INTO `tally`.tally_migrations (version, name, dialect) VALUES (6, 'usage_settled and settle_folds for settled usage', 'modern');
+INSERT INTO `tally`.tally_migrations (version, name, dialect) VALUES (6, 'usage_settled, sla_settled and settle_folds for settled usage', 'modern');
 

@@ -72,6 +72,7 @@ pub fn sla_query(tenant: &str, month: BillingMonth) -> SlaQuery {
         granularity: Granularity::Month,
         grouping: SlaGrouping::Service,
         sealed: None,
+        settled: None,
     }
 }
 

@@ -61,6 +61,7 @@ pub fn sla_query(month: BillingMonth, tenant: Option<&str>, granularity: Granula
         granularity,
         grouping: SlaGrouping::Service,
         sealed: None,
+        settled: None,
     }
 }
 

@@ -5,6 +5,52 @@ use std::time::Duration;
 use crate::clickhouse::sql::{BadIdentifier, Param, Sql};
 use crate::store::{Store, StoreError};
 
+/// A table of batch rows and its settled table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    /// `usage` → `usage_settled`.
+    Usage,
+    /// `sla` → `sla_settled`.
+    Sla,
+}
+
+impl Table {
+    /// Both, in the order a fold writes them.
+    pub const ALL: [Table; 2] = [Table::Usage, Table::Sla];
+
+    /// `.raw` (after the database).
+    pub const fn raw(self) -> &'static str {
+        match self {
+            Table::Usage => ".usage",
+            Table::Sla => ".sla",
+        }
+    }
+
+    /// `.settled` (after the database).
+    pub const fn settled(self) -> &'static str {
+        match self {
+            Table::Usage => ".usage_settled",
+            Table::Sla => ".sla_settled",
+        }
+    }
+
+    /// ` AND` the settled table's rows that are usage (or SLA data), not identities.
+    pub const fn data_rows(self) -> &'static str {
+        match self {
+            Table::Usage => " AND meter != ''",
+            Table::Sla => " AND source_id = ''",
+        }
+    }
+
+    /// The settled table's identity rows: ` WHERE … AND `.
+    const fn identity_rows(self) -> &'static str {
+        match self {
+            Table::Usage => " WHERE meter = '' AND ",
+            Table::Sla => " WHERE source_id != '' AND ",
+        }
+    }
+}
+
 /// How a settler folds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FoldOptions {
@@ -67,28 +113,32 @@ impl Watermark {
             .push(")"))
     }
 
-    /// ` AND (identity) NOT IN (folded)`, for `usage` rows matching `raw` (a `WHERE` body of
-    /// `usage`'s columns, the rows being filtered) in the minutes `window` (a `WHERE` body): the
-    /// set holds only the identities in those rows.
-    pub(crate) fn unfolded(&self, sql: Sql, db: &str, window: Sql, raw: &Sql) -> Result<Sql, BadIdentifier> {
+    /// ` AND (identity) NOT IN (folded)`, for `table`'s rows matching `raw` (a `WHERE` body of
+    /// its columns, the rows being filtered) in the minutes `window` (a `WHERE` body): the set
+    /// holds only the identities in those rows.
+    pub(crate) fn unfolded(
+        &self,
+        sql: Sql,
+        db: &str,
+        table: Table,
+        window: Sql,
+        raw: &Sql,
+    ) -> Result<Sql, BadIdentifier> {
         let sql = sql
             .push(" AND (tenant, source_id, batch_seq) NOT IN (SELECT tenant, source_id, batch_seq FROM ")
             .ident(db)?
-            .push(".usage_settled WHERE meter = '' AND ")
+            .push(table.settled())
+            .push(table.identity_rows())
             .append(window);
         let sql = self.folds(sql, db)?;
-        Ok(among(sql, db, raw)?.push(")"))
+        Ok(sql
+            .push(" AND (tenant, source_id, batch_seq) IN (SELECT tenant, source_id, batch_seq FROM ")
+            .ident(db)?
+            .push(table.raw())
+            .push(" WHERE ")
+            .append(raw.clone())
+            .push("))"))
     }
-}
-
-/// ` AND (identity) IN (SELECT identity FROM db.usage WHERE raw)`.
-fn among(sql: Sql, db: &str, raw: &Sql) -> Result<Sql, BadIdentifier> {
-    Ok(sql
-        .push(" AND (tenant, source_id, batch_seq) IN (SELECT tenant, source_id, batch_seq FROM ")
-        .ident(db)?
-        .push(".usage WHERE ")
-        .append(raw.clone())
-        .push(")"))
 }
 
 /// A fold that was committed.
@@ -100,14 +150,14 @@ pub struct Fold {
     pub from: u32,
     /// End, exclusive.
     pub to: u32,
-    /// Batch identities (per tenant and minute) it took.
+    /// Batch identities (per tenant and minute) it took, of usage and SLA rows.
     pub batches: u64,
-    /// Settled rows it wrote.
+    /// Settled usage and SLA rows it wrote.
     pub rows: u64,
 }
 
-/// A fold's statements, in the order they run: [`statement`](Self::statement), then
-/// [`commit`](Self::commit). Stopped anywhere before the commit, it leaves rows no read counts
+/// A fold's statements, in the order they run: [`statement`](Self::statement) for each
+/// [`Table`], then [`commit`](Self::commit). Stopped anywhere before the commit, it leaves rows no read counts
 /// and no later fold mistakes for its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FoldPlan {
@@ -127,13 +177,14 @@ impl FoldPlan {
         Self { id: fold_id(to), from, to, last }
     }
 
-    /// The fold itself, one INSERT: the batches inserted in the range that no committed fold
-    /// took, as usage rows collapsed per key (a resent batch's copies collapse to one, then
-    /// batches add up by the meter's aggregation) and as identity rows. One statement reads the
-    /// rows once, so what is written as taken is exactly what is written as usage, whichever
-    /// replica answers. A batch whose INSERT stamped some rows at or after `to` (its blocks a
-    /// second apart) is left whole to the next fold.
-    pub fn statement(&self, db: &str) -> Result<Sql, BadIdentifier> {
+    /// The fold of `table`, one INSERT: the batches inserted in the range that no committed fold
+    /// took, as data rows collapsed per key (a resent batch's copies collapse to one, then
+    /// batches merge: usage by the meter's aggregation; SLA counts summed, sketches merged, the
+    /// exemplars any coarser read picks kept) and as identity rows. One statement reads the rows
+    /// once, so what is written as taken is exactly what is written as data, whichever replica
+    /// answers. A batch whose INSERT stamped some rows at or after `to` (its blocks a second
+    /// apart) is left whole to the next fold.
+    pub fn statement(&self, db: &str, table: Table) -> Result<Sql, BadIdentifier> {
         let late = self.to.saturating_add(SAME_INSERT_SECS);
         let range = |from: u32, to: u32| {
             Sql::new("inserted_at >= ")
@@ -141,51 +192,89 @@ impl FoldPlan {
                 .push(" AND inserted_at < ")
                 .bind(Param::DateTime(to))
         };
-        let mut rows = Sql::new(
-            "SELECT tenant, meter, window_start, service, route, dimensions, unique_value, source_id, batch_seq, \
-             max(value) AS v, any(unit) AS u, any(aggregation) AS a FROM ",
-        )
+        let mut rows = Sql::new(match table {
+            Table::Usage => {
+                "SELECT tenant, meter, window_start, service, route, dimensions, unique_value, source_id, batch_seq, \
+                 max(value) AS v, any(unit) AS u, any(aggregation) AS a FROM "
+            }
+            Table::Sla => {
+                "SELECT tenant, service, route, window_start, source_id, batch_seq, any((requests, errors, \
+                 latency_buckets, latency_counts, exemplar_trace_ids, exemplar_latencies_ns, exemplar_errors)) AS x FROM "
+            }
+        })
         .ident(db)?
-        .push(".usage WHERE ")
+        .push(table.raw())
+        .push(" WHERE ")
         .append(range(self.from, late))
         .push(" AND (tenant, source_id, batch_seq) IN (SELECT tenant, source_id, batch_seq FROM ")
         .ident(db)?
-        .push(".usage WHERE ")
+        .push(table.raw())
+        .push(" WHERE ")
         .append(range(self.from, late))
         .push(" GROUP BY tenant, source_id, batch_seq HAVING max(inserted_at) < ")
         .bind(Param::DateTime(self.to))
         .push(")");
         if let Some(w) = self.last {
-            let window = Sql::new("1");
-            rows = w.unfolded(rows, db, window, &range(self.from, late))?;
+            rows = w.unfolded(rows, db, table, Sql::new("1"), &range(self.from, late))?;
         }
-        rows = rows.push(
-            " GROUP BY tenant, meter, window_start, service, route, dimensions, unique_value, source_id, batch_seq",
-        );
-        Ok(Sql::new("INSERT INTO ")
-            .ident(db)?
-            .push(
-                ".usage_settled (fold, tenant, meter, window_start, service, route, dimensions, unique_value, value, \
-                 unit, aggregation, source_id, batch_seq) SELECT ",
-            )
-            .bind(self.id.as_str())
-            .push(
-                ", tenant, m, window_start, s, r, d, uv, if(any(a) = 'max', max(v), sum(v)), any(u), any(a), sid, seq \
-                 FROM (SELECT tenant, window_start, if(kind = 0, meter, '') AS m, if(kind = 0, service, '') AS s, \
-                 if(kind = 0, route, '') AS r, if(kind = 0, dimensions, '') AS d, if(kind = 0, unique_value, '') AS uv, \
-                 if(kind = 0, v, toDecimal128(0, 9)) AS v, if(kind = 0, u, '') AS u, if(kind = 0, a, '') AS a, \
-                 if(kind = 1, source_id, '') AS sid, if(kind = 1, batch_seq, 0) AS seq FROM (",
-            )
-            .append(rows)
-            .push(") ARRAY JOIN [0, 1] AS kind) GROUP BY tenant, m, window_start, s, r, d, uv, sid, seq"))
+        rows = rows.push(match table {
+            Table::Usage => {
+                " GROUP BY tenant, meter, window_start, service, route, dimensions, unique_value, source_id, batch_seq"
+            }
+            Table::Sla => " GROUP BY tenant, service, route, window_start, source_id, batch_seq",
+        });
+        let sql = Sql::new("INSERT INTO ").ident(db)?.push(table.settled());
+        Ok(match table {
+            Table::Usage => sql
+                .push(
+                    " (fold, tenant, meter, window_start, service, route, dimensions, unique_value, value, unit, \
+                     aggregation, source_id, batch_seq) SELECT ",
+                )
+                .bind(self.id.as_str())
+                .push(
+                    ", tenant, m, window_start, s, r, d, uv, if(any(a) = 'max', max(v), sum(v)), any(u), any(a), sid, \
+                     seq FROM (SELECT tenant, window_start, if(kind = 0, meter, '') AS m, if(kind = 0, service, '') AS s, \
+                     if(kind = 0, route, '') AS r, if(kind = 0, dimensions, '') AS d, \
+                     if(kind = 0, unique_value, '') AS uv, if(kind = 0, v, toDecimal128(0, 9)) AS v, \
+                     if(kind = 0, u, '') AS u, if(kind = 0, a, '') AS a, if(kind = 1, source_id, '') AS sid, \
+                     if(kind = 1, batch_seq, 0) AS seq FROM (",
+                )
+                .append(rows)
+                .push(") ARRAY JOIN [0, 1] AS kind) GROUP BY tenant, m, window_start, s, r, d, uv, sid, seq"),
+            // Exemplars as the SLA hour roll-up keeps them (seal::rollup): the 3 slowest, and the 3
+            // slowest failed among the rest, so every coarser read's picks are among a minute's.
+            Table::Sla => sql
+                .push(
+                    " (fold, tenant, service, route, window_start, requests, errors, latency_buckets, \
+                     latency_counts, exemplar_trace_ids, exemplar_latencies_ns, exemplar_errors, source_id, batch_seq) \
+                     SELECT ",
+                )
+                .bind(self.id.as_str())
+                .push(
+                    ", tenant, s, r, window_start, req, err, lat.1, lat.2, arrayMap(e -> e.2, kept), \
+                     arrayMap(e -> e.1, kept), arrayMap(e -> e.3, kept), sid, seq FROM (SELECT tenant, s, r, \
+                     window_start, sid, seq, sum(req) AS req, sum(err) AS err, sumMap(lb, lc) AS lat, \
+                     arrayReverseSort(groupArrayArray(arrayMap((l, t, e) -> (l, t, e), el, et, ee))) AS ex, \
+                     arrayConcat(arraySlice(ex, 1, 3), arraySlice(arrayFilter(e -> e.3 = 1, arraySlice(ex, 4)), 1, 3)) \
+                     AS kept FROM (SELECT tenant, window_start, if(kind = 0, service, '') AS s, \
+                     if(kind = 0, route, '') AS r, if(kind = 0, x.1, 0) AS req, if(kind = 0, x.2, 0) AS err, \
+                     if(kind = 0, x.3, emptyArrayUInt16()) AS lb, if(kind = 0, x.4, emptyArrayUInt64()) AS lc, \
+                     if(kind = 0, x.5, emptyArrayString()) AS et, if(kind = 0, x.6, emptyArrayUInt64()) AS el, \
+                     if(kind = 0, x.7, emptyArrayUInt8()) AS ee, if(kind = 1, source_id, '') AS sid, \
+                     if(kind = 1, batch_seq, 0) AS seq FROM (",
+                )
+                .append(rows)
+                .push(") ARRAY JOIN [0, 1] AS kind) GROUP BY tenant, s, r, window_start, sid, seq)"),
+        })
     }
 
-    /// `SELECT countIf(identity rows), countIf(usage rows)` of the fold, for its commit.
-    pub fn counts(&self, db: &str) -> Result<Sql, BadIdentifier> {
-        Ok(Sql::new("SELECT countIf(meter = ''), countIf(meter != '') FROM ")
-            .ident(db)?
-            .push(".usage_settled WHERE fold = ")
-            .bind(self.id.as_str()))
+    /// `SELECT identity rows, data rows` of the fold in `table`, for its commit.
+    pub fn counts(&self, db: &str, table: Table) -> Result<Sql, BadIdentifier> {
+        let sql = Sql::new(match table {
+            Table::Usage => "SELECT countIf(meter = ''), countIf(meter != '') FROM ",
+            Table::Sla => "SELECT countIf(source_id != ''), countIf(source_id = '') FROM ",
+        });
+        Ok(sql.ident(db)?.push(table.settled()).push(" WHERE fold = ").bind(self.id.as_str()))
     }
 
     /// The fold's row in `settle_folds`: from here on it counts.
@@ -213,24 +302,16 @@ const SAME_INSERT_SECS: u32 = 600;
 /// Plans the next fold: what was inserted since the last one (at most `max_span` of it, and
 /// nothing younger than `grace`); `None` when there is nothing old enough to fold yet.
 pub async fn plan(store: &Store, options: FoldOptions) -> Result<Option<FoldPlan>, StoreError> {
-    let db = store.db();
     let now: u32 = scalar(store, Sql::new("SELECT toUInt32(now())")).await?;
     let until = now.saturating_sub(secs(options.grace));
     let last = Watermark::read(store).await?;
     let start = match last {
         Some(w) => w.upto,
-        None => {
-            // The first fold starts at the oldest row.
-            let sql = Sql::new("SELECT toUInt32(min(inserted_at)), count() FROM ").ident(db)?.push(".usage");
-            let row = store.ch().query_tsv(&sql).await?.into_iter().next().unwrap_or_default();
-            match row.as_slice() {
-                [_, n] if n == "0" => return Ok(None),
-                [oldest, _] => oldest
-                    .parse()
-                    .map_err(|_| StoreError::BadRow { row: row.clone(), reason: "expected a UInt32".into() })?,
-                _ => return Err(StoreError::BadRow { row, reason: "expected two fields".into() }),
-            }
-        }
+        // The first fold starts at the oldest row of either table.
+        None => match oldest(store).await? {
+            Some(oldest) => oldest,
+            None => return Ok(None),
+        },
     };
     let to = until.min(start.saturating_add(secs(options.max_span)));
     if to <= start {
@@ -240,16 +321,41 @@ pub async fn plan(store: &Store, options: FoldOptions) -> Result<Option<FoldPlan
     Ok(Some(FoldPlan::new(from, to, last)))
 }
 
+/// The oldest `inserted_at` of any batch row, or `None` when there is none.
+async fn oldest(store: &Store) -> Result<Option<u32>, StoreError> {
+    let mut out: Option<u32> = None;
+    for table in Table::ALL {
+        let sql = Sql::new("SELECT toUInt32(min(inserted_at)), count() FROM ").ident(store.db())?.push(table.raw());
+        let row = store.ch().query_tsv(&sql).await?.into_iter().next().unwrap_or_default();
+        let bad = |row: &[String]| StoreError::BadRow { row: row.to_vec(), reason: "expected two numbers".into() };
+        match row.as_slice() {
+            [_, n] if n == "0" => {}
+            [t, _] => {
+                let t: u32 = t.parse().map_err(|_| bad(&row))?;
+                out = Some(out.map_or(t, |o| o.min(t)));
+            }
+            _ => return Err(bad(&row)),
+        }
+    }
+    Ok(out)
+}
+
 /// Runs a planned fold to its commit.
 pub async fn run(store: &Store, plan: &FoldPlan) -> Result<Fold, StoreError> {
     let db = store.db();
-    store.ch().execute(&plan.statement(db)?).await?;
-    let row = store.ch().query_tsv(&plan.counts(db)?).await?.into_iter().next().unwrap_or_default();
-    let bad = |row: &[String]| StoreError::BadRow { row: row.to_vec(), reason: "expected two counts".into() };
-    let (batches, rows) = match row.as_slice() {
-        [b, r] => (b.parse().map_err(|_| bad(&row))?, r.parse().map_err(|_| bad(&row))?),
-        _ => return Err(bad(&row)),
-    };
+    let (mut batches, mut rows) = (0u64, 0u64);
+    for table in Table::ALL {
+        store.ch().execute(&plan.statement(db, table)?).await?;
+        let row = store.ch().query_tsv(&plan.counts(db, table)?).await?.into_iter().next().unwrap_or_default();
+        let bad = |row: &[String]| StoreError::BadRow { row: row.to_vec(), reason: "expected two counts".into() };
+        match row.as_slice() {
+            [b, r] => {
+                batches += b.parse::<u64>().map_err(|_| bad(&row))?;
+                rows += r.parse::<u64>().map_err(|_| bad(&row))?;
+            }
+            _ => return Err(bad(&row)),
+        }
+    }
     store.ch().execute(&plan.commit(db, batches, rows)?).await?;
     Ok(Fold { id: plan.id.clone(), from: plan.from, to: plan.to, batches, rows })
 }

@@ -27,4 +27,4 @@
 pub mod fold;
 pub mod schema;
 
-pub use fold::{fold, plan, run, Fold, FoldOptions, FoldPlan, Watermark};
+pub use fold::{fold, plan, run, Fold, FoldOptions, FoldPlan, Table, Watermark};

@@ -7,10 +7,13 @@
 //!     up (their sum, their max, their distinct values), so reads never collapse them;
 //!   - identities (`meter` empty): one row per batch identity, tenant and minute the fold took,
 //!     so a read can leave a resent batch out. They sort beside the tenant's usage, by minute.
+//! - `sla_settled`: the same for `sla` rows: per fold, tenant, service, route and minute the
+//!   counts summed, the latency sketches merged and the exemplars any coarser read picks; and
+//!   identity rows (those with a `source_id`).
 //! - `settle_folds`: one row per fold, written last: a fold counts only once this row exists,
 //!   so a settler killed part-way leaves rows nobody reads.
 //!
-//! In cluster mode `usage_settled` is sharded by tenant beside `usage` (a read's test of batch
+//! In cluster mode `usage_settled` and `sla_settled` are sharded by tenant beside `usage` (a read's test of batch
 //! identities runs on each shard against its own rows); `settle_folds` has no tenant and is one
 //! table on every server.
 
@@ -23,6 +26,19 @@ pub fn create_usage_settled(db: &str) -> Result<Sql, BadIdentifier> {
          route String, dimensions String, unique_value String, value Decimal(38, 9), unit String, aggregation String, \
          source_id String, batch_seq UInt64) ENGINE = MergeTree PARTITION BY toYYYYMM(window_start) \
          ORDER BY (tenant, meter, window_start, service, route, dimensions, unique_value, source_id, batch_seq)",
+    ))
+}
+
+/// `CREATE TABLE IF NOT EXISTS db.sla_settled ...`: `sla`'s columns and `fold`; identity rows
+/// have a `source_id` (data rows none) and an empty service and route, so they sort first of a
+/// tenant's rows, by minute.
+pub fn create_sla_settled(db: &str) -> Result<Sql, BadIdentifier> {
+    Ok(Sql::new("CREATE TABLE IF NOT EXISTS ").ident(db)?.push(
+        ".sla_settled (fold String, tenant String, service String, route String, window_start DateTime('UTC'), \
+         requests UInt64, errors UInt64, latency_buckets Array(UInt16), latency_counts Array(UInt64), \
+         exemplar_trace_ids Array(String), exemplar_latencies_ns Array(UInt64), exemplar_errors Array(UInt8), \
+         source_id String, batch_seq UInt64) ENGINE = MergeTree PARTITION BY toYYYYMM(window_start) \
+         ORDER BY (tenant, service, route, window_start, source_id, batch_seq)",
     ))
 }
 

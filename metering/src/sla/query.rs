@@ -11,8 +11,9 @@ use time::OffsetDateTime;
 
 use super::record::{bound_exemplars, Exemplar, MAX_FAILED, MAX_SLOWEST};
 use super::sketch::LatencySketch;
-use crate::clickhouse::sql::{BadIdentifier, Sql};
+use crate::clickhouse::sql::{BadIdentifier, Param, Sql};
 use crate::seal::rollup::{Rollup, Sealed};
+use crate::settle::{Table, Watermark};
 use crate::store::rollup::{validate_range, Granularity, QueryError, Scan};
 use crate::store::Store;
 use crate::store::StoreError;
@@ -46,6 +47,9 @@ pub struct SlaQuery {
     pub grouping: SlaGrouping,
     /// Read a sealed month's snapshot instead of live rows.
     pub sealed: Option<Sealed>,
+    /// Live rows: the settled rows up to this watermark and the unsettled tail (set by
+    /// [`query_sla`] from the store); without one, every stored row is read and collapsed.
+    pub settled: Option<Watermark>,
 }
 
 /// One bucket of merged SLA data.
@@ -82,6 +86,7 @@ impl SlaQuery {
             granularity: Granularity::Day,
             grouping: SlaGrouping::Route,
             sealed: None,
+            settled: None,
         }
     }
 
@@ -112,32 +117,66 @@ impl SlaQuery {
             " AS bucket, sum(r.1) AS req, sum(r.2) AS err, sumMap(r.3, r.4) AS lat, \
                  arrayReverseSort(groupArrayArray(arrayMap((l, t, e) -> (l, t, e), r.6, r.5, r.7))) AS ex, \
                  arrayConcat(arraySlice(ex, 1, 3), arraySlice(arrayFilter(x -> x.3 = 1, ex), 1, 3)) AS kept \
-                 FROM (SELECT tenant, service, route, window_start, ",
-        )
-        // A snapshot is one row per key already: no per-key pass over it (see the usage roll-up).
-        .push(if self.sealed.is_some() {
-            "(requests, errors, latency_buckets, latency_counts, exemplar_trace_ids, exemplar_latencies_ns, \
-                 exemplar_errors) AS r FROM "
-        } else {
+                 FROM (",
+        );
+        sql = match (&self.sealed, self.settled) {
+            // A snapshot is one row per key already: no per-key pass over it (see the usage roll-up).
+            (Some(_), _) => self.rows(sql, db, None, false)?,
+            (None, None) => self.rows(sql, db, None, true)?,
+            // Settled rows are one per key too; only the tail since the last fold needs the pass.
+            (None, Some(w)) => {
+                let sql = self.rows(sql, db, Some(w), false)?.push(" UNION ALL ");
+                self.rows(sql, db, Some(w), true)?
+            }
+        };
+        Ok(sql.push(") GROUP BY tenant, service, rt, bucket) ORDER BY tenant, service, rt, bucket"))
+    }
+
+    /// `sql` followed by one `SELECT` of the rows the read merges, one per key: of the snapshot
+    /// or the settled rows (`raw` false), or of `sla` collapsed by batch identity (all of it, or
+    /// the tail past `settled`).
+    fn rows(&self, sql: Sql, db: &str, settled: Option<Watermark>, raw: bool) -> Result<Sql, BadIdentifier> {
+        let sql = sql.push("SELECT tenant, service, route, window_start, ").push(if raw {
             "any((requests, errors, latency_buckets, latency_counts, exemplar_trace_ids, exemplar_latencies_ns, \
-                 exemplar_errors)) AS r FROM "
+             exemplar_errors)) AS r FROM "
+        } else {
+            "(requests, errors, latency_buckets, latency_counts, exemplar_trace_ids, exemplar_latencies_ns, \
+             exemplar_errors) AS r FROM "
         });
-        let scan = Scan {
+        let scan = self.scan();
+        let narrow = |mut sql: Sql| {
+            if let Some(service) = &self.service {
+                sql = sql.push(" AND service = ").bind(service);
+            }
+            sql
+        };
+        let mut sql = match (settled, raw) {
+            (Some(_), false) => narrow(scan.push_table(sql, db, Table::Sla.settled())?),
+            _ => narrow(scan.push(sql, db)?),
+        };
+        match (settled, raw) {
+            (Some(w), false) => return w.folds(sql.push(Table::Sla.data_rows()), db),
+            (None, false) => return Ok(sql),
+            (Some(w), true) => {
+                let tail = |sql: Sql| sql.push(" AND inserted_at >= ").bind(Param::DateTime(w.tail_from));
+                sql = tail(sql);
+                let rows = tail(narrow(scan.conditions()));
+                sql = w.unfolded(sql, db, Table::Sla, scan.conditions(), &rows)?;
+            }
+            (None, true) => {}
+        }
+        Ok(sql.push(" GROUP BY tenant, service, route, window_start, source_id, batch_seq"))
+    }
+
+    fn scan(&self) -> Scan<'_> {
+        Scan {
             rollup: Rollup::SlaHourly,
             granularity: self.granularity,
             from: self.from,
             to: self.to,
             sealed: self.sealed.as_ref(),
             tenant: self.tenant.as_deref(),
-        };
-        sql = scan.push(sql, db)?;
-        if let Some(service) = &self.service {
-            sql = sql.push(" AND service = ").bind(service);
         }
-        if self.sealed.is_none() {
-            sql = sql.push(" GROUP BY tenant, service, route, window_start, source_id, batch_seq");
-        }
-        Ok(sql.push(") GROUP BY tenant, service, rt, bucket) ORDER BY tenant, service, rt, bucket"))
     }
 
     /// Reads the rows [`to_sql`](Self::to_sql) returns (as TabSeparated fields).
@@ -190,6 +229,10 @@ fn split(s: &str) -> impl Iterator<Item = &str> {
 
 /// Runs an SLA read against `db.sla`.
 pub async fn query_sla(store: &Store, query: &SlaQuery) -> Result<Vec<SlaPoint>, StoreError> {
+    let mut query = query.clone();
+    if query.sealed.is_none() {
+        query.settled = Watermark::read(store).await?;
+    }
     let rows = store.ch().query_tsv(&query.to_sql(store.db())?).await?;
     query.parse_rows(rows)
 }

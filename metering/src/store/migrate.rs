@@ -67,10 +67,10 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 6,
-        name: "usage_settled and settle_folds for settled usage",
+        name: "usage_settled, sla_settled and settle_folds for settled usage",
         statements: |db, _| {
-            use crate::settle::schema::{create_settle_folds, create_usage_settled};
-            Ok(vec![create_usage_settled(db)?, create_settle_folds(db)?])
+            use crate::settle::schema::{create_settle_folds, create_sla_settled, create_usage_settled};
+            Ok(vec![create_usage_settled(db)?, create_sla_settled(db)?, create_settle_folds(db)?])
         },
         already_done: None,
     },

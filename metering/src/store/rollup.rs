@@ -20,7 +20,7 @@ use crate::clickhouse::sql::{BadIdentifier, Param, Sql};
 use crate::meter::Catalog;
 use crate::record::{validate_tenant, TenantError};
 use crate::seal::rollup::{Rollup, Sealed};
-use crate::settle::Watermark;
+use crate::settle::{Table, Watermark};
 use crate::store::Store;
 
 /// The largest page a query may ask for.
@@ -244,7 +244,7 @@ impl UsageQuery {
             Rows::Collapsed(Some(_)) => self.scan().push_table(
                 sql.push("value AS v, unit AS u, aggregation AS a FROM "),
                 db,
-                ".usage_settled",
+                Table::Usage.settled(),
             )?,
             Rows::Raw(_) => {
                 self.scan().push(sql.push("max(value) AS v, any(unit) AS u, any(aggregation) AS a FROM "), db)?
@@ -254,13 +254,13 @@ impl UsageQuery {
         match rows {
             Rows::Collapsed(None) => Ok(sql),
             // Identity rows (no meter) are for the test above, not usage.
-            Rows::Collapsed(Some(w)) => w.folds(sql.push(" AND meter != ''"), db),
+            Rows::Collapsed(Some(w)) => w.folds(sql.push(Table::Usage.data_rows()), db),
             Rows::Raw(settled) => {
                 if let Some(w) = settled {
                     let tail = |sql: Sql| sql.push(" AND inserted_at >= ").bind(Param::DateTime(w.tail_from));
                     sql = tail(sql);
                     let raw = tail(self.narrow(self.scan().conditions()));
-                    sql = w.unfolded(sql, db, self.scan().conditions(), &raw)?;
+                    sql = w.unfolded(sql, db, Table::Usage, self.scan().conditions(), &raw)?;
                 }
                 Ok(sql.push(
                     " GROUP BY tenant, meter, window_start, service, route, dimensions, source_id, batch_seq, \
