@@ -215,7 +215,21 @@ impl FoldPlan {
         .bind(Param::DateTime(self.to))
         .push(")");
         if let Some(w) = self.last {
-            rows = w.unfolded(rows, db, table, Sql::new("1"), &range(self.from, late))?;
+            // Identity rows are found by minute: only those of the minutes the range's rows are in
+            // (a resend carries its batch's minutes), not every identity ever folded.
+            let bound = |f: &'static str| -> Result<Sql, BadIdentifier> {
+                Ok(Sql::new("(SELECT ")
+                    .push(f)
+                    .push("(window_start) FROM ")
+                    .ident(db)?
+                    .push(table.raw())
+                    .push(" WHERE ")
+                    .append(range(self.from, late))
+                    .push(")"))
+            };
+            let window =
+                Sql::new("window_start >= ").append(bound("min")?).push(" AND window_start <= ").append(bound("max")?);
+            rows = w.unfolded(rows, db, table, window, &range(self.from, late))?;
         }
         rows = rows.push(match table {
             Table::Usage => {
