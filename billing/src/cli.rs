@@ -232,4 +232,8 @@ pub struct ServeSettings {
     /// What one read may cost.
     #[command(flatten)]
     pub limits: crate::api::limits::ReadLimits,
+    /// Verify every seal again every this many seconds in the background, storing each
+    /// verification (GET /v1/periods serves the latest); 0 verifies only on request
+    #[arg(long, default_value_t = 3600)]
+    pub verify_every_secs: u64,
 }

@@ -67,6 +67,11 @@ async fn main() -> anyhow::Result<()> {
                 tracing::info!(plans = plans.plans.len(), tenants = plans.tenants.len(), "plans loaded");
                 state = state.with_plans(plans);
             }
+            if args.verify_every_secs > 0 {
+                let every = std::time::Duration::from_secs(args.verify_every_secs);
+                let store = state.reads.store(&state.store);
+                tokio::spawn(state.verifications.clone().refresh_all(store, every));
+            }
             api::serve(args.listen, state, telemetry::shutdown_signal())
                 .await
                 .with_context(|| format!("serving the billing API on {}", args.listen))?;

@@ -539,3 +539,63 @@ async fn a_tenant_key_sees_only_its_part_of_a_seal_verified_once() {
     let (_, _) = call(&serve, reqwest::Method::GET, "/v1/periods/2026-10", ACME_KEY).await;
     assert_eq!(verifications(&serve).await, 2);
 }
+
+#[tokio::test]
+async fn a_seals_verification_is_stored_refreshed_in_the_background_and_served_after_a_restart() {
+    let server = ClickHouseServer::start().unwrap();
+    let db = server.database("verifications").unwrap();
+    let ch = ClickHouse::new(&server.http_url(), Duration::from_secs(30)).unwrap();
+    migrate(&Store::new(ch.clone(), &db)).await.unwrap();
+    write(&ch, &db, &[october()]).await;
+    let sealed =
+        tally(&["seal", "--month", "2026-10", "--clickhouse-url", &server.http_url(), "--clickhouse-database", &db]);
+    assert!(sealed.status.success(), "{}", String::from_utf8_lossy(&sealed.stderr));
+    let sealed: Value = serde_json::from_slice(&sealed.stdout).unwrap();
+
+    // Verified in the background every second, before anyone asks.
+    let serve = start(&server.http_url(), &db, &["--billing-key", BILLING, "--verify-every-secs", "1"]).await;
+    until_verified(&serve, 1).await;
+    let (_, first) = call(&serve, reqwest::Method::GET, "/v1/periods/2026-10", BILLING).await;
+    assert_eq!((first["verified"].as_bool(), first["digest"].as_str()), (Some(true), sealed["digest"].as_str()));
+
+    // A row slipped into the snapshot: a later background pass finds it, with no request asking.
+    let seal_id = sealed["seal_id"].as_str().unwrap();
+    server
+        .query(&format!(
+            "INSERT INTO {db}.sealed_usage (seal_id, tenant, meter, window_start, value, unit, source_id, batch_seq) \
+             VALUES ('{seal_id}', 'acme', 'spans', toDateTime('2026-10-11 00:00:00', 'UTC'), 1, 'count', 'forged', 1)"
+        ))
+        .unwrap();
+    let now = verifications(&serve).await;
+    until_verified(&serve, now + 2).await;
+    let (_, tampered) = call(&serve, reqwest::Method::GET, "/v1/periods/2026-10", BILLING).await;
+    assert_eq!(
+        (tampered["verified"].as_bool(), tampered["recomputed_rows"].as_u64(), tampered["rows"].as_u64()),
+        (Some(false), Some(2), Some(1)),
+        "{tampered}"
+    );
+    drop(serve);
+
+    // Another API process, verifying only on request: it serves the stored verification, as made.
+    let serve = start(&server.http_url(), &db, &["--billing-key", BILLING, "--verify-every-secs", "0"]).await;
+    let (_, stored) = call(&serve, reqwest::Method::GET, "/v1/periods/2026-10", BILLING).await;
+    assert_eq!(stored["verified"].as_bool(), Some(false), "{stored}");
+    assert_eq!(stored["recomputed_digest"], tampered["recomputed_digest"]);
+    let latest = server
+        .query(&format!(
+            "SELECT formatDateTime(max(verified_at), '%Y-%m-%dT%H:%M:%SZ', 'UTC') FROM {db}.seal_verifications \
+             WHERE seal_id = '{seal_id}'"
+        ))
+        .unwrap();
+    assert_eq!(stored["verified_at"].as_str(), Some(latest.trim()));
+    assert_eq!(verifications(&serve).await, 0, "nothing recomputed");
+}
+
+/// Waits (up to a minute: this is not what is measured) until `serve` has made `want` verifications.
+async fn until_verified(serve: &Serve, want: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while verifications(serve).await < want {
+        assert!(std::time::Instant::now() < deadline, "fewer than {want} background verifications");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

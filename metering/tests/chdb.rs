@@ -23,7 +23,7 @@ fn ddl_writer_bytes_and_rollups_run_on_the_modern_dialect() {
     // Both dialects' DDL: a server upgraded from 18.16 keeps the legacy tables.
     for (db, dialect) in [("modern", Dialect::Modern), ("legacy", Dialect::Legacy)] {
         testkit::usage::chdb_migrate(&mut chdb, db, dialect);
-        assert_eq!(chdb.query(applied_versions(db).unwrap().as_str()).unwrap(), "1\n2\n3\n4\n5\n6\n");
+        assert_eq!(chdb.query(applied_versions(db).unwrap().as_str()).unwrap(), "1\n2\n3\n4\n5\n6\n7\n");
         let data = dataset();
         // Retries of a third of the batches, in the same INSERT.
         testkit::usage::chdb_insert_usage(

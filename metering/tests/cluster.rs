@@ -53,10 +53,10 @@ async fn migrations_lay_out_replicated_sharded_tables_and_run_twice_as_a_no_op()
     let short = ClusterTarget::with_shards(&client(&cluster, 0), CLUSTER, vec![client(&cluster, 0)]).await.unwrap_err();
     assert!(matches!(short, StoreError::ShardCount { shards: 2, given: 1, .. }), "{short}");
     let first = migrate_on_cluster(&Store::new(client(&cluster, 0), &db), &target(&cluster)).await.unwrap();
-    assert_eq!((first.applied, first.skipped), (vec![1, 2, 3, 4, 5, 6], vec![]));
+    assert_eq!((first.applied, first.skipped), (vec![1, 2, 3, 4, 5, 6, 7], vec![]));
     // Again, through another server of the other shard: everything is recorded already.
     let second = migrate_on_cluster(&Store::new(client(&cluster, 3), &db), &target(&cluster)).await.unwrap();
-    assert_eq!((second.applied, second.skipped), (vec![], vec![1, 2, 3, 4, 5, 6]));
+    assert_eq!((second.applied, second.skipped), (vec![], vec![1, 2, 3, 4, 5, 6, 7]));
 
     let key = "ORDER BY (tenant, meter, window_start, service, route, dimensions, source_id, batch_seq, unique_value)";
     for i in 0..4 {
@@ -67,7 +67,7 @@ async fn migrations_lay_out_replicated_sharded_tables_and_run_twice_as_a_no_op()
             tables,
             // Tables with a tenant are sharded behind a Distributed table; the seals' chain
             // (`periods`) and the migrations' record are one replicated table on every server.
-            "periods\tReplicatedMergeTree\nsealed_sla\tDistributed\nsealed_sla_hourly\tDistributed\n\
+            "periods\tReplicatedMergeTree\nseal_verifications\tReplicatedMergeTree\nsealed_sla\tDistributed\nsealed_sla_hourly\tDistributed\n\
              sealed_sla_hourly_local\tReplicatedMergeTree\nsealed_sla_local\tReplicatedMergeTree\n\
              sealed_usage\tDistributed\nsealed_usage_daily\tDistributed\nsealed_usage_daily_local\tReplicatedMergeTree\n\
              sealed_usage_local\tReplicatedMergeTree\nsettle_folds\tReplicatedMergeTree\n\
@@ -103,7 +103,8 @@ async fn migrations_lay_out_replicated_sharded_tables_and_run_twice_as_a_no_op()
             "1\tusage table\n2\tsla table\n3\tusage.unique_value and usage.aggregation for custom meters\n\
              4\tsealed_usage, sealed_sla and periods tables for sealed months\n\
              5\tsealed_usage_daily and sealed_sla_hourly roll-ups of seals, periods.rollups\n\
-             6\tusage_settled, sla_settled and settle_folds for settled usage\n"
+             6\tusage_settled, sla_settled and settle_folds for settled usage\n\
+             7\tseal_verifications: every verification of a seal, served to readers\n"
         );
     }
     sla_reads_through_the_distributed_table_count_a_resent_batch_once(&cluster, &db).await;
@@ -133,7 +134,7 @@ async fn a_migration_stopped_before_the_distributed_rebuild_finishes_on_rerun(
         std::thread::sleep(Duration::from_millis(100));
     }
     let rerun = migrate_on_cluster(&Store::new(client(cluster, 0), &db), &target(cluster)).await.unwrap();
-    assert_eq!((rerun.applied, rerun.skipped), (vec![3], vec![1, 2, 4, 5, 6]));
+    assert_eq!((rerun.applied, rerun.skipped), (vec![3], vec![1, 2, 4, 5, 6, 7]));
     for i in 0..4 {
         let columns = |table: &str| {
             cluster

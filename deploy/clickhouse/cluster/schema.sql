@@ -81,3 +81,9 @@ CREATE TABLE IF NOT EXISTS `tally`.settle_folds ON CLUSTER `tally` (fold String,
 -- on any one server:
 INSERT INTO `tally`.tally_migrations (version, name, dialect) VALUES (6, 'usage_settled, sla_settled and settle_folds for settled usage', 'modern');
 
+-- migration 7: seal_verifications: every verification of a seal, served to readers
+CREATE TABLE IF NOT EXISTS `tally`.seal_verifications ON CLUSTER `tally` (month String, seal_id String, digest String, verified_at DateTime('UTC'), verification String) ENGINE = ReplicatedMergeTree('/clickhouse/tables/all/tally.seal_verifications', '{shard}-{replica}') ORDER BY (month, seal_id, digest, verified_at);
+
+-- on any one server:
+INSERT INTO `tally`.tally_migrations (version, name, dialect) VALUES (7, 'seal_verifications: every verification of a seal, served to readers', 'modern');
+

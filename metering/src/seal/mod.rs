@@ -27,5 +27,6 @@ pub mod period;
 pub mod rollup;
 pub mod schema;
 pub mod store;
+pub mod verified;
 
 pub use store::{period, seal, verify, Period, SealError, TenantRows, Verification};

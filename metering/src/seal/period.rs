@@ -1,12 +1,12 @@
 //! A sealed month as `periods` records it.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::rollup::Sealed;
 
 /// A sealed month.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Period {
     /// `YYYY-MM`.
     pub month: String,

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::digest::{Digester, SealedRow, SealedSlaRow, GENESIS};
@@ -16,7 +16,7 @@ use crate::store::Store;
 use crate::store::StoreError;
 
 /// The outcome of recomputing a seal.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Verification {
     /// The seal as recorded.
     #[serde(flatten)]
@@ -42,7 +42,7 @@ pub struct Verification {
 }
 
 /// One tenant's part of a seal's verification.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TenantRows {
     /// The tenant.
     pub tenant: String,

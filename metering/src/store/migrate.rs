@@ -74,6 +74,12 @@ pub const MIGRATIONS: &[Migration] = &[
         },
         already_done: None,
     },
+    Migration {
+        version: 7,
+        name: "seal_verifications: every verification of a seal, served to readers",
+        statements: |db, _| Ok(vec![crate::seal::verified::create_seal_verifications(db)?]),
+        already_done: None,
+    },
 ];
 
 /// What [`migrate`] did.
