@@ -189,6 +189,12 @@ impl ClickHouse {
         Ok(parse_tsv(&text))
     }
 
+    /// Runs a query and returns its rows as RowBinary bytes (read them with
+    /// [`rowbinary::Reader`](super::rowbinary::Reader)). The query must not name a FORMAT.
+    pub async fn query_rowbinary(&self, sql: &Sql) -> Result<Vec<u8>, ClickHouseError> {
+        self.post(&format!("{} FORMAT RowBinary", sql.as_str()), bytes::Bytes::new()).await
+    }
+
     /// The first field of every row of a query (a list of names, or one value).
     pub async fn query_column(&self, sql: &Sql) -> Result<Vec<String>, ClickHouseError> {
         Ok(self.query_tsv(sql).await?.into_iter().filter_map(|row| row.into_iter().next()).collect())

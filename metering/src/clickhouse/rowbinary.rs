@@ -144,6 +144,78 @@ fn put_leb128(buf: &mut Vec<u8>, mut n: u64) {
     }
 }
 
+/// Why RowBinary bytes could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    /// The bytes end inside a value.
+    #[error("RowBinary ends inside a value at byte {0}")]
+    Truncated(usize),
+    /// A string is not UTF-8.
+    #[error("RowBinary string at byte {0} is not UTF-8")]
+    NotUtf8(usize),
+    /// A decimal is past the 28 digits an exact decimal here holds.
+    #[error("RowBinary decimal at byte {0} is larger than 28 digits")]
+    DecimalRange(usize),
+}
+
+/// Reads the values of RowBinary rows in order, borrowing strings from the bytes.
+#[derive(Debug)]
+pub struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    /// A reader at the start of `buf`.
+    pub fn new(buf: &'a [u8]) -> Self {
+        Self { buf, pos: 0 }
+    }
+
+    /// Whether every byte was read.
+    pub fn is_empty(&self) -> bool {
+        self.pos >= self.buf.len()
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], ReadError> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len()).ok_or(ReadError::Truncated(self.pos))?;
+        let out = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(out)
+    }
+
+    /// A `String` (its length as unsigned LEB128, then its bytes).
+    pub fn str(&mut self) -> Result<&'a str, ReadError> {
+        let at = self.pos;
+        let mut len = 0usize;
+        for shift in (0..64).step_by(7) {
+            let b = self.take(1)?[0];
+            len |= usize::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                let bytes = self.take(len)?;
+                return std::str::from_utf8(bytes).map_err(|_| ReadError::NotUtf8(at));
+            }
+        }
+        Err(ReadError::Truncated(at))
+    }
+
+    /// A `UInt64`.
+    pub fn u64(&mut self) -> Result<u64, ReadError> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().map_err(|_| ReadError::Truncated(self.pos))?))
+    }
+
+    /// A `UInt32` or `DateTime`.
+    pub fn u32(&mut self) -> Result<u32, ReadError> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().map_err(|_| ReadError::Truncated(self.pos))?))
+    }
+
+    /// A `Decimal128(scale)` (`Decimal(38, scale)`).
+    pub fn decimal128(&mut self, scale: u32) -> Result<Decimal, ReadError> {
+        let at = self.pos;
+        let raw = i128::from_le_bytes(self.take(16)?.try_into().map_err(|_| ReadError::Truncated(at))?);
+        Decimal::try_from_i128_with_scale(raw, scale).map_err(|_| ReadError::DecimalRange(at))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,6 +240,24 @@ mod tests {
         b.clear();
         put_array(&mut b, ["a"].into_iter(), put_str);
         assert_eq!(b, [1, 1, b'a']);
+    }
+
+    #[test]
+    fn a_reader_reads_what_the_encoders_write_and_refuses_the_rest() {
+        let mut b = Vec::new();
+        put_str(&mut b, &"é".repeat(100));
+        put_u64(&mut b, u64::MAX - 1);
+        put_datetime(&mut b, 1_796_000_000);
+        put_decimal128(&mut b, "-12.000000345".parse().unwrap(), 9);
+        let mut r = Reader::new(&b);
+        assert_eq!(r.str().unwrap(), "é".repeat(100));
+        assert_eq!(r.u64().unwrap(), u64::MAX - 1);
+        assert_eq!(r.u32().unwrap(), 1_796_000_000);
+        assert_eq!(r.decimal128(9).unwrap(), "-12.000000345".parse::<Decimal>().unwrap());
+        assert!(r.is_empty());
+        assert_eq!(Reader::new(&b[..150]).str(), Err(ReadError::Truncated(2)));
+        assert_eq!(Reader::new(&[2, 0xff, 0xfe]).str(), Err(ReadError::NotUtf8(0)));
+        assert_eq!(Reader::new(&i128::MAX.to_le_bytes()).decimal128(9), Err(ReadError::DecimalRange(0)));
     }
 
     const LAYOUT: Layout = Layout(&[("name", "String"), ("n", "UInt64")]);

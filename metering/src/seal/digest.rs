@@ -81,6 +81,101 @@ pub struct SealedSlaRow {
     pub batch_seq: u64,
 }
 
+/// A usage row's fields as the canonical text reads them, borrowed (from a [`SealedRow`], or
+/// from the bytes a snapshot was read as: a month is hundreds of millions of rows, and owning
+/// each field of each row cost more than hashing it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsageLine<'a> {
+    /// Tenant.
+    pub tenant: &'a str,
+    /// Meter.
+    pub meter: &'a str,
+    /// The minute, Unix seconds.
+    pub window_start: u32,
+    /// Service.
+    pub service: &'a str,
+    /// Route.
+    pub route: &'a str,
+    /// Dimensions as stored (JSON text).
+    pub dimensions: &'a str,
+    /// The distinct value of a `unique_count` row.
+    pub unique_value: &'a str,
+    /// The value.
+    pub value: Decimal,
+    /// Unit.
+    pub unit: &'a str,
+    /// How the meter rolls up.
+    pub aggregation: &'a str,
+    /// The batch's source.
+    pub source_id: &'a str,
+    /// The batch's sequence number.
+    pub batch_seq: u64,
+}
+
+impl SealedRow {
+    /// Its fields, borrowed.
+    pub fn line(&self) -> UsageLine<'_> {
+        UsageLine {
+            tenant: &self.tenant,
+            meter: &self.meter,
+            window_start: self.window_start,
+            service: &self.service,
+            route: &self.route,
+            dimensions: &self.dimensions,
+            unique_value: &self.unique_value,
+            value: self.value,
+            unit: &self.unit,
+            aggregation: &self.aggregation,
+            source_id: &self.source_id,
+            batch_seq: self.batch_seq,
+        }
+    }
+}
+
+/// An SLA row's fields as the canonical text reads them, borrowed (see [`UsageLine`]); ordered
+/// as the text sorts them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SlaLine<'a> {
+    /// Tenant.
+    pub tenant: &'a str,
+    /// Service.
+    pub service: &'a str,
+    /// Route.
+    pub route: &'a str,
+    /// The minute, Unix seconds.
+    pub window_start: u32,
+    /// Requests.
+    pub requests: u64,
+    /// Failed requests.
+    pub errors: u64,
+    /// Latency sketch as `bucket:count` pairs, comma-separated, as stored.
+    pub latency: &'a str,
+    /// Exemplars as `trace_id:latency_ns:error` triples, comma-separated, as stored.
+    pub exemplars: &'a str,
+    /// The batch's source.
+    pub source_id: &'a str,
+    /// The batch's sequence number.
+    pub batch_seq: u64,
+}
+
+impl SealedSlaRow {
+    /// Its fields, borrowed.
+    pub fn line(&self) -> SlaLine<'_> {
+        SlaLine {
+            tenant: &self.tenant,
+            service: &self.service,
+            route: &self.route,
+            window_start: self.window_start,
+            requests: self.requests,
+            errors: self.errors,
+            latency: &self.latency,
+            exemplars: &self.exemplars,
+            source_id: &self.source_id,
+            batch_seq: self.batch_seq,
+        }
+    }
+}
+
 fn field(out: &mut String, s: &str) {
     for c in s.chars() {
         match c {
@@ -99,24 +194,23 @@ fn header(out: &mut String, month: &str, previous: &str, usage_rows: u64) {
 }
 
 /// The lines of `rows` (in any order), sorted.
-fn usage_lines(out: &mut String, rows: &[SealedRow]) {
-    // The value compares as its text; each text made once, and the keys borrowed, not cloned
-    // (a month is hundreds of millions of rows).
+fn usage_lines(out: &mut String, rows: &[UsageLine<'_>]) {
+    // The value compares as its text; each text made once (a month is hundreds of millions of rows).
     let values: Vec<String> = rows.iter().map(|r| r.value.normalize().to_string()).collect();
     let key = |i: usize| {
         let r = &rows[i];
         (
-            &r.tenant,
-            &r.meter,
+            r.tenant,
+            r.meter,
             r.window_start,
-            &r.service,
-            &r.route,
-            &r.dimensions,
-            &r.unique_value,
+            r.service,
+            r.route,
+            r.dimensions,
+            r.unique_value,
             &values[i],
-            &r.unit,
-            &r.aggregation,
-            &r.source_id,
+            r.unit,
+            r.aggregation,
+            r.source_id,
             r.batch_seq,
         )
     };
@@ -125,33 +219,33 @@ fn usage_lines(out: &mut String, rows: &[SealedRow]) {
     order.sort_unstable_by(|&a, &b| key(a).cmp(&key(b)));
     for i in order {
         let r = &rows[i];
-        field(out, &r.tenant);
-        field(out, &r.meter);
+        field(out, r.tenant);
+        field(out, r.meter);
         let _ = write!(out, "{}\t", r.window_start);
-        field(out, &r.service);
-        field(out, &r.route);
-        field(out, &r.dimensions);
-        field(out, &r.unique_value);
+        field(out, r.service);
+        field(out, r.route);
+        field(out, r.dimensions);
+        field(out, r.unique_value);
         field(out, &values[i]);
-        field(out, &r.unit);
-        field(out, &r.aggregation);
-        field(out, &r.source_id);
+        field(out, r.unit);
+        field(out, r.aggregation);
+        field(out, r.source_id);
         let _ = writeln!(out, "{}", r.batch_seq);
     }
 }
 
 /// The lines of `rows` (in any order), sorted: the derived order is the field order above.
-fn sla_lines(out: &mut String, rows: &[SealedSlaRow]) {
-    let mut sorted: Vec<&SealedSlaRow> = rows.iter().collect();
-    sorted.sort();
+fn sla_lines(out: &mut String, rows: &[SlaLine<'_>]) {
+    let mut sorted: Vec<&SlaLine<'_>> = rows.iter().collect();
+    sorted.sort_unstable();
     for r in sorted {
-        field(out, &r.tenant);
-        field(out, &r.service);
-        field(out, &r.route);
+        field(out, r.tenant);
+        field(out, r.service);
+        field(out, r.route);
         let _ = write!(out, "{}\t{}\t{}\t", r.window_start, r.requests, r.errors);
-        field(out, &r.latency);
-        field(out, &r.exemplars);
-        field(out, &r.source_id);
+        field(out, r.latency);
+        field(out, r.exemplars);
+        field(out, r.source_id);
         let _ = writeln!(out, "{}", r.batch_seq);
     }
 }
@@ -160,9 +254,9 @@ fn sla_lines(out: &mut String, rows: &[SealedSlaRow]) {
 pub fn canonical(month: &str, previous: &str, rows: &[SealedRow], sla: &[SealedSlaRow]) -> String {
     let mut out = String::new();
     header(&mut out, month, previous, rows.len() as u64);
-    usage_lines(&mut out, rows);
+    usage_lines(&mut out, &rows.iter().map(SealedRow::line).collect::<Vec<_>>());
     let _ = writeln!(out, "sla {}", sla.len());
-    sla_lines(&mut out, sla);
+    sla_lines(&mut out, &sla.iter().map(SealedSlaRow::line).collect::<Vec<_>>());
     out
 }
 
@@ -193,6 +287,11 @@ impl Digester {
 
     /// Adds whole tenants' usage rows, in any order within the part.
     pub fn usage(&mut self, rows: &[SealedRow]) {
+        self.usage_lines(&rows.iter().map(SealedRow::line).collect::<Vec<_>>());
+    }
+
+    /// [`usage`](Self::usage) of borrowed rows.
+    pub fn usage_lines(&mut self, rows: &[UsageLine<'_>]) {
         usage_lines(&mut self.text, rows);
         self.flush();
     }
@@ -204,6 +303,11 @@ impl Digester {
 
     /// Adds whole tenants' SLA rows, in any order within the part.
     pub fn sla(&mut self, rows: &[SealedSlaRow]) {
+        self.sla_lines(&rows.iter().map(SealedSlaRow::line).collect::<Vec<_>>());
+    }
+
+    /// [`sla`](Self::sla) of borrowed rows.
+    pub fn sla_lines(&mut self, rows: &[SlaLine<'_>]) {
         sla_lines(&mut self.text, rows);
         self.flush();
     }

@@ -150,7 +150,7 @@ pub fn tenants(
 /// One tenant's rows of a snapshot, as [`super::digest::SealedRow`] fields.
 pub fn read_snapshot(db: &str, seal_id: &str, tenant: &str) -> Result<Sql, BadIdentifier> {
     Ok(Sql::new(
-        "SELECT tenant, meter, toUInt32(window_start), service, route, dimensions, unique_value, toString(value), unit, \
+        "SELECT tenant, meter, toUInt32(window_start), service, route, dimensions, unique_value, value, unit, \
          aggregation, source_id, batch_seq FROM ",
     )
     .ident(db)?

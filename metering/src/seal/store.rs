@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::digest::{Digester, SealedRow, SealedSlaRow, GENESIS};
+use super::digest::{Digester, SealedRow, SealedSlaRow, SlaLine, UsageLine, GENESIS};
 pub use super::period::Period;
 use super::rollup::{Rollup, Snapshot};
 use super::schema;
+use crate::clickhouse::rowbinary::{ReadError, Reader};
 use crate::clickhouse::sql::Sql;
 use crate::clickhouse::ClickHouse;
 use crate::pricing::BillingMonth;
@@ -161,19 +162,20 @@ async fn digest_snapshot(store: &Store, seal_id: &str, month: &str, previous: &s
     let mut usage_rows = 0;
     let mut per_tenant = BTreeMap::<String, (u64, u64)>::new();
     for (tenant, _) in &usage_tenants {
-        let rows = parse_snapshot(store.ch().query_tsv(&schema::read_snapshot(store.db(), seal_id, tenant)?).await?)?;
+        let bytes = store.ch().query_rowbinary(&schema::read_snapshot(store.db(), seal_id, tenant)?).await?;
+        let rows = usage_lines(&bytes)?;
         usage_rows += rows.len() as u64;
         per_tenant.entry(tenant.clone()).or_default().0 += rows.len() as u64;
-        d.usage(&rows);
+        d.usage_lines(&rows);
     }
     d.sla_section(sla_tenants.iter().map(|t| t.1).sum());
     let mut sla_rows = 0;
     for (tenant, _) in &sla_tenants {
-        let rows =
-            parse_sla_snapshot(store.ch().query_tsv(&schema::read_sla_snapshot(store.db(), seal_id, tenant)?).await?)?;
+        let bytes = store.ch().query_rowbinary(&schema::read_sla_snapshot(store.db(), seal_id, tenant)?).await?;
+        let rows = sla_lines(&bytes)?;
         sla_rows += rows.len() as u64;
         per_tenant.entry(tenant.clone()).or_default().1 += rows.len() as u64;
-        d.sla(&rows);
+        d.sla_lines(&rows);
     }
     let names = |tenants: Vec<(String, u64)>| tenants.into_iter().map(|t| t.0).collect();
     Ok(Digested {
@@ -183,6 +185,52 @@ async fn digest_snapshot(store: &Store, seal_id: &str, month: &str, previous: &s
         tenants: [names(usage_tenants), names(sla_tenants)],
         per_tenant,
     })
+}
+
+/// The rows [`schema::read_snapshot`] returns as RowBinary, borrowed from its bytes.
+fn usage_lines(bytes: &[u8]) -> Result<Vec<UsageLine<'_>>, StoreError> {
+    let mut r = Reader::new(bytes);
+    let mut out = Vec::new();
+    let unreadable = |e: ReadError| StoreError::BadRow { row: vec![], reason: format!("snapshot: {e}") };
+    while !r.is_empty() {
+        out.push(UsageLine {
+            tenant: r.str().map_err(unreadable)?,
+            meter: r.str().map_err(unreadable)?,
+            window_start: r.u32().map_err(unreadable)?,
+            service: r.str().map_err(unreadable)?,
+            route: r.str().map_err(unreadable)?,
+            dimensions: r.str().map_err(unreadable)?,
+            unique_value: r.str().map_err(unreadable)?,
+            value: r.decimal128(9).map_err(unreadable)?,
+            unit: r.str().map_err(unreadable)?,
+            aggregation: r.str().map_err(unreadable)?,
+            source_id: r.str().map_err(unreadable)?,
+            batch_seq: r.u64().map_err(unreadable)?,
+        });
+    }
+    Ok(out)
+}
+
+/// The rows [`schema::read_sla_snapshot`] returns as RowBinary, borrowed from its bytes.
+fn sla_lines(bytes: &[u8]) -> Result<Vec<SlaLine<'_>>, StoreError> {
+    let mut r = Reader::new(bytes);
+    let mut out = Vec::new();
+    let unreadable = |e: ReadError| StoreError::BadRow { row: vec![], reason: format!("SLA snapshot: {e}") };
+    while !r.is_empty() {
+        out.push(SlaLine {
+            tenant: r.str().map_err(unreadable)?,
+            service: r.str().map_err(unreadable)?,
+            route: r.str().map_err(unreadable)?,
+            window_start: r.u32().map_err(unreadable)?,
+            requests: r.u64().map_err(unreadable)?,
+            errors: r.u64().map_err(unreadable)?,
+            latency: r.str().map_err(unreadable)?,
+            exemplars: r.str().map_err(unreadable)?,
+            source_id: r.str().map_err(unreadable)?,
+            batch_seq: r.u64().map_err(unreadable)?,
+        });
+    }
+    Ok(out)
 }
 
 /// Reads the rows [`schema::read_snapshot`] returns (as TabSeparated fields).
