@@ -188,7 +188,7 @@ async fn digest_snapshot(store: &Store, seal_id: &str, month: &str, previous: &s
 }
 
 /// The rows [`schema::read_snapshot`] returns as RowBinary, borrowed from its bytes.
-fn usage_lines(bytes: &[u8]) -> Result<Vec<UsageLine<'_>>, StoreError> {
+pub fn usage_lines(bytes: &[u8]) -> Result<Vec<UsageLine<'_>>, StoreError> {
     let mut r = Reader::new(bytes);
     let mut out = Vec::new();
     let unreadable = |e: ReadError| StoreError::BadRow { row: vec![], reason: format!("snapshot: {e}") };
@@ -212,7 +212,7 @@ fn usage_lines(bytes: &[u8]) -> Result<Vec<UsageLine<'_>>, StoreError> {
 }
 
 /// The rows [`schema::read_sla_snapshot`] returns as RowBinary, borrowed from its bytes.
-fn sla_lines(bytes: &[u8]) -> Result<Vec<SlaLine<'_>>, StoreError> {
+pub fn sla_lines(bytes: &[u8]) -> Result<Vec<SlaLine<'_>>, StoreError> {
     let mut r = Reader::new(bytes);
     let mut out = Vec::new();
     let unreadable = |e: ReadError| StoreError::BadRow { row: vec![], reason: format!("SLA snapshot: {e}") };
