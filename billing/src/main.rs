@@ -157,7 +157,9 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Folds until caught up; with `--every-secs`, again and again until SIGTERM or Ctrl-C.
+/// Folds until caught up; with `--every-secs`, again and again until SIGTERM or Ctrl-C. Run once,
+/// a failure exits non-zero; run on a schedule, it is logged and the next round tries again
+/// (ClickHouse down must not crash-loop the settler: a fold that failed counts nothing).
 async fn settle(args: SettleSettings) -> anyhow::Result<()> {
     let store = args.store.store()?;
     let options = metering::settle::FoldOptions {
@@ -168,17 +170,24 @@ async fn settle(args: SettleSettings) -> anyhow::Result<()> {
     let stop = telemetry::shutdown_signal();
     tokio::pin!(stop);
     loop {
-        loop {
-            let folded = tokio::select! {
-                folded = metering::settle::fold(&store, options) => folded.with_context(|| format!("settling {store}"))?,
-                () = &mut stop => return Ok(()),
-            };
-            let Some(fold) = folded else { break };
-            tracing::info!(
-                fold = %fold.id, from = fold.from, to = fold.to, batches = fold.batches, rows = fold.rows, "folded"
-            );
+        let caught_up = async {
+            while let Some(fold) = metering::settle::fold(&store, options).await? {
+                tracing::info!(
+                    fold = %fold.id, from = fold.from, to = fold.to, batches = fold.batches, rows = fold.rows, "folded"
+                );
+            }
+            Ok::<_, metering::store::StoreError>(())
+        };
+        let outcome = tokio::select! {
+            outcome = caught_up => outcome,
+            () = &mut stop => return Ok(()),
+        };
+        let Some(every) = args.every_secs else {
+            return outcome.with_context(|| format!("settling {store}"));
+        };
+        if let Err(e) = outcome {
+            tracing::warn!(error = %e, retry_secs = every, "settling failed; trying again");
         }
-        let Some(every) = args.every_secs else { return Ok(()) };
         tokio::select! {
             () = tokio::time::sleep(std::time::Duration::from_secs(every)) => {}
             () = &mut stop => return Ok(()),

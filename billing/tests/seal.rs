@@ -294,12 +294,7 @@ async fn a_sealed_month_verifies_after_late_usage_which_is_adjusted_next_month()
 
     // A row slipped into October's snapshot is caught by verification.
     let seal_id = sealed["seal_id"].as_str().unwrap();
-    server
-        .query(&format!(
-            "INSERT INTO {db}.sealed_usage (seal_id, tenant, meter, window_start, value, unit, source_id, batch_seq) \
-         VALUES ('{seal_id}', 'acme', 'spans', toDateTime('2026-10-11 00:00:00', 'UTC'), 1, 'count', 'forged', 1)"
-        ))
-        .unwrap();
+    forge_row(&server, &db, seal_id);
     // GET serves the verification made on the seal's first read; a billing key has it redone.
     let (_, period) = call(&serve, get.clone(), "/v1/periods/2026-10", BILLING).await;
     assert_eq!(period["verified"].as_bool(), Some(true), "{period}");
@@ -560,12 +555,7 @@ async fn a_seals_verification_is_stored_refreshed_in_the_background_and_served_a
 
     // A row slipped into the snapshot: a later background pass finds it, with no request asking.
     let seal_id = sealed["seal_id"].as_str().unwrap();
-    server
-        .query(&format!(
-            "INSERT INTO {db}.sealed_usage (seal_id, tenant, meter, window_start, value, unit, source_id, batch_seq) \
-             VALUES ('{seal_id}', 'acme', 'spans', toDateTime('2026-10-11 00:00:00', 'UTC'), 1, 'count', 'forged', 1)"
-        ))
-        .unwrap();
+    forge_row(&server, &db, seal_id);
     let now = verifications(&serve).await;
     until_verified(&serve, now + 2).await;
     let (_, tampered) = call(&serve, reqwest::Method::GET, "/v1/periods/2026-10", BILLING).await;
@@ -598,4 +588,14 @@ async fn until_verified(serve: &Serve, want: u64) {
         assert!(std::time::Instant::now() < deadline, "fewer than {want} background verifications");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Slips a forged row (1 span of acme on 2026-10-11) into snapshot `seal_id`.
+fn forge_row(server: &ClickHouseServer, db: &str, seal_id: &str) {
+    server
+        .query(&format!(
+            "INSERT INTO {db}.sealed_usage (seal_id, tenant, meter, window_start, value, unit, source_id, batch_seq) \
+             VALUES ('{seal_id}', 'acme', 'spans', toDateTime('2026-10-11 00:00:00', 'UTC'), 1, 'count', 'forged', 1)"
+        ))
+        .unwrap();
 }

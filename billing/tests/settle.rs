@@ -150,3 +150,55 @@ async fn a_settler_killed_at_random_points_never_changes_a_read() {
         .unwrap();
     assert_eq!(unsettled.trim(), "0");
 }
+
+#[tokio::test]
+async fn a_scheduled_settler_outlives_clickhouse_going_down_and_a_single_run_reports_it() {
+    let mut server = ClickHouseServer::start().unwrap();
+    let db = server.database("settle_down").unwrap();
+    let store = Store::new(ClickHouse::new(&server.http_url(), Duration::from_secs(30)).unwrap(), &db);
+    migrate(&store).await.unwrap();
+    let data = dataset();
+    write(&store, &data[..5]).await;
+    let mut settle = settler(&server, &db);
+    until_folded(&server, &db, 1);
+
+    server.stop();
+    // A single run says what failed and exits non-zero.
+    let url = server.http_url();
+    let out = testkit::tally::tally(&["settle", "--clickhouse-url", &url, "--clickhouse-database", &db]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("settling database {db} on {url}")), "{stderr}");
+    // The scheduled one keeps trying through the outage.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(settle.try_wait().unwrap().is_none(), "the settler exited while ClickHouse was down");
+
+    server.restart().unwrap();
+    let before = folds(&server, &db).1;
+    write(&store, &data[5..10]).await;
+    let identities: BTreeSet<_> = data[..10]
+        .iter()
+        .flat_map(|b| {
+            b.records.iter().map(move |r| (r.tenant.clone(), b.source_id.clone(), b.seq, r.time.unix_timestamp() / 60))
+        })
+        .collect();
+    until_folded(&server, &db, identities.len() as u64);
+    assert!(folds(&server, &db).1 > before);
+    settle.kill().unwrap();
+    settle.wait().unwrap();
+    assert_exact(&store, &data[..10], "after the outage").await;
+}
+
+/// Waits (up to a minute: this is not what is measured) until folds have taken `want` batches.
+fn until_folded(server: &ClickHouseServer, db: &str, want: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(out) = server.query(&format!("SELECT sum(batches) FROM {db}.settle_folds")) {
+            if out.trim().parse::<u64>().unwrap_or(0) >= want {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "the settler never folded {want} batches");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
