@@ -61,6 +61,9 @@ pub struct SettleSettings {
     /// Each fold looks this many seconds back before the previous one's end, for rows a slow INSERT made visible late
     #[arg(long, default_value_t = 3600)]
     pub margin_secs: u64,
+    /// With --every-secs: address of /healthz, /readyz (503 while the last round failed) and /metrics
+    #[arg(long)]
+    pub admin_listen: Option<SocketAddr>,
 }
 
 /// `tally export`.

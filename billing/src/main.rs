@@ -5,6 +5,7 @@ mod report;
 use anyhow::{bail, Context};
 use billing::api::{self, auth::KeyRing, AppState};
 use billing::cli::{Cli, Command, InvoiceFormat, SettleSettings};
+use billing::settler;
 use metering::export::{self, ExportFormat};
 use metering::pricing::{self, BillingMonth};
 use metering::store::migrate::{migrate, migrate_on_cluster, ClusterTarget};
@@ -157,9 +158,8 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Folds until caught up; with `--every-secs`, again and again until SIGTERM or Ctrl-C. Run once,
-/// a failure exits non-zero; run on a schedule, it is logged and the next round tries again
-/// (ClickHouse down must not crash-loop the settler: a fold that failed counts nothing).
+/// Folds until caught up and exits (non-zero on failure); with `--every-secs`, again and again
+/// until SIGTERM or Ctrl-C, its metrics on `--admin-listen`.
 async fn settle(args: SettleSettings) -> anyhow::Result<()> {
     let store = args.store.store()?;
     let options = metering::settle::FoldOptions {
@@ -167,30 +167,35 @@ async fn settle(args: SettleSettings) -> anyhow::Result<()> {
         margin: std::time::Duration::from_secs(args.margin_secs),
         ..Default::default()
     };
-    let stop = telemetry::shutdown_signal();
-    tokio::pin!(stop);
-    loop {
-        let caught_up = async {
-            while let Some(fold) = metering::settle::fold(&store, options).await? {
-                tracing::info!(
-                    fold = %fold.id, from = fold.from, to = fold.to, batches = fold.batches, rows = fold.rows, "folded"
-                );
-            }
-            Ok::<_, metering::store::StoreError>(())
-        };
-        let outcome = tokio::select! {
-            outcome = caught_up => outcome,
-            () = &mut stop => return Ok(()),
-        };
-        let Some(every) = args.every_secs else {
-            return outcome.with_context(|| format!("settling {store}"));
-        };
-        if let Err(e) = outcome {
-            tracing::warn!(error = %e, retry_secs = every, "settling failed; trying again");
+    let metrics = std::sync::Arc::new(settler::SettleMetrics::default());
+    let Some(every) = args.every_secs else {
+        return settler::round(&store, options, &metrics).await.with_context(|| format!("settling {store}"));
+    };
+    let servers = match args.admin_listen {
+        Some(addr) => {
+            let (render, ready) = (metrics.clone(), metrics.clone());
+            let admin = runtime::serve::admin_router(
+                move || render.render(),
+                move || {
+                    let healthy = ready.healthy();
+                    async move {
+                        match healthy {
+                            true => (axum::http::StatusCode::OK, "settling\n".to_owned()),
+                            false => {
+                                (axum::http::StatusCode::SERVICE_UNAVAILABLE, "the last round failed\n".to_owned())
+                            }
+                        }
+                    }
+                },
+            );
+            Some(runtime::serve::start(vec![("admin", addr, admin)]).await?)
         }
-        tokio::select! {
-            () = tokio::time::sleep(std::time::Duration::from_secs(every)) => {}
-            () = &mut stop => return Ok(()),
-        }
+        None => None,
+    };
+    settler::scheduled(&store, options, std::time::Duration::from_secs(every), &metrics, telemetry::shutdown_signal())
+        .await;
+    if let Some(servers) = servers {
+        servers.stop().await.context("serving")?;
     }
+    Ok(())
 }

@@ -30,10 +30,15 @@ impl Rng {
 
 /// `tally settle --every-secs 1` with no grace, so it folds what the writes leave behind.
 fn settler(server: &ClickHouseServer, db: &str) -> Child {
+    settler_with(server, db, &[])
+}
+
+fn settler_with(server: &ClickHouseServer, db: &str, extra: &[&str]) -> Child {
     let mut cmd = Command::new(testkit::service::binary("tally"));
     cmd.args(["settle", "--every-secs", "1", "--grace-secs", "0", "--clickhouse-url"])
         .arg(server.http_url())
         .args(["--clickhouse-database", db])
+        .args(extra)
         .env_remove("TALLY_CONFIG")
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -159,8 +164,12 @@ async fn a_scheduled_settler_outlives_clickhouse_going_down_and_a_single_run_rep
     migrate(&store).await.unwrap();
     let data = dataset();
     write(&store, &data[..5]).await;
-    let mut settle = settler(&server, &db);
+    let admin = format!("127.0.0.1:{}", testkit::service::free_port());
+    let mut settle = settler_with(&server, &db, &["--admin-listen", &admin]);
     until_folded(&server, &db, 1);
+    let watermark = metric(&admin, "tally_settle_watermark_seconds").await;
+    assert!(metric(&admin, "tally_settle_folds_total").await >= 1 && watermark > 1_700_000_000, "{watermark}");
+    assert_eq!(ready(&admin).await, 200);
 
     server.stop();
     // A single run says what failed and exits non-zero.
@@ -172,6 +181,8 @@ async fn a_scheduled_settler_outlives_clickhouse_going_down_and_a_single_run_rep
     // The scheduled one keeps trying through the outage.
     std::thread::sleep(Duration::from_secs(3));
     assert!(settle.try_wait().unwrap().is_none(), "the settler exited while ClickHouse was down");
+    assert!(metric(&admin, "tally_settle_failures_total").await >= 1);
+    assert_eq!(ready(&admin).await, 503);
 
     server.restart().unwrap();
     let before = folds(&server, &db).1;
@@ -184,6 +195,12 @@ async fn a_scheduled_settler_outlives_clickhouse_going_down_and_a_single_run_rep
         .collect();
     until_folded(&server, &db, identities.len() as u64);
     assert!(folds(&server, &db).1 > before);
+    assert!(metric(&admin, "tally_settle_watermark_seconds").await > watermark);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ready(&admin).await != 200 {
+        assert!(Instant::now() < deadline, "never ready again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     settle.kill().unwrap();
     settle.wait().unwrap();
     assert_exact(&store, &data[..10], "after the outage").await;
@@ -201,4 +218,16 @@ fn until_folded(server: &ClickHouseServer, db: &str, want: u64) {
         assert!(Instant::now() < deadline, "the settler never folded {want} batches");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// A sample of the settler's `/metrics` at `admin`.
+async fn metric(admin: &str, name: &str) -> u64 {
+    let text = reqwest::get(format!("http://{admin}/metrics")).await.unwrap().text().await.unwrap();
+    let line = text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name}: {text}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+/// The settler's `/readyz` status at `admin`.
+async fn ready(admin: &str) -> u16 {
+    reqwest::get(format!("http://{admin}/readyz")).await.unwrap().status().as_u16()
 }

@@ -341,7 +341,7 @@ fn every_flag_and_variable_in_deploy_is_one_the_binary_has() {
     // The CronJob's variable counts once for each of its four commands.
     // TALLY_CLICKHOUSE_CLUSTER (envFrom) counts for the collectors, migrate, serve, settle and the
     // CronJob.
-    assert_eq!((flags, vars), (70, 22));
+    assert_eq!((flags, vars), (71, 22));
 }
 
 #[test]

@@ -57,7 +57,7 @@ impl Metrics {
         registry.register("request_seconds", "Time the billing API took to answer, by route", seconds.clone());
         registry.register(
             "seal_verifications",
-            "Seals recomputed and checked (once per seal and digest; GET /v1/periods serves the result)",
+            "Seals recomputed and checked (in the background and on request; GET /v1/periods serves the latest)",
             verifications,
         );
         Self { registry, responses, seconds }

@@ -1,0 +1,99 @@
+//! `tally settle` on a schedule: folds until caught up every `--every-secs`, counted on
+//! `/metrics` of its admin port (`--admin-listen`).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use metering::settle::{fold, FoldOptions};
+use metering::store::{Store, StoreError};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// The settler's metrics, and whether its last round succeeded (its readiness).
+pub struct SettleMetrics {
+    registry: Registry,
+    folds: Counter,
+    batches: Counter,
+    rows: Counter,
+    failures: Counter,
+    watermark: Gauge,
+    healthy: AtomicBool,
+}
+
+impl Default for SettleMetrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("tally_settle");
+        let (folds, batches, rows, failures) =
+            (Counter::default(), Counter::default(), Counter::default(), Counter::default());
+        let watermark = Gauge::default();
+        registry.register("folds", "Folds committed", folds.clone());
+        registry.register("batches", "Batch identities folded (per tenant and minute, usage and SLA)", batches.clone());
+        registry.register("rows", "Settled rows written (usage and SLA)", rows.clone());
+        registry.register("failures", "Rounds that failed (tried again at the next)", failures.clone());
+        registry.register(
+            "watermark_seconds",
+            "Unix time up to which stored rows are folded (the latest committed fold's end)",
+            watermark.clone(),
+        );
+        Self { registry, folds, batches, rows, failures, watermark, healthy: AtomicBool::new(true) }
+    }
+}
+
+impl SettleMetrics {
+    /// The OpenMetrics text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
+        out
+    }
+
+    /// Whether the last round succeeded.
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+}
+
+/// Folds until caught up, counting what it folds.
+pub async fn round(store: &Store, options: FoldOptions, metrics: &SettleMetrics) -> Result<(), StoreError> {
+    let outcome = async {
+        while let Some(f) = fold(store, options).await? {
+            tracing::info!(fold = %f.id, from = f.from, to = f.to, batches = f.batches, rows = f.rows, "folded");
+            metrics.folds.inc();
+            metrics.batches.inc_by(f.batches);
+            metrics.rows.inc_by(f.rows);
+            metrics.watermark.set(i64::from(f.to));
+        }
+        Ok(())
+    }
+    .await;
+    metrics.healthy.store(outcome.is_ok(), Ordering::Relaxed);
+    if outcome.is_err() {
+        metrics.failures.inc();
+    }
+    outcome
+}
+
+/// Rounds every `every` until `stop`; a failed round is logged and the next tries again
+/// (ClickHouse down must not crash-loop the settler: a fold that failed counts nothing).
+pub async fn scheduled(
+    store: &Store,
+    options: FoldOptions,
+    every: Duration,
+    metrics: &SettleMetrics,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            outcome = round(store, options, metrics) => if let Err(e) = outcome {
+                tracing::warn!(error = %e, retry_secs = every.as_secs(), "settling failed; trying again");
+            },
+            () = &mut stop => return,
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = &mut stop => return,
+        }
+    }
+}
