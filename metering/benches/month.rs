@@ -310,9 +310,8 @@ fn print_settlement(rows: &[Row], figures: &Settled, shape: &Shape) {
     let (mut raw_total, mut settled_total) = (0.0, 0.0);
     for phase in Phase::LIVE {
         let (Some(raw), Some(settled)) = (row(phase, Read::Live), row(phase, Read::Settled)) else { continue };
-        let note = if phase == Phase::SlaReport { " (SLA rows not settled: only its credits' usage is)" } else { "" };
         println!(
-            "| {}{note} | {:.2} | {:.2} | {:.1}× | {:.2} | {:.2} | {:.1}× |",
+            "| {} | {:.2} | {:.2} | {:.1}× | {:.2} | {:.2} | {:.1}× |",
             phase.label(),
             raw.wall(),
             settled.wall(),
@@ -407,7 +406,7 @@ fn print_settlement(rows: &[Row], figures: &Settled, shape: &Shape) {
     }
     println!();
     println!(
-        "`settle_folds`: {} rows. SLA rows are not settled: the SLA report reads raw `sla` rows before and after.",
+        "`settle_folds`: {} rows (a fold settles `usage` and `sla` rows; the table above counts `usage`'s).",
         figures.folds
     );
 }
