@@ -94,7 +94,7 @@ fn settlement_runs_on_the_modern_dialect() {
         let counts = chdb.query(plan.counts(db, Table::Usage).unwrap().as_str()).unwrap();
         let (batches, rows) = counts.trim().split_once('\t').unwrap();
         chdb.query(plan.commit(db, batches.parse().unwrap(), rows.parse().unwrap()).unwrap().as_str()).unwrap();
-        Watermark { upto: plan.to, tail_from: plan.from }
+        Watermark { upto: plan.to, tail_from: plan.from, tail: true }
     };
     let now = || time::OffsetDateTime::now_utc().unix_timestamp() as u32;
 

@@ -133,6 +133,20 @@ async fn settled_reads_equal_independent_sums_through_resends_drops_and_late_usa
     assert_eq!(fold.batches, 2);
     check(&store, &all, "late usage settled").await;
 
+    // A fold without a margin leaves a tail with no rows: reads are settled rows alone.
+    next_second().await;
+    let quiet = FoldOptions { margin: Duration::ZERO, ..NOW };
+    settle::fold(&store, quiet).await.unwrap().expect("a fold without a margin");
+    let w = settle::Watermark::read(&store).await.unwrap().unwrap();
+    let w = w.without_empty_tail(&store, settle::Table::Usage, metering::clickhouse::Sql::new("1")).await.unwrap();
+    assert!(!w.tail, "{w:?}");
+    check(&store, &all, "settled rows alone, no tail").await;
+    // A resend then puts rows in the tail again, left out by identity.
+    write(&store, &all[40..]).await;
+    let w = w.without_empty_tail(&store, settle::Table::Usage, metering::clickhouse::Sql::new("1")).await.unwrap();
+    assert!(w.tail, "{w:?}");
+    check(&store, &all, "a resend in the tail after a quiet fold").await;
+
     // Settled usage rows follow keys, not batches: each fold wrote one per tenant, meter, minute
     // and service of what it took.
     let keys = |batches: &[UsageBatch]| {

@@ -192,7 +192,7 @@ fn sla_ddl_bytes_and_reads_run_on_the_modern_dialect() {
             &SLA_ROW.structure(),
             &encoded(),
         );
-        let settled = metering::settle::Watermark { upto: to, tail_from: 0 };
+        let settled = metering::settle::Watermark { upto: to, tail_from: 0, tail: true };
         for q in queries() {
             let q = SlaQuery { settled: Some(settled), ..q };
             let out = chdb.query(q.to_sql(db).unwrap().as_str()).unwrap();
@@ -322,4 +322,11 @@ async fn settled_sla_reads_answer_exactly_through_resends_and_dropped_rows() {
     let fold = settle::fold(&store, now).await.unwrap().expect("a third fold");
     assert_eq!((fold.batches, fold.rows), (0, 0), "resends are never taken again");
     check_all("after a fold of resends").await;
+    // A fold without a margin leaves an empty tail: SLA reads are settled rows alone.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    settle::fold(&store, FoldOptions { margin: Duration::ZERO, ..now }).await.unwrap().expect("a quiet fold");
+    let w = settle::Watermark::read(&store).await.unwrap().unwrap();
+    let w = w.without_empty_tail(&store, settle::Table::Sla, metering::clickhouse::Sql::new("1")).await.unwrap();
+    assert!(!w.tail, "{w:?}");
+    check_all("settled rows alone, no tail").await;
 }

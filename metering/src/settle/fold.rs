@@ -83,6 +83,9 @@ pub struct Watermark {
     /// The latest fold's start: rows inserted before it were taken by a fold (or by none,
     /// if they became visible more than the margin late).
     pub tail_from: u32,
+    /// Whether a read looks at the tail: false once [`without_empty_tail`](Self::without_empty_tail)
+    /// found none of a read's rows there (a closed month's invoice reads settled rows alone).
+    pub tail: bool,
 }
 
 impl Watermark {
@@ -98,9 +101,26 @@ impl Watermark {
             [upto, from] => Ok(Some(Self {
                 upto: upto.parse().map_err(|_| bad(&row))?,
                 tail_from: from.parse().map_err(|_| bad(&row))?,
+                tail: true,
             })),
             _ => Err(bad(&row)),
         }
+    }
+
+    /// This watermark, without the tail when `table` holds no row matching `rows` (a `WHERE` body:
+    /// a read's range and tenant) stamped in it: the tail's identity test costs a scan of the
+    /// range's identity rows even when there is nothing to test. A row stamped after this check
+    /// is not in the read, as it would not be in a read a moment earlier.
+    pub async fn without_empty_tail(self, store: &Store, table: Table, rows: Sql) -> Result<Self, StoreError> {
+        let sql = Sql::new("SELECT count() FROM ")
+            .ident(store.db())?
+            .push(table.raw())
+            .push(" WHERE ")
+            .append(rows)
+            .push(" AND inserted_at >= ")
+            .bind(Param::DateTime(self.tail_from));
+        let n = store.ch().query_column(&sql).await?.into_iter().next().unwrap_or_default();
+        Ok(Self { tail: n != "0", ..self })
     }
 
     /// ` AND fold IN (folds up to the watermark)`: the settled rows a read counts.

@@ -124,6 +124,7 @@ impl SlaQuery {
             (Some(_), _) => self.rows(sql, db, None, false)?,
             (None, None) => self.rows(sql, db, None, true)?,
             // Settled rows are one per key too; only the tail since the last fold needs the pass.
+            (None, Some(w)) if !w.tail => self.rows(sql, db, Some(w), false)?,
             (None, Some(w)) => {
                 let sql = self.rows(sql, db, Some(w), false)?.push(" UNION ALL ");
                 self.rows(sql, db, Some(w), true)?
@@ -231,7 +232,10 @@ fn split(s: &str) -> impl Iterator<Item = &str> {
 pub async fn query_sla(store: &Store, query: &SlaQuery) -> Result<Vec<SlaPoint>, StoreError> {
     let mut query = query.clone();
     if query.sealed.is_none() {
-        query.settled = Watermark::read(store).await?;
+        query.settled = match Watermark::read(store).await? {
+            Some(w) => Some(w.without_empty_tail(store, Table::Sla, query.scan().conditions()).await?),
+            None => None,
+        };
     }
     let rows = store.ch().query_tsv(&query.to_sql(store.db())?).await?;
     query.parse_rows(rows)

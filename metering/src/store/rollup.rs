@@ -213,6 +213,7 @@ impl UsageQuery {
             (Some(_), _) => self.rows(sql, db, Rows::Collapsed(None))?,
             (None, None) => self.rows(sql, db, Rows::Raw(None))?,
             // Settled rows need no collapsing either; only the tail since the last fold does.
+            (None, Some(w)) if !w.tail => self.rows(sql, db, Rows::Collapsed(Some(w)))?,
             (None, Some(w)) => {
                 let sql = self.rows(sql, db, Rows::Collapsed(Some(w)))?.push(" UNION ALL ");
                 self.rows(sql, db, Rows::Raw(Some(w)))?
@@ -407,7 +408,10 @@ impl Scan<'_> {
 pub async fn query_usage(store: &Store, query: &UsageQuery) -> Result<Vec<UsagePoint>, StoreError> {
     let mut query = query.clone();
     if query.sealed.is_none() {
-        query.settled = Watermark::read(store).await?;
+        query.settled = match Watermark::read(store).await? {
+            Some(w) => Some(w.without_empty_tail(store, Table::Usage, query.scan().conditions()).await?),
+            None => None,
+        };
     }
     let rows = store.ch().query_tsv(&query.to_sql(store.db())?).await?;
     query.parse_rows(rows)
