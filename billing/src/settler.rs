@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use metering::settle::{fold, FoldOptions};
+use metering::settle::{fold, roll, FoldOptions};
 use metering::store::{Store, StoreError};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -18,6 +18,8 @@ pub struct SettleMetrics {
     rows: Counter,
     failures: Counter,
     watermark: Gauge,
+    rollups: Counter,
+    rolled: Gauge,
     healthy: AtomicBool,
 }
 
@@ -26,7 +28,7 @@ impl Default for SettleMetrics {
         let mut registry = Registry::with_prefix("tally_settle");
         let (folds, batches, rows, failures) =
             (Counter::default(), Counter::default(), Counter::default(), Counter::default());
-        let watermark = Gauge::default();
+        let (watermark, rollups, rolled) = (Gauge::default(), Counter::default(), Gauge::default());
         registry.register("folds", "Folds committed", folds.clone());
         registry.register("batches", "Batch identities folded (per tenant and minute, usage and SLA)", batches.clone());
         registry.register("rows", "Settled rows written (usage and SLA)", rows.clone());
@@ -36,7 +38,13 @@ impl Default for SettleMetrics {
             "Unix time up to which stored rows are folded (the latest committed fold's end)",
             watermark.clone(),
         );
-        Self { registry, folds, batches, rows, failures, watermark, healthy: AtomicBool::new(true) }
+        registry.register("rollups", "Roll-ups of settled days committed", rollups.clone());
+        registry.register(
+            "rolled_seconds",
+            "Unix time up to which settled days are rolled up (the latest roll-up's end)",
+            rolled.clone(),
+        );
+        Self { registry, folds, batches, rows, failures, watermark, rollups, rolled, healthy: AtomicBool::new(true) }
     }
 }
 
@@ -54,7 +62,7 @@ impl SettleMetrics {
     }
 }
 
-/// Folds until caught up, counting what it folds.
+/// Folds until caught up, then rolls up the days that are ready, counting what it does.
 pub async fn round(store: &Store, options: FoldOptions, metrics: &SettleMetrics) -> Result<(), StoreError> {
     let outcome = async {
         while let Some(f) = fold(store, options).await? {
@@ -63,6 +71,11 @@ pub async fn round(store: &Store, options: FoldOptions, metrics: &SettleMetrics)
             metrics.batches.inc_by(f.batches);
             metrics.rows.inc_by(f.rows);
             metrics.watermark.set(i64::from(f.to));
+        }
+        while let Some(r) = roll(store).await? {
+            tracing::info!(rollup = %r.id, from = r.days.from, to = r.days.to, rows = r.rows, "rolled up");
+            metrics.rollups.inc();
+            metrics.rolled.set(i64::from(r.days.to));
         }
         Ok(())
     }

@@ -154,6 +154,10 @@ async fn a_settler_killed_at_random_points_never_changes_a_read() {
         ))
         .unwrap();
     assert_eq!(unsettled.trim(), "0");
+    // The settled days were rolled up, through the kills, each once.
+    let rolled = server.query(&format!("SELECT count(), uniqExact(day_from) FROM {db}.settle_rollups")).unwrap();
+    let (rollups, days) = rolled.trim().split_once('\t').unwrap();
+    assert!(rollups.parse::<u64>().unwrap() >= 1 && rollups == days, "{rolled} (seed {seed})");
 }
 
 #[tokio::test]

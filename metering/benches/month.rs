@@ -26,7 +26,7 @@
 //! With `--live` (or `--settle`) it first reads the month live, before it is sealed: the three,
 //! and 100 tenants' `/v1/usage`-shaped reads (`query_usage`, one tenant's month by day each,
 //! latencies p50/p99). With `--settle` it then settles the month (`settle::fold` until caught
-//! up, grace 0, as `tally settle`), and reads it live again, `--runs` times, now settled:
+//! up, grace 0, then `settle::roll` until caught up, as `tally settle`), and reads it live again, `--runs` times, now settled:
 //! the same reads must give byte-identical invoices, reports and points. SLA rows are not
 //! settled yet (the SLA report reads raw `sla` rows; only its credits read usage).
 //!
@@ -380,6 +380,21 @@ fn print_settlement(rows: &[Row], figures: &Settled, shape: &Shape) {
             },
         );
     }
+    if let Some(rolled) = row(Phase::Rollup, Read::Once) {
+        let s = &rolled.samples[0];
+        let rollups = &s.output.rollups;
+        let days: u32 = rollups.iter().map(|r| (r.0.days.to - r.0.days.from) / 86_400).sum();
+        println!();
+        println!(
+            "Rolling up (`settle::roll` until `None`, as `tally settle` does after its folds): {} roll-ups of {days} \
+             days in {:.2} s, ClickHouse CPU {:.2} s, ClickHouse peak RSS {}; {} rows written (usage by day, SLA by hour).",
+            rollups.len(),
+            s.wall.as_secs_f64(),
+            s.server_cpu,
+            mib(s.server_peak_kib as f64),
+            thousands(rollups.iter().map(|r| r.0.rows as f64).sum()),
+        );
+    }
     println!();
     println!("Stored (active parts, after the catch-up and its merges):");
     println!();
@@ -695,6 +710,7 @@ enum Phase {
     UsageApi,
     Settle,
     FoldAgain,
+    Rollup,
     Seal,
     Verify,
 }
@@ -705,7 +721,7 @@ impl Phase {
     /// Measured `--runs` times on the live month, raw and settled.
     const LIVE: [Phase; 4] = [Phase::Invoices, Phase::UsageReport, Phase::SlaReport, Phase::UsageApi];
     /// Measured once, between the raw and the settled reads (`--settle`).
-    const SETTLE: [Phase; 2] = [Phase::Settle, Phase::FoldAgain];
+    const SETTLE: [Phase; 3] = [Phase::Settle, Phase::FoldAgain, Phase::Rollup];
     /// Measured once, after them (a month is sealed once).
     const ONCE: [Phase; 2] = [Phase::Seal, Phase::Verify];
 
@@ -717,6 +733,7 @@ impl Phase {
             Phase::UsageApi => "/v1/usage-shaped reads, 100 tenants",
             Phase::Settle => "settle the month (folds until caught up, once)",
             Phase::FoldAgain => "fold on until `fold` returns None (once)",
+            Phase::Rollup => "roll up the settled days until `roll` returns None (once)",
             Phase::Seal => "seal the month (once)",
             Phase::Verify => "verify the seal (once)",
         }
@@ -777,6 +794,8 @@ struct Output {
     latencies: Vec<f64>,
     /// The folds it ran, with their wall times in seconds.
     folds: Vec<(Fold, f64)>,
+    /// The roll-ups it ran, with their wall times in seconds.
+    rollups: Vec<(settle::Rollup, f64)>,
 }
 
 impl Output {
@@ -908,6 +927,17 @@ impl Ctx<'_> {
                     folds.push((fold, wall));
                 }
                 Ok(Output { folds, ..Output::default() })
+            }
+            Phase::Rollup => {
+                let mut rollups = Vec::new();
+                loop {
+                    let start = Instant::now();
+                    let Some(r) = settle::roll(&store).await.context("rolling up")? else { break };
+                    let wall = start.elapsed().as_secs_f64();
+                    eprintln!("  roll-up [{}, {}): {} rows in {wall:.2} s", r.days.from, r.days.to, r.rows);
+                    rollups.push((r, wall));
+                }
+                Ok(Output { rollups, ..Output::default() })
             }
             Phase::Seal => {
                 let now = time::OffsetDateTime::now_utc();

@@ -23,7 +23,7 @@ fn ddl_writer_bytes_and_rollups_run_on_the_modern_dialect() {
     // Both dialects' DDL: a server upgraded from 18.16 keeps the legacy tables.
     for (db, dialect) in [("modern", Dialect::Modern), ("legacy", Dialect::Legacy)] {
         testkit::usage::chdb_migrate(&mut chdb, db, dialect);
-        assert_eq!(chdb.query(applied_versions(db).unwrap().as_str()).unwrap(), "1\n2\n3\n4\n5\n6\n7\n");
+        assert_eq!(chdb.query(applied_versions(db).unwrap().as_str()).unwrap(), "1\n2\n3\n4\n5\n6\n7\n8\n");
         let data = dataset();
         // Retries of a third of the batches, in the same INSERT.
         testkit::usage::chdb_insert_usage(
@@ -94,7 +94,7 @@ fn settlement_runs_on_the_modern_dialect() {
         let counts = chdb.query(plan.counts(db, Table::Usage).unwrap().as_str()).unwrap();
         let (batches, rows) = counts.trim().split_once('\t').unwrap();
         chdb.query(plan.commit(db, batches.parse().unwrap(), rows.parse().unwrap()).unwrap().as_str()).unwrap();
-        Watermark { upto: plan.to, tail_from: plan.from, tail: true }
+        Watermark { upto: plan.to, tail_from: plan.from, tail: true, rolled: None }
     };
     let now = || time::OffsetDateTime::now_utc().unix_timestamp() as u32;
 
@@ -117,4 +117,13 @@ fn settlement_runs_on_the_modern_dialect() {
         })
         .collect();
     assert_eq!(taken.trim(), second_ids.len().to_string(), "the resends were not taken again");
+
+    // The days rolled up: day reads take the rolled-up rows, minute reads the folds' rows.
+    let days = metering::settle::Days { from: FROM.unix_timestamp() as u32, to: TO.unix_timestamp() as u32 };
+    let plan = metering::settle::RollupPlan { id: "rollup-1".into(), days, upto: w.upto };
+    chdb.query(plan.statement(db, Table::Usage).unwrap().as_str()).unwrap();
+    let rows: u64 = chdb.query(plan.count(db, Table::Usage).unwrap().as_str()).unwrap().trim().parse().unwrap();
+    assert!(rows > 0);
+    chdb.query(plan.commit(db, rows).unwrap().as_str()).unwrap();
+    check(&mut chdb, &data, Some(Watermark { rolled: Some(days), ..w }), "rolled up");
 }

@@ -14,6 +14,7 @@ use metering::store::migrate::{cluster_script, migrate_on_cluster, ClusterTarget
 use metering::store::rollup::{query_usage, Granularity, UsageQuery};
 use metering::store::writer::UsageWriter;
 use metering::store::{Dialect, StoreError, StoreSettings};
+use rust_decimal::Decimal;
 use testkit::cluster::{ClickHouseCluster, CLUSTER};
 use testkit::usage::{actual, dataset, expected, FROM, TO};
 use time::macros::datetime;
@@ -53,10 +54,10 @@ async fn migrations_lay_out_replicated_sharded_tables_and_run_twice_as_a_no_op()
     let short = ClusterTarget::with_shards(&client(&cluster, 0), CLUSTER, vec![client(&cluster, 0)]).await.unwrap_err();
     assert!(matches!(short, StoreError::ShardCount { shards: 2, given: 1, .. }), "{short}");
     let first = migrate_on_cluster(&Store::new(client(&cluster, 0), &db), &target(&cluster)).await.unwrap();
-    assert_eq!((first.applied, first.skipped), (vec![1, 2, 3, 4, 5, 6, 7], vec![]));
+    assert_eq!((first.applied, first.skipped), (vec![1, 2, 3, 4, 5, 6, 7, 8], vec![]));
     // Again, through another server of the other shard: everything is recorded already.
     let second = migrate_on_cluster(&Store::new(client(&cluster, 3), &db), &target(&cluster)).await.unwrap();
-    assert_eq!((second.applied, second.skipped), (vec![], vec![1, 2, 3, 4, 5, 6, 7]));
+    assert_eq!((second.applied, second.skipped), (vec![], vec![1, 2, 3, 4, 5, 6, 7, 8]));
 
     let key = "ORDER BY (tenant, meter, window_start, service, route, dimensions, source_id, batch_seq, unique_value)";
     for i in 0..4 {
@@ -71,11 +72,14 @@ async fn migrations_lay_out_replicated_sharded_tables_and_run_twice_as_a_no_op()
              sealed_sla_hourly_local\tReplicatedMergeTree\nsealed_sla_local\tReplicatedMergeTree\n\
              sealed_usage\tDistributed\nsealed_usage_daily\tDistributed\nsealed_usage_daily_local\tReplicatedMergeTree\n\
              sealed_usage_local\tReplicatedMergeTree\nsettle_folds\tReplicatedMergeTree\n\
+             settle_rollups\tReplicatedMergeTree\n\
              sla\tDistributed\nsla_local\tReplicatedReplacingMergeTree\n\
-             sla_settled\tDistributed\nsla_settled_local\tReplicatedMergeTree\n\
+             sla_settled\tDistributed\nsla_settled_hourly\tDistributed\nsla_settled_hourly_local\tReplicatedMergeTree\n\
+             sla_settled_local\tReplicatedMergeTree\n\
              tally_migrations\tReplicatedMergeTree\n\
              usage\tDistributed\nusage_local\tReplicatedReplacingMergeTree\n\
-             usage_settled\tDistributed\nusage_settled_local\tReplicatedMergeTree\n",
+             usage_settled\tDistributed\nusage_settled_daily\tDistributed\nusage_settled_daily_local\tReplicatedMergeTree\n\
+             usage_settled_local\tReplicatedMergeTree\n",
             "server {i}"
         );
         let columns = |table: &str| {
@@ -104,7 +108,8 @@ async fn migrations_lay_out_replicated_sharded_tables_and_run_twice_as_a_no_op()
              4\tsealed_usage, sealed_sla and periods tables for sealed months\n\
              5\tsealed_usage_daily and sealed_sla_hourly roll-ups of seals, periods.rollups\n\
              6\tusage_settled, sla_settled and settle_folds for settled usage\n\
-             7\tseal_verifications: every verification of a seal, served to readers\n"
+             7\tseal_verifications: every verification of a seal, served to readers\n\
+             8\tusage_settled_daily, sla_settled_hourly and settle_rollups: settled rows rolled up by day\n"
         );
     }
     sla_reads_through_the_distributed_table_count_a_resent_batch_once(&cluster, &db).await;
@@ -134,7 +139,7 @@ async fn a_migration_stopped_before_the_distributed_rebuild_finishes_on_rerun(
         std::thread::sleep(Duration::from_millis(100));
     }
     let rerun = migrate_on_cluster(&Store::new(client(cluster, 0), &db), &target(cluster)).await.unwrap();
-    assert_eq!((rerun.applied, rerun.skipped), (vec![3], vec![1, 2, 4, 5, 6, 7]));
+    assert_eq!((rerun.applied, rerun.skipped), (vec![3], vec![1, 2, 4, 5, 6, 7, 8]));
     for i in 0..4 {
         let columns = |table: &str| {
             cluster
@@ -249,7 +254,16 @@ async fn write(ch: &ClickHouse, db: &str, batch: &UsageBatch) -> Result<(), mete
 /// a read reaches one replica per shard, and replication is asynchronous.
 fn sync_replicas(cluster: &ClickHouseCluster, db: &str, servers: &[usize]) {
     for &i in servers {
-        for table in ["usage_local", "sla_local", "usage_settled_local", "sla_settled_local", "settle_folds"] {
+        for table in [
+            "usage_local",
+            "sla_local",
+            "usage_settled_local",
+            "sla_settled_local",
+            "settle_folds",
+            "usage_settled_daily_local",
+            "sla_settled_hourly_local",
+            "settle_rollups",
+        ] {
             cluster.sync_replica(i, &format!("{db}.{table}"), Duration::from_secs(120)).unwrap();
         }
     }
@@ -390,6 +404,30 @@ async fn resent_batches_through_other_servers_and_a_killed_replica_count_once() 
     let fold = settle::fold(&Store::new(client(&cluster, 3), &db), now).await.unwrap().expect("a second fold");
     assert_eq!(fold.batches, 0, "{fold:?}");
     assert_exact(&cluster, &db, &data, &[0, 1, 2, 3]).await;
+
+    // The settled days rolled up through a third server; late usage for them written through
+    // a fourth, then folded (and copied rolled up) through the first.
+    let mut rollups = 0;
+    while settle::roll(&Store::new(client(&cluster, 2), &db)).await.unwrap().is_some() {
+        rollups += 1;
+    }
+    assert!(rollups >= 1);
+    assert_exact(&cluster, &db, &data, &[0, 1, 2, 3]).await;
+    let mut all = data.clone();
+    all.push(UsageBatch {
+        source_id: "agent-late:boot-1".into(),
+        seq: 7,
+        records: vec![
+            metering::record::UsageRecord::new("globex", "spans", data[0].records[0].time, Decimal::from(17)),
+            metering::record::UsageRecord::new("acme", "spans", data[5].records[0].time, Decimal::from(4)),
+        ],
+    });
+    write(&client(&cluster, 1), &db, &all[all.len() - 1]).await.unwrap();
+    assert_exact(&cluster, &db, &all, &[0, 1, 2, 3]).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let fold = settle::fold(&Store::new(client(&cluster, 0), &db), now).await.unwrap().expect("a fold of late usage");
+    assert_eq!(fold.batches, 2, "{fold:?}");
+    assert_exact(&cluster, &db, &all, &[0, 1, 2, 3]).await;
 }
 
 const USAGE_KEY: &str = "tenant, meter, window_start, service, route, dimensions, source_id, batch_seq, unique_value";

@@ -192,3 +192,87 @@ async fn a_fold_stopped_before_its_commit_counts_nothing_and_is_taken_again() {
     assert_eq!((after.batches, after.rows), (0, 0));
     check(&store, &data, "after an empty fold").await;
 }
+
+/// Reads of whole days as `check` makes them, and of ranges that do not start on a day (which
+/// take minute rows throughout), equal the naive sums.
+async fn check_rolled(store: &Store, sent: &[UsageBatch], when: &str) {
+    check(store, sent, when).await;
+    let (from, to) = (datetime!(2026-01-31 12:00 UTC), datetime!(2026-02-02 06:00 UTC));
+    for g in [Granularity::Day, Granularity::Month] {
+        let mut q = UsageQuery::new(from, to);
+        q.granularity = g;
+        q.limit = 10_000;
+        let got = actual(&query_usage(store, &q).await.unwrap());
+        assert_eq!(got, expected(sent, g, false, None, from, to), "{when}: {g:?} from {from} to {to}");
+    }
+}
+
+fn day_keys(batches: &[UsageBatch]) -> usize {
+    let set: BTreeSet<_> = batches
+        .iter()
+        .flat_map(|b| &b.records)
+        .map(|r| (&r.tenant, &r.meter, r.time.unix_timestamp().div_euclid(86_400), &r.service, &r.dimensions))
+        .collect();
+    set.len()
+}
+
+#[tokio::test]
+async fn rolled_up_days_read_exactly_through_late_usage_resends_and_a_stopped_rollup() {
+    let server = ClickHouseServer::start().unwrap();
+    let store = setup(&server).await;
+    let data = dataset();
+    let (first, second) = data.split_at(20);
+    assert_eq!(settle::roll(&store).await.unwrap(), None, "nothing to roll up before a fold");
+    write(&store, first).await;
+    next_second().await;
+    settle::fold(&store, NOW).await.unwrap().expect("a fold");
+
+    // A roll-up stopped before its commit: its rows are never read.
+    let plan = settle::rollup::plan(&store).await.unwrap().expect("days to roll up");
+    assert_eq!(plan.days.from, datetime!(2026-01-31 00:00 UTC).unix_timestamp() as u32, "the first settled day");
+    for table in settle::Table::ALL {
+        store.ch().execute(&plan.statement(store.db(), table).unwrap()).await.unwrap();
+    }
+    check_rolled(&store, first, "a roll-up stopped before its commit").await;
+
+    // Caught up: every day up to the latest fold's start, a week at a time.
+    let mut rollups = Vec::new();
+    while let Some(r) = settle::roll(&store).await.unwrap() {
+        rollups.push(r);
+    }
+    assert_eq!(rollups[0].days.from, plan.days.from, "the stopped roll-up's days are taken again");
+    assert_ne!(rollups[0].id, plan.id);
+    assert!(rollups.windows(2).all(|w| w[0].days.to == w[1].days.from), "{rollups:?}");
+    let w = settle::Watermark::read(&store).await.unwrap().unwrap();
+    assert_eq!(w.rolled.map(|d| d.from), Some(plan.days.from));
+    assert_eq!(w.rolled.map(|d| d.to), rollups.last().map(|r| r.days.to));
+    check_rolled(&store, first, "rolled up").await;
+    let rolled = |fold: &str| {
+        let sql = format!("SELECT count() FROM {}.usage_settled_daily WHERE fold = '{fold}'", store.db());
+        server.query(&sql).unwrap().trim().parse::<usize>().unwrap()
+    };
+    assert_eq!(rollups.iter().map(|r| rolled(&r.id)).sum::<usize>(), day_keys(first), "one row per key and day");
+
+    // Resends of every rolled-up batch and late new usage for the rolled-up days: in the tail,
+    // then folded, and copied rolled up by the fold that took them.
+    write(&store, first).await;
+    write(&store, second).await;
+    check_rolled(&store, &data, "resends and late usage in the tail").await;
+    next_second().await;
+    let fold = settle::fold(&store, NOW).await.unwrap().expect("a fold of late usage");
+    assert_eq!(fold.batches, identities(second), "the resends were not taken again");
+    assert_eq!(rolled(&fold.id), day_keys(second), "the fold copied its late usage rolled up");
+    check_rolled(&store, &data, "late usage folded").await;
+    assert_eq!(settle::roll(&store).await.unwrap(), None, "a day is rolled up once");
+
+    // After the raw rows are dropped, a resend still counts once.
+    for month in ["202601", "202602", "202603"] {
+        server.query(&format!("ALTER TABLE {}.usage DROP PARTITION {month}", store.db())).unwrap();
+    }
+    write(&store, &second[..3]).await;
+    check_rolled(&store, &data, "a resend after the raw rows were dropped").await;
+    next_second().await;
+    let fold = settle::fold(&store, NOW).await.unwrap().expect("a fold of only resends");
+    assert_eq!((fold.batches, rolled(&fold.id)), (0, 0));
+    check_rolled(&store, &data, "after a fold of only resends").await;
+}

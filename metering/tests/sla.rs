@@ -192,10 +192,23 @@ fn sla_ddl_bytes_and_reads_run_on_the_modern_dialect() {
             &SLA_ROW.structure(),
             &encoded(),
         );
-        let settled = metering::settle::Watermark { upto: to, tail_from: 0, tail: true };
+        let settled = metering::settle::Watermark { upto: to, tail_from: 0, tail: true, rolled: None };
         for q in queries() {
             let q = SlaQuery { settled: Some(settled), ..q };
             let out = chdb.query(q.to_sql(db).unwrap().as_str()).unwrap();
+            check(&q.parse_rows(parse_tsv(&out)).unwrap(), q.grouping);
+        }
+        // Rolled up by hour: the same answers from the hourly rows.
+        let days = metering::settle::Days { from: FROM.unix_timestamp() as u32, to: TO.unix_timestamp() as u32 };
+        let rollup = metering::settle::RollupPlan { id: "rollup-1".into(), days, upto: to };
+        chdb.query(rollup.statement(db, metering::settle::Table::Sla).unwrap().as_str()).unwrap();
+        chdb.query(rollup.commit(db, 0).unwrap().as_str()).unwrap();
+        let rolled = metering::settle::Watermark { rolled: Some(days), ..settled };
+        for q in queries() {
+            let q = SlaQuery { settled: Some(rolled), ..q };
+            let sql = q.to_sql(db).unwrap();
+            assert!(sql.as_str().contains("sla_settled_hourly"), "{q:?}");
+            let out = chdb.query(sql.as_str()).unwrap();
             check(&q.parse_rows(parse_tsv(&out)).unwrap(), q.grouping);
         }
     }
@@ -308,10 +321,19 @@ async fn settled_sla_reads_answer_exactly_through_resends_and_dropped_rows() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let fold = settle::fold(&store, now).await.unwrap().expect("a fold");
     assert!(fold.batches > 0 && fold.rows > 0, "{fold:?}");
+    // The folded days rolled up: reads of hours, days and the month take hourly rows.
+    let mut rollups = 0;
+    while settle::roll(&store).await.unwrap().is_some() {
+        rollups += 1;
+    }
+    assert!(rollups >= 1);
+    // The rest is late usage for rolled-up days: in the tail, then folded and copied by hour.
     ch.insert_rowbinary(&insert, encode(&all[1..]).into()).await.unwrap();
     check_all("settled and the tail").await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    settle::fold(&store, now).await.unwrap().expect("a second fold");
+    let fold = settle::fold(&store, now).await.unwrap().expect("a second fold");
+    let copied = server.query(&format!("SELECT count() FROM {db}.sla_settled_hourly WHERE fold = '{}'", fold.id));
+    assert_ne!(copied.unwrap().trim(), "0", "the late usage copied by hour");
     check_all("all settled").await;
     // The raw rows dropped, then every batch resent: still exact.
     server.query(&format!("ALTER TABLE {db}.sla DROP PARTITION 202605")).unwrap();

@@ -87,3 +87,17 @@ CREATE TABLE IF NOT EXISTS `tally`.seal_verifications ON CLUSTER `tally` (month 
 -- on any one server:
 INSERT INTO `tally`.tally_migrations (version, name, dialect) VALUES (7, 'seal_verifications: every verification of a seal, served to readers', 'modern');
 
+-- migration 8: usage_settled_daily, sla_settled_hourly and settle_rollups: settled rows rolled up by day
+CREATE TABLE IF NOT EXISTS `tally`.usage_settled_daily_local ON CLUSTER `tally` (fold String, tenant String, meter String, window_start DateTime('UTC'), service String, dimensions String, unique_value String, value Decimal(38, 9), unit String, aggregation String) ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/tally.usage_settled_daily', '{replica}') PARTITION BY toYYYYMM(window_start) ORDER BY (tenant, meter, window_start, service, dimensions, unique_value);
+
+CREATE TABLE IF NOT EXISTS `tally`.usage_settled_daily ON CLUSTER `tally` AS `tally`.usage_settled_daily_local ENGINE = Distributed(`tally`, `tally`, usage_settled_daily_local, cityHash64(tenant));
+
+CREATE TABLE IF NOT EXISTS `tally`.sla_settled_hourly_local ON CLUSTER `tally` (fold String, tenant String, service String, route String, window_start DateTime('UTC'), requests UInt64, errors UInt64, latency_buckets Array(UInt16), latency_counts Array(UInt64), exemplar_trace_ids Array(String), exemplar_latencies_ns Array(UInt64), exemplar_errors Array(UInt8)) ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/tally.sla_settled_hourly', '{replica}') PARTITION BY toYYYYMM(window_start) ORDER BY (tenant, service, route, window_start);
+
+CREATE TABLE IF NOT EXISTS `tally`.sla_settled_hourly ON CLUSTER `tally` AS `tally`.sla_settled_hourly_local ENGINE = Distributed(`tally`, `tally`, sla_settled_hourly_local, cityHash64(tenant));
+
+CREATE TABLE IF NOT EXISTS `tally`.settle_rollups ON CLUSTER `tally` (rollup String, day_from DateTime('UTC'), day_to DateTime('UTC'), folds_upto DateTime('UTC'), rows UInt64, committed_at DateTime('UTC') DEFAULT now()) ENGINE = ReplicatedMergeTree('/clickhouse/tables/all/tally.settle_rollups', '{shard}-{replica}') ORDER BY (day_from, rollup);
+
+-- on any one server:
+INSERT INTO `tally`.tally_migrations (version, name, dialect) VALUES (8, 'usage_settled_daily, sla_settled_hourly and settle_rollups: settled rows rolled up by day', 'modern');
+

@@ -5,6 +5,8 @@ use std::time::Duration;
 use crate::clickhouse::sql::{BadIdentifier, Param, Sql};
 use crate::store::{Store, StoreError};
 
+use super::rollup::Days;
+
 /// A table of batch rows and its settled table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Table {
@@ -86,6 +88,8 @@ pub struct Watermark {
     /// Whether a read looks at the tail: false once [`without_empty_tail`](Self::without_empty_tail)
     /// found none of a read's rows there (a closed month's invoice reads settled rows alone).
     pub tail: bool,
+    /// The days rolled up by the roll-ups of folds up to `upto` (see [`super::rollup`]).
+    pub rolled: Option<Days>,
 }
 
 impl Watermark {
@@ -97,14 +101,12 @@ impl Watermark {
         let rows = store.ch().query_tsv(&sql).await?;
         let Some(row) = rows.into_iter().next() else { return Ok(None) };
         let bad = |row: &[String]| StoreError::BadRow { row: row.to_vec(), reason: "expected two UInt32".into() };
-        match row.as_slice() {
-            [upto, from] => Ok(Some(Self {
-                upto: upto.parse().map_err(|_| bad(&row))?,
-                tail_from: from.parse().map_err(|_| bad(&row))?,
-                tail: true,
-            })),
-            _ => Err(bad(&row)),
-        }
+        let (upto, tail_from): (u32, u32) = match row.as_slice() {
+            [upto, from] => (upto.parse().map_err(|_| bad(&row))?, from.parse().map_err(|_| bad(&row))?),
+            _ => return Err(bad(&row)),
+        };
+        let rolled = Days::read(store, upto).await?;
+        Ok(Some(Self { upto, tail_from, tail: true, rolled }))
     }
 
     /// This watermark, without the tail when `table` holds no row matching `rows` (a `WHERE` body:
@@ -131,6 +133,22 @@ impl Watermark {
             .push(".settle_folds WHERE inserted_to <= ")
             .bind(Param::DateTime(self.upto))
             .push(")"))
+    }
+
+    /// ` AND (fold IN (roll-ups up to the watermark) OR fold IN (folds up to it))`: the rows of
+    /// a rolled-up table a read counts (roll-ups, and folds' copies of late usage).
+    pub(crate) fn rollups(&self, sql: Sql, db: &str) -> Result<Sql, BadIdentifier> {
+        let sql = sql
+            .push(" AND (fold IN (SELECT rollup FROM ")
+            .ident(db)?
+            .push(".settle_rollups WHERE folds_upto <= ")
+            .bind(Param::DateTime(self.upto))
+            .push(") OR fold IN (SELECT fold FROM ")
+            .ident(db)?
+            .push(".settle_folds WHERE inserted_to <= ")
+            .bind(Param::DateTime(self.upto))
+            .push("))");
+        Ok(sql)
     }
 
     /// ` AND (identity) NOT IN (folded)`, for `table`'s rows matching `raw` (a `WHERE` body of
@@ -302,6 +320,25 @@ impl FoldPlan {
         })
     }
 
+    /// The earliest minute of `table`'s rows stamped in the fold's range (read after the fold, so
+    /// of a superset of the rows it took), or `None` when there are none.
+    async fn earliest(&self, store: &Store, table: Table) -> Result<Option<u32>, StoreError> {
+        let sql = Sql::new("SELECT toUInt32(min(window_start)), count() FROM ")
+            .ident(store.db())?
+            .push(table.raw())
+            .push(" WHERE inserted_at >= ")
+            .bind(Param::DateTime(self.from))
+            .push(" AND inserted_at < ")
+            .bind(Param::DateTime(self.to.saturating_add(SAME_INSERT_SECS)));
+        let row = store.ch().query_tsv(&sql).await?.into_iter().next().unwrap_or_default();
+        let bad = |row: &[String]| StoreError::BadRow { row: row.to_vec(), reason: "expected two numbers".into() };
+        match row.as_slice() {
+            [_, n] if n == "0" => Ok(None),
+            [t, _] => Ok(Some(t.parse().map_err(|_| bad(&row))?)),
+            _ => Err(bad(&row)),
+        }
+    }
+
     /// `SELECT identity rows, data rows` of the fold in `table`, for its commit.
     pub fn counts(&self, db: &str, table: Table) -> Result<Sql, BadIdentifier> {
         let sql = Sql::new(match table {
@@ -380,6 +417,14 @@ pub async fn run(store: &Store, plan: &FoldPlan) -> Result<Fold, StoreError> {
     let (mut batches, mut rows) = (0u64, 0u64);
     for table in Table::ALL {
         store.ch().execute(&plan.statement(db, table)?).await?;
+        // Late usage for rolled-up days: copied rolled up under this fold's id, so reads of
+        // those days (which read only rolled-up rows) count it from this fold's commit on.
+        if let Some(days) = plan.last.and_then(|w| w.rolled) {
+            if let Some((from, to)) = plan.earliest(store, table).await?.and_then(|t| days.overlap(t, days.to)) {
+                let source = Sql::new("fold = ").bind(plan.id.as_str());
+                store.ch().execute(&table.roll(db, &plan.id, from, to, source)?).await?;
+            }
+        }
         let row = store.ch().query_tsv(&plan.counts(db, table)?).await?.into_iter().next().unwrap_or_default();
         let bad = |row: &[String]| StoreError::BadRow { row: row.to_vec(), reason: "expected two counts".into() };
         match row.as_slice() {
@@ -404,7 +449,7 @@ pub async fn fold(store: &Store, options: FoldOptions) -> Result<Option<Fold>, S
 }
 
 /// A fold's id: its end, then enough of the clock and the process to tell two apart.
-fn fold_id(to: u32) -> String {
+pub(super) fn fold_id(to: u32) -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     format!("{to:010}-{:x}", nanos ^ u128::from(std::process::id()))
 }
@@ -413,7 +458,7 @@ fn secs(d: Duration) -> u32 {
     u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
 }
 
-async fn scalar<T: std::str::FromStr>(store: &Store, sql: Sql) -> Result<T, StoreError> {
+pub(super) async fn scalar<T: std::str::FromStr>(store: &Store, sql: Sql) -> Result<T, StoreError> {
     let values = store.ch().query_column(&sql).await?;
     let text = values.into_iter().next().unwrap_or_default();
     text.parse().map_err(|_| StoreError::BadRow { row: vec![text], reason: "expected one number".into() })

@@ -25,6 +25,8 @@
 //! INSERT), so a fold sees all of a batch's rows or none.
 
 pub mod fold;
+pub mod rollup;
 pub mod schema;
 
 pub use fold::{fold, plan, run, Fold, FoldOptions, FoldPlan, Table, Watermark};
+pub use rollup::{roll, Days, Rollup, RollupPlan};

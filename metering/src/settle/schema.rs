@@ -49,3 +49,36 @@ pub fn create_settle_folds(db: &str) -> Result<Sql, BadIdentifier> {
          rows UInt64, committed_at DateTime('UTC') DEFAULT now()) ENGINE = MergeTree ORDER BY (inserted_to, fold)",
     ))
 }
+
+/// `CREATE TABLE IF NOT EXISTS db.usage_settled_daily ...`: `usage_settled`'s data rows rolled up
+/// per UTC day (the columns of a seal's `sealed_usage_daily`, `fold` for `seal_id`), written by
+/// roll-ups of whole days and by the folds after them that took late usage for those days.
+pub fn create_usage_settled_daily(db: &str) -> Result<Sql, BadIdentifier> {
+    Ok(Sql::new("CREATE TABLE IF NOT EXISTS ").ident(db)?.push(
+        ".usage_settled_daily (fold String, tenant String, meter String, window_start DateTime('UTC'), \
+         service String, dimensions String, unique_value String, value Decimal(38, 9), unit String, aggregation String) \
+         ENGINE = MergeTree PARTITION BY toYYYYMM(window_start) \
+         ORDER BY (tenant, meter, window_start, service, dimensions, unique_value)",
+    ))
+}
+
+/// `CREATE TABLE IF NOT EXISTS db.sla_settled_hourly ...`: `sla_settled`'s data rows rolled up
+/// per UTC hour (the columns of a seal's `sealed_sla_hourly`), written as `usage_settled_daily`.
+pub fn create_sla_settled_hourly(db: &str) -> Result<Sql, BadIdentifier> {
+    Ok(Sql::new("CREATE TABLE IF NOT EXISTS ").ident(db)?.push(
+        ".sla_settled_hourly (fold String, tenant String, service String, route String, window_start DateTime('UTC'), \
+         requests UInt64, errors UInt64, latency_buckets Array(UInt16), latency_counts Array(UInt64), \
+         exemplar_trace_ids Array(String), exemplar_latencies_ns Array(UInt64), exemplar_errors Array(UInt8)) \
+         ENGINE = MergeTree PARTITION BY toYYYYMM(window_start) ORDER BY (tenant, service, route, window_start)",
+    ))
+}
+
+/// `CREATE TABLE IF NOT EXISTS db.settle_rollups ...`: one row per roll-up, written last (as a
+/// fold's row): the days `[day_from, day_to)` it rolled up from the folds up to `folds_upto`.
+pub fn create_settle_rollups(db: &str) -> Result<Sql, BadIdentifier> {
+    Ok(Sql::new("CREATE TABLE IF NOT EXISTS ").ident(db)?.push(
+        ".settle_rollups (rollup String, day_from DateTime('UTC'), day_to DateTime('UTC'), \
+         folds_upto DateTime('UTC'), rows UInt64, committed_at DateTime('UTC') DEFAULT now()) \
+         ENGINE = MergeTree ORDER BY (day_from, rollup)",
+    ))
+}

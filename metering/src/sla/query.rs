@@ -124,13 +124,44 @@ impl SlaQuery {
             (Some(_), _) => self.rows(sql, db, None, false)?,
             (None, None) => self.rows(sql, db, None, true)?,
             // Settled rows are one per key too; only the tail since the last fold needs the pass.
-            (None, Some(w)) if !w.tail => self.rows(sql, db, Some(w), false)?,
+            (None, Some(w)) if !w.tail => self.settled_rows(sql, db, w)?,
             (None, Some(w)) => {
-                let sql = self.rows(sql, db, Some(w), false)?.push(" UNION ALL ");
+                let sql = self.settled_rows(sql, db, w)?.push(" UNION ALL ");
                 self.rows(sql, db, Some(w), true)?
             }
         };
         Ok(sql.push(") GROUP BY tenant, service, rt, bucket) ORDER BY tenant, service, rt, bucket"))
+    }
+
+    /// `sql` followed by the settled rows up to `w`: rolled-up hours from `sla_settled_hourly`
+    /// when the read is of whole hours, the rest of its range from minute rows (`UNION ALL`).
+    fn settled_rows(&self, sql: Sql, db: &str, w: Watermark) -> Result<Sql, BadIdentifier> {
+        let Some((a, b)) = w.rolled_part(Table::Sla, self.granularity, self.from, self.to) else {
+            return self.rows(sql, db, Some(w), false);
+        };
+        let at = |t: u32| OffsetDateTime::from_unix_timestamp(i64::from(t)).expect("a u32 is a time");
+        let (a, b) = (at(a), at(b));
+        let part = |from, to| SlaQuery { from, to, ..self.clone() };
+        let mut sql = part(a, b).rolled_rows(sql, db, w)?;
+        for (from, to) in [(self.from, a), (b, self.to)] {
+            if from < to {
+                sql = part(from, to).rows(sql.push(" UNION ALL "), db, Some(w), false)?;
+            }
+        }
+        Ok(sql)
+    }
+
+    /// `sql` followed by the rows of `sla_settled_hourly` the read counts as of `w`.
+    fn rolled_rows(&self, sql: Sql, db: &str, w: Watermark) -> Result<Sql, BadIdentifier> {
+        let sql = sql.push(
+            "SELECT tenant, service, route, window_start, (requests, errors, latency_buckets, latency_counts, \
+             exemplar_trace_ids, exemplar_latencies_ns, exemplar_errors) AS r FROM ",
+        );
+        let mut sql = self.scan().push_table(sql, db, Table::Sla.rolled())?;
+        if let Some(service) = &self.service {
+            sql = sql.push(" AND service = ").bind(service);
+        }
+        w.rollups(sql, db)
     }
 
     /// `sql` followed by one `SELECT` of the rows the read merges, one per key: of the snapshot

@@ -80,6 +80,15 @@ pub const MIGRATIONS: &[Migration] = &[
         statements: |db, _| Ok(vec![crate::seal::verified::create_seal_verifications(db)?]),
         already_done: None,
     },
+    Migration {
+        version: 8,
+        name: "usage_settled_daily, sla_settled_hourly and settle_rollups: settled rows rolled up by day",
+        statements: |db, _| {
+            use crate::settle::schema::{create_settle_rollups, create_sla_settled_hourly, create_usage_settled_daily};
+            Ok(vec![create_usage_settled_daily(db)?, create_sla_settled_hourly(db)?, create_settle_rollups(db)?])
+        },
+        already_done: None,
+    },
 ];
 
 /// What [`migrate`] did.

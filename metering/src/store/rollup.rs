@@ -74,6 +74,8 @@ pub struct UsageQuery {
 enum Rows {
     /// One row per key already: a seal's snapshot, or settled rows up to a watermark.
     Collapsed(Option<Watermark>),
+    /// Settled rows rolled up by day, up to a watermark.
+    Rolled(Watermark),
     /// `usage` rows, collapsed by key and batch identity: all of them, or the tail past a watermark.
     Raw(Option<Watermark>),
 }
@@ -213,9 +215,9 @@ impl UsageQuery {
             (Some(_), _) => self.rows(sql, db, Rows::Collapsed(None))?,
             (None, None) => self.rows(sql, db, Rows::Raw(None))?,
             // Settled rows need no collapsing either; only the tail since the last fold does.
-            (None, Some(w)) if !w.tail => self.rows(sql, db, Rows::Collapsed(Some(w)))?,
+            (None, Some(w)) if !w.tail => self.settled_rows(sql, db, w)?,
             (None, Some(w)) => {
-                let sql = self.rows(sql, db, Rows::Collapsed(Some(w)))?.push(" UNION ALL ");
+                let sql = self.settled_rows(sql, db, w)?.push(" UNION ALL ");
                 self.rows(sql, db, Rows::Raw(Some(w)))?
             }
         };
@@ -237,6 +239,24 @@ impl UsageQuery {
         Ok(sql.push(" ORDER BY tenant, meter, bucket, svc, dims LIMIT ").bind(u64::from(self.limit)))
     }
 
+    /// `sql` followed by the settled rows up to `w`: rolled-up days from `usage_settled_daily`
+    /// when the read is of whole days, the rest of its range from minute rows (`UNION ALL`).
+    fn settled_rows(&self, sql: Sql, db: &str, w: Watermark) -> Result<Sql, BadIdentifier> {
+        let Some((a, b)) = w.rolled_part(Table::Usage, self.granularity, self.from, self.to) else {
+            return self.rows(sql, db, Rows::Collapsed(Some(w)));
+        };
+        let at = |t: u32| OffsetDateTime::from_unix_timestamp(i64::from(t)).expect("a u32 is a time");
+        let (a, b) = (at(a), at(b));
+        let part = |from, to| UsageQuery { from, to, ..self.clone() };
+        let mut sql = part(a, b).rows(sql, db, Rows::Rolled(w))?;
+        for (from, to) in [(self.from, a), (b, self.to)] {
+            if from < to {
+                sql = part(from, to).rows(sql.push(" UNION ALL "), db, Rows::Collapsed(Some(w)))?;
+            }
+        }
+        Ok(sql)
+    }
+
     /// `sql` followed by one `SELECT` of the rows the query rolls up, one value per key.
     fn rows(&self, sql: Sql, db: &str, rows: Rows) -> Result<Sql, BadIdentifier> {
         let sql = sql.push("SELECT tenant, meter, window_start, service, dimensions, unique_value, ");
@@ -247,6 +267,11 @@ impl UsageQuery {
                 db,
                 Table::Usage.settled(),
             )?,
+            Rows::Rolled(_) => self.scan().push_table(
+                sql.push("value AS v, unit AS u, aggregation AS a FROM "),
+                db,
+                Table::Usage.rolled(),
+            )?,
             Rows::Raw(_) => {
                 self.scan().push(sql.push("max(value) AS v, any(unit) AS u, any(aggregation) AS a FROM "), db)?
             }
@@ -256,6 +281,7 @@ impl UsageQuery {
             Rows::Collapsed(None) => Ok(sql),
             // Identity rows (no meter) are for the test above, not usage.
             Rows::Collapsed(Some(w)) => w.folds(sql.push(Table::Usage.data_rows()), db),
+            Rows::Rolled(w) => w.rollups(sql, db),
             Rows::Raw(settled) => {
                 if let Some(w) = settled {
                     let tail = |sql: Sql| sql.push(" AND inserted_at >= ").bind(Param::DateTime(w.tail_from));
