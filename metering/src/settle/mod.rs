@@ -18,6 +18,8 @@
 //! after the time its `inserted_at` says (a slow INSERT) are still taken by the next fold. A row
 //! that became visible more than `margin` late would be in neither (never counted twice).
 //!
+//! Whole past days are then rolled up by day (usage) and hour (SLA): [`rollup`].
+//!
 //! One settler runs at a time (`tally settle`): two folding at once could both take one batch.
 //!
 //! This relies on one invariant of the writers: a batch's rows for one tenant are written by

@@ -12,6 +12,9 @@
 //!   identity rows (those with a `source_id`).
 //! - `settle_folds`: one row per fold, written last: a fold counts only once this row exists,
 //!   so a settler killed part-way leaves rows nobody reads.
+//! - `usage_settled_daily`, `sla_settled_hourly`, `settle_rollups` (migration 8): settled data
+//!   rows rolled up by day (usage) and hour (SLA), and one row per roll-up, written last
+//!   (see [`super::rollup`]).
 //!
 //! In cluster mode `usage_settled` and `sla_settled` are sharded by tenant beside `usage` (a read's test of batch
 //! identities runs on each shard against its own rows); `settle_folds` has no tenant and is one
