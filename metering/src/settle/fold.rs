@@ -152,8 +152,10 @@ impl Watermark {
     }
 
     /// ` AND (identity) NOT IN (folded)`, for `table`'s rows matching `raw` (a `WHERE` body of
-    /// its columns, the rows being filtered) in the minutes `window` (a `WHERE` body): the set
-    /// holds only the identities in those rows.
+    /// its columns, the rows being filtered) that also match `window` (a `WHERE` body, e.g. the
+    /// tenant): the set holds only the identities in those rows. Identity rows are found by
+    /// minute, between the earliest and the latest minute of those rows (a resend carries its
+    /// batch's minutes), not over every identity ever folded.
     pub(crate) fn unfolded(
         &self,
         sql: Sql,
@@ -162,12 +164,26 @@ impl Watermark {
         window: Sql,
         raw: &Sql,
     ) -> Result<Sql, BadIdentifier> {
+        let bound = |f: &'static str| -> Result<Sql, BadIdentifier> {
+            Ok(Sql::new("(SELECT ")
+                .push(f)
+                .push("(window_start) FROM ")
+                .ident(db)?
+                .push(table.raw())
+                .push(" WHERE ")
+                .append(raw.clone())
+                .push(")"))
+        };
         let sql = sql
             .push(" AND (tenant, source_id, batch_seq) NOT IN (SELECT tenant, source_id, batch_seq FROM ")
             .ident(db)?
             .push(table.settled())
             .push(table.identity_rows())
-            .append(window);
+            .append(window)
+            .push(" AND window_start >= ")
+            .append(bound("min")?)
+            .push(" AND window_start <= ")
+            .append(bound("max")?);
         let sql = self.folds(sql, db)?;
         Ok(sql
             .push(" AND (tenant, source_id, batch_seq) IN (SELECT tenant, source_id, batch_seq FROM ")
@@ -253,21 +269,7 @@ impl FoldPlan {
         .bind(Param::DateTime(self.to))
         .push(")");
         if let Some(w) = self.last {
-            // Identity rows are found by minute: only those of the minutes the range's rows are in
-            // (a resend carries its batch's minutes), not every identity ever folded.
-            let bound = |f: &'static str| -> Result<Sql, BadIdentifier> {
-                Ok(Sql::new("(SELECT ")
-                    .push(f)
-                    .push("(window_start) FROM ")
-                    .ident(db)?
-                    .push(table.raw())
-                    .push(" WHERE ")
-                    .append(range(self.from, late))
-                    .push(")"))
-            };
-            let window =
-                Sql::new("window_start >= ").append(bound("min")?).push(" AND window_start <= ").append(bound("max")?);
-            rows = w.unfolded(rows, db, table, window, &range(self.from, late))?;
+            rows = w.unfolded(rows, db, table, Sql::new("1"), &range(self.from, late))?;
         }
         rows = rows.push(match table {
             Table::Usage => {
