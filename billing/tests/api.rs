@@ -76,7 +76,7 @@ fn migrate_twice_reports_what_it_did() {
     let stdout = String::from_utf8_lossy(&first.stdout);
     assert!(first.status.success());
     assert!(
-        stdout.contains("is at version 8 (legacy dialect): applied [1, 2, 3, 4, 5, 6, 7, 8], already applied []"),
+        stdout.contains("is at version 9 (legacy dialect): applied [1, 2, 3, 4, 5, 6, 7, 8, 9], already applied []"),
         "{stdout}"
     );
     // The same settings from a config file: the second run finds nothing to do.
@@ -85,8 +85,8 @@ fn migrate_twice_reports_what_it_did() {
     std::fs::write(&config, format!("clickhouse-url: {}\nclickhouse-database: {db}\n", server.http_url())).unwrap();
     let second = tally(&["migrate", "--config", config.to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&second.stdout);
-    assert!(stdout.contains(&format!("database {db} on {} is at version 8", server.http_url())), "{stdout}");
-    assert!(stdout.contains("applied [], already applied [1, 2, 3, 4, 5, 6, 7, 8]"), "{stdout}");
+    assert!(stdout.contains(&format!("database {db} on {} is at version 9", server.http_url())), "{stdout}");
+    assert!(stdout.contains("applied [], already applied [1, 2, 3, 4, 5, 6, 7, 8, 9]"), "{stdout}");
     // A typo in the file is refused with its line.
     std::fs::write(&config, "clickhouse-url: http://127.0.0.1:1\nclickhouse-databse: x\n").unwrap();
     let typo = tally(&["migrate", "--config", config.to_str().unwrap()]);

@@ -76,11 +76,11 @@ async fn sdk_through_one_agent_and_two_collectors_into_a_cluster_is_exact_throug
     };
     let first = migrate(0);
     assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
-    assert!(String::from_utf8_lossy(&first.stdout).contains("applied [1, 2, 3, 4, 5, 6, 7, 8], already applied []"));
+    assert!(String::from_utf8_lossy(&first.stdout).contains("applied [1, 2, 3, 4, 5, 6, 7, 8, 9], already applied []"));
     // Again through a server of the other shard: nothing to do.
     let second = migrate(3);
     assert!(
-        String::from_utf8_lossy(&second.stdout).contains("applied [], already applied [1, 2, 3, 4, 5, 6, 7, 8]"),
+        String::from_utf8_lossy(&second.stdout).contains("applied [], already applied [1, 2, 3, 4, 5, 6, 7, 8, 9]"),
         "{second:?}"
     );
 

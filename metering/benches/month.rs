@@ -12,7 +12,7 @@
 //! fills only the month's first days, for quick runs; invoices and reports still
 //! cover the whole month. `--traffic N` writes each tenant-minute's usage as N batches
 //! instead of one (N rows per key, distinct batch identities, values that add up to the
-//! same totals). Each usage row is stamped (`inserted_at`) as a collector writing the
+//! same totals). Each usage and SLA row is stamped (`inserted_at`) as a collector writing the
 //! month as it happened would have stamped it: its batch's minute end plus a second per
 //! batch (never later than now), so folds see a month of inserts, not a few minutes of them.
 //! Generating is set-up: timed and reported, not measured.
@@ -601,7 +601,8 @@ fn expected_requests(t: u64, minutes: u64) -> (u64, u64) {
 /// tenants with `traffic`), each chunk in key order. Batch `j` of `traffic` of tenant `t`'s minute
 /// `k` is `(agent:node-<t % 50>:boot-1, k × traffic + j + 1)`, holds the value's `j`-th share (the
 /// integer split of the value in its smallest unit: the shares add up to it exactly), and is
-/// stamped `inserted_at` = the minute's end + `j` seconds, or now if that is later.
+/// stamped `inserted_at` = the minute's end + `j` seconds, or now if that is later; an SLA row, the
+/// minute's end + 1 second.
 fn generate(server: &ClickHouseServer, db: &str, shape: &Shape) -> Result<Duration> {
     let names = BUILTIN[..METERS].iter().map(|m| format!("'{}'", m.name)).collect::<Vec<_>>().join(", ");
     let units = BUILTIN[..METERS].iter().map(|m| format!("'{}'", m.unit.as_str())).collect::<Vec<_>>().join(", ");
@@ -635,7 +636,8 @@ fn generate(server: &ClickHouseServer, db: &str, shape: &Shape) -> Result<Durati
              SELECT {TENANT_SQL}, [{services}][s + 1], '/', toDateTime({start} + k * 60, 'UTC'), req, err, \
              [{buckets}], [req - 6, 5, 1], \
              if(err > 0, [slow, failed], [slow]), if(err > 0, [400000000 + k, 300000000 + k], [400000000 + k]), \
-             if(err > 0, [0, 1], [0]), concat('collector-', toString(t % 4)), k + 1 \
+             if(err > 0, [0, 1], [0]), concat('collector-', toString(t % 4)), k + 1, \
+             toDateTime(least({start} + (k + 1) * 60 + 1, toUInt32(now())), 'UTC') \
              FROM (SELECT {first} + intDiv(number, {m} * 2) AS t, intDiv(number, {m}) % 2 AS s, number % {m} AS k, \
              {REQUESTS_SQL} AS req, {ERRORS_SQL} AS err, \
              lower(hex(MD5(concat(toString(t), '/', toString(s), '/', toString(k))))) AS slow, \
@@ -643,7 +645,7 @@ fn generate(server: &ClickHouseServer, db: &str, shape: &Shape) -> Result<Durati
              FROM numbers({rows}))",
             start = shape.start,
             rows = tenants * SERVICES.len() as u64 * m,
-            sla_columns = SLA_ROW.columns(),
+            sla_columns = SLA_ROW.columns().replacen(')', ", inserted_at)", 1),
         );
         server.query(&usage).context("generating usage")?;
         server.query(&sla).context("generating SLA rows")?;

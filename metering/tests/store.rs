@@ -222,9 +222,12 @@ async fn migrations_run_twice_are_a_no_op() {
     let ch = ClickHouse::new(&server.http_url(), Duration::from_secs(30)).unwrap();
     let store = Store::new(ch.clone(), &db);
     let first = migrate(&store).await.unwrap();
-    assert_eq!((first.dialect, first.applied, first.skipped), (Dialect::Legacy, vec![1, 2, 3, 4, 5, 6, 7, 8], vec![]));
+    assert_eq!(
+        (first.dialect, first.applied, first.skipped),
+        (Dialect::Legacy, vec![1, 2, 3, 4, 5, 6, 7, 8, 9], vec![])
+    );
     let second = migrate(&store).await.unwrap();
-    assert_eq!((second.applied, second.skipped), (vec![], vec![1, 2, 3, 4, 5, 6, 7, 8]));
+    assert_eq!((second.applied, second.skipped), (vec![], vec![1, 2, 3, 4, 5, 6, 7, 8, 9]));
     let recorded = server
         .query(&format!("SELECT version, name, dialect FROM {db}.tally_migrations ORDER BY version FORMAT TSV"))
         .unwrap();
@@ -234,11 +237,12 @@ async fn migrations_run_twice_are_a_no_op() {
          5\tsealed_usage_daily and sealed_sla_hourly roll-ups of seals, periods.rollups\tlegacy\n\
          6\tusage_settled, sla_settled and settle_folds for settled usage\tlegacy\n\
          7\tseal_verifications: every verification of a seal, served to readers\tlegacy\n\
-         8\tusage_settled_daily, sla_settled_hourly and settle_rollups: settled rows rolled up by day\tlegacy\n"
+         8\tusage_settled_daily, sla_settled_hourly and settle_rollups: settled rows rolled up by day\tlegacy\n\
+         9\tusage_inserts and sla_inserts, the insert journals folds find batches by; settle_folds minutes\tlegacy\n"
     );
     // A database that does not exist yet is created.
     let fresh = format!("{db}_new");
-    assert_eq!(migrate(&Store::new(ch.clone(), &fresh)).await.unwrap().applied, vec![1, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(migrate(&Store::new(ch.clone(), &fresh)).await.unwrap().applied, vec![1, 2, 3, 4, 5, 6, 7, 8, 9]);
     // A run interrupted after migration 3's ALTER but before recording it: the next run
     // finds the columns in place and records it (18.16 has no ADD COLUMN IF NOT EXISTS).
     let interrupted = format!("{db}_cut");
@@ -254,7 +258,7 @@ async fn migrations_run_twice_are_a_no_op() {
         ch.execute(&metering::store::migrate::record_applied(&interrupted, m, Dialect::Legacy).unwrap()).await.unwrap();
     }
     let resumed = migrate(&Store::new(ch.clone(), &interrupted)).await.unwrap();
-    assert_eq!((resumed.applied, resumed.skipped), (vec![3, 4, 5, 6, 7, 8], vec![1, 2]));
+    assert_eq!((resumed.applied, resumed.skipped), (vec![3, 4, 5, 6, 7, 8, 9], vec![1, 2]));
     // A bad database name is refused before anything runs.
     let err = migrate(&Store::new(ch.clone(), "tally; DROP DATABASE x")).await.unwrap_err();
     assert!(err.to_string().contains("is not a valid ClickHouse identifier"), "{err}");

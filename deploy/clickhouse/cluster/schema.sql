@@ -101,3 +101,28 @@ CREATE TABLE IF NOT EXISTS `tally`.settle_rollups ON CLUSTER `tally` (rollup Str
 -- on any one server:
 INSERT INTO `tally`.tally_migrations (version, name, dialect) VALUES (8, 'usage_settled_daily, sla_settled_hourly and settle_rollups: settled rows rolled up by day', 'modern');
 
+-- migration 9: usage_inserts and sla_inserts, the insert journals folds find batches by; settle_folds minutes
+CREATE TABLE IF NOT EXISTS `tally`.usage_inserts_local ON CLUSTER `tally` (tenant String, source_id String, batch_seq UInt64, inserted_at DateTime('UTC'), window_min DateTime('UTC'), window_max DateTime('UTC')) ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/tally.usage_inserts', '{replica}') PARTITION BY toYYYYMM(inserted_at) ORDER BY (inserted_at, tenant, source_id, batch_seq);
+
+CREATE TABLE IF NOT EXISTS `tally`.usage_inserts ON CLUSTER `tally` AS `tally`.usage_inserts_local ENGINE = Distributed(`tally`, `tally`, usage_inserts_local, cityHash64(tenant));
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS `tally`.usage_inserts_mv ON CLUSTER `tally` TO `tally`.usage_inserts_local AS SELECT tenant, source_id, batch_seq, inserted_at, min(window_start) AS window_min, max(window_start) AS window_max FROM `tally`.usage_local GROUP BY tenant, source_id, batch_seq, inserted_at;
+
+-- on any one server:
+INSERT INTO `tally`.usage_inserts (tenant, source_id, batch_seq, inserted_at, window_min, window_max) SELECT tenant, source_id, batch_seq, inserted_at, min(window_start), max(window_start) FROM `tally`.usage GROUP BY tenant, source_id, batch_seq, inserted_at;
+
+CREATE TABLE IF NOT EXISTS `tally`.sla_inserts_local ON CLUSTER `tally` (tenant String, source_id String, batch_seq UInt64, inserted_at DateTime('UTC'), window_min DateTime('UTC'), window_max DateTime('UTC')) ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/tally.sla_inserts', '{replica}') PARTITION BY toYYYYMM(inserted_at) ORDER BY (inserted_at, tenant, source_id, batch_seq);
+
+CREATE TABLE IF NOT EXISTS `tally`.sla_inserts ON CLUSTER `tally` AS `tally`.sla_inserts_local ENGINE = Distributed(`tally`, `tally`, sla_inserts_local, cityHash64(tenant));
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS `tally`.sla_inserts_mv ON CLUSTER `tally` TO `tally`.sla_inserts_local AS SELECT tenant, source_id, batch_seq, inserted_at, min(window_start) AS window_min, max(window_start) AS window_max FROM `tally`.sla_local GROUP BY tenant, source_id, batch_seq, inserted_at;
+
+-- on any one server:
+INSERT INTO `tally`.sla_inserts (tenant, source_id, batch_seq, inserted_at, window_min, window_max) SELECT tenant, source_id, batch_seq, inserted_at, min(window_start), max(window_start) FROM `tally`.sla GROUP BY tenant, source_id, batch_seq, inserted_at;
+
+-- on any one server:
+ALTER TABLE `tally`.settle_folds ADD COLUMN window_from DateTime('UTC'), ADD COLUMN window_to DateTime('UTC');
+
+-- on any one server:
+INSERT INTO `tally`.tally_migrations (version, name, dialect) VALUES (9, 'usage_inserts and sla_inserts, the insert journals folds find batches by; settle_folds minutes', 'modern');
+

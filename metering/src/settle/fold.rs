@@ -28,6 +28,14 @@ impl Table {
         }
     }
 
+    /// `.<raw>_inserts` (after the database): the raw table's insert journal.
+    pub const fn inserts(self) -> &'static str {
+        match self {
+            Table::Usage => ".usage_inserts",
+            Table::Sla => ".sla_inserts",
+        }
+    }
+
     /// `.settled` (after the database).
     pub const fn settled(self) -> &'static str {
         match self {
@@ -135,20 +143,55 @@ impl Watermark {
             .push(")"))
     }
 
-    /// ` AND (fold IN (roll-ups up to the watermark) OR fold IN (folds up to it))`: the rows of
-    /// a rolled-up table a read counts (roll-ups, and folds' copies of late usage).
+    /// ` AND fold IN (roll-ups up to the watermark)`: the rolled-up rows a read counts.
     pub(crate) fn rollups(&self, sql: Sql, db: &str) -> Result<Sql, BadIdentifier> {
-        let sql = sql
-            .push(" AND (fold IN (SELECT rollup FROM ")
+        Ok(sql
+            .push(" AND fold IN (SELECT rollup FROM ")
             .ident(db)?
             .push(".settle_rollups WHERE folds_upto <= ")
             .bind(Param::DateTime(self.upto))
-            .push(") OR fold IN (SELECT fold FROM ")
-            .ident(db)?
-            .push(".settle_folds WHERE inserted_to <= ")
-            .bind(Param::DateTime(self.upto))
-            .push("))");
-        Ok(sql)
+            .push(")"))
+    }
+
+    /// ` AND` the settled minute rows of rolled-up days a read counts besides their roll-ups:
+    /// those of the folds up to the watermark that ended after the roll-up of the row's day
+    /// (late usage; a fold's end is the first ten digits of its id). They are looked for only
+    /// in the minutes those folds recorded: usually there are none, and the range is empty.
+    pub(crate) fn late(&self, sql: Sql, db: &str) -> Result<Sql, BadIdentifier> {
+        let rollups = |what: &'static str| -> Result<Sql, BadIdentifier> {
+            Ok(Sql::new("(SELECT ")
+                .push(what)
+                .push(" FROM ")
+                .ident(db)?
+                .push(".settle_rollups WHERE folds_upto <= ")
+                .bind(Param::DateTime(self.upto))
+                .push(")"))
+        };
+        let late = |what: &'static str| -> Result<Sql, BadIdentifier> {
+            Ok(Sql::new("(SELECT ")
+                .push(what)
+                .push(" FROM ")
+                .ident(db)?
+                .push(".settle_folds WHERE inserted_to <= ")
+                .bind(Param::DateTime(self.upto))
+                .push(" AND inserted_to > ")
+                .append(rollups("min(folds_upto)")?)
+                .push(" AND window_to >= ")
+                .append(rollups("min(day_from)")?)
+                .push(" AND window_from < ")
+                .append(rollups("max(day_to)")?)
+                .push(")"))
+        };
+        Ok(sql
+            .push(" AND window_start >= ")
+            .append(late("min(window_from)")?)
+            .push(" AND window_start <= ")
+            .append(late("max(window_to)")?)
+            .push(" AND fold IN ")
+            .append(late("fold")?)
+            .push(" AND toUInt32(substring(fold, 1, 10)) > toUInt32(arrayFirst(r -> r.1 > window_start, ")
+            .append(rollups("arraySort(groupArray((day_to, folds_upto)))")?)
+            .push(").2)"))
     }
 
     /// ` AND (identity) NOT IN (folded)`, for `table`'s rows matching `raw` (a `WHERE` body of
@@ -174,24 +217,37 @@ impl Watermark {
                 .append(raw.clone())
                 .push(")"))
         };
+        let window = window
+            .push(" AND window_start >= ")
+            .append(bound("min")?)
+            .push(" AND window_start <= ")
+            .append(bound("max")?);
+        let candidates = Sql::new("SELECT tenant, source_id, batch_seq FROM ")
+            .ident(db)?
+            .push(table.raw())
+            .push(" WHERE ")
+            .append(raw.clone());
+        self.not_folded(sql, db, table, window, candidates)
+    }
+
+    /// ` AND (identity) NOT IN (folded)`: the identities folded up to the watermark among the
+    /// identity rows matching `window` (a `WHERE` body) and the identities `candidates` selects.
+    pub(crate) fn not_folded(
+        &self,
+        sql: Sql,
+        db: &str,
+        table: Table,
+        window: Sql,
+        candidates: Sql,
+    ) -> Result<Sql, BadIdentifier> {
         let sql = sql
             .push(" AND (tenant, source_id, batch_seq) NOT IN (SELECT tenant, source_id, batch_seq FROM ")
             .ident(db)?
             .push(table.settled())
             .push(table.identity_rows())
-            .append(window)
-            .push(" AND window_start >= ")
-            .append(bound("min")?)
-            .push(" AND window_start <= ")
-            .append(bound("max")?);
+            .append(window);
         let sql = self.folds(sql, db)?;
-        Ok(sql
-            .push(" AND (tenant, source_id, batch_seq) IN (SELECT tenant, source_id, batch_seq FROM ")
-            .ident(db)?
-            .push(table.raw())
-            .push(" WHERE ")
-            .append(raw.clone())
-            .push("))"))
+        Ok(sql.push(" AND (tenant, source_id, batch_seq) IN (").append(candidates).push("))"))
     }
 }
 
@@ -238,14 +294,28 @@ impl FoldPlan {
     /// once, so what is written as taken is exactly what is written as data, whichever replica
     /// answers. A batch whose INSERT stamped some rows at or after `to` (its blocks a second
     /// apart) is left whole to the next fold.
-    pub fn statement(&self, db: &str, table: Table) -> Result<Sql, BadIdentifier> {
-        let late = self.to.saturating_add(SAME_INSERT_SECS);
-        let range = |from: u32, to: u32| {
-            Sql::new("inserted_at >= ")
-                .bind(Param::DateTime(from))
-                .push(" AND inserted_at < ")
-                .bind(Param::DateTime(to))
-        };
+    ///
+    /// `minutes` are the journaled minutes of the range ([`minutes`](Self::minutes), read before):
+    /// raw rows are read only within them, and only batches all of whose minutes lie within them
+    /// are taken (a batch journaled after they were read waits for the next fold), so every row
+    /// the fold writes is in them.
+    pub fn statement(&self, db: &str, table: Table, minutes: (u32, u32)) -> Result<Sql, BadIdentifier> {
+        let range = self.range();
+        let (lo, hi) = (Param::DateTime(minutes.0), Param::DateTime(minutes.1));
+        let minutes = Sql::new("window_start >= ").bind(lo.clone()).push(" AND window_start <= ").bind(hi.clone());
+        // The batches to take, found through the journal's key: stamped in the range, none of
+        // their rows at or after `to`, all of their minutes within the bounds.
+        let taken = Sql::new("SELECT tenant, source_id, batch_seq FROM ")
+            .ident(db)?
+            .push(table.inserts())
+            .push(" WHERE ")
+            .append(range.clone())
+            .push(" GROUP BY tenant, source_id, batch_seq HAVING max(inserted_at) < ")
+            .bind(Param::DateTime(self.to))
+            .push(" AND min(window_min) >= ")
+            .bind(lo)
+            .push(" AND max(window_max) <= ")
+            .bind(hi);
         let mut rows = Sql::new(match table {
             Table::Usage => {
                 "SELECT tenant, meter, window_start, service, route, dimensions, unique_value, source_id, batch_seq, \
@@ -259,17 +329,14 @@ impl FoldPlan {
         .ident(db)?
         .push(table.raw())
         .push(" WHERE ")
-        .append(range(self.from, late))
-        .push(" AND (tenant, source_id, batch_seq) IN (SELECT tenant, source_id, batch_seq FROM ")
-        .ident(db)?
-        .push(table.raw())
-        .push(" WHERE ")
-        .append(range(self.from, late))
-        .push(" GROUP BY tenant, source_id, batch_seq HAVING max(inserted_at) < ")
-        .bind(Param::DateTime(self.to))
+        .append(minutes.clone())
+        .push(" AND ")
+        .append(range)
+        .push(" AND (tenant, source_id, batch_seq) IN (")
+        .append(taken.clone())
         .push(")");
         if let Some(w) = self.last {
-            rows = w.unfolded(rows, db, table, Sql::new("1"), &range(self.from, late))?;
+            rows = w.not_folded(rows, db, table, minutes, taken)?;
         }
         rows = rows.push(match table {
             Table::Usage => {
@@ -322,39 +389,56 @@ impl FoldPlan {
         })
     }
 
-    /// The earliest minute of `table`'s rows stamped in the fold's range (read after the fold, so
-    /// of a superset of the rows it took), or `None` when there are none.
-    async fn earliest(&self, store: &Store, table: Table) -> Result<Option<u32>, StoreError> {
-        let sql = Sql::new("SELECT toUInt32(min(window_start)), count() FROM ")
-            .ident(store.db())?
-            .push(table.raw())
-            .push(" WHERE inserted_at >= ")
+    /// `inserted_at` in the range whose rows a fold looks at: `[from, to + SAME_INSERT_SECS)`.
+    fn range(&self) -> Sql {
+        Sql::new("inserted_at >= ")
             .bind(Param::DateTime(self.from))
             .push(" AND inserted_at < ")
-            .bind(Param::DateTime(self.to.saturating_add(SAME_INSERT_SECS)));
+            .bind(Param::DateTime(self.to.saturating_add(SAME_INSERT_SECS)))
+    }
+
+    /// The first and last minute journaled in the fold's range of `table` (through the journal's
+    /// key), or `None` when nothing was stamped in it.
+    pub async fn minutes(&self, store: &Store, table: Table) -> Result<Option<(u32, u32)>, StoreError> {
+        let sql = Sql::new("SELECT toUInt32(min(window_min)), toUInt32(max(window_max)), count() FROM ")
+            .ident(store.db())?
+            .push(table.inserts())
+            .push(" WHERE ")
+            .append(self.range());
         let row = store.ch().query_tsv(&sql).await?.into_iter().next().unwrap_or_default();
-        let bad = |row: &[String]| StoreError::BadRow { row: row.to_vec(), reason: "expected two numbers".into() };
+        let bad = |row: &[String]| StoreError::BadRow { row: row.to_vec(), reason: "expected three numbers".into() };
         match row.as_slice() {
-            [_, n] if n == "0" => Ok(None),
-            [t, _] => Ok(Some(t.parse().map_err(|_| bad(&row))?)),
+            [_, _, n] if n == "0" => Ok(None),
+            [lo, hi, _] => Ok(Some((lo.parse().map_err(|_| bad(&row))?, hi.parse().map_err(|_| bad(&row))?))),
             _ => Err(bad(&row)),
         }
     }
 
-    /// `SELECT identity rows, data rows` of the fold in `table`, for its commit.
-    pub fn counts(&self, db: &str, table: Table) -> Result<Sql, BadIdentifier> {
+    /// `SELECT identity rows, data rows` of the fold in `table` (all within `minutes`), for its
+    /// commit.
+    pub fn counts(&self, db: &str, table: Table, minutes: (u32, u32)) -> Result<Sql, BadIdentifier> {
         let sql = Sql::new(match table {
             Table::Usage => "SELECT countIf(meter = ''), countIf(meter != '') FROM ",
             Table::Sla => "SELECT countIf(source_id != ''), countIf(source_id = '') FROM ",
         });
-        Ok(sql.ident(db)?.push(table.settled()).push(" WHERE fold = ").bind(self.id.as_str()))
+        Ok(sql
+            .ident(db)?
+            .push(table.settled())
+            .push(" WHERE window_start >= ")
+            .bind(Param::DateTime(minutes.0))
+            .push(" AND window_start <= ")
+            .bind(Param::DateTime(minutes.1))
+            .push(" AND fold = ")
+            .bind(self.id.as_str()))
     }
 
-    /// The fold's row in `settle_folds`: from here on it counts.
-    pub fn commit(&self, db: &str, batches: u64, rows: u64) -> Result<Sql, BadIdentifier> {
+    /// The fold's row in `settle_folds`: from here on it counts. `minutes`: the first and last
+    /// minute its rows can lie in (of every table; `None` when it read nothing).
+    pub fn commit(&self, db: &str, batches: u64, rows: u64, minutes: Option<(u32, u32)>) -> Result<Sql, BadIdentifier> {
+        let (lo, hi) = minutes.unwrap_or((0, 0));
         Ok(Sql::new("INSERT INTO ")
             .ident(db)?
-            .push(".settle_folds (fold, inserted_from, inserted_to, batches, rows) VALUES (")
+            .push(".settle_folds (fold, inserted_from, inserted_to, batches, rows, window_from, window_to) VALUES (")
             .bind(self.id.as_str())
             .push(", ")
             .bind(Param::DateTime(self.from))
@@ -364,6 +448,10 @@ impl FoldPlan {
             .bind(batches)
             .push(", ")
             .bind(rows)
+            .push(", ")
+            .bind(Param::DateTime(lo))
+            .push(", ")
+            .bind(Param::DateTime(hi))
             .push(")"))
     }
 }
@@ -398,7 +486,7 @@ pub async fn plan(store: &Store, options: FoldOptions) -> Result<Option<FoldPlan
 async fn oldest(store: &Store) -> Result<Option<u32>, StoreError> {
     let mut out: Option<u32> = None;
     for table in Table::ALL {
-        let sql = Sql::new("SELECT toUInt32(min(inserted_at)), count() FROM ").ident(store.db())?.push(table.raw());
+        let sql = Sql::new("SELECT toUInt32(min(inserted_at)), count() FROM ").ident(store.db())?.push(table.inserts());
         let row = store.ch().query_tsv(&sql).await?.into_iter().next().unwrap_or_default();
         let bad = |row: &[String]| StoreError::BadRow { row: row.to_vec(), reason: "expected two numbers".into() };
         match row.as_slice() {
@@ -417,17 +505,14 @@ async fn oldest(store: &Store) -> Result<Option<u32>, StoreError> {
 pub async fn run(store: &Store, plan: &FoldPlan) -> Result<Fold, StoreError> {
     let db = store.db();
     let (mut batches, mut rows) = (0u64, 0u64);
+    let mut all: Option<(u32, u32)> = None;
     for table in Table::ALL {
-        store.ch().execute(&plan.statement(db, table)?).await?;
-        // Late usage for rolled-up days: copied rolled up under this fold's id, so reads of
-        // those days (which read only rolled-up rows) count it from this fold's commit on.
-        if let Some(days) = plan.last.and_then(|w| w.rolled) {
-            if let Some((from, to)) = plan.earliest(store, table).await?.and_then(|t| days.overlap(t, days.to)) {
-                let source = Sql::new("fold = ").bind(plan.id.as_str());
-                store.ch().execute(&table.roll(db, &plan.id, from, to, source)?).await?;
-            }
-        }
-        let row = store.ch().query_tsv(&plan.counts(db, table)?).await?.into_iter().next().unwrap_or_default();
+        // Nothing journaled in the range: nothing to take (a later-visible insert is the next
+        // fold's, which starts a margin earlier).
+        let Some(minutes) = plan.minutes(store, table).await? else { continue };
+        all = Some(all.map_or(minutes, |(lo, hi)| (lo.min(minutes.0), hi.max(minutes.1))));
+        store.ch().execute(&plan.statement(db, table, minutes)?).await?;
+        let row = store.ch().query_tsv(&plan.counts(db, table, minutes)?).await?.into_iter().next().unwrap_or_default();
         let bad = |row: &[String]| StoreError::BadRow { row: row.to_vec(), reason: "expected two counts".into() };
         match row.as_slice() {
             [b, r] => {
@@ -437,7 +522,7 @@ pub async fn run(store: &Store, plan: &FoldPlan) -> Result<Fold, StoreError> {
             _ => return Err(bad(&row)),
         }
     }
-    store.ch().execute(&plan.commit(db, batches, rows)?).await?;
+    store.ch().execute(&plan.commit(db, batches, rows, all)?).await?;
     Ok(Fold { id: plan.id.clone(), from: plan.from, to: plan.to, batches, rows })
 }
 
@@ -464,4 +549,28 @@ pub(super) async fn scalar<T: std::str::FromStr>(store: &Store, sql: Sql) -> Res
     let values = store.ch().query_column(&sql).await?;
     let text = values.into_iter().next().unwrap_or_default();
     text.parse().map_err(|_| StoreError::BadRow { row: vec![text], reason: "expected one number".into() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fold finds its batches and their minutes through the insert journal, never by a scan of
+    /// every raw row's `inserted_at`: each read of the raw table is bounded by the journaled
+    /// minutes (and so by the primary key).
+    #[test]
+    fn a_fold_reads_raw_rows_only_within_the_journaled_minutes() {
+        let last = Watermark { upto: 1_000, tail_from: 100, tail: true, rolled: None };
+        let plan = FoldPlan { id: "f".into(), from: 400, to: 1_000, last: Some(last) };
+        for table in Table::ALL {
+            let sql = plan.statement("db", table, (60, 120)).unwrap();
+            let raw = format!("`db`{} WHERE ", table.raw());
+            let reads: Vec<&str> = sql.as_str().split(raw.as_str()).skip(1).collect();
+            assert_eq!(reads.len(), 1, "{}", sql.as_str());
+            let minutes = "window_start >= toDateTime(60, 'UTC') AND window_start <= toDateTime(120, 'UTC')";
+            assert!(reads[0].starts_with(minutes), "{}", reads[0]);
+            let counts = plan.counts("db", table, (60, 120)).unwrap();
+            assert!(counts.as_str().contains(minutes), "{}", counts.as_str());
+        }
+    }
 }

@@ -8,11 +8,11 @@
 //! `sla_settled_hourly`, then its row in `settle_rollups`, last: it counts from that row on.
 //!
 //! Late usage for a rolled-up day is taken by a later fold (it is a new batch) and written as
-//! minute rows, as any fold's; that fold also writes it rolled up into the daily and hourly
-//! tables under its own id (a **copy**). So a read of rolled-up days as of a watermark `upto`
-//! takes, from the rolled-up tables, the rows of the roll-ups with `folds_upto <= upto` and of
-//! the folds up to `upto`, and no minute rows: each unit once (a fold before a day's roll-up is
-//! in the roll-up; a fold after it, in its copy).
+//! minute rows, as any fold's; the fold records the minutes its rows can lie in. A read of
+//! rolled-up days as of a watermark `upto` takes the rows of the roll-ups with `folds_upto <=
+//! upto`, and the minute rows of the folds up to `upto` that ended after the roll-up of the row's
+//! day, looked for only within the minutes those folds recorded (`Watermark::late`): each unit
+//! once (a fold before a day's roll-up is in the roll-up; a fold after it, read as minute rows).
 //!
 //! The rolled-up days as of a watermark are one range (roll-ups run in order, one settler), so
 //! a read needs only its ends: [`Days`], in [`Watermark::rolled`].

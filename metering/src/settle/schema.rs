@@ -85,3 +85,63 @@ pub fn create_settle_rollups(db: &str) -> Result<Sql, BadIdentifier> {
          ENGINE = MergeTree ORDER BY (day_from, rollup)",
     ))
 }
+
+/// `CREATE TABLE IF NOT EXISTS db.<raw>_inserts ...`: the **insert journal** of `table`'s raw
+/// rows (migration 9), one row per batch identity and inserted block, sorted by `inserted_at`,
+/// so that a fold finds the batches stamped in its range, and their minutes, through the primary
+/// key instead of scanning every raw row ever stored.
+pub fn create_inserts(db: &str, table: super::Table) -> Result<Sql, BadIdentifier> {
+    Ok(Sql::new("CREATE TABLE IF NOT EXISTS ").ident(db)?.push(table.inserts()).push(
+        " (tenant String, source_id String, batch_seq UInt64, inserted_at DateTime('UTC'), \
+         window_min DateTime('UTC'), window_max DateTime('UTC')) ENGINE = MergeTree \
+         PARTITION BY toYYYYMM(inserted_at) ORDER BY (inserted_at, tenant, source_id, batch_seq)",
+    ))
+}
+
+const JOURNAL: &str = " AS SELECT tenant, source_id, batch_seq, inserted_at, min(window_start) AS window_min, \
+     max(window_start) AS window_max FROM ";
+const JOURNAL_KEY: &str = " GROUP BY tenant, source_id, batch_seq, inserted_at";
+
+/// `CREATE MATERIALIZED VIEW IF NOT EXISTS db.<raw>_inserts_mv TO db.<raw>_inserts ...`: every
+/// block inserted into `table`'s raw rows journals its batches, in the same INSERT.
+pub fn create_inserts_view(db: &str, table: super::Table) -> Result<Sql, BadIdentifier> {
+    Ok(Sql::new("CREATE MATERIALIZED VIEW IF NOT EXISTS ")
+        .ident(db)?
+        .push(table.inserts())
+        .push("_mv TO ")
+        .ident(db)?
+        .push(table.inserts())
+        .push(JOURNAL)
+        .ident(db)?
+        .push(table.raw())
+        .push(JOURNAL_KEY))
+}
+
+/// `INSERT INTO db.<raw>_inserts ...` the journal of the raw rows stored before the view (run
+/// after it: a block inserted in between is journaled twice, which a fold's grouping absorbs).
+pub fn backfill_inserts(db: &str, table: super::Table) -> Result<Sql, BadIdentifier> {
+    Ok(Sql::new("INSERT INTO ")
+        .ident(db)?
+        .push(table.inserts())
+        .push(" (tenant, source_id, batch_seq, inserted_at, window_min, window_max) SELECT tenant, source_id, batch_seq, \
+               inserted_at, min(window_start), max(window_start) FROM ")
+        .ident(db)?
+        .push(table.raw())
+        .push(JOURNAL_KEY))
+}
+
+/// `ALTER TABLE db.settle_folds ADD COLUMN window_from, window_to` (migration 9): the minutes a
+/// fold's rows lie in (bounds it read from the journal before it ran and took only batches
+/// within), so that reads of rolled-up days find the few folds after a roll-up with rows in them.
+pub fn add_fold_minutes(db: &str) -> Result<Sql, BadIdentifier> {
+    Ok(Sql::new("ALTER TABLE ")
+        .ident(db)?
+        .push(".settle_folds ADD COLUMN window_from DateTime('UTC'), ADD COLUMN window_to DateTime('UTC')"))
+}
+
+/// Non-zero when `settle_folds.window_from` exists (migration 9 ran its ALTER).
+pub fn has_fold_minutes(db: &str) -> Sql {
+    Sql::new("SELECT count() FROM system.columns WHERE database = ")
+        .bind(db)
+        .push(" AND table = 'settle_folds' AND name = 'window_from'")
+}

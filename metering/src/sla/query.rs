@@ -142,13 +142,27 @@ impl SlaQuery {
         let at = |t: u32| OffsetDateTime::from_unix_timestamp(i64::from(t)).expect("a u32 is a time");
         let (a, b) = (at(a), at(b));
         let part = |from, to| SlaQuery { from, to, ..self.clone() };
-        let mut sql = part(a, b).rolled_rows(sql, db, w)?;
+        let sql = part(a, b).rolled_rows(sql, db, w)?.push(" UNION ALL ");
+        let mut sql = part(a, b).late_rows(sql, db, w)?;
         for (from, to) in [(self.from, a), (b, self.to)] {
             if from < to {
                 sql = part(from, to).rows(sql.push(" UNION ALL "), db, Some(w), false)?;
             }
         }
         Ok(sql)
+    }
+
+    /// `sql` followed by the minute rows of rolled-up days their roll-ups do not hold, as of `w`.
+    fn late_rows(&self, sql: Sql, db: &str, w: Watermark) -> Result<Sql, BadIdentifier> {
+        let sql = sql.push(
+            "SELECT tenant, service, route, window_start, (requests, errors, latency_buckets, latency_counts, \
+             exemplar_trace_ids, exemplar_latencies_ns, exemplar_errors) AS r FROM ",
+        );
+        let mut sql = self.scan().push_table(sql, db, Table::Sla.settled())?;
+        if let Some(service) = &self.service {
+            sql = sql.push(" AND service = ").bind(service);
+        }
+        w.late(sql.push(Table::Sla.data_rows()), db)
     }
 
     /// `sql` followed by the rows of `sla_settled_hourly` the read counts as of `w`.

@@ -128,7 +128,21 @@ impl ClusterDdl {
                 .alter_table(rest)
                 .ok_or_else(|| unsupported("expected ALTER TABLE `db`.table of a table created before"))?;
         }
-        Err(unsupported("only CREATE DATABASE IF NOT EXISTS, CREATE TABLE IF NOT EXISTS and ALTER TABLE are known"))
+        if let Some(rest) = text.strip_prefix("CREATE MATERIALIZED VIEW IF NOT EXISTS ") {
+            return self.create_view(rest).ok_or_else(|| {
+                unsupported(
+                    "expected `db`.view TO `db`.table AS SELECT ... FROM `db`.table ..., both tables created before",
+                )
+            });
+        }
+        // Data a migration moves (a backfill): once, through the Distributed tables.
+        if text.starts_with("INSERT INTO ") {
+            return Ok(vec![Step::Local(statement.clone())]);
+        }
+        Err(unsupported(
+            "only CREATE DATABASE IF NOT EXISTS, CREATE TABLE IF NOT EXISTS, CREATE MATERIALIZED VIEW IF NOT EXISTS, \
+             ALTER TABLE and INSERT INTO are known",
+        ))
     }
 
     /// The steps of `statement` still to run when its change is already in place (a migration
@@ -195,6 +209,31 @@ impl ClusterDdl {
                  ('/clickhouse/tables/all/{db}.{table}', '{{shard}}-{{replica}}'{extra}){tail}"
             )))]))
         }
+    }
+
+    /// A materialized view on every server, between the local tables behind sharded ones: it
+    /// sees the blocks inserted into its server's replica (a replica that fetches a part does not
+    /// run it: the target table replicates on its own).
+    fn create_view(&self, text: &str) -> Option<Vec<Step>> {
+        let (view, rest) = self.table_of(text)?;
+        let (target, rest) = self.table_of(rest.strip_prefix(" TO ")?)?;
+        let select = rest.strip_prefix(" AS SELECT ")?;
+        let from = select.find(&format!(" FROM `{}`.", self.db))?;
+        let (source, tail) = self.table_of(&select[from + " FROM ".len()..])?;
+        let local = |table: &str| -> Option<String> {
+            Some(match self.kind(table)? {
+                TableKind::Sharded => format!("{table}{LOCAL_SUFFIX}"),
+                TableKind::Global => table.to_owned(),
+            })
+        };
+        let (db, cluster) = (&self.db, &self.cluster);
+        Some(vec![Step::OnCluster(self.sql(format!(
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS `{db}`.{view} ON CLUSTER `{cluster}` TO `{db}`.{} AS SELECT {} FROM \
+             `{db}`.{}{tail}",
+            local(target)?,
+            &select[..from],
+            local(source)?,
+        )))])
     }
 
     /// `CREATE TABLE name ON CLUSTER AS table_local ENGINE = Distributed(...)`:

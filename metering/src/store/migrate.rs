@@ -89,6 +89,22 @@ pub const MIGRATIONS: &[Migration] = &[
         },
         already_done: None,
     },
+    Migration {
+        version: 9,
+        name: "usage_inserts and sla_inserts, the insert journals folds find batches by; settle_folds minutes",
+        statements: |db, _| {
+            use crate::settle::schema::{add_fold_minutes, backfill_inserts, create_inserts, create_inserts_view};
+            use crate::settle::Table;
+            let mut out = Vec::new();
+            for table in Table::ALL {
+                out.extend([create_inserts(db, table)?, create_inserts_view(db, table)?, backfill_inserts(db, table)?]);
+            }
+            // The ALTER last: a run stopped after it is found done by `already_done`.
+            out.push(add_fold_minutes(db)?);
+            Ok(out)
+        },
+        already_done: Some(|db| Ok(crate::settle::schema::has_fold_minutes(db))),
+    },
 ];
 
 /// What [`migrate`] did.
