@@ -97,7 +97,7 @@ fn settlement_runs_on_the_modern_dialect() {
         let (batches, rows) = counts.trim().split_once('\t').unwrap();
         let (batches, rows) = (batches.parse().unwrap(), rows.parse().unwrap());
         chdb.query(plan.commit(db, batches, rows, Some(minutes)).unwrap().as_str()).unwrap();
-        Watermark { upto: plan.to, tail_from: plan.from, tail: true, rolled: None }
+        Watermark { upto: plan.to, tail_from: plan.from, tail: true, rolled: None, late: None }
     };
     let now = || time::OffsetDateTime::now_utc().unix_timestamp() as u32;
 
@@ -129,4 +129,7 @@ fn settlement_runs_on_the_modern_dialect() {
     assert!(rows > 0);
     chdb.query(plan.commit(db, rows).unwrap().as_str()).unwrap();
     check(&mut chdb, &data, Some(Watermark { rolled: Some(days), ..w }), "rolled up");
+    // The read of late folds' minute rows runs too (none are late: every fold is in the roll-up).
+    let late = Watermark { rolled: Some(days), late: Some((days.from, days.to)), ..w };
+    check(&mut chdb, &data, Some(late), "rolled up, with late folds' rows");
 }

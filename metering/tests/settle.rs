@@ -248,6 +248,7 @@ async fn rolled_up_days_read_exactly_through_late_usage_resends_and_a_stopped_ro
     let w = settle::Watermark::read(&store).await.unwrap().unwrap();
     assert_eq!(w.rolled.map(|d| d.from), Some(plan.days.from));
     assert_eq!(w.rolled.map(|d| d.to), rollups.last().map(|r| r.days.to));
+    assert_eq!(w.late, None, "no fold ended after the roll-ups");
     check_rolled(&store, first, "rolled up").await;
     let rolled = |fold: &str| {
         let sql = format!("SELECT count() FROM {}.usage_settled_daily WHERE fold = '{fold}'", store.db());
@@ -275,6 +276,8 @@ async fn rolled_up_days_read_exactly_through_late_usage_resends_and_a_stopped_ro
     let (lo, hi) = (*minutes_sent.iter().min().unwrap(), *minutes_sent.iter().max().unwrap());
     let (from, to) = minutes.trim().split_once('\t').unwrap();
     assert!(from.parse::<i64>().unwrap() <= lo && to.parse::<i64>().unwrap() >= hi, "{minutes} vs {lo}..{hi}");
+    let w = settle::Watermark::read(&store).await.unwrap().unwrap();
+    assert!(w.late.is_some_and(|(lo, hi)| lo as i64 <= minutes_sent[0] && hi as i64 >= minutes_sent[0]), "{w:?}");
     check_rolled(&store, &data, "late usage folded").await;
     assert_eq!(settle::roll(&store).await.unwrap(), None, "a day is rolled up once");
 

@@ -98,6 +98,9 @@ pub struct Watermark {
     pub tail: bool,
     /// The days rolled up by the roll-ups of folds up to `upto` (see [`super::rollup`]).
     pub rolled: Option<Days>,
+    /// The first and last minute of the folds up to `upto` that ended after the first roll-up and
+    /// recorded minutes in the rolled-up days (late usage for them), if there are any.
+    pub late: Option<(u32, u32)>,
 }
 
 impl Watermark {
@@ -114,7 +117,20 @@ impl Watermark {
             _ => return Err(bad(&row)),
         };
         let rolled = Days::read(store, upto).await?;
-        Ok(Some(Self { upto, tail_from, tail: true, rolled }))
+        let mut w = Self { upto, tail_from, tail: true, rolled, late: None };
+        if rolled.is_some() {
+            let sql = Sql::new("SELECT toUInt32(min(window_from)), toUInt32(max(window_to)), count() ")
+                .append(w.late_folds(store.db())?);
+            let row = store.ch().query_tsv(&sql).await?.into_iter().next().unwrap_or_default();
+            let bad =
+                |row: &[String]| StoreError::BadRow { row: row.to_vec(), reason: "expected three numbers".into() };
+            w.late = match row.as_slice() {
+                [_, _, n] if n == "0" => None,
+                [lo, hi, _] => Some((lo.parse().map_err(|_| bad(&row))?, hi.parse().map_err(|_| bad(&row))?)),
+                _ => return Err(bad(&row)),
+            };
+        }
+        Ok(Some(w))
     }
 
     /// This watermark, without the tail when `table` holds no row matching `rows` (a `WHERE` body:
@@ -153,11 +169,10 @@ impl Watermark {
             .push(")"))
     }
 
-    /// ` AND` the settled minute rows of rolled-up days a read counts besides their roll-ups:
-    /// those of the folds up to the watermark that ended after the roll-up of the row's day
-    /// (late usage; a fold's end is the first ten digits of its id). They are looked for only
-    /// in the minutes those folds recorded: usually there are none, and the range is empty.
-    pub(crate) fn late(&self, sql: Sql, db: &str) -> Result<Sql, BadIdentifier> {
+    /// `FROM settle_folds WHERE` the folds up to the watermark that ended after the first
+    /// roll-up up to it and recorded minutes in the rolled-up days: those whose minute rows a read
+    /// of rolled-up days may need besides their roll-ups.
+    fn late_folds(&self, db: &str) -> Result<Sql, BadIdentifier> {
         let rollups = |what: &'static str| -> Result<Sql, BadIdentifier> {
             Ok(Sql::new("(SELECT ")
                 .push(what)
@@ -167,31 +182,39 @@ impl Watermark {
                 .bind(Param::DateTime(self.upto))
                 .push(")"))
         };
-        let late = |what: &'static str| -> Result<Sql, BadIdentifier> {
-            Ok(Sql::new("(SELECT ")
-                .push(what)
-                .push(" FROM ")
-                .ident(db)?
-                .push(".settle_folds WHERE inserted_to <= ")
-                .bind(Param::DateTime(self.upto))
-                .push(" AND inserted_to > ")
-                .append(rollups("min(folds_upto)")?)
-                .push(" AND window_to >= ")
-                .append(rollups("min(day_from)")?)
-                .push(" AND window_from < ")
-                .append(rollups("max(day_to)")?)
-                .push(")"))
-        };
+        Ok(Sql::new("FROM ")
+            .ident(db)?
+            .push(".settle_folds WHERE inserted_to <= ")
+            .bind(Param::DateTime(self.upto))
+            .push(" AND inserted_to > ")
+            .append(rollups("min(folds_upto)")?)
+            .push(" AND window_to >= ")
+            .append(rollups("min(day_from)")?)
+            .push(" AND window_from < ")
+            .append(rollups("max(day_to)")?))
+    }
+
+    /// ` AND` the settled minute rows of rolled-up days a read counts besides their roll-ups:
+    /// those of the folds up to the watermark that ended after the roll-up of the row's day
+    /// (late usage; a fold's end is the first ten digits of its id), looked for only within the
+    /// minutes those folds recorded (`minutes`: [`Watermark::late`]).
+    pub(crate) fn late_rows(&self, sql: Sql, db: &str, minutes: (u32, u32)) -> Result<Sql, BadIdentifier> {
+        let (lo, hi) = minutes;
         Ok(sql
             .push(" AND window_start >= ")
-            .append(late("min(window_from)")?)
+            .bind(Param::DateTime(lo))
             .push(" AND window_start <= ")
-            .append(late("max(window_to)")?)
-            .push(" AND fold IN ")
-            .append(late("fold")?)
-            .push(" AND toUInt32(substring(fold, 1, 10)) > toUInt32(arrayFirst(r -> r.1 > window_start, ")
-            .append(rollups("arraySort(groupArray((day_to, folds_upto)))")?)
-            .push(").2)"))
+            .bind(Param::DateTime(hi))
+            .push(" AND fold IN (SELECT fold ")
+            .append(self.late_folds(db)?)
+            .push(
+                ") AND toUInt32(substring(fold, 1, 10)) > toUInt32(arrayFirst(r -> r.1 > window_start, (SELECT \
+                       arraySort(groupArray((day_to, folds_upto))) FROM ",
+            )
+            .ident(db)?
+            .push(".settle_rollups WHERE folds_upto <= ")
+            .bind(Param::DateTime(self.upto))
+            .push(")).2)"))
     }
 
     /// ` AND (identity) NOT IN (folded)`, for `table`'s rows matching `raw` (a `WHERE` body of
@@ -560,7 +583,7 @@ mod tests {
     /// minutes (and so by the primary key).
     #[test]
     fn a_fold_reads_raw_rows_only_within_the_journaled_minutes() {
-        let last = Watermark { upto: 1_000, tail_from: 100, tail: true, rolled: None };
+        let last = Watermark { upto: 1_000, tail_from: 100, tail: true, rolled: None, late: None };
         let plan = FoldPlan { id: "f".into(), from: 400, to: 1_000, last: Some(last) };
         for table in Table::ALL {
             let sql = plan.statement("db", table, (60, 120)).unwrap();

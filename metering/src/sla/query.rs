@@ -142,8 +142,10 @@ impl SlaQuery {
         let at = |t: u32| OffsetDateTime::from_unix_timestamp(i64::from(t)).expect("a u32 is a time");
         let (a, b) = (at(a), at(b));
         let part = |from, to| SlaQuery { from, to, ..self.clone() };
-        let sql = part(a, b).rolled_rows(sql, db, w)?.push(" UNION ALL ");
-        let mut sql = part(a, b).late_rows(sql, db, w)?;
+        let mut sql = part(a, b).rolled_rows(sql, db, w)?;
+        if let Some(minutes) = w.late {
+            sql = part(a, b).late_rows(sql.push(" UNION ALL "), db, w, minutes)?;
+        }
         for (from, to) in [(self.from, a), (b, self.to)] {
             if from < to {
                 sql = part(from, to).rows(sql.push(" UNION ALL "), db, Some(w), false)?;
@@ -153,7 +155,7 @@ impl SlaQuery {
     }
 
     /// `sql` followed by the minute rows of rolled-up days their roll-ups do not hold, as of `w`.
-    fn late_rows(&self, sql: Sql, db: &str, w: Watermark) -> Result<Sql, BadIdentifier> {
+    fn late_rows(&self, sql: Sql, db: &str, w: Watermark, minutes: (u32, u32)) -> Result<Sql, BadIdentifier> {
         let sql = sql.push(
             "SELECT tenant, service, route, window_start, (requests, errors, latency_buckets, latency_counts, \
              exemplar_trace_ids, exemplar_latencies_ns, exemplar_errors) AS r FROM ",
@@ -162,7 +164,7 @@ impl SlaQuery {
         if let Some(service) = &self.service {
             sql = sql.push(" AND service = ").bind(service);
         }
-        w.late(sql.push(Table::Sla.data_rows()), db)
+        w.late_rows(sql.push(Table::Sla.data_rows()), db, minutes)
     }
 
     /// `sql` followed by the rows of `sla_settled_hourly` the read counts as of `w`.

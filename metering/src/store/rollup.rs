@@ -76,8 +76,9 @@ enum Rows {
     Collapsed(Option<Watermark>),
     /// Settled rows rolled up by day, up to a watermark.
     Rolled(Watermark),
-    /// Settled minute rows of rolled-up days that their roll-ups do not hold (late usage).
-    Late(Watermark),
+    /// Settled minute rows of rolled-up days that their roll-ups do not hold (late usage), in
+    /// the minutes of the folds that took them.
+    Late(Watermark, (u32, u32)),
     /// `usage` rows, collapsed by key and batch identity: all of them, or the tail past a watermark.
     Raw(Option<Watermark>),
 }
@@ -250,8 +251,10 @@ impl UsageQuery {
         let at = |t: u32| OffsetDateTime::from_unix_timestamp(i64::from(t)).expect("a u32 is a time");
         let (a, b) = (at(a), at(b));
         let part = |from, to| UsageQuery { from, to, ..self.clone() };
-        let sql = part(a, b).rows(sql, db, Rows::Rolled(w))?.push(" UNION ALL ");
-        let mut sql = part(a, b).rows(sql, db, Rows::Late(w))?;
+        let mut sql = part(a, b).rows(sql, db, Rows::Rolled(w))?;
+        if let Some(minutes) = w.late {
+            sql = part(a, b).rows(sql.push(" UNION ALL "), db, Rows::Late(w, minutes))?;
+        }
         for (from, to) in [(self.from, a), (b, self.to)] {
             if from < to {
                 sql = part(from, to).rows(sql.push(" UNION ALL "), db, Rows::Collapsed(Some(w)))?;
@@ -265,7 +268,7 @@ impl UsageQuery {
         let sql = sql.push("SELECT tenant, meter, window_start, service, dimensions, unique_value, ");
         let mut sql = match rows {
             Rows::Collapsed(None) => self.scan().push(sql.push("value AS v, unit AS u, aggregation AS a FROM "), db)?,
-            Rows::Collapsed(Some(_)) | Rows::Late(_) => self.scan().push_table(
+            Rows::Collapsed(Some(_)) | Rows::Late(..) => self.scan().push_table(
                 sql.push("value AS v, unit AS u, aggregation AS a FROM "),
                 db,
                 Table::Usage.settled(),
@@ -285,7 +288,7 @@ impl UsageQuery {
             // Identity rows (no meter) are for the test above, not usage.
             Rows::Collapsed(Some(w)) => w.folds(sql.push(Table::Usage.data_rows()), db),
             Rows::Rolled(w) => w.rollups(sql, db),
-            Rows::Late(w) => w.late(sql.push(Table::Usage.data_rows()), db),
+            Rows::Late(w, minutes) => w.late_rows(sql.push(Table::Usage.data_rows()), db, minutes),
             Rows::Raw(settled) => {
                 if let Some(w) = settled {
                     let tail = |sql: Sql| sql.push(" AND inserted_at >= ").bind(Param::DateTime(w.tail_from));
