@@ -507,10 +507,21 @@ pub async fn plan(store: &Store, options: FoldOptions) -> Result<Option<FoldPlan
 
 /// The oldest `inserted_at` of any batch row, or `None` when there is none.
 async fn oldest(store: &Store) -> Result<Option<u32>, StoreError> {
+    least(store, |table| {
+        Ok(Sql::new("SELECT toUInt32(min(inserted_at)), count() FROM ").ident(store.db())?.push(table.inserts()))
+    })
+    .await
+}
+
+/// The least of `select(table)`'s first value over both tables (a `SELECT toUInt32(min(…)),
+/// count() FROM …`), or `None` when neither has a row.
+pub(super) async fn least(
+    store: &Store,
+    select: impl Fn(Table) -> Result<Sql, BadIdentifier>,
+) -> Result<Option<u32>, StoreError> {
     let mut out: Option<u32> = None;
     for table in Table::ALL {
-        let sql = Sql::new("SELECT toUInt32(min(inserted_at)), count() FROM ").ident(store.db())?.push(table.inserts());
-        let row = store.ch().query_tsv(&sql).await?.into_iter().next().unwrap_or_default();
+        let row = store.ch().query_tsv(&select(table)?).await?.into_iter().next().unwrap_or_default();
         let bad = |row: &[String]| StoreError::BadRow { row: row.to_vec(), reason: "expected two numbers".into() };
         match row.as_slice() {
             [_, n] if n == "0" => {}

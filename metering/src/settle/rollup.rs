@@ -218,23 +218,12 @@ pub async fn plan(store: &Store) -> Result<Option<RollupPlan>, StoreError> {
 
 /// The first day of any settled row, or `None` when there is none.
 async fn first_day(store: &Store) -> Result<Option<u32>, StoreError> {
-    let mut out: Option<u32> = None;
-    for table in Table::ALL {
-        let sql = Sql::new("SELECT toUInt32(toStartOfDay(min(window_start))), count() FROM ")
+    super::fold::least(store, |table| {
+        Ok(Sql::new("SELECT toUInt32(toStartOfDay(min(window_start))), count() FROM ")
             .ident(store.db())?
-            .push(table.settled());
-        let row = store.ch().query_tsv(&sql).await?.into_iter().next().unwrap_or_default();
-        let bad = |row: &[String]| StoreError::BadRow { row: row.to_vec(), reason: "expected two numbers".into() };
-        match row.as_slice() {
-            [_, n] if n == "0" => {}
-            [t, _] => {
-                let t: u32 = t.parse().map_err(|_| bad(&row))?;
-                out = Some(out.map_or(t, |o| o.min(t)));
-            }
-            _ => return Err(bad(&row)),
-        }
-    }
-    Ok(out)
+            .push(table.settled()))
+    })
+    .await
 }
 
 /// Runs a planned roll-up to its commit.
