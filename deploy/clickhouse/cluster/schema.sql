@@ -109,7 +109,7 @@ CREATE TABLE IF NOT EXISTS `tally`.usage_inserts ON CLUSTER `tally` AS `tally`.u
 CREATE MATERIALIZED VIEW IF NOT EXISTS `tally`.usage_inserts_mv ON CLUSTER `tally` TO `tally`.usage_inserts_local AS SELECT tenant, source_id, batch_seq, inserted_at, min(window_start) AS window_min, max(window_start) AS window_max FROM `tally`.usage_local GROUP BY tenant, source_id, batch_seq, inserted_at;
 
 -- on any one server:
-INSERT INTO `tally`.usage_inserts (tenant, source_id, batch_seq, inserted_at, window_min, window_max) SELECT tenant, source_id, batch_seq, inserted_at, min(window_start), max(window_start) FROM `tally`.usage GROUP BY tenant, source_id, batch_seq, inserted_at;
+INSERT INTO `tally`.usage_inserts (tenant, source_id, batch_seq, inserted_at, window_min, window_max) SELECT tenant, source_id, batch_seq, inserted_at, min(window_start), max(window_start) FROM `tally`.usage GROUP BY tenant, source_id, batch_seq, inserted_at SETTINGS max_bytes_before_external_group_by = 1000000000;
 
 CREATE TABLE IF NOT EXISTS `tally`.sla_inserts_local ON CLUSTER `tally` (tenant String, source_id String, batch_seq UInt64, inserted_at DateTime('UTC'), window_min DateTime('UTC'), window_max DateTime('UTC')) ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/tally.sla_inserts', '{replica}') PARTITION BY toYYYYMM(inserted_at) ORDER BY (inserted_at, tenant, source_id, batch_seq);
 
@@ -118,7 +118,7 @@ CREATE TABLE IF NOT EXISTS `tally`.sla_inserts ON CLUSTER `tally` AS `tally`.sla
 CREATE MATERIALIZED VIEW IF NOT EXISTS `tally`.sla_inserts_mv ON CLUSTER `tally` TO `tally`.sla_inserts_local AS SELECT tenant, source_id, batch_seq, inserted_at, min(window_start) AS window_min, max(window_start) AS window_max FROM `tally`.sla_local GROUP BY tenant, source_id, batch_seq, inserted_at;
 
 -- on any one server:
-INSERT INTO `tally`.sla_inserts (tenant, source_id, batch_seq, inserted_at, window_min, window_max) SELECT tenant, source_id, batch_seq, inserted_at, min(window_start), max(window_start) FROM `tally`.sla GROUP BY tenant, source_id, batch_seq, inserted_at;
+INSERT INTO `tally`.sla_inserts (tenant, source_id, batch_seq, inserted_at, window_min, window_max) SELECT tenant, source_id, batch_seq, inserted_at, min(window_start), max(window_start) FROM `tally`.sla GROUP BY tenant, source_id, batch_seq, inserted_at SETTINGS max_bytes_before_external_group_by = 1000000000;
 
 -- on any one server:
 ALTER TABLE `tally`.settle_folds ADD COLUMN window_from DateTime('UTC'), ADD COLUMN window_to DateTime('UTC');

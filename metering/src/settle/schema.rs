@@ -119,6 +119,7 @@ pub fn create_inserts_view(db: &str, table: super::Table) -> Result<Sql, BadIden
 
 /// `INSERT INTO db.<raw>_inserts ...` the journal of the raw rows stored before the view (run
 /// after it: a block inserted in between is journaled twice, which a fold's grouping absorbs).
+/// Its grouping spills to disk past 1 GB: a year of batches is more groups than memory holds.
 pub fn backfill_inserts(db: &str, table: super::Table) -> Result<Sql, BadIdentifier> {
     Ok(Sql::new("INSERT INTO ")
         .ident(db)?
@@ -127,7 +128,8 @@ pub fn backfill_inserts(db: &str, table: super::Table) -> Result<Sql, BadIdentif
                inserted_at, min(window_start), max(window_start) FROM ")
         .ident(db)?
         .push(table.raw())
-        .push(JOURNAL_KEY))
+        .push(JOURNAL_KEY)
+        .push(" SETTINGS max_bytes_before_external_group_by = 1000000000"))
 }
 
 /// `ALTER TABLE db.settle_folds ADD COLUMN window_from, window_to` (migration 9): the minutes a
