@@ -124,17 +124,11 @@ impl Rollup {
             )
             .ident(db)?
             .push(self.snapshot_table()),
-            Rollup::SlaHourly => Sql::new(
-                "SELECT seal_id, tenant, service, route, hour AS window_start, req AS requests, err AS errors, \
-                 lat.1 AS latency_buckets, lat.2 AS latency_counts, arrayMap(x -> x.2, kept) AS exemplar_trace_ids, \
-                 arrayMap(x -> x.1, kept) AS exemplar_latencies_ns, arrayMap(x -> x.3, kept) AS exemplar_errors \
-                 FROM (SELECT seal_id, tenant, service, route, toStartOfHour(window_start) AS hour, sum(requests) AS req, \
-                 sum(errors) AS err, sumMap(latency_buckets, latency_counts) AS lat, \
-                 arrayReverseSort(groupArrayArray(arrayMap((l, t, e) -> (l, t, e), exemplar_latencies_ns, \
-                 exemplar_trace_ids, exemplar_errors))) AS ex, \
-                 arrayConcat(arraySlice(ex, 1, 3), arraySlice(arrayFilter(x -> x.3 = 1, arraySlice(ex, 4)), 1, 3)) AS kept \
-                 FROM ",
-            )
+            Rollup::SlaHourly => Sql::new("SELECT seal_id, tenant, service, route, hour AS window_start, ")
+                .push(SLA_HOUR_COLUMNS)
+                .push(" FROM (SELECT seal_id, tenant, service, route, toStartOfHour(window_start) AS hour, ")
+                .push(SLA_HOUR_MERGE)
+                .push(" FROM ")
             .ident(db)?
             .push(self.snapshot_table()),
         };
@@ -190,6 +184,19 @@ impl Rollup {
     }
 }
 
+/// SLA rows merged per hour (grouped by `hour`): counts summed, sketches merged, and the
+/// exemplars any coarser read picks kept — the 3 slowest, and the 3 slowest failed among the rest.
+/// Seals' roll-ups and settled roll-ups both merge this way.
+pub(crate) const SLA_HOUR_MERGE: &str = "sum(requests) AS req, sum(errors) AS err, \
+     sumMap(latency_buckets, latency_counts) AS lat, arrayReverseSort(groupArrayArray(arrayMap((l, t, e) -> (l, t, e), \
+     exemplar_latencies_ns, exemplar_trace_ids, exemplar_errors))) AS ex, \
+     arrayConcat(arraySlice(ex, 1, 3), arraySlice(arrayFilter(x -> x.3 = 1, arraySlice(ex, 4)), 1, 3)) AS kept";
+
+/// The SLA row's columns from [`SLA_HOUR_MERGE`], after `window_start`.
+pub(crate) const SLA_HOUR_COLUMNS: &str = "req AS requests, err AS errors, lat.1 AS latency_buckets, \
+     lat.2 AS latency_counts, arrayMap(x -> x.2, kept) AS exemplar_trace_ids, \
+     arrayMap(x -> x.1, kept) AS exemplar_latencies_ns, arrayMap(x -> x.3, kept) AS exemplar_errors";
+
 /// `CREATE TABLE IF NOT EXISTS db.sealed_usage_daily ...`.
 pub fn create_usage_daily(db: &str) -> Result<Sql, BadIdentifier> {
     Ok(Sql::new("CREATE TABLE IF NOT EXISTS ").ident(db)?.push(
@@ -244,14 +251,7 @@ impl Sealed {
         from: OffsetDateTime,
         to: OffsetDateTime,
     ) -> &'static str {
-        let seconds = rollup.bucket_seconds();
-        let whole = |t: OffsetDateTime| t.unix_timestamp() % seconds == 0;
-        let coarse = match granularity {
-            Granularity::Minute => false,
-            Granularity::Hour => seconds <= 3600,
-            Granularity::Day | Granularity::Month => true,
-        };
-        if self.rollups && coarse && whole(from) && whole(to) {
+        if self.rollups && granularity.tiled_by(rollup.bucket_seconds(), from, to) {
             rollup.table()
         } else {
             rollup.snapshot_table()

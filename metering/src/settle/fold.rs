@@ -121,14 +121,7 @@ impl Watermark {
         if rolled.is_some() {
             let sql = Sql::new("SELECT toUInt32(min(window_from)), toUInt32(max(window_to)), count() ")
                 .append(w.late_folds(store.db())?);
-            let row = store.ch().query_tsv(&sql).await?.into_iter().next().unwrap_or_default();
-            let bad =
-                |row: &[String]| StoreError::BadRow { row: row.to_vec(), reason: "expected three numbers".into() };
-            w.late = match row.as_slice() {
-                [_, _, n] if n == "0" => None,
-                [lo, hi, _] => Some((lo.parse().map_err(|_| bad(&row))?, hi.parse().map_err(|_| bad(&row))?)),
-                _ => return Err(bad(&row)),
-            };
+            w.late = bounds(store, &sql).await?;
         }
         Ok(Some(w))
     }
@@ -428,13 +421,7 @@ impl FoldPlan {
             .push(table.inserts())
             .push(" WHERE ")
             .append(self.range());
-        let row = store.ch().query_tsv(&sql).await?.into_iter().next().unwrap_or_default();
-        let bad = |row: &[String]| StoreError::BadRow { row: row.to_vec(), reason: "expected three numbers".into() };
-        match row.as_slice() {
-            [_, _, n] if n == "0" => Ok(None),
-            [lo, hi, _] => Ok(Some((lo.parse().map_err(|_| bad(&row))?, hi.parse().map_err(|_| bad(&row))?))),
-            _ => Err(bad(&row)),
-        }
+        bounds(store, &sql).await
     }
 
     /// `SELECT identity rows, data rows` of the fold in `table` (all within `minutes`), for its
@@ -511,6 +498,18 @@ async fn oldest(store: &Store) -> Result<Option<u32>, StoreError> {
         Ok(Sql::new("SELECT toUInt32(min(inserted_at)), count() FROM ").ident(store.db())?.push(table.inserts()))
     })
     .await
+}
+
+/// The first two values of a `SELECT toUInt32(min(…)), toUInt32(max(…)), count() …`, or `None`
+/// when it counted no row.
+pub(super) async fn bounds(store: &Store, sql: &Sql) -> Result<Option<(u32, u32)>, StoreError> {
+    let row = store.ch().query_tsv(sql).await?.into_iter().next().unwrap_or_default();
+    let bad = |row: &[String]| StoreError::BadRow { row: row.to_vec(), reason: "expected three numbers".into() };
+    match row.as_slice() {
+        [_, _, n] if n == "0" => Ok(None),
+        [lo, hi, _] => Ok(Some((lo.parse().map_err(|_| bad(&row))?, hi.parse().map_err(|_| bad(&row))?))),
+        _ => Err(bad(&row)),
+    }
 }
 
 /// The least of `select(table)`'s first value over both tables (a `SELECT toUInt32(min(…)),

@@ -45,15 +45,7 @@ impl Days {
             .ident(store.db())?
             .push(".settle_rollups WHERE folds_upto <= ")
             .bind(Param::DateTime(upto));
-        let row = store.ch().query_tsv(&sql).await?.into_iter().next().unwrap_or_default();
-        let bad = |row: &[String]| StoreError::BadRow { row: row.to_vec(), reason: "expected three numbers".into() };
-        match row.as_slice() {
-            [_, _, n] if n == "0" => Ok(None),
-            [from, to, _] => {
-                Ok(Some(Self { from: from.parse().map_err(|_| bad(&row))?, to: to.parse().map_err(|_| bad(&row))? }))
-            }
-            _ => Err(bad(&row)),
-        }
+        Ok(super::fold::bounds(store, &sql).await?.map(|(from, to)| Self { from, to }))
     }
 
     /// The part of `[from, to)` (Unix seconds) in these days, if any.
@@ -72,61 +64,12 @@ impl Table {
         }
     }
 
-    /// The length of a rolled-up row's bucket, in seconds.
-    pub const fn rolled_seconds(self) -> i64 {
+    /// The seal roll-up whose buckets the rolled-up table has (usage by day, SLA by hour).
+    pub const fn rollup(self) -> crate::seal::rollup::Rollup {
         match self {
-            Table::Usage => 86_400,
-            Table::Sla => 3_600,
+            Table::Usage => crate::seal::rollup::Rollup::UsageDaily,
+            Table::Sla => crate::seal::rollup::Rollup::SlaHourly,
         }
-    }
-
-    /// `INSERT INTO` the rolled-up table, under `id`, the settled data rows in `[from, to)`
-    /// that `source` (a `WHERE` body on `fold`) picks, one row per key and bucket.
-    pub(crate) fn roll(self, db: &str, id: &str, from: u32, to: u32, source: Sql) -> Result<Sql, BadIdentifier> {
-        let sql = Sql::new("INSERT INTO ").ident(db)?.push(self.rolled());
-        let sql = match self {
-            Table::Usage => sql
-                .push(
-                    " (fold, tenant, meter, window_start, service, dimensions, unique_value, value, unit, aggregation) \
-                     SELECT ",
-                )
-                .bind(id)
-                .push(
-                    ", tenant, meter, toStartOfDay(window_start) AS day, service, dimensions, unique_value, \
-                     if(any(aggregation) = 'max', max(value), sum(value)), any(unit), any(aggregation) FROM ",
-                ),
-            // Exemplars as a seal's hourly roll-up keeps them (seal::rollup).
-            Table::Sla => sql
-                .push(
-                    " (fold, tenant, service, route, window_start, requests, errors, latency_buckets, \
-                     latency_counts, exemplar_trace_ids, exemplar_latencies_ns, exemplar_errors) SELECT ",
-                )
-                .bind(id)
-                .push(
-                    ", tenant, service, route, hour, req, err, lat.1, lat.2, arrayMap(x -> x.2, kept), \
-                     arrayMap(x -> x.1, kept), arrayMap(x -> x.3, kept) FROM (SELECT tenant, service, route, \
-                     toStartOfHour(window_start) AS hour, sum(requests) AS req, sum(errors) AS err, \
-                     sumMap(latency_buckets, latency_counts) AS lat, \
-                     arrayReverseSort(groupArrayArray(arrayMap((l, t, e) -> (l, t, e), exemplar_latencies_ns, \
-                     exemplar_trace_ids, exemplar_errors))) AS ex, \
-                     arrayConcat(arraySlice(ex, 1, 3), arraySlice(arrayFilter(x -> x.3 = 1, arraySlice(ex, 4)), 1, 3)) \
-                     AS kept FROM ",
-                ),
-        };
-        let sql = sql
-            .ident(db)?
-            .push(self.settled())
-            .push(" WHERE window_start >= ")
-            .bind(Param::DateTime(from))
-            .push(" AND window_start < ")
-            .bind(Param::DateTime(to))
-            .push(self.data_rows())
-            .push(" AND ")
-            .append(source);
-        Ok(sql.push(match self {
-            Table::Usage => " GROUP BY tenant, meter, day, service, dimensions, unique_value",
-            Table::Sla => " GROUP BY tenant, service, route, hour)",
-        }))
     }
 }
 
@@ -158,12 +101,48 @@ impl RollupPlan {
     /// `INSERT` the days' settled data rows of the folds up to `upto`, rolled up, into `table`'s
     /// rolled-up table.
     pub fn statement(&self, db: &str, table: Table) -> Result<Sql, BadIdentifier> {
-        let source = Sql::new("fold IN (SELECT fold FROM ")
+        use crate::seal::rollup::{SLA_HOUR_COLUMNS, SLA_HOUR_MERGE};
+        let sql = Sql::new("INSERT INTO ").ident(db)?.push(table.rolled());
+        let sql = match table {
+            Table::Usage => sql
+                .push(
+                    " (fold, tenant, meter, window_start, service, dimensions, unique_value, value, unit, aggregation) \
+                     SELECT ",
+                )
+                .bind(self.id.as_str())
+                .push(
+                    ", tenant, meter, toStartOfDay(window_start) AS day, service, dimensions, unique_value, \
+                     if(any(aggregation) = 'max', max(value), sum(value)), any(unit), any(aggregation) FROM ",
+                ),
+            Table::Sla => sql
+                .push(
+                    " (fold, tenant, service, route, window_start, requests, errors, latency_buckets, \
+                     latency_counts, exemplar_trace_ids, exemplar_latencies_ns, exemplar_errors) SELECT ",
+                )
+                .bind(self.id.as_str())
+                .push(", tenant, service, route, hour, ")
+                .push(SLA_HOUR_COLUMNS)
+                .push(" FROM (SELECT tenant, service, route, toStartOfHour(window_start) AS hour, ")
+                .push(SLA_HOUR_MERGE)
+                .push(" FROM "),
+        };
+        let sql = sql
+            .ident(db)?
+            .push(table.settled())
+            .push(" WHERE window_start >= ")
+            .bind(Param::DateTime(self.days.from))
+            .push(" AND window_start < ")
+            .bind(Param::DateTime(self.days.to))
+            .push(table.data_rows())
+            .push(" AND fold IN (SELECT fold FROM ")
             .ident(db)?
             .push(".settle_folds WHERE inserted_to <= ")
             .bind(Param::DateTime(self.upto))
             .push(")");
-        table.roll(db, &self.id, self.days.from, self.days.to, source)
+        Ok(sql.push(match table {
+            Table::Usage => " GROUP BY tenant, meter, day, service, dimensions, unique_value",
+            Table::Sla => " GROUP BY tenant, service, route, hour)",
+        }))
     }
 
     /// `SELECT count()` of the rows it wrote into `table`'s rolled-up table.
@@ -258,17 +237,10 @@ impl Watermark {
         from: OffsetDateTime,
         to: OffsetDateTime,
     ) -> Option<(u32, u32)> {
-        let seconds = table.rolled_seconds();
-        let coarse = match granularity {
-            Granularity::Minute => false,
-            Granularity::Hour => seconds <= 3600,
-            Granularity::Day | Granularity::Month => true,
-        };
-        let (from, to) = (from.unix_timestamp(), to.unix_timestamp());
-        if !coarse || from % seconds != 0 || to % seconds != 0 {
+        if !granularity.tiled_by(table.rollup().bucket_seconds(), from, to) {
             return None;
         }
-        let (from, to) = (u32::try_from(from).ok()?, u32::try_from(to).ok()?);
+        let (from, to) = (u32::try_from(from.unix_timestamp()).ok()?, u32::try_from(to.unix_timestamp()).ok()?);
         self.rolled?.overlap(from, to)
     }
 }

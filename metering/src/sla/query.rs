@@ -142,9 +142,10 @@ impl SlaQuery {
         let at = |t: u32| OffsetDateTime::from_unix_timestamp(i64::from(t)).expect("a u32 is a time");
         let (a, b) = (at(a), at(b));
         let part = |from, to| SlaQuery { from, to, ..self.clone() };
-        let mut sql = part(a, b).rolled_rows(sql, db, w)?;
+        let mut sql = w.rollups(part(a, b).stored_rows(sql, db, Table::Sla.rolled())?, db)?;
         if let Some(minutes) = w.late {
-            sql = part(a, b).late_rows(sql.push(" UNION ALL "), db, w, minutes)?;
+            let late = part(a, b).stored_rows(sql.push(" UNION ALL "), db, Table::Sla.settled())?;
+            sql = w.late_rows(late.push(Table::Sla.data_rows()), db, minutes)?;
         }
         for (from, to) in [(self.from, a), (b, self.to)] {
             if from < to {
@@ -154,30 +155,19 @@ impl SlaQuery {
         Ok(sql)
     }
 
-    /// `sql` followed by the minute rows of rolled-up days their roll-ups do not hold, as of `w`.
-    fn late_rows(&self, sql: Sql, db: &str, w: Watermark, minutes: (u32, u32)) -> Result<Sql, BadIdentifier> {
+    /// `sql` followed by `SELECT` the read's rows of `table` (`.sla_settled_hourly` or
+    /// `.sla_settled`, one row per key) as they are stored, narrowed to its range, tenant and
+    /// service: the caller adds which folds or roll-ups count.
+    fn stored_rows(&self, sql: Sql, db: &str, table: &'static str) -> Result<Sql, BadIdentifier> {
         let sql = sql.push(
             "SELECT tenant, service, route, window_start, (requests, errors, latency_buckets, latency_counts, \
              exemplar_trace_ids, exemplar_latencies_ns, exemplar_errors) AS r FROM ",
         );
-        let mut sql = self.scan().push_table(sql, db, Table::Sla.settled())?;
+        let mut sql = self.scan().push_table(sql, db, table)?;
         if let Some(service) = &self.service {
             sql = sql.push(" AND service = ").bind(service);
         }
-        w.late_rows(sql.push(Table::Sla.data_rows()), db, minutes)
-    }
-
-    /// `sql` followed by the rows of `sla_settled_hourly` the read counts as of `w`.
-    fn rolled_rows(&self, sql: Sql, db: &str, w: Watermark) -> Result<Sql, BadIdentifier> {
-        let sql = sql.push(
-            "SELECT tenant, service, route, window_start, (requests, errors, latency_buckets, latency_counts, \
-             exemplar_trace_ids, exemplar_latencies_ns, exemplar_errors) AS r FROM ",
-        );
-        let mut sql = self.scan().push_table(sql, db, Table::Sla.rolled())?;
-        if let Some(service) = &self.service {
-            sql = sql.push(" AND service = ").bind(service);
-        }
-        w.rollups(sql, db)
+        Ok(sql)
     }
 
     /// `sql` followed by one `SELECT` of the rows the read merges, one per key: of the snapshot

@@ -37,6 +37,17 @@ impl Granularity {
         }
     }
 
+    /// Whether buckets of `seconds` (an hour or a day) serve a read of `[from, to)` in these
+    /// buckets: each of these is made of whole ones, and the read starts and ends on one.
+    pub(crate) fn tiled_by(self, seconds: i64, from: OffsetDateTime, to: OffsetDateTime) -> bool {
+        let coarse = match self {
+            Self::Minute => false,
+            Self::Hour => seconds <= 3600,
+            Self::Day | Self::Month => true,
+        };
+        coarse && from.unix_timestamp() % seconds == 0 && to.unix_timestamp() % seconds == 0
+    }
+
     pub(crate) fn bucket_expr(self) -> &'static str {
         match self {
             Self::Minute => "toUInt32(window_start)",

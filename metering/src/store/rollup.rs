@@ -268,15 +268,10 @@ impl UsageQuery {
         let sql = sql.push("SELECT tenant, meter, window_start, service, dimensions, unique_value, ");
         let mut sql = match rows {
             Rows::Collapsed(None) => self.scan().push(sql.push("value AS v, unit AS u, aggregation AS a FROM "), db)?,
-            Rows::Collapsed(Some(_)) | Rows::Late(..) => self.scan().push_table(
+            Rows::Collapsed(Some(_)) | Rows::Late(..) | Rows::Rolled(_) => self.scan().push_table(
                 sql.push("value AS v, unit AS u, aggregation AS a FROM "),
                 db,
-                Table::Usage.settled(),
-            )?,
-            Rows::Rolled(_) => self.scan().push_table(
-                sql.push("value AS v, unit AS u, aggregation AS a FROM "),
-                db,
-                Table::Usage.rolled(),
+                if matches!(rows, Rows::Rolled(_)) { Table::Usage.rolled() } else { Table::Usage.settled() },
             )?,
             Rows::Raw(_) => {
                 self.scan().push(sql.push("max(value) AS v, any(unit) AS u, any(aggregation) AS a FROM "), db)?
