@@ -421,7 +421,7 @@ fn invoice_reads_run_on_the_modern_dialect() {
         let mut price = |tenant: &str| {
             let mut usage = Usage::new();
             for window in windows(&book, tenant, month).unwrap() {
-                let q = pricing_store::usage_query(tenant, &window);
+                let q = pricing_store::usage_query(Some(tenant), &window);
                 let points = q.parse_rows(parse_tsv(&chdb.query(q.to_sql(db).unwrap().as_str()).unwrap())).unwrap();
                 assert!(points.len() < MAX_LIMIT as usize);
                 pricing_store::record_usage(&mut usage, &window, &points);

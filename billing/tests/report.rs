@@ -539,6 +539,100 @@ async fn tally_report_writes_the_same_reports() {
     assert_eq!(report["sealed_digest"], digest);
 }
 
+/// Settled (folded and rolled up as `tally settle` does), November's reports read every tenant
+/// at once — rolled-up days, the tail since the watermark — and give the bytes the raw reads
+/// gave: with every batch resent into the tail, and with late usage for a rolled-up day, in the
+/// tail and then folded.
+#[tokio::test]
+async fn settled_reports_read_every_tenant_at_once_and_equal_the_raw_reads() {
+    use metering::settle::{self, FoldOptions, Settled};
+    use metering::store::rollup::one_read_for_all;
+
+    let f = setup().await;
+    // Both tenants on a plan: the SLA report prices their credits from one read of both's usage.
+    std::fs::write(
+        f.plans.path(),
+        format!("{PLANS}  globex: {{region: us, plans: [{{plan: pro, from: 2026-01-01}}]}}\n"),
+    )
+    .unwrap();
+    let serve = serve(&f).await;
+    let paths = [
+        "/v1/reports/usage/2026-11",
+        "/v1/reports/usage/2026-11?format=csv",
+        "/v1/reports/sla/2026-11",
+        "/v1/reports/sla/2026-11?format=csv",
+        "/v1/tenants/acme/invoices/2026-11",
+    ];
+    let mut raw = Vec::new();
+    for path in paths {
+        let (status, _, body) = get(&serve, path, BILLING).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        raw.push(body);
+    }
+    let store = Store::new(ClickHouse::new(&f.server.http_url(), Duration::from_secs(30)).unwrap(), &f.db);
+    let settle = || async {
+        // Past the second of the last insert, so a fold without grace takes it.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let now = FoldOptions { grace: Duration::ZERO, ..Default::default() };
+        while settle::fold(&store, now).await.unwrap().is_some() {}
+        while settle::roll(&store).await.unwrap().is_some() {}
+    };
+    settle().await;
+    let Settled::At(Some(w)) = Settled::read(&store).await.unwrap() else { panic!("no watermark after folds") };
+    let november = (
+        datetime!(2026-11-01 00:00 UTC).unix_timestamp() as u32,
+        datetime!(2026-12-01 00:00 UTC).unix_timestamp() as u32,
+    );
+    assert!(w.rolled.is_some_and(|d| d.from <= november.0 && d.to >= november.1), "November rolled up: {w:?}");
+    assert!(one_read_for_all(None, Settled::At(Some(w))), "a recent watermark: one read for every tenant");
+
+    let same = |when: &'static str| {
+        let (serve, raw) = (&serve, &raw);
+        async move {
+            for (path, raw) in paths.iter().zip(raw) {
+                let (status, _, body) = get(serve, path, BILLING).await;
+                assert_eq!((status, &body), (200, raw), "{when}: {path}");
+            }
+        }
+    };
+    same("settled").await;
+    let ch = store.ch();
+    let mut writer = UsageWriter::new(ch.clone(), &f.db, Catalog::builtin()).unwrap();
+    for b in usage_batches() {
+        writer.push(&b).unwrap();
+    }
+    writer.flush().await.unwrap();
+    ch.insert_rowbinary(&insert_sla(&f.db).unwrap(), sla_bytes().into()).await.unwrap();
+    same("every batch resent into the tail").await;
+    settle().await;
+    same("the resends folded (taken by no fold)").await;
+
+    // Late usage for a rolled-up day: 5 more spans for acme on the 3rd, counted once.
+    let late = UsageBatch {
+        source_id: "agent-a:boot-1".into(),
+        seq: 2,
+        records: vec![rec("acme", "spans", datetime!(2026-11-03 08:00 UTC), "5")],
+    };
+    writer.push(&late).unwrap();
+    writer.flush().await.unwrap();
+    for when in ["late usage in the tail", "late usage folded"] {
+        let (_, report) = get_json(&serve, "/v1/reports/usage/2026-11", BILLING).await;
+        let spans = &report["tenants"][0]["meters"][2];
+        assert_eq!((spans["meter"].as_str(), spans["total"].as_str()), (Some("spans"), Some("1755")), "{when}");
+        assert_eq!(
+            nonzero_days(spans),
+            [("01".into(), "1500".into()), ("03".into(), "5".into()), ("30".into(), "250".into())],
+            "{when}"
+        );
+        let (_, invoice) = get_json(&serve, "/v1/tenants/acme/invoices/2026-11", BILLING).await;
+        let (_, sla) = get_json(&serve, "/v1/reports/sla/2026-11", BILLING).await;
+        // 1,755 spans at 1 USD per 1,000 beside the 300 USD base fee; the credit is 10 % of it.
+        assert_eq!(sla["tenants"][0]["credits"]["total"], invoice["sla_credit"], "{when}");
+        assert_eq!(invoice["sla_credit"], "30.18", "{when}: {invoice}");
+        settle().await;
+    }
+}
+
 #[tokio::test]
 async fn tally_export_writes_cloudevents_stripe_meter_events_and_csv() {
     let f = setup().await;

@@ -83,7 +83,7 @@ fn settlement_runs_on_the_modern_dialect() {
                 q.granularity = g;
                 q.group_by_service = by_service;
                 q.limit = 10_000;
-                q.settled = settled;
+                q.settled = metering::settle::Settled::At(settled);
                 let want = expected(sent, g, by_service, None, FROM, TO);
                 assert_eq!(actual(&rollup(chdb, db, &q)), want, "{when}: {g:?} by service {by_service}");
             }

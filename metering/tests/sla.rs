@@ -194,7 +194,7 @@ fn sla_ddl_bytes_and_reads_run_on_the_modern_dialect() {
         );
         let settled = metering::settle::Watermark { upto: to, tail_from: 0, tail: true, rolled: None, late: None };
         for q in queries() {
-            let q = SlaQuery { settled: Some(settled), ..q };
+            let q = SlaQuery { settled: metering::settle::Settled::At(Some(settled)), ..q };
             let out = chdb.query(q.to_sql(db).unwrap().as_str()).unwrap();
             check(&q.parse_rows(parse_tsv(&out)).unwrap(), q.grouping);
         }
@@ -205,7 +205,7 @@ fn sla_ddl_bytes_and_reads_run_on_the_modern_dialect() {
         chdb.query(rollup.commit(db, 0).unwrap().as_str()).unwrap();
         let rolled = metering::settle::Watermark { rolled: Some(days), late: Some((days.from, days.to)), ..settled };
         for q in queries() {
-            let q = SlaQuery { settled: Some(rolled), ..q };
+            let q = SlaQuery { settled: metering::settle::Settled::At(Some(rolled)), ..q };
             let sql = q.to_sql(db).unwrap();
             assert!(sql.as_str().contains("sla_settled_hourly") && sql.as_str().contains("arrayFirst"), "{q:?}");
             let out = chdb.query(sql.as_str()).unwrap();

@@ -56,7 +56,7 @@ impl Usage {
 }
 
 /// A window of usage an invoice needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Window {
     /// First day.
     pub from: Date,

@@ -18,7 +18,7 @@ use super::tiers::{Tier, TierMode};
 use super::BillingMonth;
 
 /// Over what a meter's allowance and tiers count usage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Period {
     /// The month's usage (under the plan); the allowance is prorated when the

@@ -4,7 +4,7 @@
 //! usage and SLA reads run, so they run on ClickHouse 18.16 and on current servers
 //! alike; the steps are public so tests can run them on chDB too.
 
-use std::future::Future;
+use std::collections::{BTreeMap, BTreeSet};
 
 use time::{Date, OffsetDateTime};
 
@@ -14,8 +14,9 @@ use super::plan::{Period, PriceBook};
 use super::BillingMonth;
 use crate::meter::Catalog;
 use crate::seal::rollup::Sealed;
+use crate::settle::Settled;
 use crate::sla::{query_sla, SlaGrouping, SlaPoint, SlaQuery};
-use crate::store::rollup::{query_usage_all, Granularity, UsagePoint, UsageQuery, MAX_LIMIT};
+use crate::store::rollup::{one_read_for_all, query_usage_all, Granularity, UsagePoint, UsageQuery, MAX_LIMIT};
 use crate::store::Store;
 use crate::store::StoreError;
 
@@ -34,11 +35,11 @@ fn midnight(day: Date) -> OffsetDateTime {
     day.midnight().assume_utc()
 }
 
-/// The roll-up that fills `window` for `tenant`: one total per meter over the
+/// The roll-up that fills `window` for `tenant` (or every tenant): one total per meter over the
 /// window, or one per meter and day. Pages of [`MAX_LIMIT`] points.
-pub fn usage_query(tenant: &str, window: &Window) -> UsageQuery {
+pub fn usage_query(tenant: Option<&str>, window: &Window) -> UsageQuery {
     let mut query = UsageQuery::new(midnight(window.from), midnight(window.until));
-    query.tenant = Some(tenant.to_owned());
+    query.tenant = tenant.map(str::to_owned);
     query.granularity = match window.by {
         Period::Month => Granularity::Month,
         Period::Day => Granularity::Day,
@@ -48,7 +49,7 @@ pub fn usage_query(tenant: &str, window: &Window) -> UsageQuery {
 }
 
 /// Records the points of [`usage_query`]`(window)` in `usage`.
-pub fn record_usage(usage: &mut Usage, window: &Window, points: &[UsagePoint]) {
+pub fn record_usage<'a>(usage: &mut Usage, window: &Window, points: impl IntoIterator<Item = &'a UsagePoint>) {
     for p in points {
         match window.by {
             // A window lies within one month, so its month bucket is the whole window.
@@ -72,7 +73,7 @@ pub fn sla_query(tenant: &str, month: BillingMonth) -> SlaQuery {
         granularity: Granularity::Month,
         grouping: SlaGrouping::Service,
         sealed: None,
-        settled: None,
+        settled: Settled::Latest,
     }
 }
 
@@ -84,7 +85,8 @@ pub fn availability<'a>(points: impl IntoIterator<Item = &'a SlaPoint>) -> Avail
     })
 }
 
-/// Prices `tenant`'s `month` from live usage and SLA rows, or from the snapshot of seal `sealed`.
+/// Prices `tenant`'s `month` from live usage and SLA rows as of `settled`, or from the snapshot
+/// of seal `sealed`.
 async fn price(
     store: &Store,
     book: &PriceBook,
@@ -92,41 +94,78 @@ async fn price(
     tenant: &str,
     month: BillingMonth,
     sealed: Option<&Sealed>,
+    settled: Settled,
 ) -> Result<Invoice, InvoiceFailure> {
     let mut sla = sla_query(tenant, month);
     sla.sealed = sealed.cloned();
+    sla.settled = settled;
     let read = async { Ok(availability(&query_sla(store, &sla).await?)) };
-    price_with(store, book, catalog, tenant, month, sealed, read).await
+    let tenants = [tenant];
+    let usage = read_usage(store, book, &tenants, month, sealed, settled);
+    // Two reads at once: an invoice waits for the slower, not for both in turn.
+    let (mut usage, availability) = tokio::try_join!(usage, read)?;
+    let usage = usage.remove(tenant).unwrap_or_default();
+    price_from(book, catalog, tenant, month, sealed, &usage, availability)
 }
 
-/// [`price`] with the month's availability from `availability` (an SLA report has read it
-/// already), read while the usage is: the month's charges and credits, without adjustments.
-pub async fn price_with(
-    store: &Store,
+/// Prices `tenant`'s `month` from its `usage` (from [`read_usage`]) and `availability` (an SLA
+/// report has read it already): the month's charges and credits, without adjustments.
+pub fn price_from(
     book: &PriceBook,
     catalog: &Catalog,
     tenant: &str,
     month: BillingMonth,
     sealed: Option<&Sealed>,
-    availability: impl Future<Output = Result<Availability, StoreError>>,
+    usage: &Usage,
+    availability: Availability,
 ) -> Result<Invoice, InvoiceFailure> {
-    let usage = async {
-        let mut usage = Usage::new();
-        for window in windows(book, tenant, month)? {
-            let mut query = usage_query(tenant, &window);
-            query.sealed = sealed.cloned();
-            let points = query_usage_all(store, &query).await?;
-            record_usage(&mut usage, &window, &points);
-        }
-        Ok::<_, InvoiceFailure>(usage)
-    };
-    // Two reads at once: an invoice waits for the slower, not for both in turn.
-    let (usage, availability) = tokio::try_join!(usage, async { Ok(availability.await?) })?;
     let sealed = sealed.map(|s| s.seal_id.as_str());
     tracing::debug!(tenant, %month, sealed, requests = availability.requests, errors = availability.errors, "pricing month");
-    Ok(compute(book, tenant, month, Inputs { usage: &usage, availability, catalog })?)
+    Ok(compute(book, tenant, month, Inputs { usage, availability, catalog })?)
 }
 
+/// The usage windows of `month` that `tenants`' invoices need (live as of `settled`, or from
+/// seal `sealed`), per tenant. A window many of them share (a month on one plan) is read once
+/// for all tenants when such reads are cheap ([`one_read_for_all`]); the rest tenant by tenant.
+pub async fn read_usage(
+    store: &Store,
+    book: &PriceBook,
+    tenants: &[&str],
+    month: BillingMonth,
+    sealed: Option<&Sealed>,
+    settled: Settled,
+) -> Result<BTreeMap<String, Usage>, InvoiceFailure> {
+    let mut shared: BTreeMap<Window, BTreeSet<&str>> = BTreeMap::new();
+    for tenant in tenants {
+        for w in windows(book, tenant, month)? {
+            shared.entry(w).or_default().insert(tenant);
+        }
+    }
+    let all_at_once = one_read_for_all(sealed, settled);
+    let mut out: BTreeMap<String, Usage> = tenants.iter().map(|t| ((*t).to_owned(), Usage::new())).collect();
+    for (window, readers) in shared {
+        // A window an eighth of the tenants or more share is read once for every tenant (the
+        // others' rows are read and dropped); a rarer one (a plan changed mid-month), per tenant.
+        let reads: Vec<Option<&str>> = if all_at_once && readers.len() > 1 && readers.len() * 8 >= tenants.len() {
+            vec![None]
+        } else {
+            readers.iter().map(|t| Some(*t)).collect()
+        };
+        for tenant in reads {
+            let mut query = usage_query(tenant, &window);
+            query.sealed = sealed.cloned();
+            query.settled = settled;
+            // Points come in tenant order: one run of them per tenant.
+            for points in query_usage_all(store, &query).await?.chunk_by(|a, b| a.tenant == b.tenant) {
+                let t = points[0].tenant.as_str();
+                if let Some(usage) = out.get_mut(t).filter(|_| readers.contains(t)) {
+                    record_usage(usage, &window, points);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
 /// Reads `tenant`'s usage and availability for `month` from `db` and prices it. A
 /// sealed month is priced from its snapshot; when the previous month is sealed,
 /// its late usage is charged here as adjustments.
@@ -137,17 +176,18 @@ pub async fn invoice(
     tenant: &str,
     month: BillingMonth,
 ) -> Result<Invoice, InvoiceFailure> {
-    // One read of the seals serves this month and the previous one.
-    let seals = crate::seal::store::seals(store).await?;
+    // One read of the seals serves this month and the previous one, one of the watermark every
+    // live read of the invoice.
+    let (seals, settled) = tokio::try_join!(crate::seal::store::seals(store), Settled::read(store))?;
     let seal_of = |m: BillingMonth| seals.iter().find(|p| p.month == m.to_string());
     let seal = seal_of(month);
-    let mut invoice =
-        price(store, book, catalog, tenant, month, seal.map(crate::seal::Period::sealed).as_ref()).await?;
+    let sealed = seal.map(crate::seal::Period::sealed);
+    let mut invoice = price(store, book, catalog, tenant, month, sealed.as_ref(), settled).await?;
     invoice.sealed_digest = seal.map(|s| s.digest.clone());
     let previous = month.previous();
     let Some(prev_seal) = seal_of(previous) else { return Ok(invoice) };
-    let sealed = price(store, book, catalog, tenant, previous, Some(&prev_seal.sealed())).await;
-    let live = price(store, book, catalog, tenant, previous, None).await;
+    let sealed = price(store, book, catalog, tenant, previous, Some(&prev_seal.sealed()), settled).await;
+    let live = price(store, book, catalog, tenant, previous, None, settled).await;
     match (sealed, live) {
         (Ok(sealed), Ok(live)) => Ok(add_adjustments(invoice, adjustments(&sealed, &live))?),
         // No plan last month: nothing of it is billed, late or not.

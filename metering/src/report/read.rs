@@ -10,16 +10,17 @@ use time::OffsetDateTime;
 use super::sla::{self, Credits, Objective, Pricing, SlaReport};
 use super::usage::{self, UsageReport};
 use crate::meter::Catalog;
-use crate::pricing::credit::Availability;
+use crate::pricing::invoice::windows;
 use crate::pricing::invoice::InvoiceError;
 use crate::pricing::plan::PriceBook;
-use crate::pricing::store::{availability, price_with, InvoiceFailure};
+use crate::pricing::store::{availability, price_from, read_usage, InvoiceFailure};
 use crate::pricing::BillingMonth;
 use crate::seal::rollup::Sealed;
 use crate::seal::rollup::Snapshot;
 use crate::seal::Period;
+use crate::settle::Settled;
 use crate::sla::{query_sla, SlaGrouping, SlaPoint, SlaQuery};
-use crate::store::rollup::{query_usage_all, Granularity, UsagePoint, UsageQuery};
+use crate::store::rollup::{one_read_for_all, query_usage_all, Granularity, UsagePoint, UsageQuery};
 use crate::store::Store;
 use crate::store::StoreError;
 
@@ -61,29 +62,31 @@ pub fn sla_query(month: BillingMonth, tenant: Option<&str>, granularity: Granula
         granularity,
         grouping: SlaGrouping::Service,
         sealed: None,
-        settled: None,
+        settled: Settled::Latest,
     }
 }
 
-/// The tenant each of a report's reads is for: `tenant`; else every tenant at once when the
-/// month is read from a seal's roll-ups (a few hundred thousand rows for 1,000 tenants); else
-/// every tenant with rows in `table` (their snapshots when `sealed`) in `month`, one at a time.
+/// The tenant each of a report's reads is for: `tenant`; else every tenant at once when that is
+/// cheap ([`one_read_for_all`]: a seal's roll-ups, or settled live rows — a few hundred thousand
+/// rows for 1,000 tenants); else every tenant with rows in `table` (their snapshots when
+/// `sealed`) in `month`, one at a time.
 ///
-/// Live (and snapshot) reads go one tenant at a time: a roll-up of all tenants keeps one entry
-/// per stored row in ClickHouse's memory until it ends (8.7 GB for 50 tenants' minute usage,
-/// past the server's default 10 GB limit well before 1,000 tenants), and each 10,000-point
-/// page of it re-reads the whole month. One read of roll-ups saves a query per tenant.
+/// Otherwise reads go one tenant at a time: a read of all tenants' raw rows keeps one entry per
+/// stored row in ClickHouse's memory until it ends (8.7 GB for 50 tenants' minute usage, past
+/// the server's default 10 GB limit well before 1,000 tenants), and each 10,000-point page of it
+/// re-reads the whole month.
 async fn reads(
     store: &Store,
     table: Snapshot,
     month: BillingMonth,
     tenant: Option<&str>,
     sealed: Option<&Sealed>,
+    settled: Settled,
 ) -> Result<Vec<Option<String>>, StoreError> {
     if let Some(t) = tenant {
         return Ok(vec![Some(t.to_owned())]);
     }
-    if sealed.is_some_and(|s| s.rollups) {
+    if one_read_for_all(sealed, settled) {
         return Ok(vec![None]);
     }
     let sql = crate::seal::schema::tenants(
@@ -96,6 +99,14 @@ async fn reads(
     Ok(store.ch().query_column(&sql).await?.into_iter().map(Some).collect())
 }
 
+/// The month's seal, if it is sealed, and else the watermark its live reads share.
+async fn basis(store: &Store, month: BillingMonth) -> Result<(Option<Period>, Settled), StoreError> {
+    match crate::seal::period(store, month).await? {
+        Some(seal) => Ok((Some(seal), Settled::Latest)),
+        None => Ok((None, Settled::read(store).await?)),
+    }
+}
+
 /// The usage report of `month` for one tenant or all: from the month's seal when
 /// it is sealed (as its invoices are), else from live usage.
 pub async fn read_usage_report(
@@ -103,13 +114,14 @@ pub async fn read_usage_report(
     month: BillingMonth,
     tenant: Option<&str>,
 ) -> Result<UsageReport, StoreError> {
-    let seal = crate::seal::period(store, month).await?;
+    let (seal, settled) = basis(store, month).await?;
     let sealed = seal.as_ref().map(Period::sealed);
     let (mut days, mut totals): (Vec<UsagePoint>, Vec<UsagePoint>) = Default::default();
-    for t in reads(store, Snapshot::Usage, month, tenant, sealed.as_ref()).await? {
+    for t in reads(store, Snapshot::Usage, month, tenant, sealed.as_ref(), settled).await? {
         let query = |g| {
             let mut q = usage_query(month, t.as_deref(), g);
             q.sealed = sealed.clone();
+            q.settled = settled;
             q
         };
         days.extend(query_usage_all(store, &query(Granularity::Day)).await?);
@@ -121,19 +133,21 @@ pub async fn read_usage_report(
 }
 
 /// The SLA reads of `month` (month, day, hour) for one tenant or all, from its seal `seal`
-/// when it is sealed.
+/// when it is sealed, else live as of `settled`.
 pub async fn read_sla_points(
     store: &Store,
     month: BillingMonth,
     tenant: Option<&str>,
     seal: Option<&Period>,
+    settled: Settled,
 ) -> Result<[Vec<SlaPoint>; 3], StoreError> {
     let sealed = seal.map(Period::sealed);
     let mut out: [Vec<SlaPoint>; 3] = Default::default();
-    for t in reads(store, Snapshot::Sla, month, tenant, sealed.as_ref()).await? {
+    for t in reads(store, Snapshot::Sla, month, tenant, sealed.as_ref(), settled).await? {
         for (slot, g) in out.iter_mut().zip([Granularity::Month, Granularity::Day, Granularity::Hour]) {
             let mut q = sla_query(month, t.as_deref(), g);
             q.sealed = sealed.clone();
+            q.settled = settled;
             slot.extend(query_sla(store, &q).await?);
         }
     }
@@ -149,33 +163,46 @@ pub fn objective(book: &PriceBook, tenant: &str, month: BillingMonth) -> Option<
     Some(Objective { plan: plan.name.clone(), availability_percent: plan.slo_availability, p99_ms: plan.slo_p99_ms })
 }
 
-/// `tenant`'s objective and credits: the credits of its invoice for `month` (read from seal
-/// `sealed` when given), whose `availability` the caller has read. A tenant without a plan
-/// that month has neither.
-pub async fn pricing(
+/// Each of `tenants`' objective and credits: the credits of its invoice for `month` (read from
+/// seal `sealed` when given, else live as of `settled`), whose availability the caller has read
+/// (`months`: the month's SLA points). Their usage is read once for all where that is cheap
+/// ([`read_usage`]). A tenant without a plan that month has neither.
+async fn pricing(
     store: &Store,
-    book: &PriceBook,
-    catalog: &Catalog,
-    tenant: &str,
+    (book, catalog): (&PriceBook, &Catalog),
+    tenants: &[&str],
     month: BillingMonth,
-    sealed: Option<&Sealed>,
-    availability: Availability,
-) -> Result<Pricing, ReportError> {
-    match price_with(store, book, catalog, tenant, month, sealed, async { Ok(availability) }).await {
-        Ok(inv) => Ok(Pricing {
-            slo: objective(book, tenant, month),
-            credits: Some(Credits {
-                currency: inv.currency.code().to_owned(),
-                credits: inv.credits,
-                total: inv.sla_credit,
-            }),
-        }),
-        Err(InvoiceFailure::Invoice(InvoiceError::UnknownTenant(_) | InvoiceError::NoPlan { .. })) => {
-            Ok(Pricing::default())
+    (sealed, settled): (Option<&Sealed>, Settled),
+    months: &[SlaPoint],
+    mut progress: impl FnMut(usize, usize),
+) -> Result<BTreeMap<String, Pricing>, ReportError> {
+    let failed = |tenant: &str, e: InvoiceFailure| match e {
+        InvoiceFailure::Invoice(source) => ReportError::Pricing { tenant: tenant.to_owned(), source },
+        InvoiceFailure::Store(e) => e.into(),
+    };
+    let mut priced = BTreeMap::new();
+    let mut planned = Vec::new();
+    for t in tenants {
+        match windows(book, t, month) {
+            Ok(_) => planned.push(*t),
+            Err(InvoiceError::UnknownTenant(_) | InvoiceError::NoPlan { .. }) => {
+                priced.insert((*t).to_owned(), Pricing::default());
+            }
+            Err(e) => return Err(failed(t, e.into())),
         }
-        Err(InvoiceFailure::Invoice(source)) => Err(ReportError::Pricing { tenant: tenant.to_owned(), source }),
-        Err(InvoiceFailure::Store(e)) => Err(e.into()),
     }
+    let usage =
+        read_usage(store, book, &planned, month, sealed, settled).await.map_err(|e| failed("(every tenant)", e))?;
+    for t in &planned {
+        // The month's points are the invoice's availability read: only its usage is read again.
+        let availability = availability(months.iter().filter(|p| p.tenant == *t));
+        let usage = usage.get(*t).cloned().unwrap_or_default();
+        let inv = price_from(book, catalog, t, month, sealed, &usage, availability).map_err(|e| failed(t, e))?;
+        let credits = Credits { currency: inv.currency.code().to_owned(), credits: inv.credits, total: inv.sla_credit };
+        priced.insert((*t).to_owned(), Pricing { slo: objective(book, t, month), credits: Some(credits) });
+        progress(priced.len(), tenants.len());
+    }
+    Ok(priced)
 }
 
 /// The SLA report of `month` for one tenant or all; with `plans`, each tenant's
@@ -186,23 +213,19 @@ pub async fn read_sla_report(
     month: BillingMonth,
     tenant: Option<&str>,
     plans: Option<(&PriceBook, &Catalog)>,
-    mut progress: impl FnMut(usize, usize),
+    progress: impl FnMut(usize, usize),
 ) -> Result<SlaReport, ReportError> {
-    let seal = crate::seal::period(store, month).await?;
-    let [months, days, hours] = read_sla_points(store, month, tenant, seal.as_ref()).await?;
+    let (seal, settled) = basis(store, month).await?;
+    let [months, days, hours] = read_sla_points(store, month, tenant, seal.as_ref(), settled).await?;
     let mut tenants: Vec<&str> = months.iter().map(|p| p.tenant.as_str()).collect();
     tenants.dedup();
-    let mut priced = BTreeMap::new();
-    if let Some((book, catalog)) = plans {
-        let sealed = seal.as_ref().map(Period::sealed);
-        for (n, t) in tenants.iter().enumerate() {
-            // The month's points are the invoice's availability read: only its usage is read again.
-            let availability = availability(months.iter().filter(|p| p.tenant == *t));
-            priced
-                .insert((*t).to_owned(), pricing(store, book, catalog, t, month, sealed.as_ref(), availability).await?);
-            progress(n + 1, tenants.len());
+    let priced = match plans {
+        Some(plans) => {
+            let sealed = seal.as_ref().map(Period::sealed);
+            pricing(store, plans, &tenants, month, (sealed.as_ref(), settled), &months, progress).await?
         }
-    }
+        None => BTreeMap::new(),
+    };
     let mut report = sla::build(month, &months, &days, &hours, &priced);
     report.sealed_digest = seal.map(|s| s.digest);
     Ok(report)

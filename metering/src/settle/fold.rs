@@ -103,6 +103,42 @@ pub struct Watermark {
     pub late: Option<(u32, u32)>,
 }
 
+/// Which settled state a live read combines: the latest fold at the moment the query runs, or a
+/// watermark read once for several reads (an invoice's usage and SLA reads, a report's pages).
+/// Any committed watermark gives the same answer (the folds up to it plus the tail since it), so
+/// reads that share one agree with each other and cost one read of it, not one each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Settled {
+    /// Read the latest fold when the query runs.
+    #[default]
+    Latest,
+    /// As read: `None` before the first fold (every stored row is read and collapsed).
+    At(Option<Watermark>),
+}
+
+impl Settled {
+    /// The latest fold, read now, for reads to share.
+    pub async fn read(store: &Store) -> Result<Self, StoreError> {
+        Ok(Self::At(Watermark::read(store).await?))
+    }
+
+    /// The watermark, read from `store` if it is [`Settled::Latest`].
+    pub async fn watermark(self, store: &Store) -> Result<Option<Watermark>, StoreError> {
+        match self {
+            Self::Latest => Watermark::read(store).await,
+            Self::At(w) => Ok(w),
+        }
+    }
+
+    /// The watermark as read (`None` for [`Settled::Latest`], which a query resolves first).
+    pub const fn at(self) -> Option<Watermark> {
+        match self {
+            Self::Latest => None,
+            Self::At(w) => w,
+        }
+    }
+}
+
 impl Watermark {
     /// The latest fold, or `None` before the first.
     pub async fn read(store: &Store) -> Result<Option<Self>, StoreError> {
@@ -116,14 +152,13 @@ impl Watermark {
             [upto, from] => (upto.parse().map_err(|_| bad(&row))?, from.parse().map_err(|_| bad(&row))?),
             _ => return Err(bad(&row)),
         };
-        let rolled = Days::read(store, upto).await?;
-        let mut w = Self { upto, tail_from, tail: true, rolled, late: None };
-        if rolled.is_some() {
-            let sql = Sql::new("SELECT toUInt32(min(window_from)), toUInt32(max(window_to)), count() ")
-                .append(w.late_folds(store.db())?);
-            w.late = bounds(store, &sql).await?;
-        }
-        Ok(Some(w))
+        let w = Self { upto, tail_from, tail: true, rolled: None, late: None };
+        // Both read the roll-ups up to the fold just read, at once: without a roll-up there are no
+        // late folds either.
+        let late = Sql::new("SELECT toUInt32(min(window_from)), toUInt32(max(window_to)), count() ")
+            .append(w.late_folds(store.db())?);
+        let (rolled, late) = tokio::try_join!(Days::read(store, upto), bounds(store, &late))?;
+        Ok(Some(Self { rolled, late: rolled.and(late), ..w }))
     }
 
     /// This watermark, without the tail when `table` holds no row matching `rows` (a `WHERE` body:

@@ -13,7 +13,7 @@ use super::record::{bound_exemplars, Exemplar, MAX_FAILED, MAX_SLOWEST};
 use super::sketch::LatencySketch;
 use crate::clickhouse::sql::{BadIdentifier, Param, Sql};
 use crate::seal::rollup::{Rollup, Sealed};
-use crate::settle::{Table, Watermark};
+use crate::settle::{Settled, Table, Watermark};
 use crate::store::rollup::{validate_range, Granularity, QueryError, Scan};
 use crate::store::Store;
 use crate::store::StoreError;
@@ -47,9 +47,10 @@ pub struct SlaQuery {
     pub grouping: SlaGrouping,
     /// Read a sealed month's snapshot instead of live rows.
     pub sealed: Option<Sealed>,
-    /// Live rows: the settled rows up to this watermark and the unsettled tail (set by
-    /// [`query_sla`] from the store); without one, every stored row is read and collapsed.
-    pub settled: Option<Watermark>,
+    /// Live reads: the settled rows up to a watermark and the unsettled tail since it, as read
+    /// once by the caller or by the query when it runs; before the first fold, every stored row
+    /// is read and collapsed.
+    pub settled: Settled,
 }
 
 /// One bucket of merged SLA data.
@@ -86,7 +87,7 @@ impl SlaQuery {
             granularity: Granularity::Day,
             grouping: SlaGrouping::Route,
             sealed: None,
-            settled: None,
+            settled: Settled::Latest,
         }
     }
 
@@ -119,7 +120,7 @@ impl SlaQuery {
                  arrayConcat(arraySlice(ex, 1, 3), arraySlice(arrayFilter(x -> x.3 = 1, ex), 1, 3)) AS kept \
                  FROM (",
         );
-        sql = match (&self.sealed, self.settled) {
+        sql = match (&self.sealed, self.settled.at()) {
             // A snapshot is one row per key already: no per-key pass over it (see the usage roll-up).
             (Some(_), _) => self.rows(sql, db, None, false)?,
             (None, None) => self.rows(sql, db, None, true)?,
@@ -269,10 +270,10 @@ fn split(s: &str) -> impl Iterator<Item = &str> {
 pub async fn query_sla(store: &Store, query: &SlaQuery) -> Result<Vec<SlaPoint>, StoreError> {
     let mut query = query.clone();
     if query.sealed.is_none() {
-        query.settled = match Watermark::read(store).await? {
+        query.settled = Settled::At(match query.settled.watermark(store).await? {
             Some(w) => Some(w.without_empty_tail(store, Table::Sla, query.scan().conditions()).await?),
             None => None,
-        };
+        });
     }
     let rows = store.ch().query_tsv(&query.to_sql(store.db())?).await?;
     query.parse_rows(rows)
