@@ -426,7 +426,7 @@ fn invoice_reads_run_on_the_modern_dialect() {
                 assert!(points.len() < MAX_LIMIT as usize);
                 pricing_store::record_usage(&mut usage, &window, &points);
             }
-            let q = pricing_store::sla_query(tenant, month);
+            let q = pricing_store::sla_query(Some(tenant), month);
             let sla = q.parse_rows(parse_tsv(&chdb.query(q.to_sql(db).unwrap().as_str()).unwrap())).unwrap();
             let inputs = Inputs { usage: &usage, availability: pricing_store::availability(&sla), catalog: &catalog };
             serde_json::to_value(compute(&book, tenant, month, inputs).unwrap()).unwrap()

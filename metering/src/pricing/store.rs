@@ -63,10 +63,10 @@ pub fn record_usage<'a>(usage: &mut Usage, window: &Window, points: impl IntoIte
     }
 }
 
-/// The SLA read of `tenant`'s month: one point per service.
-pub fn sla_query(tenant: &str, month: BillingMonth) -> SlaQuery {
+/// The SLA read of `tenant`'s (or every tenant's) month: one point per tenant and service.
+pub fn sla_query(tenant: Option<&str>, month: BillingMonth) -> SlaQuery {
     SlaQuery {
-        tenant: Some(tenant.to_owned()),
+        tenant: tenant.map(str::to_owned),
         service: None,
         from: midnight(month.first_day()),
         to: midnight(month.end()),
@@ -85,27 +85,39 @@ pub fn availability<'a>(points: impl IntoIterator<Item = &'a SlaPoint>) -> Avail
     })
 }
 
-/// Prices `tenant`'s `month` from live usage and SLA rows as of `settled`, or from the snapshot
-/// of seal `sealed`.
-async fn price(
+/// Where a month's reads come from: the snapshot of a seal, or live rows as of a watermark.
+#[derive(Debug, Clone, Copy)]
+pub struct Basis<'a> {
+    /// The seal whose snapshot is read, if the month is sealed.
+    pub sealed: Option<&'a Sealed>,
+    /// The watermark live reads share.
+    pub settled: Settled,
+}
+
+/// Each of `tenants`' invoices for `month` (without adjustments): their usage and availability
+/// read at once, each read shared by all of them where that is cheap ([`read_usage`],
+/// [`read_availability`]). A tenant that cannot be invoiced (no plan that month, a missing rate)
+/// has its error in its place.
+async fn price_all(
     store: &Store,
     book: &PriceBook,
     catalog: &Catalog,
-    tenant: &str,
+    tenants: &[&str],
     month: BillingMonth,
-    sealed: Option<&Sealed>,
-    settled: Settled,
-) -> Result<Invoice, InvoiceFailure> {
-    let mut sla = sla_query(tenant, month);
-    sla.sealed = sealed.cloned();
-    sla.settled = settled;
-    let read = async { Ok(availability(&query_sla(store, &sla).await?)) };
-    let tenants = [tenant];
-    let usage = read_usage(store, book, &tenants, month, sealed, settled);
-    // Two reads at once: an invoice waits for the slower, not for both in turn.
-    let (mut usage, availability) = tokio::try_join!(usage, read)?;
-    let usage = usage.remove(tenant).unwrap_or_default();
-    price_from(book, catalog, tenant, month, sealed, &usage, availability)
+    basis: Basis<'_>,
+) -> Result<BTreeMap<String, Result<Invoice, InvoiceError>>, StoreError> {
+    // Two reads at once: the invoices wait for the slower, not for both in turn.
+    let (usage, availability) = tokio::try_join!(
+        read_usage(store, book, tenants, month, basis),
+        read_availability(store, tenants, month, basis)
+    )?;
+    Ok(tenants
+        .iter()
+        .map(|t| {
+            let a = availability.get(*t).copied().unwrap_or_default();
+            ((*t).to_owned(), price_from(book, catalog, t, month, basis.sealed, &usage[*t], a))
+        })
+        .collect())
 }
 
 /// Prices `tenant`'s `month` from its `usage` (from [`read_usage`]) and `availability` (an SLA
@@ -118,30 +130,29 @@ pub fn price_from(
     sealed: Option<&Sealed>,
     usage: &Usage,
     availability: Availability,
-) -> Result<Invoice, InvoiceFailure> {
+) -> Result<Invoice, InvoiceError> {
     let sealed = sealed.map(|s| s.seal_id.as_str());
     tracing::debug!(tenant, %month, sealed, requests = availability.requests, errors = availability.errors, "pricing month");
-    Ok(compute(book, tenant, month, Inputs { usage, availability, catalog })?)
+    compute(book, tenant, month, Inputs { usage, availability, catalog })
 }
 
-/// The usage windows of `month` that `tenants`' invoices need (live as of `settled`, or from
-/// seal `sealed`), per tenant. A window many of them share (a month on one plan) is read once
+/// The usage windows of `month` that `tenants`' invoices need, per tenant (a tenant without a
+/// plan that month needs none). A window many of them share (a month on one plan) is read once
 /// for all tenants when such reads are cheap ([`one_read_for_all`]); the rest tenant by tenant.
 pub async fn read_usage(
     store: &Store,
     book: &PriceBook,
     tenants: &[&str],
     month: BillingMonth,
-    sealed: Option<&Sealed>,
-    settled: Settled,
-) -> Result<BTreeMap<String, Usage>, InvoiceFailure> {
+    basis: Basis<'_>,
+) -> Result<BTreeMap<String, Usage>, StoreError> {
     let mut shared: BTreeMap<Window, BTreeSet<&str>> = BTreeMap::new();
     for tenant in tenants {
-        for w in windows(book, tenant, month)? {
+        for w in windows(book, tenant, month).unwrap_or_default() {
             shared.entry(w).or_default().insert(tenant);
         }
     }
-    let all_at_once = one_read_for_all(sealed, settled);
+    let all_at_once = one_read_for_all(basis.sealed, basis.settled);
     let mut out: BTreeMap<String, Usage> = tenants.iter().map(|t| ((*t).to_owned(), Usage::new())).collect();
     for (window, readers) in shared {
         // A window an eighth of the tenants or more share is read once for every tenant (the
@@ -153,8 +164,8 @@ pub async fn read_usage(
         };
         for tenant in reads {
             let mut query = usage_query(tenant, &window);
-            query.sealed = sealed.cloned();
-            query.settled = settled;
+            query.sealed = basis.sealed.cloned();
+            query.settled = basis.settled;
             // Points come in tenant order: one run of them per tenant.
             for points in query_usage_all(store, &query).await?.chunk_by(|a, b| a.tenant == b.tenant) {
                 let t = points[0].tenant.as_str();
@@ -166,9 +177,33 @@ pub async fn read_usage(
     }
     Ok(out)
 }
-/// Reads `tenant`'s usage and availability for `month` from `db` and prices it. A
-/// sealed month is priced from its snapshot; when the previous month is sealed,
-/// its late usage is charged here as adjustments.
+
+/// `tenants`' availability in `month`: one SLA read of every tenant when that is cheap
+/// ([`one_read_for_all`]) and there are several, else one per tenant.
+pub async fn read_availability(
+    store: &Store,
+    tenants: &[&str],
+    month: BillingMonth,
+    basis: Basis<'_>,
+) -> Result<BTreeMap<String, Availability>, StoreError> {
+    let reads: Vec<Option<&str>> = if tenants.len() > 1 && one_read_for_all(basis.sealed, basis.settled) {
+        vec![None]
+    } else {
+        tenants.iter().map(|t| Some(*t)).collect()
+    };
+    let mut out = BTreeMap::new();
+    for tenant in reads {
+        let mut sla = sla_query(tenant, month);
+        sla.sealed = basis.sealed.cloned();
+        sla.settled = basis.settled;
+        for points in query_sla(store, &sla).await?.chunk_by(|a, b| a.tenant == b.tenant) {
+            out.insert(points[0].tenant.clone(), availability(points));
+        }
+    }
+    Ok(out)
+}
+
+/// `tenant`'s invoice for `month`: [`invoices`] of one tenant.
 pub async fn invoice(
     store: &Store,
     book: &PriceBook,
@@ -176,22 +211,47 @@ pub async fn invoice(
     tenant: &str,
     month: BillingMonth,
 ) -> Result<Invoice, InvoiceFailure> {
+    let mut all = invoices(store, book, catalog, &[tenant], month).await?;
+    Ok(all.remove(tenant).expect("an invoice or error per tenant asked for")?)
+}
+
+/// `tenants`' invoices for `month`, priced from reads they share: a sealed month from its
+/// snapshot; when the previous month is sealed, its late usage is charged here as adjustments.
+/// A tenant that cannot be invoiced has its error in its place; a failing store fails them all.
+pub async fn invoices(
+    store: &Store,
+    book: &PriceBook,
+    catalog: &Catalog,
+    tenants: &[&str],
+    month: BillingMonth,
+) -> Result<BTreeMap<String, Result<Invoice, InvoiceError>>, StoreError> {
     // One read of the seals serves this month and the previous one, one of the watermark every
-    // live read of the invoice.
+    // live read of the invoices.
     let (seals, settled) = tokio::try_join!(crate::seal::store::seals(store), Settled::read(store))?;
     let seal_of = |m: BillingMonth| seals.iter().find(|p| p.month == m.to_string());
     let seal = seal_of(month);
     let sealed = seal.map(crate::seal::Period::sealed);
-    let mut invoice = price(store, book, catalog, tenant, month, sealed.as_ref(), settled).await?;
-    invoice.sealed_digest = seal.map(|s| s.digest.clone());
-    let previous = month.previous();
-    let Some(prev_seal) = seal_of(previous) else { return Ok(invoice) };
-    let sealed = price(store, book, catalog, tenant, previous, Some(&prev_seal.sealed()), settled).await;
-    let live = price(store, book, catalog, tenant, previous, None, settled).await;
-    match (sealed, live) {
-        (Ok(sealed), Ok(live)) => Ok(add_adjustments(invoice, adjustments(&sealed, &live))?),
-        // No plan last month: nothing of it is billed, late or not.
-        (Err(InvoiceFailure::Invoice(InvoiceError::UnknownTenant(_) | InvoiceError::NoPlan { .. })), _) => Ok(invoice),
-        (Err(e), _) | (_, Err(e)) => Err(e),
+    let mut priced =
+        price_all(store, book, catalog, tenants, month, Basis { sealed: sealed.as_ref(), settled }).await?;
+    for invoice in priced.values_mut().flatten() {
+        invoice.sealed_digest = seal.map(|s| s.digest.clone());
     }
+    let previous = month.previous();
+    let Some(prev_seal) = seal_of(previous) else { return Ok(priced) };
+    let prev_sealed = prev_seal.sealed();
+    let (mut then, mut now) = tokio::try_join!(
+        price_all(store, book, catalog, tenants, previous, Basis { sealed: Some(&prev_sealed), settled }),
+        price_all(store, book, catalog, tenants, previous, Basis { sealed: None, settled })
+    )?;
+    for (tenant, priced) in priced.iter_mut() {
+        let Ok(invoice) = priced else { continue };
+        let (Some(sealed), Some(live)) = (then.remove(tenant), now.remove(tenant)) else { continue };
+        *priced = match (sealed, live) {
+            (Ok(sealed), Ok(live)) => add_adjustments(invoice.clone(), adjustments(&sealed, &live)),
+            // No plan last month: nothing of it is billed, late or not.
+            (Err(InvoiceError::UnknownTenant(_) | InvoiceError::NoPlan { .. }), _) => continue,
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        };
+    }
+    Ok(priced)
 }

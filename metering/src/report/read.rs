@@ -10,10 +10,10 @@ use time::OffsetDateTime;
 use super::sla::{self, Credits, Objective, Pricing, SlaReport};
 use super::usage::{self, UsageReport};
 use crate::meter::Catalog;
-use crate::pricing::invoice::windows;
+
 use crate::pricing::invoice::InvoiceError;
 use crate::pricing::plan::PriceBook;
-use crate::pricing::store::{availability, price_from, read_usage, InvoiceFailure};
+use crate::pricing::store::{availability, price_from, read_usage, Basis};
 use crate::pricing::BillingMonth;
 use crate::seal::rollup::Sealed;
 use crate::seal::rollup::Snapshot;
@@ -163,43 +163,37 @@ pub fn objective(book: &PriceBook, tenant: &str, month: BillingMonth) -> Option<
     Some(Objective { plan: plan.name.clone(), availability_percent: plan.slo_availability, p99_ms: plan.slo_p99_ms })
 }
 
-/// Each of `tenants`' objective and credits: the credits of its invoice for `month` (read from
-/// seal `sealed` when given, else live as of `settled`), whose availability the caller has read
-/// (`months`: the month's SLA points). Their usage is read once for all where that is cheap
-/// ([`read_usage`]). A tenant without a plan that month has neither.
+/// Each of `tenants`' objective and credits: the credits of its invoice for `month` (read as
+/// `basis` says), whose availability the caller has read (`months`: the month's SLA points).
+/// Their usage is read once for all where that is cheap ([`read_usage`]). A tenant without a
+/// plan that month has neither.
 async fn pricing(
     store: &Store,
     (book, catalog): (&PriceBook, &Catalog),
     tenants: &[&str],
     month: BillingMonth,
-    (sealed, settled): (Option<&Sealed>, Settled),
+    basis: Basis<'_>,
     months: &[SlaPoint],
     mut progress: impl FnMut(usize, usize),
 ) -> Result<BTreeMap<String, Pricing>, ReportError> {
-    let failed = |tenant: &str, e: InvoiceFailure| match e {
-        InvoiceFailure::Invoice(source) => ReportError::Pricing { tenant: tenant.to_owned(), source },
-        InvoiceFailure::Store(e) => e.into(),
-    };
+    let usage = read_usage(store, book, tenants, month, basis).await?;
     let mut priced = BTreeMap::new();
-    let mut planned = Vec::new();
     for t in tenants {
-        match windows(book, t, month) {
-            Ok(_) => planned.push(*t),
-            Err(InvoiceError::UnknownTenant(_) | InvoiceError::NoPlan { .. }) => {
-                priced.insert((*t).to_owned(), Pricing::default());
-            }
-            Err(e) => return Err(failed(t, e.into())),
-        }
-    }
-    let usage =
-        read_usage(store, book, &planned, month, sealed, settled).await.map_err(|e| failed("(every tenant)", e))?;
-    for t in &planned {
         // The month's points are the invoice's availability read: only its usage is read again.
         let availability = availability(months.iter().filter(|p| p.tenant == *t));
-        let usage = usage.get(*t).cloned().unwrap_or_default();
-        let inv = price_from(book, catalog, t, month, sealed, &usage, availability).map_err(|e| failed(t, e))?;
-        let credits = Credits { currency: inv.currency.code().to_owned(), credits: inv.credits, total: inv.sla_credit };
-        priced.insert((*t).to_owned(), Pricing { slo: objective(book, t, month), credits: Some(credits) });
+        let pricing = match price_from(book, catalog, t, month, basis.sealed, &usage[*t], availability) {
+            Ok(inv) => Pricing {
+                slo: objective(book, t, month),
+                credits: Some(Credits {
+                    currency: inv.currency.code().to_owned(),
+                    credits: inv.credits,
+                    total: inv.sla_credit,
+                }),
+            },
+            Err(InvoiceError::UnknownTenant(_) | InvoiceError::NoPlan { .. }) => Pricing::default(),
+            Err(source) => return Err(ReportError::Pricing { tenant: (*t).to_owned(), source }),
+        };
+        priced.insert((*t).to_owned(), pricing);
         progress(priced.len(), tenants.len());
     }
     Ok(priced)
@@ -222,7 +216,8 @@ pub async fn read_sla_report(
     let priced = match plans {
         Some(plans) => {
             let sealed = seal.as_ref().map(Period::sealed);
-            pricing(store, plans, &tenants, month, (sealed.as_ref(), settled), &months, progress).await?
+            let basis = Basis { sealed: sealed.as_ref(), settled };
+            pricing(store, plans, &tenants, month, basis, &months, progress).await?
         }
         None => BTreeMap::new(),
     };
