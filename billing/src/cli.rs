@@ -188,8 +188,12 @@ pub struct InvoiceSettings {
     #[command(flatten)]
     pub pricing: PricingSettings,
     /// The tenant to invoice.
+    #[arg(long, required_unless_present = "all", conflicts_with = "all")]
+    pub tenant: Option<String>,
+    /// Every tenant of the plans file with a plan that month, priced from shared reads (as
+    /// `GET /v1/invoices/{month}`).
     #[arg(long)]
-    pub tenant: String,
+    pub all: bool,
     /// The month to invoice, YYYY-MM (UTC).
     #[arg(long)]
     pub month: String,

@@ -85,12 +85,29 @@ async fn main() -> anyhow::Result<()> {
                 bail!("tally invoice needs a plans file: --plans FILE (or TALLY_PLANS, or plans in the config file)");
             };
             let store = args.store.store()?;
-            let invoice = pricing::store::invoice(&store, &book, &catalog, &args.tenant, month)
-                .await
-                .with_context(|| format!("invoicing tenant {} for {month} from {store}", args.tenant))?;
-            match args.format {
-                InvoiceFormat::Json => println!("{}", serde_json::to_string_pretty(&invoice)?),
-                InvoiceFormat::Text => print!("{}", pricing::text::render(&invoice)),
+            match &args.tenant {
+                Some(tenant) => {
+                    let invoice = pricing::store::invoice(&store, &book, &catalog, tenant, month)
+                        .await
+                        .with_context(|| format!("invoicing tenant {tenant} for {month} from {store}"))?;
+                    match args.format {
+                        InvoiceFormat::Json => println!("{}", serde_json::to_string_pretty(&invoice)?),
+                        InvoiceFormat::Text => print!("{}", pricing::text::render(&invoice)),
+                    }
+                }
+                None => {
+                    let tenants: Vec<&str> = book.tenants.keys().map(String::as_str).collect();
+                    let all = pricing::store::month_invoices(&store, &book, &catalog, &tenants, month)
+                        .await
+                        .with_context(|| format!("invoicing every tenant for {month} from {store}"))?;
+                    match args.format {
+                        InvoiceFormat::Json => println!("{}", serde_json::to_string_pretty(&all)?),
+                        InvoiceFormat::Text => {
+                            let texts: Vec<String> = all.invoices.iter().map(pricing::text::render).collect();
+                            print!("{}", texts.join("\n"));
+                        }
+                    }
+                }
             }
         }
         Command::Report(command) => report::run(command).await?,

@@ -302,6 +302,7 @@ async fn openapi_describes_the_routes_and_a_down_store_is_503() {
             "/healthz",
             "/metrics",
             "/openapi.json",
+            "/v1/invoices/{month}",
             "/v1/periods/{month}",
             "/v1/periods/{month}/seal",
             "/v1/periods/{month}/verify",

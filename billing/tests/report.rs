@@ -562,6 +562,7 @@ async fn settled_reports_read_every_tenant_at_once_and_equal_the_raw_reads() {
         "/v1/reports/sla/2026-11",
         "/v1/reports/sla/2026-11?format=csv",
         "/v1/tenants/acme/invoices/2026-11",
+        "/v1/invoices/2026-11",
     ];
     let mut raw = Vec::new();
     for path in paths {

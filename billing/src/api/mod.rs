@@ -89,6 +89,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/usage", get(usage::get_usage))
         .route("/v1/tenants/{tenant}/invoices/{month}", get(invoice::get_invoice))
+        .route("/v1/invoices/{month}", get(invoice::get_invoices))
         .route("/v1/reports/usage/{month}", get(report::get_usage_report))
         .route("/v1/reports/sla/{month}", get(report::get_sla_report))
         .route("/v1/periods/{month}", get(period::get_period))

@@ -111,6 +111,14 @@ pub fn document(catalog: &Catalog) -> Value {
                         "amount": {"$ref": "#/components/schemas/Money"}
                     }
                 },
+                "Invoices": {
+                    "type": "object",
+                    "required": ["month", "invoices"],
+                    "properties": {
+                        "month": {"type": "string", "description": "YYYY-MM"},
+                        "invoices": {"type": "array", "items": {"$ref": "#/components/schemas/Invoice"}}
+                    }
+                },
                 "Invoice": {
                     "type": "object",
                     "required": ["tenant", "month", "currency", "region", "tax_percent", "plans", "lines", "sla", "credits",
@@ -179,6 +187,18 @@ pub fn document(catalog: &Catalog) -> Value {
                 "responses": {
                     "200": {"description": "the invoice", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Invoice"}}}},
                     "400": error, "401": error, "403": error, "404": error, "500": error, "422": error, "429": error, "503": error, "504": error
+                }
+            }},
+            "/v1/invoices/{month}": {"get": {
+                "summary": "Every tenant's month, priced: the invoices of every tenant in the plans file with a plan in effect that month",
+                "description": "Each invoice is the one `/v1/tenants/{tenant}/invoices/{month}` answers, priced from reads all of them share (one read of usage and availability for every tenant where settled rows serve it). A billing key reads every tenant; a tenant key its own (an empty list without a plan that month). Without a plans file the list is empty. 500 `pricing_error`: a tenant could not be priced (named; e.g. the plans file lacks a conversion rate).",
+                "security": [{"bearer": []}],
+                "parameters": [
+                    {"name": "month", "in": "path", "required": true, "description": "UTC calendar month", "schema": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$", "example": "2026-11"}}
+                ],
+                "responses": {
+                    "200": {"description": "the invoices, by tenant", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Invoices"}}}},
+                    "400": error, "401": error, "500": error, "422": error, "429": error, "503": error, "504": error
                 }
             }},
             "/healthz": {"get": {"summary": "liveness", "responses": {"200": {"description": "alive",

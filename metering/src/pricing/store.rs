@@ -29,6 +29,14 @@ pub enum InvoiceFailure {
     /// The usage store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// One of many tenants' invoices could not be priced (e.g. a missing conversion rate).
+    #[error("pricing tenant {tenant:?}: {source}")]
+    Tenant {
+        /// The tenant.
+        tenant: String,
+        /// Why.
+        source: InvoiceError,
+    },
 }
 
 fn midnight(day: Date) -> OffsetDateTime {
@@ -254,4 +262,33 @@ pub async fn invoices(
         };
     }
     Ok(priced)
+}
+
+/// Every invoice of a month.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MonthInvoices {
+    /// The month, YYYY-MM.
+    pub month: String,
+    /// One per tenant with a plan in effect that month, by tenant.
+    pub invoices: Vec<Invoice>,
+}
+
+/// The invoices of those of `tenants` with a plan in effect in `month` ([`invoices`]); a tenant
+/// that cannot be priced fails them all, named.
+pub async fn month_invoices(
+    store: &Store,
+    book: &PriceBook,
+    catalog: &Catalog,
+    tenants: &[&str],
+    month: BillingMonth,
+) -> Result<MonthInvoices, InvoiceFailure> {
+    let mut out = Vec::with_capacity(tenants.len());
+    for (tenant, priced) in invoices(store, book, catalog, tenants, month).await? {
+        match priced {
+            Ok(invoice) => out.push(invoice),
+            Err(InvoiceError::UnknownTenant(_) | InvoiceError::NoPlan { .. }) => {}
+            Err(source) => return Err(InvoiceFailure::Tenant { tenant, source }),
+        }
+    }
+    Ok(MonthInvoices { month: month.to_string(), invoices: out })
 }
