@@ -19,16 +19,18 @@
 //!
 //! Then, `--runs` times, it measures the production paths the CLI runs:
 //!
-//! * every tenant's invoice (`pricing::store::invoice`, as `tally invoice`), as JSON;
+//! * every tenant's invoice (`pricing::store::month_invoices`, as `tally invoice --all` and
+//!   `GET /v1/invoices/{month}`), as JSON;
 //! * the usage report of all tenants (`report::read_usage_report`), as JSON;
 //! * the SLA report of all tenants with credits (`report::read_sla_report`), as JSON;
 //!
 //! With `--live` (or `--settle`) it first reads the month live, before it is sealed: the three,
-//! and 100 tenants' `/v1/usage`-shaped reads (`query_usage`, one tenant's month by day each,
-//! latencies p50/p99). With `--settle` it then settles the month (`settle::fold` until caught
-//! up, grace 0, then `settle::roll` until caught up, as `tally settle`), and reads it live again, `--runs` times, now settled:
-//! the same reads must give byte-identical invoices, reports and points. SLA rows are not
-//! settled yet (the SLA report reads raw `sla` rows; only its credits read usage).
+//! and for 100 tenants one at a time their `/v1/usage`-shaped reads (`query_usage`, the month by
+//! day) and their invoices (`pricing::store::invoice`, as `GET /v1/tenants/{t}/invoices/{month}`),
+//! latencies p50/p99. With `--settle` it then settles the month (`settle::fold` until caught up,
+//! grace 0, then `settle::roll` until caught up, as `tally settle`), and reads it live again,
+//! `--runs` times, now settled: the same reads must give byte-identical invoices, reports and
+//! points.
 //!
 //! Then (unless `--no-seal`) it seals the month and verifies the seal once (`seal::seal`,
 //! `seal::verify`, as `tally seal|verify`), and measures the three again, `--runs` times, now
@@ -270,32 +272,39 @@ impl Row {
     }
 }
 
-/// The `/v1/usage`-shaped reads, raw and settled: latencies of every run together.
+/// The one-tenant reads (`/v1/usage`-shaped, and invoices), raw and settled: latencies of every
+/// run together.
 fn print_api_reads(rows: &[Row]) {
-    let of = |read: Read| rows.iter().find(|r| r.phase == Phase::UsageApi && r.read == read);
     let quantiles = |row: &Row| {
         let mut l: Vec<f64> = row.samples.iter().flat_map(|s| s.output.latencies.iter().copied()).collect();
         l.sort_by(f64::total_cmp);
         let q = |p: f64| l[((p * l.len() as f64).ceil() as usize).clamp(1, l.len()) - 1] * 1000.0;
         (q(0.5), q(0.99), l.len())
     };
-    println!();
-    println!(
-        "`/v1/usage`-shaped reads (`query_usage`, one tenant's month by day, all meters; every run's reads together):"
-    );
-    println!();
-    println!("| reads | count | p50 ms | p99 ms |");
-    println!("|---|--:|--:|--:|");
-    let mut p = Vec::new();
-    for read in [Read::Live, Read::Settled] {
-        if let Some(row) = of(read) {
-            let (p50, p99, n) = quantiles(row);
-            println!("| {} | {n} | {p50:.1} | {p99:.1} |", read.name());
-            p.push((p50, p99));
+    for (phase, what) in [
+        (Phase::UsageApi, "`/v1/usage`-shaped reads (`query_usage`, one tenant's month by day, all meters"),
+        (
+            Phase::InvoiceApi,
+            "One tenant's invoice (`pricing::store::invoice`, as `GET /v1/tenants/{t}/invoices/{month}`",
+        ),
+    ] {
+        let of = |read: Read| rows.iter().find(|r| r.phase == phase && r.read == read);
+        println!();
+        println!("{what}; every run's reads together):");
+        println!();
+        println!("| reads | count | p50 ms | p99 ms |");
+        println!("|---|--:|--:|--:|");
+        let mut p = Vec::new();
+        for read in [Read::Live, Read::Settled] {
+            if let Some(row) = of(read) {
+                let (p50, p99, n) = quantiles(row);
+                println!("| {} | {n} | {p50:.1} | {p99:.1} |", read.name());
+                p.push((p50, p99));
+            }
         }
-    }
-    if let [(raw50, raw99), (set50, set99)] = p[..] {
-        println!("| raw ÷ settled | | {:.1}× | {:.1}× |", raw50 / set50, raw99 / set99);
+        if let [(raw50, raw99), (set50, set99)] = p[..] {
+            println!("| raw ÷ settled | | {:.1}× | {:.1}× |", raw50 / set50, raw99 / set99);
+        }
     }
 }
 
@@ -710,6 +719,7 @@ enum Phase {
     UsageReport,
     SlaReport,
     UsageApi,
+    InvoiceApi,
     Settle,
     FoldAgain,
     Rollup,
@@ -721,7 +731,8 @@ impl Phase {
     /// What billing reads: measured `--runs` times, live and from the seal.
     const ALL: [Phase; 3] = [Phase::Invoices, Phase::UsageReport, Phase::SlaReport];
     /// Measured `--runs` times on the live month, raw and settled.
-    const LIVE: [Phase; 4] = [Phase::Invoices, Phase::UsageReport, Phase::SlaReport, Phase::UsageApi];
+    const LIVE: [Phase; 5] =
+        [Phase::Invoices, Phase::UsageReport, Phase::SlaReport, Phase::UsageApi, Phase::InvoiceApi];
     /// Measured once, between the raw and the settled reads (`--settle`).
     const SETTLE: [Phase; 3] = [Phase::Settle, Phase::FoldAgain, Phase::Rollup];
     /// Measured once, after them (a month is sealed once).
@@ -729,10 +740,11 @@ impl Phase {
 
     fn label(self) -> &'static str {
         match self {
-            Phase::Invoices => "every tenant's invoice",
+            Phase::Invoices => "every tenant's invoice (`GET /v1/invoices/{month}`)",
             Phase::UsageReport => "usage report, all tenants",
             Phase::SlaReport => "SLA report, all tenants, credits",
             Phase::UsageApi => "/v1/usage-shaped reads, 100 tenants",
+            Phase::InvoiceApi => "one tenant's invoice (`GET /v1/tenants/{t}/invoices/{month}`), 100 tenants",
             Phase::Settle => "settle the month (folds until caught up, once)",
             Phase::FoldAgain => "fold on until `fold` returns None (once)",
             Phase::Rollup => "roll up the settled days until `roll` returns None (once)",
@@ -814,16 +826,18 @@ impl Ctx<'_> {
         let store = Store::new(ch.clone(), db);
         match phase {
             Phase::Invoices => {
+                let names: Vec<String> = (0..self.shape.tenants).map(tenant_name).collect();
+                let tenants: Vec<&str> = names.iter().map(String::as_str).collect();
+                let all = pricing::store::month_invoices(&store, self.book, self.catalog, &tenants, month)
+                    .await
+                    .context("invoicing every tenant")?;
+                self.check_tenants("invoices", all.invoices.len())?;
                 let (mut bytes, mut hasher) = (0, Sha256::new());
-                for t in 0..self.shape.tenants {
-                    let tenant = tenant_name(t);
-                    let invoice = pricing::store::invoice(&store, self.book, self.catalog, &tenant, month)
-                        .await
-                        .with_context(|| format!("invoicing {tenant}"))?;
-                    let json = serde_json::to_vec_pretty(&invoice)?;
+                for invoice in &all.invoices {
+                    let json = serde_json::to_vec_pretty(invoice)?;
                     bytes += json.len();
                     hasher.update(&json);
-                    self.check_invoice(&invoice)?;
+                    self.check_invoice(invoice)?;
                 }
                 Ok(Output::of(hasher, bytes))
             }
@@ -864,6 +878,20 @@ impl Ctx<'_> {
                     ensure!(tenant.credits.is_some(), "SLA report of {}: no credits priced", tenant.tenant);
                 }
                 Ok(Output::of(Sha256::new_with_prefix(&json), json.len()))
+            }
+            Phase::InvoiceApi => {
+                let (mut hasher, mut latencies) = (Sha256::new(), Vec::new());
+                for t in self.api_tenants() {
+                    let tenant = tenant_name(t);
+                    let start = Instant::now();
+                    let invoice = pricing::store::invoice(&store, self.book, self.catalog, &tenant, month)
+                        .await
+                        .with_context(|| format!("invoicing {tenant}"))?;
+                    latencies.push(start.elapsed().as_secs_f64());
+                    hasher.update(serde_json::to_vec_pretty(&invoice)?);
+                    self.check_invoice(&invoice)?;
+                }
+                Ok(Output { latencies, ..Output::of(hasher, 0) })
             }
             Phase::UsageApi => {
                 let (mut hasher, mut latencies) = (Sha256::new(), Vec::new());
