@@ -97,7 +97,13 @@ fn settlement_runs_on_the_modern_dialect() {
         let (batches, rows) = counts.trim().split_once('\t').unwrap();
         let (batches, rows) = (batches.parse().unwrap(), rows.parse().unwrap());
         chdb.query(plan.commit(db, batches, rows, Some(minutes)).unwrap().as_str()).unwrap();
-        Watermark { upto: plan.to, tail_from: plan.from, tail: true, rolled: None, late: None }
+        Watermark {
+            upto: plan.to,
+            tail_from: plan.from,
+            tail: metering::settle::Tail::Unknown,
+            rolled: None,
+            late: None,
+        }
     };
     let now = || time::OffsetDateTime::now_utc().unix_timestamp() as u32;
 

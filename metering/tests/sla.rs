@@ -192,7 +192,13 @@ fn sla_ddl_bytes_and_reads_run_on_the_modern_dialect() {
             &SLA_ROW.structure(),
             &encoded(),
         );
-        let settled = metering::settle::Watermark { upto: to, tail_from: 0, tail: true, rolled: None, late: None };
+        let settled = metering::settle::Watermark {
+            upto: to,
+            tail_from: 0,
+            tail: metering::settle::Tail::Unknown,
+            rolled: None,
+            late: None,
+        };
         for q in queries() {
             let q = SlaQuery { settled: metering::settle::Settled::At(Some(settled)), ..q };
             let out = chdb.query(q.to_sql(db).unwrap().as_str()).unwrap();
@@ -351,7 +357,7 @@ async fn settled_sla_reads_answer_exactly_through_resends_and_dropped_rows() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     settle::fold(&store, FoldOptions { margin: Duration::ZERO, ..now }).await.unwrap().expect("a quiet fold");
     let w = settle::Watermark::read(&store).await.unwrap().unwrap();
-    let w = w.without_empty_tail(&store, settle::Table::Sla, metering::clickhouse::Sql::new("1")).await.unwrap();
-    assert!(!w.tail, "{w:?}");
+    let w = w.with_tail(&store, settle::Table::Sla, None, (0, u32::MAX)).await.unwrap();
+    assert_eq!(w.tail, settle::Tail::Empty, "{w:?}");
     check_all("settled rows alone, no tail").await;
 }

@@ -84,6 +84,18 @@ impl Default for FoldOptions {
     }
 }
 
+/// What a read knows of its rows in the tail (stamped since the watermark's `tail_from`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tail {
+    /// Not looked up: the read scans every raw row of its range stamped since `tail_from`.
+    Unknown,
+    /// None: the read takes settled rows alone (a closed month's invoice, usually).
+    Empty,
+    /// They lie in these minutes (first, last; Unix seconds), as the insert journal says: the
+    /// read scans raw rows only there, through the raw table's key.
+    Within(u32, u32),
+}
+
 /// What reads combine with: the folds that ended at or before `upto` (Unix seconds of
 /// `inserted_to`), and the tail of rows inserted from `tail_from` on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,9 +105,8 @@ pub struct Watermark {
     /// The latest fold's start: rows inserted before it were taken by a fold (or by none,
     /// if they became visible more than the margin late).
     pub tail_from: u32,
-    /// Whether a read looks at the tail: false once [`without_empty_tail`](Self::without_empty_tail)
-    /// found none of a read's rows there (a closed month's invoice reads settled rows alone).
-    pub tail: bool,
+    /// Where a read's rows in the tail lie, once [`with_tail`](Self::with_tail) has looked.
+    pub tail: Tail,
     /// The days rolled up by the roll-ups of folds up to `upto` (see [`super::rollup`]).
     pub rolled: Option<Days>,
     /// The first and last minute of the folds up to `upto` that ended after the first roll-up and
@@ -152,7 +163,7 @@ impl Watermark {
             [upto, from] => (upto.parse().map_err(|_| bad(&row))?, from.parse().map_err(|_| bad(&row))?),
             _ => return Err(bad(&row)),
         };
-        let w = Self { upto, tail_from, tail: true, rolled: None, late: None };
+        let w = Self { upto, tail_from, tail: Tail::Unknown, rolled: None, late: None };
         // Both read the roll-ups up to the fold just read, at once: without a roll-up there are no
         // late folds either.
         let late = Sql::new("SELECT toUInt32(min(window_from)), toUInt32(max(window_to)), count() ")
@@ -161,20 +172,56 @@ impl Watermark {
         Ok(Some(Self { rolled, late: rolled.and(late), ..w }))
     }
 
-    /// This watermark, without the tail when `table` holds no row matching `rows` (a `WHERE` body:
-    /// a read's range and tenant) stamped in it: the tail's identity test costs a scan of the
-    /// range's identity rows even when there is nothing to test. A row stamped after this check
-    /// is not in the read, as it would not be in a read a moment earlier.
-    pub async fn without_empty_tail(self, store: &Store, table: Table, rows: Sql) -> Result<Self, StoreError> {
-        let sql = Sql::new("SELECT count() FROM ")
+    /// This watermark, knowing where in `[from, to)` (Unix seconds) `table`'s rows of `tenant` (or
+    /// every tenant) stamped since `tail_from` lie: the insert journal since then (sorted by stamp,
+    /// a few minutes of inserts) holds every such batch and its minutes. A read then scans raw rows
+    /// only in those minutes, and none when there are none — the tail's identity test costs a scan
+    /// of the minutes' identity rows even when there is nothing to test. A batch whose journal row
+    /// is not visible yet (the INSERT writes the raw rows first, then the journal's) is not in the
+    /// read, as it would not be in a read a moment earlier.
+    pub async fn with_tail(
+        self,
+        store: &Store,
+        table: Table,
+        tenant: Option<&str>,
+        (from, to): (u32, u32),
+    ) -> Result<Self, StoreError> {
+        let mut sql = Sql::new("SELECT toUInt32(min(window_min)), toUInt32(max(window_max)), count() FROM ")
             .ident(store.db())?
-            .push(table.raw())
-            .push(" WHERE ")
-            .append(rows)
-            .push(" AND inserted_at >= ")
-            .bind(Param::DateTime(self.tail_from));
-        let n = store.ch().query_column(&sql).await?.into_iter().next().unwrap_or_default();
-        Ok(Self { tail: n != "0", ..self })
+            .push(table.inserts())
+            .push(" WHERE inserted_at >= ")
+            .bind(Param::DateTime(self.tail_from))
+            .push(" AND window_max >= ")
+            .bind(Param::DateTime(from))
+            .push(" AND window_min < ")
+            .bind(Param::DateTime(to));
+        if let Some(t) = tenant {
+            sql = sql.push(" AND tenant = ").bind(t);
+        }
+        let tail = match bounds(store, &sql).await? {
+            Some((lo, hi)) => Tail::Within(lo.max(from), hi.min(to.saturating_sub(1))),
+            None => Tail::Empty,
+        };
+        Ok(Self { tail, ..self })
+    }
+
+    /// `sql` (a `WHERE` body of the raw table's columns) narrowed to the tail: stamped since
+    /// `tail_from`, in the minutes the journal gave.
+    pub(crate) fn tail_rows(&self, sql: Sql) -> Sql {
+        let sql = sql.push(" AND inserted_at >= ").bind(Param::DateTime(self.tail_from));
+        self.tail_minutes(sql)
+    }
+
+    /// `sql` (a `WHERE` body with `window_start`) narrowed to the tail's minutes, if known.
+    pub(crate) fn tail_minutes(&self, sql: Sql) -> Sql {
+        match self.tail {
+            Tail::Within(lo, hi) => sql
+                .push(" AND window_start >= ")
+                .bind(Param::DateTime(lo))
+                .push(" AND window_start <= ")
+                .bind(Param::DateTime(hi)),
+            Tail::Unknown | Tail::Empty => sql,
+        }
     }
 
     /// ` AND fold IN (folds up to the watermark)`: the settled rows a read counts.
@@ -628,7 +675,7 @@ mod tests {
     /// minutes (and so by the primary key).
     #[test]
     fn a_fold_reads_raw_rows_only_within_the_journaled_minutes() {
-        let last = Watermark { upto: 1_000, tail_from: 100, tail: true, rolled: None, late: None };
+        let last = Watermark { upto: 1_000, tail_from: 100, tail: Tail::Unknown, rolled: None, late: None };
         let plan = FoldPlan { id: "f".into(), from: 400, to: 1_000, last: Some(last) };
         for table in Table::ALL {
             let sql = plan.statement("db", table, (60, 120)).unwrap();

@@ -30,5 +30,5 @@ pub mod fold;
 pub mod rollup;
 pub mod schema;
 
-pub use fold::{fold, plan, run, Fold, FoldOptions, FoldPlan, Settled, Table, Watermark};
+pub use fold::{fold, plan, run, Fold, FoldOptions, FoldPlan, Settled, Table, Tail, Watermark};
 pub use rollup::{roll, Days, Rollup, RollupPlan};

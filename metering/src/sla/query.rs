@@ -11,9 +11,9 @@ use time::OffsetDateTime;
 
 use super::record::{bound_exemplars, Exemplar, MAX_FAILED, MAX_SLOWEST};
 use super::sketch::LatencySketch;
-use crate::clickhouse::sql::{BadIdentifier, Param, Sql};
+use crate::clickhouse::sql::{BadIdentifier, Sql};
 use crate::seal::rollup::{Rollup, Sealed};
-use crate::settle::{Settled, Table, Watermark};
+use crate::settle::{Settled, Table, Tail, Watermark};
 use crate::store::rollup::{validate_range, Granularity, QueryError, Scan};
 use crate::store::Store;
 use crate::store::StoreError;
@@ -125,7 +125,7 @@ impl SlaQuery {
             (Some(_), _) => self.rows(sql, db, None, false)?,
             (None, None) => self.rows(sql, db, None, true)?,
             // Settled rows are one per key too; only the tail since the last fold needs the pass.
-            (None, Some(w)) if !w.tail => self.settled_rows(sql, db, w)?,
+            (None, Some(w)) if w.tail == Tail::Empty => self.settled_rows(sql, db, w)?,
             (None, Some(w)) => {
                 let sql = self.settled_rows(sql, db, w)?.push(" UNION ALL ");
                 self.rows(sql, db, Some(w), true)?
@@ -197,10 +197,9 @@ impl SlaQuery {
             (Some(w), false) => return w.folds(sql.push(Table::Sla.data_rows()), db),
             (None, false) => return Ok(sql),
             (Some(w), true) => {
-                let tail = |sql: Sql| sql.push(" AND inserted_at >= ").bind(Param::DateTime(w.tail_from));
-                sql = tail(sql);
-                let rows = tail(narrow(scan.conditions()));
-                sql = w.unfolded(sql, db, Table::Sla, scan.conditions(), &rows)?;
+                sql = w.tail_rows(sql);
+                let rows = w.tail_rows(narrow(scan.conditions()));
+                sql = w.unfolded(sql, db, Table::Sla, w.tail_minutes(scan.conditions()), &rows)?;
             }
             (None, true) => {}
         }
@@ -271,7 +270,7 @@ pub async fn query_sla(store: &Store, query: &SlaQuery) -> Result<Vec<SlaPoint>,
     let mut query = query.clone();
     if query.sealed.is_none() {
         query.settled = Settled::At(match query.settled.watermark(store).await? {
-            Some(w) => Some(w.without_empty_tail(store, Table::Sla, query.scan().conditions()).await?),
+            Some(w) => Some(w.with_tail(store, Table::Sla, query.tenant.as_deref(), query.scan().seconds()).await?),
             None => None,
         });
     }

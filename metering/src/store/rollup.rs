@@ -20,7 +20,7 @@ use crate::clickhouse::sql::{BadIdentifier, Param, Sql};
 use crate::meter::Catalog;
 use crate::record::{validate_tenant, TenantError};
 use crate::seal::rollup::{Rollup, Sealed};
-use crate::settle::{Settled, Table, Watermark};
+use crate::settle::{Settled, Table, Tail, Watermark};
 use crate::store::Store;
 
 /// The largest page a query may ask for.
@@ -219,7 +219,7 @@ impl UsageQuery {
             (Some(_), _) => self.rows(sql, db, Rows::Collapsed(None))?,
             (None, None) => self.rows(sql, db, Rows::Raw(None))?,
             // Settled rows need no collapsing either; only the tail since the last fold does.
-            (None, Some(w)) if !w.tail => self.settled_rows(sql, db, w)?,
+            (None, Some(w)) if w.tail == Tail::Empty => self.settled_rows(sql, db, w)?,
             (None, Some(w)) => {
                 let sql = self.settled_rows(sql, db, w)?.push(" UNION ALL ");
                 self.rows(sql, db, Rows::Raw(Some(w)))?
@@ -287,10 +287,9 @@ impl UsageQuery {
             Rows::Late(w, minutes) => w.late_rows(sql.push(Table::Usage.data_rows()), db, minutes),
             Rows::Raw(settled) => {
                 if let Some(w) = settled {
-                    let tail = |sql: Sql| sql.push(" AND inserted_at >= ").bind(Param::DateTime(w.tail_from));
-                    sql = tail(sql);
-                    let raw = tail(self.narrow(self.scan().conditions()));
-                    sql = w.unfolded(sql, db, Table::Usage, self.scan().conditions(), &raw)?;
+                    sql = w.tail_rows(sql);
+                    let raw = w.tail_rows(self.narrow(self.scan().conditions()));
+                    sql = w.unfolded(sql, db, Table::Usage, w.tail_minutes(self.scan().conditions()), &raw)?;
                 }
                 Ok(sql.push(
                     " GROUP BY tenant, meter, window_start, service, route, dimensions, source_id, batch_seq, \
@@ -417,12 +416,19 @@ impl Scan<'_> {
         Ok(sql.ident(db)?.push(table).push(" WHERE ").append(self.conditions()))
     }
 
+    /// The range `[from, to)` in Unix seconds, as `DateTime` holds them.
+    pub(crate) fn seconds(&self) -> (u32, u32) {
+        let secs = |t: OffsetDateTime| u32::try_from(t.unix_timestamp().max(0)).unwrap_or(u32::MAX);
+        (secs(self.from), secs(self.to))
+    }
+
     /// The `WHERE` body: the range, the seal, the tenant.
     pub(crate) fn conditions(&self) -> Sql {
+        let (from, to) = self.seconds();
         let mut sql = Sql::new("window_start >= ")
-            .bind(Param::DateTime(self.from.unix_timestamp() as u32))
+            .bind(Param::DateTime(from))
             .push(" AND window_start < ")
-            .bind(Param::DateTime(self.to.unix_timestamp() as u32));
+            .bind(Param::DateTime(to));
         if let Some(s) = self.sealed {
             sql = sql.push(" AND seal_id = ").bind(&s.seal_id);
         }
@@ -456,7 +462,7 @@ pub async fn query_usage(store: &Store, query: &UsageQuery) -> Result<Vec<UsageP
     let mut query = query.clone();
     if query.sealed.is_none() {
         query.settled = Settled::At(match query.settled.watermark(store).await? {
-            Some(w) => Some(w.without_empty_tail(store, Table::Usage, query.scan().conditions()).await?),
+            Some(w) => Some(w.with_tail(store, Table::Usage, query.tenant.as_deref(), query.scan().seconds()).await?),
             None => None,
         });
     }
