@@ -361,3 +361,91 @@ async fn settled_sla_reads_answer_exactly_through_resends_and_dropped_rows() {
     assert_eq!(w.tail, settle::Tail::Empty, "{w:?}");
     check_all("settled rows alone, no tail").await;
 }
+
+/// Hours of two tenants and two services with known requests and errors: some without errors,
+/// equal ratios with different counts (9/30 and 6/20), and ties broken by the hour.
+fn hourly() -> Vec<(&'static str, &'static str, OffsetDateTime, u64, u64)> {
+    let mut out = Vec::new();
+    for (t, tenant) in ["acme", "globex"].into_iter().enumerate() {
+        for h in 0..12u64 {
+            for (s, service) in ["api", "web"].into_iter().enumerate() {
+                let requests = 10 * (1 + (h + s as u64 + t as u64) % 3);
+                let errors = (h * 5 + s as u64 * 3 + t as u64) % 4 * requests / 10 + u64::from(h % 5 == 1);
+                out.push((tenant, service, FROM + time::Duration::hours(h as i64), requests, errors));
+            }
+        }
+    }
+    out
+}
+
+/// `worst`, computed here: each tenant's hours with errors, lowest availability first (exactly),
+/// then more errors, then earlier, then by service; at most `n`.
+fn worst_expected(n: usize) -> Vec<(String, String, OffsetDateTime, u64, u64)> {
+    let mut hours: Vec<_> = hourly().into_iter().filter(|h| h.4 > 0).collect();
+    hours.sort_by(|a, b| {
+        a.0.cmp(b.0)
+            .then((u128::from(b.4) * u128::from(a.3)).cmp(&(u128::from(a.4) * u128::from(b.3))))
+            .then(b.4.cmp(&a.4))
+            .then(a.2.cmp(&b.2))
+            .then(a.1.cmp(b.1))
+    });
+    let mut out = Vec::new();
+    for tenant in ["acme", "globex"] {
+        let of: Vec<_> = hours.iter().filter(|h| h.0 == tenant).take(n).collect();
+        out.extend(of.into_iter().map(|h| (h.0.to_owned(), h.1.to_owned(), h.2, h.3, h.4)));
+    }
+    out
+}
+
+fn hourly_encoded() -> Vec<u8> {
+    let mut records = Vec::new();
+    for (tenant, service, at, requests, errors) in hourly() {
+        let mut r = SlaRecord::new(tenant, service, "", at);
+        for i in 0..requests {
+            r.observe(1_000_000 * (i + 1), i < errors, &format!("{i:032x}"));
+        }
+        records.push(r);
+    }
+    let mut bytes = Vec::new();
+    encode_sla_batch("collector-a", 1, &records, &mut bytes).unwrap();
+    bytes
+}
+
+fn worst_query() -> SlaQuery {
+    SlaQuery {
+        granularity: Granularity::Hour,
+        grouping: SlaGrouping::Service,
+        worst: Some(3),
+        ..SlaQuery::new(FROM, TO)
+    }
+}
+
+fn worst_got(points: &[SlaPoint]) -> Vec<(String, String, OffsetDateTime, u64, u64)> {
+    points.iter().map(|p| (p.tenant.clone(), p.service.clone(), p.start, p.requests, p.errors)).collect()
+}
+
+#[tokio::test]
+async fn the_worst_hours_read_returns_each_tenants_lowest_availability_hours_in_order() {
+    let want = worst_expected(3);
+    assert_eq!(want.len(), 6);
+    let server = ClickHouseServer::start().unwrap();
+    let db = server.database("worst").unwrap();
+    let ch = ClickHouse::new(&server.http_url(), Duration::from_secs(30)).unwrap();
+    let store = Store::new(ch.clone(), &db);
+    migrate(&store).await.unwrap();
+    ch.insert_rowbinary(&insert_sla(&db).unwrap(), hourly_encoded().into()).await.unwrap();
+    assert_eq!(worst_got(&query_sla(&store, &worst_query()).await.unwrap()), want);
+
+    let mut chdb = Chdb::start().unwrap();
+    testkit::usage::chdb_migrate(&mut chdb, "modern", Dialect::Modern);
+    testkit::usage::chdb_insert_rowbinary(
+        &mut chdb,
+        "modern.sla",
+        &insert_sla("modern").unwrap(),
+        &SLA_ROW.structure(),
+        &hourly_encoded(),
+    );
+    let q = worst_query();
+    let out = chdb.query(q.to_sql("modern").unwrap().as_str()).unwrap();
+    assert_eq!(worst_got(&q.parse_rows(parse_tsv(&out)).unwrap()), want);
+}

@@ -81,6 +81,7 @@ pub fn sla_query(tenant: Option<&str>, month: BillingMonth) -> SlaQuery {
         granularity: Granularity::Month,
         grouping: SlaGrouping::Service,
         sealed: None,
+        worst: None,
         settled: Settled::Latest,
     }
 }

@@ -47,6 +47,9 @@ pub struct SlaQuery {
     pub grouping: SlaGrouping,
     /// Read a sealed month's snapshot instead of live rows.
     pub sealed: Option<Sealed>,
+    /// Only each tenant's buckets with errors and the lowest availability: at most this many, in
+    /// that order (a report's worst hours), not every bucket.
+    pub worst: Option<u32>,
     /// Live reads: the settled rows up to a watermark and the unsettled tail since it, as read
     /// once by the caller or by the query when it runs; before the first fold, every stored row
     /// is read and collapsed.
@@ -87,6 +90,7 @@ impl SlaQuery {
             granularity: Granularity::Day,
             grouping: SlaGrouping::Route,
             sealed: None,
+            worst: None,
             settled: Settled::Latest,
         }
     }
@@ -131,7 +135,19 @@ impl SlaQuery {
                 self.rows(sql, db, Some(w), true)?
             }
         };
-        Ok(sql.push(") GROUP BY tenant, service, rt, bucket) ORDER BY tenant, service, rt, bucket"))
+        Ok(match self.worst {
+            None => sql.push(") GROUP BY tenant, service, rt, bucket) ORDER BY tenant, service, rt, bucket"),
+            // Worst first as the report orders them, but by a Float64 ratio: a correctly rounded
+            // division never inverts two ratios, only ties ones closer than its precision (which
+            // takes counts past 2^26 an hour), so the report orders what comes exactly.
+            Some(n) => sql
+                .push(
+                    ") GROUP BY tenant, service, rt, bucket HAVING err > 0) \
+                     ORDER BY tenant, err / req DESC, err DESC, bucket, service, rt LIMIT ",
+                )
+                .bind(u64::from(n))
+                .push(" BY tenant"),
+        })
     }
 
     /// `sql` followed by the settled rows up to `w`: rolled-up hours from `sla_settled_hourly`
