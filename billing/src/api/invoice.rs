@@ -30,14 +30,7 @@ pub async fn get_invoice(
     if !principal.may_read(&tenant) {
         return Err(ApiError::forbidden(format!("this key may not read tenant {tenant:?}")));
     }
-    if let Some(unknown) = params.keys().next() {
-        return Err(ApiError::bad_request(
-            "invalid_parameter",
-            format!("unknown parameter `{unknown}`; this route takes none"),
-        ));
-    }
-    let month =
-        BillingMonth::parse(&month).map_err(|e| ApiError::bad_request("invalid_parameter", format!("month: {e}")))?;
+    let month = month_only(&month, &params)?;
     let Some(book) = &state.plans else {
         return Err(not_found(
             "unknown_tenant",
@@ -69,14 +62,7 @@ pub async fn get_invoices(
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<MonthInvoices>, ApiError> {
     let principal = state.keys.authenticate(&headers)?;
-    if let Some(unknown) = params.keys().next() {
-        return Err(ApiError::bad_request(
-            "invalid_parameter",
-            format!("unknown parameter `{unknown}`; this route takes none"),
-        ));
-    }
-    let month =
-        BillingMonth::parse(&month).map_err(|e| ApiError::bad_request("invalid_parameter", format!("month: {e}")))?;
+    let month = month_only(&month, &params)?;
     let Some(book) = &state.plans else {
         return Ok(Json(MonthInvoices { month: month.to_string(), invoices: Vec::new() }));
     };
@@ -95,6 +81,17 @@ pub async fn get_invoices(
         Err(InvoiceFailure::Tenant { tenant, source }) => Err(pricing_error(&tenant, month, source)),
         Err(InvoiceFailure::Invoice(e)) => Err(ApiError::internal(e.to_string())),
     }
+}
+
+/// The month of a route that takes no query parameters.
+fn month_only(month: &str, params: &HashMap<String, String>) -> Result<BillingMonth, ApiError> {
+    if let Some(unknown) = params.keys().next() {
+        return Err(ApiError::bad_request(
+            "invalid_parameter",
+            format!("unknown parameter `{unknown}`; this route takes none"),
+        ));
+    }
+    BillingMonth::parse(month).map_err(|e| ApiError::bad_request("invalid_parameter", format!("month: {e}")))
 }
 
 fn pricing_error(tenant: &str, month: BillingMonth, e: InvoiceError) -> ApiError {
