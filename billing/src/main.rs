@@ -179,6 +179,7 @@ async fn main() -> anyhow::Result<()> {
 /// until SIGTERM or Ctrl-C, its metrics on `--admin-listen`.
 async fn settle(args: SettleSettings) -> anyhow::Result<()> {
     let store = args.store.store()?;
+    let store = store.with_ch(store.ch().clone().with_query_id_prefix(&settler::query_id_prefix(store.db()))?);
     let options = metering::settle::FoldOptions {
         grace: std::time::Duration::from_secs(args.grace_secs),
         margin: std::time::Duration::from_secs(args.margin_secs),

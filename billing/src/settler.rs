@@ -62,9 +62,21 @@ impl SettleMetrics {
     }
 }
 
+/// The `query_id` prefix of every settler's queries on `db` (ASCII letters, digits and `-`).
+pub fn query_id_prefix(db: &str) -> String {
+    let db: String = db.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    format!("tally-settle-{db}")
+}
+
 /// Folds until caught up, then rolls up the days that are ready, counting what it does.
+///
+/// First it stops, and waits out, every query a settler of this database left running: a
+/// settler killed (or a round timed out) after sending a fold's commit leaves it running on the
+/// server, and a fold planned before it lands would take that fold's batches again — both
+/// committed, counted twice. `store`'s queries carry [`query_id_prefix`].
 pub async fn round(store: &Store, options: FoldOptions, metrics: &SettleMetrics) -> Result<(), StoreError> {
     let outcome = async {
+        store.ch().kill_queries_and_wait(&query_id_prefix(store.db())).await?;
         while let Some(f) = fold(store, options).await? {
             tracing::info!(fold = %f.id, from = f.from, to = f.to, batches = f.batches, rows = f.rows, "folded");
             metrics.folds.inc();

@@ -143,6 +143,16 @@ impl ClickHouse {
     /// cancels them at their next block). Calls this client made with
     /// [`with_query_id_prefix`](Self::with_query_id_prefix) are found this way.
     pub async fn kill_queries(&self, prefix: &str) -> Result<(), ClickHouseError> {
+        self.kill(prefix, "ASYNC").await
+    }
+
+    /// [`kill_queries`](Self::kill_queries), returning once none of them runs any more (`SYNC`):
+    /// stopped, or finished (a query past its last block runs to its end).
+    pub async fn kill_queries_and_wait(&self, prefix: &str) -> Result<(), ClickHouseError> {
+        self.kill(prefix, "SYNC").await
+    }
+
+    async fn kill(&self, prefix: &str, mode: &str) -> Result<(), ClickHouseError> {
         if !valid_prefix(prefix) {
             return Err(ClickHouseError::BadUrl {
                 url: self.display.clone(),
@@ -152,7 +162,7 @@ impl ClickHouse {
         // Without an id of its own: the KILL must not collide with the queries it stops.
         let mut plain = self.clone();
         plain.query_ids = None;
-        let sql = format!("KILL QUERY WHERE query_id LIKE '{prefix}-%' ASYNC");
+        let sql = format!("KILL QUERY WHERE query_id LIKE '{prefix}-%' {mode}");
         plain.post(&sql, bytes::Bytes::new()).await.map(drop)
     }
 
