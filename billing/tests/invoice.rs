@@ -216,25 +216,14 @@ async fn tally_invoice_prints_the_hand_computed_invoices() {
     let (server, db) = setup().await;
     let plans = fixture("plans.yaml");
     let meters = fixture("meters.yaml");
-    let run = |tenant: &str, format: &str| {
-        tally(&[
-            "invoice",
-            "--clickhouse-url",
-            &server.http_url(),
-            "--clickhouse-database",
-            &db,
-            "--plans",
-            plans.to_str().unwrap(),
-            "--meters",
-            meters.to_str().unwrap(),
-            "--tenant",
-            tenant,
-            "--month",
-            "2026-11",
-            "--format",
-            format,
-        ])
+    // `tally invoice` on this store with the plans and meters files, then `args`.
+    let invoice = |args: &[&str]| {
+        let url = server.http_url();
+        let (plans, meters) = (plans.to_str().unwrap(), meters.to_str().unwrap());
+        let store = ["invoice", "--clickhouse-url", &url, "--clickhouse-database", &db];
+        tally(&[&store[..], &["--plans", plans, "--meters", meters], args].concat())
     };
+    let run = |tenant: &str, format: &str| invoice(&["--tenant", tenant, "--month", "2026-11", "--format", format]);
     let out = run("acme", "json");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     check_acme(&serde_json::from_slice(&out.stdout).unwrap());
@@ -245,20 +234,7 @@ async fn tally_invoice_prints_the_hand_computed_invoices() {
     check_lotus(&serde_json::from_slice(&out.stdout).unwrap());
 
     // Every tenant at once: the same invoices.
-    let out = tally(&[
-        "invoice",
-        "--clickhouse-url",
-        &server.http_url(),
-        "--clickhouse-database",
-        &db,
-        "--plans",
-        plans.to_str().unwrap(),
-        "--meters",
-        meters.to_str().unwrap(),
-        "--all",
-        "--month",
-        "2026-11",
-    ]);
+    let out = invoice(&["--all", "--month", "2026-11"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let all: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(all["month"], "2026-11");
@@ -274,21 +250,7 @@ async fn tally_invoice_prints_the_hand_computed_invoices() {
     assert!(text.lines().any(|l| l.starts_with("  total") && l.ends_with(" 101.86 EUR")), "{text}");
 
     // A month without a plan, and a bad plans file, fail with the reason.
-    let out = tally(&[
-        "invoice",
-        "--clickhouse-url",
-        &server.http_url(),
-        "--clickhouse-database",
-        &db,
-        "--plans",
-        plans.to_str().unwrap(),
-        "--meters",
-        meters.to_str().unwrap(),
-        "--tenant",
-        "lotus",
-        "--month",
-        "2026-10",
-    ]);
+    let out = invoice(&["--tenant", "lotus", "--month", "2026-10"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("tenant \"lotus\" has no plan in effect in 2026-10"));
     // Without the meters file, the plans' custom meters are unknown: refused at load with the line.

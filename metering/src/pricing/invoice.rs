@@ -97,6 +97,14 @@ pub enum InvoiceError {
     Overflow(String),
 }
 
+impl InvoiceError {
+    /// The tenant has no plan that month (none in the plans file, or none in effect): nothing
+    /// to bill, where one tenant among many is read — not a failure.
+    pub fn unplanned(&self) -> bool {
+        matches!(self, Self::UnknownTenant(_) | Self::NoPlan { .. })
+    }
+}
+
 /// What [`compute`] needs besides the plans: the usage and the month's availability.
 #[derive(Debug, Clone, Copy)]
 pub struct Inputs<'a> {

@@ -94,6 +94,12 @@ pub fn availability<'a>(points: impl IntoIterator<Item = &'a SlaPoint>) -> Avail
     })
 }
 
+/// Each tenant's availability from a month's SLA points of many tenants (in tenant order, as
+/// reads return them).
+pub fn availabilities(points: &[SlaPoint]) -> BTreeMap<String, Availability> {
+    points.chunk_by(|a, b| a.tenant == b.tenant).map(|of| (of[0].tenant.clone(), availability(of))).collect()
+}
+
 /// Where a month's reads come from: the snapshot of a seal, or live rows as of a watermark.
 #[derive(Debug, Clone, Copy)]
 pub struct Basis<'a> {
@@ -205,9 +211,7 @@ pub async fn read_availability(
         let mut sla = sla_query(tenant, month);
         sla.sealed = basis.sealed.cloned();
         sla.settled = basis.settled;
-        for points in query_sla(store, &sla).await?.chunk_by(|a, b| a.tenant == b.tenant) {
-            out.insert(points[0].tenant.clone(), availability(points));
-        }
+        out.extend(availabilities(&query_sla(store, &sla).await?));
     }
     Ok(out)
 }
@@ -258,7 +262,7 @@ pub async fn invoices(
         *priced = match (sealed, live) {
             (Ok(sealed), Ok(live)) => add_adjustments(invoice.clone(), adjustments(&sealed, &live)),
             // No plan last month: nothing of it is billed, late or not.
-            (Err(InvoiceError::UnknownTenant(_) | InvoiceError::NoPlan { .. }), _) => continue,
+            (Err(e), _) if e.unplanned() => continue,
             (Err(e), _) | (_, Err(e)) => Err(e),
         };
     }
@@ -287,7 +291,7 @@ pub async fn month_invoices(
     for (tenant, priced) in invoices(store, book, catalog, tenants, month).await? {
         match priced {
             Ok(invoice) => out.push(invoice),
-            Err(InvoiceError::UnknownTenant(_) | InvoiceError::NoPlan { .. }) => {}
+            Err(e) if e.unplanned() => {}
             Err(source) => return Err(InvoiceFailure::Tenant { tenant, source }),
         }
     }

@@ -13,7 +13,7 @@ use crate::meter::Catalog;
 
 use crate::pricing::invoice::InvoiceError;
 use crate::pricing::plan::PriceBook;
-use crate::pricing::store::{availability, price_from, read_usage, Basis};
+use crate::pricing::store::{availabilities, price_from, read_usage, Basis};
 use crate::pricing::BillingMonth;
 use crate::seal::rollup::Sealed;
 use crate::seal::rollup::Snapshot;
@@ -183,10 +183,11 @@ async fn pricing(
     mut progress: impl FnMut(usize, usize),
 ) -> Result<BTreeMap<String, Pricing>, ReportError> {
     let usage = read_usage(store, book, tenants, month, basis).await?;
+    // The month's points are the invoices' availability read: only their usage is read again.
+    let availability = availabilities(months);
     let mut priced = BTreeMap::new();
     for t in tenants {
-        // The month's points are the invoice's availability read: only its usage is read again.
-        let availability = availability(months.iter().filter(|p| p.tenant == *t));
+        let availability = availability.get(*t).copied().unwrap_or_default();
         let pricing = match price_from(book, catalog, t, month, basis.sealed, &usage[*t], availability) {
             Ok(inv) => Pricing {
                 slo: objective(book, t, month),
@@ -196,7 +197,7 @@ async fn pricing(
                     total: inv.sla_credit,
                 }),
             },
-            Err(InvoiceError::UnknownTenant(_) | InvoiceError::NoPlan { .. }) => Pricing::default(),
+            Err(e) if e.unplanned() => Pricing::default(),
             Err(source) => return Err(ReportError::Pricing { tenant: (*t).to_owned(), source }),
         };
         priced.insert((*t).to_owned(), pricing);

@@ -226,12 +226,7 @@ impl Watermark {
 
     /// ` AND fold IN (folds up to the watermark)`: the settled rows a read counts.
     pub(crate) fn folds(&self, sql: Sql, db: &str) -> Result<Sql, BadIdentifier> {
-        Ok(sql
-            .push(" AND fold IN (SELECT fold FROM ")
-            .ident(db)?
-            .push(".settle_folds WHERE inserted_to <= ")
-            .bind(Param::DateTime(self.upto))
-            .push(")"))
+        folds_upto(sql, db, self.upto)
     }
 
     /// ` AND fold IN (roll-ups up to the watermark)`: the rolled-up rows a read counts.
@@ -580,6 +575,16 @@ async fn oldest(store: &Store) -> Result<Option<u32>, StoreError> {
         Ok(Sql::new("SELECT toUInt32(min(inserted_at)), count() FROM ").ident(store.db())?.push(table.inserts()))
     })
     .await
+}
+
+/// `sql` followed by ` AND fold IN (the folds that ended at or before upto)`.
+pub(super) fn folds_upto(sql: Sql, db: &str, upto: u32) -> Result<Sql, BadIdentifier> {
+    Ok(sql
+        .push(" AND fold IN (SELECT fold FROM ")
+        .ident(db)?
+        .push(".settle_folds WHERE inserted_to <= ")
+        .bind(Param::DateTime(upto))
+        .push(")"))
 }
 
 /// The first two values of a `SELECT toUInt32(min(…)), toUInt32(max(…)), count() …`, or `None`

@@ -48,6 +48,14 @@ impl Days {
         Ok(super::fold::bounds(store, &sql).await?.map(|(from, to)| Self { from, to }))
     }
 
+    /// `sql` (a table) followed by ` WHERE` its rows in these days.
+    fn within(self, sql: Sql) -> Sql {
+        sql.push(" WHERE window_start >= ")
+            .bind(Param::DateTime(self.from))
+            .push(" AND window_start < ")
+            .bind(Param::DateTime(self.to))
+    }
+
     /// The part of `[from, to)` (Unix seconds) in these days, if any.
     pub fn overlap(self, from: u32, to: u32) -> Option<(u32, u32)> {
         let (a, b) = (from.max(self.from), to.min(self.to));
@@ -126,19 +134,8 @@ impl RollupPlan {
                 .push(SLA_HOUR_MERGE)
                 .push(" FROM "),
         };
-        let sql = sql
-            .ident(db)?
-            .push(table.settled())
-            .push(" WHERE window_start >= ")
-            .bind(Param::DateTime(self.days.from))
-            .push(" AND window_start < ")
-            .bind(Param::DateTime(self.days.to))
-            .push(table.data_rows())
-            .push(" AND fold IN (SELECT fold FROM ")
-            .ident(db)?
-            .push(".settle_folds WHERE inserted_to <= ")
-            .bind(Param::DateTime(self.upto))
-            .push(")");
+        let sql = self.days.within(sql.ident(db)?.push(table.settled())).push(table.data_rows());
+        let sql = super::fold::folds_upto(sql, db, self.upto)?;
         Ok(sql.push(match table {
             Table::Usage => " GROUP BY tenant, meter, day, service, dimensions, unique_value",
             Table::Sla => " GROUP BY tenant, service, route, hour)",
@@ -147,15 +144,8 @@ impl RollupPlan {
 
     /// `SELECT count()` of the rows it wrote into `table`'s rolled-up table.
     pub fn count(&self, db: &str, table: Table) -> Result<Sql, BadIdentifier> {
-        Ok(Sql::new("SELECT count() FROM ")
-            .ident(db)?
-            .push(table.rolled())
-            .push(" WHERE window_start >= ")
-            .bind(Param::DateTime(self.days.from))
-            .push(" AND window_start < ")
-            .bind(Param::DateTime(self.days.to))
-            .push(" AND fold = ")
-            .bind(self.id.as_str()))
+        let sql = Sql::new("SELECT count() FROM ").ident(db)?.push(table.rolled());
+        Ok(self.days.within(sql).push(" AND fold = ").bind(self.id.as_str()))
     }
 
     /// Its row in `settle_rollups`: from here on it counts.
